@@ -1,0 +1,3 @@
+module github.com/tandemrt/tandem
+
+go 1.26

@@ -1,0 +1,2 @@
+//! tandem core.
+pub mod envelope;
