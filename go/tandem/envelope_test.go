@@ -1,0 +1,478 @@
+package tandem
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// goldenPath is where both test suites read the shared vectors from.
+var goldenPath = filepath.Join("..", "..", "ffi", "testdata", "envelopes.json")
+
+type goldenRetry struct {
+	Attempts  *uint32 `json:"attempts"`
+	BackoffNS *int64  `json:"backoff_ns"`
+	NotBefore *int64  `json:"not_before"`
+}
+
+type goldenExpect struct {
+	// Event fields.
+	V               *uint64           `json:"v"`
+	ID              string            `json:"id"`
+	Source          string            `json:"source"`
+	Type            string            `json:"type"`
+	SpecVersion     string            `json:"specversion"`
+	Time            *int64            `json:"time"`
+	Subject         string            `json:"subject"`
+	DataContentType string            `json:"datacontenttype"`
+	DataSchema      string            `json:"dataschema"`
+	CorrelationID   string            `json:"correlationid"`
+	CausationID     string            `json:"causationid"`
+	TraceParent     string            `json:"traceparent"`
+	TraceState      string            `json:"tracestate"`
+	Attempt         uint32            `json:"attempt"`
+	Deadline        *int64            `json:"deadline"`
+	IdempotencyKey  string            `json:"idempotencykey"`
+	PartitionKey    string            `json:"partitionkey"`
+	Extensions      map[string]string `json:"extensions"`
+	DataHex         string            `json:"data_hex"`
+	// Error envelope fields.
+	Code    string       `json:"code"`
+	Message string       `json:"message"`
+	Retry   *goldenRetry `json:"retry"`
+	Runtime string       `json:"runtime"`
+	Handler string       `json:"handler"`
+}
+
+type goldenVector struct {
+	Name         string        `json:"name"`
+	Kind         string        `json:"kind"`
+	Hex          string        `json:"hex"`
+	Valid        bool          `json:"valid"`
+	Canonical    bool          `json:"canonical"`
+	CanonicalHex string        `json:"canonical_hex"`
+	Expect       *goldenExpect `json:"expect"`
+	Error        string        `json:"error"`
+}
+
+func (v *goldenVector) bytes(t testing.TB) []byte {
+	b, err := hex.DecodeString(v.Hex)
+	if err != nil {
+		t.Fatalf("%s: bad hex: %v", v.Name, err)
+	}
+	return b
+}
+
+// wantCanonical is what re-encoding a valid vector must produce.
+func (v *goldenVector) wantCanonical(t testing.TB) []byte {
+	if v.Canonical {
+		return v.bytes(t)
+	}
+	b, err := hex.DecodeString(v.CanonicalHex)
+	if err != nil || v.CanonicalHex == "" {
+		t.Fatalf("%s: non-canonical vector needs canonical_hex (%v)", v.Name, err)
+	}
+	return b
+}
+
+func loadGolden(t testing.TB) []goldenVector {
+	t.Helper()
+	raw, err := os.ReadFile(goldenPath)
+	if err != nil {
+		t.Fatalf("reading golden vectors: %v", err)
+	}
+	var file struct {
+		Version int            `json:"version"`
+		Vectors []goldenVector `json:"vectors"`
+	}
+	if err := json.Unmarshal(raw, &file); err != nil {
+		t.Fatalf("parsing golden vectors: %v", err)
+	}
+	if file.Version != 1 || len(file.Vectors) < 30 {
+		t.Fatalf("golden file version %d with %d vectors", file.Version, len(file.Vectors))
+	}
+	return file.Vectors
+}
+
+func unixOrZero(p *int64) time.Time {
+	if p == nil {
+		return time.Time{}
+	}
+	return time.Unix(0, *p).UTC()
+}
+
+func (x *goldenExpect) event(t testing.TB) *Event {
+	data, err := hex.DecodeString(x.DataHex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) == 0 {
+		data = nil
+	}
+	return &Event{
+		ID: x.ID, Source: x.Source, Type: x.Type, SpecVersion: x.SpecVersion,
+		Time: unixOrZero(x.Time), Subject: x.Subject, DataContentType: x.DataContentType,
+		DataSchema: x.DataSchema, CorrelationID: x.CorrelationID, CausationID: x.CausationID,
+		TraceParent: x.TraceParent, TraceState: x.TraceState, Attempt: x.Attempt,
+		Deadline: unixOrZero(x.Deadline), IdempotencyKey: x.IdempotencyKey,
+		PartitionKey: x.PartitionKey, Extensions: x.Extensions, Data: data,
+	}
+}
+
+func (x *goldenExpect) errorEnvelope() *ErrorEnvelope {
+	e := &ErrorEnvelope{Code: x.Code, Message: x.Message, Runtime: x.Runtime, Handler: x.Handler}
+	if r := x.Retry; r != nil {
+		e.Retry = &RetryPolicy{NotBefore: unixOrZero(r.NotBefore)}
+		if r.Attempts != nil {
+			e.Retry.Attempts = *r.Attempts
+		}
+		if r.BackoffNS != nil {
+			e.Retry.Backoff = time.Duration(*r.BackoffNS)
+		}
+	}
+	return e
+}
+
+// eventsEqual compares events field by field, times by instant.
+func eventsEqual(a, b *Event) bool {
+	return a.ID == b.ID && a.Source == b.Source && a.Type == b.Type && a.SpecVersion == b.SpecVersion &&
+		a.Time.Equal(b.Time) && a.Subject == b.Subject && a.DataContentType == b.DataContentType &&
+		a.DataSchema == b.DataSchema && a.CorrelationID == b.CorrelationID &&
+		a.CausationID == b.CausationID && a.TraceParent == b.TraceParent &&
+		a.TraceState == b.TraceState && a.Attempt == b.Attempt && a.Deadline.Equal(b.Deadline) &&
+		a.IdempotencyKey == b.IdempotencyKey && a.PartitionKey == b.PartitionKey &&
+		maps.Equal(a.Extensions, b.Extensions) && bytes.Equal(a.Data, b.Data)
+}
+
+func errorEnvelopesEqual(a, b *ErrorEnvelope) bool {
+	if (a.Retry == nil) != (b.Retry == nil) {
+		return false
+	}
+	if a.Retry != nil && (a.Retry.Attempts != b.Retry.Attempts || a.Retry.Backoff != b.Retry.Backoff ||
+		!a.Retry.NotBefore.Equal(b.Retry.NotBefore)) {
+		return false
+	}
+	return a.Code == b.Code && a.Message == b.Message && a.Runtime == b.Runtime && a.Handler == b.Handler
+}
+
+func TestGoldenEnvelopes(t *testing.T) {
+	for _, v := range loadGolden(t) {
+		t.Run(v.Name, func(t *testing.T) {
+			in := v.bytes(t)
+			switch {
+			case !v.Valid:
+				var err error
+				if v.Kind == "event" {
+					_, err = DecodeEvent(in)
+				} else {
+					_, err = DecodeErrorEnvelope(in)
+				}
+				var de *DecodeError
+				if !errors.As(err, &de) {
+					t.Fatalf("want DecodeError %q, got %v", v.Error, err)
+				}
+				if string(de.Kind) != v.Error {
+					t.Fatalf("want kind %q, got %q (%v)", v.Error, de.Kind, err)
+				}
+			case v.Kind == "event":
+				ev, err := DecodeEvent(in)
+				if err != nil {
+					t.Fatalf("decode: %v", err)
+				}
+				if want := v.Expect.event(t); !eventsEqual(ev, want) {
+					t.Fatalf("decoded\n %+v\nwant\n %+v", ev, want)
+				}
+				want := v.wantCanonical(t)
+				appended, err := AppendEvent(nil, ev)
+				if err != nil || !bytes.Equal(appended, want) {
+					t.Fatalf("AppendEvent = %x, %v; want %x", appended, err, want)
+				}
+				marshalled, err := MarshalEvent(ev)
+				if err != nil || !bytes.Equal(marshalled, want) {
+					t.Fatalf("MarshalEvent = %x, %v; want %x", marshalled, err, want)
+				}
+				if n := EncodedEventSize(ev); n != len(want) {
+					t.Fatalf("EncodedEventSize = %d, want %d", n, len(want))
+				}
+			default:
+				e, err := DecodeErrorEnvelope(in)
+				if err != nil {
+					t.Fatalf("decode: %v", err)
+				}
+				if want := v.Expect.errorEnvelope(); !errorEnvelopesEqual(e, want) {
+					t.Fatalf("decoded %+v (retry %+v), want %+v", e, e.Retry, want)
+				}
+				want := v.wantCanonical(t)
+				appended, err := AppendErrorEnvelope(nil, e)
+				if err != nil || !bytes.Equal(appended, want) {
+					t.Fatalf("AppendErrorEnvelope = %x, %v; want %x", appended, err, want)
+				}
+				marshalled, err := MarshalErrorEnvelope(e)
+				if err != nil || !bytes.Equal(marshalled, want) {
+					t.Fatalf("MarshalErrorEnvelope = %x, %v; want %x", marshalled, err, want)
+				}
+			}
+		})
+	}
+}
+
+func TestEventEncodeRejectsInvalid(t *testing.T) {
+	valid := Event{ID: "1", Source: "s", Type: "t"}
+	for name, mutate := range map[string]func(*Event){
+		"no id":            func(e *Event) { e.ID = "" },
+		"no source":        func(e *Event) { e.Source = "" },
+		"no type":          func(e *Event) { e.Type = "" },
+		"time too late":    func(e *Event) { e.Time = time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC) },
+		"deadline too old": func(e *Event) { e.Deadline = time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC) },
+	} {
+		ev := valid
+		mutate(&ev)
+		dst := []byte("keep")
+		out, err := AppendEvent(dst, &ev)
+		if !errors.Is(err, ErrInvalidEvent) || string(out) != "keep" {
+			t.Errorf("%s: AppendEvent = %q, %v", name, out, err)
+		}
+		if _, err := MarshalEvent(&ev); !errors.Is(err, ErrInvalidEvent) {
+			t.Errorf("%s: MarshalEvent error %v", name, err)
+		}
+	}
+	if _, err := AppendEvent(nil, nil); !errors.Is(err, ErrInvalidEvent) {
+		t.Errorf("nil event: %v", err)
+	}
+}
+
+func TestErrorEnvelopeEncodeRejectsInvalid(t *testing.T) {
+	for name, e := range map[string]*ErrorEnvelope{
+		"nil":              nil,
+		"no code":          {Message: "m"},
+		"negative backoff": {Code: "c", Retry: &RetryPolicy{Backoff: -1}},
+	} {
+		if _, err := MarshalErrorEnvelope(e); !errors.Is(err, ErrInvalidErrorEnvelope) {
+			t.Errorf("%s: MarshalErrorEnvelope error %v", name, err)
+		}
+		if _, err := AppendErrorEnvelope(nil, e); !errors.Is(err, ErrInvalidErrorEnvelope) {
+			t.Errorf("%s: AppendErrorEnvelope error %v", name, err)
+		}
+	}
+}
+
+func TestEventSpecVersionDefaults(t *testing.T) {
+	b, err := AppendEvent(nil, &Event{ID: "1", Source: "s", Type: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := DecodeEvent(b)
+	if err != nil || ev.SpecVersion != "1.0" {
+		t.Fatalf("SpecVersion %q, %v", ev.SpecVersion, err)
+	}
+}
+
+const randomAlphabet = "abcXYZ-_/.é☃🦀0123456789"
+
+func randomText(r *rand.Rand, optional bool) string {
+	n := r.IntN(40)
+	if !optional && n == 0 {
+		n = 1
+	}
+	if r.IntN(20) == 0 {
+		n = 24 + r.IntN(300) // lengths needing one and two bytes
+	}
+	runes := []rune(randomAlphabet)
+	var sb strings.Builder
+	for range n {
+		sb.WriteRune(runes[r.IntN(len(runes))])
+	}
+	return sb.String()
+}
+
+func randomTime(r *rand.Rand) time.Time {
+	switch r.IntN(4) {
+	case 0:
+		return time.Time{}
+	case 1:
+		return time.Unix(0, int64(r.Uint64())).UTC()
+	default:
+		return time.Unix(0, r.Int64N(1<<62)-(1<<61)).UTC()
+	}
+}
+
+// randomEvent builds a valid Event with each optional field present about half the time.
+func randomEvent(r *rand.Rand) *Event {
+	opt := func() string {
+		if r.IntN(2) == 0 {
+			return ""
+		}
+		return randomText(r, true)
+	}
+	ev := &Event{
+		ID: randomText(r, false), Source: randomText(r, false), Type: randomText(r, false),
+		SpecVersion: opt(), Time: randomTime(r), Subject: opt(), DataContentType: opt(),
+		DataSchema: opt(), CorrelationID: opt(), CausationID: opt(), TraceParent: opt(),
+		TraceState: opt(), Deadline: randomTime(r), IdempotencyKey: opt(), PartitionKey: opt(),
+	}
+	switch r.IntN(3) {
+	case 1:
+		ev.Attempt = uint32(r.IntN(30))
+	case 2:
+		ev.Attempt = r.Uint32()
+	}
+	if n := r.IntN(25) - 5; n > 0 {
+		ev.Extensions = make(map[string]string, n)
+		for range n {
+			ev.Extensions[randomText(r, true)] = randomText(r, true)
+		}
+	}
+	if r.IntN(2) == 0 {
+		ev.Data = make([]byte, r.IntN(600))
+		for i := range ev.Data {
+			ev.Data[i] = byte(r.Uint32())
+		}
+		if len(ev.Data) == 0 {
+			ev.Data = nil
+		}
+	}
+	return ev
+}
+
+// TestAppendEventMatchesMarshalEvent is the property the hand-written encoder lives by:
+// it is byte-for-byte fxamacker's core deterministic encoding, and it round-trips.
+func TestAppendEventMatchesMarshalEvent(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 3000 {
+		ev := randomEvent(r)
+		appended, err := AppendEvent(nil, ev)
+		if err != nil {
+			t.Fatalf("case %d: AppendEvent: %v", i, err)
+		}
+		marshalled, err := MarshalEvent(ev)
+		if err != nil {
+			t.Fatalf("case %d: MarshalEvent: %v", i, err)
+		}
+		if !bytes.Equal(appended, marshalled) {
+			t.Fatalf("case %d: AppendEvent\n %x\nMarshalEvent\n %x\nevent %+v", i, appended, marshalled, ev)
+		}
+		if n := EncodedEventSize(ev); n != len(appended) {
+			t.Fatalf("case %d: EncodedEventSize %d, encoded %d", i, n, len(appended))
+		}
+		back, err := DecodeEvent(appended)
+		if err != nil {
+			t.Fatalf("case %d: decode: %v", i, err)
+		}
+		if ev.SpecVersion == "" {
+			ev.SpecVersion = "1.0"
+		}
+		if len(ev.Extensions) == 0 {
+			ev.Extensions = nil
+		}
+		if !eventsEqual(back, ev) {
+			t.Fatalf("case %d: round trip\n %+v\nwant\n %+v", i, back, ev)
+		}
+	}
+}
+
+func TestAppendErrorEnvelopeMatchesMarshal(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range 1000 {
+		e := &ErrorEnvelope{Code: randomText(r, false)}
+		if r.IntN(2) == 0 {
+			e.Message, e.Runtime, e.Handler = randomText(r, true), randomText(r, true), randomText(r, true)
+		}
+		if r.IntN(2) == 0 {
+			e.Retry = &RetryPolicy{NotBefore: randomTime(r)}
+			if r.IntN(2) == 0 {
+				e.Retry.Attempts = r.Uint32()
+			}
+			if r.IntN(2) == 0 {
+				e.Retry.Backoff = time.Duration(r.Int64())
+			}
+		}
+		appended, err := AppendErrorEnvelope(nil, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		marshalled, err := MarshalErrorEnvelope(e)
+		if err != nil || !bytes.Equal(appended, marshalled) {
+			t.Fatalf("case %d: %x != %x (%v)", i, appended, marshalled, err)
+		}
+		back, err := DecodeErrorEnvelope(appended)
+		if err != nil || !errorEnvelopesEqual(back, e) {
+			t.Fatalf("case %d: round trip %+v, %v; want %+v", i, back, err, e)
+		}
+	}
+}
+
+func fullEvent(extensions int) *Event {
+	ev := &Event{
+		ID: "01J9Z3W8Q6T5K2M7N4P1R0S8V", Source: "/orders/api", Type: "order.created",
+		Time: time.Unix(1700000000, 123456789), Subject: "order/42",
+		DataContentType: "application/json", CorrelationID: "corr-7",
+		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		Attempt:     2, Deadline: time.Unix(1700000005, 0), PartitionKey: "customer-9",
+		Data: bytes.Repeat([]byte("x"), 256),
+	}
+	if extensions > 0 {
+		ev.Extensions = make(map[string]string, extensions)
+		for i := range extensions {
+			ev.Extensions[strings.Repeat("k", i%5+1)+string(rune('a'+i))] = "v"
+		}
+	}
+	return ev
+}
+
+func TestAppendEventDoesNotAllocate(t *testing.T) {
+	for _, n := range []int{0, 3, sortedKeysOnStack} {
+		ev := fullEvent(n)
+		buf := make([]byte, 0, EncodedEventSize(ev))
+		allocs := testing.AllocsPerRun(200, func() {
+			var err error
+			if buf, err = AppendEvent(buf[:0], ev); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%d extensions: AppendEvent allocates %v times per call", n, allocs)
+		}
+		if EncodedEventSize(ev) != len(buf) {
+			t.Errorf("%d extensions: EncodedEventSize %d, encoded %d", n, EncodedEventSize(ev), len(buf))
+		}
+	}
+}
+
+func BenchmarkAppendEvent(b *testing.B) {
+	for _, n := range []int{0, 4} {
+		ev := fullEvent(n)
+		buf := make([]byte, 0, EncodedEventSize(ev))
+		b.Run(map[int]string{0: "no-extensions", 4: "4-extensions"}[n], func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(cap(buf)))
+			for b.Loop() {
+				buf, _ = AppendEvent(buf[:0], ev)
+			}
+		})
+	}
+}
+
+func BenchmarkMarshalEvent(b *testing.B) {
+	ev := fullEvent(4)
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = MarshalEvent(ev)
+	}
+}
+
+func BenchmarkDecodeEvent(b *testing.B) {
+	in, _ := AppendEvent(nil, fullEvent(4))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(in)))
+	for b.Loop() {
+		_, _ = DecodeEvent(in)
+	}
+}
