@@ -2,6 +2,13 @@ module github.com/tandemrt/tandem
 
 go 1.26
 
-require github.com/fxamacker/cbor/v2 v2.10.0
+require (
+	github.com/fxamacker/cbor/v2 v2.10.0
+	go.uber.org/goleak v1.3.0
+	go.uber.org/zap v1.28.0
+)
 
-require github.com/x448/float16 v0.8.4 // indirect
+require (
+	github.com/x448/float16 v0.8.4 // indirect
+	go.uber.org/multierr v1.10.0 // indirect
+)

@@ -1,1 +1,106 @@
-//! placeholder
+//! The library Go links: tandem's core with the example handlers that the tests, the demo and
+//! the benchmarks use. A user builds their own crate like this one, with their handlers, in its
+//! place (see README: "Your own Rust handlers").
+
+use std::time::Duration;
+
+use tandem::{Context, Event, Handler, HandlerError, Outcome, Registry};
+
+/// Acknowledges and does nothing: the boundary's own cost.
+pub struct Noop;
+impl Handler for Noop {
+    async fn handle(&self, _ev: &Event, _cx: &Context) -> Outcome {
+        Outcome::Ack
+    }
+}
+
+/// Replies with the payload unchanged.
+pub struct Echo;
+impl Handler for Echo {
+    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+        Outcome::Reply(ev.data().to_vec())
+    }
+}
+
+/// Replies with the payload's ASCII letters upper-cased.
+pub struct Upper;
+impl Handler for Upper {
+    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+        Outcome::Reply(ev.data().to_ascii_uppercase())
+    }
+}
+
+/// CPU-bound: replies with the 64-bit FNV-1a hash of the payload, folded `rounds` times (the
+/// `rounds` extension, default 1), as 8 big-endian bytes.
+pub struct Hash;
+impl Handler for Hash {
+    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+        let rounds = ev
+            .extensions()
+            .get("rounds")
+            .and_then(|r| r.parse::<u32>().ok())
+            .unwrap_or(1);
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for _ in 0..rounds.max(1) {
+            for &b in ev.data() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        Outcome::Reply(h.to_be_bytes().to_vec())
+    }
+}
+
+/// Async: awaits a tokio timer of `sleep_ms` milliseconds (extension, default 1), then acks.
+pub struct Sleep;
+impl Handler for Sleep {
+    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+        let ms = ev
+            .extensions()
+            .get("sleep_ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(1);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Outcome::Ack
+    }
+}
+
+/// Fails on demand: payload "retry" asks for a retry after 10 ms, "term" fails for good,
+/// anything else acks.
+pub struct Fail;
+impl Handler for Fail {
+    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+        match ev.data() {
+            b"retry" => Outcome::Retry {
+                after: Duration::from_millis(10),
+                error: HandlerError::with_code("unavailable", "asked to fail with retry"),
+            },
+            b"term" => Outcome::Term(HandlerError::with_code("invalid", "asked to fail for good")),
+            _ => Outcome::Ack,
+        }
+    }
+}
+
+/// Panics on demand (payload "panic"), to prove the panic is contained.
+pub struct Panic;
+impl Handler for Panic {
+    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+        if ev.data() == b"panic" {
+            panic!("asked to panic");
+        }
+        Outcome::Ack
+    }
+}
+
+/// Registers the example handlers under the `demo.*` event types.
+pub fn register(reg: &mut Registry) {
+    reg.register("demo.noop", "noop", Noop)
+        .register("demo.echo", "echo", Echo)
+        .register("demo.upper", "upper", Upper)
+        .register("demo.hash", "hash", Hash)
+        .register("demo.sleep", "sleep", Sleep)
+        .register("demo.fail", "fail", Fail)
+        .register("demo.panic", "panic", Panic);
+}
+
+tandem::register_handlers!(register);

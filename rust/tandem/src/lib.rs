@@ -1,2 +1,40 @@
-//! tandem core.
+//! tandem's core: the shared rings, the envelope, the tokio runtime and the C exports.
+//!
+//! Go hands CBOR event envelopes to this runtime through a submission ring in shared memory;
+//! each event runs as a tokio task in the [`Handler`] registered for its type, and its outcome
+//! returns through a completion ring. See docs/ for the boundary contract.
+//!
+//! A crate that builds the staticlib or cdylib Go links names its registration function:
+//!
+//! ```ignore
+//! fn register(reg: &mut tandem::Registry) { reg.register("demo.echo", "echo", Echo); }
+//! tandem::register_handlers!(register);
+//! ```
+#![warn(missing_docs, unreachable_pub)]
+#![allow(non_camel_case_types)]
+
 pub mod envelope;
+#[cfg(feature = "exports")]
+pub mod ffi;
+mod handler;
+pub mod layout;
+mod ring;
+mod runtime;
+mod shm;
+mod sync;
+mod wake;
+
+pub use handler::{Context, Event, Handler, HandlerError, Outcome, Registry};
+pub use runtime::{Config, Error, Runtime, Stats};
+
+/// Names the function that registers this library's handlers; the C exports call it when a
+/// runtime is created. Use it exactly once, in the crate that builds the staticlib/cdylib.
+#[macro_export]
+macro_rules! register_handlers {
+    ($f:path) => {
+        #[unsafe(no_mangle)]
+        fn tandem_register_handlers(registry: &mut $crate::Registry) {
+            $f(registry)
+        }
+    };
+}

@@ -1,0 +1,289 @@
+// Package abi binds the C ABI of ffi/tandem.h. Exactly one file per link mode knows the mode
+// (abi_cgo.go for cgo); this file holds what both share: the Go mirrors of the C structs, the
+// status codes and the errors.
+//
+// The structs below have the memory layout of their C counterparts (checked by
+// TestLayoutMatchesHeader), so both modes pass pointers to them straight to the library.
+package abi
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"unsafe"
+)
+
+// Version is the ABI version this package was built against (TANDEM_ABI_VERSION).
+const Version uint32 = 1
+
+// expectedVersion is what Load requires of the library; a variable so tests can pretend to
+// be built against another version.
+var expectedVersion = Version
+
+// Status codes of ffi/tandem.h.
+const (
+	statusOK          int32 = 0
+	statusInvalidArg  int32 = 1
+	statusABIMismatch int32 = 2
+	statusState       int32 = 3
+	statusPanic       int32 = 4
+	statusIO          int32 = 5
+	statusInit        int32 = 6
+	statusTooSmall    int32 = 7
+)
+
+// Descriptor kinds and outcomes of ffi/tandem.h.
+const (
+	SQEEvent          uint32 = 1
+	SQERelease        uint32 = 2
+	OutcomeAck        uint32 = 0
+	OutcomeRetry      uint32 = 1
+	OutcomeTerm       uint32 = 2
+	OutcomeInProgress uint32 = 3
+	NoSlot            uint32 = ^uint32(0)
+)
+
+// Config mirrors tandem_config.
+type Config struct {
+	ABIVersion  uint32
+	Workers     uint32
+	SQCapacity  uint32
+	CQCapacity  uint32
+	ReqSlotSize uint32
+	ReqSlots    uint32
+	RepSlotSize uint32
+	RepSlots    uint32
+	SpinNs      uint64
+}
+
+// Layout mirrors tandem_layout. Base points into memory the runtime owns.
+type Layout struct {
+	Base        unsafe.Pointer
+	Size        uint64
+	SQHeader    uint64
+	SQCells     uint64
+	CQHeader    uint64
+	CQCells     uint64
+	ReqArena    uint64
+	RepArena    uint64
+	ReqStride   uint64
+	RepStride   uint64
+	SQCapacity  uint32
+	CQCapacity  uint32
+	ReqSlotSize uint32
+	ReqSlots    uint32
+	RepSlotSize uint32
+	RepSlots    uint32
+	WakeRustFd  int32
+	WakeGoFd    int32
+}
+
+// Stats mirrors tandem_stats.
+type Stats struct {
+	Received     uint64
+	Completed    uint64
+	RequestsHeld uint64
+	RepliesLent  uint64
+	Releases     uint64
+	Violations   uint64
+	Parks        uint64
+	GoWakeups    uint64
+	Panics       uint64
+	SQDepth      uint64
+	CQDepth      uint64
+}
+
+// Errors returned by the bindings; the public package maps them to its own sentinels.
+var (
+	// ErrABIMismatch: the library implements another ABI version than this build.
+	ErrABIMismatch = errors.New("ABI version mismatch")
+	// ErrInit: a handler's init or warm-up failed.
+	ErrInit = errors.New("handler failed to start")
+	// ErrState: the call does not fit the runtime's state.
+	ErrState = errors.New("wrong runtime state")
+	// ErrInvalidArg: a value was rejected by the library.
+	ErrInvalidArg = errors.New("invalid argument")
+	// ErrPanic: a Rust panic was caught at the boundary.
+	ErrPanic = errors.New("rust panic at the boundary")
+	// ErrIO: the operating system refused a resource.
+	ErrIO = errors.New("operating system error")
+	// ErrTooSmall: an output buffer was too small.
+	ErrTooSmall = errors.New("buffer too small")
+)
+
+// Error is a failed call: which export, its status, and the library's message.
+type Error struct {
+	Call    string
+	Status  int32
+	Message string
+	kind    error
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("%s: %v (status %d)", e.Call, e.kind, e.Status)
+	}
+	return fmt.Sprintf("%s: %s", e.Call, e.Message)
+}
+
+// Unwrap returns the sentinel matching the status.
+func (e *Error) Unwrap() error { return e.kind }
+
+func statusError(call string, st int32, message string) error {
+	if st == statusOK {
+		return nil
+	}
+	kind := map[int32]error{
+		statusInvalidArg:  ErrInvalidArg,
+		statusABIMismatch: ErrABIMismatch,
+		statusState:       ErrState,
+		statusPanic:       ErrPanic,
+		statusIO:          ErrIO,
+		statusInit:        ErrInit,
+		statusTooSmall:    ErrTooSmall,
+	}[st]
+	if kind == nil {
+		kind = fmt.Errorf("unknown status %d", st)
+	}
+	return &Error{Call: call, Status: st, Message: message, kind: kind}
+}
+
+// calls counts every call into the library, so benchmarks can report FFI calls per event.
+var calls atomic.Uint64
+
+// Calls returns how many calls into the library this process has made.
+func Calls() uint64 { return calls.Load() }
+
+// Handle is a live runtime in the library: an opaque pointer owned by the caller until Free.
+type Handle unsafe.Pointer
+
+// CheckVersion compares the library's ABI version with this build's.
+func CheckVersion() error {
+	calls.Add(1)
+	got := abiVersion()
+	if got != expectedVersion {
+		return &Error{
+			Call:    "tandem_abi_version",
+			Status:  statusABIMismatch,
+			Message: fmt.Sprintf("library implements ABI version %d, this build needs %d: rebuild the library and the Go binary together with ./build.sh", got, expectedVersion),
+			kind:    ErrABIMismatch,
+		}
+	}
+	return nil
+}
+
+// call runs one export and, on failure, reads the library's message for it. The message is
+// thread-local in the library, so the goroutine stays on one OS thread for both calls.
+func call(name string, f func() int32) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	calls.Add(1)
+	st := f()
+	if st == statusOK {
+		return nil
+	}
+	return statusError(name, st, lastError())
+}
+
+// Create makes a runtime; the caller owns the handle until Free.
+func Create(cfg *Config) (Handle, Layout, error) {
+	var h Handle
+	var l Layout
+	cfg.ABIVersion = expectedVersion
+	if err := call("tandem_runtime_create", func() int32 { return create(cfg, &h, &l) }); err != nil {
+		return nil, Layout{}, err
+	}
+	return h, l, nil
+}
+
+// Start starts tokio, initialises and warms every handler, then starts the poller.
+func Start(h Handle) error {
+	return call("tandem_runtime_start", func() int32 { return start(h) })
+}
+
+// Shutdown drains, cancels after grace, and stops the runtime's threads.
+func Shutdown(h Handle, graceNs uint64) error {
+	return call("tandem_runtime_shutdown", func() int32 { return shutdown(h, graceNs) })
+}
+
+// ReadStats returns the runtime's counters.
+func ReadStats(h Handle) (Stats, error) {
+	var s Stats
+	err := call("tandem_runtime_stats", func() int32 { return stats(h, &s) })
+	return s, err
+}
+
+// EventTypes returns the event types the library registered handlers for.
+func EventTypes(h Handle) ([]string, error) {
+	buf := make([]byte, 4096)
+	for {
+		var n uintptr
+		err := call("tandem_event_types", func() int32 {
+			var st int32
+			n, st = eventTypes(h, buf)
+			return st
+		})
+		if errors.Is(err, ErrTooSmall) {
+			buf = make([]byte, n)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		for _, t := range strings.Split(string(buf[:n]), "\n") {
+			if t != "" {
+				out = append(out, t)
+			}
+		}
+		return out, nil
+	}
+}
+
+// Invoke runs the handler for one envelope on the calling thread: one FFI call per event.
+// The reply or error envelope is copied into reply[:n]; ErrTooSmall reports n when it does
+// not fit.
+func Invoke(h Handle, envelope, reply []byte) (n int, outcome uint32, err error) {
+	calls.Add(1)
+	n, outcome, st := invoke(h, envelope, reply)
+	if st != statusOK {
+		err = statusError("tandem_invoke", st, "")
+	}
+	return n, outcome, err
+}
+
+// Free releases the runtime, its shared region and its eventfds.
+func Free(h Handle) {
+	calls.Add(1)
+	free(h)
+}
+
+// Offsets in tandem_desc and tandem_ring_header, shared with go/internal/ring and checked
+// against the header by TestLayoutMatchesHeader.
+const (
+	DescSize       uintptr = 64
+	DescSeq        uintptr = 0
+	DescToken      uintptr = 8
+	DescKind       uintptr = 16
+	DescSlot       uintptr = 20
+	DescLen        uintptr = 24
+	DescFlags      uintptr = 28
+	DescReplySlot  uintptr = 32
+	DescReplyLen   uintptr = 36
+	DescStartedNs  uintptr = 40
+	DescFinishedNs uintptr = 48
+	DescAux        uintptr = 56
+	RingHeaderSize uintptr = 192
+	RingTail       uintptr = 0
+	RingHead       uintptr = 64
+	RingParked     uintptr = 128
+)
+
+// PretendVersion makes CheckVersion and Create act as if this build needed ABI version v,
+// until the returned function restores it. For tests of the refusal path only.
+func PretendVersion(v uint32) (restore func()) {
+	expectedVersion = v
+	return func() { expectedVersion = Version }
+}

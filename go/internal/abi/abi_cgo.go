@@ -1,0 +1,120 @@
+//go:build cgo && !tandem_purego
+
+// This is the only file that imports "C": the cgo link mode. It links the staticlib built by
+// ./build.sh (target/release/libtandem_native.a). To link your own handler crate instead,
+// build it as a staticlib named tandem_native and put its directory first with
+// CGO_LDFLAGS=-L<dir>; see README.
+
+package abi
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../../../ffi
+#cgo LDFLAGS: -L${SRCDIR}/../../../target/release -l:libtandem_native.a -lm -ldl -lpthread -lrt -lutil
+#include <stdlib.h>
+#include "tandem.h"
+*/
+import "C"
+
+import (
+	"unsafe"
+)
+
+// Mode names the link mode of this build.
+const Mode = "cgo"
+
+func abiVersion() uint32 { return uint32(C.tandem_abi_version()) }
+
+func lastError() string {
+	var buf [512]byte
+	n := C.tandem_last_error((*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)))
+	if int(n) > len(buf) {
+		n = C.size_t(len(buf))
+	}
+	return string(buf[:n])
+}
+
+func create(cfg *Config, out *Handle, layout *Layout) int32 {
+	// Config and Layout hold no Go pointers and have the C layout (TestLayoutMatchesHeader);
+	// the library only uses them during the call.
+	return int32(C.tandem_runtime_create(
+		(*C.tandem_config)(unsafe.Pointer(cfg)),
+		(**C.tandem_runtime)(unsafe.Pointer(out)),
+		(*C.tandem_layout)(unsafe.Pointer(layout)),
+	))
+}
+
+func rt(h Handle) *C.tandem_runtime {
+	// h holds a pointer the library allocated outside the Go heap.
+	return (*C.tandem_runtime)(h)
+}
+
+func start(h Handle) int32 { return int32(C.tandem_runtime_start(rt(h))) }
+
+func shutdown(h Handle, graceNs uint64) int32 {
+	return int32(C.tandem_runtime_shutdown(rt(h), C.uint64_t(graceNs)))
+}
+
+func stats(h Handle, out *Stats) int32 {
+	return int32(C.tandem_runtime_stats(rt(h), (*C.tandem_stats)(unsafe.Pointer(out))))
+}
+
+func eventTypes(h Handle, buf []byte) (uintptr, int32) {
+	var n C.size_t
+	st := C.tandem_event_types(rt(h), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(buf))), C.size_t(len(buf)), &n)
+	return uintptr(n), int32(st)
+}
+
+func invoke(h Handle, envelope, reply []byte) (int, uint32, int32) {
+	var n C.size_t
+	var outcome C.uint32_t
+	st := C.tandem_invoke(rt(h),
+		(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(envelope))), C.size_t(len(envelope)),
+		(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(reply))), C.size_t(len(reply)),
+		&n, &outcome)
+	return int(n), uint32(outcome), int32(st)
+}
+
+func free(h Handle) { C.tandem_runtime_free(rt(h)) }
+
+// layoutMismatches compares the Go mirrors with the C structs; empty when they agree.
+func layoutMismatches() []string {
+	var bad []string
+	check := func(name string, goVal, cVal uintptr) {
+		if goVal != cVal {
+			bad = append(bad, name)
+		}
+	}
+	var gc Config
+	var cc C.tandem_config
+	check("sizeof(tandem_config)", unsafe.Sizeof(gc), unsafe.Sizeof(cc))
+	check("tandem_config.spin_ns", unsafe.Offsetof(gc.SpinNs), unsafe.Offsetof(cc.spin_ns))
+	check("tandem_config.rep_slots", unsafe.Offsetof(gc.RepSlots), unsafe.Offsetof(cc.rep_slots))
+	var gl Layout
+	var cl C.tandem_layout
+	check("sizeof(tandem_layout)", unsafe.Sizeof(gl), unsafe.Sizeof(cl))
+	check("tandem_layout.rep_stride", unsafe.Offsetof(gl.RepStride), unsafe.Offsetof(cl.rep_stride))
+	check("tandem_layout.sq_capacity", unsafe.Offsetof(gl.SQCapacity), unsafe.Offsetof(cl.sq_capacity))
+	check("tandem_layout.rep_slots", unsafe.Offsetof(gl.RepSlots), unsafe.Offsetof(cl.rep_slots))
+	check("tandem_layout.wake_go_fd", unsafe.Offsetof(gl.WakeGoFd), unsafe.Offsetof(cl.wake_go_fd))
+	var gs Stats
+	var cs C.tandem_stats
+	check("sizeof(tandem_stats)", unsafe.Sizeof(gs), unsafe.Sizeof(cs))
+	check("tandem_stats.cq_depth", unsafe.Offsetof(gs.CQDepth), unsafe.Offsetof(cs.cq_depth))
+	var cd C.tandem_desc
+	check("sizeof(tandem_desc)", DescSize, unsafe.Sizeof(cd))
+	check("tandem_desc.token", DescToken, unsafe.Offsetof(cd.token))
+	check("tandem_desc.kind", DescKind, unsafe.Offsetof(cd.kind))
+	check("tandem_desc.slot", DescSlot, unsafe.Offsetof(cd.slot))
+	check("tandem_desc.len", DescLen, unsafe.Offsetof(cd.len))
+	check("tandem_desc.reply_slot", DescReplySlot, unsafe.Offsetof(cd.reply_slot))
+	check("tandem_desc.reply_len", DescReplyLen, unsafe.Offsetof(cd.reply_len))
+	check("tandem_desc.started_ns", DescStartedNs, unsafe.Offsetof(cd.started_ns))
+	check("tandem_desc.finished_ns", DescFinishedNs, unsafe.Offsetof(cd.finished_ns))
+	check("tandem_desc.aux", DescAux, unsafe.Offsetof(cd.aux))
+	var ch C.tandem_ring_header
+	check("sizeof(tandem_ring_header)", RingHeaderSize, unsafe.Sizeof(ch))
+	check("tandem_ring_header.head", RingHead, unsafe.Offsetof(ch.head))
+	check("tandem_ring_header.parked", RingParked, unsafe.Offsetof(ch.parked))
+	check("TANDEM_ABI_VERSION", uintptr(Version), uintptr(C.TANDEM_ABI_VERSION))
+	return bad
+}

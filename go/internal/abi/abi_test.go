@@ -1,0 +1,47 @@
+package abi
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestLayoutMatchesHeader(t *testing.T) {
+	if bad := layoutMismatches(); len(bad) > 0 {
+		t.Fatalf("Go mirrors disagree with ffi/tandem.h on: %v", bad)
+	}
+}
+
+func TestCheckVersionRefusesAnotherABI(t *testing.T) {
+	if err := CheckVersion(); err != nil {
+		t.Fatalf("matching library refused: %v", err)
+	}
+	expectedVersion = Version + 1
+	defer func() { expectedVersion = Version }()
+	err := CheckVersion()
+	if !errors.Is(err, ErrABIMismatch) {
+		t.Fatalf("CheckVersion() = %v, want ErrABIMismatch", err)
+	}
+}
+
+func TestCreateRejectsCallerOfAnotherABI(t *testing.T) {
+	expectedVersion = Version + 7
+	defer func() { expectedVersion = Version }()
+	cfg := Config{Workers: 1, SQCapacity: 8, CQCapacity: 4, ReqSlotSize: 1024, ReqSlots: 4, RepSlotSize: 1024, RepSlots: 4}
+	_, _, err := Create(&cfg)
+	var e *Error
+	if !errors.As(err, &e) || !errors.Is(err, ErrABIMismatch) {
+		t.Fatalf("Create = %v, want *Error wrapping ErrABIMismatch", err)
+	}
+	if e.Message == "" {
+		t.Fatal("library gave no message for the mismatch")
+	}
+}
+
+func TestCreateRejectsBadConfigWithMessage(t *testing.T) {
+	cfg := Config{Workers: 1, SQCapacity: 6, CQCapacity: 4, ReqSlotSize: 1024, ReqSlots: 4, RepSlotSize: 1024, RepSlots: 4}
+	_, _, err := Create(&cfg)
+	if !errors.Is(err, ErrInvalidArg) {
+		t.Fatalf("Create = %v, want ErrInvalidArg", err)
+	}
+	t.Logf("message: %v", err)
+}

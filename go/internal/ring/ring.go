@@ -1,0 +1,139 @@
+// Package ring is the Go side of the shared rings of ffi/tandem.h: a bounded queue of 64-byte
+// descriptors with a sequence number per cell (Vyukov), many producers and one consumer, in
+// memory the Rust runtime owns. rust/tandem/src/ring.rs implements the same protocol; the
+// memory-ordering argument is in docs/ring.md.
+//
+// Go's sync/atomic operations are sequentially consistent, which is at least as strong as
+// every ordering the protocol asks for. Payload fields are written with plain stores before
+// the publishing store of seq and read after the acquiring load of seq.
+package ring
+
+import (
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/tandemrt/tandem/go/internal/abi"
+)
+
+// Ring is a view of one ring. It holds no Go pointers into the region, so it may be copied;
+// the region must stay mapped while it is used.
+type Ring struct {
+	hdr   unsafe.Pointer
+	cells unsafe.Pointer
+	mask  uint64
+}
+
+// New views the ring whose header and cells live at the given addresses, already initialised
+// by the library. capacity must be a power of two.
+func New(hdr, cells unsafe.Pointer, capacity uint32) Ring {
+	return Ring{hdr: hdr, cells: cells, mask: uint64(capacity) - 1}
+}
+
+func (r *Ring) u64(off uintptr) *uint64 { return (*uint64)(unsafe.Add(r.hdr, off)) }
+func (r *Ring) u32(off uintptr) *uint32 { return (*uint32)(unsafe.Add(r.hdr, off)) }
+
+// Desc is one descriptor as read by the consumer.
+type Desc struct {
+	Token      uint64
+	Kind       uint32
+	Slot       uint32
+	Len        uint32
+	Flags      uint32
+	ReplySlot  uint32
+	ReplyLen   uint32
+	StartedNs  uint64
+	FinishedNs uint64
+	Aux        uint64
+}
+
+func (r *Ring) cell(pos uint64) unsafe.Pointer {
+	return unsafe.Add(r.cells, uintptr(pos&r.mask)*abi.DescSize)
+}
+
+func field64(cell unsafe.Pointer, off uintptr) *uint64 { return (*uint64)(unsafe.Add(cell, off)) }
+func field32(cell unsafe.Pointer, off uintptr) *uint32 { return (*uint32)(unsafe.Add(cell, off)) }
+
+// Push publishes a submission descriptor; false when the ring is full. Safe for concurrent
+// use by many goroutines.
+func (r *Ring) Push(kind, slot, length uint32, token uint64) bool {
+	tail := r.u64(abi.RingTail)
+	pos := atomic.LoadUint64(tail)
+	for {
+		c := r.cell(pos)
+		seq := atomic.LoadUint64(field64(c, abi.DescSeq))
+		switch diff := int64(seq - pos); {
+		case diff == 0:
+			if atomic.CompareAndSwapUint64(tail, pos, pos+1) {
+				*field64(c, abi.DescToken) = token
+				*field32(c, abi.DescKind) = kind
+				*field32(c, abi.DescSlot) = slot
+				*field32(c, abi.DescLen) = length
+				atomic.StoreUint64(field64(c, abi.DescSeq), pos+1)
+				return true
+			}
+			pos = atomic.LoadUint64(tail)
+		case diff < 0:
+			return false
+		default:
+			pos = atomic.LoadUint64(tail)
+		}
+	}
+}
+
+// Pop takes the next published descriptor. Only one goroutine may consume a ring.
+func (r *Ring) Pop(d *Desc) bool {
+	head := r.u64(abi.RingHead)
+	pos := atomic.LoadUint64(head)
+	c := r.cell(pos)
+	if atomic.LoadUint64(field64(c, abi.DescSeq)) != pos+1 {
+		return false
+	}
+	d.Token = *field64(c, abi.DescToken)
+	d.Kind = *field32(c, abi.DescKind)
+	d.Slot = *field32(c, abi.DescSlot)
+	d.Len = *field32(c, abi.DescLen)
+	d.Flags = *field32(c, abi.DescFlags)
+	d.ReplySlot = *field32(c, abi.DescReplySlot)
+	d.ReplyLen = *field32(c, abi.DescReplyLen)
+	d.StartedNs = *field64(c, abi.DescStartedNs)
+	d.FinishedNs = *field64(c, abi.DescFinishedNs)
+	d.Aux = *field64(c, abi.DescAux)
+	atomic.StoreUint64(field64(c, abi.DescSeq), pos+r.mask+1)
+	atomic.StoreUint64(head, pos+1)
+	return true
+}
+
+// Empty reports whether the consumer would find nothing now.
+func (r *Ring) Empty() bool {
+	pos := atomic.LoadUint64(r.u64(abi.RingHead))
+	return atomic.LoadUint64(field64(r.cell(pos), abi.DescSeq)) != pos+1
+}
+
+// Len is the number of published, unconsumed descriptors (approximate under concurrency).
+func (r *Ring) Len() uint64 {
+	n := atomic.LoadUint64(r.u64(abi.RingTail)) - atomic.LoadUint64(r.u64(abi.RingHead))
+	return min(n, r.mask+1)
+}
+
+// PreparePark is the consumer's half of the parking handshake: it raises the parked flag and
+// re-checks the ring. True means sleep (a producer publishing from now on sees the flag);
+// false means work arrived and the flag is lowered again.
+func (r *Ring) PreparePark() bool {
+	parked := r.u32(abi.RingParked)
+	atomic.StoreUint32(parked, 1) // sequentially consistent: ordered before the check below
+	if r.Empty() {
+		return true
+	}
+	atomic.StoreUint32(parked, 0)
+	return false
+}
+
+// Unpark lowers the parked flag after a wake-up.
+func (r *Ring) Unpark() { atomic.StoreUint32(r.u32(abi.RingParked), 0) }
+
+// TakeWakeup is the producer's half, called after Push: true if the consumer was parked and
+// this caller must wake it (exactly one producer wins).
+func (r *Ring) TakeWakeup() bool {
+	parked := r.u32(abi.RingParked)
+	return atomic.LoadUint32(parked) == 1 && atomic.SwapUint32(parked, 0) == 1
+}

@@ -1,0 +1,115 @@
+package tandem
+
+import (
+	"fmt"
+	"math/bits"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// OverloadPolicy says what Submit does when every request slot is in flight.
+type OverloadPolicy int
+
+const (
+	// Block waits for a free slot until the submit context ends (the default).
+	Block OverloadPolicy = iota
+	// Reject fails at once with ErrOverloaded.
+	Reject
+)
+
+func (p OverloadPolicy) String() string {
+	switch p {
+	case Block:
+		return "block"
+	case Reject:
+		return "reject"
+	}
+	return fmt.Sprintf("OverloadPolicy(%d)", int(p))
+}
+
+// Config sizes a Runtime. The zero value is usable: every zero field takes its default.
+type Config struct {
+	// Workers is the number of tokio worker threads (default 2).
+	Workers int
+	// MaxInFlight is the number of request slots: events submitted and not yet completed
+	// (default 1024). When all are taken, Overload applies.
+	MaxInFlight int
+	// MaxEventSize is the largest encoded envelope, in bytes (default 64 KiB). A larger event
+	// fails Submit with ErrEventTooLarge.
+	MaxEventSize int
+	// ReplySlots is the number of reply slots Rust writes replies and error envelopes into
+	// (default MaxInFlight). A Reply holds one until Release.
+	ReplySlots int
+	// MaxReplySize is the largest reply in bytes (default 64 KiB); a larger reply completes
+	// as a terminal error with code "reply_too_large".
+	MaxReplySize int
+	// SpinWindow is how long each side busy-polls an empty ring before it parks on its
+	// eventfd (default 50µs; negative: park at once). Within the window a round trip costs
+	// no syscall; a wake from park costs tens of microseconds.
+	SpinWindow time.Duration
+	// Overload is the policy when all request slots are in flight (default Block).
+	Overload OverloadPolicy
+	// RustTypes lists the event types routed to Rust handlers. Empty means every type the
+	// linked library registers; a listed type the library lacks fails New with ErrNoRoute.
+	RustTypes []string
+	// Logger receives the runtime's log lines (default: none).
+	Logger *zap.Logger
+}
+
+const (
+	defaultWorkers     = 2
+	defaultMaxInFlight = 1024
+	defaultMaxSize     = 64 << 10
+	defaultSpinWindow  = 50 * time.Microsecond
+)
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Workers == 0 {
+		c.Workers = defaultWorkers
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = defaultMaxInFlight
+	}
+	if c.MaxEventSize == 0 {
+		c.MaxEventSize = defaultMaxSize
+	}
+	if c.ReplySlots == 0 {
+		c.ReplySlots = c.MaxInFlight
+	}
+	if c.MaxReplySize == 0 {
+		c.MaxReplySize = defaultMaxSize
+	}
+	if c.SpinWindow == 0 {
+		c.SpinWindow = defaultSpinWindow
+	}
+	if c.SpinWindow < 0 {
+		c.SpinWindow = 0
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	switch {
+	case c.Workers < 0 || c.Workers > 256:
+		return c, fmt.Errorf("%w: Workers must be 1..256, got %d", ErrInvalidConfig, c.Workers)
+	case c.MaxInFlight < 0 || c.MaxInFlight > 1<<20:
+		return c, fmt.Errorf("%w: MaxInFlight must be 1..2^20, got %d", ErrInvalidConfig, c.MaxInFlight)
+	case c.ReplySlots < 0 || c.ReplySlots > 1<<20:
+		return c, fmt.Errorf("%w: ReplySlots must be 1..2^20, got %d", ErrInvalidConfig, c.ReplySlots)
+	case c.MaxEventSize < 256 || c.MaxEventSize > 64<<20:
+		return c, fmt.Errorf("%w: MaxEventSize must be 256 B..64 MiB, got %d", ErrInvalidConfig, c.MaxEventSize)
+	case c.MaxReplySize < 256 || c.MaxReplySize > 64<<20:
+		return c, fmt.Errorf("%w: MaxReplySize must be 256 B..64 MiB, got %d", ErrInvalidConfig, c.MaxReplySize)
+	case c.Overload != Block && c.Overload != Reject:
+		return c, fmt.Errorf("%w: unknown Overload policy %d", ErrInvalidConfig, int(c.Overload))
+	}
+	return c, nil
+}
+
+// nextPow2 rounds n up to a power of two.
+func nextPow2(n int) uint32 {
+	if n <= 1 {
+		return 1
+	}
+	return 1 << bits.Len32(uint32(n-1))
+}

@@ -1,0 +1,139 @@
+package tandem
+
+import (
+	"runtime"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/internal/ring"
+)
+
+// poll is the completion poller, the completion ring's single consumer. It drains in batches,
+// busy-polls an empty ring for SpinWindow (yielding its P between checks, so on a small
+// machine the handlers still run), then parks on the Go eventfd through the netpoller.
+func (r *Runtime) poll() {
+	defer close(r.pollDone)
+	const batch = 256
+	var d ring.Desc
+	var buf [8]byte
+	var idleSince time.Time
+	for {
+		n := 0
+		for n < batch && r.cq.Pop(&d) {
+			r.complete(&d)
+			n++
+		}
+		if n > 0 {
+			idleSince = time.Time{}
+			continue
+		}
+		if r.stopPoll.Load() {
+			return
+		}
+		if r.cfg.SpinWindow > 0 {
+			now := time.Now()
+			if idleSince.IsZero() {
+				idleSince = now
+			}
+			if now.Sub(idleSince) < r.cfg.SpinWindow {
+				runtime.Gosched()
+				continue
+			}
+			idleSince = time.Time{}
+		}
+		if !r.cq.PreparePark() {
+			continue
+		}
+		if r.stopPoll.Load() {
+			r.cq.Unpark()
+			continue
+		}
+		r.goParks.Add(1)
+		if _, err := r.goWake.Read(buf[:]); err != nil {
+			r.log.Error("tandem: completion poller cannot wait on its eventfd", zap.Error(err))
+			time.Sleep(time.Millisecond)
+		}
+		r.cq.Unpark()
+	}
+}
+
+// complete settles one completion record: it takes the request slot back, reads the reply or
+// error envelope, and wakes the waiter.
+func (r *Runtime) complete(d *ring.Desc) {
+	if d.Kind == abi.OutcomeInProgress {
+		return // a progress record extends a deadline; the event is still Rust's
+	}
+	idx, gen := uint32(d.Token), uint32(d.Token>>32)
+	if int(idx) >= len(r.slots) || d.Slot != idx || r.slots[idx].gen != gen {
+		r.violation("completion for a slot not in flight", idx)
+		if d.ReplySlot != abi.NoSlot && int(d.ReplySlot) < len(r.replies) {
+			r.replies[d.ReplySlot].Store(1)
+			r.releaseReply(d.ReplySlot)
+		}
+		return
+	}
+	s := &r.slots[idx]
+	w := s.w.Swap(nil)
+	eventType := s.eventType
+	s.eventType = ""
+	s.gen++
+	if !s.owner.CompareAndSwap(slotRust, slotFree) {
+		r.violation("completion for a slot Rust did not own", idx)
+	}
+	r.free <- idx
+
+	var reply Reply
+	if d.ReplySlot != abi.NoSlot {
+		if int(d.ReplySlot) >= len(r.replies) || !r.replies[d.ReplySlot].CompareAndSwap(0, 1) {
+			r.violation("reply slot lent twice", d.ReplySlot)
+		} else {
+			reply = Reply{rt: r, slot: d.ReplySlot, data: r.replyBytes(d.ReplySlot, d.ReplyLen)}
+		}
+	}
+	var err error
+	switch d.Kind {
+	case abi.OutcomeAck:
+	case abi.OutcomeRetry, abi.OutcomeTerm:
+		err = r.handlerError(d, eventType, &reply)
+	default:
+		r.violation("unknown completion kind", idx)
+	}
+	r.pending.Add(-1)
+	r.completed.Add(1)
+	if w == nil {
+		reply.Release()
+		return
+	}
+	w.settle(r, err, reply)
+}
+
+// handlerError decodes the error envelope in reply (copying it) and releases the slot.
+func (r *Runtime) handlerError(d *ring.Desc, eventType string, reply *Reply) error {
+	he := &HandlerError{Outcome: OutcomeTerm, EventType: eventType}
+	if d.Kind == abi.OutcomeRetry {
+		he.Outcome = OutcomeRetry
+		he.RetryAfter = time.Duration(d.Aux)
+	}
+	if reply.rt == nil {
+		he.Envelope = ErrorEnvelope{Code: "unknown", Message: "the handler failed without an error envelope", Runtime: "rust"}
+	} else if env, err := DecodeErrorEnvelope(reply.data); err != nil {
+		r.log.Error("tandem: malformed error envelope from Rust", zap.Error(err), zap.String("event_type", eventType))
+		he.Envelope = ErrorEnvelope{Code: "decode", Message: "malformed error envelope: " + err.Error(), Runtime: "rust"}
+	} else {
+		he.Envelope = *env
+	}
+	reply.Release()
+	*reply = Reply{}
+	switch he.Envelope.Code {
+	case "cancelled":
+		r.cancelled.Add(1)
+	case "panic":
+		r.log.Error("tandem: Rust handler panicked", zap.String("runtime", "rust"), zap.String("handler", he.Envelope.Handler),
+			zap.String("event_type", eventType), zap.String("message", he.Envelope.Message))
+	}
+	r.log.Debug("tandem: handler failed", zap.String("runtime", "rust"), zap.String("handler", he.Envelope.Handler),
+		zap.String("event_type", eventType), zap.String("outcome", he.Outcome.String()), zap.String("code", he.Envelope.Code))
+	return he
+}

@@ -1,0 +1,415 @@
+package tandem
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"go.uber.org/zap"
+
+	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/internal/ring"
+)
+
+// State is a runtime's lifecycle state.
+type State int32
+
+const (
+	// Created: New returned; nothing runs yet.
+	Created State = iota
+	// Starting: Start is initialising and warming the handlers.
+	Starting
+	// Running: accepting events.
+	Running
+	// Draining: Shutdown has stopped intake and is finishing in-flight events.
+	Draining
+	// Stopped: every event is settled and every buffer released.
+	Stopped
+	// Failed: Start failed; Shutdown still releases what was allocated.
+	Failed
+)
+
+func (s State) String() string {
+	switch s {
+	case Created:
+		return "created"
+	case Starting:
+		return "starting"
+	case Running:
+		return "running"
+	case Draining:
+		return "draining"
+	case Stopped:
+		return "stopped"
+	case Failed:
+		return "failed"
+	}
+	return fmt.Sprintf("State(%d)", int32(s))
+}
+
+// Request slot owners; every hand-over is a compare-and-swap, so a double release is caught.
+const (
+	slotFree uint32 = iota // in the free list
+	slotGo                 // taken by a submitter, being encoded
+	slotRust               // published to Rust
+)
+
+// reqSlot is Go's bookkeeping for one request slot.
+type reqSlot struct {
+	owner atomic.Uint32
+	// w is the waiter to settle; the atomic store by the submitter and swap by the poller
+	// also order the plain fields below for the race detector, which cannot see the ring's
+	// atomics in non-Go memory.
+	w atomic.Pointer[waiter]
+	// gen tells a live completion from a stale one; written by the slot's owner only.
+	gen       uint32
+	eventType string
+}
+
+// Runtime is a tandem runtime: a Rust tokio runtime in this process, the shared rings to it,
+// and the Go side that submits events and settles their acknowledgements.
+//
+// All methods are safe for concurrent use by many goroutines.
+type Runtime struct {
+	cfg    Config
+	log    *zap.Logger
+	h      abi.Handle
+	layout abi.Layout
+	sq, cq ring.Ring
+	routes map[string]struct{}
+	types  []string
+
+	state   atomic.Int32
+	active  atomic.Int64 // goroutines inside submit
+	pending atomic.Int64 // events published and not yet completed
+	closing chan struct{}
+
+	free    chan uint32
+	slots   []reqSlot
+	replies []atomic.Uint32 // 1 while Go holds reply slot i
+
+	goWake   *os.File // a dup of the Go eventfd, registered with the netpoller
+	pollDone chan struct{}
+	stopPoll atomic.Bool
+	freed    atomic.Bool
+
+	waiters sync.Pool
+
+	submitted   atomic.Uint64
+	completed   atomic.Uint64
+	cancelled   atomic.Uint64
+	violations  atomic.Uint64
+	rustWakeups atomic.Uint64
+	goParks     atomic.Uint64
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+	// lifeMu orders FFI reads of a live runtime (Stats) before its free.
+	lifeMu sync.RWMutex
+	final  abi.Stats
+}
+
+// New creates a runtime with cfg: it checks the library's ABI version, maps the shared region
+// and learns which event types the Rust library handles. No thread starts until Start.
+func New(cfg Config) (*Runtime, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := abi.CheckVersion(); err != nil {
+		cfg.Logger.Error("tandem: refusing library", zap.Error(err))
+		return nil, fmt.Errorf("%w: %v", ErrABIMismatch, err)
+	}
+	acfg := abi.Config{
+		Workers:     uint32(cfg.Workers),
+		SQCapacity:  nextPow2(cfg.MaxInFlight + cfg.ReplySlots),
+		CQCapacity:  nextPow2(cfg.MaxInFlight),
+		ReqSlotSize: uint32(cfg.MaxEventSize),
+		ReqSlots:    uint32(cfg.MaxInFlight),
+		RepSlotSize: uint32(cfg.MaxReplySize),
+		RepSlots:    uint32(cfg.ReplySlots),
+		SpinNs:      uint64(cfg.SpinWindow),
+	}
+	h, layout, err := abi.Create(&acfg)
+	switch {
+	case errors.Is(err, abi.ErrABIMismatch):
+		return nil, fmt.Errorf("%w: %v", ErrABIMismatch, err)
+	case errors.Is(err, abi.ErrInvalidArg):
+		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	case err != nil:
+		return nil, fmt.Errorf("tandem: creating the Rust runtime: %w", err)
+	}
+	r := &Runtime{cfg: cfg, log: cfg.Logger, h: h, layout: layout}
+	if err := r.init(); err != nil {
+		abi.Free(h)
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Runtime) init() error {
+	types, err := abi.EventTypes(r.h)
+	if err != nil {
+		return fmt.Errorf("tandem: listing Rust handlers: %w", err)
+	}
+	r.types = types
+	r.routes = make(map[string]struct{}, len(types))
+	known := make(map[string]bool, len(types))
+	for _, t := range types {
+		known[t] = true
+	}
+	if len(r.cfg.RustTypes) == 0 {
+		for _, t := range types {
+			r.routes[t] = struct{}{}
+		}
+	}
+	for _, t := range r.cfg.RustTypes {
+		if !known[t] {
+			return fmt.Errorf("%w: %q: the Rust library registers no handler for it (it has %v)", ErrNoRoute, t, types)
+		}
+		r.routes[t] = struct{}{}
+	}
+	l := &r.layout
+	r.sq = ring.New(unsafe.Add(l.Base, l.SQHeader), unsafe.Add(l.Base, l.SQCells), l.SQCapacity)
+	r.cq = ring.New(unsafe.Add(l.Base, l.CQHeader), unsafe.Add(l.Base, l.CQCells), l.CQCapacity)
+	r.free = make(chan uint32, l.ReqSlots)
+	for i := range l.ReqSlots {
+		r.free <- i
+	}
+	r.slots = make([]reqSlot, l.ReqSlots)
+	r.replies = make([]atomic.Uint32, l.RepSlots)
+	r.closing = make(chan struct{})
+	r.pollDone = make(chan struct{})
+	r.waiters.New = func() any { return &waiter{ch: make(chan struct{}, 1), pooled: true} }
+
+	fd, err := syscall.Dup(int(l.WakeGoFd))
+	if err != nil {
+		return fmt.Errorf("tandem: dup of the wake eventfd: %w", err)
+	}
+	syscall.CloseOnExec(fd)
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		syscall.Close(fd)
+		return fmt.Errorf("tandem: wake eventfd: %w", err)
+	}
+	// A non-blocking fd handed to os.NewFile joins the netpoller: a parked poller goroutine
+	// costs no OS thread.
+	r.goWake = os.NewFile(uintptr(fd), "tandem-wake-go")
+	r.state.Store(int32(Created))
+	return nil
+}
+
+// State returns the lifecycle state.
+func (r *Runtime) State() State { return State(r.state.Load()) }
+
+// RustTypes returns the event types routed to Rust handlers.
+func (r *Runtime) RustTypes() []string {
+	out := make([]string, 0, len(r.routes))
+	for _, t := range r.types {
+		if _, ok := r.routes[t]; ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Start starts tokio, runs every Rust handler's Init and WarmUp, and starts the completion
+// poller. It returns when the runtime is Running, or fails (wrapping ErrStart) naming the
+// handler that did not start; the runtime is then Failed and Shutdown releases it.
+func (r *Runtime) Start() error {
+	if !r.state.CompareAndSwap(int32(Created), int32(Starting)) {
+		return fmt.Errorf("%w: Start called in state %s", ErrClosed, r.State())
+	}
+	if err := abi.Start(r.h); err != nil {
+		r.state.Store(int32(Failed))
+		r.log.Error("tandem: start failed", zap.Error(err))
+		return fmt.Errorf("%w: %v", ErrStart, err)
+	}
+	go r.poll()
+	r.state.Store(int32(Running))
+	r.log.Info("tandem: running", zap.String("link", abi.Mode), zap.Strings("rust_types", r.RustTypes()),
+		zap.Int("max_in_flight", r.cfg.MaxInFlight), zap.Int("workers", r.cfg.Workers))
+	return nil
+}
+
+var eventfdOne = [8]byte{1}
+
+// wakeRust writes the Rust poller's eventfd: a plain syscall, no FFI call.
+func (r *Runtime) wakeRust() {
+	r.rustWakeups.Add(1)
+	for {
+		_, err := syscall.Write(int(r.layout.WakeRustFd), eventfdOne[:])
+		if err != syscall.EINTR {
+			return
+		}
+	}
+}
+
+func (r *Runtime) wakeGo() {
+	for {
+		_, err := syscall.Write(int(r.layout.WakeGoFd), eventfdOne[:])
+		if err != syscall.EINTR {
+			return
+		}
+	}
+}
+
+// Shutdown stops intake (Submit fails with ErrClosed), lets in-flight events finish until ctx
+// ends, then has Rust cancel the rest: each settles as a retryable *HandlerError with code
+// "cancelled", none is lost. It then takes back every buffer, stops tokio and frees the
+// shared region. A Reply not yet released is released here and must not be used after.
+// It returns ctx's error if events had to be cancelled. Calling it again is harmless.
+func (r *Runtime) Shutdown(ctx context.Context) error {
+	r.shutdownOnce.Do(func() { r.shutdownErr = r.shutdown(ctx) })
+	return r.shutdownErr
+}
+
+func (r *Runtime) shutdown(ctx context.Context) error {
+	prev := State(r.state.Swap(int32(Draining)))
+	if prev == Created || prev == Failed || prev == Starting {
+		r.release()
+		r.state.Store(int32(Stopped))
+		return nil
+	}
+	close(r.closing)
+	for r.active.Load() > 0 {
+		runtime.Gosched()
+	}
+	tick := time.NewTicker(200 * time.Microsecond)
+	for r.pending.Load() > 0 && ctx.Err() == nil {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+		}
+	}
+	tick.Stop()
+	var grace time.Duration
+	if d, ok := ctx.Deadline(); ok && ctx.Err() == nil {
+		grace = max(time.Until(d), 0)
+	}
+	left := r.pending.Load()
+	if err := abi.Shutdown(r.h, uint64(grace)); err != nil {
+		r.log.Error("tandem: Rust shutdown", zap.Error(err))
+	}
+	// Every completion is published now; let the poller settle them and exit.
+	r.stopPoll.Store(true)
+	r.wakeGo()
+	<-r.pollDone
+	if n := r.pending.Load(); n != 0 {
+		r.log.Error("tandem: events without completion after shutdown", zap.Int64("events", n))
+	}
+	r.release()
+	r.state.Store(int32(Stopped))
+	r.log.Info("tandem: stopped", zap.Uint64("submitted", r.submitted.Load()),
+		zap.Uint64("cancelled", r.cancelled.Load()), zap.Uint64("violations", r.violations.Load()+r.final.Violations))
+	if left > 0 && ctx.Err() != nil {
+		return fmt.Errorf("tandem: shutdown: %d events still in flight at the deadline were cancelled (retryable): %w", left, ctx.Err())
+	}
+	return nil
+}
+
+// release takes back reply slots the application still holds, reads the final counters and
+// frees the Rust runtime.
+func (r *Runtime) release() {
+	for i := range r.replies {
+		if r.replies[i].CompareAndSwap(1, 0) {
+			r.pushRelease(uint32(i))
+		}
+	}
+	if st, err := abi.ReadStats(r.h); err == nil {
+		r.final = st
+	}
+	r.lifeMu.Lock()
+	r.freed.Store(true)
+	abi.Free(r.h)
+	r.lifeMu.Unlock()
+	r.goWake.Close()
+}
+
+// Stats is a snapshot of both sides' counters.
+type Stats struct {
+	// Submitted counts events accepted by Submit or Call.
+	Submitted uint64
+	// Completed counts events whose outcome came back.
+	Completed uint64
+	// Cancelled counts events Rust cancelled at shutdown.
+	Cancelled uint64
+	// InFlight is the number of events submitted and not completed.
+	InFlight int64
+	// FreeRequestSlots is the number of request slots not in use.
+	FreeRequestSlots int
+	// RepliesHeld is the number of reply slots Go holds (unreleased Replies).
+	RepliesHeld int
+	// Violations counts ownership protocol violations seen by Go; 0 in a correct program.
+	Violations uint64
+	// RustWakeups counts eventfd writes that woke the parked Rust poller.
+	RustWakeups uint64
+	// GoParks counts times the Go completion poller parked.
+	GoParks uint64
+	// Rust holds the Rust side's counters (final ones after Shutdown).
+	Rust RustStats
+}
+
+// RustStats are the Rust side's counters (tandem_stats in ffi/tandem.h).
+type RustStats struct {
+	// Received counts events Rust took from the submission ring.
+	Received uint64
+	// Completed counts completion records Rust published.
+	Completed uint64
+	// RequestsHeld is the number of request slots Rust holds now.
+	RequestsHeld uint64
+	// RepliesLent is the number of reply slots lent to Go now.
+	RepliesLent uint64
+	// Releases counts reply slots Go gave back.
+	Releases uint64
+	// Violations counts ownership protocol violations seen by Rust; 0 in a correct program.
+	Violations uint64
+	// Parks counts times the Rust poller parked.
+	Parks uint64
+	// GoWakeups counts eventfd writes that woke the parked Go poller.
+	GoWakeups uint64
+	// Panics counts handler panics caught.
+	Panics uint64
+	// SQDepth is the submission ring's occupancy.
+	SQDepth uint64
+	// CQDepth is the completion ring's occupancy.
+	CQDepth uint64
+}
+
+// Stats returns a snapshot of the counters. After Shutdown the Rust counters are final:
+// RequestsHeld and RepliesLent are then 0 when every buffer came back.
+func (r *Runtime) Stats() Stats {
+	s := Stats{
+		Submitted:   r.submitted.Load(),
+		Completed:   r.completed.Load(),
+		Cancelled:   r.cancelled.Load(),
+		InFlight:    r.pending.Load(),
+		Violations:  r.violations.Load(),
+		RustWakeups: r.rustWakeups.Load(),
+		GoParks:     r.goParks.Load(),
+	}
+	for i := range r.replies {
+		if r.replies[i].Load() == 1 {
+			s.RepliesHeld++
+		}
+	}
+	for i := range r.slots {
+		if r.slots[i].owner.Load() == slotFree {
+			s.FreeRequestSlots++
+		}
+	}
+	r.lifeMu.RLock()
+	st := r.final
+	if !r.freed.Load() {
+		st, _ = abi.ReadStats(r.h)
+	}
+	r.lifeMu.RUnlock()
+	s.Rust = RustStats(st)
+	return s
+}

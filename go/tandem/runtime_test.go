@@ -1,0 +1,424 @@
+package tandem
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/tandemrt/tandem/go/internal/abi"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func newRuntime(t testing.TB, cfg Config) *Runtime {
+	t.Helper()
+	rt, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if err := rt.Start(); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return rt
+}
+
+func event(typ, id string, data []byte) *Event {
+	return &Event{ID: id, Source: "/test", Type: typ, Data: data}
+}
+
+// shutdownClean shuts rt down and asserts that every buffer came back to its owner exactly
+// once: no request slot held by Rust, no reply slot lent, no protocol violation, all
+// submitted events completed.
+func shutdownClean(t *testing.T, rt *Runtime) Stats {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := rt.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	s := rt.Stats()
+	if s.Rust.RequestsHeld != 0 || s.Rust.RepliesLent != 0 {
+		t.Errorf("Rust still holds buffers after Shutdown: requests %d, replies %d", s.Rust.RequestsHeld, s.Rust.RepliesLent)
+	}
+	if s.Violations != 0 || s.Rust.Violations != 0 {
+		t.Errorf("ownership violations: go %d, rust %d", s.Violations, s.Rust.Violations)
+	}
+	if s.FreeRequestSlots != rt.cfg.MaxInFlight || s.RepliesHeld != 0 || s.InFlight != 0 {
+		t.Errorf("Go side not whole: free slots %d of %d, replies held %d, in flight %d",
+			s.FreeRequestSlots, rt.cfg.MaxInFlight, s.RepliesHeld, s.InFlight)
+	}
+	if s.Submitted != s.Completed || s.Rust.Received != s.Submitted {
+		t.Errorf("submitted %d, rust received %d, completed %d", s.Submitted, s.Rust.Received, s.Completed)
+	}
+	if s.Rust.Releases != s.Rust.Completed-(s.Rust.Completed-s.Rust.Releases) {
+		t.Errorf("inconsistent release count %+v", s.Rust)
+	}
+	if rt.State() != Stopped {
+		t.Errorf("state after Shutdown = %s", rt.State())
+	}
+	return s
+}
+
+func TestCallEchoReturnsPayloadInPlace(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	ctx := context.Background()
+	for i := range 100 {
+		payload := []byte(fmt.Sprintf("payload-%d", i))
+		reply, err := rt.Call(ctx, event("demo.echo", fmt.Sprint(i), payload))
+		if err != nil {
+			t.Fatalf("Call: %v", err)
+		}
+		if !bytes.Equal(reply.Data(), payload) {
+			t.Fatalf("reply %q, want %q", reply.Data(), payload)
+		}
+		reply.Release()
+		reply.Release() // a second Release does nothing
+	}
+	s := shutdownClean(t, rt)
+	if s.Rust.Releases != 100 {
+		t.Errorf("Rust saw %d reply releases, want 100 (one per reply)", s.Rust.Releases)
+	}
+}
+
+func TestHandlersComputeExpectedReplies(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	ctx := context.Background()
+	reply, err := rt.Call(ctx, event("demo.upper", "1", []byte("hello, tandem")))
+	if err != nil || string(reply.Data()) != "HELLO, TANDEM" {
+		t.Fatalf("upper = %q, %v", reply.Data(), err)
+	}
+	reply.Release()
+
+	data := []byte("the quick brown fox")
+	reply, err = rt.Call(ctx, event("demo.hash", "2", data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := uint64(0xcbf29ce484222325)
+	for _, b := range data {
+		h ^= uint64(b)
+		h *= 0x100000001b3
+	}
+	if got := binary.BigEndian.Uint64(reply.Data()); got != h {
+		t.Fatalf("hash = %x, want FNV-1a %x", got, h)
+	}
+	reply.Release()
+
+	reply, err = rt.Call(ctx, event("demo.noop", "3", nil))
+	if err != nil || len(reply.Data()) != 0 {
+		t.Fatalf("noop = %q, %v", reply.Data(), err)
+	}
+	reply.Release()
+	shutdownClean(t, rt)
+}
+
+func TestSubmitManyGoroutinesEveryAckSettlesOnce(t *testing.T) {
+	rt := newRuntime(t, Config{MaxInFlight: 64})
+	ctx := context.Background()
+	const goroutines, each = 8, 500
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			acks := make([]*Ack, 0, each)
+			for i := range each {
+				typ := []string{"demo.noop", "demo.echo", "demo.hash"}[i%3]
+				a, err := rt.Submit(ctx, event(typ, fmt.Sprintf("%d-%d", g, i), []byte("x")))
+				if err != nil {
+					errs <- err
+					return
+				}
+				acks = append(acks, a)
+			}
+			for _, a := range acks {
+				if err := a.Wait(ctx); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	s := shutdownClean(t, rt)
+	if s.Submitted != goroutines*each {
+		t.Fatalf("submitted %d, want %d", s.Submitted, goroutines*each)
+	}
+}
+
+func TestAckCopiesReply(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	a, err := rt.Submit(context.Background(), event("demo.echo", "1", []byte("kept")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if string(a.Reply()) != "kept" {
+		t.Fatalf("Ack.Reply = %q", a.Reply())
+	}
+	shutdownClean(t, rt)
+	if string(a.Reply()) != "kept" {
+		t.Fatal("Ack's reply copy must outlive Shutdown")
+	}
+}
+
+func TestHandlerFailuresArriveAsHandlerError(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	ctx := context.Background()
+
+	_, err := rt.Call(ctx, event("demo.fail", "1", []byte("term")))
+	var he *HandlerError
+	if !errors.As(err, &he) {
+		t.Fatalf("term: err = %v, want *HandlerError", err)
+	}
+	if he.Outcome != OutcomeTerm || he.Retryable() || he.Code() != "invalid" || he.Envelope.Runtime != "rust" || he.Envelope.Handler != "fail" || he.EventType != "demo.fail" {
+		t.Fatalf("term: %+v", he)
+	}
+
+	_, err = rt.Call(ctx, event("demo.fail", "2", []byte("retry")))
+	if !errors.As(err, &he) || he.Outcome != OutcomeRetry || !he.Retryable() || he.RetryAfter != 10*time.Millisecond || he.Code() != "unavailable" {
+		t.Fatalf("retry: %v (%+v)", err, he)
+	}
+	shutdownClean(t, rt)
+}
+
+func TestHandlerPanicIsContained(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	ctx := context.Background()
+	for i := range 3 {
+		_, err := rt.Call(ctx, event("demo.panic", fmt.Sprint(i), []byte("panic")))
+		var he *HandlerError
+		if !errors.As(err, &he) || he.Code() != "panic" || he.Outcome != OutcomeTerm {
+			t.Fatalf("panic: err = %v", err)
+		}
+	}
+	// The runtime keeps serving after the panics.
+	reply, err := rt.Call(ctx, event("demo.echo", "after", []byte("alive")))
+	if err != nil || string(reply.Data()) != "alive" {
+		t.Fatalf("after panic: %q, %v", reply.Data(), err)
+	}
+	reply.Release()
+	s := shutdownClean(t, rt)
+	if s.Rust.Panics != 3 {
+		t.Fatalf("Rust counted %d panics, want 3", s.Rust.Panics)
+	}
+}
+
+func TestBadInputGetsTypedErrors(t *testing.T) {
+	rt := newRuntime(t, Config{MaxEventSize: 1024})
+	ctx := context.Background()
+
+	if _, err := rt.Submit(ctx, event("no.such.type", "1", nil)); !errors.Is(err, ErrNoRoute) {
+		t.Errorf("unknown type: %v, want ErrNoRoute", err)
+	}
+	if _, err := rt.Submit(ctx, event("demo.echo", "2", make([]byte, 2048))); !errors.Is(err, ErrEventTooLarge) {
+		t.Errorf("oversize: %v, want ErrEventTooLarge", err)
+	}
+	if _, err := rt.Submit(ctx, &Event{Source: "/t", Type: "demo.echo"}); !errors.Is(err, ErrInvalidEvent) {
+		t.Errorf("missing id: %v, want ErrInvalidEvent", err)
+	}
+	// None of the refusals consumed a slot or reached Rust.
+	s := shutdownClean(t, rt)
+	if s.Submitted != 0 || s.Rust.Received != 0 {
+		t.Errorf("refused events reached Rust: %+v", s)
+	}
+	if _, err := rt.Submit(ctx, event("demo.echo", "3", nil)); !errors.Is(err, ErrClosed) {
+		t.Errorf("after Shutdown: %v, want ErrClosed", err)
+	}
+	if _, err := rt.Call(ctx, event("demo.echo", "4", nil)); !errors.Is(err, ErrClosed) {
+		t.Errorf("Call after Shutdown: %v, want ErrClosed", err)
+	}
+}
+
+// A malformed envelope can only come from a broken encoder; Rust must refuse it with a
+// "decode" error, release the slot, and go on.
+func TestMalformedEnvelopeIsTerminalDecodeError(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	w := &waiter{ch: make(chan struct{})}
+	if err := rt.submitRaw([]byte{0xa1, 0x00}, "demo.echo", w); err != nil {
+		t.Fatal(err)
+	}
+	<-w.ch
+	var he *HandlerError
+	if !errors.As(w.err, &he) || he.Code() != "decode" || he.Outcome != OutcomeTerm {
+		t.Fatalf("malformed: %v", w.err)
+	}
+	shutdownClean(t, rt)
+}
+
+func TestConfigAndRoutingErrors(t *testing.T) {
+	if _, err := New(Config{RustTypes: []string{"demo.echo", "not.registered"}}); !errors.Is(err, ErrNoRoute) {
+		t.Errorf("unknown Rust type: %v, want ErrNoRoute", err)
+	}
+	if _, err := New(Config{MaxEventSize: 10}); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("tiny MaxEventSize: %v, want ErrInvalidConfig", err)
+	}
+	rt, err := New(Config{RustTypes: []string{"demo.echo"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Submit(context.Background(), event("demo.noop", "1", nil)); !errors.Is(err, ErrNoRoute) {
+		t.Errorf("type not in RustTypes: %v, want ErrNoRoute", err)
+	}
+	shutdownClean(t, rt)
+}
+
+func TestRefusesLibraryOfAnotherABIVersion(t *testing.T) {
+	restore := abi.PretendVersion(abi.Version + 1)
+	defer restore()
+	_, err := New(Config{})
+	if !errors.Is(err, ErrABIMismatch) {
+		t.Fatalf("New = %v, want ErrABIMismatch", err)
+	}
+}
+
+func TestOverloadPolicies(t *testing.T) {
+	rt := newRuntime(t, Config{MaxInFlight: 2, Overload: Reject})
+	ctx := context.Background()
+	slow := func(id string) *Event {
+		ev := event("demo.sleep", id, nil)
+		ev.Extensions = map[string]string{"sleep_ms": "300"}
+		return ev
+	}
+	a1, err1 := rt.Submit(ctx, slow("1"))
+	a2, err2 := rt.Submit(ctx, slow("2"))
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	if _, err := rt.Submit(ctx, slow("3")); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("third submit with Reject: %v, want ErrOverloaded", err)
+	}
+	for _, a := range []*Ack{a1, a2} {
+		if err := a.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shutdownClean(t, rt)
+
+	rt = newRuntime(t, Config{MaxInFlight: 1, Overload: Block})
+	a, err := rt.Submit(ctx, slow("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if _, err := rt.Submit(short, slow("2")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("blocked submit: %v, want DeadlineExceeded", err)
+	}
+	if err := a.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	shutdownClean(t, rt)
+}
+
+func TestShutdownDeadlineCancelsInFlightAsRetryable(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	ctx := context.Background()
+	var acks []*Ack
+	for i := range 20 {
+		ev := event("demo.sleep", fmt.Sprint(i), nil)
+		ev.Extensions = map[string]string{"sleep_ms": "60000"}
+		a, err := rt.Submit(ctx, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acks = append(acks, a)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	err := rt.Shutdown(short)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want DeadlineExceeded", err)
+	}
+	for _, a := range acks {
+		var he *HandlerError
+		if err := a.Wait(ctx); !errors.As(err, &he) || he.Code() != "cancelled" || !he.Retryable() {
+			t.Fatalf("in-flight event settled with %v, want retryable cancelled", err)
+		}
+	}
+	s := rt.Stats()
+	if s.Cancelled != 20 || s.Rust.RequestsHeld != 0 || s.Rust.RepliesLent != 0 || s.Violations+s.Rust.Violations != 0 {
+		t.Fatalf("after cancelled shutdown: %+v", s)
+	}
+	if err2 := rt.Shutdown(ctx); err2 != err {
+		t.Fatalf("second Shutdown = %v, want the first result %v", err2, err)
+	}
+}
+
+func TestCallContextEndsWhileHandlerRuns(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	ev := event("demo.sleep", "1", nil)
+	ev.Extensions = map[string]string{"sleep_ms": "100"}
+	short, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if _, err := rt.Call(short, ev); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Call = %v, want DeadlineExceeded", err)
+	}
+	// The event still settles and its slot comes back; shutdownClean waits for it.
+	shutdownClean(t, rt)
+}
+
+func TestReplyHeldAcrossShutdownIsTakenBack(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	reply, err := rt.Call(context.Background(), event("demo.echo", "1", []byte("held")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shutdownClean(t, rt)
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Reply.Data after Shutdown must panic, not read freed memory")
+		}
+	}()
+	_ = reply.Data()
+}
+
+func TestReleaseAfterShutdownIsHarmless(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	reply, err := rt.Call(context.Background(), event("demo.echo", "1", []byte("held")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := shutdownClean(t, rt)
+	reply.Release()
+	if after := rt.Stats(); after.Violations != s.Violations {
+		t.Fatal("a Release after Shutdown counted as a violation")
+	}
+}
+
+func TestIdleRuntimeParksBothSides(t *testing.T) {
+	rt := newRuntime(t, Config{SpinWindow: 20 * time.Microsecond})
+	ctx := context.Background()
+	for i := range 5 {
+		reply, err := rt.Call(ctx, event("demo.echo", fmt.Sprint(i), []byte("x")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		reply.Release()
+		time.Sleep(5 * time.Millisecond) // far past the spin window: both pollers park
+	}
+	s := rt.Stats()
+	if s.Rust.Parks == 0 || s.GoParks == 0 || s.RustWakeups == 0 || s.Rust.GoWakeups == 0 {
+		t.Fatalf("idle pollers did not park and wake through the eventfds: %+v", s)
+	}
+	shutdownClean(t, rt)
+}

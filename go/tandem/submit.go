@@ -1,0 +1,288 @@
+package tandem
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"unsafe"
+
+	"go.uber.org/zap"
+
+	"github.com/tandemrt/tandem/go/internal/abi"
+)
+
+// waiter receives one event's settlement from the completion poller.
+type waiter struct {
+	// ch: for an Ack, closed at settlement; for a pooled Call waiter, receives one value.
+	ch     chan struct{}
+	pooled bool
+	// state: 0 waiting, 1 settled, 2 abandoned by a Call whose context ended (the poller
+	// then recycles the waiter and releases its reply).
+	state atomic.Uint32
+	err   error
+	reply Reply  // Call: a view of the reply slot
+	data  []byte // Ack: a copy of the reply
+}
+
+// Ack is the acknowledgement of one submitted event: it settles exactly once, when the
+// handler's outcome is final. Safe for concurrent use; Wait may be called any number of times.
+type Ack struct {
+	w waiter
+}
+
+// Done returns a channel closed when the outcome is final.
+func (a *Ack) Done() <-chan struct{} { return a.w.ch }
+
+// Wait blocks until the outcome is final or ctx ends. It returns nil when the handler acked,
+// a *HandlerError when it failed, or ctx's error.
+func (a *Ack) Wait(ctx context.Context) error {
+	select {
+	case <-a.w.ch:
+		return a.w.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Reply returns the handler's reply payload (a copy owned by the caller), or nil before the
+// outcome is final or when there was none.
+func (a *Ack) Reply() []byte {
+	select {
+	case <-a.w.ch:
+		return a.w.data
+	default:
+		return nil
+	}
+}
+
+// Reply is a Rust handler's reply payload, read in place from a reply slot in shared memory.
+// The slot is lent to the caller until Release; Data must not be used after Release or after
+// the runtime's Shutdown. A Reply is not safe for concurrent Release.
+type Reply struct {
+	rt   *Runtime
+	slot uint32
+	data []byte
+}
+
+// Data returns the payload, valid until Release. It panics if the runtime was shut down.
+func (p *Reply) Data() []byte {
+	if p.rt != nil && p.rt.freed.Load() {
+		panic("tandem: Reply used after Shutdown")
+	}
+	return p.data
+}
+
+// Release hands the reply slot back to Rust. A second call does nothing.
+func (p *Reply) Release() {
+	if p.rt == nil {
+		return
+	}
+	p.rt.releaseReply(p.slot)
+	p.rt, p.data = nil, nil
+}
+
+// Submit hands ev to the Rust handler routed for its type and returns once the event is
+// accepted (in a request slot, published to Rust). The returned Ack settles when the
+// outcome is final. The envelope is encoded straight into shared memory: ev is not retained.
+//
+// Errors: ErrClosed (not running), ErrNoRoute (no handler for ev.Type), ErrEventTooLarge,
+// ErrInvalidEvent (a required attribute missing), ErrOverloaded (all slots in flight and the
+// policy is Reject), or ctx's error (policy Block).
+func (r *Runtime) Submit(ctx context.Context, ev *Event) (*Ack, error) {
+	a := &Ack{w: waiter{ch: make(chan struct{})}}
+	if err := r.submit(ctx, ev, &a.w); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Call submits ev and waits for the handler's reply: request/reply over the rings. The Reply
+// is read in place from shared memory and must be released (Reply.Release); an empty reply
+// (the handler acked without one) needs no release but allows it. A failed handler returns a
+// *HandlerError. If ctx ends first Call returns ctx's error; the event still settles, and its
+// reply is released for you.
+func (r *Runtime) Call(ctx context.Context, ev *Event) (Reply, error) {
+	w := r.waiters.Get().(*waiter)
+	if err := r.submit(ctx, ev, w); err != nil {
+		r.waiters.Put(w)
+		return Reply{}, err
+	}
+	select {
+	case <-w.ch:
+	case <-ctx.Done():
+		if w.state.CompareAndSwap(0, 2) {
+			return Reply{}, ctx.Err()
+		}
+		<-w.ch
+	}
+	reply, err := w.reply, w.err
+	w.reply, w.err = Reply{}, nil
+	w.state.Store(0)
+	r.waiters.Put(w)
+	return reply, err
+}
+
+func (r *Runtime) submit(ctx context.Context, ev *Event, w *waiter) error {
+	r.active.Add(1)
+	defer r.active.Add(-1)
+	if State(r.state.Load()) != Running {
+		return ErrClosed
+	}
+	if _, ok := r.routes[ev.Type]; !ok {
+		r.log.Warn("tandem: no route", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID))
+		return fmt.Errorf("%w: %q", ErrNoRoute, ev.Type)
+	}
+	if n := EncodedEventSize(ev); n > r.cfg.MaxEventSize {
+		r.log.Warn("tandem: event too large", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID),
+			zap.Int("size", n), zap.Int("max", r.cfg.MaxEventSize))
+		return fmt.Errorf("%w: %d bytes encoded, MaxEventSize is %d", ErrEventTooLarge, n, r.cfg.MaxEventSize)
+	}
+	idx, err := r.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	s := &r.slots[idx]
+	buf := r.requestBuf(idx)
+	out, err := AppendEvent(buf, ev)
+	if err != nil || unsafe.SliceData(out) != unsafe.SliceData(buf) {
+		r.putSlot(idx)
+		r.log.Warn("tandem: invalid event", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
+		if err == nil {
+			err = fmt.Errorf("%w: encoder outgrew the request slot", ErrEventTooLarge)
+		}
+		return err
+	}
+	s.eventType = ev.Type
+	token := uint64(s.gen)<<32 | uint64(idx)
+	s.owner.Store(slotRust)
+	s.w.Store(w) // last write before publishing: the poller's Swap orders everything above
+	r.pending.Add(1)
+	r.submitted.Add(1)
+	for !r.sq.Push(abi.SQEEvent, idx, uint32(len(out)), token) {
+		// Unreachable: the ring holds every slot's descriptor at once. Stay correct anyway.
+		runtime.Gosched()
+	}
+	if r.sq.TakeWakeup() {
+		r.wakeRust()
+	}
+	return nil
+}
+
+// acquire takes a free request slot, applying the overload policy when there is none.
+func (r *Runtime) acquire(ctx context.Context) (uint32, error) {
+	var idx uint32
+	select {
+	case idx = <-r.free:
+	default:
+		if r.cfg.Overload == Reject {
+			return 0, ErrOverloaded
+		}
+		select {
+		case idx = <-r.free:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-r.closing:
+			return 0, ErrClosed
+		}
+	}
+	if !r.slots[idx].owner.CompareAndSwap(slotFree, slotGo) {
+		r.violation("request slot taken from the free list was not free", idx)
+	}
+	return idx, nil
+}
+
+func (r *Runtime) putSlot(idx uint32) {
+	r.slots[idx].owner.Store(slotFree)
+	r.free <- idx
+}
+
+// requestBuf is request slot idx as an empty slice over shared memory, capacity MaxEventSize.
+func (r *Runtime) requestBuf(idx uint32) []byte {
+	l := &r.layout
+	p := unsafe.Add(l.Base, l.ReqArena+uint64(idx)*l.ReqStride)
+	return unsafe.Slice((*byte)(p), l.ReqSlotSize)[:0]
+}
+
+func (r *Runtime) replyBytes(slot, n uint32) []byte {
+	l := &r.layout
+	p := unsafe.Add(l.Base, l.RepArena+uint64(slot)*l.RepStride)
+	return unsafe.Slice((*byte)(p), n)
+}
+
+func (r *Runtime) releaseReply(slot uint32) {
+	if r.freed.Load() {
+		return // taken back at Shutdown
+	}
+	if !r.replies[slot].CompareAndSwap(1, 0) {
+		r.violation("reply released twice", slot)
+		return
+	}
+	r.pushRelease(slot)
+}
+
+func (r *Runtime) pushRelease(slot uint32) {
+	for !r.sq.Push(abi.SQERelease, slot, 0, 0) {
+		runtime.Gosched()
+	}
+	if r.sq.TakeWakeup() {
+		r.wakeRust()
+	}
+}
+
+func (r *Runtime) violation(what string, slot uint32) {
+	r.violations.Add(1)
+	r.log.Error("tandem: ownership violation", zap.String("what", what), zap.Uint32("slot", slot))
+}
+
+// settle delivers an outcome to its waiter.
+func (w *waiter) settle(r *Runtime, err error, reply Reply) {
+	if w.pooled {
+		w.err, w.reply = err, reply
+		if !w.state.CompareAndSwap(0, 1) {
+			// The Call gave up waiting: release for it and recycle the waiter.
+			reply.Release()
+			w.err, w.reply = nil, Reply{}
+			w.state.Store(0)
+			r.waiters.Put(w)
+			return
+		}
+		w.ch <- struct{}{}
+		return
+	}
+	if reply.rt != nil {
+		w.data = bytes.Clone(reply.data)
+		reply.Release()
+	}
+	w.err = err
+	w.state.Store(1)
+	close(w.ch)
+}
+
+// submitRaw publishes already-encoded bytes as an event of eventType, bypassing the encoder.
+// Tests use it to prove that Rust refuses malformed envelopes.
+func (r *Runtime) submitRaw(raw []byte, eventType string, w *waiter) error {
+	if State(r.state.Load()) != Running {
+		return ErrClosed
+	}
+	idx, err := r.acquire(context.Background())
+	if err != nil {
+		return err
+	}
+	n := copy(r.requestBuf(idx)[:len(raw)], raw)
+	s := &r.slots[idx]
+	s.eventType = eventType
+	token := uint64(s.gen)<<32 | uint64(idx)
+	s.owner.Store(slotRust)
+	s.w.Store(w)
+	r.pending.Add(1)
+	r.submitted.Add(1)
+	for !r.sq.Push(abi.SQEEvent, idx, uint32(n), token) {
+		runtime.Gosched()
+	}
+	if r.sq.TakeWakeup() {
+		r.wakeRust()
+	}
+	return nil
+}

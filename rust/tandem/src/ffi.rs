@@ -1,0 +1,431 @@
+//! The C exports: the only way Go (or any C caller) drives a runtime. `ffi/tandem.h` is
+//! generated from this file and `layout.rs` by cbindgen; `tests/header.rs` fails when they
+//! disagree.
+//!
+//! Every export catches panics (a Rust panic never unwinds into Go) and returns a status code;
+//! results travel through out-parameters. Calls on one runtime must not overlap, except
+//! `tandem_runtime_stats` and `tandem_invoke`, which may run from any thread while it runs.
+
+use std::cell::RefCell;
+use std::ffi::c_char;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+use crate::handler::Registry;
+use crate::layout::TANDEM_ABI_VERSION;
+use crate::runtime::{Config, Error, Runtime};
+
+/// Status code returned by every fallible export.
+pub type tandem_status = i32;
+
+/// Success.
+pub const TANDEM_OK: tandem_status = 0;
+/// A pointer argument was null or a value out of range; `tandem_last_error` says which.
+pub const TANDEM_ERR_INVALID_ARG: tandem_status = 1;
+/// The caller was built against another ABI version: rebuild both sides together.
+pub const TANDEM_ERR_ABI_MISMATCH: tandem_status = 2;
+/// The call does not fit the runtime's state (start twice, invoke before start).
+pub const TANDEM_ERR_STATE: tandem_status = 3;
+/// A Rust panic was caught at the boundary.
+pub const TANDEM_ERR_PANIC: tandem_status = 4;
+/// The operating system refused a resource (memory, eventfd, threads).
+pub const TANDEM_ERR_IO: tandem_status = 5;
+/// A handler's init or warm-up failed; `tandem_last_error` names it.
+pub const TANDEM_ERR_INIT: tandem_status = 6;
+/// An output buffer was too small; the needed size was written to the size out-parameter.
+pub const TANDEM_ERR_TOO_SMALL: tandem_status = 7;
+
+/// Sizes of a runtime, passed to `tandem_runtime_create`. Read during the call only; the
+/// caller keeps ownership.
+#[repr(C)]
+pub struct tandem_config {
+    /// Must equal `TANDEM_ABI_VERSION` of the library: the caller's build.
+    pub abi_version: u32,
+    /// tokio worker threads.
+    pub workers: u32,
+    /// Submission ring cells (power of two, >= req_slots + rep_slots).
+    pub sq_capacity: u32,
+    /// Completion ring cells (power of two, >= req_slots).
+    pub cq_capacity: u32,
+    /// Bytes per request slot.
+    pub req_slot_size: u32,
+    /// Request slots.
+    pub req_slots: u32,
+    /// Bytes per reply slot.
+    pub rep_slot_size: u32,
+    /// Reply slots.
+    pub rep_slots: u32,
+    /// Busy-poll window of the Rust poller before it parks, in nanoseconds.
+    pub spin_ns: u64,
+}
+
+/// Where the shared region's parts are, filled by `tandem_runtime_create`.
+///
+/// `base` points into memory owned by the runtime: valid until `tandem_runtime_free`, never
+/// freed by the caller. The offsets are from `base`. The eventfds are owned by the runtime too:
+/// a caller that wants to keep one (e.g. for its own poller) must dup it.
+#[repr(C)]
+pub struct tandem_layout {
+    /// Start of the shared region (owned by the runtime).
+    pub base: *mut u8,
+    /// Size of the region in bytes.
+    pub size: u64,
+    /// Offset of the submission ring's `tandem_ring_header`.
+    pub sq_header: u64,
+    /// Offset of the submission ring's first `tandem_desc`.
+    pub sq_cells: u64,
+    /// Offset of the completion ring's `tandem_ring_header`.
+    pub cq_header: u64,
+    /// Offset of the completion ring's first `tandem_desc`.
+    pub cq_cells: u64,
+    /// Offset of request slot 0; slot i is at `req_arena + i * req_stride`.
+    pub req_arena: u64,
+    /// Offset of reply slot 0; slot i is at `rep_arena + i * rep_stride`.
+    pub rep_arena: u64,
+    /// Distance between request slots (>= req_slot_size).
+    pub req_stride: u64,
+    /// Distance between reply slots (>= rep_slot_size).
+    pub rep_stride: u64,
+    /// Submission ring cells.
+    pub sq_capacity: u32,
+    /// Completion ring cells.
+    pub cq_capacity: u32,
+    /// Usable bytes per request slot.
+    pub req_slot_size: u32,
+    /// Request slots.
+    pub req_slots: u32,
+    /// Usable bytes per reply slot.
+    pub rep_slot_size: u32,
+    /// Reply slots.
+    pub rep_slots: u32,
+    /// Eventfd the Rust poller parks on; Go writes 8 bytes (value 1) to wake it.
+    pub wake_rust_fd: i32,
+    /// Eventfd Go's completion poller parks on; Rust writes to it to wake Go.
+    pub wake_go_fd: i32,
+}
+
+/// Counters of a runtime, filled by `tandem_runtime_stats`.
+#[repr(C)]
+pub struct tandem_stats {
+    /// Events taken from the submission ring.
+    pub received: u64,
+    /// Completion records published.
+    pub completed: u64,
+    /// Request slots Rust holds now.
+    pub requests_held: u64,
+    /// Reply slots lent to Go now.
+    pub replies_lent: u64,
+    /// Reply slots Go has released back.
+    pub releases: u64,
+    /// Ownership protocol violations seen; 0 in a correct program.
+    pub violations: u64,
+    /// Times the Rust poller parked.
+    pub parks: u64,
+    /// Times Rust woke a parked Go poller.
+    pub go_wakeups: u64,
+    /// Handler panics caught.
+    pub panics: u64,
+    /// Descriptors waiting in the submission ring.
+    pub sq_depth: u64,
+    /// Descriptors waiting in the completion ring.
+    pub cq_depth: u64,
+}
+
+/// A runtime; opaque to C. Created by `tandem_runtime_create`, freed by `tandem_runtime_free`.
+pub struct tandem_runtime {
+    inner: Runtime,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+fn set_last_error(msg: impl Into<String>) {
+    let msg = msg.into();
+    LAST_ERROR.with(|e| *e.borrow_mut() = msg);
+}
+
+fn status_of(e: &Error) -> tandem_status {
+    set_last_error(e.to_string());
+    match e {
+        Error::InvalidConfig(_) => TANDEM_ERR_INVALID_ARG,
+        Error::Io(_) => TANDEM_ERR_IO,
+        Error::Init { .. } => TANDEM_ERR_INIT,
+        Error::State(_) => TANDEM_ERR_STATE,
+    }
+}
+
+/// Runs `f`, turning a panic into `TANDEM_ERR_PANIC` with its message as the last error.
+fn guard(f: impl FnOnce() -> tandem_status) -> tandem_status {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(s) => s,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_owned());
+            set_last_error(format!("panic in tandem: {msg}"));
+            TANDEM_ERR_PANIC
+        }
+    }
+}
+
+unsafe extern "Rust" {
+    /// Supplied by the crate that builds the staticlib/cdylib, through
+    /// `tandem::register_handlers!`.
+    safe fn tandem_register_handlers(registry: &mut Registry);
+}
+
+/// The ABI version this library implements. Callers compare it with the version they were
+/// built against before any other call.
+#[unsafe(no_mangle)]
+pub extern "C" fn tandem_abi_version() -> u32 {
+    TANDEM_ABI_VERSION
+}
+
+/// Copies the calling thread's last error message (UTF-8, not NUL-terminated) into `buf`, up
+/// to `cap` bytes, and returns its full length. `buf` stays owned by the caller.
+///
+/// # Safety
+/// `buf` must be valid for `cap` bytes of writes, or null with `cap` 0.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tandem_last_error(buf: *mut c_char, cap: usize) -> usize {
+    LAST_ERROR.with(|e| {
+        let e = e.borrow();
+        let n = e.len().min(cap);
+        if n > 0 && !buf.is_null() {
+            // SAFETY: the caller guarantees `buf` holds `cap` >= n bytes.
+            unsafe { std::ptr::copy_nonoverlapping(e.as_ptr(), buf.cast(), n) };
+        }
+        e.len()
+    })
+}
+
+/// Creates a runtime: maps the shared region, registers the handlers, fills `*layout_out`.
+/// Starts no thread. On success `*out` owns the runtime until `tandem_runtime_free`.
+///
+/// # Safety
+/// `cfg` must point to a readable `tandem_config`; `out` and `layout_out` to writable memory.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tandem_runtime_create(
+    cfg: *const tandem_config,
+    out: *mut *mut tandem_runtime,
+    layout_out: *mut tandem_layout,
+) -> tandem_status {
+    guard(|| {
+        if cfg.is_null() || out.is_null() || layout_out.is_null() {
+            set_last_error("tandem_runtime_create: null argument");
+            return TANDEM_ERR_INVALID_ARG;
+        }
+        // SAFETY: non-null and readable per the contract.
+        let c = unsafe { &*cfg };
+        if c.abi_version != TANDEM_ABI_VERSION {
+            set_last_error(format!(
+                "ABI mismatch: caller built for version {}, library is version {}; rebuild with ./build.sh",
+                c.abi_version, TANDEM_ABI_VERSION
+            ));
+            return TANDEM_ERR_ABI_MISMATCH;
+        }
+        let config = Config {
+            workers: c.workers as usize,
+            sq_capacity: c.sq_capacity,
+            cq_capacity: c.cq_capacity,
+            req_slot_size: c.req_slot_size,
+            req_slots: c.req_slots,
+            rep_slot_size: c.rep_slot_size,
+            rep_slots: c.rep_slots,
+            spin: Duration::from_nanos(c.spin_ns),
+        };
+        let mut registry = Registry::new();
+        tandem_register_handlers(&mut registry);
+        match Runtime::new(config, registry) {
+            Ok(rt) => {
+                // SAFETY: writable per the contract.
+                unsafe { layout_out.write(rt.c_layout()) };
+                let boxed = Box::new(tandem_runtime { inner: rt });
+                // SAFETY: writable per the contract; ownership passes to the caller.
+                unsafe { out.write(Box::into_raw(boxed)) };
+                TANDEM_OK
+            }
+            Err(e) => status_of(&e),
+        }
+    })
+}
+
+/// Starts tokio, runs every handler's init and warm-up, then starts the poller. Fails with
+/// `TANDEM_ERR_INIT` naming the handler that did not start.
+///
+/// # Safety
+/// `rt` must come from `tandem_runtime_create` and not be freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tandem_runtime_start(rt: *mut tandem_runtime) -> tandem_status {
+    guard(|| {
+        // SAFETY: a live runtime per the contract; calls on it do not overlap.
+        let Some(rt) = (unsafe { rt.as_mut() }) else {
+            set_last_error("tandem_runtime_start: null runtime");
+            return TANDEM_ERR_INVALID_ARG;
+        };
+        match rt.inner.start() {
+            Ok(()) => TANDEM_OK,
+            Err(e) => status_of(&e),
+        }
+    })
+}
+
+/// Drains in-flight events for up to `grace_ns`, cancels the rest (each completes as a
+/// retryable "cancelled" error), waits until every completion is published, then stops the
+/// poller and tokio. Blocks the calling thread. Idempotent. Reply slots Go releases after this
+/// call are taken back by `tandem_runtime_stats`.
+///
+/// # Safety
+/// `rt` must come from `tandem_runtime_create` and not be freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tandem_runtime_shutdown(
+    rt: *mut tandem_runtime,
+    grace_ns: u64,
+) -> tandem_status {
+    guard(|| {
+        // SAFETY: a live runtime per the contract; calls on it do not overlap.
+        let Some(rt) = (unsafe { rt.as_mut() }) else {
+            set_last_error("tandem_runtime_shutdown: null runtime");
+            return TANDEM_ERR_INVALID_ARG;
+        };
+        rt.inner.shutdown(Duration::from_nanos(grace_ns));
+        TANDEM_OK
+    })
+}
+
+/// Fills `*out` with the runtime's counters. After shutdown it first consumes the release
+/// records left in the submission ring, so the outstanding counts are final.
+///
+/// # Safety
+/// `rt` must be a live runtime and `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tandem_runtime_stats(
+    rt: *const tandem_runtime,
+    out: *mut tandem_stats,
+) -> tandem_status {
+    guard(|| {
+        // SAFETY: a live runtime per the contract.
+        let (Some(rt), false) = ((unsafe { rt.as_ref() }), out.is_null()) else {
+            set_last_error("tandem_runtime_stats: null argument");
+            return TANDEM_ERR_INVALID_ARG;
+        };
+        let s = rt.inner.stats();
+        let stats = tandem_stats {
+            received: s.received,
+            completed: s.completed,
+            requests_held: s.requests_held,
+            replies_lent: s.replies_lent,
+            releases: s.releases,
+            violations: s.violations,
+            parks: s.parks,
+            go_wakeups: s.go_wakeups,
+            panics: s.panics,
+            sq_depth: s.sq_depth,
+            cq_depth: s.cq_depth,
+        };
+        // SAFETY: writable per the contract.
+        unsafe { out.write(stats) };
+        TANDEM_OK
+    })
+}
+
+/// Writes the registered event types, newline-separated, into `buf` (caller-owned, `cap`
+/// bytes) and their total length into `*len_out`. Returns `TANDEM_ERR_TOO_SMALL` if `cap` is
+/// too small, having written only the length.
+///
+/// # Safety
+/// `rt` must be a live runtime, `buf` valid for `cap` bytes, `len_out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tandem_event_types(
+    rt: *const tandem_runtime,
+    buf: *mut u8,
+    cap: usize,
+    len_out: *mut usize,
+) -> tandem_status {
+    guard(|| {
+        // SAFETY: a live runtime per the contract.
+        let (Some(rt), false) = ((unsafe { rt.as_ref() }), len_out.is_null()) else {
+            set_last_error("tandem_event_types: null argument");
+            return TANDEM_ERR_INVALID_ARG;
+        };
+        let joined = rt.inner.event_types().join("\n");
+        // SAFETY: writable per the contract.
+        unsafe { len_out.write(joined.len()) };
+        if joined.len() > cap || (buf.is_null() && !joined.is_empty()) {
+            return TANDEM_ERR_TOO_SMALL;
+        }
+        // SAFETY: `buf` holds `cap` >= len bytes per the contract.
+        unsafe { std::ptr::copy_nonoverlapping(joined.as_ptr(), buf, joined.len()) };
+        TANDEM_OK
+    })
+}
+
+/// The direct-call path: runs the handler for one envelope on the calling thread (blocking on
+/// tokio) and copies the reply or error envelope into `reply` (caller-owned, `cap` bytes).
+/// One FFI call per event; the ring is the fast path, this is kept for comparison and for tiny
+/// synchronous handlers. `*outcome_out` receives a `TANDEM_OUTCOME_*` code and `*reply_len`
+/// the reply's length (`TANDEM_ERR_TOO_SMALL` if it exceeds `cap`).
+///
+/// # Safety
+/// `rt` must be a started, live runtime; `envelope` valid for `len` bytes; `reply` for `cap`
+/// bytes; `reply_len` and `outcome_out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tandem_invoke(
+    rt: *const tandem_runtime,
+    envelope: *const u8,
+    len: usize,
+    reply: *mut u8,
+    cap: usize,
+    reply_len: *mut usize,
+    outcome_out: *mut u32,
+) -> tandem_status {
+    guard(|| {
+        // SAFETY: a live runtime per the contract.
+        let Some(rt) = (unsafe { rt.as_ref() }) else {
+            set_last_error("tandem_invoke: null runtime");
+            return TANDEM_ERR_INVALID_ARG;
+        };
+        if envelope.is_null() || reply_len.is_null() || outcome_out.is_null() {
+            set_last_error("tandem_invoke: null argument");
+            return TANDEM_ERR_INVALID_ARG;
+        }
+        // SAFETY: readable for `len` bytes per the contract; only read during this call.
+        let bytes = unsafe { std::slice::from_raw_parts(envelope, len) };
+        match rt.inner.invoke(bytes) {
+            Ok((outcome, out)) => {
+                // SAFETY: writable per the contract.
+                unsafe {
+                    reply_len.write(out.len());
+                    outcome_out.write(outcome);
+                }
+                if out.len() > cap || (reply.is_null() && !out.is_empty()) {
+                    return TANDEM_ERR_TOO_SMALL;
+                }
+                // SAFETY: `reply` holds `cap` >= out.len() bytes per the contract.
+                unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), reply, out.len()) };
+                TANDEM_OK
+            }
+            Err(e) => status_of(&e),
+        }
+    })
+}
+
+/// Shuts the runtime down (as `tandem_runtime_shutdown` with no grace) if still running and
+/// frees it with its shared region and eventfds. Null is ignored. After this call no pointer
+/// from `tandem_layout` may be used.
+///
+/// # Safety
+/// `rt` must come from `tandem_runtime_create` and not be freed already.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tandem_runtime_free(rt: *mut tandem_runtime) {
+    let _ = guard(|| {
+        if !rt.is_null() {
+            // SAFETY: ownership returns from the caller, exactly once per the contract.
+            drop(unsafe { Box::from_raw(rt) });
+        }
+        TANDEM_OK
+    });
+}

@@ -1,0 +1,252 @@
+//! What a Rust handler implements and what it receives: [`Handler`], [`Event`], [`Context`],
+//! [`Outcome`] and [`HandlerError`].
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::envelope::{Envelope, Extensions, RetryPolicy};
+
+/// An async event handler run by the tokio runtime, one task per event.
+///
+/// Implementations are shared by all tasks (`&self`), so they must be `Send + Sync`; per-event
+/// state lives in the future. Write `async fn handle(...)` in the impl.
+///
+/// ```
+/// use tandem::{Context, Event, Handler, Outcome};
+/// struct Echo;
+/// impl Handler for Echo {
+///     async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+///         Outcome::Reply(ev.data().to_vec())
+///     }
+/// }
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one event. The event's bytes stay valid until the returned future finishes;
+    /// the runtime releases them to Go with the completion.
+    fn handle(&self, ev: &Event, cx: &Context) -> impl Future<Output = Outcome> + Send;
+
+    /// Wires dependencies once, before warm-up. An error fails `Start` naming this handler.
+    fn init(&self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    /// Primes caches and connections before traffic. An error fails `Start` naming this handler.
+    fn warm_up(&self) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Called once at shutdown, after the last event.
+    fn close(&self) {}
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Object-safe form of [`Handler`], used by the registry.
+pub(crate) trait DynHandler: Send + Sync + 'static {
+    fn call<'a>(&'a self, ev: &'a Event, cx: &'a Context) -> BoxFuture<'a, Outcome>;
+    fn init(&self) -> Result<(), HandlerError>;
+    fn warm_up(&self) -> BoxFuture<'_, Result<(), HandlerError>>;
+    fn close(&self);
+}
+
+impl<H: Handler> DynHandler for H {
+    fn call<'a>(&'a self, ev: &'a Event, cx: &'a Context) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.handle(ev, cx))
+    }
+    fn init(&self) -> Result<(), HandlerError> {
+        Handler::init(self)
+    }
+    fn warm_up(&self) -> BoxFuture<'_, Result<(), HandlerError>> {
+        Box::pin(Handler::warm_up(self))
+    }
+    fn close(&self) {
+        Handler::close(self)
+    }
+}
+
+/// The handlers of one runtime, by exact event type.
+#[derive(Default)]
+pub struct Registry {
+    routes: HashMap<String, Route>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Route {
+    pub(crate) name: Arc<str>,
+    pub(crate) handler: Arc<dyn DynHandler>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Routes events of type `event_type` to `handler`, named `name` in errors, logs and metrics.
+    /// A second registration of the same type replaces the first.
+    pub fn register<H: Handler>(&mut self, event_type: &str, name: &str, handler: H) -> &mut Self {
+        self.routes.insert(
+            event_type.to_owned(),
+            Route {
+                name: Arc::from(name),
+                handler: Arc::new(handler),
+            },
+        );
+        self
+    }
+
+    /// The event types with a handler, sorted.
+    pub fn event_types(&self) -> Vec<&str> {
+        let mut types: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+        types.sort_unstable();
+        types
+    }
+
+    pub(crate) fn route(&self, event_type: &str) -> Option<&Route> {
+        self.routes.get(event_type)
+    }
+
+    pub(crate) fn routes(&self) -> impl Iterator<Item = (&str, &Route)> {
+        self.routes.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+/// One event, borrowed from its request slot in the shared arena. Handlers see it by reference;
+/// its bytes are released to Go when the handler's future has finished.
+pub struct Event {
+    // Borrows the request slot, which the runtime keeps owned by Rust until this value is
+    // dropped (see runtime::run_event); the 'static is never handed out.
+    env: Envelope<'static>,
+}
+
+impl Event {
+    /// # Safety
+    /// The bytes `env` borrows must stay valid and unchanged for the life of the returned value.
+    pub(crate) unsafe fn from_envelope(env: Envelope<'static>) -> Event {
+        Event { env }
+    }
+
+    /// The whole decoded envelope, borrowing the event.
+    pub fn envelope(&self) -> &Envelope<'_> {
+        &self.env
+    }
+    /// CloudEvents `id`.
+    pub fn id(&self) -> &str {
+        self.env.id
+    }
+    /// CloudEvents `source`.
+    pub fn source(&self) -> &str {
+        self.env.source
+    }
+    /// CloudEvents `type`: the route key.
+    pub fn event_type(&self) -> &str {
+        self.env.ty
+    }
+    /// The payload, without a copy.
+    pub fn data(&self) -> &[u8] {
+        self.env.data
+    }
+    /// Delivery attempt, counted from 1 by the Go side (0 when the submitter left it unset).
+    pub fn attempt(&self) -> u32 {
+        self.env.attempt
+    }
+    /// The correlation id, if any.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.env.correlationid
+    }
+    /// The extension attributes.
+    pub fn extensions(&self) -> Extensions<'_> {
+        self.env.extensions
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("id", &self.env.id)
+            .field("type", &self.env.ty)
+            .field("len", &self.env.data.len())
+            .finish()
+    }
+}
+
+/// What a handler sees besides the event: its name and the cancellation signal.
+pub struct Context {
+    pub(crate) handler: Arc<str>,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl Context {
+    /// The name the handler was registered under.
+    pub fn handler_name(&self) -> &str {
+        &self.handler
+    }
+    /// Fires when the runtime gives up on this event (shutdown past its deadline). The runtime
+    /// stops polling the handler's future then; a handler that spawns work of its own should
+    /// watch this token.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+}
+
+/// A handler's verdict on one event.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Done, nothing to say back.
+    Ack,
+    /// Done, with a reply payload for the submitter (request/reply).
+    Reply(Vec<u8>),
+    /// Failed; deliver again after `after` (the Go side applies its retry policy).
+    Retry {
+        /// Suggested delay before the next delivery.
+        after: Duration,
+        /// Why.
+        error: HandlerError,
+    },
+    /// Failed for good: dead-letter it, never retry.
+    Term(HandlerError),
+}
+
+/// An error a handler reports; it crosses to Go as an error envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerError {
+    /// A short machine-readable code, e.g. "handler", "timeout", "invalid_input".
+    pub code: Cow<'static, str>,
+    /// A human-readable message.
+    pub message: String,
+    /// An optional retry policy that overrides the route's default.
+    pub retry: Option<RetryPolicy>,
+}
+
+impl HandlerError {
+    /// An error with code "handler".
+    pub fn new(message: impl Into<String>) -> HandlerError {
+        HandlerError::with_code("handler", message)
+    }
+    /// An error with the given code.
+    pub fn with_code(
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> HandlerError {
+        HandlerError {
+            code: code.into(),
+            message: message.into(),
+            retry: None,
+        }
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for HandlerError {}

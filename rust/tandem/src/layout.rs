@@ -1,0 +1,92 @@
+//! The shared-memory layout both runtimes read: ring headers and descriptors.
+//!
+//! Every type here is `#[repr(C)]` and mirrored, field for field, by `ffi/tandem.h` (generated
+//! from this file by cbindgen and checked by `tests/header.rs`). Atomics are `AtomicU64` and
+//! `AtomicU32`, which have the size, alignment and bit validity of `u64` and `u32`, so C and Go
+//! see plain integers; every access from either side is atomic.
+
+use crate::sync::{AtomicU32, AtomicU64};
+
+/// The ABI version of this build. A loader refuses a library whose version differs.
+pub const TANDEM_ABI_VERSION: u32 = 1;
+
+/// Size of one cache line on the targets tandem supports; indices sit on lines of their own.
+pub const TANDEM_CACHE_LINE: usize = 64;
+
+/// No slot: the `reply_slot` of a completion that carries no reply.
+pub const TANDEM_NO_SLOT: u32 = u32::MAX;
+
+/// Submission descriptor kind: an event envelope in request slot `slot`, `len` bytes.
+pub const TANDEM_SQE_EVENT: u32 = 1;
+/// Submission descriptor kind: Go hands reply slot `slot` back to Rust.
+pub const TANDEM_SQE_RELEASE: u32 = 2;
+
+/// Completion outcome: the handler acknowledged the event; `reply_slot` may hold a reply.
+pub const TANDEM_OUTCOME_ACK: u32 = 0;
+/// Completion outcome: retry after `aux` nanoseconds; `reply_slot` holds an error envelope.
+pub const TANDEM_OUTCOME_RETRY: u32 = 1;
+/// Completion outcome: terminal failure, never retried; `reply_slot` holds an error envelope.
+pub const TANDEM_OUTCOME_TERM: u32 = 2;
+/// Completion outcome: the handler is still working; extend the deadline by `aux` nanoseconds.
+/// The request slot is not released by this record.
+pub const TANDEM_OUTCOME_IN_PROGRESS: u32 = 3;
+
+/// The indices of one ring: a producer cursor and a consumer cursor on cache lines of their own,
+/// and the consumer's parked flag (io_uring's NEED_WAKEUP) on a third.
+///
+/// Owned by Rust (inside the shared region); valid from `tandem_runtime_create` until
+/// `tandem_runtime_free`.
+#[repr(C)]
+pub struct tandem_ring_header {
+    /// Next position a producer claims (compare-and-swap by producers).
+    pub tail: AtomicU64,
+    /// Padding to the end of the cache line.
+    pub _pad_tail: [u64; 7],
+    /// Next position the single consumer reads.
+    pub head: AtomicU64,
+    /// Padding to the end of the cache line.
+    pub _pad_head: [u64; 7],
+    /// 1 while the consumer is parked on its eventfd: a producer that swaps it to 0 must write
+    /// the eventfd once.
+    pub parked: AtomicU32,
+    /// Padding to the end of the cache line.
+    pub _pad_parked: [u32; 15],
+}
+
+/// One ring cell: a sequence number (Vyukov's bounded queue) and a fixed-size descriptor.
+///
+/// The producer that claimed position `p` fills the fields with relaxed stores, then publishes
+/// with a release store `seq = p + 1`; the consumer reads them after an acquire load sees
+/// `seq == p + 1`, then frees the cell with a release store `seq = p + capacity`.
+#[repr(C)]
+pub struct tandem_desc {
+    /// Cell sequence number, see above.
+    pub seq: AtomicU64,
+    /// The submitter's token, echoed unchanged in the completion.
+    pub token: AtomicU64,
+    /// Submission: `TANDEM_SQE_*`. Completion: `TANDEM_OUTCOME_*`.
+    pub kind: AtomicU32,
+    /// Submission event: the request slot. Submission release: the reply slot returned.
+    /// Completion: the request slot this record releases back to Go.
+    pub slot: AtomicU32,
+    /// Submission event: envelope length in bytes.
+    pub len: AtomicU32,
+    /// Completion: flags, reserved (0).
+    pub flags: AtomicU32,
+    /// Completion: reply slot (reply payload on ACK, error envelope on RETRY/TERM) or
+    /// `TANDEM_NO_SLOT`. Ownership of that slot passes to Go until a `TANDEM_SQE_RELEASE`.
+    pub reply_slot: AtomicU32,
+    /// Completion: bytes used in `reply_slot`.
+    pub reply_len: AtomicU32,
+    /// Completion: handler start, Unix nanoseconds (0 when no handler ran).
+    pub started_ns: AtomicU64,
+    /// Completion: handler end, Unix nanoseconds.
+    pub finished_ns: AtomicU64,
+    /// Completion: RETRY: delay in nanoseconds; IN_PROGRESS: deadline extension in nanoseconds.
+    pub aux: AtomicU64,
+}
+
+#[cfg(not(loom))]
+const _: () = assert!(core::mem::size_of::<tandem_desc>() == TANDEM_CACHE_LINE);
+#[cfg(not(loom))]
+const _: () = assert!(core::mem::size_of::<tandem_ring_header>() == 3 * TANDEM_CACHE_LINE);

@@ -1,0 +1,826 @@
+//! The Rust runtime: the shared region, the submission poller and one tokio task per event.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64 as StdAtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::FutureExt;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::envelope::{self, ErrorEnvelope};
+use crate::handler::{Context, Event, HandlerError, Outcome, Registry};
+use crate::layout::*;
+use crate::ring::Ring;
+use crate::shm::{Region, align_up};
+use crate::sync::{AtomicU32, Ordering};
+use crate::wake::EventFd;
+
+/// How a runtime is sized. Capacities are powers of two; see [`Config::validate`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// tokio worker threads.
+    pub workers: usize,
+    /// Submission ring cells; at least `req_slots + rep_slots`, so a push never finds it full.
+    pub sq_capacity: u32,
+    /// Completion ring cells; at least `req_slots`, so a completion never finds it full.
+    pub cq_capacity: u32,
+    /// Bytes per request slot: the largest envelope Go may submit.
+    pub req_slot_size: u32,
+    /// Request slots: the most events in flight at once.
+    pub req_slots: u32,
+    /// Bytes per reply slot: the largest reply or error envelope.
+    pub rep_slot_size: u32,
+    /// Reply slots.
+    pub rep_slots: u32,
+    /// How long the poller busy-polls an empty ring before it parks.
+    pub spin: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            workers: 2,
+            sq_capacity: 4096,
+            cq_capacity: 2048,
+            req_slot_size: 64 << 10,
+            req_slots: 1024,
+            rep_slot_size: 64 << 10,
+            rep_slots: 1024,
+            spin: Duration::from_micros(50),
+        }
+    }
+}
+
+/// Why a runtime could not be created, started or used.
+#[derive(Debug)]
+pub enum Error {
+    /// A configuration value is out of range; the message says which.
+    InvalidConfig(String),
+    /// The operating system refused a resource (mapping, eventfd, threads).
+    Io(io::Error),
+    /// A handler's init or warm-up failed.
+    Init {
+        /// The handler's name.
+        handler: String,
+        /// Its error.
+        error: HandlerError,
+    },
+    /// The call does not fit the runtime's state (e.g. start twice).
+    State(&'static str),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::InvalidConfig(m) => write!(f, "invalid config: {m}"),
+            Error::Io(e) => write!(f, "os error: {e}"),
+            Error::Init { handler, error } => {
+                write!(f, "handler {handler} failed to start: {error}")
+            }
+            Error::State(m) => write!(f, "wrong state: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        Error::Io(e)
+    }
+}
+
+impl Config {
+    /// Checks the sizes and the ring invariants.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        if self.workers == 0 || self.workers > 256 {
+            return bad(format!("workers must be 1..=256, got {}", self.workers));
+        }
+        for (name, v) in [
+            ("sq_capacity", self.sq_capacity),
+            ("cq_capacity", self.cq_capacity),
+        ] {
+            if !v.is_power_of_two() || v > 1 << 24 {
+                return bad(format!("{name} must be a power of two up to 2^24, got {v}"));
+            }
+        }
+        for (name, v) in [("req_slots", self.req_slots), ("rep_slots", self.rep_slots)] {
+            if v == 0 || v > 1 << 20 {
+                return bad(format!("{name} must be 1..=2^20, got {v}"));
+            }
+        }
+        for (name, v) in [
+            ("req_slot_size", self.req_slot_size),
+            ("rep_slot_size", self.rep_slot_size),
+        ] {
+            if !(256..=64 << 20).contains(&v) {
+                return bad(format!("{name} must be 256 B..=64 MiB, got {v}"));
+            }
+        }
+        if u64::from(self.sq_capacity) < u64::from(self.req_slots) + u64::from(self.rep_slots) {
+            return bad(format!(
+                "sq_capacity ({}) must be at least req_slots + rep_slots ({})",
+                self.sq_capacity,
+                u64::from(self.req_slots) + u64::from(self.rep_slots)
+            ));
+        }
+        if self.cq_capacity < self.req_slots {
+            return bad(format!(
+                "cq_capacity ({}) must be at least req_slots ({})",
+                self.cq_capacity, self.req_slots
+            ));
+        }
+        let total = self.region_layout().size as u128;
+        if total > 1 << 40 {
+            return bad(format!("shared region of {total} bytes is too large"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn region_layout(&self) -> RegionLayout {
+        let line = TANDEM_CACHE_LINE;
+        let desc = std::mem::size_of::<tandem_desc>();
+        let header = std::mem::size_of::<tandem_ring_header>();
+        let mut off = 0usize;
+        let mut take = |n: usize, align: usize| {
+            off = align_up(off, align);
+            let at = off;
+            off += n;
+            at
+        };
+        let sq_header = take(header, line);
+        let sq_cells = take(desc * self.sq_capacity as usize, line);
+        let cq_header = take(header, line);
+        let cq_cells = take(desc * self.cq_capacity as usize, line);
+        let req_slot = align_up(self.req_slot_size as usize, line);
+        let rep_slot = align_up(self.rep_slot_size as usize, line);
+        let req_arena = take(req_slot * self.req_slots as usize, 4096);
+        let rep_arena = take(rep_slot * self.rep_slots as usize, 4096);
+        RegionLayout {
+            sq_header,
+            sq_cells,
+            cq_header,
+            cq_cells,
+            req_arena,
+            req_stride: req_slot,
+            rep_arena,
+            rep_stride: rep_slot,
+            size: align_up(off, 4096),
+        }
+    }
+}
+
+/// Byte offsets of the parts of the shared region.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RegionLayout {
+    pub(crate) sq_header: usize,
+    pub(crate) sq_cells: usize,
+    pub(crate) cq_header: usize,
+    pub(crate) cq_cells: usize,
+    pub(crate) req_arena: usize,
+    pub(crate) req_stride: usize,
+    pub(crate) rep_arena: usize,
+    pub(crate) rep_stride: usize,
+    pub(crate) size: usize,
+}
+
+/// Who owns a slot right now; checked at every hand-over so a double release is counted.
+const OWNER_GO: u32 = 0;
+const OWNER_RUST: u32 = 1;
+
+/// Counters read by `stats`; relaxed, since they are reports, not synchronisation.
+#[derive(Default)]
+struct Counters {
+    received: StdAtomicU64,
+    completed: StdAtomicU64,
+    requests_held: StdAtomicU64,
+    replies_lent: StdAtomicU64,
+    releases: StdAtomicU64,
+    violations: StdAtomicU64,
+    parks: StdAtomicU64,
+    go_wakeups: StdAtomicU64,
+    panics: StdAtomicU64,
+}
+
+/// A snapshot of a runtime's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events taken from the submission ring.
+    pub received: u64,
+    /// Completion records published (one per event, plus progress records).
+    pub completed: u64,
+    /// Request slots Rust holds now (taken, not yet released to Go).
+    pub requests_held: u64,
+    /// Reply slots lent to Go now (published, not yet released back).
+    pub replies_lent: u64,
+    /// Reply slots Go has released back.
+    pub releases: u64,
+    /// Ownership protocol violations seen (a slot handed over by a side that did not own it,
+    /// a slot index out of range, an unknown descriptor kind). Always 0 in a correct program.
+    pub violations: u64,
+    /// Times the poller parked on its eventfd.
+    pub parks: u64,
+    /// Eventfd writes that woke a parked Go poller.
+    pub go_wakeups: u64,
+    /// Handler panics caught.
+    pub panics: u64,
+    /// Descriptors waiting in the submission ring.
+    pub sq_depth: u64,
+    /// Descriptors waiting in the completion ring.
+    pub cq_depth: u64,
+}
+
+pub(crate) struct Shared {
+    region: Region,
+    layout: RegionLayout,
+    cfg: Config,
+    sq: Ring,
+    cq: Ring,
+    wake_rust: EventFd,
+    wake_go: EventFd,
+    req_owner: Box<[AtomicU32]>,
+    rep_owner: Box<[AtomicU32]>,
+    rep_free: Mutex<Vec<u32>>,
+    rep_permits: Semaphore,
+    counters: Counters,
+    registry: Registry,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    stopping: AtomicBool,
+    /// Held by whoever consumes the submission ring: the poller, or `stats` once stopped.
+    consumer: Mutex<()>,
+}
+
+/// A Rust runtime: the shared region and, once started, tokio and the poller.
+///
+/// Created and driven by one thread at a time (the C exports serialise calls); the shared
+/// region is then used concurrently by Go and by the tokio workers.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    tokio: Option<tokio::runtime::Runtime>,
+    poller: Option<tokio::task::JoinHandle<()>>,
+    state: RunState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunState {
+    Created,
+    Running,
+    Stopped,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl Runtime {
+    /// Maps the shared region and sets up the rings; no thread is started yet.
+    pub fn new(cfg: Config, registry: Registry) -> Result<Runtime, Error> {
+        cfg.validate()?;
+        let layout = cfg.region_layout();
+        let region = Region::map(layout.size)?;
+        let base = region.base();
+        // SAFETY: the offsets come from `region_layout`, lie inside the fresh zeroed mapping and
+        // are cache-line aligned; the rings live in the same `Shared` as the region, and nothing
+        // uses them after it is dropped (the rings have no drop glue).
+        let (sq, cq) = unsafe {
+            (
+                Ring::init(
+                    base.add(layout.sq_header).cast(),
+                    base.add(layout.sq_cells).cast(),
+                    cfg.sq_capacity,
+                ),
+                Ring::init(
+                    base.add(layout.cq_header).cast(),
+                    base.add(layout.cq_cells).cast(),
+                    cfg.cq_capacity,
+                ),
+            )
+        };
+        let owners = |n: u32, who: u32| (0..n).map(|_| AtomicU32::new(who)).collect::<Vec<_>>();
+        let shared = Shared {
+            layout,
+            sq,
+            cq,
+            wake_rust: EventFd::new()?,
+            wake_go: EventFd::new()?,
+            req_owner: owners(cfg.req_slots, OWNER_GO).into_boxed_slice(),
+            rep_owner: owners(cfg.rep_slots, OWNER_RUST).into_boxed_slice(),
+            rep_free: Mutex::new((0..cfg.rep_slots).rev().collect()),
+            rep_permits: Semaphore::new(cfg.rep_slots as usize),
+            counters: Counters::default(),
+            registry,
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            stopping: AtomicBool::new(false),
+            consumer: Mutex::new(()),
+            cfg,
+            region,
+        };
+        Ok(Runtime {
+            shared: Arc::new(shared),
+            tokio: None,
+            poller: None,
+            state: RunState::Created,
+        })
+    }
+
+    /// The region's layout as the C ABI describes it.
+    #[cfg(feature = "exports")]
+    pub(crate) fn c_layout(&self) -> crate::ffi::tandem_layout {
+        let s = &self.shared;
+        let l = s.layout;
+        crate::ffi::tandem_layout {
+            base: s.region.base(),
+            size: s.region.len() as u64,
+            sq_header: l.sq_header as u64,
+            sq_cells: l.sq_cells as u64,
+            cq_header: l.cq_header as u64,
+            cq_cells: l.cq_cells as u64,
+            req_arena: l.req_arena as u64,
+            rep_arena: l.rep_arena as u64,
+            req_stride: l.req_stride as u64,
+            rep_stride: l.rep_stride as u64,
+            sq_capacity: s.cfg.sq_capacity,
+            cq_capacity: s.cfg.cq_capacity,
+            req_slot_size: s.cfg.req_slot_size,
+            req_slots: s.cfg.req_slots,
+            rep_slot_size: s.cfg.rep_slot_size,
+            rep_slots: s.cfg.rep_slots,
+            wake_rust_fd: s.wake_rust.raw(),
+            wake_go_fd: s.wake_go.raw(),
+        }
+    }
+
+    /// The event types this runtime has handlers for.
+    pub fn event_types(&self) -> Vec<&str> {
+        self.shared.registry.event_types()
+    }
+
+    /// Starts tokio, runs every handler's init and warm-up, then starts the poller.
+    pub fn start(&mut self) -> Result<(), Error> {
+        if self.state != RunState::Created {
+            return Err(Error::State("start called twice"));
+        }
+        // No signal handlers: tokio installs them only for tokio::signal, which tandem never
+        // uses, because Go owns the process's signals.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.shared.cfg.workers)
+            .thread_name("tandem-worker")
+            .enable_io()
+            .enable_time()
+            .build()?;
+        for (_, route) in self.shared.registry.routes() {
+            route.handler.init().map_err(|error| Error::Init {
+                handler: route.name.to_string(),
+                error,
+            })?;
+        }
+        let shared = self.shared.clone();
+        rt.block_on(async move {
+            for (_, route) in shared.registry.routes() {
+                route.handler.warm_up().await.map_err(|error| Error::Init {
+                    handler: route.name.to_string(),
+                    error,
+                })?;
+            }
+            Ok::<(), Error>(())
+        })?;
+        let afd = {
+            let _enter = rt.enter();
+            let fd = self.shared.wake_rust.try_clone_owned()?;
+            // SAFETY: the AsyncFd owns `fd`, a fresh duplicate nobody else closes, for its life.
+            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                .map_err(io::Error::from)?
+        };
+        self.poller = Some(rt.spawn(poll_submissions(self.shared.clone(), afd)));
+        self.tokio = Some(rt);
+        self.state = RunState::Running;
+        Ok(())
+    }
+
+    /// Lets in-flight handlers run for up to `grace`, cancels the rest (each completes as a
+    /// retryable "cancelled" error, never lost), waits for every completion to be published,
+    /// then stops the poller and tokio. Release records Go sends afterwards stay in the ring
+    /// until [`Runtime::stats`] consumes them. Idempotent.
+    pub fn shutdown(&mut self, grace: Duration) {
+        if self.state != RunState::Running {
+            self.state = RunState::Stopped;
+            return;
+        }
+        let Some(rt) = self.tokio.take() else { return };
+        let shared = self.shared.clone();
+        let poller = self.poller.take();
+        rt.block_on(async move {
+            shared.tracker.close();
+            if tokio::time::timeout(grace, shared.tracker.wait())
+                .await
+                .is_err()
+            {
+                shared.cancel.cancel();
+                shared.tracker.wait().await;
+            }
+            shared.stopping.store(true, Ordering::SeqCst);
+            shared.wake_rust.signal();
+            if let Some(p) = poller {
+                let _ = p.await;
+            }
+        });
+        for (_, route) in self.shared.registry.routes() {
+            let h = route.handler.clone();
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| h.close()));
+        }
+        rt.shutdown_timeout(Duration::from_secs(1));
+        self.state = RunState::Stopped;
+    }
+
+    /// A snapshot of the counters. Once the runtime is stopped it first consumes the release
+    /// records Go left in the submission ring, so outstanding counts are final.
+    pub fn stats(&self) -> Stats {
+        let s = &self.shared;
+        if self.state == RunState::Stopped {
+            if let Ok(_g) = s.consumer.try_lock() {
+                drain_submissions(s, usize::MAX, false);
+            }
+        }
+        let c = &s.counters;
+        Stats {
+            received: c.received.load(Relaxed),
+            completed: c.completed.load(Relaxed),
+            requests_held: c.requests_held.load(Relaxed),
+            replies_lent: c.replies_lent.load(Relaxed),
+            releases: c.releases.load(Relaxed),
+            violations: c.violations.load(Relaxed),
+            parks: c.parks.load(Relaxed),
+            go_wakeups: c.go_wakeups.load(Relaxed),
+            panics: c.panics.load(Relaxed),
+            sq_depth: s.sq.len(),
+            cq_depth: s.cq.len(),
+        }
+    }
+
+    /// Runs the handler for one encoded envelope on this thread, blocking until it finishes:
+    /// the direct-call path (one FFI call per event), kept for comparison and for tiny
+    /// synchronous handlers. Returns the outcome code, and the reply or error envelope bytes.
+    pub fn invoke(&self, envelope_bytes: &[u8]) -> Result<(u32, Vec<u8>), Error> {
+        let Some(rt) = self.tokio.as_ref() else {
+            return Err(Error::State("not running"));
+        };
+        let shared = self.shared.clone();
+        let outcome = rt.block_on(async {
+            let (outcome, handler, _, _) = execute(&shared, envelope_bytes).await;
+            (outcome, handler)
+        });
+        let (outcome, handler) = outcome;
+        Ok(match outcome {
+            Outcome::Ack => (TANDEM_OUTCOME_ACK, Vec::new()),
+            Outcome::Reply(v) => (TANDEM_OUTCOME_ACK, v),
+            Outcome::Retry { error, .. } => (TANDEM_OUTCOME_RETRY, error_bytes(&error, &handler)),
+            Outcome::Term(error) => (TANDEM_OUTCOME_TERM, error_bytes(&error, &handler)),
+        })
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shutdown(Duration::ZERO);
+    }
+}
+
+fn error_bytes(error: &HandlerError, handler: &str) -> Vec<u8> {
+    let env = error_envelope(error, handler);
+    let mut out = vec![0u8; envelope::error_encoded_len(&env)];
+    let n = envelope::encode_error_into(&env, &mut out).unwrap_or(0);
+    out.truncate(n);
+    out
+}
+
+fn error_envelope<'a>(error: &'a HandlerError, handler: &'a str) -> ErrorEnvelope<'a> {
+    ErrorEnvelope {
+        code: &error.code,
+        message: &error.message,
+        retry: error.retry,
+        runtime: "rust",
+        handler,
+    }
+}
+
+/// The poller: drains the submission ring in batches, busy-polls an empty ring for
+/// `cfg.spin`, then parks on the eventfd until Go wakes it.
+async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>) {
+    const BATCH: usize = 256;
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        let n = {
+            let _g = shared.consumer.lock().unwrap_or_else(|p| p.into_inner());
+            drain_submissions(&shared, BATCH, true)
+        };
+        if n > 0 {
+            idle_since = None;
+            // Let the tasks just spawned run on this worker before the next batch.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let now = Instant::now();
+        if now.duration_since(*idle_since.get_or_insert(now)) < shared.cfg.spin {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        idle_since = None;
+        if !shared.sq.prepare_park() {
+            continue;
+        }
+        if shared.stopping.load(Ordering::SeqCst) {
+            shared.sq.unpark();
+            return;
+        }
+        shared.counters.parks.fetch_add(1, Relaxed);
+        match afd.readable().await {
+            Ok(mut guard) => {
+                shared.wake_rust.drain();
+                guard.clear_ready();
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+        shared.sq.unpark();
+    }
+}
+
+/// Consumes up to `max` submissions. Events are spawned as tasks when `spawn` is set (poller);
+/// otherwise (a stopped runtime) only release records are expected and processed.
+fn drain_submissions(shared: &Arc<Shared>, max: usize, spawn: bool) -> usize {
+    let mut n = 0;
+    while n < max {
+        let Some((kind, token, slot, len)) = shared.sq.pop(|d| {
+            (
+                d.kind.load(Ordering::Relaxed),
+                d.token.load(Ordering::Relaxed),
+                d.slot.load(Ordering::Relaxed),
+                d.len.load(Ordering::Relaxed),
+            )
+        }) else {
+            break;
+        };
+        n += 1;
+        match kind {
+            TANDEM_SQE_EVENT if spawn => start_event(shared, token, slot, len),
+            TANDEM_SQE_RELEASE => shared.release_reply(slot),
+            _ => {
+                shared.counters.violations.fetch_add(1, Relaxed);
+            }
+        }
+    }
+    n
+}
+
+fn start_event(shared: &Arc<Shared>, token: u64, slot: u32, len: u32) {
+    if slot >= shared.cfg.req_slots || len > shared.cfg.req_slot_size {
+        // Nothing valid to release; Go never sends this, so count it and drop the record.
+        shared.counters.violations.fetch_add(1, Relaxed);
+        return;
+    }
+    if shared.req_owner[slot as usize].swap(OWNER_RUST, Ordering::AcqRel) != OWNER_GO {
+        shared.counters.violations.fetch_add(1, Relaxed);
+    }
+    shared.counters.received.fetch_add(1, Relaxed);
+    shared.counters.requests_held.fetch_add(1, Relaxed);
+    let sh = shared.clone();
+    shared.tracker.spawn(async move {
+        // SAFETY: Rust owns request slot `slot` from the swap above until `complete` hands it
+        // back, after `execute` (and every borrow of these bytes) has finished.
+        let bytes = unsafe { sh.request_bytes(slot, len) };
+        let (outcome, handler, started, finished) = execute(&sh, bytes).await;
+        sh.complete(token, slot, outcome, &handler, started, finished)
+            .await;
+    });
+}
+
+/// Decodes, routes and runs one event, containing panics and honouring cancellation.
+async fn execute(shared: &Shared, bytes: &[u8]) -> (Outcome, Arc<str>, u64, u64) {
+    let env = match envelope::decode(bytes) {
+        Ok(env) => env,
+        Err(e) => {
+            let err = HandlerError::with_code("decode", format!("malformed envelope: {e}"));
+            return (Outcome::Term(err), Arc::from(""), 0, 0);
+        }
+    };
+    let Some(route) = shared.registry.route(env.ty) else {
+        let err = HandlerError::with_code(
+            "no_route",
+            format!("no Rust handler for event type {:?}", env.ty),
+        );
+        return (Outcome::Term(err), Arc::from(""), 0, 0);
+    };
+    // SAFETY: `bytes` outlives `ev`, which is dropped at the end of this function; the
+    // 'static lifetime is never exposed (Event's accessors borrow from &self).
+    let ev = unsafe {
+        Event::from_envelope(std::mem::transmute::<
+            envelope::Envelope<'_>,
+            envelope::Envelope<'static>,
+        >(env))
+    };
+    let cx = Context {
+        handler: route.name.clone(),
+        cancel: shared.cancel.clone(),
+    };
+    let started = now_ns();
+    let run = AssertUnwindSafe(route.handler.call(&ev, &cx)).catch_unwind();
+    let outcome = tokio::select! {
+        biased;
+        r = run => match r {
+            Ok(o) => o,
+            Err(panic) => {
+                shared.counters.panics.fetch_add(1, Relaxed);
+                Outcome::Term(HandlerError::with_code("panic", panic_message(&*panic)))
+            }
+        },
+        _ = shared.cancel.cancelled() => Outcome::Retry {
+            after: Duration::ZERO,
+            error: HandlerError::with_code("cancelled", "the runtime shut down before the handler finished"),
+        },
+    };
+    drop(ev);
+    (outcome, route.name.clone(), started, now_ns())
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        format!("handler panicked: {s}")
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        format!("handler panicked: {s}")
+    } else {
+        "handler panicked".to_owned()
+    }
+}
+
+impl Shared {
+    /// # Safety
+    /// Rust must own request slot `slot` for as long as the returned slice is used.
+    unsafe fn request_bytes<'a>(&self, slot: u32, len: u32) -> &'a [u8] {
+        let off = self.layout.req_arena + slot as usize * self.layout.req_stride;
+        // SAFETY: slot < req_slots and len <= req_slot_size were checked, so the range lies in
+        // the region; Go wrote it before publishing the descriptor (release/acquire on seq) and
+        // does not touch it until the completion hands it back.
+        unsafe { std::slice::from_raw_parts(self.region.base().add(off), len as usize) }
+    }
+
+    /// # Safety
+    /// Rust must own reply slot `slot` (taken from the free list, not yet published).
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn reply_buf<'a>(&self, slot: u32) -> &'a mut [u8] {
+        let off = self.layout.rep_arena + slot as usize * self.layout.rep_stride;
+        // SAFETY: slot < rep_slots; the slot is exclusively ours until published.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.region.base().add(off),
+                self.cfg.rep_slot_size as usize,
+            )
+        }
+    }
+
+    fn release_reply(&self, slot: u32) {
+        if slot >= self.cfg.rep_slots
+            || self.rep_owner[slot as usize].swap(OWNER_RUST, Ordering::AcqRel) != OWNER_GO
+        {
+            self.counters.violations.fetch_add(1, Relaxed);
+            return;
+        }
+        self.rep_free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(slot);
+        self.counters.replies_lent.fetch_sub(1, Relaxed);
+        self.counters.releases.fetch_add(1, Relaxed);
+        self.rep_permits.add_permits(1);
+    }
+
+    /// Takes a reply slot, waiting (without blocking a thread) while all are lent to Go.
+    async fn take_reply_slot(&self) -> u32 {
+        match self.rep_permits.acquire().await {
+            Ok(p) => p.forget(),
+            Err(_) => unreachable!("the reply semaphore is never closed"),
+        }
+        self.rep_free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .expect("a permit guarantees a free reply slot")
+    }
+
+    /// Writes the outcome's reply or error envelope into a reply slot, hands the request slot
+    /// back to Go and publishes the completion, waking Go if it is parked.
+    async fn complete(
+        &self,
+        token: u64,
+        slot: u32,
+        outcome: Outcome,
+        handler: &str,
+        started: u64,
+        finished: u64,
+    ) {
+        let (mut kind, aux) = match &outcome {
+            Outcome::Ack | Outcome::Reply(_) => (TANDEM_OUTCOME_ACK, 0),
+            Outcome::Retry { after, .. } => (
+                TANDEM_OUTCOME_RETRY,
+                after.as_nanos().min(u64::MAX as u128) as u64,
+            ),
+            Outcome::Term(_) => (TANDEM_OUTCOME_TERM, 0),
+        };
+        let mut reply = (TANDEM_NO_SLOT, 0u32);
+        let payload_len = match &outcome {
+            Outcome::Reply(v) if !v.is_empty() => Some(v.len()),
+            Outcome::Retry { .. } | Outcome::Term(_) => Some(0),
+            _ => None,
+        };
+        if payload_len.is_some() {
+            let rs = self.take_reply_slot().await;
+            // SAFETY: `rs` came off the free list, so Rust owns it until published below.
+            let buf = unsafe { self.reply_buf(rs) };
+            let written = match &outcome {
+                Outcome::Reply(v) if v.len() <= buf.len() => {
+                    buf[..v.len()].copy_from_slice(v);
+                    v.len()
+                }
+                Outcome::Reply(v) => {
+                    kind = TANDEM_OUTCOME_TERM;
+                    let e = HandlerError::with_code(
+                        "reply_too_large",
+                        format!(
+                            "reply of {} bytes exceeds the {}-byte reply slot",
+                            v.len(),
+                            buf.len()
+                        ),
+                    );
+                    write_error(buf, &e, handler)
+                }
+                Outcome::Retry { error, .. } | Outcome::Term(error) => {
+                    write_error(buf, error, handler)
+                }
+                Outcome::Ack => 0,
+            };
+            self.rep_owner[rs as usize].store(OWNER_GO, Ordering::Release);
+            self.counters.replies_lent.fetch_add(1, Relaxed);
+            reply = (rs, written as u32);
+        }
+        if self.req_owner[slot as usize].swap(OWNER_GO, Ordering::AcqRel) != OWNER_RUST {
+            self.counters.violations.fetch_add(1, Relaxed);
+        }
+        self.counters.requests_held.fetch_sub(1, Relaxed);
+        loop {
+            let pushed = self.cq.push(|d| {
+                d.token.store(token, Ordering::Relaxed);
+                d.kind.store(kind, Ordering::Relaxed);
+                d.slot.store(slot, Ordering::Relaxed);
+                d.len.store(0, Ordering::Relaxed);
+                d.flags.store(0, Ordering::Relaxed);
+                d.reply_slot.store(reply.0, Ordering::Relaxed);
+                d.reply_len.store(reply.1, Ordering::Relaxed);
+                d.started_ns.store(started, Ordering::Relaxed);
+                d.finished_ns.store(finished, Ordering::Relaxed);
+                d.aux.store(aux, Ordering::Relaxed);
+            });
+            if pushed {
+                break;
+            }
+            // Unreachable while cq_capacity >= req_slots; stay correct if it ever happens.
+            tokio::task::yield_now().await;
+        }
+        self.counters.completed.fetch_add(1, Relaxed);
+        if self.cq.take_wakeup() {
+            self.counters.go_wakeups.fetch_add(1, Relaxed);
+            self.wake_go.signal();
+        }
+    }
+}
+
+/// Encodes an error envelope into a reply slot, shortening the message if it does not fit.
+fn write_error(buf: &mut [u8], error: &HandlerError, handler: &str) -> usize {
+    let mut env = error_envelope(error, handler);
+    loop {
+        if let Ok(n) = envelope::encode_error_into(&env, buf) {
+            return n;
+        }
+        if env.message.is_empty() {
+            env.handler = "";
+            return envelope::encode_error_into(&env, buf).unwrap_or(0);
+        }
+        let mut cut = env.message.len() / 2;
+        while !env.message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        env.message = &env.message[..cut];
+    }
+}
