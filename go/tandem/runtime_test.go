@@ -422,3 +422,38 @@ func TestIdleRuntimeParksBothSides(t *testing.T) {
 	}
 	shutdownClean(t, rt)
 }
+
+func TestCallDirectMatchesRings(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	before := FFICalls()
+	out, err := rt.CallDirect(event("demo.upper", "1", []byte("direct")), nil)
+	if err != nil || string(out) != "DIRECT" {
+		t.Fatalf("CallDirect = %q, %v", out, err)
+	}
+	if got := FFICalls() - before; got != 1 {
+		t.Fatalf("CallDirect made %d FFI calls, want 1", got)
+	}
+	_, err = rt.CallDirect(event("demo.fail", "2", []byte("term")), nil)
+	var he *HandlerError
+	if !errors.As(err, &he) || he.Code() != "invalid" || he.Outcome != OutcomeTerm {
+		t.Fatalf("CallDirect failure = %v", err)
+	}
+	shutdownClean(t, rt)
+}
+
+func TestRingsMakeNoFFICallPerEvent(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	ctx := context.Background()
+	before := FFICalls()
+	for i := range 1000 {
+		reply, err := rt.Call(ctx, event("demo.echo", fmt.Sprint(i), []byte("x")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		reply.Release()
+	}
+	if got := FFICalls() - before; got != 0 {
+		t.Fatalf("1000 round trips over the rings made %d FFI calls, want 0", got)
+	}
+	shutdownClean(t, rt)
+}

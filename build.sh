@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# tandem's only entry point a user needs.
+#
+#   ./build.sh [build]   the Rust staticlib + cdylib, then bin/tandem (one static binary)
+#   ./build.sh run       build, then run the demo pipeline (args after `run` go to it)
+#   ./build.sh test      build, then every test: cargo test (loom models too), the header
+#                        check, go vet, go test -race, cgocheck2, the static-binary check,
+#                        and each benchmark once
+#   ./build.sh bench     the benchmark suite in bench/ (prints numbers)
+#   ./build.sh header    regenerate ffi/tandem.h from the Rust exports
+set -euo pipefail
+cd "$(dirname "$0")"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
+
+need() {
+  local missing=()
+  command -v cargo >/dev/null || missing+=("cargo (Rust 1.85 or newer: https://rustup.rs)")
+  command -v go >/dev/null || missing+=("go (Go 1.26 or newer)")
+  command -v gcc >/dev/null || missing+=("gcc (the C toolchain cgo links with; Debian: apt-get install gcc libc6-dev)")
+  if ((${#missing[@]})); then
+    printf 'build.sh: missing prerequisites:\n' >&2
+    printf '  - %s\n' "${missing[@]}" >&2
+    exit 1
+  fi
+  [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -f /usr/lib/aarch64-linux-gnu/libc.a ] || [ -f /usr/lib/libc.a ] ||
+    die "missing the static C library (libc.a) for the static binary; Debian: apt-get install libc6-dev"
+}
+
+build_rust() {
+  say "cargo build --release (staticlib + cdylib)"
+  cargo build --release --locked -p tandem-native
+}
+
+build_go() {
+  say "go build: bin/tandem (cgo, statically linked)"
+  mkdir -p bin
+  CGO_ENABLED=1 go build -tags netgo,osusergo \
+    -ldflags '-linkmode external -extldflags "-static"' \
+    -o bin/tandem ./go/cmd/tandem 2> >(grep -v -e 'statically linked applications requires at runtime' -e 'in function' >&2)
+}
+
+check_static() {
+  say "static-binary check"
+  local desc
+  desc=$(file -L bin/tandem 2>/dev/null || true)
+  if [ -n "$desc" ]; then
+    echo "$desc"
+    grep -q 'statically linked' <<<"$desc" || die "bin/tandem is not statically linked"
+  fi
+  if readelf -l bin/tandem | grep -q INTERP; then
+    die "bin/tandem has a program interpreter: it is dynamically linked"
+  fi
+  bin/tandem run -events 2000 -concurrency 8 >/dev/null || die "bin/tandem does not run"
+  echo "bin/tandem is static and runs"
+}
+
+cmd=${1:-build}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  build)
+    need; build_rust; build_go
+    say "built bin/tandem"
+    ;;
+  run)
+    need; build_rust; build_go
+    say "bin/tandem run $*"
+    bin/tandem run "$@"
+    ;;
+  test)
+    need; build_rust; build_go
+    say "cargo test --workspace (unit, golden vectors, proptest, header check)"
+    cargo test --locked --workspace
+    say "loom models of the ring (RUSTFLAGS=--cfg loom)"
+    RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
+      cargo test --locked -p tandem --release --lib loom
+    say "go vet"
+    go vet ./go/...
+    say "go test -race"
+    go test -race -count=1 ./go/...
+    say "go test with GOEXPERIMENT=cgocheck2"
+    GOEXPERIMENT=cgocheck2 go test -count=1 ./go/...
+    check_static
+    if [ -f bench/go.mod ]; then
+      say "benchmarks, once each (-benchtime=1x)"
+      (cd bench && go test -run '^$' -bench . -benchtime=1x ./...)
+    fi
+    say "all tests passed"
+    ;;
+  bench)
+    need; build_rust
+    say "go test -bench (bench/)"
+    (cd bench && go test -run '^$' -bench . -benchmem "$@" ./...)
+    ;;
+  header)
+    say "regenerating ffi/tandem.h"
+    TANDEM_BLESS=1 cargo test --locked -p tandem --test header
+    ;;
+  *)
+    die "unknown command '$cmd' (build | run | test | bench | header)"
+    ;;
+esac
