@@ -1,6 +1,8 @@
 package tandem
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
 )
@@ -586,10 +589,15 @@ var retryShapes = [...]fieldShape{
 // and checks what fxamacker/cbor lets through on purpose: it decodes null into any
 // type, looks through tags, matches text keys against field names and ignores negative
 // keys. It also measures nesting the way both decoders define it (every array, map and
-// tag is a level), which fxamacker counts differently for chains of tags.
+// tag is a level), which fxamacker counts differently for chains of tags. It also checks
+// UTF-8 and repeated known keys itself, so that content errors are reported in byte
+// order, as the Rust decoder reports them.
 type shapeChecker struct {
 	b   []byte
 	off int
+	// hugeKeys are the offsets of unknown keys above math.MaxInt64, which fxamacker
+	// cannot represent as struct keys; see decodeInto.
+	hugeKeys []int
 }
 
 func (c *shapeChecker) head() (major byte, ai byte, val uint64, err error) {
@@ -663,6 +671,7 @@ func (c *shapeChecker) checkMap(shapes []fieldShape, depth int, top bool) (prese
 		return 0, decodeErr(KindNotMap, "top level is major type %d", major>>5)
 	}
 	var firstErr error
+	var hugeSeen []uint64
 	for range pairs {
 		kstart := c.off
 		kmajor, _, key, err := c.head()
@@ -682,6 +691,13 @@ func (c *shapeChecker) checkMap(shapes []fieldShape, depth int, top bool) (prese
 			}
 			continue
 		}
+		if key > math.MaxInt64 {
+			if slices.Contains(hugeSeen, key) {
+				return 0, decodeErr(KindDuplicateKey, "key %d at offset %d", key, kstart)
+			}
+			hugeSeen = append(hugeSeen, key)
+			c.hugeKeys = append(c.hugeKeys, kstart)
+		}
 		if key >= uint64(len(shapes)) {
 			if err := c.skip(depth); err != nil {
 				return 0, err
@@ -695,12 +711,15 @@ func (c *shapeChecker) checkMap(shapes []fieldShape, depth int, top bool) (prese
 			}
 			c.off = vstart
 		}
+		if present&(1<<key) != 0 && firstErr == nil {
+			firstErr = decodeErr(KindDuplicateKey, "key %d at offset %d", key, kstart)
+		}
 		present |= 1 << key
 		err = c.checkValue(shapes[key], depth)
 		var de *DecodeError
 		switch {
 		case err == nil:
-		case errors.As(err, &de) && de.Kind == KindWrongType:
+		case errors.As(err, &de) && (de.Kind == KindWrongType || de.Kind == KindInvalidUTF8):
 			if firstErr == nil {
 				firstErr = err
 			}
@@ -740,6 +759,9 @@ func (c *shapeChecker) checkValue(shape fieldShape, depth int) error {
 			return wrong()
 		}
 		c.off += int(n)
+		if !utf8.Valid(c.b[c.off-int(n) : c.off]) {
+			return decodeErr(KindInvalidUTF8, "text at offset %d", start)
+		}
 	case shapeBytes:
 		if major != majorBytes {
 			return wrong()
@@ -758,6 +780,9 @@ func (c *shapeChecker) checkValue(shape fieldShape, depth int) error {
 			}
 			if m == majorText {
 				c.off += int(l)
+				if firstErr == nil && !utf8.Valid(c.b[c.off-int(l):c.off]) {
+					firstErr = decodeErr(KindInvalidUTF8, "extension at offset %d", istart)
+				}
 				continue
 			}
 			if firstErr == nil {
@@ -781,9 +806,10 @@ func (c *shapeChecker) checkValue(shape fieldShape, depth int) error {
 }
 
 // checkShape runs the shape pass over a well-formed input.
-func checkShape(b []byte, shapes []fieldShape) (present uint64, err error) {
+func checkShape(b []byte, shapes []fieldShape) (present uint64, hugeKeys []int, err error) {
 	c := shapeChecker{b: b}
-	return c.checkMap(shapes, 1, true)
+	present, err = c.checkMap(shapes, 1, true)
+	return present, c.hugeKeys, err
 }
 
 // decodeInto runs the three passes every decode shares: well-formedness (fxamacker),
@@ -797,9 +823,21 @@ func decodeInto(b []byte, shapes []fieldShape, w any) (present uint64, err error
 	if err := c.skip(0); err != nil {
 		return 0, err
 	}
-	present, err = checkShape(b, shapes)
+	present, hugeKeys, err := checkShape(b, shapes)
 	if err != nil {
 		return 0, err
+	}
+	if len(hugeKeys) != 0 {
+		// Unknown keys above math.MaxInt64 must be skipped like any unknown key, but
+		// fxamacker rejects them when decoding into a struct. Give fxamacker a copy in
+		// which each is replaced by another unknown key of the same 9-byte width. (A
+		// substitute could only collide with a key the input spells as
+		// math.MaxInt64-i next to i+1 keys above it: a false duplicate_key we accept.)
+		b = bytes.Clone(b)
+		for i, off := range hugeKeys {
+			b[off] = majorUint | 27
+			binary.BigEndian.PutUint64(b[off+1:], uint64(math.MaxInt64-i))
+		}
 	}
 	if err := decMode.Unmarshal(b, w); err != nil {
 		return 0, classify(err)

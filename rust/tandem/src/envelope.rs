@@ -192,10 +192,12 @@ const MAJOR_MAP: u8 = 5;
 const MAJOR_TAG: u8 = 6;
 const MAJOR_SIMPLE: u8 = 7;
 
-/// One item head: major type, argument, and the position just past the head.
+/// One item head: major type, argument, whether it opens an indefinite-length item, and
+/// the position just past the head.
 struct Head {
     major: u8,
     arg: u64,
+    indefinite: bool,
     end: usize,
 }
 
@@ -210,6 +212,7 @@ fn read_head(buf: &[u8], pos: usize) -> Result<Head, DecodeError> {
             return Ok(Head {
                 major,
                 arg: u64::from(info),
+                indefinite: false,
                 end: pos + 1,
             });
         }
@@ -217,14 +220,16 @@ fn read_head(buf: &[u8], pos: usize) -> Result<Head, DecodeError> {
         25 => 2,
         26 => 4,
         27 => 8,
-        31 => {
-            let kind = match major {
-                MAJOR_BYTES | MAJOR_TEXT | MAJOR_ARRAY | MAJOR_MAP => K::IndefiniteLength,
-                // A break outside an indefinite-length item, or 31 where it means nothing.
-                _ => K::Malformed,
-            };
-            return Err(DecodeError::new(kind, pos));
+        31 if matches!(major, MAJOR_BYTES | MAJOR_TEXT | MAJOR_ARRAY | MAJOR_MAP) => {
+            return Ok(Head {
+                major,
+                arg: 0,
+                indefinite: true,
+                end: pos + 1,
+            });
         }
+        // 28-30 are reserved; 31 on an integer or tag means nothing, and on major type
+        // 7 it is a break outside an indefinite-length item.
         _ => return Err(DecodeError::new(K::Malformed, pos)),
     };
     let start = pos + 1;
@@ -239,14 +244,27 @@ fn read_head(buf: &[u8], pos: usize) -> Result<Head, DecodeError> {
     Ok(Head {
         major,
         arg,
+        indefinite: false,
         end: start + width,
     })
 }
 
+/// Counts of array elements or map pairs above this are reported as `truncated` as soon
+/// as the head is read (no input we accept is that long); the Go decoder does the same.
+const MAX_COUNT: u64 = i32::MAX as u64;
+
 /// Checks the item at `pos`, whose enclosing containers make `depth` levels, and
-/// returns the position just past it.
+/// returns the position just past it. The order of the checks (head, depth, then
+/// indefinite length) matches the Go decoder's.
 fn check_item(buf: &[u8], pos: usize, depth: usize) -> Result<usize, DecodeError> {
     let head = read_head(buf, pos)?;
+    let container = matches!(head.major, MAJOR_ARRAY | MAJOR_MAP | MAJOR_TAG);
+    if container && depth + 1 > MAX_DEPTH {
+        return Err(DecodeError::new(K::TooDeep, pos));
+    }
+    if head.indefinite {
+        return Err(DecodeError::new(K::IndefiniteLength, pos));
+    }
     match head.major {
         MAJOR_BYTES | MAJOR_TEXT => {
             let remaining = (buf.len() - head.end) as u64;
@@ -256,8 +274,8 @@ fn check_item(buf: &[u8], pos: usize, depth: usize) -> Result<usize, DecodeError
             Ok(head.end + head.arg as usize)
         }
         MAJOR_ARRAY | MAJOR_MAP | MAJOR_TAG => {
-            if depth + 1 > MAX_DEPTH {
-                return Err(DecodeError::new(K::TooDeep, pos));
+            if head.major != MAJOR_TAG && head.arg > MAX_COUNT {
+                return Err(DecodeError::new(K::Truncated, buf.len()));
             }
             let per_entry = if head.major == MAJOR_MAP { 2 } else { 1 };
             let entries = if head.major == MAJOR_TAG { 1 } else { head.arg };
@@ -392,15 +410,13 @@ fn walk_int_map<'a>(
             known(key, d)?;
             continue;
         }
-        if !ascending {
-            match unknown.get(..unknown_len) {
-                Some(seen) if unknown_len < STACK_KEYS => {
-                    if seen.contains(&key) {
-                        return Err(DecodeError::new(K::DuplicateKey, key_pos));
-                    }
-                }
-                _ => {}
-            }
+        if !ascending
+            && unknown_len < STACK_KEYS
+            && unknown
+                .get(..unknown_len)
+                .is_some_and(|seen| seen.contains(&key))
+        {
+            return Err(DecodeError::new(K::DuplicateKey, key_pos));
         }
         if let Some(slot) = unknown.get_mut(unknown_len) {
             *slot = key;
