@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -454,6 +455,36 @@ func TestRingsMakeNoFFICallPerEvent(t *testing.T) {
 	}
 	if got := FFICalls() - before; got != 0 {
 		t.Fatalf("1000 round trips over the rings made %d FFI calls, want 0", got)
+	}
+	shutdownClean(t, rt)
+}
+
+// An idle runtime parks both pollers: over a quiet half second the process burns almost no
+// CPU (the spinning windows are microseconds; the eventfd waits cost nothing).
+func TestIdleRuntimeUsesNoCPU(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	ctx := context.Background()
+	for i := range 100 {
+		reply, err := rt.Call(ctx, event("demo.echo", fmt.Sprint(i), []byte("x")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		reply.Release()
+	}
+	time.Sleep(50 * time.Millisecond) // let both sides park
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	before, wall := cpu(), time.Now()
+	time.Sleep(500 * time.Millisecond)
+	used, elapsed := cpu()-before, time.Since(wall)
+	t.Logf("idle: %v CPU over %v wall", used, elapsed)
+	if used > elapsed/10 {
+		t.Fatalf("idle runtime used %v CPU in %v: the pollers are not parking", used, elapsed)
 	}
 	shutdownClean(t, rt)
 }

@@ -824,3 +824,289 @@ fn write_error(buf: &mut [u8], error: &HandlerError, handler: &str) -> usize {
         env.message = &env.message[..cut];
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    //! The runtime driven from Rust the way Go drives it: envelopes written into request
+    //! slots, descriptors pushed on the submission ring, completions popped from the other.
+
+    use super::*;
+    use crate::envelope::Envelope;
+    use crate::handler::Handler;
+
+    struct Echo;
+    impl Handler for Echo {
+        async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+            Outcome::Reply(ev.data().to_vec())
+        }
+    }
+    struct Boom;
+    impl Handler for Boom {
+        async fn handle(&self, _ev: &Event, _cx: &Context) -> Outcome {
+            panic!("boom")
+        }
+    }
+    struct Forever;
+    impl Handler for Forever {
+        async fn handle(&self, _ev: &Event, _cx: &Context) -> Outcome {
+            std::future::pending::<()>().await;
+            Outcome::Ack
+        }
+    }
+    struct ColdStart;
+    impl Handler for ColdStart {
+        async fn handle(&self, _ev: &Event, _cx: &Context) -> Outcome {
+            Outcome::Ack
+        }
+        async fn warm_up(&self) -> Result<(), HandlerError> {
+            Err(HandlerError::with_code("unavailable", "cache unreachable"))
+        }
+    }
+
+    fn runtime() -> Runtime {
+        let mut reg = Registry::new();
+        reg.register("echo", "echo", Echo)
+            .register("boom", "boom", Boom)
+            .register("forever", "forever", Forever);
+        let cfg = Config {
+            workers: 2,
+            sq_capacity: 16,
+            cq_capacity: 8,
+            req_slots: 4,
+            rep_slots: 4,
+            req_slot_size: 1024,
+            rep_slot_size: 1024,
+            spin: Duration::from_micros(20),
+        };
+        let mut rt = Runtime::new(cfg, reg).expect("runtime");
+        rt.start().expect("start");
+        rt
+    }
+
+    fn envelope(ty: &str, data: &[u8]) -> Vec<u8> {
+        envelope::encode_to_vec(&Envelope {
+            id: "1",
+            source: "/test",
+            ty,
+            specversion: "1.0",
+            data,
+            ..Envelope::default()
+        })
+    }
+
+    /// Plays Go's part: writes `bytes` into request slot `slot` and publishes it.
+    fn submit(rt: &Runtime, slot: u32, bytes: &[u8]) {
+        let s = &rt.shared;
+        let off = s.layout.req_arena + slot as usize * s.layout.req_stride;
+        // SAFETY: Go (this test) owns the slot until it publishes it below.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), s.region.base().add(off), bytes.len())
+        };
+        assert!(s.sq.push(|d| {
+            d.kind.store(TANDEM_SQE_EVENT, Ordering::Relaxed);
+            d.slot.store(slot, Ordering::Relaxed);
+            d.len.store(bytes.len() as u32, Ordering::Relaxed);
+            d.token.store(u64::from(slot) | 7 << 32, Ordering::Relaxed);
+        }));
+        if s.sq.take_wakeup() {
+            s.wake_rust.signal();
+        }
+    }
+
+    fn release(rt: &Runtime, reply_slot: u32) {
+        let s = &rt.shared;
+        assert!(s.sq.push(|d| {
+            d.kind.store(TANDEM_SQE_RELEASE, Ordering::Relaxed);
+            d.slot.store(reply_slot, Ordering::Relaxed);
+        }));
+        if s.sq.take_wakeup() {
+            s.wake_rust.signal();
+        }
+    }
+
+    struct Done {
+        kind: u32,
+        slot: u32,
+        token: u64,
+        reply_slot: u32,
+        reply: Vec<u8>,
+    }
+
+    fn next_completion(rt: &Runtime) -> Done {
+        let s = &rt.shared;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = s.cq.pop(|d| {
+                (
+                    d.kind.load(Ordering::Relaxed),
+                    d.slot.load(Ordering::Relaxed),
+                    d.token.load(Ordering::Relaxed),
+                    d.reply_slot.load(Ordering::Relaxed),
+                    d.reply_len.load(Ordering::Relaxed),
+                )
+            });
+            if let Some((kind, slot, token, reply_slot, len)) = got {
+                let reply = if reply_slot == TANDEM_NO_SLOT {
+                    Vec::new()
+                } else {
+                    // SAFETY: the completion lent this reply slot to us (Go's role).
+                    unsafe { s.reply_buf(reply_slot)[..len as usize].to_vec() }
+                };
+                return Done {
+                    kind,
+                    slot,
+                    token,
+                    reply_slot,
+                    reply,
+                };
+            }
+            assert!(Instant::now() < deadline, "no completion within 10 s");
+            std::thread::yield_now();
+        }
+    }
+
+    fn assert_whole(rt: &mut Runtime) -> Stats {
+        rt.shutdown(Duration::from_secs(1));
+        let st = rt.stats();
+        assert_eq!(
+            (st.requests_held, st.replies_lent, st.violations),
+            (0, 0, 0),
+            "{st:?}"
+        );
+        st
+    }
+
+    #[test]
+    fn echo_round_trip_releases_both_slots() {
+        let mut rt = runtime();
+        for round in 0..20u32 {
+            let slot = round % 4;
+            submit(&rt, slot, &envelope("echo", b"hello"));
+            let done = next_completion(&rt);
+            assert_eq!(
+                (done.kind, done.slot, done.token),
+                (TANDEM_OUTCOME_ACK, slot, u64::from(slot) | 7 << 32)
+            );
+            assert_eq!(done.reply, b"hello");
+            release(&rt, done.reply_slot);
+        }
+        let st = assert_whole(&mut rt);
+        assert_eq!((st.received, st.completed, st.releases), (20, 20, 20));
+    }
+
+    #[test]
+    fn panic_becomes_terminal_error_envelope() {
+        let mut rt = runtime();
+        submit(&rt, 0, &envelope("boom", b""));
+        let done = next_completion(&rt);
+        assert_eq!(done.kind, TANDEM_OUTCOME_TERM);
+        let err = envelope::decode_error(&done.reply).expect("error envelope");
+        assert_eq!(
+            (err.code, err.runtime, err.handler),
+            ("panic", "rust", "boom")
+        );
+        assert!(err.message.contains("boom"), "{}", err.message);
+        release(&rt, done.reply_slot);
+        // Still serving after the panic.
+        submit(&rt, 1, &envelope("echo", b"alive"));
+        let done = next_completion(&rt);
+        assert_eq!(done.reply, b"alive");
+        release(&rt, done.reply_slot);
+        assert_eq!(assert_whole(&mut rt).panics, 1);
+    }
+
+    #[test]
+    fn malformed_and_unrouted_events_are_terminal() {
+        let mut rt = runtime();
+        submit(&rt, 0, &[0xa1, 0x00]);
+        let done = next_completion(&rt);
+        assert_eq!(done.kind, TANDEM_OUTCOME_TERM);
+        assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "decode");
+        release(&rt, done.reply_slot);
+
+        submit(&rt, 1, &envelope("nobody.home", b""));
+        let done = next_completion(&rt);
+        assert_eq!(done.kind, TANDEM_OUTCOME_TERM);
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            "no_route"
+        );
+        release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+
+    #[test]
+    fn shutdown_cancels_running_handlers_as_retryable() {
+        let mut rt = runtime();
+        submit(&rt, 0, &envelope("forever", b""));
+        submit(&rt, 1, &envelope("forever", b""));
+        while rt.stats().received < 2 {
+            std::thread::yield_now();
+        }
+        rt.shutdown(Duration::from_millis(20));
+        for _ in 0..2 {
+            let done = next_completion(&rt);
+            assert_eq!(done.kind, TANDEM_OUTCOME_RETRY);
+            assert_eq!(
+                envelope::decode_error(&done.reply).unwrap().code,
+                "cancelled"
+            );
+            release(&rt, done.reply_slot);
+        }
+        let st = rt.stats();
+        assert_eq!(
+            (st.requests_held, st.replies_lent, st.violations),
+            (0, 0, 0),
+            "{st:?}"
+        );
+    }
+
+    #[test]
+    fn double_release_and_bad_slots_are_counted_not_acted_on() {
+        let mut rt = runtime();
+        submit(&rt, 2, &envelope("echo", b"x"));
+        let done = next_completion(&rt);
+        release(&rt, done.reply_slot);
+        release(&rt, done.reply_slot);
+        release(&rt, 999);
+        rt.shutdown(Duration::from_secs(1));
+        let st = rt.stats();
+        assert_eq!(
+            (st.releases, st.violations, st.replies_lent),
+            (1, 2, 0),
+            "{st:?}"
+        );
+    }
+
+    #[test]
+    fn failed_warm_up_names_the_handler() {
+        let mut reg = Registry::new();
+        reg.register("cold", "cold-start", ColdStart);
+        let mut rt = Runtime::new(Config::default(), reg).expect("runtime");
+        match rt.start() {
+            Err(Error::Init { handler, error }) => {
+                assert_eq!(handler, "cold-start");
+                assert_eq!(error.code, "unavailable");
+            }
+            other => panic!("start = {other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_rejects_rings_that_could_fill() {
+        let cfg = Config {
+            sq_capacity: 1024,
+            req_slots: 1024,
+            rep_slots: 1024,
+            ..Config::default()
+        };
+        assert!(
+            matches!(cfg.validate(), Err(Error::InvalidConfig(m)) if m.contains("sq_capacity"))
+        );
+        let cfg = Config {
+            cq_capacity: 3,
+            ..Config::default()
+        };
+        assert!(matches!(cfg.validate(), Err(Error::InvalidConfig(_))));
+    }
+}
