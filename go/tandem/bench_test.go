@@ -1,0 +1,57 @@
+package tandem
+
+import (
+	"context"
+	"testing"
+)
+
+// BenchmarkCall is the Go → Rust → Go round trip over the rings with the no-op handler and
+// a pre-built event: the submit path encodes into shared memory, so it must not allocate.
+func BenchmarkCall(b *testing.B) {
+	rt := newRuntime(b, Config{})
+	defer rt.Shutdown(context.Background())
+	ctx := context.Background()
+	ev := event("demo.noop", "bench", make([]byte, 64))
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			reply, err := rt.Call(ctx, ev)
+			if err != nil {
+				b.Fatal(err)
+			}
+			reply.Release()
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			ev := event("demo.noop", "bench", make([]byte, 64))
+			for pb.Next() {
+				reply, err := rt.Call(ctx, ev)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				reply.Release()
+			}
+		})
+	})
+}
+
+func TestCallDoesNotAllocate(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	ctx := context.Background()
+	ev := event("demo.noop", "alloc", make([]byte, 64))
+	call := func() {
+		reply, err := rt.Call(ctx, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reply.Release()
+	}
+	call() // warm the waiter pool
+	if n := testing.AllocsPerRun(200, call); n != 0 {
+		t.Fatalf("Call allocates %.1f times per event, want 0", n)
+	}
+	shutdownClean(t, rt)
+}
