@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # tandem's only entry point a user needs.
 #
-#   ./build.sh [build]   the Rust staticlib + cdylib, then bin/tandem (one static binary)
+#   ./build.sh [build]   the Rust staticlib + cdylib, then bin/tandem (one static binary, cgo)
+#                        and bin/tandem-purego (CGO_ENABLED=0) beside bin/libtandem_native.so
 #   ./build.sh run       build, then run the demo pipeline (args after `run` go to it)
 #   ./build.sh test      build, then every test: cargo test (loom models too), the header
-#                        check, go vet, go test -race, cgocheck2, the static-binary check,
+#                        check, go vet, go test -race, cgocheck2, the Go suite again in the
+#                        purego mode (CGO_ENABLED=0, and -race), the static-binary check,
 #                        and each benchmark once
 #   ./build.sh bench     the benchmark suite in bench/ (prints numbers)
 #   ./build.sh header    regenerate ffi/tandem.h from the Rust exports
@@ -41,6 +43,13 @@ build_go() {
     -o bin/tandem ./go/cmd/tandem 2> >(grep -v -e 'statically linked applications requires at runtime' -e 'in function' >&2)
 }
 
+build_purego() {
+  say "go build: bin/tandem-purego (CGO_ENABLED=0, loads bin/libtandem_native.so)"
+  mkdir -p bin
+  CGO_ENABLED=0 go build -o bin/tandem-purego ./go/cmd/tandem
+  cp target/release/libtandem_native.so bin/
+}
+
 check_static() {
   say "static-binary check"
   local desc
@@ -54,22 +63,24 @@ check_static() {
   fi
   bin/tandem run -events 2000 -concurrency 8 >/dev/null || die "bin/tandem does not run"
   echo "bin/tandem is static and runs"
+  bin/tandem-purego run -events 2000 -concurrency 8 >/dev/null || die "bin/tandem-purego does not run"
+  echo "bin/tandem-purego runs beside bin/libtandem_native.so"
 }
 
 cmd=${1:-build}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   build)
-    need; build_rust; build_go
-    say "built bin/tandem"
+    need; build_rust; build_go; build_purego
+    say "built bin/tandem (static, cgo) and bin/tandem-purego (+ bin/libtandem_native.so)"
     ;;
   run)
-    need; build_rust; build_go
+    need; build_rust; build_go; build_purego
     say "bin/tandem run $*"
     bin/tandem run "$@"
     ;;
   test)
-    need; build_rust; build_go
+    need; build_rust; build_go; build_purego
     say "cargo test --workspace (unit, golden vectors, proptest, header check)"
     cargo test --locked --workspace
     say "loom models of the ring (RUSTFLAGS=--cfg loom)"
@@ -81,6 +92,11 @@ case "$cmd" in
     go test -race -count=1 ./go/...
     say "go test with GOEXPERIMENT=cgocheck2"
     GOEXPERIMENT=cgocheck2 go test -count=1 ./go/...
+    lib="$PWD/target/release/libtandem_native.so"
+    say "go test, purego mode (CGO_ENABLED=0)"
+    CGO_ENABLED=0 TANDEM_LIB="$lib" go test -count=1 ./go/...
+    say "go test -race, purego mode (-tags tandem_purego)"
+    TANDEM_LIB="$lib" go test -race -count=1 -tags tandem_purego ./go/...
     check_static
     if [ -f bench/go.mod ]; then
       say "benchmarks, once each (-benchtime=1x)"

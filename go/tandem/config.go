@@ -53,6 +53,10 @@ type Config struct {
 	// RustTypes lists the event types routed to Rust handlers. Empty means every type the
 	// linked library registers; a listed type the library lacks fails New with ErrNoRoute.
 	RustTypes []string
+	// Library is the path of libtandem_native.so in the purego link mode (CGO_ENABLED=0 or
+	// -tags tandem_purego). Empty means $TANDEM_LIB, else libtandem_native.so beside the
+	// executable. The cgo mode links the library into the binary and ignores this.
+	Library string
 	// Logger receives the runtime's log lines (default: none).
 	Logger *zap.Logger
 }

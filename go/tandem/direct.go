@@ -63,3 +63,7 @@ func (r *Runtime) CallDirect(ev *Event, dst []byte) ([]byte, error) {
 // FFICalls returns how many calls into the Rust library this process has made: a handful
 // per runtime over the rings, one per event with CallDirect.
 func FFICalls() uint64 { return abi.Calls() }
+
+// LinkMode says how this binary reaches the Rust library: "cgo" (linked in, the default) or
+// "purego" (CGO_ENABLED=0 or -tags tandem_purego: dlopen of libtandem_native.so).
+func LinkMode() string { return abi.Mode }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/tandemrt/tandem/go/internal/abi"
 )
 
 var (
@@ -16,6 +18,9 @@ var (
 	// ErrABIMismatch: the linked library implements another ABI version; rebuild both sides
 	// with ./build.sh.
 	ErrABIMismatch = errors.New("tandem: ABI version mismatch")
+	// ErrLibrary: the Rust library could not be loaded (purego mode): missing file, not a
+	// library, or a missing export. The error names the file; errors.As with *LoadError.
+	ErrLibrary = errors.New("tandem: cannot load the Rust library")
 	// ErrEventTooLarge: the encoded event exceeds Config.MaxEventSize.
 	ErrEventTooLarge = errors.New("tandem: event too large")
 	// ErrInvalidConfig: a Config value is out of range.
@@ -24,6 +29,9 @@ var (
 	// library refused); the wrapped message names the cause.
 	ErrStart = errors.New("tandem: start failed")
 )
+
+// LoadError says which library file failed to load, why, and what to do (purego mode).
+type LoadError = abi.LoadError
 
 // Outcome is a handler's verdict on an event.
 type Outcome uint8

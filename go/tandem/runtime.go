@@ -123,6 +123,13 @@ func New(cfg Config) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := abi.Load(abi.LibraryPath(cfg.Library)); err != nil {
+		cfg.Logger.Error("tandem: cannot load the Rust library", zap.Error(err))
+		if errors.Is(err, abi.ErrABIMismatch) {
+			return nil, fmt.Errorf("%w: %w", ErrABIMismatch, err)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrLibrary, err)
+	}
 	if err := abi.CheckVersion(); err != nil {
 		cfg.Logger.Error("tandem: refusing library", zap.Error(err))
 		return nil, fmt.Errorf("%w: %v", ErrABIMismatch, err)

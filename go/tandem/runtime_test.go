@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -17,6 +19,12 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// The purego mode loads the cdylib ./build.sh builds; the cgo mode ignores this.
+	if os.Getenv("TANDEM_LIB") == "" {
+		if p, err := filepath.Abs("../../target/release/libtandem_native.so"); err == nil {
+			os.Setenv("TANDEM_LIB", p)
+		}
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -145,7 +145,8 @@ func run(args []string, out io.Writer) error {
 	}
 	s := rt.Stats()
 	total := acked.Load() + failed.Load()
-	fmt.Fprintf(out, "tandem demo (%d goroutines, %d-byte payloads, handlers echo/upper/hash/noop/fail)\n", *concurrency, *payloadSize)
+	fmt.Fprintf(out, "tandem demo (%s link, %d goroutines, %d-byte payloads, handlers echo/upper/hash/noop/fail)\n",
+		tandem.LinkMode(), *concurrency, *payloadSize)
 	fmt.Fprintf(out, "  events     %d\n", total)
 	fmt.Fprintf(out, "  acked      %d\n", acked.Load())
 	fmt.Fprintf(out, "  failed     %d (demo.fail asks for 1%% terminal failures)\n", failed.Load())

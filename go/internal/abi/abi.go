@@ -9,6 +9,8 @@ package abi
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -112,6 +114,59 @@ var (
 	// ErrTooSmall: an output buffer was too small.
 	ErrTooSmall = errors.New("buffer too small")
 )
+
+// Errors of loading a library (purego mode).
+var (
+	// ErrLibraryNotFound: no library at the path, or dlopen refused it.
+	ErrLibraryNotFound = errors.New("tandem library not found")
+	// ErrMissingSymbol: the library lacks an export of this ABI.
+	ErrMissingSymbol = errors.New("tandem library lacks an export")
+	// ErrLibraryConflict: another library is already loaded in this process.
+	ErrLibraryConflict = errors.New("another tandem library is already loaded")
+)
+
+// LibraryEnv is the environment variable naming the library file in the purego mode.
+const LibraryEnv = "TANDEM_LIB"
+
+// LibraryFile is the file name of the cdylib ./build.sh builds.
+const LibraryFile = "libtandem_native.so"
+
+// LibraryPath picks the library file: the configured path, else $TANDEM_LIB, else
+// libtandem_native.so beside the executable.
+func LibraryPath(configured string) string {
+	if configured != "" {
+		return configured
+	}
+	if p := os.Getenv(LibraryEnv); p != "" {
+		return p
+	}
+	if exe, err := os.Executable(); err == nil {
+		return filepath.Join(filepath.Dir(exe), LibraryFile)
+	}
+	return LibraryFile
+}
+
+// LoadError says which library file failed to load, why, and what to do.
+type LoadError struct {
+	Path   string
+	Symbol string // the missing export, with ErrMissingSymbol
+	Err    error
+	Hint   string
+}
+
+func (e *LoadError) Error() string {
+	msg := fmt.Sprintf("loading %s: %v", e.Path, e.Err)
+	if e.Symbol != "" {
+		msg += " " + e.Symbol
+	}
+	if e.Hint != "" {
+		msg += ": " + e.Hint
+	}
+	return msg
+}
+
+// Unwrap returns the sentinel.
+func (e *LoadError) Unwrap() error { return e.Err }
 
 // Error is a failed call: which export, its status, and the library's message.
 type Error struct {

@@ -22,6 +22,13 @@ import (
 // Mode names the link mode of this build.
 const Mode = "cgo"
 
+// Load does nothing in the cgo mode: the library is linked into the binary. The path is
+// ignored.
+func Load(string) error { return nil }
+
+// Loaded returns "" in the cgo mode: no library file is loaded.
+func Loaded() string { return "" }
+
 func abiVersion() uint32 { return uint32(C.tandem_abi_version()) }
 
 func lastError() string {

@@ -2,16 +2,32 @@ package abi
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
-func TestLayoutMatchesHeader(t *testing.T) {
-	if bad := layoutMismatches(); len(bad) > 0 {
-		t.Fatalf("Go mirrors disagree with ffi/tandem.h on: %v", bad)
+// realLibrary is the cdylib ./build.sh builds, for the purego mode.
+func realLibrary(t testing.TB) string {
+	if p := os.Getenv(LibraryEnv); p != "" {
+		return p
+	}
+	p, err := filepath.Abs("../../../target/release/" + LibraryFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func loadReal(t testing.TB) {
+	t.Helper()
+	if err := Load(realLibrary(t)); err != nil {
+		t.Fatalf("loading the library: %v", err)
 	}
 }
 
 func TestCheckVersionRefusesAnotherABI(t *testing.T) {
+	loadReal(t)
 	if err := CheckVersion(); err != nil {
 		t.Fatalf("matching library refused: %v", err)
 	}
@@ -24,6 +40,7 @@ func TestCheckVersionRefusesAnotherABI(t *testing.T) {
 }
 
 func TestCreateRejectsCallerOfAnotherABI(t *testing.T) {
+	loadReal(t)
 	expectedVersion = Version + 7
 	defer func() { expectedVersion = Version }()
 	cfg := Config{Workers: 1, SQCapacity: 8, CQCapacity: 4, ReqSlotSize: 1024, ReqSlots: 4, RepSlotSize: 1024, RepSlots: 4}
@@ -38,6 +55,7 @@ func TestCreateRejectsCallerOfAnotherABI(t *testing.T) {
 }
 
 func TestCreateRejectsBadConfigWithMessage(t *testing.T) {
+	loadReal(t)
 	cfg := Config{Workers: 1, SQCapacity: 6, CQCapacity: 4, ReqSlotSize: 1024, ReqSlots: 4, RepSlotSize: 1024, RepSlots: 4}
 	_, _, err := Create(&cfg)
 	if !errors.Is(err, ErrInvalidArg) {

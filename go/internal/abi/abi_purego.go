@@ -1,0 +1,174 @@
+//go:build !cgo || tandem_purego
+
+// This is the only file that knows the purego link mode: no C toolchain at Go build time.
+// The cdylib built from rust/tandem-native (libtandem_native.so) is opened with dlopen when
+// the first runtime is created, its ABI version checked before anything else, then every
+// export bound with purego.RegisterFunc. No callback is ever created, and the per-event hot
+// path makes no call at all, so purego's call overhead only touches start and shutdown.
+
+package abi
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"unsafe"
+
+	"github.com/ebitengine/purego"
+)
+
+// Mode names the link mode of this build.
+const Mode = "purego"
+
+// library is one opened library with its exports bound.
+type library struct {
+	path   string
+	handle uintptr
+
+	abiVersion func() uint32
+	lastError  func(buf unsafe.Pointer, n uintptr) uintptr
+	create     func(cfg unsafe.Pointer, out unsafe.Pointer, layout unsafe.Pointer) int32
+	start      func(h unsafe.Pointer) int32
+	shutdown   func(h unsafe.Pointer, graceNs uint64) int32
+	stats      func(h unsafe.Pointer, out unsafe.Pointer) int32
+	eventTypes func(h unsafe.Pointer, buf unsafe.Pointer, n uintptr, outLen unsafe.Pointer) int32
+	invoke     func(h unsafe.Pointer, env unsafe.Pointer, envLen uintptr, reply unsafe.Pointer, replyCap uintptr, replyLen unsafe.Pointer, outcome unsafe.Pointer) int32
+	free       func(h unsafe.Pointer)
+}
+
+var (
+	libMu sync.Mutex
+	lib   *library // set once by Load, never unset
+)
+
+// Load opens the library at path (see LibraryPath), checks its ABI version, and binds its
+// exports. Loading the same path again does nothing; a process holds one library.
+func Load(path string) error {
+	libMu.Lock()
+	defer libMu.Unlock()
+	if lib != nil {
+		if path != lib.path {
+			return &LoadError{Path: path, Err: ErrLibraryConflict,
+				Hint: fmt.Sprintf("this process already loaded %s; one tandem library per process", lib.path)}
+		}
+		return nil
+	}
+	l, err := open(path)
+	if err != nil {
+		return err
+	}
+	lib = l
+	return nil
+}
+
+// open dlopens path, checks the ABI version first, then binds every export; on any failure
+// it closes the library again and says which file failed, why and what to do.
+func open(path string) (*library, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, &LoadError{Path: path, Err: ErrLibraryNotFound,
+			Hint: "build it with ./build.sh, or point Config.Library or " + LibraryEnv + " at " + LibraryFile}
+	}
+	h, err := purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_LOCAL)
+	if err != nil {
+		return nil, &LoadError{Path: path, Err: ErrLibraryNotFound, Hint: "dlopen failed: " + err.Error()}
+	}
+	l := &library{path: path, handle: h}
+	bind := func(fptr any, name string) error {
+		sym, err := purego.Dlsym(h, name)
+		if err != nil || sym == 0 {
+			return &LoadError{Path: path, Symbol: name, Err: ErrMissingSymbol,
+				Hint: "not a tandem library of this version: rebuild with ./build.sh"}
+		}
+		purego.RegisterFunc(fptr, sym)
+		return nil
+	}
+	fail := func(err error) (*library, error) {
+		_ = purego.Dlclose(h)
+		return nil, err
+	}
+	// The version first: a library of another ABI may lack or change any other export.
+	if err := bind(&l.abiVersion, "tandem_abi_version"); err != nil {
+		return fail(err)
+	}
+	if got := l.abiVersion(); got != expectedVersion {
+		return fail(&LoadError{Path: path, Err: ErrABIMismatch,
+			Hint: fmt.Sprintf("the library implements ABI version %d, this build needs %d: rebuild both with ./build.sh", got, expectedVersion)})
+	}
+	for _, s := range []struct {
+		fptr any
+		name string
+	}{
+		{&l.lastError, "tandem_last_error"},
+		{&l.create, "tandem_runtime_create"},
+		{&l.start, "tandem_runtime_start"},
+		{&l.shutdown, "tandem_runtime_shutdown"},
+		{&l.stats, "tandem_runtime_stats"},
+		{&l.eventTypes, "tandem_event_types"},
+		{&l.invoke, "tandem_invoke"},
+		{&l.free, "tandem_runtime_free"},
+	} {
+		if err := bind(s.fptr, s.name); err != nil {
+			return fail(err)
+		}
+	}
+	return l, nil
+}
+
+// Loaded returns the path of the loaded library ("" if none).
+func Loaded() string {
+	if l := loaded(); l != nil {
+		return l.path
+	}
+	return ""
+}
+
+func loaded() *library {
+	libMu.Lock()
+	defer libMu.Unlock()
+	return lib
+}
+
+func abiVersion() uint32 {
+	l := loaded()
+	if l == nil {
+		return 0
+	}
+	return l.abiVersion()
+}
+
+func lastError() string {
+	var buf [512]byte
+	n := lib.lastError(unsafe.Pointer(&buf[0]), uintptr(len(buf)))
+	return string(buf[:min(int(n), len(buf))])
+}
+
+func create(cfg *Config, out *Handle, layout *Layout) int32 {
+	if loaded() == nil {
+		return statusState
+	}
+	return lib.create(unsafe.Pointer(cfg), unsafe.Pointer(out), unsafe.Pointer(layout))
+}
+
+func start(h Handle) int32 { return lib.start(unsafe.Pointer(h)) }
+
+func shutdown(h Handle, graceNs uint64) int32 { return lib.shutdown(unsafe.Pointer(h), graceNs) }
+
+func stats(h Handle, out *Stats) int32 { return lib.stats(unsafe.Pointer(h), unsafe.Pointer(out)) }
+
+func eventTypes(h Handle, buf []byte) (uintptr, int32) {
+	var n uintptr
+	st := lib.eventTypes(unsafe.Pointer(h), unsafe.Pointer(unsafe.SliceData(buf)), uintptr(len(buf)), unsafe.Pointer(&n))
+	return n, st
+}
+
+func invoke(h Handle, envelope, reply []byte) (int, uint32, int32) {
+	var n uintptr
+	var outcome uint32
+	st := lib.invoke(unsafe.Pointer(h),
+		unsafe.Pointer(unsafe.SliceData(envelope)), uintptr(len(envelope)),
+		unsafe.Pointer(unsafe.SliceData(reply)), uintptr(len(reply)),
+		unsafe.Pointer(&n), unsafe.Pointer(&outcome))
+	return int(n), outcome, st
+}
+
+func free(h Handle) { lib.free(unsafe.Pointer(h)) }
