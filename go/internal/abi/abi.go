@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 )
@@ -302,12 +303,24 @@ func EventTypes(h Handle) ([]string, error) {
 // not fit.
 func Invoke(h Handle, envelope, reply []byte) (n int, outcome uint32, err error) {
 	calls.Add(1)
-	n, outcome, st := invoke(h, envelope, reply)
+	out := invokeOuts.Get().(*invokeOut)
+	st := invoke(h, envelope, reply, out)
+	n, outcome = int(out.n), out.outcome
+	invokeOuts.Put(out)
 	if st != statusOK {
 		err = statusError("tandem_invoke", st, "")
 	}
 	return n, outcome, err
 }
+
+// invokeOut holds tandem_invoke's out-parameters. Their addresses go to the library, so they
+// would escape to the heap on every call; a pool keeps the direct path allocation-free.
+type invokeOut struct {
+	n       uintptr // size_t
+	outcome uint32
+}
+
+var invokeOuts = sync.Pool{New: func() any { return new(invokeOut) }}
 
 // Free releases the runtime, its shared region and its eventfds.
 func Free(h Handle) {

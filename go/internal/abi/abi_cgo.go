@@ -71,14 +71,11 @@ func eventTypes(h Handle, buf []byte) (uintptr, int32) {
 	return uintptr(n), int32(st)
 }
 
-func invoke(h Handle, envelope, reply []byte) (int, uint32, int32) {
-	var n C.size_t
-	var outcome C.uint32_t
-	st := C.tandem_invoke(rt(h),
+func invoke(h Handle, envelope, reply []byte, out *invokeOut) int32 {
+	return int32(C.tandem_invoke(rt(h),
 		(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(envelope))), C.size_t(len(envelope)),
 		(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(reply))), C.size_t(len(reply)),
-		&n, &outcome)
-	return int(n), uint32(outcome), int32(st)
+		(*C.size_t)(unsafe.Pointer(&out.n)), (*C.uint32_t)(unsafe.Pointer(&out.outcome))))
 }
 
 func free(h Handle) { C.tandem_runtime_free(rt(h)) }

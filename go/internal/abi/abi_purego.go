@@ -161,14 +161,11 @@ func eventTypes(h Handle, buf []byte) (uintptr, int32) {
 	return n, st
 }
 
-func invoke(h Handle, envelope, reply []byte) (int, uint32, int32) {
-	var n uintptr
-	var outcome uint32
-	st := lib.invoke(unsafe.Pointer(h),
+func invoke(h Handle, envelope, reply []byte, out *invokeOut) int32 {
+	return loaded().invoke(unsafe.Pointer(h),
 		unsafe.Pointer(unsafe.SliceData(envelope)), uintptr(len(envelope)),
 		unsafe.Pointer(unsafe.SliceData(reply)), uintptr(len(reply)),
-		unsafe.Pointer(&n), unsafe.Pointer(&outcome))
-	return int(n), outcome, st
+		unsafe.Pointer(&out.n), unsafe.Pointer(&out.outcome))
 }
 
 func free(h Handle) { lib.free(unsafe.Pointer(h)) }
