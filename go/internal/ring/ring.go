@@ -111,8 +111,10 @@ func (r *Ring) Empty() bool {
 
 // Len is the number of published, unconsumed descriptors (approximate under concurrency).
 func (r *Ring) Len() uint64 {
-	n := atomic.LoadUint64(r.u64(abi.RingTail)) - atomic.LoadUint64(r.u64(abi.RingHead))
-	return min(n, r.mask+1)
+	// Head first: it only grows, so a tail read after it is never behind it.
+	head := atomic.LoadUint64(r.u64(abi.RingHead))
+	tail := atomic.LoadUint64(r.u64(abi.RingTail))
+	return min(tail-head, r.mask+1) // modular: positions may wrap around 2^64
 }
 
 // PreparePark is the consumer's half of the parking handshake: it raises the parked flag and

@@ -142,8 +142,10 @@ impl Ring {
     /// Number of descriptors published and not yet consumed (approximate under concurrency).
     pub(crate) fn len(&self) -> u64 {
         let hdr = self.header();
-        let tail = hdr.tail.load(Ordering::Relaxed);
-        let head = hdr.head.load(Ordering::Relaxed);
+        // Head first: it only grows, so a tail read after it is never behind it (reading tail
+        // first could see head pass it and wrap to "full").
+        let head = hdr.head.load(Ordering::Acquire);
+        let tail = hdr.tail.load(Ordering::Acquire);
         tail.wrapping_sub(head).min(self.mask + 1)
     }
 }
