@@ -55,3 +55,29 @@ func TestCallDoesNotAllocate(t *testing.T) {
 	}
 	shutdownClean(t, rt)
 }
+
+// BenchmarkCallWide is the same round trip from many goroutines (32 per P), so the rings carry
+// many events at once and drain in batches: the throughput shape of a busy service.
+func BenchmarkCallWide(b *testing.B) {
+	rt := newRuntime(b, Config{})
+	defer rt.Shutdown(context.Background())
+	ctx := context.Background()
+	for _, typ := range []string{"demo.noop", "demo.noop.inline"} {
+		b.Run(typ, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism(32)
+			b.RunParallel(func(pb *testing.PB) {
+				ev := event(typ, "bench", make([]byte, 64))
+				for pb.Next() {
+					reply, err := rt.Call(ctx, ev)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					reply.Release()
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}

@@ -309,7 +309,11 @@ func (r *Runtime) shutdown(ctx context.Context) error {
 	r.wakeGo()
 	<-r.pollDone
 	if n := r.pending.Load(); n != 0 {
-		r.log.Error("tandem: events without completion after shutdown", zap.Int64("events", n))
+		// Only a Rust handler stuck in synchronous code, past cancellation, gets here. Its
+		// event is settled as retryable rather than lost; its slot stays with the stopped
+		// runtime, which is freed below.
+		r.log.Error("tandem: Rust handlers did not stop; settling their events as retryable", zap.Int64("events", n))
+		r.abandonInFlight()
 	}
 	r.release()
 	r.state.Store(int32(Stopped))
@@ -319,6 +323,22 @@ func (r *Runtime) shutdown(ctx context.Context) error {
 		return fmt.Errorf("tandem: shutdown: %d events still in flight at the deadline were cancelled (retryable): %w", left, ctx.Err())
 	}
 	return nil
+}
+
+// abandonInFlight settles every event still in flight with a retryable "abandoned" error.
+func (r *Runtime) abandonInFlight() {
+	for i := range r.slots {
+		s := &r.slots[i]
+		if s.owner.Load() != slotRust {
+			continue
+		}
+		if w := s.w.Swap(nil); w != nil {
+			he := &HandlerError{Outcome: OutcomeRetry, EventType: s.eventType, Envelope: ErrorEnvelope{
+				Code: "abandoned", Message: "the Rust handler did not stop at shutdown", Runtime: "rust"}}
+			r.pending.Add(-1)
+			w.settle(r, he, Reply{})
+		}
+	}
 }
 
 // release takes back reply slots the application still holds, reads the final counters and

@@ -92,13 +92,16 @@ impl Handler for Panic {
     }
 }
 
-/// Registers the example handlers under the `demo.*` event types.
+/// Registers the example handlers under the `demo.*` event types. The tiny ones run inline
+/// on the poller (`demo.noop.inline`, echo, upper) and so does `demo.sleep`, which moves into a
+/// task of its own at its first await; the rest run as tasks from the start.
 pub fn register(reg: &mut Registry) {
     reg.register("demo.noop", "noop", Noop)
-        .register("demo.echo", "echo", Echo)
-        .register("demo.upper", "upper", Upper)
+        .register_inline("demo.noop.inline", "noop-inline", Noop)
+        .register_inline("demo.echo", "echo", Echo)
+        .register_inline("demo.upper", "upper", Upper)
         .register("demo.hash", "hash", Hash)
-        .register("demo.sleep", "sleep", Sleep)
+        .register_inline("demo.sleep", "sleep", Sleep)
         .register("demo.fail", "fail", Fail)
         .register("demo.panic", "panic", Panic);
 }

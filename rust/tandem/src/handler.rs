@@ -81,6 +81,8 @@ pub struct Registry {
 pub(crate) struct Route {
     pub(crate) name: Arc<str>,
     pub(crate) handler: Arc<dyn DynHandler>,
+    /// Run on the poller until the handler first waits, instead of in a task of its own.
+    pub(crate) inline: bool,
 }
 
 impl Registry {
@@ -92,11 +94,36 @@ impl Registry {
     /// Routes events of type `event_type` to `handler`, named `name` in errors, logs and metrics.
     /// A second registration of the same type replaces the first.
     pub fn register<H: Handler>(&mut self, event_type: &str, name: &str, handler: H) -> &mut Self {
+        self.insert(event_type, name, handler, false)
+    }
+
+    /// Like [`Registry::register`], for tiny handlers that usually finish without waiting:
+    /// each event runs on the submission poller until the handler first awaits something
+    /// pending, and only then moves into a task of its own. That saves a task spawn and a
+    /// scheduling hop per event, but a handler that computes for long delays every event
+    /// behind it: register CPU-bound handlers with `register`.
+    pub fn register_inline<H: Handler>(
+        &mut self,
+        event_type: &str,
+        name: &str,
+        handler: H,
+    ) -> &mut Self {
+        self.insert(event_type, name, handler, true)
+    }
+
+    fn insert<H: Handler>(
+        &mut self,
+        event_type: &str,
+        name: &str,
+        handler: H,
+        inline: bool,
+    ) -> &mut Self {
         self.routes.insert(
             event_type.to_owned(),
             Route {
                 name: Arc::from(name),
                 handler: Arc::new(handler),
+                inline,
             },
         );
         self
@@ -129,7 +156,10 @@ pub struct Event {
 impl Event {
     /// # Safety
     /// The bytes `env` borrows must stay valid and unchanged for the life of the returned value.
-    pub(crate) unsafe fn from_envelope(env: Envelope<'static>) -> Event {
+    pub(crate) unsafe fn from_envelope(env: Envelope<'_>) -> Event {
+        // SAFETY: the caller keeps the bytes alive for the Event's life; the accessors only
+        // hand out borrows of &self.
+        let env = unsafe { std::mem::transmute::<Envelope<'_>, Envelope<'static>>(env) };
         Event { env }
     }
 

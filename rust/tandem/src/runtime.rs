@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::envelope::{self, ErrorEnvelope};
-use crate::handler::{Context, Event, HandlerError, Outcome, Registry};
+use crate::handler::{Context, Event, HandlerError, Outcome, Registry, Route};
 use crate::layout::*;
 use crate::ring::Ring;
 use crate::shm::{Region, align_up};
@@ -190,6 +190,9 @@ pub(crate) struct RegionLayout {
     pub(crate) rep_stride: usize,
     pub(crate) size: usize,
 }
+
+/// How long shutdown waits for cancelled handlers to stop before it stops without them.
+const ABANDON_AFTER: Duration = Duration::from_secs(5);
 
 /// Who owns a slot right now; checked at every hand-over so a double release is counted.
 const OWNER_GO: u32 = 0;
@@ -422,19 +425,32 @@ impl Runtime {
         let shared = self.shared.clone();
         let poller = self.poller.take();
         rt.block_on(async move {
-            shared.tracker.close();
-            if tokio::time::timeout(grace, shared.tracker.wait())
-                .await
-                .is_err()
-            {
+            // Count events, not tasks: an event is held from the moment the poller takes it
+            // until its completion is published, even while it is being handed to a task. The
+            // poller keeps running meanwhile, so reply slots Go releases come back and no
+            // completion waits for one in vain.
+            let held = || shared.counters.requests_held.load(Relaxed);
+            let deadline = Instant::now() + grace;
+            while held() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            if held() > 0 {
+                // Cancelled handlers stop at their next await. One stuck in synchronous code
+                // never does; after a bound the runtime stops without it, and Go settles its
+                // event as retryable ("abandoned").
                 shared.cancel.cancel();
-                shared.tracker.wait().await;
+                let bound = Instant::now() + ABANDON_AFTER;
+                while held() > 0 && Instant::now() < bound {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
             }
             shared.stopping.store(true, Ordering::SeqCst);
             shared.wake_rust.signal();
             if let Some(p) = poller {
                 let _ = p.await;
             }
+            shared.tracker.close();
+            shared.tracker.wait().await;
         });
         for (_, route) in self.shared.registry.routes() {
             let h = route.handler.clone();
@@ -450,7 +466,7 @@ impl Runtime {
         let s = &self.shared;
         if self.state == RunState::Stopped {
             if let Ok(_g) = s.consumer.try_lock() {
-                drain_submissions(s, usize::MAX, false);
+                drain_submissions(s, usize::MAX, None);
             }
         }
         let c = &s.counters;
@@ -477,8 +493,11 @@ impl Runtime {
             return Err(Error::State("not running"));
         };
         let shared = self.shared.clone();
+        // SAFETY: `envelope_bytes` outlives the job, which is consumed inside block_on.
+        let bytes: &'static [u8] =
+            unsafe { std::mem::transmute::<&[u8], &'static [u8]>(envelope_bytes) };
         let outcome = rt.block_on(async {
-            let (outcome, handler, _, _) = execute(&shared, envelope_bytes).await;
+            let (outcome, handler, _, _) = run(&shared, prepare(&shared, bytes)).await;
             (outcome, handler)
         });
         let (outcome, handler) = outcome;
@@ -521,10 +540,11 @@ async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>) {
     const BATCH: usize = 256;
     let mut idle_since: Option<Instant> = None;
     loop {
-        let n = {
+        let n = std::future::poll_fn(|cx| {
             let _g = shared.consumer.lock().unwrap_or_else(|p| p.into_inner());
-            drain_submissions(&shared, BATCH, true)
-        };
+            std::task::Poll::Ready(drain_submissions(&shared, BATCH, Some(cx)))
+        })
+        .await;
         if n > 0 {
             idle_since = None;
             // Let the tasks just spawned run on this worker before the next batch.
@@ -559,9 +579,14 @@ async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>) {
     }
 }
 
-/// Consumes up to `max` submissions. Events are spawned as tasks when `spawn` is set (poller);
-/// otherwise (a stopped runtime) only release records are expected and processed.
-fn drain_submissions(shared: &Arc<Shared>, max: usize, spawn: bool) -> usize {
+/// Consumes up to `max` submissions. The poller passes its task context and events start;
+/// without one (a stopped runtime) only release records are expected and processed.
+fn drain_submissions(
+    shared: &Arc<Shared>,
+    max: usize,
+    cx: Option<&mut std::task::Context<'_>>,
+) -> usize {
+    let mut cx = cx;
     let mut n = 0;
     while n < max {
         let Some((kind, token, slot, len)) = shared.sq.pop(|d| {
@@ -576,7 +601,11 @@ fn drain_submissions(shared: &Arc<Shared>, max: usize, spawn: bool) -> usize {
         };
         n += 1;
         match kind {
-            TANDEM_SQE_EVENT if spawn => start_event(shared, token, slot, len),
+            TANDEM_SQE_EVENT if cx.is_some() => {
+                if let Some(cx) = cx.as_deref_mut() {
+                    start_event(shared, token, slot, len, cx)
+                }
+            }
             TANDEM_SQE_RELEASE => shared.release_reply(slot),
             _ => {
                 shared.counters.violations.fetch_add(1, Relaxed);
@@ -586,7 +615,13 @@ fn drain_submissions(shared: &Arc<Shared>, max: usize, spawn: bool) -> usize {
     n
 }
 
-fn start_event(shared: &Arc<Shared>, token: u64, slot: u32, len: u32) {
+fn start_event(
+    shared: &Arc<Shared>,
+    token: u64,
+    slot: u32,
+    len: u32,
+    cx: &mut std::task::Context<'_>,
+) {
     if slot >= shared.cfg.req_slots || len > shared.cfg.req_slot_size {
         // Nothing valid to release; Go never sends this, so count it and drop the record.
         shared.counters.violations.fetch_add(1, Relaxed);
@@ -597,50 +632,83 @@ fn start_event(shared: &Arc<Shared>, token: u64, slot: u32, len: u32) {
     }
     shared.counters.received.fetch_add(1, Relaxed);
     shared.counters.requests_held.fetch_add(1, Relaxed);
+    // SAFETY: Rust owns request slot `slot` from the swap above until `complete` hands it
+    // back, after the job (and every borrow of these bytes) has finished.
+    let bytes: &'static [u8] = unsafe { shared.request_bytes(slot, len) };
+    let job = prepare(shared, bytes);
+    let inline = job.inline();
     let sh = shared.clone();
-    shared.tracker.spawn(async move {
-        // SAFETY: Rust owns request slot `slot` from the swap above until `complete` hands it
-        // back, after `execute` (and every borrow of these bytes) has finished.
-        let bytes = unsafe { sh.request_bytes(slot, len) };
-        let (outcome, handler, started, finished) = execute(&sh, bytes).await;
+    let task = async move {
+        let (outcome, handler, started, finished) = run(&sh, job).await;
         sh.complete(token, slot, outcome, &handler, started, finished)
             .await;
-    });
+    };
+    if inline {
+        // Run the handler on the poller until it first waits: a handler that finishes without
+        // waiting costs no task. One that waits moves, boxed, into a task of its own, whose
+        // first poll registers its own waker (the poller's may be woken once, spuriously).
+        let mut task = Box::pin(task);
+        if task.as_mut().poll(cx).is_pending() {
+            shared.tracker.spawn(task);
+        }
+    } else {
+        shared.tracker.spawn(task);
+    }
 }
 
-/// Decodes, routes and runs one event, containing panics and honouring cancellation.
-async fn execute(shared: &Shared, bytes: &[u8]) -> (Outcome, Arc<str>, u64, u64) {
+/// One event, decoded and routed, or the reason it cannot run.
+enum Job {
+    Run(Route, Event),
+    Refuse(HandlerError),
+}
+
+impl Job {
+    /// Refusals complete at once; handlers registered inline run on the poller first.
+    fn inline(&self) -> bool {
+        match self {
+            Job::Run(route, _) => route.inline,
+            Job::Refuse(_) => true,
+        }
+    }
+}
+
+/// Decodes and routes one envelope.
+fn prepare(shared: &Shared, bytes: &'static [u8]) -> Job {
     let env = match envelope::decode(bytes) {
         Ok(env) => env,
         Err(e) => {
-            let err = HandlerError::with_code("decode", format!("malformed envelope: {e}"));
-            return (Outcome::Term(err), Arc::from(""), 0, 0);
+            return Job::Refuse(HandlerError::with_code(
+                "decode",
+                format!("malformed envelope: {e}"),
+            ));
         }
     };
     let Some(route) = shared.registry.route(env.ty) else {
-        let err = HandlerError::with_code(
+        return Job::Refuse(HandlerError::with_code(
             "no_route",
             format!("no Rust handler for event type {:?}", env.ty),
-        );
-        return (Outcome::Term(err), Arc::from(""), 0, 0);
+        ));
     };
-    // SAFETY: `bytes` outlives `ev`, which is dropped at the end of this function; the
-    // 'static lifetime is never exposed (Event's accessors borrow from &self).
-    let ev = unsafe {
-        Event::from_envelope(std::mem::transmute::<
-            envelope::Envelope<'_>,
-            envelope::Envelope<'static>,
-        >(env))
+    // SAFETY: the caller keeps `bytes` valid until the job is dropped; Event's accessors
+    // borrow from &self, so the 'static never escapes.
+    Job::Run(route.clone(), unsafe { Event::from_envelope(env) })
+}
+
+/// Runs a job's handler, containing panics and honouring cancellation.
+async fn run(shared: &Shared, job: Job) -> (Outcome, Arc<str>, u64, u64) {
+    let (route, ev) = match job {
+        Job::Run(route, ev) => (route, ev),
+        Job::Refuse(err) => return (Outcome::Term(err), Arc::from(""), 0, 0),
     };
     let cx = Context {
         handler: route.name.clone(),
         cancel: shared.cancel.clone(),
     };
     let started = now_ns();
-    let run = AssertUnwindSafe(route.handler.call(&ev, &cx)).catch_unwind();
+    let handler = AssertUnwindSafe(route.handler.call(&ev, &cx)).catch_unwind();
     let outcome = tokio::select! {
         biased;
-        r = run => match r {
+        r = handler => match r {
             Ok(o) => o,
             Err(panic) => {
                 shared.counters.panics.fetch_add(1, Relaxed);
@@ -653,7 +721,7 @@ async fn execute(shared: &Shared, bytes: &[u8]) -> (Outcome, Arc<str>, u64, u64)
         },
     };
     drop(ev);
-    (outcome, route.name.clone(), started, now_ns())
+    (outcome, route.name, started, now_ns())
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -863,11 +931,23 @@ mod tests {
         }
     }
 
+    struct Nap;
+    impl Handler for Nap {
+        async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Outcome::Reply(ev.data().to_vec())
+        }
+    }
+
     fn runtime() -> Runtime {
         let mut reg = Registry::new();
         reg.register("echo", "echo", Echo)
             .register("boom", "boom", Boom)
-            .register("forever", "forever", Forever);
+            .register("forever", "forever", Forever)
+            .register_inline("echo.inline", "echo-inline", Echo)
+            .register_inline("boom.inline", "boom-inline", Boom)
+            .register_inline("nap.inline", "nap-inline", Nap)
+            .register_inline("forever.inline", "forever-inline", Forever);
         let cfg = Config {
             workers: 2,
             sq_capacity: 16,
@@ -992,6 +1072,54 @@ mod tests {
         }
         let st = assert_whole(&mut rt);
         assert_eq!((st.received, st.completed, st.releases), (20, 20, 20));
+    }
+
+    #[test]
+    fn inline_handlers_complete_on_the_poller_or_move_to_a_task() {
+        let mut rt = runtime();
+        submit(&rt, 0, &envelope("echo.inline", b"quick"));
+        let done = next_completion(&rt);
+        assert_eq!(
+            (done.kind, done.reply.as_slice()),
+            (TANDEM_OUTCOME_ACK, &b"quick"[..])
+        );
+        release(&rt, done.reply_slot);
+        // Waits on a timer: moves into a task at its first await and still completes.
+        submit(&rt, 1, &envelope("nap.inline", b"slow"));
+        submit(&rt, 2, &envelope("echo.inline", b"fast"));
+        let first = next_completion(&rt);
+        let second = next_completion(&rt);
+        assert_eq!(
+            first.reply, b"fast",
+            "a waiting inline handler must not hold up the next"
+        );
+        assert_eq!(second.reply, b"slow");
+        release(&rt, first.reply_slot);
+        release(&rt, second.reply_slot);
+        // A panic inline is contained like one in a task.
+        submit(&rt, 3, &envelope("boom.inline", b""));
+        let done = next_completion(&rt);
+        assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "panic");
+        release(&rt, done.reply_slot);
+        // An inline handler that never finishes is cancelled at shutdown, never lost.
+        submit(&rt, 0, &envelope("forever.inline", b""));
+        while rt.stats().received < 5 {
+            std::thread::yield_now();
+        }
+        rt.shutdown(Duration::from_millis(20));
+        let done = next_completion(&rt);
+        assert_eq!(done.kind, TANDEM_OUTCOME_RETRY);
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            "cancelled"
+        );
+        release(&rt, done.reply_slot);
+        let st = rt.stats();
+        assert_eq!(
+            (st.requests_held, st.replies_lent, st.violations),
+            (0, 0, 0),
+            "{st:?}"
+        );
     }
 
     #[test]
