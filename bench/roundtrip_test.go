@@ -17,8 +17,10 @@ import (
 const (
 	// noopType is the demo library's handler that acks at once with no reply: what is left
 	// to measure is the boundary itself.
-	noopType    = "demo.noop"
-	payloadSize = 64
+	noopType = "demo.noop"
+	// noopInlineType is the same handler registered inline (run on the poller).
+	noopInlineType = "demo.noop.inline"
+	payloadSize    = 64
 
 	// idleGap is the pause before each BenchmarkIdleWake op (4 spin windows if that is
 	// longer), so both sides have parked on their eventfds when the op starts.
@@ -137,9 +139,9 @@ type recorders struct {
 	next atomic.Int32
 }
 
-func newRecorders() *recorders {
-	// RunParallel starts parallelism (1 here) × GOMAXPROCS goroutines.
-	rs := &recorders{all: make([]*recorder, runtime.GOMAXPROCS(0))}
+func newRecorders(parallelism int) *recorders {
+	// RunParallel starts parallelism × GOMAXPROCS goroutines.
+	rs := &recorders{all: make([]*recorder, parallelism*runtime.GOMAXPROCS(0))}
 	for i := range rs.all {
 		rs.all[i] = newRecorder()
 	}
@@ -207,44 +209,56 @@ func (w window) end(b *testing.B, hist *hdrhistogram.Histogram, err error) {
 // (rt.CallDirect), from one goroutine and from GOMAXPROCS goroutines.
 func BenchmarkRoundTrip(b *testing.B) {
 	b.Logf("spin window: %s; GOMAXPROCS %d", describeSpin(benchConfig(b)), runtime.GOMAXPROCS(0))
-	ev := newEvent()
 	ctx := context.Background()
+	parallelism := []struct {
+		name string
+		n    int
+	}{{"parallel", 1}, {"wide", 32}}
 
-	contender(b, "rings/serial", true, func(b *testing.B, rt *tandem.Runtime) {
-		rec := newRecorder()
-		w := begin(b, rt)
-		for range b.N {
-			t0 := time.Now()
-			reply, err := rt.Call(ctx, ev)
-			if err != nil {
-				b.Fatalf("Call: %v", err)
-			}
-			reply.Release()
-			rec.record(time.Since(t0))
-		}
-		w.end(b, rec.hist, rec.err)
-	})
-
-	contender(b, "rings/parallel", true, func(b *testing.B, rt *tandem.Runtime) {
-		rs := newRecorders()
-		w := begin(b, rt)
-		b.RunParallel(func(pb *testing.PB) {
-			rec := rs.take()
-			for pb.Next() {
+	// The same no-op handler registered two ways: as a task per event, and inline on the
+	// poller (register_inline), which runs it until its first await without a task.
+	for _, handler := range []struct{ name, typ string }{{"task", noopType}, {"inline", noopInlineType}} {
+		ev := newEvent()
+		ev.Type = handler.typ
+		contender(b, "rings/"+handler.name+"/serial", true, func(b *testing.B, rt *tandem.Runtime) {
+			rec := newRecorder()
+			w := begin(b, rt)
+			for range b.N {
 				t0 := time.Now()
 				reply, err := rt.Call(ctx, ev)
 				if err != nil {
-					b.Errorf("Call: %v", err)
-					return
+					b.Fatalf("Call: %v", err)
 				}
 				reply.Release()
 				rec.record(time.Since(t0))
 			}
+			w.end(b, rec.hist, rec.err)
 		})
-		hist, err := rs.merged()
-		w.end(b, hist, err)
-	})
+		for _, par := range parallelism {
+			contender(b, "rings/"+handler.name+"/"+par.name, true, func(b *testing.B, rt *tandem.Runtime) {
+				rs := newRecorders(par.n)
+				w := begin(b, rt)
+				b.SetParallelism(par.n)
+				b.RunParallel(func(pb *testing.PB) {
+					rec := rs.take()
+					for pb.Next() {
+						t0 := time.Now()
+						reply, err := rt.Call(ctx, ev)
+						if err != nil {
+							b.Errorf("Call: %v", err)
+							return
+						}
+						reply.Release()
+						rec.record(time.Since(t0))
+					}
+				})
+				hist, err := rs.merged()
+				w.end(b, hist, err)
+			})
+		}
+	}
 
+	ev := newEvent()
 	contender(b, "direct/serial", true, func(b *testing.B, rt *tandem.Runtime) {
 		rec := newRecorder()
 		w := begin(b, rt)
@@ -259,26 +273,28 @@ func BenchmarkRoundTrip(b *testing.B) {
 		}
 		w.end(b, rec.hist, rec.err)
 	})
-
-	contender(b, "direct/parallel", true, func(b *testing.B, rt *tandem.Runtime) {
-		rs := newRecorders()
-		w := begin(b, rt)
-		b.RunParallel(func(pb *testing.PB) {
-			rec := rs.take()
-			for pb.Next() {
-				t0 := time.Now()
-				out, err := rt.CallDirect(ev, rec.dst)
-				if err != nil {
-					b.Errorf("CallDirect: %v", err)
-					return
+	for _, par := range parallelism {
+		contender(b, "direct/"+par.name, true, func(b *testing.B, rt *tandem.Runtime) {
+			rs := newRecorders(par.n)
+			w := begin(b, rt)
+			b.SetParallelism(par.n)
+			b.RunParallel(func(pb *testing.PB) {
+				rec := rs.take()
+				for pb.Next() {
+					t0 := time.Now()
+					out, err := rt.CallDirect(ev, rec.dst)
+					if err != nil {
+						b.Errorf("CallDirect: %v", err)
+						return
+					}
+					rec.dst = out[:0]
+					rec.record(time.Since(t0))
 				}
-				rec.dst = out[:0]
-				rec.record(time.Since(t0))
-			}
+			})
+			hist, err := rs.merged()
+			w.end(b, hist, err)
 		})
-		hist, err := rs.merged()
-		w.end(b, hist, err)
-	})
+	}
 }
 
 // BenchmarkSubmit isolates the Go side's submit path and its allocations:
@@ -375,6 +391,21 @@ func BenchmarkIdleWake(b *testing.B) {
 			}
 			reply.Release()
 			rec.record(time.Since(t0))
+		}
+		w.end(b, rec.hist, rec.err)
+	})
+
+	// The floor under "rings": a bare eventfd ping-pong between this goroutine and a tokio
+	// task of the same runtime (Runtime.WakeProbe), both sides parked before each round.
+	contender(b, "eventfd-pingpong-go-rust", true, func(b *testing.B, rt *tandem.Runtime) {
+		rec := newRecorder()
+		w := begin(b, nil)
+		samples, err := rt.WakeProbe(b.N, gap)
+		if err != nil {
+			b.Fatalf("WakeProbe: %v", err)
+		}
+		for _, d := range samples {
+			rec.record(d)
 		}
 		w.end(b, rec.hist, rec.err)
 	})
