@@ -39,6 +39,11 @@
 #define TANDEM_NO_SLOT UINT32_MAX
 
 /*
+ A wake-probe ping of at least this value (2^32) stops the probe (`tandem_wake_probe`).
+ */
+#define TANDEM_PROBE_STOP 4294967296
+
+/*
  Submission descriptor kind: an event envelope in request slot `slot`, `len` bytes.
  */
 #define TANDEM_SQE_EVENT 1
@@ -475,6 +480,17 @@ tandem_status tandem_invoke(const tandem_runtime *rt,
                             size_t cap,
                             size_t *reply_len,
                             uint32_t *outcome_out);
+
+/*
+ Starts the wake probe (a diagnostic): a tokio task of this runtime waits on eventfd
+ `ping_fd` and answers each wake by writing 1 to eventfd `pong_fd`; a ping of 2^32 or more
+ stops it. The library duplicates both fds, so the caller keeps and closes its own. It
+ measures the bare cost of an idle wake each way, the floor under an idle round trip.
+
+ # Safety
+ `rt` must be a started, live runtime; the fds must be open eventfds.
+ */
+tandem_status tandem_wake_probe(const tandem_runtime *rt, int32_t ping_fd, int32_t pong_fd);
 
 /*
  Shuts the runtime down (as `tandem_runtime_shutdown` with no grace) if still running and

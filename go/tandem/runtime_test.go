@@ -496,3 +496,20 @@ func TestIdleRuntimeUsesNoCPU(t *testing.T) {
 	}
 	shutdownClean(t, rt)
 }
+
+func TestWakeProbeAnswersEveryPing(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	samples, err := rt.WakeProbe(20, 200*time.Microsecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(samples) != 20 {
+		t.Fatalf("%d samples, want 20", len(samples))
+	}
+	for _, d := range samples {
+		if d <= 0 {
+			t.Fatalf("non-positive round trip %v", d)
+		}
+	}
+	shutdownClean(t, rt)
+}

@@ -322,6 +322,14 @@ type invokeOut struct {
 
 var invokeOuts = sync.Pool{New: func() any { return new(invokeOut) }}
 
+// WakeProbe starts the runtime's wake probe on two eventfds (the library dups them).
+func WakeProbe(h Handle, ping, pong int) error {
+	return call("tandem_wake_probe", func() int32 { return wakeProbe(h, int32(ping), int32(pong)) })
+}
+
+// ProbeStop is the ping value that stops the wake probe (TANDEM_PROBE_STOP).
+const ProbeStop uint64 = 1 << 32
+
 // Free releases the runtime, its shared region and its eventfds.
 func Free(h Handle) {
 	calls.Add(1)

@@ -80,6 +80,10 @@ func invoke(h Handle, envelope, reply []byte, out *invokeOut) int32 {
 
 func free(h Handle) { C.tandem_runtime_free(rt(h)) }
 
+func wakeProbe(h Handle, ping, pong int32) int32 {
+	return int32(C.tandem_wake_probe(rt(h), C.int32_t(ping), C.int32_t(pong)))
+}
+
 // layoutMismatches compares the Go mirrors with the C structs; empty when they agree.
 func layoutMismatches() []string {
 	var bad []string

@@ -34,6 +34,7 @@ type library struct {
 	eventTypes func(h unsafe.Pointer, buf unsafe.Pointer, n uintptr, outLen unsafe.Pointer) int32
 	invoke     func(h unsafe.Pointer, env unsafe.Pointer, envLen uintptr, reply unsafe.Pointer, replyCap uintptr, replyLen unsafe.Pointer, outcome unsafe.Pointer) int32
 	free       func(h unsafe.Pointer)
+	wakeProbe  func(h unsafe.Pointer, ping int32, pong int32) int32
 }
 
 var (
@@ -106,6 +107,7 @@ func open(path string) (*library, error) {
 		{&l.eventTypes, "tandem_event_types"},
 		{&l.invoke, "tandem_invoke"},
 		{&l.free, "tandem_runtime_free"},
+		{&l.wakeProbe, "tandem_wake_probe"},
 	} {
 		if err := bind(s.fptr, s.name); err != nil {
 			return fail(err)
@@ -138,7 +140,7 @@ func abiVersion() uint32 {
 
 func lastError() string {
 	var buf [512]byte
-	n := lib.lastError(unsafe.Pointer(&buf[0]), uintptr(len(buf)))
+	n := loaded().lastError(unsafe.Pointer(&buf[0]), uintptr(len(buf)))
 	return string(buf[:min(int(n), len(buf))])
 }
 
@@ -146,18 +148,22 @@ func create(cfg *Config, out *Handle, layout *Layout) int32 {
 	if loaded() == nil {
 		return statusState
 	}
-	return lib.create(unsafe.Pointer(cfg), unsafe.Pointer(out), unsafe.Pointer(layout))
+	return loaded().create(unsafe.Pointer(cfg), unsafe.Pointer(out), unsafe.Pointer(layout))
 }
 
-func start(h Handle) int32 { return lib.start(unsafe.Pointer(h)) }
+func start(h Handle) int32 { return loaded().start(unsafe.Pointer(h)) }
 
-func shutdown(h Handle, graceNs uint64) int32 { return lib.shutdown(unsafe.Pointer(h), graceNs) }
+func shutdown(h Handle, graceNs uint64) int32 {
+	return loaded().shutdown(unsafe.Pointer(h), graceNs)
+}
 
-func stats(h Handle, out *Stats) int32 { return lib.stats(unsafe.Pointer(h), unsafe.Pointer(out)) }
+func stats(h Handle, out *Stats) int32 {
+	return loaded().stats(unsafe.Pointer(h), unsafe.Pointer(out))
+}
 
 func eventTypes(h Handle, buf []byte) (uintptr, int32) {
 	var n uintptr
-	st := lib.eventTypes(unsafe.Pointer(h), unsafe.Pointer(unsafe.SliceData(buf)), uintptr(len(buf)), unsafe.Pointer(&n))
+	st := loaded().eventTypes(unsafe.Pointer(h), unsafe.Pointer(unsafe.SliceData(buf)), uintptr(len(buf)), unsafe.Pointer(&n))
 	return n, st
 }
 
@@ -168,4 +174,8 @@ func invoke(h Handle, envelope, reply []byte, out *invokeOut) int32 {
 		unsafe.Pointer(&out.n), unsafe.Pointer(&out.outcome))
 }
 
-func free(h Handle) { lib.free(unsafe.Pointer(h)) }
+func free(h Handle) { loaded().free(unsafe.Pointer(h)) }
+
+func wakeProbe(h Handle, ping, pong int32) int32 {
+	return loaded().wakeProbe(unsafe.Pointer(h), ping, pong)
+}
