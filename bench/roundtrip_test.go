@@ -374,26 +374,29 @@ func drain(b *testing.B, rt *tandem.Runtime) {
 func BenchmarkIdleWake(b *testing.B) {
 	cfg := benchConfig(b)
 	gap := max(idleGap, 4*cfg.SpinWindow)
-	ev := newEvent()
 	ctx := context.Background()
 
-	contender(b, "rings", true, func(b *testing.B, rt *tandem.Runtime) {
-		rec := newRecorder()
-		w := begin(b, rt)
-		for range b.N {
-			b.StopTimer()
-			time.Sleep(gap)
-			b.StartTimer()
-			t0 := time.Now()
-			reply, err := rt.Call(ctx, ev)
-			if err != nil {
-				b.Fatalf("Call: %v", err)
+	for _, handler := range []struct{ name, typ string }{{"task", noopType}, {"inline", noopInlineType}} {
+		ev := newEvent()
+		ev.Type = handler.typ
+		contender(b, "rings/"+handler.name, true, func(b *testing.B, rt *tandem.Runtime) {
+			rec := newRecorder()
+			w := begin(b, rt)
+			for range b.N {
+				b.StopTimer()
+				time.Sleep(gap)
+				b.StartTimer()
+				t0 := time.Now()
+				reply, err := rt.Call(ctx, ev)
+				if err != nil {
+					b.Fatalf("Call: %v", err)
+				}
+				reply.Release()
+				rec.record(time.Since(t0))
 			}
-			reply.Release()
-			rec.record(time.Since(t0))
-		}
-		w.end(b, rec.hist, rec.err)
-	})
+			w.end(b, rec.hist, rec.err)
+		})
+	}
 
 	// The floor under "rings": a bare eventfd ping-pong between this goroutine and a tokio
 	// task of the same runtime (Runtime.WakeProbe), both sides parked before each round.
