@@ -129,6 +129,9 @@ func (r *Runtime) handlerError(d *ring.Desc, eventType string, reply *Reply) err
 	switch he.Envelope.Code {
 	case "cancelled":
 		r.cancelled.Add(1)
+	case "decode", "no_route":
+		r.log.Error("tandem: Rust refused an event", zap.String("runtime", "rust"), zap.String("code", he.Envelope.Code),
+			zap.String("event_type", eventType), zap.String("message", he.Envelope.Message))
 	case "panic":
 		r.log.Error("tandem: Rust handler panicked", zap.String("runtime", "rust"), zap.String("handler", he.Envelope.Handler),
 			zap.String("event_type", eventType), zap.String("message", he.Envelope.Message))

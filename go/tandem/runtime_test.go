@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
 )
@@ -512,4 +514,34 @@ func TestWakeProbeAnswersEveryPing(t *testing.T) {
 		}
 	}
 	shutdownClean(t, rt)
+}
+
+// Every bad input gets a log line besides its typed error.
+func TestBadInputIsLogged(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	rt := newRuntime(t, Config{MaxEventSize: 1024, Logger: zap.New(core)})
+	ctx := context.Background()
+	rt.Submit(ctx, event("no.such.type", "1", nil))
+	rt.Submit(ctx, event("demo.echo", "2", make([]byte, 2048)))
+	rt.Submit(ctx, &Event{Source: "/t", Type: "demo.echo"})
+	rt.Call(ctx, event("demo.panic", "3", []byte("panic")))
+	w := &waiter{ch: make(chan struct{})}
+	if err := rt.submitRaw([]byte{0xff}, "demo.echo", w); err != nil {
+		t.Fatal(err)
+	}
+	<-w.ch
+	shutdownClean(t, rt)
+	rt.Submit(ctx, event("demo.echo", "4", nil))
+	for _, msg := range []string{
+		"tandem: no route",
+		"tandem: event too large",
+		"tandem: invalid event",
+		"tandem: Rust handler panicked",
+		"tandem: Rust refused an event",
+		"tandem: submit refused: not running",
+	} {
+		if logs.FilterMessage(msg).Len() == 0 {
+			t.Errorf("no log line %q", msg)
+		}
+	}
 }

@@ -128,6 +128,8 @@ func (r *Runtime) submit(ctx context.Context, ev *Event, w *waiter) error {
 	r.active.Add(1)
 	defer r.active.Add(-1)
 	if State(r.state.Load()) != Running {
+		r.log.Debug("tandem: submit refused: not running", zap.String("state", r.State().String()),
+			zap.String("event_type", ev.Type), zap.String("event_id", ev.ID))
 		return ErrClosed
 	}
 	if _, ok := r.routes[ev.Type]; !ok {
