@@ -81,6 +81,29 @@ impl Handler for Fail {
     }
 }
 
+/// Fails with a retry until delivery `succeed_at` (extension, default 3), then replies with
+/// the attempt number in decimal: the retry path end to end.
+pub struct Flaky;
+impl Handler for Flaky {
+    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+        let succeed_at = ev
+            .extensions()
+            .get("succeed_at")
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(3);
+        if ev.attempt() < succeed_at {
+            return Outcome::Retry {
+                after: Duration::from_millis(1),
+                error: HandlerError::with_code(
+                    "unavailable",
+                    format!("attempt {} of {succeed_at}", ev.attempt()),
+                ),
+            };
+        }
+        Outcome::Reply(ev.attempt().to_string().into_bytes())
+    }
+}
+
 /// Panics on demand (payload "panic"), to prove the panic is contained.
 pub struct Panic;
 impl Handler for Panic {
@@ -103,6 +126,7 @@ pub fn register(reg: &mut Registry) {
         .register("demo.hash", "hash", Hash)
         .register_inline("demo.sleep", "sleep", Sleep)
         .register("demo.fail", "fail", Fail)
+        .register_inline("demo.flaky", "flaky", Flaky)
         .register("demo.panic", "panic", Panic);
 }
 
