@@ -1,0 +1,524 @@
+package tandem
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+)
+
+// sampleLetters returns dead letters covering every field, with and without an error
+// envelope, retry policy and envelope bytes.
+func sampleLetters(t *testing.T) []DeadLetter {
+	t.Helper()
+	env := func(id, typ string, data []byte) []byte {
+		b, err := MarshalEvent(&Event{ID: id, Source: "/orders", Type: typ, Data: data, Attempt: 2,
+			Extensions: map[string]string{"tenant": "a"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	at := time.Unix(1_700_000_000, 123_456_789).UTC()
+	return []DeadLetter{
+		{
+			Reason:   ReasonTerm,
+			Error:    &ErrorEnvelope{Code: "handler", Message: "bad order", Runtime: "rust", Handler: "demo.fail"},
+			Attempts: 1, EventID: "e1", EventType: "demo.fail", Source: "/orders", Route: "demo.fail",
+			Time: at, Envelope: env("e1", "demo.fail", []byte("term")),
+		},
+		{
+			Reason: ReasonMaxAttempts,
+			Error: &ErrorEnvelope{Code: "timeout", Message: "too slow", Runtime: "go", Handler: "h",
+				Retry: &RetryPolicy{Attempts: 3, Backoff: 250 * time.Millisecond, NotBefore: at.Add(time.Second)}},
+			Attempts: 5, EventID: "e2", EventType: "demo.echo", Source: "/orders", Route: "demo.*",
+			Time: at.Add(time.Nanosecond), Envelope: env("e2", "demo.echo", bytes.Repeat([]byte{0, 1, 2, 0xff}, 300)),
+		},
+		{
+			// An envelope that did not decode: nothing is known but the bytes.
+			Reason: ReasonDecode, Error: &ErrorEnvelope{Code: "decode", Message: "truncated"},
+			Time: at.Add(-time.Hour), Envelope: []byte{0xa3, 0x00, 0x01, 0x01},
+		},
+		{Reason: ReasonShed, EventID: "e4", EventType: "demo.noop", Source: "/s", Time: at, Envelope: env("e4", "demo.noop", nil)},
+		{Reason: "custom_reason", Time: time.Unix(0, -5).UTC()},
+	}
+}
+
+func writeLetters(t *testing.T, path string, letters []DeadLetter) {
+	t.Helper()
+	s, err := OpenFileSink(path)
+	if err != nil {
+		t.Fatalf("OpenFileSink: %v", err)
+	}
+	for i := range letters {
+		if err := s.WriteDeadLetter(context.Background(), &letters[i]); err != nil {
+			t.Fatalf("WriteDeadLetter %d: %v", i, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+// recordEnds returns the offset just past each record of letters, as FileSink lays them out.
+func recordEnds(t *testing.T, letters []DeadLetter) []int64 {
+	t.Helper()
+	var ends []int64
+	var off int64
+	for i := range letters {
+		rec, err := marshalDeadLetter(&letters[i], time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		off += int64(len(rec))
+		ends = append(ends, off)
+	}
+	return ends
+}
+
+func readLetters(t *testing.T, path string) *DeadLetterFile {
+	t.Helper()
+	f, err := ReadDeadLetters(path)
+	if err != nil {
+		t.Fatalf("ReadDeadLetters: %v", err)
+	}
+	return f
+}
+
+func TestFileSinkRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dlq.cbor")
+	want := sampleLetters(t)
+	writeLetters(t, path, want)
+	got := readLetters(t, path)
+	if got.TornBytes != 0 {
+		t.Errorf("TornBytes = %d, want 0", got.TornBytes)
+	}
+	if !reflect.DeepEqual(got.Letters, want) {
+		t.Fatalf("read back\n%+v\nwant\n%+v", got.Letters, want)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(want)) == 0 || fi.Size() != recordEnds(t, want)[len(want)-1] {
+		t.Errorf("file size %d, want the records' %d", fi.Size(), recordEnds(t, want)[len(want)-1])
+	}
+	// The envelope bytes are the event exactly as submitted.
+	ev, err := DecodeEvent(got.Letters[1].Envelope)
+	if err != nil || ev.ID != "e2" || len(ev.Data) != 1200 {
+		t.Fatalf("DecodeEvent(envelope) = %+v, %v", ev, err)
+	}
+}
+
+func TestFileSinkAppendsAcrossOpens(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dlq.cbor")
+	all := sampleLetters(t)
+	writeLetters(t, path, all[:2])
+	writeLetters(t, path, all[2:])
+	if got := readLetters(t, path); !reflect.DeepEqual(got.Letters, all) {
+		t.Fatalf("after two opens read %d letters, want %d equal ones", len(got.Letters), len(all))
+	}
+}
+
+func TestFileSinkStampsZeroTime(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dlq.cbor")
+	before := time.Now()
+	writeLetters(t, path, []DeadLetter{{Reason: ReasonNoRoute, EventType: "nobody.home"}})
+	after := time.Now()
+	got := readLetters(t, path).Letters
+	if len(got) != 1 || got[0].Time.Before(before.Truncate(0)) || got[0].Time.After(after) {
+		t.Fatalf("stamped time %v, want within [%v, %v]", got[0].Time, before, after)
+	}
+}
+
+func TestFileSinkMode(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dlq.cbor")
+	s, err := OpenFileSink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Path() != path {
+		t.Errorf("Path() = %q, want %q", s.Path(), path)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("created with mode %04o, want 0600", fi.Mode().Perm())
+	}
+
+	// An existing file others can read is refused, untouched.
+	open := filepath.Join(dir, "readable.cbor")
+	if err := os.WriteFile(open, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []os.FileMode{0o640, 0o604, 0o660} {
+		if err := os.Chmod(open, mode); err != nil {
+			t.Fatal(err)
+		}
+		if s, err := OpenFileSink(open); !errors.Is(err, ErrUnsafeFileMode) {
+			if s != nil {
+				s.Close()
+			}
+			t.Errorf("OpenFileSink on mode %04o: err = %v, want ErrUnsafeFileMode", mode, err)
+		}
+	}
+	// 0400 and 0600 are fine to open (0400 is then not writable by the owner... but root
+	// may write anyway, so only 0600 is checked here).
+	if err := os.Chmod(open, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := OpenFileSink(open)
+	if err != nil {
+		t.Fatalf("OpenFileSink on mode 0600: %v", err)
+	}
+	s2.Close()
+
+	if _, err := OpenFileSink(dir); err == nil {
+		t.Error("OpenFileSink on a directory succeeded")
+	}
+}
+
+func TestFileSinkExclusive(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dlq.cbor")
+	s, err := OpenFileSink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2, err := OpenFileSink(path); !errors.Is(err, ErrSinkInUse) {
+		if s2 != nil {
+			s2.Close()
+		}
+		t.Fatalf("second OpenFileSink: err = %v, want ErrSinkInUse", err)
+	}
+	s.Close()
+	s3, err := OpenFileSink(path)
+	if err != nil {
+		t.Fatalf("OpenFileSink after Close: %v", err)
+	}
+	s3.Close()
+}
+
+func TestReadDeadLettersTornTail(t *testing.T) {
+	dir := t.TempDir()
+	full := filepath.Join(dir, "full.cbor")
+	letters := sampleLetters(t)[:3]
+	writeLetters(t, full, letters)
+	data, err := os.ReadFile(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends := recordEnds(t, letters)
+	lastStart := ends[len(ends)-2]
+	torn := filepath.Join(dir, "torn.cbor")
+	for cut := lastStart; cut < int64(len(data)); cut++ {
+		if err := os.WriteFile(torn, data[:cut], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadDeadLetters(torn)
+		if err != nil {
+			t.Fatalf("cut at %d: %v", cut, err)
+		}
+		if !reflect.DeepEqual(got.Letters, letters[:2]) || got.TornBytes != cut-lastStart {
+			t.Fatalf("cut at %d: %d letters, %d torn bytes; want 2 and %d", cut, len(got.Letters), got.TornBytes, cut-lastStart)
+		}
+	}
+}
+
+func TestReadDeadLettersZeroTail(t *testing.T) {
+	// A crashed append can leave zeros instead of a prefix on some file systems.
+	path := filepath.Join(t.TempDir(), "dlq.cbor")
+	letters := sampleLetters(t)[:2]
+	writeLetters(t, path, letters)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(make([]byte, 4096+7))
+	f.Close()
+	got := readLetters(t, path)
+	if len(got.Letters) != 2 || got.TornBytes != 4096+7 {
+		t.Fatalf("%d letters, %d torn bytes; want 2 and %d", len(got.Letters), got.TornBytes, 4096+7)
+	}
+}
+
+func TestReadDeadLettersCorruptMiddle(t *testing.T) {
+	dir := t.TempDir()
+	full := filepath.Join(dir, "full.cbor")
+	letters := sampleLetters(t)[:3]
+	writeLetters(t, full, letters)
+	data, err := os.ReadFile(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends := recordEnds(t, letters)
+	second := ends[0]
+	for _, tc := range []struct {
+		name string
+		at   int64 // offset of the byte to replace
+		b    byte
+		kind DecodeErrorKind
+	}{
+		{"malformed head", second, 0xff, KindMalformed},
+		{"not a map", second, 0x01, KindNotMap},
+		{"record version 2", second + 2, 0x02, KindUnsupportedVersion},
+		{"reason is not text", second + 4, 0x44, KindWrongType},
+		// A head claiming a huge byte string runs past the end of the file: it must not
+		// pass for a torn tail (and get truncated with the good record after it).
+		{"huge length", second, 0x5b, ""},
+		// A map head claiming more pairs swallows the third record.
+		{"more pairs", second, 0xb7, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := bytes.Clone(data)
+			bad[tc.at] = tc.b
+			path := filepath.Join(dir, "bad.cbor")
+			if err := os.WriteFile(path, bad, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := ReadDeadLetters(path)
+			var fe *DeadLetterFileError
+			if !errors.As(err, &fe) {
+				t.Fatalf("ReadDeadLetters = %+v, %v; want a *DeadLetterFileError", got, err)
+			}
+			if fe.Offset != second || fe.Path != path {
+				t.Errorf("error at offset %d of %s, want %d of %s: %v", fe.Offset, fe.Path, second, path, err)
+			}
+			if testing.Verbose() {
+				t.Log(err)
+			}
+			var de *DecodeError
+			if tc.kind != "" && (!errors.As(err, &de) || de.Kind != tc.kind) {
+				t.Errorf("err = %v, want kind %s", err, tc.kind)
+			}
+			// OpenFileSink refuses it rather than append where no reader can reach.
+			if s, err := OpenFileSink(path); !errors.As(err, &fe) {
+				if s != nil {
+					s.Close()
+				}
+				t.Errorf("OpenFileSink on a corrupt file: %v, want a *DeadLetterFileError", err)
+			}
+			after, _ := os.ReadFile(path)
+			if !bytes.Equal(after, bad) {
+				t.Error("OpenFileSink changed a corrupt file")
+			}
+		})
+	}
+}
+
+func TestReadDeadLettersSkipsUnknownKeys(t *testing.T) {
+	// A later minor version may add keys; this reader skips them.
+	rec, err := encMode.Marshal(map[uint64]any{
+		dlKeyV: 1, dlKeyReason: "term", dlKeyTime: int64(42), dlKeyEventID: "x", 10: "new", 23: []any{1, 2},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "dlq.cbor")
+	if err := os.WriteFile(path, rec, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := readLetters(t, path)
+	want := []DeadLetter{{Reason: ReasonTerm, Time: time.Unix(0, 42).UTC(), EventID: "x"}}
+	if !reflect.DeepEqual(got.Letters, want) {
+		t.Fatalf("got %+v, want %+v", got.Letters, want)
+	}
+}
+
+func TestOpenFileSinkTruncatesTornTail(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dlq.cbor")
+	letters := sampleLetters(t)
+	writeLetters(t, path, letters[:3])
+	ends := recordEnds(t, letters[:3])
+	cut := ends[1] + (ends[2]-ends[1])/2
+	if err := os.Truncate(path, cut); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenFileSink(path)
+	if err != nil {
+		t.Fatalf("OpenFileSink on a torn file: %v", err)
+	}
+	if fi, _ := os.Stat(path); fi.Size() != ends[1] {
+		t.Errorf("after open the file is %d bytes, want the torn record cut to %d", fi.Size(), ends[1])
+	}
+	if err := s.WriteDeadLetter(context.Background(), &letters[3]); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	got := readLetters(t, path)
+	want := []DeadLetter{letters[0], letters[1], letters[3]}
+	if got.TornBytes != 0 || !reflect.DeepEqual(got.Letters, want) {
+		t.Fatalf("read %d letters, %d torn bytes; want letters 0, 1, 3 and none torn", len(got.Letters), got.TornBytes)
+	}
+}
+
+func TestFileSinkConcurrentWriters(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dlq.cbor")
+	s, err := OpenFileSink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers, each = 16, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*each)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				id := fmt.Sprintf("w%d-%d", w, i)
+				dl := &DeadLetter{Reason: ReasonTerm, EventID: id, Envelope: bytes.Repeat([]byte(id), 50)}
+				if err := s.WriteDeadLetter(context.Background(), dl); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	s.Close()
+	got := readLetters(t, path)
+	if len(got.Letters) != writers*each || got.TornBytes != 0 {
+		t.Fatalf("read %d letters, %d torn bytes; want %d and 0", len(got.Letters), got.TornBytes, writers*each)
+	}
+	seen := map[string]bool{}
+	for _, dl := range got.Letters {
+		if seen[dl.EventID] || !bytes.Equal(dl.Envelope, bytes.Repeat([]byte(dl.EventID), 50)) {
+			t.Fatalf("letter %q duplicated or its envelope mixed with another's", dl.EventID)
+		}
+		seen[dl.EventID] = true
+	}
+}
+
+func TestFileSinkClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dlq.cbor")
+	s, err := OpenFileSink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := s.WriteDeadLetter(context.Background(), &DeadLetter{Reason: ReasonTerm}); !errors.Is(err, ErrSinkClosed) {
+		t.Errorf("WriteDeadLetter after Close: %v, want ErrSinkClosed", err)
+	}
+}
+
+func TestFileSinkRejects(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dlq.cbor")
+	s, err := OpenFileSink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, dl := range []*DeadLetter{
+		nil,
+		{EventID: "no reason"},
+		{Reason: ReasonTerm, Error: &ErrorEnvelope{Message: "no code"}},
+		{Reason: ReasonTerm, Time: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)},
+	} {
+		if err := s.WriteDeadLetter(context.Background(), dl); !errors.Is(err, ErrInvalidDeadLetter) {
+			t.Errorf("WriteDeadLetter(%+v) = %v, want ErrInvalidDeadLetter", dl, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.WriteDeadLetter(ctx, &DeadLetter{Reason: ReasonTerm}); !errors.Is(err, context.Canceled) {
+		t.Errorf("WriteDeadLetter with a cancelled context = %v", err)
+	}
+	if fi, _ := os.Stat(path); fi.Size() != 0 {
+		t.Errorf("rejected letters left %d bytes", fi.Size())
+	}
+}
+
+func TestFileSinkWriteAfterFailedWrite(t *testing.T) {
+	// A failed write may leave part of a record; the next write must land right after the
+	// last good record, not after the garbage.
+	path := filepath.Join(t.TempDir(), "dlq.cbor")
+	letters := sampleLetters(t)
+	s, err := OpenFileSink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.WriteDeadLetter(context.Background(), &letters[0]); err != nil {
+		t.Fatal(err)
+	}
+	// Swap in a read-only handle: the write fails, and so does the truncate after it.
+	rw := s.f
+	ro, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.f = ro
+	if err := s.WriteDeadLetter(context.Background(), &letters[1]); err == nil {
+		t.Fatal("write through a read-only handle succeeded")
+	}
+	s.f = rw
+	ro.Close()
+	if !s.dirty {
+		t.Fatal("sink not marked dirty after a failed write whose truncate failed")
+	}
+	// What a short write leaves: the start of a record.
+	rec, _ := marshalDeadLetter(&letters[1], time.Now())
+	if _, err := rw.WriteAt(rec[:len(rec)/2], s.end); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteDeadLetter(context.Background(), &letters[2]); err != nil {
+		t.Fatal(err)
+	}
+	got := readLetters(t, path)
+	if got.TornBytes != 0 || !reflect.DeepEqual(got.Letters, []DeadLetter{letters[0], letters[2]}) {
+		t.Fatalf("read %d letters, %d torn bytes; want letters 0 and 2, none torn", len(got.Letters), got.TornBytes)
+	}
+}
+
+func TestMemorySink(t *testing.T) {
+	s := NewMemorySink()
+	letters := sampleLetters(t)
+	for i := range letters {
+		if err := s.WriteDeadLetter(context.Background(), &letters[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := sampleLetters(t)
+	// The sink keeps copies: changing what was written, or what Letters returned, changes nothing.
+	letters[0].Envelope[0] ^= 0xff
+	letters[1].Error.Retry.Attempts = 99
+	got := s.Letters()
+	got[0].Envelope[1] ^= 0xff
+	got[0].Error.Code = "changed"
+	if again := s.Letters(); !reflect.DeepEqual(again, want) {
+		t.Fatalf("Letters() = %+v, want %+v", again, want)
+	}
+	if err := s.WriteDeadLetter(context.Background(), &DeadLetter{}); !errors.Is(err, ErrInvalidDeadLetter) {
+		t.Errorf("empty reason: %v, want ErrInvalidDeadLetter", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := s.WriteDeadLetter(context.Background(), &letters[0]); !errors.Is(err, ErrSinkClosed) {
+		t.Errorf("WriteDeadLetter after Close: %v, want ErrSinkClosed", err)
+	}
+	if n := len(s.Letters()); n != len(want) {
+		t.Errorf("after Close %d letters, want %d", n, len(want))
+	}
+}
