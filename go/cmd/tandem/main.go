@@ -33,6 +33,8 @@ func main() {
 			fmt.Fprintln(os.Stderr, "tandem:", err)
 			os.Exit(1)
 		}
+	case "dlq":
+		os.Exit(dlqMain(os.Args[2:], os.Stdout, os.Stderr))
 	case "-h", "-help", "--help", "help":
 		usage(os.Stdout)
 	default:
@@ -44,6 +46,7 @@ func main() {
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: tandem run [-events N] [-concurrency C] [-payload BYTES] [-v]")
+	fmt.Fprintln(w, "       tandem dlq list | show N | replay [-type T] [-dry-run]  [-file PATH]")
 }
 
 // mix is the demo's traffic: event types of the bundled handlers, with their share.
