@@ -57,6 +57,19 @@ type Config struct {
 	// -tags tandem_purego). Empty means $TANDEM_LIB, else libtandem_native.so beside the
 	// executable. The cgo mode links the library into the binary and ignores this.
 	Library string
+	// Retry is the retry schedule for events whose handler asks for a retry: attempts,
+	// exponential backoff and jitter. A handler's own advice (the error envelope's retry
+	// policy, Retry(after)) refines it. Zero fields take Backoff's defaults.
+	Retry Backoff
+	// RetryBudget bounds retries to a share of first deliveries, so a failing dependency
+	// cannot cause a retry storm (default NewRetryBudget(10s, 10, 0.2)). An event refused a
+	// retry by the budget is dead-lettered.
+	RetryBudget *RetryBudget
+	// DeadLetters receives events that are Term'd, run out of attempts or retry budget, fail
+	// to decode, or have no route, with the reason, the error envelope, the attempts and the
+	// original bytes. Nil logs each dead letter at error level (nothing is dropped silently);
+	// OpenFileSink gives the durable default the tandem binary uses.
+	DeadLetters DeadLetterSink
 	// Logger receives the runtime's log lines (default: none).
 	Logger *zap.Logger
 }

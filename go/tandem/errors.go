@@ -68,6 +68,9 @@ type HandlerError struct {
 	Envelope ErrorEnvelope
 	// EventType is the type of the event that failed.
 	EventType string
+	// DeadLetter is why the event was dead-lettered, or empty if it was not (a retryable
+	// outcome at shutdown, or a failure of CallDirect, which does not retry).
+	DeadLetter DeadLetterReason
 }
 
 func (e *HandlerError) Error() string {

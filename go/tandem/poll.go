@@ -59,8 +59,8 @@ func (r *Runtime) poll() {
 	}
 }
 
-// complete settles one completion record: it takes the request slot back, reads the reply or
-// error envelope, and wakes the waiter.
+// complete handles one completion record: it takes the request slot back, reads the reply or
+// error envelope, and then settles the event, schedules its redelivery, or dead-letters it.
 func (r *Runtime) complete(d *ring.Desc) {
 	if d.Kind == abi.OutcomeInProgress {
 		return // a progress record extends a deadline; the event is still Rust's
@@ -75,15 +75,10 @@ func (r *Runtime) complete(d *ring.Desc) {
 		return
 	}
 	s := &r.slots[idx]
-	w := s.w.Swap(nil)
-	eventType := s.eventType
-	s.eventType = ""
-	s.gen++
-	if !s.owner.CompareAndSwap(slotRust, slotFree) {
+	_ = s.w.Load() // orders the submitter's (or redelivery's) writes before the reads below
+	if !s.owner.CompareAndSwap(slotRust, slotGo) {
 		r.violation("completion for a slot Rust did not own", idx)
 	}
-	r.free <- idx
-
 	var reply Reply
 	if d.ReplySlot != abi.NoSlot {
 		if int(d.ReplySlot) >= len(r.replies) || !r.replies[d.ReplySlot].CompareAndSwap(0, 1) {
@@ -92,14 +87,23 @@ func (r *Runtime) complete(d *ring.Desc) {
 			reply = Reply{rt: r, slot: d.ReplySlot, data: r.replyBytes(d.ReplySlot, d.ReplyLen)}
 		}
 	}
-	var err error
 	switch d.Kind {
 	case abi.OutcomeAck:
+		r.finish(idx, nil, reply)
 	case abi.OutcomeRetry, abi.OutcomeTerm:
-		err = r.handlerError(d, eventType, &reply)
+		he := r.handlerError(d, s.eventType, &reply)
+		r.failed(idx, he)
 	default:
 		r.violation("unknown completion kind", idx)
+		reply.Release()
+		r.finish(idx, &HandlerError{Outcome: OutcomeTerm, EventType: s.eventType,
+			Envelope: ErrorEnvelope{Code: "protocol", Message: "unknown completion kind", Runtime: "rust"}}, Reply{})
 	}
+}
+
+// finish settles the event in slot idx with its final outcome and frees the slot.
+func (r *Runtime) finish(idx uint32, err error, reply Reply) {
+	w := r.freeSlot(idx)
 	r.pending.Add(-1)
 	r.completed.Add(1)
 	if w == nil {
@@ -109,8 +113,19 @@ func (r *Runtime) complete(d *ring.Desc) {
 	w.settle(r, err, reply)
 }
 
+// freeSlot returns slot idx to the free list and hands back its waiter.
+func (r *Runtime) freeSlot(idx uint32) *waiter {
+	s := &r.slots[idx]
+	w := s.w.Swap(nil)
+	s.eventType = ""
+	s.gen++
+	s.owner.Store(slotFree)
+	r.free <- idx
+	return w
+}
+
 // handlerError decodes the error envelope in reply (copying it) and releases the slot.
-func (r *Runtime) handlerError(d *ring.Desc, eventType string, reply *Reply) error {
+func (r *Runtime) handlerError(d *ring.Desc, eventType string, reply *Reply) *HandlerError {
 	he := &HandlerError{Outcome: OutcomeTerm, EventType: eventType}
 	if d.Kind == abi.OutcomeRetry {
 		he.Outcome = OutcomeRetry

@@ -71,6 +71,9 @@ type reqSlot struct {
 	// gen tells a live completion from a stale one; written by the slot's owner only.
 	gen       uint32
 	eventType string
+	attempt   uint32 // the delivery the slot's envelope carries, from 1
+	limit     uint32 // the last delivery a handler's retry advice allows; 0: the route's
+	length    uint32 // the envelope's length in the slot
 }
 
 // Runtime is a tandem runtime: a Rust tokio runtime in this process, the shared rings to it,
@@ -102,12 +105,20 @@ type Runtime struct {
 
 	waiters sync.Pool
 
-	submitted   atomic.Uint64
-	completed   atomic.Uint64
-	cancelled   atomic.Uint64
-	violations  atomic.Uint64
-	rustWakeups atomic.Uint64
-	goParks     atomic.Uint64
+	retry   Backoff
+	budget  *RetryBudget
+	retries retryTable
+	dead    chan deadLetterJob
+	deadWG  sync.WaitGroup
+
+	submitted    atomic.Uint64
+	completed    atomic.Uint64
+	cancelled    atomic.Uint64
+	retried      atomic.Uint64
+	deadLettered atomic.Uint64
+	violations   atomic.Uint64
+	rustWakeups  atomic.Uint64
+	goParks      atomic.Uint64
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -195,6 +206,13 @@ func (r *Runtime) init() error {
 	r.closing = make(chan struct{})
 	r.pollDone = make(chan struct{})
 	r.waiters.New = func() any { return &waiter{ch: make(chan struct{}, 1), pooled: true} }
+	r.retry = r.cfg.Retry.withDefaults()
+	r.budget = r.cfg.RetryBudget
+	if r.budget == nil {
+		r.budget = NewRetryBudget(10*time.Second, 10, 0.2)
+	}
+	r.retries.waiting = make(map[uint32]*time.Timer)
+	r.dead = make(chan deadLetterJob, deadLetterQueue)
 
 	fd, err := syscall.Dup(int(l.WakeGoFd))
 	if err != nil {
@@ -238,6 +256,8 @@ func (r *Runtime) Start() error {
 		r.log.Error("tandem: start failed", zap.Error(err))
 		return fmt.Errorf("%w: %v", ErrStart, err)
 	}
+	r.deadWG.Add(1)
+	go r.writeDeadLetters()
 	go r.poll()
 	r.state.Store(int32(Running))
 	r.log.Info("tandem: running", zap.String("link", abi.Mode), zap.Strings("rust_types", r.RustTypes()),
@@ -301,6 +321,8 @@ func (r *Runtime) shutdown(ctx context.Context) error {
 		grace = max(time.Until(d), 0)
 	}
 	left := r.pending.Load()
+	// Events waiting for a redelivery will not get one: they settle as retryable now.
+	r.cancelRetries()
 	if err := abi.Shutdown(r.h, uint64(grace)); err != nil {
 		r.log.Error("tandem: Rust shutdown", zap.Error(err))
 	}
@@ -308,6 +330,8 @@ func (r *Runtime) shutdown(ctx context.Context) error {
 	r.stopPoll.Store(true)
 	r.wakeGo()
 	<-r.pollDone
+	close(r.dead) // the poller is gone: nothing queues dead letters any more
+	r.deadWG.Wait()
 	if n := r.pending.Load(); n != 0 {
 		// Only a Rust handler stuck in synchronous code, past cancellation, gets here. Its
 		// event is settled as retryable rather than lost; its slot stays with the stopped
@@ -365,8 +389,12 @@ type Stats struct {
 	Submitted uint64
 	// Completed counts events whose outcome came back.
 	Completed uint64
-	// Cancelled counts events Rust cancelled at shutdown.
+	// Cancelled counts events cancelled at shutdown (settled as retryable).
 	Cancelled uint64
+	// Retried counts redeliveries scheduled.
+	Retried uint64
+	// DeadLettered counts events dead-lettered.
+	DeadLettered uint64
 	// InFlight is the number of events submitted and not completed.
 	InFlight int64
 	// FreeRequestSlots is the number of request slots not in use.
@@ -413,13 +441,15 @@ type RustStats struct {
 // RequestsHeld and RepliesLent are then 0 when every buffer came back.
 func (r *Runtime) Stats() Stats {
 	s := Stats{
-		Submitted:   r.submitted.Load(),
-		Completed:   r.completed.Load(),
-		Cancelled:   r.cancelled.Load(),
-		InFlight:    r.pending.Load(),
-		Violations:  r.violations.Load(),
-		RustWakeups: r.rustWakeups.Load(),
-		GoParks:     r.goParks.Load(),
+		Submitted:    r.submitted.Load(),
+		Completed:    r.completed.Load(),
+		Cancelled:    r.cancelled.Load(),
+		Retried:      r.retried.Load(),
+		DeadLettered: r.deadLettered.Load(),
+		InFlight:     r.pending.Load(),
+		Violations:   r.violations.Load(),
+		RustWakeups:  r.rustWakeups.Load(),
+		GoParks:      r.goParks.Load(),
 	}
 	for i := range r.replies {
 		if r.replies[i].Load() == 1 {

@@ -67,8 +67,8 @@ func shutdownClean(t *testing.T, rt *Runtime) Stats {
 		t.Errorf("Go side not whole: free slots %d of %d, replies held %d, in flight %d",
 			s.FreeRequestSlots, rt.cfg.MaxInFlight, s.RepliesHeld, s.InFlight)
 	}
-	if s.Submitted != s.Completed || s.Rust.Received != s.Submitted {
-		t.Errorf("submitted %d, rust received %d, completed %d", s.Submitted, s.Rust.Received, s.Completed)
+	if s.Submitted != s.Completed || s.Rust.Received != s.Submitted+s.Retried {
+		t.Errorf("submitted %d + retried %d, rust received %d, completed %d", s.Submitted, s.Retried, s.Rust.Received, s.Completed)
 	}
 	if s.Rust.Releases != s.Rust.Completed-(s.Rust.Completed-s.Rust.Releases) {
 		t.Errorf("inconsistent release count %+v", s.Rust)
@@ -190,7 +190,8 @@ func TestAckCopiesReply(t *testing.T) {
 }
 
 func TestHandlerFailuresArriveAsHandlerError(t *testing.T) {
-	rt := newRuntime(t, Config{})
+	sink := NewMemorySink()
+	rt := newRuntime(t, Config{Retry: Backoff{MaxAttempts: 2, Initial: time.Millisecond}, DeadLetters: sink})
 	ctx := context.Background()
 
 	_, err := rt.Call(ctx, event("demo.fail", "1", []byte("term")))
@@ -202,11 +203,18 @@ func TestHandlerFailuresArriveAsHandlerError(t *testing.T) {
 		t.Fatalf("term: %+v", he)
 	}
 
+	if he.DeadLetter != ReasonTerm {
+		t.Fatalf("term: dead letter reason %q", he.DeadLetter)
+	}
+
 	_, err = rt.Call(ctx, event("demo.fail", "2", []byte("retry")))
-	if !errors.As(err, &he) || he.Outcome != OutcomeRetry || !he.Retryable() || he.RetryAfter != 10*time.Millisecond || he.Code() != "unavailable" {
+	if !errors.As(err, &he) || he.Outcome != OutcomeRetry || he.RetryAfter != 10*time.Millisecond || he.Code() != "unavailable" || he.DeadLetter != ReasonMaxAttempts {
 		t.Fatalf("retry: %v (%+v)", err, he)
 	}
-	shutdownClean(t, rt)
+	s := shutdownClean(t, rt)
+	if s.Retried != 1 || s.DeadLettered != 2 || len(sink.Letters()) != 2 {
+		t.Fatalf("retried %d, dead-lettered %d, sink %d", s.Retried, s.DeadLettered, len(sink.Letters()))
+	}
 }
 
 func TestHandlerPanicIsContained(t *testing.T) {

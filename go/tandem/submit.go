@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"go.uber.org/zap"
@@ -147,7 +148,9 @@ func (r *Runtime) submit(ctx context.Context, ev *Event, w *waiter) error {
 	}
 	s := &r.slots[idx]
 	buf := r.requestBuf(idx)
-	out, err := AppendEvent(buf, ev)
+	// attempt counts deliveries: the first carries 1 (or the submitter's own count).
+	attempt := max(ev.Attempt, 1)
+	out, err := appendAttempt(buf, ev, attempt)
 	if err != nil || unsafe.SliceData(out) != unsafe.SliceData(buf) {
 		r.putSlot(idx)
 		r.log.Warn("tandem: invalid event", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
@@ -157,18 +160,15 @@ func (r *Runtime) submit(ctx context.Context, ev *Event, w *waiter) error {
 		return err
 	}
 	s.eventType = ev.Type
+	s.attempt, s.limit = attempt, 0
+	s.length = uint32(len(out))
 	token := uint64(s.gen)<<32 | uint64(idx)
 	s.owner.Store(slotRust)
-	s.w.Store(w) // last write before publishing: the poller's Swap orders everything above
+	s.w.Store(w) // last write before publishing: the poller's load orders everything above
 	r.pending.Add(1)
 	r.submitted.Add(1)
-	for !r.sq.Push(abi.SQEEvent, idx, uint32(len(out)), token) {
-		// Unreachable: the ring holds every slot's descriptor at once. Stay correct anyway.
-		runtime.Gosched()
-	}
-	if r.sq.TakeWakeup() {
-		r.wakeRust()
-	}
+	r.budget.Deposit(time.Now())
+	r.publish(idx, uint32(len(out)), token)
 	return nil
 }
 
@@ -226,7 +226,7 @@ func (r *Runtime) releaseReply(slot uint32) {
 
 func (r *Runtime) pushRelease(slot uint32) {
 	for !r.sq.Push(abi.SQERelease, slot, 0, 0) {
-		runtime.Gosched()
+		runtimeGosched()
 	}
 	if r.sq.TakeWakeup() {
 		r.wakeRust()
@@ -275,16 +275,25 @@ func (r *Runtime) submitRaw(raw []byte, eventType string, w *waiter) error {
 	n := copy(r.requestBuf(idx)[:len(raw)], raw)
 	s := &r.slots[idx]
 	s.eventType = eventType
+	s.attempt, s.limit = 1, 0
+	s.length = uint32(n)
 	token := uint64(s.gen)<<32 | uint64(idx)
 	s.owner.Store(slotRust)
 	s.w.Store(w)
 	r.pending.Add(1)
 	r.submitted.Add(1)
-	for !r.sq.Push(abi.SQEEvent, idx, uint32(n), token) {
-		runtime.Gosched()
-	}
-	if r.sq.TakeWakeup() {
-		r.wakeRust()
-	}
+	r.publish(idx, uint32(n), token)
 	return nil
 }
+
+// appendAttempt encodes ev as delivery number attempt, without touching ev.
+func appendAttempt(dst []byte, ev *Event, attempt uint32) ([]byte, error) {
+	if ev.Attempt == attempt {
+		return AppendEvent(dst, ev)
+	}
+	e := *ev
+	e.Attempt = attempt
+	return AppendEvent(dst, &e)
+}
+
+var runtimeGosched = runtime.Gosched

@@ -1,0 +1,204 @@
+package tandem
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tandemrt/tandem/go/internal/abi"
+)
+
+// ReasonRetryBudget: the retry budget refused a retry (a failing dependency, most likely).
+const ReasonRetryBudget DeadLetterReason = "retry_budget"
+
+// deadLetterQueue bounds the dead letters waiting for the sink; a full queue holds up the
+// completion poller until the sink catches up (backpressure, never a drop).
+const deadLetterQueue = 1024
+
+// retryTable holds the events waiting for a redelivery: their slots stay Go's, their waiters
+// attached, and a timer (not a goroutine, not a worker) brings each back.
+type retryTable struct {
+	mu      sync.Mutex
+	closed  bool // set at shutdown: no more redeliveries
+	waiting map[uint32]*time.Timer
+}
+
+// failed decides what a failure becomes: a redelivery, a dead letter, or (while draining) a
+// retryable outcome for the submitter. The slot is Go's on entry.
+func (r *Runtime) failed(idx uint32, he *HandlerError) {
+	s := &r.slots[idx]
+	if he.Outcome == OutcomeRetry {
+		if State(r.state.Load()) == Draining {
+			r.finish(idx, he, Reply{}) // never lost: the submitter learns it may retry
+			return
+		}
+		// A handler's advice ("n more attempts") sets this event's own limit, which later
+		// failures keep; without it the route's MaxAttempts applies.
+		if advice := he.Envelope.Retry; advice != nil && advice.Attempts > 0 {
+			s.limit = s.attempt + advice.Attempts
+		}
+		exhausted := r.retry.Exhausted(s.attempt, nil)
+		if s.limit > 0 {
+			exhausted = s.attempt >= s.limit
+		}
+		if exhausted {
+			r.deadLetter(idx, he, ReasonMaxAttempts)
+			return
+		}
+		if !r.budget.Withdraw(time.Now()) {
+			r.deadLetter(idx, he, ReasonRetryBudget)
+			return
+		}
+		delay := r.retry.Delay(s.attempt, he.Envelope.Retry, he.RetryAfter, time.Now(), rand.Float64)
+		if r.scheduleRetry(idx, delay) {
+			return
+		}
+		r.finish(idx, he, Reply{}) // shutting down
+		return
+	}
+	reason := ReasonTerm
+	switch he.Envelope.Code {
+	case "decode":
+		reason = ReasonDecode
+	case "no_route":
+		reason = ReasonNoRoute
+	}
+	r.deadLetter(idx, he, reason)
+}
+
+func (r *Runtime) scheduleRetry(idx uint32, delay time.Duration) bool {
+	r.retries.mu.Lock()
+	defer r.retries.mu.Unlock()
+	if r.retries.closed {
+		return false
+	}
+	r.retries.waiting[idx] = time.AfterFunc(delay, func() { r.redeliver(idx) })
+	r.retried.Add(1)
+	return true
+}
+
+// redeliver publishes the event in slot idx again as the next attempt.
+func (r *Runtime) redeliver(idx uint32) {
+	r.retries.mu.Lock()
+	defer r.retries.mu.Unlock()
+	if _, ok := r.retries.waiting[idx]; !ok {
+		return // settled by cancelRetries
+	}
+	delete(r.retries.waiting, idx)
+	s := &r.slots[idx]
+	w := s.w.Load() // orders the poller's writes to the slot before ours
+	ev, err := DecodeEvent(r.requestBuf(idx)[:s.length])
+	var out []byte
+	if err == nil {
+		ev.Attempt = s.attempt + 1
+		if EncodedEventSize(ev) > r.cfg.MaxEventSize {
+			err = ErrEventTooLarge
+		} else {
+			out, err = AppendEvent(r.requestBuf(idx), ev)
+		}
+	}
+	if err != nil {
+		he := &HandlerError{Outcome: OutcomeTerm, EventType: s.eventType, Envelope: ErrorEnvelope{
+			Code: "redelivery", Message: "cannot re-encode the event for its next attempt: " + err.Error(), Runtime: "go"}}
+		r.deadLetter(idx, he, ReasonTerm)
+		return
+	}
+	s.attempt++
+	s.length = uint32(len(out))
+	token := uint64(s.gen)<<32 | uint64(idx)
+	s.owner.Store(slotRust)
+	s.w.Store(w)
+	r.publish(idx, uint32(len(out)), token)
+}
+
+// cancelRetries stops every pending redelivery and settles its event as retryable.
+func (r *Runtime) cancelRetries() {
+	r.retries.mu.Lock()
+	r.retries.closed = true
+	waiting := r.retries.waiting
+	r.retries.waiting = map[uint32]*time.Timer{}
+	r.retries.mu.Unlock()
+	for idx, t := range waiting {
+		t.Stop()
+		s := &r.slots[idx]
+		_ = s.w.Load()
+		r.cancelled.Add(1)
+		r.finish(idx, &HandlerError{Outcome: OutcomeRetry, EventType: s.eventType, Envelope: ErrorEnvelope{
+			Code: "cancelled", Message: "the runtime shut down before the next attempt", Runtime: "go"}}, Reply{})
+	}
+}
+
+// deadLetterJob is a dead letter on its way to the sink, with the waiter to settle after it is
+// written: the submitter's acknowledgement fires once the dead letter is recorded.
+type deadLetterJob struct {
+	dl  *DeadLetter
+	w   *waiter
+	err error
+}
+
+// deadLetter copies the event out of slot idx, frees the slot, and queues the dead letter;
+// the event settles (with he) once the sink has it.
+func (r *Runtime) deadLetter(idx uint32, he *HandlerError, reason DeadLetterReason) {
+	s := &r.slots[idx]
+	he.DeadLetter = reason
+	env := append([]byte(nil), r.requestBuf(idx)[:s.length]...)
+	dl := &DeadLetter{
+		Reason:    reason,
+		Error:     &he.Envelope,
+		Attempts:  s.attempt,
+		EventType: s.eventType,
+		Route:     he.Envelope.Handler,
+		Time:      time.Now(),
+		Envelope:  env,
+	}
+	if ev, err := DecodeEvent(env); err == nil {
+		dl.EventID, dl.Source = ev.ID, ev.Source
+	}
+	w := r.freeSlot(idx)
+	r.deadLettered.Add(1)
+	r.dead <- deadLetterJob{dl: dl, w: w, err: he}
+}
+
+// writeDeadLetters hands queued dead letters to the sink, then settles their events.
+func (r *Runtime) writeDeadLetters() {
+	defer r.deadWG.Done()
+	for job := range r.dead {
+		dl := job.dl
+		fields := []zap.Field{zap.String("reason", string(dl.Reason)), zap.String("event_type", dl.EventType),
+			zap.String("event_id", dl.EventID), zap.Uint32("attempt", dl.Attempts)}
+		if dl.Error != nil {
+			fields = append(fields, zap.String("code", dl.Error.Code), zap.String("message", dl.Error.Message))
+		}
+		if r.cfg.DeadLetters == nil {
+			r.log.Error("tandem: dead letter (no sink configured)", fields...)
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := r.cfg.DeadLetters.WriteDeadLetter(ctx, dl); err != nil {
+				r.log.Error("tandem: dead-letter sink failed; the dead letter is only in this log line",
+					append(fields, zap.Error(err), zap.Binary("envelope", dl.Envelope))...)
+			} else {
+				r.log.Warn("tandem: dead-lettered", fields...)
+			}
+			cancel()
+		}
+		r.pending.Add(-1)
+		r.completed.Add(1)
+		if job.w != nil {
+			job.w.settle(r, job.err, Reply{})
+		}
+	}
+}
+
+// publish puts an event descriptor on the submission ring and wakes Rust if it is parked.
+func (r *Runtime) publish(idx, length uint32, token uint64) {
+	for !r.sq.Push(abi.SQEEvent, idx, length, token) {
+		// Unreachable: the ring holds every slot's descriptor at once. Stay correct anyway.
+		runtimeGosched()
+	}
+	if r.sq.TakeWakeup() {
+		r.wakeRust()
+	}
+}

@@ -1,0 +1,141 @@
+package tandem
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+func flaky(id string, succeedAt int) *Event {
+	ev := event("demo.flaky", id, nil)
+	ev.Extensions = map[string]string{"succeed_at": fmt.Sprint(succeedAt)}
+	return ev
+}
+
+func TestRetriesUntilTheHandlerSucceeds(t *testing.T) {
+	rt := newRuntime(t, Config{Retry: Backoff{MaxAttempts: 5, Initial: time.Millisecond}})
+	reply, err := rt.Call(context.Background(), flaky("1", 3))
+	if err != nil {
+		t.Fatalf("Call: %v", err)
+	}
+	// The handler replies with the attempt it succeeded on: attempt counts deliveries.
+	if string(reply.Data()) != "3" {
+		t.Fatalf("succeeded on attempt %q, want 3", reply.Data())
+	}
+	reply.Release()
+	s := shutdownClean(t, rt)
+	if s.Retried != 2 || s.Rust.Received != 3 || s.DeadLettered != 0 {
+		t.Fatalf("retried %d, Rust received %d, dead-lettered %d", s.Retried, s.Rust.Received, s.DeadLettered)
+	}
+}
+
+func TestExhaustedRetriesAreDeadLetteredOnceWithTheLastDelivery(t *testing.T) {
+	sink := NewMemorySink()
+	rt := newRuntime(t, Config{Retry: Backoff{MaxAttempts: 3, Initial: time.Millisecond}, DeadLetters: sink})
+	a, err := rt.Submit(context.Background(), flaky("never", 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var he *HandlerError
+	if err := a.Wait(context.Background()); !errors.As(err, &he) || he.DeadLetter != ReasonMaxAttempts {
+		t.Fatalf("Wait = %v, want a dead-lettered *HandlerError", err)
+	}
+	shutdownClean(t, rt)
+	letters := sink.Letters()
+	if len(letters) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(letters))
+	}
+	dl := letters[0]
+	if dl.Reason != ReasonMaxAttempts || dl.Attempts != 3 || dl.EventID != "never" || dl.EventType != "demo.flaky" ||
+		dl.Error == nil || dl.Error.Code != "unavailable" || dl.Route != "flaky" {
+		t.Fatalf("dead letter %+v", dl)
+	}
+	ev, err := DecodeEvent(dl.Envelope)
+	if err != nil || ev.ID != "never" || ev.Attempt != 3 || ev.Extensions["succeed_at"] != "100" {
+		t.Fatalf("dead letter envelope %+v, %v: want the original event as last delivered", ev, err)
+	}
+}
+
+func TestHandlerAdviceSetsTheEventsAttemptLimit(t *testing.T) {
+	// demo.fail "retry" gives no attempts advice: the route's MaxAttempts governs.
+	sink := NewMemorySink()
+	rt := newRuntime(t, Config{Retry: Backoff{MaxAttempts: 4, Initial: time.Millisecond}, DeadLetters: sink})
+	_, err := rt.Call(context.Background(), event("demo.fail", "1", []byte("retry")))
+	var he *HandlerError
+	if !errors.As(err, &he) || he.DeadLetter != ReasonMaxAttempts {
+		t.Fatalf("Call = %v", err)
+	}
+	shutdownClean(t, rt)
+	if got := sink.Letters()[0].Attempts; got != 4 {
+		t.Fatalf("dead-lettered after %d deliveries, want MaxAttempts 4", got)
+	}
+}
+
+func TestRetryBudgetStopsARetryStorm(t *testing.T) {
+	sink := NewMemorySink()
+	rt := newRuntime(t, Config{
+		Retry:       Backoff{MaxAttempts: 10, Initial: time.Millisecond},
+		RetryBudget: NewRetryBudget(10*time.Second, 0, 0), // no retries at all
+		DeadLetters: sink,
+	})
+	_, err := rt.Call(context.Background(), flaky("1", 2))
+	var he *HandlerError
+	if !errors.As(err, &he) || he.DeadLetter != ReasonRetryBudget {
+		t.Fatalf("Call = %v, want dead-lettered for the retry budget", err)
+	}
+	s := shutdownClean(t, rt)
+	if s.Retried != 0 || s.Rust.Received != 1 {
+		t.Fatalf("retried %d, received %d: the budget must refuse every retry", s.Retried, s.Rust.Received)
+	}
+}
+
+func TestTermAndUndecodableEventsAreDeadLettered(t *testing.T) {
+	sink := NewMemorySink()
+	rt := newRuntime(t, Config{DeadLetters: sink})
+	_, err := rt.Call(context.Background(), event("demo.fail", "t", []byte("term")))
+	var he *HandlerError
+	if !errors.As(err, &he) || he.DeadLetter != ReasonTerm {
+		t.Fatalf("term: %v", err)
+	}
+	w := &waiter{ch: make(chan struct{})}
+	if err := rt.submitRaw([]byte{0xa1, 0x00}, "demo.echo", w); err != nil {
+		t.Fatal(err)
+	}
+	<-w.ch
+	if !errors.As(w.err, &he) || he.DeadLetter != ReasonDecode {
+		t.Fatalf("undecodable: %v", w.err)
+	}
+	shutdownClean(t, rt)
+	letters := sink.Letters()
+	if len(letters) != 2 || letters[0].Reason != ReasonTerm || letters[1].Reason != ReasonDecode ||
+		string(letters[1].Envelope) != "\xa1\x00" {
+		t.Fatalf("dead letters %+v", letters)
+	}
+}
+
+func TestShutdownSettlesEventsWaitingForARetry(t *testing.T) {
+	sink := NewMemorySink()
+	rt := newRuntime(t, Config{Retry: Backoff{MaxAttempts: 5, Initial: time.Hour, Max: time.Hour}, DeadLetters: sink})
+	a, err := rt.Submit(context.Background(), flaky("1", 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rt.Stats().Retried == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := rt.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v", err)
+	}
+	var he *HandlerError
+	if err := a.Wait(context.Background()); !errors.As(err, &he) || !he.Retryable() || he.Code() != "cancelled" || he.DeadLetter != "" {
+		t.Fatalf("Wait = %v, want retryable cancelled, not dead-lettered", err)
+	}
+	s := rt.Stats()
+	if s.InFlight != 0 || s.FreeRequestSlots != rt.cfg.MaxInFlight || s.Rust.RequestsHeld != 0 || len(sink.Letters()) != 0 {
+		t.Fatalf("after shutdown: %+v", s)
+	}
+}
