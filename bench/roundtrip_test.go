@@ -299,8 +299,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 
 // BenchmarkSubmit isolates the Go side's submit path and its allocations:
 //   - submit: rt.Submit alone, acks never waited on; its latency is the Go path (p50) and
-//     back-pressure once every request slot is in flight (p99). It allocates its *Ack by design.
-//   - submit+wait: rt.Submit then Ack.Wait, a round trip through the Ack.
+//     back-pressure once every request slot is in flight (p99). It allocates its *Receipt by design.
+//   - submit+wait: rt.Submit then Receipt.Wait, a round trip through the Receipt.
 //   - call: rt.Call and Release, whose waiters are pooled: 0 allocs/op is the contract.
 func BenchmarkSubmit(b *testing.B) {
 	ev := newEvent()
@@ -330,7 +330,7 @@ func BenchmarkSubmit(b *testing.B) {
 				b.Fatalf("Submit: %v", err)
 			}
 			if err := ack.Wait(ctx); err != nil {
-				b.Fatalf("Ack.Wait: %v", err)
+				b.Fatalf("Receipt.Wait: %v", err)
 			}
 			rec.record(time.Since(t0))
 		}

@@ -142,7 +142,7 @@ func TestSubmitManyGoroutinesEveryAckSettlesOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			acks := make([]*Ack, 0, each)
+			acks := make([]*Receipt, 0, each)
 			for i := range each {
 				typ := []string{"demo.noop", "demo.echo", "demo.hash"}[i%3]
 				a, err := rt.Submit(ctx, event(typ, fmt.Sprintf("%d-%d", g, i), []byte("x")))
@@ -181,11 +181,11 @@ func TestAckCopiesReply(t *testing.T) {
 		t.Fatal(err)
 	}
 	if string(a.Reply()) != "kept" {
-		t.Fatalf("Ack.Reply = %q", a.Reply())
+		t.Fatalf("Receipt.Reply = %q", a.Reply())
 	}
 	shutdownClean(t, rt)
 	if string(a.Reply()) != "kept" {
-		t.Fatal("Ack's reply copy must outlive Shutdown")
+		t.Fatal("Receipt's reply copy must outlive Shutdown")
 	}
 }
 
@@ -326,7 +326,7 @@ func TestOverloadPolicies(t *testing.T) {
 	if _, err := rt.Submit(ctx, slow("3")); !errors.Is(err, ErrOverloaded) {
 		t.Fatalf("third submit with Reject: %v, want ErrOverloaded", err)
 	}
-	for _, a := range []*Ack{a1, a2} {
+	for _, a := range []*Receipt{a1, a2} {
 		if err := a.Wait(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -352,7 +352,7 @@ func TestOverloadPolicies(t *testing.T) {
 func TestShutdownDeadlineCancelsInFlightAsRetryable(t *testing.T) {
 	rt := newRuntime(t, Config{})
 	ctx := context.Background()
-	var acks []*Ack
+	var acks []*Receipt
 	for i := range 20 {
 		ev := event("demo.sleep", fmt.Sprint(i), nil)
 		ev.Extensions = map[string]string{"sleep_ms": "60000"}

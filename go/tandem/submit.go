@@ -16,7 +16,7 @@ import (
 
 // waiter receives one event's settlement from the completion poller.
 type waiter struct {
-	// ch: for an Ack, closed at settlement; for a pooled Call waiter, receives one value.
+	// ch: for a Receipt, closed at settlement; for a pooled Call waiter, receives one value.
 	ch     chan struct{}
 	pooled bool
 	// state: 0 waiting, 1 settled, 2 abandoned by a Call whose context ended (the poller
@@ -24,21 +24,22 @@ type waiter struct {
 	state atomic.Uint32
 	err   error
 	reply Reply  // Call: a view of the reply slot
-	data  []byte // Ack: a copy of the reply
+	data  []byte // Receipt: a copy of the reply
 }
 
-// Ack is the acknowledgement of one submitted event: it settles exactly once, when the
-// handler's outcome is final. Safe for concurrent use; Wait may be called any number of times.
-type Ack struct {
+// Receipt is the promise of one submitted event's acknowledgement: it settles exactly once,
+// when the handler's outcome is final (after retries, or on dead-lettering). Safe for
+// concurrent use; Wait may be called any number of times.
+type Receipt struct {
 	w waiter
 }
 
 // Done returns a channel closed when the outcome is final.
-func (a *Ack) Done() <-chan struct{} { return a.w.ch }
+func (a *Receipt) Done() <-chan struct{} { return a.w.ch }
 
 // Wait blocks until the outcome is final or ctx ends. It returns nil when the handler acked,
 // a *HandlerError when it failed, or ctx's error.
-func (a *Ack) Wait(ctx context.Context) error {
+func (a *Receipt) Wait(ctx context.Context) error {
 	select {
 	case <-a.w.ch:
 		return a.w.err
@@ -49,7 +50,7 @@ func (a *Ack) Wait(ctx context.Context) error {
 
 // Reply returns the handler's reply payload (a copy owned by the caller), or nil before the
 // outcome is final or when there was none.
-func (a *Ack) Reply() []byte {
+func (a *Receipt) Reply() []byte {
 	select {
 	case <-a.w.ch:
 		return a.w.data
@@ -85,14 +86,14 @@ func (p *Reply) Release() {
 }
 
 // Submit hands ev to the Rust handler routed for its type and returns once the event is
-// accepted (in a request slot, published to Rust). The returned Ack settles when the
+// accepted (in a request slot, published to Rust). The returned Receipt settles when the
 // outcome is final. The envelope is encoded straight into shared memory: ev is not retained.
 //
 // Errors: ErrClosed (not running), ErrNoRoute (no handler for ev.Type), ErrEventTooLarge,
 // ErrInvalidEvent (a required attribute missing), ErrOverloaded (all slots in flight and the
 // policy is Reject), or ctx's error (policy Block).
-func (r *Runtime) Submit(ctx context.Context, ev *Event) (*Ack, error) {
-	a := &Ack{w: waiter{ch: make(chan struct{})}}
+func (r *Runtime) Submit(ctx context.Context, ev *Event) (*Receipt, error) {
+	a := &Receipt{w: waiter{ch: make(chan struct{})}}
 	if err := r.submit(ctx, ev, &a.w); err != nil {
 		return nil, err
 	}
