@@ -324,7 +324,9 @@ typedef struct {
    */
   uint32_t len;
   /*
-   Completion: flags, reserved (0).
+   Submission event: 0 to route by the envelope's type, or 1 + the index of the handler to
+   run (in `tandem_event_types` order), so Go's routing table (wildcards, aliases) picks
+   it. Completion: reserved (0).
    */
   uint32_t flags;
   /*

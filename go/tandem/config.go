@@ -16,6 +16,9 @@ const (
 	Block OverloadPolicy = iota
 	// Reject fails at once with ErrOverloaded.
 	Reject
+	// Shed drops the event with a dead-letter record (reason "shed") and fails Submit with
+	// ErrShed (which is ErrOverloaded): never silently.
+	Shed
 )
 
 func (p OverloadPolicy) String() string {
@@ -24,6 +27,8 @@ func (p OverloadPolicy) String() string {
 		return "block"
 	case Reject:
 		return "reject"
+	case Shed:
+		return "shed"
 	}
 	return fmt.Sprintf("OverloadPolicy(%d)", int(p))
 }
@@ -117,7 +122,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: MaxEventSize must be 256 B..64 MiB, got %d", ErrInvalidConfig, c.MaxEventSize)
 	case c.MaxReplySize < 256 || c.MaxReplySize > 64<<20:
 		return c, fmt.Errorf("%w: MaxReplySize must be 256 B..64 MiB, got %d", ErrInvalidConfig, c.MaxReplySize)
-	case c.Overload != Block && c.Overload != Reject:
+	case c.Overload != Block && c.Overload != Reject && c.Overload != Shed:
 		return c, fmt.Errorf("%w: unknown Overload policy %d", ErrInvalidConfig, int(c.Overload))
 	}
 	return c, nil

@@ -20,8 +20,8 @@ func (r *Runtime) CallDirect(ev *Event, dst []byte) ([]byte, error) {
 	if State(r.state.Load()) != Running {
 		return nil, ErrClosed
 	}
-	if _, ok := r.routes[ev.Type]; !ok {
-		return nil, fmt.Errorf("%w: %q", ErrNoRoute, ev.Type)
+	if rt := r.router.match(ev.Type); rt == nil || !rt.isRust() || !rt.exact() {
+		return nil, fmt.Errorf("%w: %q (CallDirect reaches Rust handlers by their own type)", ErrNoRoute, ev.Type)
 	}
 	buf := directBufs.get(EncodedEventSize(ev))
 	defer directBufs.put(buf)

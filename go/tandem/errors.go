@@ -11,6 +11,15 @@ import (
 var (
 	// ErrOverloaded: every request slot is in flight and the policy is Reject.
 	ErrOverloaded = errors.New("tandem: overloaded: every request slot is in flight")
+	// ErrShed: the route was full and its policy is Shed: the event was dead-lettered.
+	// errors.Is(err, ErrOverloaded) holds too.
+	ErrShed = fmt.Errorf("%w (shed: dead-lettered)", ErrOverloaded)
+	// ErrInvalidRoute: a route pattern or option is malformed, or a route was added after
+	// Start.
+	ErrInvalidRoute = errors.New("tandem: invalid route")
+	// ErrNoHandlerContext: Emit or the package-level Call was given a context that does not
+	// come from a handler.
+	ErrNoHandlerContext = errors.New("tandem: not a handler's context")
 	// ErrClosed: the runtime is not running (not started, draining or stopped).
 	ErrClosed = errors.New("tandem: runtime is not running")
 	// ErrNoRoute: no handler is routed for the event's type.

@@ -103,6 +103,7 @@ func (r *Runtime) complete(d *ring.Desc) {
 
 // finish settles the event in slot idx with its final outcome and frees the slot.
 func (r *Runtime) finish(idx uint32, err error, reply Reply) {
+	finishAll(r.slots[idx].dones, err)
 	w := r.freeSlot(idx)
 	r.pending.Add(-1)
 	r.completed.Add(1)
@@ -113,10 +114,12 @@ func (r *Runtime) finish(idx uint32, err error, reply Reply) {
 	w.settle(r, err, reply)
 }
 
-// freeSlot returns slot idx to the free list and hands back its waiter.
+// freeSlot returns slot idx to the free list and hands back its waiter. Its policies learn
+// the outcome from finish or deadLetter, which call settleDones first.
 func (r *Runtime) freeSlot(idx uint32) *waiter {
 	s := &r.slots[idx]
 	w := s.w.Swap(nil)
+	s.route, s.dones = nil, nil
 	s.eventType = ""
 	s.gen++
 	s.owner.Store(slotFree)

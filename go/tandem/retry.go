@@ -21,9 +21,10 @@ const deadLetterQueue = 1024
 // retryTable holds the events waiting for a redelivery: their slots stay Go's, their waiters
 // attached, and a timer (not a goroutine, not a worker) brings each back.
 type retryTable struct {
-	mu      sync.Mutex
-	closed  bool // set at shutdown: no more redeliveries
-	waiting map[uint32]*time.Timer
+	mu        sync.Mutex
+	closed    bool                   // set at shutdown: no more redeliveries
+	waiting   map[uint32]*time.Timer // Rust routes, by request slot
+	goWaiting map[*goJob]*time.Timer // Go routes
 }
 
 // failed decides what a failure becomes: a redelivery, a dead letter, or (while draining) a
@@ -40,7 +41,8 @@ func (r *Runtime) failed(idx uint32, he *HandlerError) {
 		if advice := he.Envelope.Retry; advice != nil && advice.Attempts > 0 {
 			s.limit = s.attempt + advice.Attempts
 		}
-		exhausted := r.retry.Exhausted(s.attempt, nil)
+		b := s.route.backoff(r)
+		exhausted := b.Exhausted(s.attempt, nil)
 		if s.limit > 0 {
 			exhausted = s.attempt >= s.limit
 		}
@@ -52,7 +54,7 @@ func (r *Runtime) failed(idx uint32, he *HandlerError) {
 			r.deadLetter(idx, he, ReasonRetryBudget)
 			return
 		}
-		delay := r.retry.Delay(s.attempt, he.Envelope.Retry, he.RetryAfter, time.Now(), rand.Float64)
+		delay := b.Delay(s.attempt, he.Envelope.Retry, he.RetryAfter, time.Now(), rand.Float64)
 		if r.scheduleRetry(idx, delay) {
 			return
 		}
@@ -94,6 +96,9 @@ func (r *Runtime) redeliver(idx uint32) {
 	var out []byte
 	if err == nil {
 		ev.Attempt = s.attempt + 1
+		if s.route != nil && s.route.opts.timeout > 0 {
+			ev.Deadline = time.Now().Add(s.route.opts.timeout)
+		}
 		if EncodedEventSize(ev) > r.cfg.MaxEventSize {
 			err = ErrEventTooLarge
 		} else {
@@ -111,16 +116,26 @@ func (r *Runtime) redeliver(idx uint32) {
 	token := uint64(s.gen)<<32 | uint64(idx)
 	s.owner.Store(slotRust)
 	s.w.Store(w)
-	r.publish(idx, uint32(len(out)), token)
+	var flags uint32
+	if s.route != nil {
+		flags = s.route.rustIndex
+	}
+	r.publish(idx, uint32(len(out)), flags, token)
 }
 
 // cancelRetries stops every pending redelivery and settles its event as retryable.
 func (r *Runtime) cancelRetries() {
 	r.retries.mu.Lock()
 	r.retries.closed = true
-	waiting := r.retries.waiting
-	r.retries.waiting = map[uint32]*time.Timer{}
+	waiting, goWaiting := r.retries.waiting, r.retries.goWaiting
+	r.retries.waiting, r.retries.goWaiting = map[uint32]*time.Timer{}, map[*goJob]*time.Timer{}
 	r.retries.mu.Unlock()
+	for job, t := range goWaiting {
+		t.Stop()
+		r.cancelled.Add(1)
+		r.goFinish(job, &HandlerError{Outcome: OutcomeRetry, EventType: job.ev.Type, Envelope: ErrorEnvelope{
+			Code: "cancelled", Message: "the runtime shut down before the next attempt", Runtime: "go", Handler: job.route.name}}, nil)
+	}
 	for idx, t := range waiting {
 		t.Stop()
 		s := &r.slots[idx]
@@ -157,6 +172,7 @@ func (r *Runtime) deadLetter(idx uint32, he *HandlerError, reason DeadLetterReas
 	if ev, err := DecodeEvent(env); err == nil {
 		dl.EventID, dl.Source = ev.ID, ev.Source
 	}
+	finishAll(s.dones, he)
 	w := r.freeSlot(idx)
 	r.deadLettered.Add(1)
 	r.dead <- deadLetterJob{dl: dl, w: w, err: he}
@@ -193,8 +209,9 @@ func (r *Runtime) writeDeadLetters() {
 }
 
 // publish puts an event descriptor on the submission ring and wakes Rust if it is parked.
-func (r *Runtime) publish(idx, length uint32, token uint64) {
-	for !r.sq.Push(abi.SQEEvent, idx, length, token) {
+func (r *Runtime) publish(idx, length, route uint32, token uint64) {
+	r.toRust.Add(1)
+	for !r.sq.Push(abi.SQEEvent, idx, length, route, token) {
 		// Unreachable: the ring holds every slot's descriptor at once. Stay correct anyway.
 		runtimeGosched()
 	}

@@ -22,10 +22,12 @@ import (
 type State int32
 
 const (
-	// Created: New returned; nothing runs yet.
-	Created State = iota
-	// Starting: Start is initialising and warming the handlers.
-	Starting
+	// Registered: New returned; routes may be added; nothing runs yet.
+	Registered State = iota
+	// Initialized: every handler's Init succeeded (Start in progress).
+	Initialized
+	// WarmingUp: handlers are priming caches and connections (Start in progress).
+	WarmingUp
 	// Running: accepting events.
 	Running
 	// Draining: Shutdown has stopped intake and is finishing in-flight events.
@@ -38,10 +40,12 @@ const (
 
 func (s State) String() string {
 	switch s {
-	case Created:
-		return "created"
-	case Starting:
-		return "starting"
+	case Registered:
+		return "registered"
+	case Initialized:
+		return "initialized"
+	case WarmingUp:
+		return "warming-up"
 	case Running:
 		return "running"
 	case Draining:
@@ -71,9 +75,11 @@ type reqSlot struct {
 	// gen tells a live completion from a stale one; written by the slot's owner only.
 	gen       uint32
 	eventType string
-	attempt   uint32 // the delivery the slot's envelope carries, from 1
-	limit     uint32 // the last delivery a handler's retry advice allows; 0: the route's
-	length    uint32 // the envelope's length in the slot
+	route     *route        // nil for raw test submissions
+	dones     []func(error) // the route's policies, told the final outcome
+	attempt   uint32        // the delivery the slot's envelope carries, from 1
+	limit     uint32        // the last delivery a handler's retry advice allows; 0: the route's
+	length    uint32        // the envelope's length in the slot
 }
 
 // Runtime is a tandem runtime: a Rust tokio runtime in this process, the shared rings to it,
@@ -81,13 +87,17 @@ type reqSlot struct {
 //
 // All methods are safe for concurrent use by many goroutines.
 type Runtime struct {
-	cfg    Config
-	log    *zap.Logger
-	h      abi.Handle
-	layout abi.Layout
-	sq, cq ring.Ring
-	routes map[string]struct{}
-	types  []string
+	cfg        Config
+	log        *zap.Logger
+	h          abi.Handle
+	layout     abi.Layout
+	sq, cq     ring.Ring
+	router     router
+	types      []string // the Rust handlers, in the library's index order
+	middleware []Middleware
+	goCtx      context.Context // parent of every Go handler's context; cancelled past the shutdown grace
+	goCancel   context.CancelFunc
+	pools      []*workerPool
 
 	state   atomic.Int32
 	active  atomic.Int64 // goroutines inside submit
@@ -115,6 +125,7 @@ type Runtime struct {
 	completed    atomic.Uint64
 	cancelled    atomic.Uint64
 	retried      atomic.Uint64
+	toRust       atomic.Uint64
 	deadLettered atomic.Uint64
 	violations   atomic.Uint64
 	rustWakeups  atomic.Uint64
@@ -178,22 +189,30 @@ func (r *Runtime) init() error {
 		return fmt.Errorf("tandem: listing Rust handlers: %w", err)
 	}
 	r.types = types
-	r.routes = make(map[string]struct{}, len(types))
-	known := make(map[string]bool, len(types))
-	for _, t := range types {
-		known[t] = true
+	known := make(map[string]uint32, len(types))
+	for i, t := range types {
+		known[t] = uint32(i) + 1
 	}
-	if len(r.cfg.RustTypes) == 0 {
-		for _, t := range types {
-			r.routes[t] = struct{}{}
-		}
+	exposed := r.cfg.RustTypes
+	if len(exposed) == 0 {
+		exposed = types
 	}
-	for _, t := range r.cfg.RustTypes {
-		if !known[t] {
+	for _, t := range exposed {
+		idx, ok := known[t]
+		if !ok {
 			return fmt.Errorf("%w: %q: the Rust library registers no handler for it (it has %v)", ErrNoRoute, t, types)
 		}
-		r.routes[t] = struct{}{}
+		rt, err := parsePattern(t)
+		if err != nil {
+			return err
+		}
+		rt.name, rt.rustIndex = t, idx
+		rt.opts.overload = r.cfg.Overload
+		if err := r.router.add(rt); err != nil {
+			return err
+		}
 	}
+	r.goCtx, r.goCancel = context.WithCancel(context.Background())
 	l := &r.layout
 	r.sq = ring.New(unsafe.Add(l.Base, l.SQHeader), unsafe.Add(l.Base, l.SQCells), l.SQCapacity)
 	r.cq = ring.New(unsafe.Add(l.Base, l.CQHeader), unsafe.Add(l.Base, l.CQCells), l.CQCapacity)
@@ -212,6 +231,7 @@ func (r *Runtime) init() error {
 		r.budget = NewRetryBudget(10*time.Second, 10, 0.2)
 	}
 	r.retries.waiting = make(map[uint32]*time.Timer)
+	r.retries.goWaiting = make(map[*goJob]*time.Timer)
 	r.dead = make(chan deadLetterJob, deadLetterQueue)
 
 	fd, err := syscall.Dup(int(l.WakeGoFd))
@@ -226,42 +246,67 @@ func (r *Runtime) init() error {
 	// A non-blocking fd handed to os.NewFile joins the netpoller: a parked poller goroutine
 	// costs no OS thread.
 	r.goWake = os.NewFile(uintptr(fd), "tandem-wake-go")
-	r.state.Store(int32(Created))
+	r.state.Store(int32(Registered))
 	return nil
 }
 
 // State returns the lifecycle state.
 func (r *Runtime) State() State { return State(r.state.Load()) }
 
-// RustTypes returns the event types routed to Rust handlers.
+// RustTypes returns the event types routed to Rust handlers by exact routes.
 func (r *Runtime) RustTypes() []string {
-	out := make([]string, 0, len(r.routes))
-	for _, t := range r.types {
-		if _, ok := r.routes[t]; ok {
-			out = append(out, t)
+	var out []string
+	for _, rt := range r.router.all {
+		if rt.isRust() && rt.exact() {
+			out = append(out, rt.pattern)
 		}
 	}
 	return out
 }
 
-// Start starts tokio, runs every Rust handler's Init and WarmUp, and starts the completion
-// poller. It returns when the runtime is Running, or fails (wrapping ErrStart) naming the
-// handler that did not start; the runtime is then Failed and Shutdown releases it.
+// Start runs every Go handler's Init and WarmUp, starts tokio and runs every Rust handler's
+// init and warm-up, then starts the pollers and worker pools. It returns when the runtime is
+// Running, or fails (wrapping ErrStart) naming the handler that did not start; the runtime is
+// then Failed and Shutdown releases it. Routes must be added before Start.
 func (r *Runtime) Start() error {
-	if !r.state.CompareAndSwap(int32(Created), int32(Starting)) {
+	if !r.state.CompareAndSwap(int32(Registered), int32(Initialized)) {
 		return fmt.Errorf("%w: Start called in state %s", ErrClosed, r.State())
 	}
-	if err := abi.Start(r.h); err != nil {
+	fail := func(err error) error {
 		r.state.Store(int32(Failed))
 		r.log.Error("tandem: start failed", zap.Error(err))
-		return fmt.Errorf("%w: %v", ErrStart, err)
+		return fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	ctx := r.goCtx
+	for _, rt := range r.router.all {
+		if h, ok := rt.rawHandler().(interface{ Init(context.Context) error }); ok {
+			if err := h.Init(ctx); err != nil {
+				return fail(fmt.Errorf("Go handler %q (route %q): init: %w", rt.name, rt.pattern, err))
+			}
+		}
+	}
+	r.state.Store(int32(WarmingUp))
+	for _, rt := range r.router.all {
+		if h, ok := rt.rawHandler().(interface{ WarmUp(context.Context) error }); ok {
+			if err := h.WarmUp(ctx); err != nil {
+				return fail(fmt.Errorf("Go handler %q (route %q): warm-up: %w", rt.name, rt.pattern, err))
+			}
+		}
+	}
+	if err := abi.Start(r.h); err != nil {
+		return fail(err)
 	}
 	r.deadWG.Add(1)
 	go r.writeDeadLetters()
 	go r.poll()
+	for _, rt := range r.router.all {
+		if rt.pool != nil {
+			rt.pool.start()
+		}
+	}
 	r.state.Store(int32(Running))
 	r.log.Info("tandem: running", zap.String("link", abi.Mode), zap.Strings("rust_types", r.RustTypes()),
-		zap.Int("max_in_flight", r.cfg.MaxInFlight), zap.Int("workers", r.cfg.Workers))
+		zap.Int("routes", len(r.router.all)), zap.Int("max_in_flight", r.cfg.MaxInFlight), zap.Int("workers", r.cfg.Workers))
 	return nil
 }
 
@@ -299,7 +344,9 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 
 func (r *Runtime) shutdown(ctx context.Context) error {
 	prev := State(r.state.Swap(int32(Draining)))
-	if prev == Created || prev == Failed || prev == Starting {
+	if prev == Registered || prev == Failed || prev == Initialized || prev == WarmingUp {
+		r.goCancel()
+		r.closeHandlers()
 		r.release()
 		r.state.Store(int32(Stopped))
 		return nil
@@ -321,8 +368,14 @@ func (r *Runtime) shutdown(ctx context.Context) error {
 		grace = max(time.Until(d), 0)
 	}
 	left := r.pending.Load()
-	// Events waiting for a redelivery will not get one: they settle as retryable now.
+	// Events waiting for a redelivery will not get one: they settle as retryable now. Go
+	// handlers still running see their context end; events queued for a Go worker settle as
+	// retryable without running.
 	r.cancelRetries()
+	r.goCancel()
+	for _, p := range r.pools {
+		p.stop()
+	}
 	if err := abi.Shutdown(r.h, uint64(grace)); err != nil {
 		r.log.Error("tandem: Rust shutdown", zap.Error(err))
 	}
@@ -330,8 +383,9 @@ func (r *Runtime) shutdown(ctx context.Context) error {
 	r.stopPoll.Store(true)
 	r.wakeGo()
 	<-r.pollDone
-	close(r.dead) // the poller is gone: nothing queues dead letters any more
+	close(r.dead) // the poller and the workers are gone: nothing queues dead letters any more
 	r.deadWG.Wait()
+	r.closeHandlers()
 	if n := r.pending.Load(); n != 0 {
 		// Only a Rust handler stuck in synchronous code, past cancellation, gets here. Its
 		// event is settled as retryable rather than lost; its slot stays with the stopped
@@ -393,6 +447,8 @@ type Stats struct {
 	Cancelled uint64
 	// Retried counts redeliveries scheduled.
 	Retried uint64
+	// ToRust counts deliveries published to Rust (first deliveries and redeliveries).
+	ToRust uint64
 	// DeadLettered counts events dead-lettered.
 	DeadLettered uint64
 	// InFlight is the number of events submitted and not completed.
@@ -445,6 +501,7 @@ func (r *Runtime) Stats() Stats {
 		Completed:    r.completed.Load(),
 		Cancelled:    r.cancelled.Load(),
 		Retried:      r.retried.Load(),
+		ToRust:       r.toRust.Load(),
 		DeadLettered: r.deadLettered.Load(),
 		InFlight:     r.pending.Load(),
 		Violations:   r.violations.Load(),

@@ -3,6 +3,7 @@ package tandem
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync/atomic"
@@ -134,26 +135,62 @@ func (r *Runtime) submit(ctx context.Context, ev *Event, w *waiter) error {
 			zap.String("event_type", ev.Type), zap.String("event_id", ev.ID))
 		return ErrClosed
 	}
-	if _, ok := r.routes[ev.Type]; !ok {
+	rt := r.router.match(ev.Type)
+	if rt == nil {
 		r.log.Warn("tandem: no route", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID))
 		return fmt.Errorf("%w: %q", ErrNoRoute, ev.Type)
 	}
+	if !rt.isRust() {
+		return r.submitGo(ctx, rt, ev, w)
+	}
+	return r.submitRust(ctx, rt, ev, w)
+}
+
+// submitRust encodes ev into a request slot and publishes it to the route's Rust handler.
+func (r *Runtime) submitRust(ctx context.Context, rt *route, ev *Event, w *waiter) error {
 	if n := EncodedEventSize(ev); n > r.cfg.MaxEventSize {
 		r.log.Warn("tandem: event too large", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID),
 			zap.Int("size", n), zap.Int("max", r.cfg.MaxEventSize))
 		return fmt.Errorf("%w: %d bytes encoded, MaxEventSize is %d", ErrEventTooLarge, n, r.cfg.MaxEventSize)
 	}
-	idx, err := r.acquire(ctx)
+	var dones []func(error)
+	if len(rt.opts.policies) > 0 {
+		var err error
+		if dones, err = admit(ctx, rt.opts.policies, ev); err != nil {
+			if errors.Is(err, ErrDuplicate) {
+				// A duplicate is acknowledged without running its handler.
+				r.submitted.Add(1)
+				r.completed.Add(1)
+				if w != nil {
+					w.settle(r, nil, Reply{})
+				}
+				return nil
+			}
+			return err
+		}
+	}
+	idx, err := r.acquire(ctx, rt.opts.overload)
 	if err != nil {
+		finishAll(dones, err)
+		if errors.Is(err, ErrShed) {
+			r.shedRust(rt, ev)
+		}
 		return err
 	}
 	s := &r.slots[idx]
 	buf := r.requestBuf(idx)
 	// attempt counts deliveries: the first carries 1 (or the submitter's own count).
 	attempt := max(ev.Attempt, 1)
-	out, err := appendAttempt(buf, ev, attempt)
+	deadline := ev.Deadline
+	if rt.opts.timeout > 0 {
+		if d := time.Now().Add(rt.opts.timeout); deadline.IsZero() || d.Before(deadline) {
+			deadline = d
+		}
+	}
+	out, err := appendDelivery(buf, ev, attempt, deadline)
 	if err != nil || unsafe.SliceData(out) != unsafe.SliceData(buf) {
 		r.putSlot(idx)
+		finishAll(dones, err)
 		r.log.Warn("tandem: invalid event", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
 		if err == nil {
 			err = fmt.Errorf("%w: encoder outgrew the request slot", ErrEventTooLarge)
@@ -161,6 +198,7 @@ func (r *Runtime) submit(ctx context.Context, ev *Event, w *waiter) error {
 		return err
 	}
 	s.eventType = ev.Type
+	s.route, s.dones = rt, dones
 	s.attempt, s.limit = attempt, 0
 	s.length = uint32(len(out))
 	token := uint64(s.gen)<<32 | uint64(idx)
@@ -169,18 +207,56 @@ func (r *Runtime) submit(ctx context.Context, ev *Event, w *waiter) error {
 	r.pending.Add(1)
 	r.submitted.Add(1)
 	r.budget.Deposit(time.Now())
-	r.publish(idx, uint32(len(out)), token)
+	r.publish(idx, uint32(len(out)), rt.rustIndex, token)
 	return nil
 }
 
+// admit runs each policy's admission in order; on a refusal the policies that had admitted
+// the event learn the refusal (which is not a handler outcome).
+func admit(ctx context.Context, policies []Policy, ev *Event) ([]func(error), error) {
+	dones := make([]func(error), 0, len(policies))
+	for _, p := range policies {
+		done, err := p.Admit(ctx, ev)
+		if err != nil {
+			finishAll(dones, err)
+			return nil, err
+		}
+		if done != nil {
+			dones = append(dones, done)
+		}
+	}
+	return dones, nil
+}
+
+func finishAll(dones []func(error), err error) {
+	for _, d := range dones {
+		d(err)
+	}
+}
+
+// shedRust dead-letters an event a full Rust route shed.
+func (r *Runtime) shedRust(rt *route, ev *Event) {
+	env, _ := MarshalEvent(ev)
+	he := &HandlerError{Outcome: OutcomeTerm, EventType: ev.Type, DeadLetter: ReasonShed, Envelope: ErrorEnvelope{
+		Code: "shed", Message: "every request slot was in flight", Runtime: "go", Handler: rt.name}}
+	r.submitted.Add(1)
+	r.pending.Add(1)
+	r.deadLettered.Add(1)
+	r.dead <- deadLetterJob{dl: &DeadLetter{Reason: ReasonShed, Error: &he.Envelope, Attempts: 0, EventID: ev.ID,
+		EventType: ev.Type, Source: ev.Source, Route: rt.name, Time: time.Now(), Envelope: env}, err: he}
+}
+
 // acquire takes a free request slot, applying the overload policy when there is none.
-func (r *Runtime) acquire(ctx context.Context) (uint32, error) {
+func (r *Runtime) acquire(ctx context.Context, policy OverloadPolicy) (uint32, error) {
 	var idx uint32
 	select {
 	case idx = <-r.free:
 	default:
-		if r.cfg.Overload == Reject {
+		switch policy {
+		case Reject:
 			return 0, ErrOverloaded
+		case Shed:
+			return 0, ErrShed
 		}
 		select {
 		case idx = <-r.free:
@@ -226,7 +302,7 @@ func (r *Runtime) releaseReply(slot uint32) {
 }
 
 func (r *Runtime) pushRelease(slot uint32) {
-	for !r.sq.Push(abi.SQERelease, slot, 0, 0) {
+	for !r.sq.Push(abi.SQERelease, slot, 0, 0, 0) {
 		runtimeGosched()
 	}
 	if r.sq.TakeWakeup() {
@@ -257,6 +333,8 @@ func (w *waiter) settle(r *Runtime, err error, reply Reply) {
 	if reply.rt != nil {
 		w.data = bytes.Clone(reply.data)
 		reply.Release()
+	} else {
+		w.data = reply.data // a Go handler's reply, already in Go memory
 	}
 	w.err = err
 	w.state.Store(1)
@@ -269,13 +347,14 @@ func (r *Runtime) submitRaw(raw []byte, eventType string, w *waiter) error {
 	if State(r.state.Load()) != Running {
 		return ErrClosed
 	}
-	idx, err := r.acquire(context.Background())
+	idx, err := r.acquire(context.Background(), Block)
 	if err != nil {
 		return err
 	}
 	n := copy(r.requestBuf(idx)[:len(raw)], raw)
 	s := &r.slots[idx]
 	s.eventType = eventType
+	s.route, s.dones = nil, nil
 	s.attempt, s.limit = 1, 0
 	s.length = uint32(n)
 	token := uint64(s.gen)<<32 | uint64(idx)
@@ -283,17 +362,18 @@ func (r *Runtime) submitRaw(raw []byte, eventType string, w *waiter) error {
 	s.w.Store(w)
 	r.pending.Add(1)
 	r.submitted.Add(1)
-	r.publish(idx, uint32(n), token)
+	r.publish(idx, uint32(n), 0, token)
 	return nil
 }
 
-// appendAttempt encodes ev as delivery number attempt, without touching ev.
-func appendAttempt(dst []byte, ev *Event, attempt uint32) ([]byte, error) {
-	if ev.Attempt == attempt {
+// appendDelivery encodes ev as delivery number attempt with the given deadline, without
+// touching ev.
+func appendDelivery(dst []byte, ev *Event, attempt uint32, deadline time.Time) ([]byte, error) {
+	if ev.Attempt == attempt && ev.Deadline.Equal(deadline) {
 		return AppendEvent(dst, ev)
 	}
 	e := *ev
-	e.Attempt = attempt
+	e.Attempt, e.Deadline = attempt, deadline
 	return AppendEvent(dst, &e)
 }
 

@@ -53,9 +53,10 @@ func (r *Ring) cell(pos uint64) unsafe.Pointer {
 func field64(cell unsafe.Pointer, off uintptr) *uint64 { return (*uint64)(unsafe.Add(cell, off)) }
 func field32(cell unsafe.Pointer, off uintptr) *uint32 { return (*uint32)(unsafe.Add(cell, off)) }
 
-// Push publishes a submission descriptor; false when the ring is full. Safe for concurrent
-// use by many goroutines.
-func (r *Ring) Push(kind, slot, length uint32, token uint64) bool {
+// Push publishes a submission descriptor; false when the ring is full. flags is the
+// descriptor's flags word (for events: 0, or 1 + the Rust handler's index). Safe for
+// concurrent use by many goroutines.
+func (r *Ring) Push(kind, slot, length, flags uint32, token uint64) bool {
 	tail := r.u64(abi.RingTail)
 	pos := atomic.LoadUint64(tail)
 	for {
@@ -68,6 +69,7 @@ func (r *Ring) Push(kind, slot, length uint32, token uint64) bool {
 				*field32(c, abi.DescKind) = kind
 				*field32(c, abi.DescSlot) = slot
 				*field32(c, abi.DescLen) = length
+				*field32(c, abi.DescFlags) = flags
 				atomic.StoreUint64(field64(c, abi.DescSeq), pos+1)
 				return true
 			}

@@ -37,7 +37,7 @@ func newTestRing(t testing.TB, capacity uint32) *testRing {
 }
 
 func (r *testRing) push(token uint64) bool {
-	return r.Push(uint32(token>>32), uint32(token), ^uint32(token), token)
+	return r.Push(uint32(token>>32), uint32(token), ^uint32(token), 0, token)
 }
 
 // pop takes one descriptor and checks its fields are the ones push wrote for its token.
@@ -262,7 +262,7 @@ func BenchmarkPushPop(b *testing.B) {
 	var d Desc
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		if !r.Push(1, uint32(i), 64, uint64(i)) {
+		if !r.Push(1, uint32(i), 64, 0, uint64(i)) {
 			b.Fatal("push refused")
 		}
 		if !r.Pop(&d) || d.Token != uint64(i) {

@@ -75,6 +75,7 @@ impl<H: Handler> DynHandler for H {
 #[derive(Default)]
 pub struct Registry {
     routes: HashMap<String, Route>,
+    by_index: Vec<Route>,
 }
 
 #[derive(Clone)]
@@ -83,6 +84,8 @@ pub(crate) struct Route {
     pub(crate) handler: Arc<dyn DynHandler>,
     /// Run on the poller until the handler first waits, instead of in a task of its own.
     pub(crate) inline: bool,
+    /// At most this many events of the route run at once (None: no limit).
+    pub(crate) limit: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Registry {
@@ -124,8 +127,18 @@ impl Registry {
                 name: Arc::from(name),
                 handler: Arc::new(handler),
                 inline,
+                limit: None,
             },
         );
+        self
+    }
+
+    /// Lets at most `max` events of `event_type` run at once (tokio tasks waiting for a
+    /// permit hold no thread). Call after registering the type; 0 removes the limit.
+    pub fn limit(&mut self, event_type: &str, max: usize) -> &mut Self {
+        if let Some(route) = self.routes.get_mut(event_type) {
+            route.limit = (max > 0).then(|| Arc::new(tokio::sync::Semaphore::new(max)));
+        }
         self
     }
 
@@ -138,6 +151,18 @@ impl Registry {
 
     pub(crate) fn route(&self, event_type: &str) -> Option<&Route> {
         self.routes.get(event_type)
+    }
+
+    /// The handler at `index` in `event_types` order.
+    pub(crate) fn route_at(&self, index: usize) -> Option<&Route> {
+        self.by_index.get(index)
+    }
+
+    /// Freezes the registration: fixes the index order Go addresses handlers by.
+    pub(crate) fn seal(&mut self) {
+        let mut types: Vec<&String> = self.routes.keys().collect();
+        types.sort_unstable();
+        self.by_index = types.into_iter().map(|t| self.routes[t].clone()).collect();
     }
 
     pub(crate) fn routes(&self) -> impl Iterator<Item = (&str, &Route)> {

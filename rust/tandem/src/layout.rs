@@ -74,7 +74,9 @@ pub struct tandem_desc {
     pub slot: AtomicU32,
     /// Submission event: envelope length in bytes.
     pub len: AtomicU32,
-    /// Completion: flags, reserved (0).
+    /// Submission event: 0 to route by the envelope's type, or 1 + the index of the handler to
+    /// run (in `tandem_event_types` order), so Go's routing table (wildcards, aliases) picks
+    /// it. Completion: reserved (0).
     pub flags: AtomicU32,
     /// Completion: reply slot (reply payload on ACK, error envelope on RETRY/TERM) or
     /// `TANDEM_NO_SLOT`. Ownership of that slot passes to Go until a `TANDEM_SQE_RELEASE`.

@@ -288,8 +288,9 @@ fn now_ns() -> u64 {
 
 impl Runtime {
     /// Maps the shared region and sets up the rings; no thread is started yet.
-    pub fn new(cfg: Config, registry: Registry) -> Result<Runtime, Error> {
+    pub fn new(cfg: Config, mut registry: Registry) -> Result<Runtime, Error> {
         cfg.validate()?;
+        registry.seal();
         let layout = cfg.region_layout();
         let region = Region::map(layout.size)?;
         let base = region.base();
@@ -497,7 +498,7 @@ impl Runtime {
         let bytes: &'static [u8] =
             unsafe { std::mem::transmute::<&[u8], &'static [u8]>(envelope_bytes) };
         let outcome = rt.block_on(async {
-            let (outcome, handler, _, _) = run(&shared, prepare(&shared, bytes)).await;
+            let (outcome, handler, _, _) = run(&shared, prepare(&shared, bytes, 0)).await;
             (outcome, handler)
         });
         let (outcome, handler) = outcome;
@@ -628,12 +629,13 @@ fn drain_submissions(
     let mut cx = cx;
     let mut n = 0;
     while n < max {
-        let Some((kind, token, slot, len)) = shared.sq.pop(|d| {
+        let Some((kind, token, slot, len, route)) = shared.sq.pop(|d| {
             (
                 d.kind.load(Ordering::Relaxed),
                 d.token.load(Ordering::Relaxed),
                 d.slot.load(Ordering::Relaxed),
                 d.len.load(Ordering::Relaxed),
+                d.flags.load(Ordering::Relaxed),
             )
         }) else {
             break;
@@ -642,7 +644,7 @@ fn drain_submissions(
         match kind {
             TANDEM_SQE_EVENT if cx.is_some() => {
                 if let Some(cx) = cx.as_deref_mut() {
-                    start_event(shared, token, slot, len, cx)
+                    start_event(shared, token, slot, len, route, cx)
                 }
             }
             TANDEM_SQE_RELEASE => shared.release_reply(slot),
@@ -659,6 +661,7 @@ fn start_event(
     token: u64,
     slot: u32,
     len: u32,
+    route: u32,
     cx: &mut std::task::Context<'_>,
 ) {
     if slot >= shared.cfg.req_slots || len > shared.cfg.req_slot_size {
@@ -674,7 +677,7 @@ fn start_event(
     // SAFETY: Rust owns request slot `slot` from the swap above until `complete` hands it
     // back, after the job (and every borrow of these bytes) has finished.
     let bytes: &'static [u8] = unsafe { shared.request_bytes(slot, len) };
-    let job = prepare(shared, bytes);
+    let job = prepare(shared, bytes, route);
     let inline = job.inline();
     let sh = shared.clone();
     let task = async move {
@@ -711,8 +714,9 @@ impl Job {
     }
 }
 
-/// Decodes and routes one envelope.
-fn prepare(shared: &Shared, bytes: &'static [u8]) -> Job {
+/// Decodes and routes one envelope: to handler `route - 1` (in event-type order) when Go
+/// chose one, else by the envelope's type.
+fn prepare(shared: &Shared, bytes: &'static [u8], route: u32) -> Job {
     let env = match envelope::decode(bytes) {
         Ok(env) => env,
         Err(e) => {
@@ -722,10 +726,17 @@ fn prepare(shared: &Shared, bytes: &'static [u8]) -> Job {
             ));
         }
     };
-    let Some(route) = shared.registry.route(env.ty) else {
+    let found = match route {
+        0 => shared.registry.route(env.ty),
+        n => shared.registry.route_at(n as usize - 1),
+    };
+    let Some(route) = found else {
         return Job::Refuse(HandlerError::with_code(
             "no_route",
-            format!("no Rust handler for event type {:?}", env.ty),
+            format!(
+                "no Rust handler for event type {:?} (route {route})",
+                env.ty
+            ),
         ));
     };
     // SAFETY: the caller keeps `bytes` valid until the job is dropped; Event's accessors
@@ -739,12 +750,39 @@ async fn run(shared: &Shared, job: Job) -> (Outcome, Arc<str>, u64, u64) {
         Job::Run(route, ev) => (route, ev),
         Job::Refuse(err) => return (Outcome::Term(err), Arc::from(""), 0, 0),
     };
+    // The envelope's deadline (set by Go from the route's timeout or by the submitter) bounds
+    // the whole delivery, waiting for a concurrency permit included.
+    let timeout = || Outcome::Retry {
+        after: Duration::ZERO,
+        error: HandlerError::with_code("timeout", "the event's deadline passed"),
+    };
+    let remaining = ev.envelope().deadline.map(|d| {
+        Duration::from_nanos(u64::try_from(d.saturating_sub(now_ns() as i64)).unwrap_or(0))
+    });
+    if remaining == Some(Duration::ZERO) {
+        return (timeout(), route.name, 0, 0);
+    }
+    let expired = async {
+        match remaining {
+            Some(left) => tokio::time::sleep(left).await,
+            None => std::future::pending().await,
+        }
+    };
     let cx = Context {
         handler: route.name.clone(),
         cancel: shared.cancel.clone(),
     };
-    let started = now_ns();
-    let handler = AssertUnwindSafe(route.handler.call(&ev, &cx)).catch_unwind();
+    let mut started = 0;
+    let handler = async {
+        let _permit = match &route.limit {
+            Some(limit) => limit.acquire().await.ok(),
+            None => None,
+        };
+        started = now_ns();
+        AssertUnwindSafe(route.handler.call(&ev, &cx))
+            .catch_unwind()
+            .await
+    };
     let outcome = tokio::select! {
         biased;
         r = handler => match r {
@@ -758,6 +796,7 @@ async fn run(shared: &Shared, job: Job) -> (Outcome, Arc<str>, u64, u64) {
             after: Duration::ZERO,
             error: HandlerError::with_code("cancelled", "the runtime shut down before the handler finished"),
         },
+        _ = expired => timeout(),
     };
     drop(ev);
     (outcome, route.name, started, now_ns())
@@ -1015,6 +1054,11 @@ mod tests {
 
     /// Plays Go's part: writes `bytes` into request slot `slot` and publishes it.
     fn submit(rt: &Runtime, slot: u32, bytes: &[u8]) {
+        submit_to(rt, slot, bytes, 0)
+    }
+
+    /// As `submit`, naming the handler (1 + its index in event-type order; 0: by type).
+    fn submit_to(rt: &Runtime, slot: u32, bytes: &[u8], route: u32) {
         let s = &rt.shared;
         let off = s.layout.req_arena + slot as usize * s.layout.req_stride;
         // SAFETY: Go (this test) owns the slot until it publishes it below.
@@ -1026,6 +1070,7 @@ mod tests {
             d.slot.store(slot, Ordering::Relaxed);
             d.len.store(bytes.len() as u32, Ordering::Relaxed);
             d.token.store(u64::from(slot) | 7 << 32, Ordering::Relaxed);
+            d.flags.store(route, Ordering::Relaxed);
         }));
         if s.sq.take_wakeup() {
             s.wake_rust.signal();
@@ -1159,6 +1204,115 @@ mod tests {
             (0, 0, 0),
             "{st:?}"
         );
+    }
+
+    #[test]
+    fn go_may_name_the_handler_whatever_the_event_type() {
+        let mut rt = runtime();
+        let types = rt
+            .event_types()
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>();
+        let echo = types.iter().position(|t| t == "echo").unwrap() as u32 + 1;
+        // A wildcard route in Go ("order.*" -> echo) sends types Rust has no handler for.
+        submit_to(&rt, 0, &envelope("order.created", b"routed"), echo);
+        let done = next_completion(&rt);
+        assert_eq!(
+            (done.kind, done.reply.as_slice()),
+            (TANDEM_OUTCOME_ACK, &b"routed"[..])
+        );
+        release(&rt, done.reply_slot);
+        // An index past the handlers is refused, not guessed.
+        submit_to(&rt, 1, &envelope("echo", b"x"), 999);
+        let done = next_completion(&rt);
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            "no_route"
+        );
+        release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+
+    #[test]
+    fn the_envelope_deadline_cancels_the_handler_as_a_timeout() {
+        let mut rt = runtime();
+        let deadline = now_ns() as i64 + 20_000_000;
+        let bytes = envelope::encode_to_vec(&Envelope {
+            id: "1",
+            source: "/test",
+            ty: "forever",
+            specversion: "1.0",
+            deadline: Some(deadline),
+            ..Envelope::default()
+        });
+        submit(&rt, 0, &bytes);
+        let done = next_completion(&rt);
+        assert_eq!(done.kind, TANDEM_OUTCOME_RETRY);
+        assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "timeout");
+        release(&rt, done.reply_slot);
+        // A deadline already past: refused at once, the handler never runs.
+        let bytes = envelope::encode_to_vec(&Envelope {
+            id: "2",
+            source: "/test",
+            ty: "echo",
+            specversion: "1.0",
+            deadline: Some(1),
+            ..Envelope::default()
+        });
+        submit(&rt, 1, &bytes);
+        let done = next_completion(&rt);
+        assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "timeout");
+        release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+
+    struct Gauge {
+        active: Arc<std::sync::atomic::AtomicUsize>,
+        peak: Arc<std::sync::atomic::AtomicUsize>,
+    }
+    impl Handler for Gauge {
+        async fn handle(&self, _ev: &Event, _cx: &Context) -> Outcome {
+            let now = self.active.fetch_add(1, Relaxed) + 1;
+            self.peak.fetch_max(now, Relaxed);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            self.active.fetch_sub(1, Relaxed);
+            Outcome::Ack
+        }
+    }
+
+    #[test]
+    fn a_route_limit_bounds_its_concurrent_events() {
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut reg = Registry::new();
+        reg.register(
+            "gauge",
+            "gauge",
+            Gauge {
+                active: Arc::default(),
+                peak: peak.clone(),
+            },
+        )
+        .limit("gauge", 1);
+        let cfg = Config {
+            sq_capacity: 16,
+            cq_capacity: 8,
+            req_slots: 4,
+            rep_slots: 4,
+            req_slot_size: 1024,
+            rep_slot_size: 1024,
+            ..Config::default()
+        };
+        let mut rt = Runtime::new(cfg, reg).unwrap();
+        rt.start().unwrap();
+        for slot in 0..4 {
+            submit(&rt, slot, &envelope("gauge", b""));
+        }
+        for _ in 0..4 {
+            assert_eq!(next_completion(&rt).kind, TANDEM_OUTCOME_ACK);
+        }
+        assert_eq!(peak.load(Relaxed), 1, "the limit of 1 was exceeded");
+        assert_whole(&mut rt);
     }
 
     #[test]

@@ -1,0 +1,443 @@
+package tandem
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// assertInvariant checks what every composition test ends with: every accepted event was
+// acknowledged or dead-lettered, nothing is in flight, and no buffer is outstanding.
+func assertInvariant(t *testing.T, rt *Runtime) Stats {
+	t.Helper()
+	s := shutdownClean(t, rt)
+	if s.Completed != s.Submitted {
+		t.Errorf("submitted %d, settled %d (acknowledged or dead-lettered)", s.Submitted, s.Completed)
+	}
+	return s
+}
+
+func newRegistered(t *testing.T, cfg Config) *Runtime {
+	t.Helper()
+	rt, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rt
+}
+
+func start(t *testing.T, rt *Runtime) {
+	t.Helper()
+	if err := rt.Start(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGoRouteRepliesAndAcks(t *testing.T) {
+	rt := newRegistered(t, Config{})
+	err := rt.Handle("greet", "greeter", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		return AckReply(append([]byte("hello, "), ev.Data...))
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, rt)
+	ctx := context.Background()
+	reply, err := rt.Call(ctx, event("greet", "1", []byte("tandem")))
+	if err != nil || string(reply.Data()) != "hello, tandem" {
+		t.Fatalf("Call = %q, %v", reply.Data(), err)
+	}
+	reply.Release()
+	r, err := rt.Submit(ctx, event("greet", "2", []byte("go")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Wait(ctx); err != nil || string(r.Reply()) != "hello, go" {
+		t.Fatalf("Receipt = %q, %v", r.Reply(), err)
+	}
+	assertInvariant(t, rt)
+}
+
+func TestGoHandlerRetriesThenSucceedsWithAttemptsCounted(t *testing.T) {
+	rt := newRegistered(t, Config{Retry: Backoff{MaxAttempts: 5, Initial: time.Millisecond}})
+	var seen []uint32
+	var mu sync.Mutex
+	rt.Handle("flaky.go", "flaky", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		mu.Lock()
+		seen = append(seen, ev.Attempt)
+		mu.Unlock()
+		if ev.Attempt < 3 {
+			return Retry(0, Errorf("unavailable", "try again"))
+		}
+		return AckReply([]byte(fmt.Sprint(ev.Attempt)))
+	}))
+	start(t, rt)
+	reply, err := rt.Call(context.Background(), event("flaky.go", "1", nil))
+	if err != nil || string(reply.Data()) != "3" {
+		t.Fatalf("Call = %q, %v", reply.Data(), err)
+	}
+	s := assertInvariant(t, rt)
+	if fmt.Sprint(seen) != "[1 2 3]" || s.Retried != 2 {
+		t.Fatalf("deliveries %v, retried %d", seen, s.Retried)
+	}
+}
+
+func TestGoFailuresAreDeadLettered(t *testing.T) {
+	sink := NewMemorySink()
+	rt := newRegistered(t, Config{DeadLetters: sink, Retry: Backoff{MaxAttempts: 2, Initial: time.Millisecond}})
+	rt.Handle("bad", "bad", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		return Term(Errorf("invalid", "no good"))
+	}))
+	rt.Handle("boom", "boom", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		panic("kaboom")
+	}))
+	rt.Handle("slow", "slow", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		<-ctx.Done()
+		return Retry(0, ctx.Err())
+	}), WithTimeout(10*time.Millisecond))
+	start(t, rt)
+	ctx := context.Background()
+	for _, c := range []struct {
+		typ, code string
+		reason    DeadLetterReason
+	}{
+		{"bad", "invalid", ReasonTerm},
+		{"boom", "panic", ReasonTerm},
+		{"slow", "timeout", ReasonMaxAttempts},
+	} {
+		_, err := rt.Call(ctx, event(c.typ, c.typ+"-1", []byte("x")))
+		var he *HandlerError
+		if !errors.As(err, &he) || he.Code() != c.code || he.DeadLetter != c.reason || he.Envelope.Runtime != "go" || he.Envelope.Handler != c.typ {
+			t.Errorf("%s: %v (%+v)", c.typ, err, he)
+		}
+	}
+	assertInvariant(t, rt)
+	letters := sink.Letters()
+	if len(letters) != 3 {
+		t.Fatalf("%d dead letters, want 3", len(letters))
+	}
+	for _, dl := range letters {
+		ev, err := DecodeEvent(dl.Envelope)
+		if err != nil || ev.ID != dl.EventID || string(ev.Data) != "x" || dl.Route != dl.EventType {
+			t.Errorf("dead letter %+v: envelope %+v, %v", dl, ev, err)
+		}
+	}
+}
+
+// A three-hop chain: a Go handler asks a Rust handler (request/reply over the rings), then
+// emits the result to a second Go handler. Correlation and causation follow the chain.
+func TestChainGoRustGo(t *testing.T) {
+	rt := newRegistered(t, Config{})
+	got := make(chan Event, 1)
+	rt.Handle("order.placed", "pricing", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		reply, err := Call(ctx, &Event{ID: ev.ID + "/upper", Source: "/pricing", Type: "demo.upper", Data: ev.Data})
+		if err != nil {
+			return Retry(0, err)
+		}
+		defer reply.Release()
+		if err := Emit(ctx, &Event{ID: ev.ID + "/priced", Source: "/pricing", Type: "order.priced", Data: bytes.Clone(reply.Data())}); err != nil {
+			return Retry(0, err)
+		}
+		return Ack()
+	}))
+	rt.Handle("order.priced", "shipping", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		got <- cloneEvent(ev)
+		return Ack()
+	}))
+	start(t, rt)
+	root := event("order.placed", "o-1", []byte("widget"))
+	root.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	if err := mustSubmit(t, rt, root).Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	final := <-got
+	if string(final.Data) != "WIDGET" || final.CorrelationID != "o-1" || final.CausationID != "o-1" || final.TraceParent != root.TraceParent {
+		t.Fatalf("end of chain: %+v", final)
+	}
+	assertInvariant(t, rt)
+}
+
+func mustSubmit(t *testing.T, rt *Runtime, ev *Event) *Receipt {
+	t.Helper()
+	r, err := rt.Submit(context.Background(), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestFanOutOfOneHundred(t *testing.T) {
+	rt := newRegistered(t, Config{})
+	var handled atomic.Int64
+	var wrongCause atomic.Int64
+	done := make(chan struct{})
+	rt.Handle("batch.split", "splitter", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		for i := range 100 {
+			if err := Emit(ctx, &Event{ID: fmt.Sprintf("%s/%d", ev.ID, i), Source: "/split", Type: "batch.item"}); err != nil {
+				return Retry(0, err)
+			}
+		}
+		return Ack()
+	}))
+	rt.Handle("batch.item", "item", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		if ev.CausationID != "b-1" || ev.CorrelationID != "b-1" {
+			wrongCause.Add(1)
+		}
+		if handled.Add(1) == 100 {
+			close(done)
+		}
+		return Ack()
+	}), WithWorkers(2, 8))
+	start(t, rt)
+	mustSubmit(t, rt, event("batch.split", "b-1", nil))
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("only %d of 100 fanned-out events handled", handled.Load())
+	}
+	if wrongCause.Load() != 0 {
+		t.Fatalf("%d children lost their correlation or causation", wrongCause.Load())
+	}
+	s := assertInvariant(t, rt)
+	if s.Submitted != 101 {
+		t.Fatalf("submitted %d, want 101 (1 + 100 emitted)", s.Submitted)
+	}
+}
+
+func TestRequestReplyThroughAChain(t *testing.T) {
+	rt := newRegistered(t, Config{})
+	rt.Handle("api.shout", "shout", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		reply, err := Call(ctx, &Event{ID: ev.ID + "/u", Source: "/api", Type: "demo.upper", Data: ev.Data})
+		if err != nil {
+			return Retry(0, err)
+		}
+		defer reply.Release()
+		return AckReply(append(bytes.Clone(reply.Data()), '!'))
+	}))
+	start(t, rt)
+	reply, err := rt.Call(context.Background(), event("api.shout", "1", []byte("hey")))
+	if err != nil || string(reply.Data()) != "HEY!" {
+		t.Fatalf("Call = %q, %v", reply.Data(), err)
+	}
+	reply.Release()
+	assertInvariant(t, rt)
+}
+
+func TestWildcardRoutesReachEitherRuntime(t *testing.T) {
+	rt := newRegistered(t, Config{})
+	if err := rt.HandleRust("order.*", "demo.echo"); err != nil {
+		t.Fatal(err)
+	}
+	rt.Handle("user.>", "users", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		return AckReply([]byte("go:" + ev.Type))
+	}))
+	start(t, rt)
+	ctx := context.Background()
+	reply, err := rt.Call(ctx, event("order.created", "1", []byte("to rust")))
+	if err != nil || string(reply.Data()) != "to rust" {
+		t.Fatalf("order.created = %q, %v", reply.Data(), err)
+	}
+	reply.Release()
+	reply, err = rt.Call(ctx, event("user.profile.updated", "2", nil))
+	if err != nil || string(reply.Data()) != "go:user.profile.updated" {
+		t.Fatalf("user.profile.updated = %q, %v", reply.Data(), err)
+	}
+	if _, err := rt.Call(ctx, event("invoice.sent", "3", nil)); !errors.Is(err, ErrNoRoute) {
+		t.Fatalf("unrouted: %v", err)
+	}
+	assertInvariant(t, rt)
+}
+
+func TestGoRouteShedsWithADeadLetter(t *testing.T) {
+	sink := NewMemorySink()
+	rt := newRegistered(t, Config{DeadLetters: sink})
+	release := make(chan struct{})
+	rt.Handle("slow", "slow", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		<-release
+		return Ack()
+	}), WithWorkers(1, 1), WithQueue(1), WithOverload(Shed))
+	start(t, rt)
+	ctx := context.Background()
+	var receipts []*Receipt
+	shed := 0
+	for i := range 5 {
+		r, err := rt.Submit(ctx, event("slow", fmt.Sprint(i), nil))
+		switch {
+		case errors.Is(err, ErrShed) && errors.Is(err, ErrOverloaded):
+			shed++
+		case err != nil:
+			t.Fatal(err)
+		default:
+			receipts = append(receipts, r)
+		}
+	}
+	close(release)
+	for _, r := range receipts {
+		if err := r.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertInvariant(t, rt)
+	if shed == 0 || len(sink.Letters()) != shed || len(receipts)+shed != 5 {
+		t.Fatalf("shed %d, dead letters %d, accepted %d", shed, len(sink.Letters()), len(receipts))
+	}
+	for _, dl := range sink.Letters() {
+		if dl.Reason != ReasonShed {
+			t.Fatalf("dead letter reason %q", dl.Reason)
+		}
+	}
+}
+
+type lifecycleHandler struct {
+	calls   *[]string
+	warmErr error
+}
+
+func (h lifecycleHandler) Handle(ctx context.Context, ev *Event) Result { return Ack() }
+func (h lifecycleHandler) Init(ctx context.Context) error {
+	*h.calls = append(*h.calls, "init")
+	return nil
+}
+func (h lifecycleHandler) WarmUp(ctx context.Context) error {
+	*h.calls = append(*h.calls, "warmup")
+	return h.warmErr
+}
+func (h lifecycleHandler) Close() error {
+	*h.calls = append(*h.calls, "close")
+	return nil
+}
+
+func TestLifecycleCallsInitWarmUpCloseAndNamesAFailure(t *testing.T) {
+	var calls []string
+	rt := newRegistered(t, Config{})
+	if rt.State() != Registered {
+		t.Fatalf("state %s", rt.State())
+	}
+	rt.Handle("life", "life", lifecycleHandler{calls: &calls})
+	start(t, rt)
+	if rt.State() != Running {
+		t.Fatalf("state %s", rt.State())
+	}
+	if err := rt.Handle("late", "late", lifecycleHandler{calls: &calls}); !errors.Is(err, ErrInvalidRoute) {
+		t.Fatalf("route added after Start: %v", err)
+	}
+	assertInvariant(t, rt)
+	if fmt.Sprint(calls) != "[init warmup close]" {
+		t.Fatalf("lifecycle calls %v", calls)
+	}
+
+	calls = nil
+	rt = newRegistered(t, Config{})
+	rt.Handle("cold", "cold-cache", lifecycleHandler{calls: &calls, warmErr: errors.New("cache unreachable")})
+	err := rt.Start()
+	if !errors.Is(err, ErrStart) || !bytes.Contains([]byte(err.Error()), []byte("cold-cache")) {
+		t.Fatalf("Start = %v, want ErrStart naming cold-cache", err)
+	}
+	if rt.State() != Failed {
+		t.Fatalf("state %s", rt.State())
+	}
+	if err := rt.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if rt.State() != Stopped {
+		t.Fatalf("state after Shutdown %s", rt.State())
+	}
+}
+
+func TestShutdownCancelsRunningGoHandlersAsRetryable(t *testing.T) {
+	rt := newRegistered(t, Config{})
+	started := make(chan struct{}, 10)
+	rt.Handle("hang", "hang", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		started <- struct{}{}
+		<-ctx.Done()
+		return Retry(0, ctx.Err())
+	}), WithWorkers(1, 1))
+	start(t, rt)
+	var receipts []*Receipt
+	for i := range 3 {
+		receipts = append(receipts, mustSubmit(t, rt, event("hang", fmt.Sprint(i), nil)))
+	}
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if err := rt.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v", err)
+	}
+	for _, r := range receipts {
+		var he *HandlerError
+		if err := r.Wait(context.Background()); !errors.As(err, &he) || !he.Retryable() || he.DeadLetter != "" {
+			t.Fatalf("settled with %v, want retryable and not dead-lettered", err)
+		}
+	}
+	s := rt.Stats()
+	if s.InFlight != 0 || s.Completed != s.Submitted {
+		t.Fatalf("after shutdown: %+v", s)
+	}
+}
+
+func TestRustRouteTimeoutCancelsTheTask(t *testing.T) {
+	sink := NewMemorySink()
+	rt := newRegistered(t, Config{DeadLetters: sink})
+	if err := rt.HandleRust("nap.*", "demo.sleep", WithTimeout(20*time.Millisecond), WithRetry(Backoff{MaxAttempts: 1})); err != nil {
+		t.Fatal(err)
+	}
+	start(t, rt)
+	ev := event("nap.long", "1", nil)
+	ev.Extensions = map[string]string{"sleep_ms": "60000"}
+	_, err := rt.Call(context.Background(), ev)
+	var he *HandlerError
+	if !errors.As(err, &he) || he.Code() != "timeout" || he.DeadLetter != ReasonMaxAttempts || he.Envelope.Runtime != "rust" {
+		t.Fatalf("Call = %v, want a Rust timeout, dead-lettered", err)
+	}
+	assertInvariant(t, rt)
+}
+
+func TestPoliciesGuardRustRoutes(t *testing.T) {
+	sink := NewMemorySink()
+	rt := newRegistered(t, Config{DeadLetters: sink})
+	breaker := CircuitBreaker("risky", BreakerSettings{ConsecutiveFailures: 2, Timeout: time.Hour})
+	if err := rt.HandleRust("risky.*", "demo.fail", WithPolicy(breaker)); err != nil {
+		t.Fatal(err)
+	}
+	dedup := Dedup(NewMemoryDedup(100, nil), time.Minute)
+	if err := rt.HandleRust("once.*", "demo.echo", WithPolicy(dedup)); err != nil {
+		t.Fatal(err)
+	}
+	start(t, rt)
+	ctx := context.Background()
+	for i := range 2 {
+		if _, err := rt.Call(ctx, event("risky.op", fmt.Sprint(i), []byte("term"))); err == nil {
+			t.Fatal("demo.fail term succeeded")
+		}
+	}
+	if breaker.State() != "open" {
+		t.Fatalf("breaker %s after 2 failures, want open", breaker.State())
+	}
+	before := rt.Stats().ToRust
+	if _, err := rt.Call(ctx, event("risky.op", "3", []byte("term"))); !errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("open breaker: %v, want ErrCircuitOpen", err)
+	}
+	if rt.Stats().ToRust != before {
+		t.Fatal("an open breaker let the event reach Rust")
+	}
+
+	first, err := rt.Call(ctx, event("once.pay", "p-1", []byte("pay")))
+	if err != nil || string(first.Data()) != "pay" {
+		t.Fatalf("first delivery: %q, %v", first.Data(), err)
+	}
+	first.Release()
+	before = rt.Stats().ToRust
+	dup, err := rt.Call(ctx, event("once.pay", "p-1", []byte("pay")))
+	if err != nil || len(dup.Data()) != 0 {
+		t.Fatalf("duplicate: %q, %v: want acknowledged without a reply", dup.Data(), err)
+	}
+	if rt.Stats().ToRust != before {
+		t.Fatal("a duplicate reached its handler")
+	}
+	assertInvariant(t, rt)
+}

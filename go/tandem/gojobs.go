@@ -1,0 +1,319 @@
+package tandem
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// goJob is one event on its way through a Go route: an owned copy of the event, its waiter,
+// and its delivery count.
+type goJob struct {
+	route   *route
+	ev      Event
+	w       *waiter
+	attempt uint32
+	limit   uint32 // the last delivery a handler's retry advice allows; 0: the route's
+}
+
+// cloneEvent copies ev so the submitter may reuse its buffers once Submit returns.
+func cloneEvent(ev *Event) Event {
+	c := *ev
+	c.Data = append([]byte(nil), ev.Data...)
+	c.Extensions = maps.Clone(ev.Extensions)
+	return c
+}
+
+// workerPool runs one Go route's handler: a bounded queue and between min and max worker
+// goroutines, grown when no worker is idle and shrunk when one idles for the route's idle
+// time. Safe for concurrent use.
+type workerPool struct {
+	r     *Runtime
+	route *route
+	queue chan *goJob
+
+	mu      sync.Mutex
+	workers int
+	stopped bool
+	idle    atomic.Int32
+	wg      sync.WaitGroup
+}
+
+func newWorkerPool(r *Runtime, rt *route) *workerPool {
+	return &workerPool{r: r, route: rt, queue: make(chan *goJob, rt.opts.queue)}
+}
+
+func (p *workerPool) start() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.workers < p.route.opts.minWorkers {
+		p.spawnLocked()
+	}
+}
+
+func (p *workerPool) spawnLocked() {
+	p.workers++
+	p.wg.Add(1)
+	go p.work()
+}
+
+// Size returns the number of workers (for stats).
+func (p *workerPool) size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.workers
+}
+
+// enqueue hands a job to the pool under the route's overload policy.
+func (p *workerPool) enqueue(ctx context.Context, job *goJob, policy OverloadPolicy) error {
+	select {
+	case p.queue <- job:
+	default:
+		switch policy {
+		case Reject:
+			return ErrOverloaded
+		case Shed:
+			return ErrShed
+		}
+		select {
+		case p.queue <- job:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.r.closing:
+			return ErrClosed
+		}
+	}
+	if p.idle.Load() == 0 {
+		p.mu.Lock()
+		if !p.stopped && p.workers < p.route.opts.maxWorkers {
+			p.spawnLocked()
+		}
+		p.mu.Unlock()
+	}
+	return nil
+}
+
+func (p *workerPool) work() {
+	defer p.wg.Done()
+	timer := time.NewTimer(p.route.opts.idle)
+	defer timer.Stop()
+	for {
+		p.idle.Add(1)
+		select {
+		case job, ok := <-p.queue:
+			p.idle.Add(-1)
+			if !ok {
+				p.exit()
+				return
+			}
+			p.r.runGo(job)
+			timer.Reset(p.route.opts.idle)
+		case <-timer.C:
+			p.idle.Add(-1)
+			p.mu.Lock()
+			if p.workers > p.route.opts.minWorkers {
+				p.workers--
+				p.mu.Unlock()
+				return
+			}
+			p.mu.Unlock()
+			timer.Reset(p.route.opts.idle)
+		}
+	}
+}
+
+func (p *workerPool) exit() {
+	p.mu.Lock()
+	p.workers--
+	p.mu.Unlock()
+}
+
+// stop closes the queue once no one can send to it (intake closed, redeliveries cancelled)
+// and waits for the workers, which settle what is left as retryable.
+func (p *workerPool) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	close(p.queue)
+	p.wg.Wait()
+}
+
+// submitGo accepts ev for a Go route.
+func (r *Runtime) submitGo(ctx context.Context, rt *route, ev *Event, w *waiter) error {
+	if err := validateEvent(ev); err != nil {
+		r.log.Warn("tandem: invalid event", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
+		return err
+	}
+	job := &goJob{route: rt, ev: cloneEvent(ev), w: w, attempt: max(ev.Attempt, 1)}
+	job.ev.Attempt = job.attempt
+	if rt.opts.timeout > 0 {
+		if d := time.Now().Add(rt.opts.timeout); job.ev.Deadline.IsZero() || d.Before(job.ev.Deadline) {
+			job.ev.Deadline = d
+		}
+	}
+	r.pending.Add(1)
+	err := rt.pool.enqueue(ctx, job, rt.opts.overload)
+	switch err {
+	case nil:
+		r.submitted.Add(1)
+		r.budget.Deposit(time.Now())
+		return nil
+	case ErrShed:
+		r.submitted.Add(1)
+		he := &HandlerError{Outcome: OutcomeTerm, EventType: ev.Type, Envelope: ErrorEnvelope{
+			Code: "shed", Message: fmt.Sprintf("route %q was full", rt.pattern), Runtime: "go", Handler: rt.name}}
+		job.w = nil // the submitter learns it from Submit's error
+		r.goDeadLetter(job, he, ReasonShed)
+		return err
+	default:
+		r.pending.Add(-1)
+		return err
+	}
+}
+
+// runGo delivers one job to its route's handler and acts on the result.
+func (r *Runtime) runGo(job *goJob) {
+	rt := job.route
+	if r.goCtx.Err() != nil {
+		// Shutting down past its grace: the event settles as retryable without running.
+		r.cancelled.Add(1)
+		r.goFinish(job, &HandlerError{Outcome: OutcomeRetry, EventType: job.ev.Type, Envelope: ErrorEnvelope{
+			Code: "cancelled", Message: "the runtime shut down before the handler ran", Runtime: "go", Handler: rt.name}}, nil)
+		return
+	}
+	ctx := r.goCtx
+	if !job.ev.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, job.ev.Deadline)
+		defer cancel()
+	}
+	hc := &handlerContext{Context: ctx, r: r, ev: &job.ev, route: rt}
+	res := r.invokeGo(hc, rt, &job.ev)
+	switch res.outcome {
+	case OutcomeAck:
+		r.goFinish(job, nil, res.reply)
+	case OutcomeRetry, OutcomeTerm:
+		he := &HandlerError{Outcome: res.outcome, RetryAfter: res.after, EventType: job.ev.Type,
+			Envelope: errorEnvelope(res.err, rt.name)}
+		if res.outcome == OutcomeRetry && ctx.Err() != nil && r.goCtx.Err() == nil {
+			he.Envelope.Code = "timeout"
+		}
+		r.goFailed(job, he)
+	default:
+		r.goFailed(job, &HandlerError{Outcome: OutcomeTerm, EventType: job.ev.Type, Envelope: ErrorEnvelope{
+			Code: "handler", Message: fmt.Sprintf("unknown outcome %d", res.outcome), Runtime: "go", Handler: rt.name}})
+	}
+}
+
+// invokeGo calls the handler, turning a panic into a Term with code "panic".
+func (r *Runtime) invokeGo(ctx context.Context, rt *route, ev *Event) (res Result) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.log.Error("tandem: Go handler panicked", zap.String("runtime", "go"), zap.String("handler", rt.name),
+				zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Any("panic", p),
+				zap.ByteString("stack", debug.Stack()))
+			res = Term(&CodedError{Code: "panic", Message: fmt.Sprint("handler panicked: ", p)})
+		}
+	}()
+	return rt.goHandler.Handle(ctx, ev)
+}
+
+// goFinish settles a Go route's event.
+func (r *Runtime) goFinish(job *goJob, err error, reply []byte) {
+	r.pending.Add(-1)
+	r.completed.Add(1)
+	if job.w != nil {
+		job.w.settle(r, err, Reply{data: reply})
+	}
+}
+
+// goFailed mirrors failed for Go routes: a redelivery, a dead letter, or a retryable outcome.
+func (r *Runtime) goFailed(job *goJob, he *HandlerError) {
+	if he.Outcome != OutcomeRetry {
+		r.goDeadLetter(job, he, ReasonTerm)
+		return
+	}
+	if r.goCtx.Err() != nil || State(r.state.Load()) == Draining {
+		r.goFinish(job, he, nil)
+		return
+	}
+	if advice := he.Envelope.Retry; advice != nil && advice.Attempts > 0 {
+		job.limit = job.attempt + advice.Attempts
+	}
+	b := job.route.backoff(r)
+	exhausted := b.Exhausted(job.attempt, nil)
+	if job.limit > 0 {
+		exhausted = job.attempt >= job.limit
+	}
+	switch {
+	case exhausted:
+		r.goDeadLetter(job, he, ReasonMaxAttempts)
+	case !r.budget.Withdraw(time.Now()):
+		r.goDeadLetter(job, he, ReasonRetryBudget)
+	default:
+		delay := b.Delay(job.attempt, he.Envelope.Retry, he.RetryAfter, time.Now(), rand.Float64)
+		if !r.scheduleGoRetry(job, he, delay) {
+			r.goFinish(job, he, nil)
+		}
+	}
+}
+
+func (r *Runtime) scheduleGoRetry(job *goJob, he *HandlerError, delay time.Duration) bool {
+	r.retries.mu.Lock()
+	defer r.retries.mu.Unlock()
+	if r.retries.closed {
+		return false
+	}
+	var t *time.Timer
+	t = time.AfterFunc(delay, func() {
+		r.retries.mu.Lock()
+		_, ok := r.retries.goWaiting[job]
+		delete(r.retries.goWaiting, job)
+		r.retries.mu.Unlock()
+		if !ok {
+			return // settled by cancelRetries
+		}
+		job.attempt++
+		job.ev.Attempt = job.attempt
+		if rt := job.route; rt.opts.timeout > 0 {
+			job.ev.Deadline = time.Now().Add(rt.opts.timeout)
+		}
+		// Block: a redelivery waits for room rather than being lost; shutdown unblocks it.
+		if err := job.route.pool.enqueue(context.Background(), job, Block); err != nil {
+			r.cancelled.Add(1)
+			r.goFinish(job, he, nil)
+		}
+	})
+	r.retries.goWaiting[job] = t
+	r.retried.Add(1)
+	return true
+}
+
+// goDeadLetter records a Go route's event as dead and settles it once the sink has it.
+func (r *Runtime) goDeadLetter(job *goJob, he *HandlerError, reason DeadLetterReason) {
+	he.DeadLetter = reason
+	env, err := MarshalEvent(&job.ev)
+	if err != nil {
+		env = nil
+	}
+	dl := &DeadLetter{
+		Reason:    reason,
+		Error:     &he.Envelope,
+		Attempts:  job.attempt,
+		EventID:   job.ev.ID,
+		EventType: job.ev.Type,
+		Source:    job.ev.Source,
+		Route:     job.route.name,
+		Time:      time.Now(),
+		Envelope:  env,
+	}
+	r.deadLettered.Add(1)
+	r.dead <- deadLetterJob{dl: dl, w: job.w, err: he}
+}
