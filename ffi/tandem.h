@@ -69,6 +69,13 @@
 #define TANDEM_OUTCOME_TERM 2
 
 /*
+ Completion kind: a Rust handler emitted an event: its envelope is in `reply_slot`
+ (`reply_len` bytes), lent to Go until a `TANDEM_SQE_RELEASE`; Go routes it like a
+ submitted one. `token` and `slot` are 0 and `TANDEM_NO_SLOT`: the record releases nothing.
+ */
+#define TANDEM_CQE_EMIT 4
+
+/*
  Completion outcome: the handler is still working; extend the deadline by `aux` nanoseconds.
  The request slot is not released by this record.
  */
@@ -249,6 +256,10 @@ typedef struct {
    Handler panics caught.
    */
   uint64_t panics;
+  /*
+   Events Rust handlers emitted to Go.
+   */
+  uint64_t emitted;
   /*
    Descriptors waiting in the submission ring.
    */

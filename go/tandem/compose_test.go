@@ -441,3 +441,73 @@ func TestPoliciesGuardRustRoutes(t *testing.T) {
 	}
 	assertInvariant(t, rt)
 }
+
+// Go → Rust → Go, with the Rust handler emitting the follow-up itself (demo.relay emits an
+// event of the type in its "next" extension, upper-casing the payload).
+func TestChainWithARustHandlerEmitting(t *testing.T) {
+	rt := newRegistered(t, Config{})
+	got := make(chan Event, 1)
+	rt.Handle("signup.received", "intake", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		next := &Event{ID: ev.ID + "/normalize", Source: "/intake", Type: "demo.relay", Data: ev.Data,
+			Extensions: map[string]string{"next": "signup.normalized"}}
+		if err := Emit(ctx, next); err != nil {
+			return Retry(0, err)
+		}
+		return Ack()
+	}))
+	rt.Handle("signup.normalized", "welcome", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		got <- cloneEvent(ev)
+		return Ack()
+	}))
+	start(t, rt)
+	root := event("signup.received", "s-1", []byte("ada"))
+	root.TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	if err := mustSubmit(t, rt, root).Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var final Event
+	select {
+	case final = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the event the Rust handler emitted never reached the Go handler")
+	}
+	if final.ID != "s-1/normalize/relay" || string(final.Data) != "ADA" || final.CorrelationID != "s-1" ||
+		final.CausationID != "s-1/normalize" || final.TraceParent != root.TraceParent || final.Source != "/intake" {
+		t.Fatalf("end of chain: %+v", final)
+	}
+	s := assertInvariant(t, rt)
+	if s.Emitted != 1 || s.Rust.Emitted != 1 || s.Submitted != 3 {
+		t.Fatalf("emitted go %d rust %d, submitted %d (root, Go→Rust, Rust→Go)", s.Emitted, s.Rust.Emitted, s.Submitted)
+	}
+}
+
+// Rust → Rust → Go: a relay emits to a second Rust handler (an alias route), which emits the
+// last hop to a Go handler. The route travels in the "next" extension.
+func TestChainRustToRust(t *testing.T) {
+	rt := newRegistered(t, Config{})
+	got := make(chan Event, 1)
+	if err := rt.HandleRust("hop.two", "demo.relay"); err != nil {
+		t.Fatal(err)
+	}
+	rt.Handle("hop.done", "sink", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		got <- cloneEvent(ev)
+		return Ack()
+	}))
+	start(t, rt)
+	first := event("demo.relay", "r-1", []byte("x"))
+	first.Extensions = map[string]string{"next": "hop.two,hop.done"}
+	mustSubmit(t, rt, first)
+	var final Event
+	select {
+	case final = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the chain never reached its Go end")
+	}
+	if final.ID != "r-1/relay/relay" || final.CausationID != "r-1/relay" || final.CorrelationID != "r-1" || string(final.Data) != "X" {
+		t.Fatalf("end of chain: %+v", final)
+	}
+	s := assertInvariant(t, rt)
+	if s.Rust.Emitted != 2 || s.Rust.Received != 2 || s.Submitted != 3 {
+		t.Fatalf("rust emitted %d, received %d, submitted %d", s.Rust.Emitted, s.Rust.Received, s.Submitted)
+	}
+}

@@ -62,8 +62,12 @@ func (r *Runtime) poll() {
 // complete handles one completion record: it takes the request slot back, reads the reply or
 // error envelope, and then settles the event, schedules its redelivery, or dead-letters it.
 func (r *Runtime) complete(d *ring.Desc) {
-	if d.Kind == abi.OutcomeInProgress {
+	switch d.Kind {
+	case abi.OutcomeInProgress:
 		return // a progress record extends a deadline; the event is still Rust's
+	case abi.CQEEmit:
+		r.onEmit(d)
+		return
 	}
 	idx, gen := uint32(d.Token), uint32(d.Token>>32)
 	if int(idx) >= len(r.slots) || d.Slot != idx || r.slots[idx].gen != gen {

@@ -118,6 +118,7 @@ type Runtime struct {
 	retry   Backoff
 	budget  *RetryBudget
 	retries retryTable
+	emits   emitQueue
 	dead    chan deadLetterJob
 	deadWG  sync.WaitGroup
 
@@ -125,6 +126,7 @@ type Runtime struct {
 	completed    atomic.Uint64
 	cancelled    atomic.Uint64
 	retried      atomic.Uint64
+	emitted      atomic.Uint64
 	toRust       atomic.Uint64
 	deadLettered atomic.Uint64
 	violations   atomic.Uint64
@@ -233,6 +235,7 @@ func (r *Runtime) init() error {
 	r.retries.waiting = make(map[uint32]*time.Timer)
 	r.retries.goWaiting = make(map[*goJob]*time.Timer)
 	r.dead = make(chan deadLetterJob, deadLetterQueue)
+	r.emits.init()
 
 	fd, err := syscall.Dup(int(l.WakeGoFd))
 	if err != nil {
@@ -298,6 +301,7 @@ func (r *Runtime) Start() error {
 	}
 	r.deadWG.Add(1)
 	go r.writeDeadLetters()
+	go r.routeEmitted()
 	go r.poll()
 	for _, rt := range r.router.all {
 		if rt.pool != nil {
@@ -383,7 +387,8 @@ func (r *Runtime) shutdown(ctx context.Context) error {
 	r.stopPoll.Store(true)
 	r.wakeGo()
 	<-r.pollDone
-	close(r.dead) // the poller and the workers are gone: nothing queues dead letters any more
+	r.emits.close() // the poller was its only producer; what is left is dead-lettered
+	close(r.dead)   // the poller, the workers and the emit router are gone
 	r.deadWG.Wait()
 	r.closeHandlers()
 	if n := r.pending.Load(); n != 0 {
@@ -445,6 +450,8 @@ type Stats struct {
 	Completed uint64
 	// Cancelled counts events cancelled at shutdown (settled as retryable).
 	Cancelled uint64
+	// Emitted counts events Rust handlers emitted.
+	Emitted uint64
 	// Retried counts redeliveries scheduled.
 	Retried uint64
 	// ToRust counts deliveries published to Rust (first deliveries and redeliveries).
@@ -487,6 +494,8 @@ type RustStats struct {
 	GoWakeups uint64
 	// Panics counts handler panics caught.
 	Panics uint64
+	// Emitted counts events Rust handlers emitted to Go.
+	Emitted uint64
 	// SQDepth is the submission ring's occupancy.
 	SQDepth uint64
 	// CQDepth is the completion ring's occupancy.
@@ -501,6 +510,7 @@ func (r *Runtime) Stats() Stats {
 		Completed:    r.completed.Load(),
 		Cancelled:    r.cancelled.Load(),
 		Retried:      r.retried.Load(),
+		Emitted:      r.emitted.Load(),
 		ToRust:       r.toRust.Load(),
 		DeadLettered: r.deadLettered.Load(),
 		InFlight:     r.pending.Load(),

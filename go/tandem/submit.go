@@ -236,14 +236,8 @@ func finishAll(dones []func(error), err error) {
 
 // shedRust dead-letters an event a full Rust route shed.
 func (r *Runtime) shedRust(rt *route, ev *Event) {
-	env, _ := MarshalEvent(ev)
-	he := &HandlerError{Outcome: OutcomeTerm, EventType: ev.Type, DeadLetter: ReasonShed, Envelope: ErrorEnvelope{
-		Code: "shed", Message: "every request slot was in flight", Runtime: "go", Handler: rt.name}}
-	r.submitted.Add(1)
-	r.pending.Add(1)
-	r.deadLettered.Add(1)
-	r.dead <- deadLetterJob{dl: &DeadLetter{Reason: ReasonShed, Error: &he.Envelope, Attempts: 0, EventID: ev.ID,
-		EventType: ev.Type, Source: ev.Source, Route: rt.name, Time: time.Now(), Envelope: env}, err: he}
+	r.deadLetterEvent(ev, nil, ReasonShed, &HandlerError{Outcome: OutcomeTerm, EventType: ev.Type, Envelope: ErrorEnvelope{
+		Code: "shed", Message: "every request slot was in flight", Runtime: "go", Handler: rt.name}})
 }
 
 // acquire takes a free request slot, applying the overload policy when there is none.

@@ -45,6 +45,7 @@ const (
 	OutcomeRetry      uint32 = 1
 	OutcomeTerm       uint32 = 2
 	OutcomeInProgress uint32 = 3
+	CQEEmit           uint32 = 4
 	NoSlot            uint32 = ^uint32(0)
 )
 
@@ -94,6 +95,7 @@ type Stats struct {
 	Parks        uint64
 	GoWakeups    uint64
 	Panics       uint64
+	Emitted      uint64
 	SQDepth      uint64
 	CQDepth      uint64
 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use tandem::envelope::Extensions;
 use tandem::{Context, Event, Handler, HandlerError, Outcome, Registry};
 
 /// Acknowledges and does nothing: the boundary's own cost.
@@ -104,6 +105,30 @@ impl Handler for Flaky {
     }
 }
 
+/// Composes: emits a follow-up of this event, of the first type in its `next` extension (a
+/// comma-separated route), with the payload upper-cased and the rest of the route passed on
+/// in the follow-up's own `next`, then acks. Without `next` it only acks.
+pub struct Relay;
+impl Handler for Relay {
+    async fn handle(&self, ev: &Event, cx: &Context) -> Outcome {
+        let Some(route) = ev.extensions().get("next") else {
+            return Outcome::Ack;
+        };
+        let (next, rest) = route.split_once(',').unwrap_or((route, ""));
+        let id = format!("{}/relay", ev.id());
+        let data = ev.data().to_ascii_uppercase();
+        let pairs = [("next", rest)];
+        let mut follow_up = ev.follow_up(next, &id, &data);
+        if !rest.is_empty() {
+            follow_up.extensions = Extensions::from_pairs(&pairs).unwrap_or_default();
+        }
+        match cx.emit(&follow_up).await {
+            Ok(()) => Outcome::Ack,
+            Err(e) => Outcome::Term(HandlerError::with_code("emit", e.to_string())),
+        }
+    }
+}
+
 /// Panics on demand (payload "panic"), to prove the panic is contained.
 pub struct Panic;
 impl Handler for Panic {
@@ -127,6 +152,7 @@ pub fn register(reg: &mut Registry) {
         .register_inline("demo.sleep", "sleep", Sleep)
         .register("demo.fail", "fail", Fail)
         .register_inline("demo.flaky", "flaky", Flaky)
+        .register_inline("demo.relay", "relay", Relay)
         .register("demo.panic", "panic", Panic);
 }
 

@@ -125,6 +125,8 @@ pub struct tandem_stats {
     pub go_wakeups: u64,
     /// Handler panics caught.
     pub panics: u64,
+    /// Events Rust handlers emitted to Go.
+    pub emitted: u64,
     /// Descriptors waiting in the submission ring.
     pub sq_depth: u64,
     /// Descriptors waiting in the completion ring.
@@ -323,6 +325,7 @@ pub unsafe extern "C" fn tandem_runtime_stats(
             parks: s.parks,
             go_wakeups: s.go_wakeups,
             panics: s.panics,
+            emitted: s.emitted,
             sq_depth: s.sq_depth,
             cq_depth: s.cq_depth,
         };

@@ -216,6 +216,25 @@ impl Event {
     pub fn correlation_id(&self) -> Option<&str> {
         self.env.correlationid
     }
+
+    /// A follow-up event of this one, to emit with [`Context::emit`]: it carries this event's
+    /// correlation id (or this event's id when it has none), names this event as its cause,
+    /// continues its trace, and comes from the same source. Every field may be changed before
+    /// emitting.
+    pub fn follow_up<'a>(&'a self, ty: &'a str, id: &'a str, data: &'a [u8]) -> Envelope<'a> {
+        Envelope {
+            id,
+            source: self.env.source,
+            ty,
+            specversion: "1.0",
+            correlationid: Some(self.env.correlationid.unwrap_or(self.env.id)),
+            causationid: Some(self.env.id),
+            traceparent: self.env.traceparent,
+            tracestate: self.env.tracestate,
+            data,
+            ..Envelope::default()
+        }
+    }
     /// The extension attributes.
     pub fn extensions(&self) -> Extensions<'_> {
         self.env.extensions
@@ -236,6 +255,7 @@ impl fmt::Debug for Event {
 pub struct Context {
     pub(crate) handler: Arc<str>,
     pub(crate) cancel: CancellationToken,
+    pub(crate) shared: Arc<crate::runtime::Shared>,
 }
 
 impl Context {
@@ -250,6 +270,31 @@ impl Context {
         &self.cancel
     }
 }
+
+/// Why [`Context::emit`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmitError {
+    /// The encoded envelope exceeds the reply slot size (`needed` bytes).
+    TooLarge {
+        /// The encoded size.
+        needed: usize,
+    },
+    /// A required attribute (id, source, type) is empty.
+    Invalid(&'static str),
+}
+
+impl fmt::Display for EmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EmitError::TooLarge { needed } => {
+                write!(f, "emitted event of {needed} bytes exceeds the reply slot")
+            }
+            EmitError::Invalid(what) => write!(f, "emitted event lacks {what}"),
+        }
+    }
+}
+
+impl std::error::Error for EmitError {}
 
 /// A handler's verdict on one event.
 #[derive(Debug)]

@@ -30,6 +30,11 @@ pub const TANDEM_OUTCOME_ACK: u32 = 0;
 pub const TANDEM_OUTCOME_RETRY: u32 = 1;
 /// Completion outcome: terminal failure, never retried; `reply_slot` holds an error envelope.
 pub const TANDEM_OUTCOME_TERM: u32 = 2;
+/// Completion kind: a Rust handler emitted an event: its envelope is in `reply_slot`
+/// (`reply_len` bytes), lent to Go until a `TANDEM_SQE_RELEASE`; Go routes it like a
+/// submitted one. `token` and `slot` are 0 and `TANDEM_NO_SLOT`: the record releases nothing.
+pub const TANDEM_CQE_EMIT: u32 = 4;
+
 /// Completion outcome: the handler is still working; extend the deadline by `aux` nanoseconds.
 /// The request slot is not released by this record.
 pub const TANDEM_OUTCOME_IN_PROGRESS: u32 = 3;

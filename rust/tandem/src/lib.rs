@@ -24,7 +24,7 @@ mod shm;
 mod sync;
 mod wake;
 
-pub use handler::{Context, Event, Handler, HandlerError, Outcome, Registry};
+pub use handler::{Context, EmitError, Event, Handler, HandlerError, Outcome, Registry};
 pub use runtime::{Config, Error, Runtime, Stats};
 
 /// Names the function that registers this library's handlers; the C exports call it when a

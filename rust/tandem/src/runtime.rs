@@ -210,6 +210,7 @@ struct Counters {
     parks: StdAtomicU64,
     go_wakeups: StdAtomicU64,
     panics: StdAtomicU64,
+    emitted: StdAtomicU64,
 }
 
 /// A snapshot of a runtime's counters.
@@ -234,12 +235,15 @@ pub struct Stats {
     pub go_wakeups: u64,
     /// Handler panics caught.
     pub panics: u64,
+    /// Events Rust handlers emitted to Go.
+    pub emitted: u64,
     /// Descriptors waiting in the submission ring.
     pub sq_depth: u64,
     /// Descriptors waiting in the completion ring.
     pub cq_depth: u64,
 }
 
+/// What the runtime's tasks share: the region, the rings, the registry and the counters.
 pub(crate) struct Shared {
     region: Region,
     layout: RegionLayout,
@@ -481,6 +485,7 @@ impl Runtime {
             parks: c.parks.load(Relaxed),
             go_wakeups: c.go_wakeups.load(Relaxed),
             panics: c.panics.load(Relaxed),
+            emitted: c.emitted.load(Relaxed),
             sq_depth: s.sq.len(),
             cq_depth: s.cq.len(),
         }
@@ -745,7 +750,7 @@ fn prepare(shared: &Shared, bytes: &'static [u8], route: u32) -> Job {
 }
 
 /// Runs a job's handler, containing panics and honouring cancellation.
-async fn run(shared: &Shared, job: Job) -> (Outcome, Arc<str>, u64, u64) {
+async fn run(shared: &Arc<Shared>, job: Job) -> (Outcome, Arc<str>, u64, u64) {
     let (route, ev) = match job {
         Job::Run(route, ev) => (route, ev),
         Job::Refuse(err) => return (Outcome::Term(err), Arc::from(""), 0, 0),
@@ -771,6 +776,7 @@ async fn run(shared: &Shared, job: Job) -> (Outcome, Arc<str>, u64, u64) {
     let cx = Context {
         handler: route.name.clone(),
         cancel: shared.cancel.clone(),
+        shared: shared.clone(),
     };
     let mut started = 0;
     let handler = async {
@@ -925,6 +931,23 @@ impl Shared {
             self.counters.violations.fetch_add(1, Relaxed);
         }
         self.counters.requests_held.fetch_sub(1, Relaxed);
+        self.publish_completion(token, kind, slot, reply, started, finished, aux)
+            .await;
+        self.counters.completed.fetch_add(1, Relaxed);
+    }
+
+    /// Publishes one completion record and wakes Go if its poller is parked.
+    #[allow(clippy::too_many_arguments)]
+    async fn publish_completion(
+        &self,
+        token: u64,
+        kind: u32,
+        slot: u32,
+        reply: (u32, u32),
+        started: u64,
+        finished: u64,
+        aux: u64,
+    ) {
         loop {
             let pushed = self.cq.push(|d| {
                 d.token.store(token, Ordering::Relaxed);
@@ -941,14 +964,45 @@ impl Shared {
             if pushed {
                 break;
             }
-            // Unreachable while cq_capacity >= req_slots; stay correct if it ever happens.
+            // Completions alone never fill the ring (cq_capacity >= req_slots); emitted events
+            // can, and then wait here for Go's poller, which never waits on Rust.
             tokio::task::yield_now().await;
         }
-        self.counters.completed.fetch_add(1, Relaxed);
         if self.cq.take_wakeup() {
             self.counters.go_wakeups.fetch_add(1, Relaxed);
             self.wake_go.signal();
         }
+    }
+}
+
+impl Context {
+    /// Emits a follow-up event (see [`Event::follow_up`]): it goes to Go in a reply slot on
+    /// the completion ring, and Go routes it like a submitted one, to a handler in either
+    /// runtime, with retries and dead letters. Waits (without blocking a thread) while every
+    /// reply slot is lent to Go: emitters are throttled, never dropped. Returns once the event
+    /// is published.
+    pub async fn emit(&self, ev: &envelope::Envelope<'_>) -> Result<(), crate::handler::EmitError> {
+        use crate::handler::EmitError;
+        for (what, v) in [("an id", ev.id), ("a source", ev.source), ("a type", ev.ty)] {
+            if v.is_empty() {
+                return Err(EmitError::Invalid(what));
+            }
+        }
+        let sh = &self.shared;
+        let needed = envelope::encoded_len(ev);
+        if needed > sh.cfg.rep_slot_size as usize {
+            return Err(EmitError::TooLarge { needed });
+        }
+        let rs = sh.take_reply_slot().await;
+        // SAFETY: `rs` came off the free list, so Rust owns it until published below.
+        let buf = unsafe { sh.reply_buf(rs) };
+        let n = envelope::encode_into(ev, buf).unwrap_or(0);
+        sh.rep_owner[rs as usize].store(OWNER_GO, Ordering::Release);
+        sh.counters.replies_lent.fetch_add(1, Relaxed);
+        sh.counters.emitted.fetch_add(1, Relaxed);
+        sh.publish_completion(0, TANDEM_CQE_EMIT, TANDEM_NO_SLOT, (rs, n as u32), 0, 0, 0)
+            .await;
+        Ok(())
     }
 }
 
@@ -1017,8 +1071,22 @@ mod tests {
         }
     }
 
+    struct Fork;
+    impl Handler for Fork {
+        async fn handle(&self, ev: &Event, cx: &Context) -> Outcome {
+            for i in 0..3 {
+                let id = format!("{}/{i}", ev.id());
+                if let Err(e) = cx.emit(&ev.follow_up("child", &id, ev.data())).await {
+                    return Outcome::Term(HandlerError::new(e.to_string()));
+                }
+            }
+            Outcome::Ack
+        }
+    }
+
     fn runtime() -> Runtime {
         let mut reg = Registry::new();
+        reg.register("fork", "fork", Fork);
         reg.register("echo", "echo", Echo)
             .register("boom", "boom", Boom)
             .register("forever", "forever", Forever)
@@ -1313,6 +1381,34 @@ mod tests {
         }
         assert_eq!(peak.load(Relaxed), 1, "the limit of 1 was exceeded");
         assert_whole(&mut rt);
+    }
+
+    #[test]
+    fn emitted_events_reach_go_before_their_parents_completion() {
+        let mut rt = runtime();
+        submit(&rt, 0, &envelope("fork", b"payload"));
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let done = next_completion(&rt);
+            assert_eq!(done.kind, TANDEM_CQE_EMIT);
+            assert_eq!(
+                done.slot, TANDEM_NO_SLOT,
+                "an emit record releases no request slot"
+            );
+            let child = envelope::decode(&done.reply).expect("emitted envelope");
+            assert_eq!((child.ty, child.data), ("child", &b"payload"[..]));
+            assert_eq!(
+                (child.causationid, child.correlationid),
+                (Some("1"), Some("1"))
+            );
+            ids.push(child.id.to_owned());
+            release(&rt, done.reply_slot);
+        }
+        assert_eq!(ids, ["1/0", "1/1", "1/2"]);
+        let done = next_completion(&rt);
+        assert_eq!((done.kind, done.slot), (TANDEM_OUTCOME_ACK, 0));
+        let st = assert_whole(&mut rt);
+        assert_eq!((st.emitted, st.releases), (3, 3));
     }
 
     #[test]

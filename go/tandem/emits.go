@@ -1,0 +1,148 @@
+package tandem
+
+import (
+	"bytes"
+	"errors"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/internal/ring"
+)
+
+// emitQueueMax bounds the events Rust handlers emitted that wait for Go to route them. The
+// completion poller never waits (Rust may be waiting on it), so past the bound an emitted
+// event is shed to the dead-letter sink, never dropped silently.
+const emitQueueMax = 1 << 16
+
+// emitQueue holds events emitted by Rust handlers between the completion poller, which must
+// not block, and the goroutine that routes them, which may (a full route blocks it).
+type emitQueue struct {
+	mu     sync.Mutex
+	items  []*Event
+	closed bool
+	signal chan struct{}
+	done   chan struct{}
+}
+
+func (q *emitQueue) init() {
+	q.signal = make(chan struct{}, 1)
+	q.done = make(chan struct{})
+}
+
+func (q *emitQueue) push(ev *Event) bool {
+	q.mu.Lock()
+	if len(q.items) >= emitQueueMax || q.closed {
+		q.mu.Unlock()
+		return false
+	}
+	q.items = append(q.items, ev)
+	q.mu.Unlock()
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// pop waits for the next event; false once the queue is closed and empty.
+func (q *emitQueue) pop() (*Event, bool) {
+	for {
+		q.mu.Lock()
+		if len(q.items) > 0 {
+			ev := q.items[0]
+			q.items[0] = nil
+			q.items = q.items[1:]
+			q.mu.Unlock()
+			return ev, true
+		}
+		closed := q.closed
+		q.mu.Unlock()
+		if closed {
+			return nil, false
+		}
+		<-q.signal
+	}
+}
+
+func (q *emitQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+	<-q.done
+}
+
+// onEmit takes an event a Rust handler emitted: it copies it out of its reply slot, gives the
+// slot back, and queues the event for routing.
+func (r *Runtime) onEmit(d *ring.Desc) {
+	if d.ReplySlot == abi.NoSlot || int(d.ReplySlot) >= len(r.replies) || !r.replies[d.ReplySlot].CompareAndSwap(0, 1) {
+		r.violation("emitted event in a reply slot not lent to Go", d.ReplySlot)
+		return
+	}
+	raw := r.replyBytes(d.ReplySlot, d.ReplyLen)
+	ev, err := DecodeEvent(raw)
+	var env []byte
+	if err != nil {
+		env = bytes.Clone(raw)
+	}
+	r.releaseReply(d.ReplySlot)
+	r.emitted.Add(1)
+	if err != nil {
+		r.deadLetterEvent(&Event{}, env, ReasonDecode, &HandlerError{Outcome: OutcomeTerm, Envelope: ErrorEnvelope{
+			Code: "decode", Message: "a Rust handler emitted a malformed envelope: " + err.Error(), Runtime: "rust"}})
+		return
+	}
+	if !r.emits.push(ev) {
+		r.deadLetterEvent(ev, nil, ReasonShed, &HandlerError{Outcome: OutcomeTerm, EventType: ev.Type, Envelope: ErrorEnvelope{
+			Code: "shed", Message: "too many emitted events waiting to be routed", Runtime: "go"}})
+	}
+}
+
+// routeEmitted routes the events Rust handlers emitted, like submitted ones. One that cannot
+// be routed (no route, shutting down) is dead-lettered: nobody waits for it to say so.
+func (r *Runtime) routeEmitted() {
+	defer close(r.emits.done)
+	for {
+		ev, ok := r.emits.pop()
+		if !ok {
+			return
+		}
+		err := r.submit(r.goCtx, ev, nil)
+		if err == nil || errors.Is(err, ErrShed) {
+			continue // accepted, or already dead-lettered by the shed
+		}
+		reason := ReasonNoRoute
+		code := "no_route"
+		switch {
+		case errors.Is(err, ErrClosed) || r.goCtx.Err() != nil:
+			reason, code = ReasonCancelled, "cancelled"
+		case errors.Is(err, ErrOverloaded):
+			reason, code = ReasonShed, "shed"
+		case !errors.Is(err, ErrNoRoute):
+			reason, code = ReasonTerm, "invalid"
+		}
+		r.deadLetterEvent(ev, nil, reason, &HandlerError{Outcome: OutcomeTerm, EventType: ev.Type, Envelope: ErrorEnvelope{
+			Code: code, Message: "routing an event a Rust handler emitted: " + err.Error(), Runtime: "go"}})
+	}
+}
+
+// deadLetterEvent dead-letters an event that never got a slot or a worker; env is its
+// original encoding when known (else it is encoded from ev).
+func (r *Runtime) deadLetterEvent(ev *Event, env []byte, reason DeadLetterReason, he *HandlerError) {
+	if env == nil {
+		env, _ = MarshalEvent(ev)
+	}
+	he.DeadLetter = reason
+	r.submitted.Add(1)
+	r.pending.Add(1)
+	r.deadLettered.Add(1)
+	r.log.Debug("tandem: dead-lettering an unrouted event", zap.String("event_type", ev.Type), zap.String("reason", string(reason)))
+	r.dead <- deadLetterJob{dl: &DeadLetter{Reason: reason, Error: &he.Envelope, Attempts: ev.Attempt, EventID: ev.ID,
+		EventType: ev.Type, Source: ev.Source, Route: he.Envelope.Handler, Time: time.Now(), Envelope: env}, err: he}
+}
