@@ -1,10 +1,16 @@
-// Command tandem runs tandem's demo pipeline: thousands of events through the Rust handlers
-// bundled in rust/tandem-native, every acknowledgement counted, then a short report.
+// Command tandem runs tandem's demo pipeline and reads dead-letter files.
 //
-//	tandem run [-events N] [-concurrency C] [-payload BYTES] [-v]
+//	tandem run [-events N] [-concurrency C] [-payload BYTES] [-dlq PATH] [-v]
+//	tandem dlq list | show N | replay ...
+//
+// The demo composes Go and Rust handlers: a Go handler calls a Rust handler and emits a
+// follow-up to a second Go handler, a wildcard route sends payments to a flaky Rust handler
+// that succeeds on its second delivery, and 1% of the events are failed for good and land
+// in a dead-letter file. Every acknowledgement is counted; the report ends with the checks.
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -12,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,21 +52,53 @@ func main() {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: tandem run [-events N] [-concurrency C] [-payload BYTES] [-v]")
+	fmt.Fprintln(w, "usage: tandem run [-events N] [-concurrency C] [-payload BYTES] [-dlq PATH] [-v]")
 	fmt.Fprintln(w, "       tandem dlq list | show N | replay [-type T] [-dry-run]  [-file PATH]")
 }
 
-// mix is the demo's traffic: event types of the bundled handlers, with their share.
+// The demo's event types beyond the bundled demo.* ones.
+const (
+	typeOrderPlaced = "order.placed"      // Go: Call demo.upper, Emit order.priced
+	typeOrderPriced = "order.priced"      // Go, behind a circuit breaker
+	typePayment     = "payment.authorize" // payment.* → Rust demo.flaky, retried once
+)
+
+// mix is the demo's traffic, per hundred events: the event type and its payload.
 var mix = []struct {
 	typ   string
 	share int
 	data  func(payload []byte) []byte
 }{
-	{"demo.echo", 40, func(p []byte) []byte { return p }},
-	{"demo.upper", 25, func(p []byte) []byte { return p }},
-	{"demo.hash", 25, func(p []byte) []byte { return p }},
-	{"demo.noop", 9, func(p []byte) []byte { return nil }},
+	{typeOrderPlaced, 30, func(p []byte) []byte { return p }},
+	{"demo.echo", 20, func(p []byte) []byte { return p }},
+	{"demo.hash", 20, func(p []byte) []byte { return p }},
+	{"demo.upper", 10, func(p []byte) []byte { return p }},
+	{"demo.noop", 14, func([]byte) []byte { return nil }},
+	{typePayment, 5, func(p []byte) []byte { return p }},
 	{"demo.fail", 1, func([]byte) []byte { return []byte("term") }},
+}
+
+// tally counts what became of the events the demo submitted, and of the follow-ups.
+type tally struct {
+	acked, deadLettered, rejected, failed atomic.Int64
+	placed, emitted, priced, badPriced    atomic.Int64
+}
+
+// record classifies one Call's outcome.
+func (t *tally) record(err error) {
+	var he *tandem.HandlerError
+	switch {
+	case err == nil:
+		t.acked.Add(1)
+	case errors.As(err, &he) && he.DeadLetter != "", errors.Is(err, tandem.ErrShed):
+		t.deadLettered.Add(1)
+	case errors.As(err, &he), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		// A handler failure that was not final (cancelled at shutdown) or an interrupted wait.
+		t.failed.Add(1)
+	default:
+		// Refused by Submit: not running, no route, too large, overloaded.
+		t.rejected.Add(1)
+	}
 }
 
 func run(args []string, out io.Writer) error {
@@ -67,12 +106,13 @@ func run(args []string, out io.Writer) error {
 	events := fs.Int("events", 20000, "events to send")
 	concurrency := fs.Int("concurrency", 32, "goroutines calling concurrently")
 	payloadSize := fs.Int("payload", 64, "payload bytes per event")
+	dlqPath := fs.String("dlq", defaultDLQFile, "the dead-letter file (appended to)")
 	verbose := fs.Bool("v", false, "log the runtime's lines to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *events <= 0 || *concurrency <= 0 || *payloadSize < 0 {
-		return errors.New("-events and -concurrency must be positive, -payload not negative")
+	if *events <= 0 || *concurrency <= 0 || *payloadSize < 0 || *dlqPath == "" {
+		return errors.New("-events and -concurrency must be positive, -payload not negative, -dlq not empty")
 	}
 	logger := zap.NewNop()
 	if *verbose {
@@ -80,8 +120,24 @@ func run(args []string, out io.Writer) error {
 	}
 	defer logger.Sync()
 
-	rt, err := tandem.New(tandem.Config{Logger: logger})
+	sink, err := tandem.OpenFileSink(*dlqPath)
 	if err != nil {
+		return err
+	}
+	defer sink.Close()
+	lettersBefore, err := countDeadLetters(*dlqPath)
+	if err != nil {
+		return err
+	}
+
+	rt, err := tandem.New(tandem.Config{Logger: logger, DeadLetters: sink})
+	if err != nil {
+		return err
+	}
+	var t tally
+	breaker := tandem.CircuitBreaker("pricing", tandem.BreakerSettings{ConsecutiveFailures: 5, Timeout: time.Second})
+	if err := addRoutes(rt, &t, breaker, *concurrency); err != nil {
+		_ = rt.Shutdown(context.Background())
 		return err
 	}
 	if err := rt.Start(); err != nil {
@@ -101,8 +157,9 @@ func run(args []string, out io.Writer) error {
 			wheel = append(wheel, i)
 		}
 	}
+	flaky := map[string]string{"succeed_at": "2"}
 
-	var next, acked, failed atomic.Int64
+	var next atomic.Int64
 	var histMu sync.Mutex
 	hist := hdrhistogram.New(1, int64(10*time.Second/time.Nanosecond), 3)
 	start := time.Now()
@@ -117,25 +174,27 @@ func run(args []string, out io.Writer) error {
 				hist.Merge(local)
 				histMu.Unlock()
 			}()
-			ev := tandem.Event{Source: "/demo/" + fmt.Sprint(w), SpecVersion: "1.0"}
+			ev := tandem.Event{Source: "/demo/" + strconv.Itoa(w), SpecVersion: "1.0"}
 			for ctx.Err() == nil {
 				i := next.Add(1) - 1
 				if i >= int64(*events) {
 					return
 				}
 				m := mix[wheel[i%int64(len(wheel))]]
-				ev.ID = fmt.Sprint(i)
+				ev.ID = strconv.FormatInt(i, 10)
 				ev.Type = m.typ
 				ev.Data = m.data(payload)
+				ev.Extensions = nil
+				if m.typ == typePayment {
+					ev.Extensions = flaky
+				}
 				t0 := time.Now()
 				reply, err := rt.Call(ctx, &ev)
 				_ = local.RecordValue(int64(time.Since(t0)))
-				if err != nil {
-					failed.Add(1)
-					continue
+				if err == nil {
+					reply.Release()
 				}
-				reply.Release()
-				acked.Add(1)
+				t.record(err)
 			}
 		}()
 	}
@@ -146,25 +205,112 @@ func run(args []string, out io.Writer) error {
 	if err := rt.Shutdown(shutdownCtx); err != nil {
 		return err
 	}
+	if err := sink.Close(); err != nil {
+		return err
+	}
+	lettersAfter, err := countDeadLetters(*dlqPath)
+	if err != nil {
+		return err
+	}
+
 	s := rt.Stats()
-	total := acked.Load() + failed.Load()
-	fmt.Fprintf(out, "tandem demo (%s link, %d goroutines, %d-byte payloads, handlers echo/upper/hash/noop/fail)\n",
-		tandem.LinkMode(), *concurrency, *payloadSize)
-	fmt.Fprintf(out, "  events     %d\n", total)
-	fmt.Fprintf(out, "  acked      %d\n", acked.Load())
-	fmt.Fprintf(out, "  failed     %d (demo.fail asks for 1%% terminal failures)\n", failed.Load())
+	submitted := next.Load()
+	if submitted > int64(*events) {
+		submitted = int64(*events)
+	}
+	settled := t.acked.Load() + t.deadLettered.Load() + t.rejected.Load()
+	outstanding := s.Rust.RequestsHeld + s.Rust.RepliesLent + uint64(s.RepliesHeld) + uint64(max(s.InFlight, 0))
+	violations := s.Violations + s.Rust.Violations
+
+	fmt.Fprintf(out, "tandem demo (%s link, %d goroutines, %d-byte payloads)\n", tandem.LinkMode(), *concurrency, *payloadSize)
+	fmt.Fprintf(out, "  pipeline   %s (Go) → Call demo.upper (Rust) → Emit %s (Go, breaker %s);\n",
+		typeOrderPlaced, typeOrderPriced, breaker.State())
+	fmt.Fprintf(out, "             payment.* → demo.flaky (Rust, succeeds at delivery 2); demo.fail; echo/hash/upper/noop\n")
+	fmt.Fprintf(out, "  events     %d submitted, %d rejected at submit\n", submitted, t.rejected.Load())
+	fmt.Fprintf(out, "  acked      %d (%d orders placed, %d of %d follow-ups priced)\n",
+		t.acked.Load(), t.placed.Load(), t.priced.Load(), t.emitted.Load())
+	fmt.Fprintf(out, "  retried    %d\n", s.Retried)
+	fmt.Fprintf(out, "  dead       %d dead-lettered (demo.fail asks for 1%% terminal failures)\n", t.deadLettered.Load())
+	fmt.Fprintf(out, "  failed     %d\n", t.failed.Load())
 	fmt.Fprintf(out, "  elapsed    %v\n", elapsed.Round(time.Millisecond))
-	fmt.Fprintf(out, "  events/s   %.0f\n", float64(total)/elapsed.Seconds())
+	fmt.Fprintf(out, "  events/s   %.0f\n", float64(submitted)/elapsed.Seconds())
 	fmt.Fprintf(out, "  round trip p50 %v  p99 %v  max %v\n",
 		time.Duration(hist.ValueAtQuantile(50)), time.Duration(hist.ValueAtQuantile(99)), time.Duration(hist.Max()))
 	fmt.Fprintf(out, "  wakeups    rust %d, go %d (parks: rust %d, go %d)\n", s.RustWakeups, s.Rust.GoWakeups, s.Rust.Parks, s.GoParks)
-	fmt.Fprintf(out, "  buffers    rust holds %d requests, %d replies lent; violations %d\n",
-		s.Rust.RequestsHeld, s.Rust.RepliesLent, s.Violations+s.Rust.Violations)
-	if total != int64(*events) && ctx.Err() == nil {
-		return fmt.Errorf("%d events sent but %d settled", *events, total)
+	fmt.Fprintf(out, "  buffers    %d outstanding (rust holds %d requests, %d replies lent); violations %d\n",
+		outstanding, s.Rust.RequestsHeld, s.Rust.RepliesLent, violations)
+	fmt.Fprintf(out, "  dlq        %d letters added to %s (%d in the file): tandem dlq list -file %s\n",
+		lettersAfter-lettersBefore, *dlqPath, lettersAfter, *dlqPath)
+
+	var problems []error
+	if ctx.Err() == nil && submitted != settled {
+		problems = append(problems, fmt.Errorf("%d events submitted but %d acknowledged, dead-lettered or rejected (%d failed)",
+			submitted, settled, t.failed.Load()))
 	}
-	if s.Rust.RequestsHeld != 0 || s.Rust.RepliesLent != 0 || s.Violations+s.Rust.Violations != 0 {
-		return errors.New("buffers outstanding after shutdown")
+	if ctx.Err() == nil && (t.emitted.Load() != t.priced.Load() || t.badPriced.Load() != 0) {
+		problems = append(problems, fmt.Errorf("%d follow-ups emitted, %d priced, %d malformed",
+			t.emitted.Load(), t.priced.Load(), t.badPriced.Load()))
 	}
-	return nil
+	if added := lettersAfter - lettersBefore; uint64(added) != s.DeadLettered {
+		problems = append(problems, fmt.Errorf("the runtime dead-lettered %d events but %d reached %s", s.DeadLettered, added, *dlqPath))
+	}
+	if outstanding != 0 || violations != 0 {
+		problems = append(problems, fmt.Errorf("after shutdown: %d buffers outstanding, %d violations", outstanding, violations))
+	}
+	if ctx.Err() != nil {
+		problems = append(problems, errors.New("interrupted"))
+	}
+	return errors.Join(problems...)
+}
+
+// addRoutes composes the demo's pipeline on rt, counting into t.
+func addRoutes(rt *tandem.Runtime, t *tally, breaker *tandem.Breaker, concurrency int) error {
+	// order.placed: a Go handler that prices the order with a Rust handler (request/reply
+	// over the rings) and emits the priced order to another Go handler.
+	placed := tandem.HandlerFunc(func(ctx context.Context, ev *tandem.Event) tandem.Result {
+		reply, err := tandem.Call(ctx, &tandem.Event{ID: ev.ID + ".upper", Source: "/demo/orders", Type: "demo.upper", Data: ev.Data})
+		if err != nil {
+			return tandem.Retry(0, err)
+		}
+		priced := bytes.Clone(reply.Data())
+		reply.Release()
+		if err := tandem.Emit(ctx, &tandem.Event{ID: ev.ID + ".priced", Source: "/demo/orders", Type: typeOrderPriced, Data: priced}); err != nil {
+			return tandem.Retry(0, err)
+		}
+		t.emitted.Add(1)
+		t.placed.Add(1)
+		return tandem.AckReply(priced)
+	})
+	err := rt.Handle(typeOrderPlaced, "place-order", placed,
+		tandem.WithWorkers(2, max(2, concurrency)), tandem.WithTimeout(2*time.Second))
+	if err != nil {
+		return err
+	}
+	// order.priced: the follow-up, checked for the upper-cased payload and the causal links
+	// Emit filled in.
+	pricedHandler := tandem.HandlerFunc(func(ctx context.Context, ev *tandem.Event) tandem.Result {
+		if ev.CausationID == "" || ev.CorrelationID != ev.CausationID || !bytes.Equal(ev.Data, bytes.ToUpper(ev.Data)) {
+			t.badPriced.Add(1)
+		}
+		t.priced.Add(1)
+		return tandem.Ack()
+	})
+	err = rt.Handle(typeOrderPriced, "record-price", pricedHandler,
+		tandem.WithWorkers(1, 4), tandem.WithPolicy(breaker))
+	if err != nil {
+		return err
+	}
+	// payment.*: every payment goes to the flaky Rust handler, which asks for a retry on the
+	// first delivery; a fast schedule keeps the demo short.
+	return rt.HandleRust("payment.*", "demo.flaky",
+		tandem.WithRetry(tandem.Backoff{MaxAttempts: 3, Initial: time.Millisecond, Max: 20 * time.Millisecond}))
+}
+
+// countDeadLetters is the number of complete records in the dead-letter file at path.
+func countDeadLetters(path string) (int, error) {
+	f, err := tandem.ReadDeadLetters(path)
+	if err != nil {
+		return 0, err
+	}
+	return len(f.Letters), nil
 }
