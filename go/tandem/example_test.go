@@ -1,0 +1,199 @@
+package tandem_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tandemrt/tandem/go/tandem"
+)
+
+// Call sends an event to a Rust handler and waits for its reply, read in place from
+// shared memory until Release.
+func ExampleRuntime_Call() {
+	rt, err := tandem.New(tandem.Config{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := rt.Start(); err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer rt.Shutdown(context.Background())
+
+	reply, err := rt.Call(context.Background(), &tandem.Event{
+		ID: "1", Source: "/example", Type: "demo.echo", Data: []byte("hello from Go"),
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Printf("demo.echo replied %q\n", reply.Data())
+	reply.Release()
+	// Output: demo.echo replied "hello from Go"
+}
+
+// Handle routes an event type to a Go handler; Call reaches it exactly as it reaches a
+// Rust handler.
+func ExampleRuntime_Handle() {
+	rt, err := tandem.New(tandem.Config{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	greet := tandem.HandlerFunc(func(ctx context.Context, ev *tandem.Event) tandem.Result {
+		return tandem.AckReply([]byte("hello, " + string(ev.Data)))
+	})
+	if err := rt.Handle("greet", "greeter", greet, tandem.WithWorkers(1, 4), tandem.WithTimeout(time.Second)); err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := rt.Start(); err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer rt.Shutdown(context.Background())
+
+	reply, err := rt.Call(context.Background(), &tandem.Event{ID: "1", Source: "/example", Type: "greet", Data: []byte("gopher")})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(string(reply.Data()))
+	reply.Release() // a Go handler's reply is in Go memory: Release is harmless
+	// Output: hello, gopher
+}
+
+// Emit, from inside a handler, routes a follow-up event to another handler and fills in
+// its correlation and causation ids from the event being handled.
+func ExampleEmit() {
+	rt, err := tandem.New(tandem.Config{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	confirmed := make(chan string, 1)
+	place := tandem.HandlerFunc(func(ctx context.Context, ev *tandem.Event) tandem.Result {
+		err := tandem.Emit(ctx, &tandem.Event{ID: "confirm-" + ev.ID, Source: "/orders", Type: "order.confirmed"})
+		if err != nil {
+			return tandem.Retry(0, err)
+		}
+		return tandem.Ack()
+	})
+	confirm := tandem.HandlerFunc(func(ctx context.Context, ev *tandem.Event) tandem.Result {
+		confirmed <- fmt.Sprintf("%s: correlation %s, caused by %s", ev.ID, ev.CorrelationID, ev.CausationID)
+		return tandem.Ack()
+	})
+	if err := rt.Handle("order.placed", "place", place); err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := rt.Handle("order.confirmed", "confirm", confirm); err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := rt.Start(); err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer rt.Shutdown(context.Background())
+
+	receipt, err := rt.Submit(context.Background(), &tandem.Event{ID: "order-7", Source: "/shop", Type: "order.placed"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := receipt.Wait(context.Background()); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(<-confirmed)
+	// Output: confirm-order-7: correlation order-7, caused by order-7
+}
+
+// HandleRust routes a pattern to a Rust handler registered under another type: here every
+// "shout.…" event goes to demo.upper.
+func ExampleRuntime_HandleRust() {
+	rt, err := tandem.New(tandem.Config{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := rt.HandleRust("shout.>", "demo.upper"); err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := rt.Start(); err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer rt.Shutdown(context.Background())
+
+	for i, typ := range []string{"shout.greeting", "shout.team.cheer"} {
+		reply, err := rt.Call(context.Background(), &tandem.Event{
+			ID: fmt.Sprint(i), Source: "/example", Type: typ, Data: []byte("go " + typ),
+		})
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Printf("%s\n", reply.Data())
+		reply.Release()
+	}
+	// Output:
+	// GO SHOUT.GREETING
+	// GO SHOUT.TEAM.CHEER
+}
+
+// A handler that asks for a retry is redelivered on the route's schedule; one that fails
+// for good is dead-lettered, and its submitter learns why.
+func Example_retriesAndDeadLetters() {
+	sink := tandem.NewMemorySink()
+	rt, err := tandem.New(tandem.Config{DeadLetters: sink})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	// demo.flaky asks for a retry until the delivery named by its succeed_at extension.
+	fast := tandem.Backoff{MaxAttempts: 5, Initial: time.Millisecond}
+	if err := rt.HandleRust("payment.*", "demo.flaky", tandem.WithRetry(fast)); err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := rt.Start(); err != nil {
+		fmt.Println(err)
+		return
+	}
+	ctx := context.Background()
+
+	reply, err := rt.Call(ctx, &tandem.Event{ID: "p1", Source: "/example", Type: "payment.authorize",
+		Extensions: map[string]string{"succeed_at": "3"}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Printf("payment authorized on delivery %s\n", reply.Data())
+	reply.Release()
+
+	_, err = rt.Call(ctx, &tandem.Event{ID: "f1", Source: "/example", Type: "demo.fail", Data: []byte("term")})
+	var he *tandem.HandlerError
+	if errors.As(err, &he) {
+		fmt.Printf("demo.fail: %s, dead-lettered (%s)\n", he.Code(), he.DeadLetter)
+	}
+
+	if err := rt.Shutdown(ctx); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("retried", rt.Stats().Retried)
+	for _, dl := range sink.Letters() {
+		fmt.Println("dead letter:", dl.EventID, dl.Reason, dl.Error.Code)
+	}
+	// Output:
+	// payment authorized on delivery 3
+	// demo.fail: invalid, dead-lettered (term)
+	// retried 2
+	// dead letter: f1 term invalid
+}
