@@ -511,3 +511,76 @@ func TestChainRustToRust(t *testing.T) {
 		t.Fatalf("rust emitted %d, received %d, submitted %d", s.Rust.Emitted, s.Rust.Received, s.Submitted)
 	}
 }
+
+func TestInProgressExtendsAGoHandlersDeadline(t *testing.T) {
+	rt := newRegistered(t, Config{Retry: Backoff{MaxAttempts: 1}})
+	patient := HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		for range 3 {
+			select {
+			case <-time.After(20 * time.Millisecond):
+			case <-ctx.Done():
+				return Retry(0, ctx.Err())
+			}
+			if ev.Subject == "report" {
+				if err := InProgress(ctx, 60*time.Millisecond); err != nil {
+					return Retry(0, err)
+				}
+			}
+		}
+		return Ack()
+	})
+	rt.Handle("work", "patient", patient, WithTimeout(30*time.Millisecond))
+	start(t, rt)
+	ctx := context.Background()
+	ev := event("work", "1", nil)
+	ev.Subject = "report" // reports progress: 60 ms of work against a 30 ms timeout
+	if _, err := rt.Call(ctx, ev); err != nil {
+		t.Fatalf("a handler reporting progress timed out: %v", err)
+	}
+	_, err := rt.Call(ctx, event("work", "2", nil)) // silent: times out
+	var he *HandlerError
+	if !errors.As(err, &he) || he.Code() != "timeout" {
+		t.Fatalf("a silent slow handler: %v, want a timeout", err)
+	}
+	if err := InProgress(ctx, time.Second); !errors.Is(err, ErrNoHandlerContext) {
+		t.Fatalf("InProgress outside a handler: %v", err)
+	}
+	assertInvariant(t, rt)
+}
+
+func TestGoWorkerPoolGrowsUnderLoadAndShrinksWhenIdle(t *testing.T) {
+	rt := newRegistered(t, Config{})
+	release := make(chan struct{})
+	rt.Handle("job", "job", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		<-release
+		return Ack()
+	}), WithWorkers(1, 4), WithIdleTimeout(20*time.Millisecond))
+	start(t, rt)
+	if n := rt.Stats().GoWorkers; n != 1 {
+		t.Fatalf("%d workers at rest, want the minimum 1", n)
+	}
+	var receipts []*Receipt
+	for i := range 6 {
+		receipts = append(receipts, mustSubmit(t, rt, event("job", fmt.Sprint(i), nil)))
+	}
+	waitFor(t, "the pool to grow to its maximum", func() bool { return rt.Stats().GoWorkers == 4 })
+	close(release)
+	for _, r := range receipts {
+		if err := r.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the pool to shrink back", func() bool { return rt.Stats().GoWorkers == 1 })
+	assertInvariant(t, rt)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

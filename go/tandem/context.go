@@ -3,6 +3,9 @@ package tandem
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // handlerContext is the context a Go handler receives: its deadline and cancellation, plus the
@@ -12,6 +15,45 @@ type handlerContext struct {
 	r     *Runtime
 	ev    *Event
 	route *route
+
+	// With a deadline: a timer that cancels the context, which InProgress may push back.
+	mu       sync.Mutex
+	deadline time.Time
+	timer    *time.Timer
+	expired  atomic.Bool
+}
+
+// setDeadline makes the context end at d (its Err then reports DeadlineExceeded) and returns
+// the function that releases the timer.
+func (c *handlerContext) setDeadline(d time.Time) (stop func()) {
+	ctx, cancel := context.WithCancel(c.Context)
+	c.Context, c.deadline = ctx, d
+	c.timer = time.AfterFunc(time.Until(d), func() {
+		c.expired.Store(true)
+		cancel()
+	})
+	return func() {
+		c.timer.Stop()
+		cancel()
+	}
+}
+
+// Deadline reports the current deadline, which InProgress may have pushed back.
+func (c *handlerContext) Deadline() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.timer == nil {
+		return c.Context.Deadline()
+	}
+	return c.deadline, true
+}
+
+// Err reports DeadlineExceeded once the deadline fired.
+func (c *handlerContext) Err() error {
+	if c.expired.Load() {
+		return context.DeadlineExceeded
+	}
+	return c.Context.Err()
 }
 
 type handlerContextKey struct{}
@@ -81,4 +123,31 @@ func Call(ctx context.Context, ev *Event) (Reply, error) {
 	}
 	derive(hc.ev, ev)
 	return hc.r.Call(ctx, ev)
+}
+
+// InProgress tells the runtime that a Go handler is still working on its event: it pushes the
+// event's deadline back to extend from now (never earlier than it was). It has no effect on an
+// event without a deadline, and fails once the deadline has passed. ctx must be the handler's
+// context. (A Rust handler calls Context::in_progress.)
+func InProgress(ctx context.Context, extend time.Duration) error {
+	hc, ok := fromContext(ctx)
+	if !ok {
+		return ErrNoHandlerContext
+	}
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	if hc.timer == nil {
+		return nil
+	}
+	if hc.expired.Load() {
+		return context.DeadlineExceeded
+	}
+	if until := time.Now().Add(extend); until.After(hc.deadline) {
+		if !hc.timer.Stop() {
+			return context.DeadlineExceeded // fired while we were here
+		}
+		hc.deadline = until
+		hc.timer.Reset(time.Until(until))
+	}
+	return nil
 }

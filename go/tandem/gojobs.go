@@ -90,7 +90,8 @@ func (p *workerPool) enqueue(ctx context.Context, job *goJob, policy OverloadPol
 			return ErrClosed
 		}
 	}
-	if p.idle.Load() == 0 {
+	// Grow while more events wait than workers idle, up to the maximum.
+	if int(p.idle.Load()) < len(p.queue) {
 		p.mu.Lock()
 		if !p.stopped && p.workers < p.route.opts.maxWorkers {
 			p.spawnLocked()
@@ -188,13 +189,12 @@ func (r *Runtime) runGo(job *goJob) {
 			Code: "cancelled", Message: "the runtime shut down before the handler ran", Runtime: "go", Handler: rt.name}}, nil)
 		return
 	}
-	ctx := r.goCtx
+	hc := &handlerContext{Context: r.goCtx, r: r, ev: &job.ev, route: rt}
 	if !job.ev.Deadline.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, job.ev.Deadline)
-		defer cancel()
+		stop := hc.setDeadline(job.ev.Deadline)
+		defer stop()
 	}
-	hc := &handlerContext{Context: ctx, r: r, ev: &job.ev, route: rt}
+	ctx := context.Context(hc)
 	res := r.invokeGo(hc, rt, &job.ev)
 	switch res.outcome {
 	case OutcomeAck:

@@ -50,10 +50,14 @@ type routeOptions struct {
 type RouteOption func(*routeOptions)
 
 // WithWorkers sizes a Go route's goroutine pool: min workers always, up to max under load,
-// shrinking back when they idle (defaults 1 and 4×GOMAXPROCS... see Config.Workers).
+// shrinking back when they idle (defaults 1 and 4×GOMAXPROCS).
 func WithWorkers(min, max int) RouteOption {
 	return func(o *routeOptions) { o.minWorkers, o.maxWorkers = min, max }
 }
+
+// WithIdleTimeout sets how long a Go route's worker above the minimum may idle before it
+// exits (default 10s).
+func WithIdleTimeout(d time.Duration) RouteOption { return func(o *routeOptions) { o.idle = d } }
 
 // WithQueue bounds a Go route's queue of events waiting for a worker (default 1024).
 func WithQueue(n int) RouteOption { return func(o *routeOptions) { o.queue = n } }

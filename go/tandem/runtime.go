@@ -470,6 +470,8 @@ type Stats struct {
 	RustWakeups uint64
 	// GoParks counts times the Go completion poller parked.
 	GoParks uint64
+	// GoWorkers is the number of worker goroutines across the Go routes' pools.
+	GoWorkers int
 	// Rust holds the Rust side's counters (final ones after Shutdown).
 	Rust RustStats
 }
@@ -522,6 +524,9 @@ func (r *Runtime) Stats() Stats {
 		if r.replies[i].Load() == 1 {
 			s.RepliesHeld++
 		}
+	}
+	for _, p := range r.pools {
+		s.GoWorkers += p.size()
 	}
 	for i := range r.slots {
 		if r.slots[i].owner.Load() == slotFree {

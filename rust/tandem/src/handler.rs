@@ -256,6 +256,10 @@ pub struct Context {
     pub(crate) handler: Arc<str>,
     pub(crate) cancel: CancellationToken,
     pub(crate) shared: Arc<crate::runtime::Shared>,
+    /// The event's token on the rings (0 for a direct call), for progress records.
+    pub(crate) token: u64,
+    /// The event's deadline in Unix ns, which `in_progress` may push back.
+    pub(crate) deadline: Option<Arc<std::sync::atomic::AtomicI64>>,
 }
 
 impl Context {
@@ -263,9 +267,9 @@ impl Context {
     pub fn handler_name(&self) -> &str {
         &self.handler
     }
-    /// Fires when the runtime gives up on this event (shutdown past its deadline). The runtime
-    /// stops polling the handler's future then; a handler that spawns work of its own should
-    /// watch this token.
+    /// Fires when the runtime gives up on this event: at the event's deadline (the route's
+    /// timeout), or at shutdown past its grace. The runtime stops polling the handler's future
+    /// then; a handler that spawns work of its own should watch this token.
     pub fn cancellation(&self) -> &CancellationToken {
         &self.cancel
     }

@@ -503,7 +503,7 @@ impl Runtime {
         let bytes: &'static [u8] =
             unsafe { std::mem::transmute::<&[u8], &'static [u8]>(envelope_bytes) };
         let outcome = rt.block_on(async {
-            let (outcome, handler, _, _) = run(&shared, prepare(&shared, bytes, 0)).await;
+            let (outcome, handler, _, _) = run(&shared, prepare(&shared, bytes, 0), 0).await;
             (outcome, handler)
         });
         let (outcome, handler) = outcome;
@@ -686,7 +686,7 @@ fn start_event(
     let inline = job.inline();
     let sh = shared.clone();
     let task = async move {
-        let (outcome, handler, started, finished) = run(&sh, job).await;
+        let (outcome, handler, started, finished) = run(&sh, job, token).await;
         sh.complete(token, slot, outcome, &handler, started, finished)
             .await;
     };
@@ -750,7 +750,7 @@ fn prepare(shared: &Shared, bytes: &'static [u8], route: u32) -> Job {
 }
 
 /// Runs a job's handler, containing panics and honouring cancellation.
-async fn run(shared: &Arc<Shared>, job: Job) -> (Outcome, Arc<str>, u64, u64) {
+async fn run(shared: &Arc<Shared>, job: Job, token: u64) -> (Outcome, Arc<str>, u64, u64) {
     let (route, ev) = match job {
         Job::Run(route, ev) => (route, ev),
         Job::Refuse(err) => return (Outcome::Term(err), Arc::from(""), 0, 0),
@@ -761,22 +761,35 @@ async fn run(shared: &Arc<Shared>, job: Job) -> (Outcome, Arc<str>, u64, u64) {
         after: Duration::ZERO,
         error: HandlerError::with_code("timeout", "the event's deadline passed"),
     };
-    let remaining = ev.envelope().deadline.map(|d| {
-        Duration::from_nanos(u64::try_from(d.saturating_sub(now_ns() as i64)).unwrap_or(0))
-    });
-    if remaining == Some(Duration::ZERO) {
+    let deadline = ev.envelope().deadline;
+    if deadline.is_some_and(|d| d <= now_ns() as i64) {
         return (timeout(), route.name, 0, 0);
     }
+    // With a deadline the event gets a token of its own, fired at the deadline, and a deadline
+    // the handler may push back (Context::in_progress).
+    let deadline = deadline.map(|d| Arc::new(std::sync::atomic::AtomicI64::new(d)));
+    let cancel = match deadline {
+        Some(_) => shared.cancel.child_token(),
+        None => shared.cancel.clone(),
+    };
     let expired = async {
-        match remaining {
-            Some(left) => tokio::time::sleep(left).await,
-            None => std::future::pending().await,
+        let Some(deadline) = &deadline else {
+            return std::future::pending().await;
+        };
+        loop {
+            let left = deadline.load(Relaxed).saturating_sub(now_ns() as i64);
+            if left <= 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_nanos(left as u64)).await;
         }
     };
     let cx = Context {
         handler: route.name.clone(),
-        cancel: shared.cancel.clone(),
+        cancel: cancel.clone(),
         shared: shared.clone(),
+        token,
+        deadline: deadline.clone(),
     };
     let mut started = 0;
     let handler = async {
@@ -802,7 +815,10 @@ async fn run(shared: &Arc<Shared>, job: Job) -> (Outcome, Arc<str>, u64, u64) {
             after: Duration::ZERO,
             error: HandlerError::with_code("cancelled", "the runtime shut down before the handler finished"),
         },
-        _ = expired => timeout(),
+        _ = expired => {
+            cancel.cancel();
+            timeout()
+        }
     };
     drop(ev);
     (outcome, route.name, started, now_ns())
@@ -976,6 +992,32 @@ impl Shared {
 }
 
 impl Context {
+    /// Tells the runtime the handler is still working: pushes the event's deadline back to
+    /// `extend` from now (never earlier than it was), and tells Go with a progress record.
+    /// Without a deadline (no route timeout, none from the submitter) there is nothing to
+    /// extend and only the record is sent.
+    pub async fn in_progress(&self, extend: Duration) {
+        if let Some(deadline) = &self.deadline {
+            let until =
+                (now_ns() as i64).saturating_add(extend.as_nanos().min(i64::MAX as u128) as i64);
+            deadline.fetch_max(until, Relaxed);
+        }
+        if self.token != 0 {
+            let aux = extend.as_nanos().min(u64::MAX as u128) as u64;
+            self.shared
+                .publish_completion(
+                    self.token,
+                    TANDEM_OUTCOME_IN_PROGRESS,
+                    TANDEM_NO_SLOT,
+                    (TANDEM_NO_SLOT, 0),
+                    0,
+                    0,
+                    aux,
+                )
+                .await;
+        }
+    }
+
     /// Emits a follow-up event (see [`Event::follow_up`]): it goes to Go in a reply slot on
     /// the completion ring, and Go routes it like a submitted one, to a handler in either
     /// runtime, with retries and dead letters. Waits (without blocking a thread) while every
@@ -1084,9 +1126,33 @@ mod tests {
         }
     }
 
+    struct Patient;
+    impl Handler for Patient {
+        async fn handle(&self, _ev: &Event, cx: &Context) -> Outcome {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                cx.in_progress(Duration::from_millis(60)).await;
+            }
+            Outcome::Ack
+        }
+    }
+    struct Watcher(Arc<std::sync::atomic::AtomicBool>);
+    impl Handler for Watcher {
+        async fn handle(&self, _ev: &Event, cx: &Context) -> Outcome {
+            let (token, fired) = (cx.cancellation().clone(), self.0.clone());
+            tokio::spawn(async move {
+                token.cancelled().await;
+                fired.store(true, Relaxed);
+            });
+            std::future::pending::<()>().await;
+            Outcome::Ack
+        }
+    }
+
     fn runtime() -> Runtime {
         let mut reg = Registry::new();
-        reg.register("fork", "fork", Fork);
+        reg.register("fork", "fork", Fork)
+            .register("patient", "patient", Patient);
         reg.register("echo", "echo", Echo)
             .register("boom", "boom", Boom)
             .register("forever", "forever", Forever)
@@ -1409,6 +1475,59 @@ mod tests {
         assert_eq!((done.kind, done.slot), (TANDEM_OUTCOME_ACK, 0));
         let st = assert_whole(&mut rt);
         assert_eq!((st.emitted, st.releases), (3, 3));
+    }
+
+    fn with_deadline(ty: &str, in_ms: i64) -> Vec<u8> {
+        envelope::encode_to_vec(&Envelope {
+            id: "1",
+            source: "/test",
+            ty,
+            specversion: "1.0",
+            deadline: Some(now_ns() as i64 + in_ms * 1_000_000),
+            ..Envelope::default()
+        })
+    }
+
+    #[test]
+    fn in_progress_pushes_the_deadline_back_and_tells_go() {
+        let mut rt = runtime();
+        // 3 × 20 ms of work against a 30 ms deadline, extended by 60 ms after each step.
+        submit(&rt, 0, &with_deadline("patient", 30));
+        for _ in 0..3 {
+            let done = next_completion(&rt);
+            assert_eq!(done.kind, TANDEM_OUTCOME_IN_PROGRESS);
+            assert_eq!(done.token, 7 << 32, "the progress record names the event");
+        }
+        assert_eq!(next_completion(&rt).kind, TANDEM_OUTCOME_ACK);
+        assert_whole(&mut rt);
+    }
+
+    #[test]
+    fn the_deadline_fires_the_events_cancellation_token() {
+        let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut reg = Registry::new();
+        reg.register("watch", "watch", Watcher(fired.clone()));
+        let cfg = Config {
+            sq_capacity: 16,
+            cq_capacity: 8,
+            req_slots: 4,
+            rep_slots: 4,
+            req_slot_size: 1024,
+            rep_slot_size: 1024,
+            ..Config::default()
+        };
+        let mut rt = Runtime::new(cfg, reg).unwrap();
+        rt.start().unwrap();
+        submit(&rt, 0, &with_deadline("watch", 20));
+        let done = next_completion(&rt);
+        assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "timeout");
+        release(&rt, done.reply_slot);
+        let until = Instant::now() + Duration::from_secs(10);
+        while !fired.load(Relaxed) {
+            assert!(Instant::now() < until, "the token never fired");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_whole(&mut rt);
     }
 
     #[test]
