@@ -72,6 +72,10 @@
  Completion kind: a Rust handler emitted an event: its envelope is in `reply_slot`
  (`reply_len` bytes), lent to Go until a `TANDEM_SQE_RELEASE`; Go routes it like a
  submitted one. `token` and `slot` are 0 and `TANDEM_NO_SLOT`: the record releases nothing.
+ With `flags` nonzero it is instead an event routed inside Rust that failed:
+ `flags` is its outcome (`TANDEM_OUTCOME_RETRY` or `_TERM`, retry delay in `aux`), the reply
+ slot holds its envelope (`len` bytes) followed by its error envelope, and Go retries or
+ dead-letters it.
  */
 #define TANDEM_CQE_EMIT 4
 
@@ -260,6 +264,18 @@ typedef struct {
    Events Rust handlers emitted to Go.
    */
   uint64_t emitted;
+  /*
+   Emitted events routed to a Rust handler inside Rust.
+   */
+  uint64_t local_dispatched;
+  /*
+   Of those, the ones acknowledged in Rust.
+   */
+  uint64_t local_acked;
+  /*
+   Of those, the failures handed to Go for retry or dead-lettering.
+   */
+  uint64_t local_forwarded;
   /*
    Descriptors waiting in the submission ring.
    */
@@ -493,6 +509,16 @@ tandem_status tandem_invoke(const tandem_runtime *rt,
                             size_t cap,
                             size_t *reply_len,
                             uint32_t *outcome_out);
+
+/*
+ Names the event types whose emitted events are routed inside Rust (to the handler
+ registered under the same type) instead of going to Go: `types` is newline-separated UTF-8,
+ `len` bytes, read during the call only. Call once, before `tandem_runtime_start`.
+
+ # Safety
+ `rt` must be a live runtime; `types` valid for `len` bytes (or null with `len` 0).
+ */
+tandem_status tandem_set_local_routes(const tandem_runtime *rt, const uint8_t *types, size_t len);
 
 /*
  Starts the wake probe (a diagnostic): a tokio task of this runtime waits on eventfd

@@ -584,3 +584,50 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// An event a Rust handler emits for a Rust route stays in Rust: no trip through Go.
+func TestRustToRustStaysInRust(t *testing.T) {
+	rt := newRegistered(t, Config{})
+	got := make(chan Event, 1)
+	rt.Handle("hop.done", "sink", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		got <- cloneEvent(ev)
+		return Ack()
+	}))
+	start(t, rt)
+	first := event("demo.relay", "l-1", []byte("q"))
+	first.Extensions = map[string]string{"next": "demo.relay,hop.done"}
+	mustSubmit(t, rt, first)
+	var final Event
+	select {
+	case final = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the chain never reached its Go end")
+	}
+	if final.CausationID != "l-1/relay" || final.CorrelationID != "l-1" || string(final.Data) != "Q" {
+		t.Fatalf("end of chain: %+v", final)
+	}
+	s := assertInvariant(t, rt)
+	// Go saw the root and the last hop; the middle hop never left Rust.
+	if s.Rust.LocalDispatched != 1 || s.Rust.LocalAcked != 1 || s.Rust.Emitted != 1 || s.Submitted != 2 || s.ToRust != 1 {
+		t.Fatalf("local %d/%d, emitted to Go %d, submitted %d, to Rust %d",
+			s.Rust.LocalDispatched, s.Rust.LocalAcked, s.Rust.Emitted, s.Submitted, s.ToRust)
+	}
+}
+
+// A local event that fails comes to Go, which retries it through the rings.
+func TestFailedLocalEventsAreRetriedByGo(t *testing.T) {
+	sink := NewMemorySink()
+	rt := newRegistered(t, Config{Retry: Backoff{MaxAttempts: 5, Initial: time.Millisecond}, DeadLetters: sink})
+	start(t, rt)
+	first := event("demo.relay", "f-1", nil)
+	first.Extensions = map[string]string{"next": "demo.flaky"} // flaky succeeds on attempt 3
+	mustSubmit(t, rt, first)
+	waitFor(t, "the flaky event to succeed", func() bool {
+		s := rt.Stats()
+		return s.Rust.LocalForwarded == 1 && s.Retried == 2 && s.InFlight == 0
+	})
+	s := assertInvariant(t, rt)
+	if s.DeadLettered != 0 || len(sink.Letters()) != 0 {
+		t.Fatalf("dead-lettered %d", s.DeadLettered)
+	}
+}

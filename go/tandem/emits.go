@@ -3,6 +3,7 @@ package tandem
 import (
 	"bytes"
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -86,6 +87,10 @@ func (r *Runtime) onEmit(d *ring.Desc) {
 		return
 	}
 	raw := r.replyBytes(d.ReplySlot, d.ReplyLen)
+	if d.Flags != 0 {
+		r.onLocalFailure(d, raw)
+		return
+	}
 	ev, err := DecodeEvent(raw)
 	var env []byte
 	if err != nil {
@@ -145,4 +150,81 @@ func (r *Runtime) deadLetterEvent(ev *Event, env []byte, reason DeadLetterReason
 	r.log.Debug("tandem: dead-lettering an unrouted event", zap.String("event_type", ev.Type), zap.String("reason", string(reason)))
 	r.dead <- deadLetterJob{dl: &DeadLetter{Reason: reason, Error: &he.Envelope, Attempts: ev.Attempt, EventID: ev.ID,
 		EventType: ev.Type, Source: ev.Source, Route: he.Envelope.Handler, Time: time.Now(), Envelope: env}, err: he}
+}
+
+// onLocalFailure takes an event that was routed inside Rust and failed: Go retries it (through
+// the rings this time) or dead-letters it, as it would any event.
+func (r *Runtime) onLocalFailure(d *ring.Desc, raw []byte) {
+	n := min(int(d.Len), len(raw))
+	env := bytes.Clone(raw[:n])
+	he := &HandlerError{Outcome: OutcomeTerm, RetryAfter: time.Duration(d.Aux)}
+	if d.Flags == abi.OutcomeRetry {
+		he.Outcome = OutcomeRetry
+	}
+	if e, err := DecodeErrorEnvelope(raw[n:]); err == nil {
+		he.Envelope = *e
+	} else {
+		he.Envelope = ErrorEnvelope{Code: "decode", Message: "malformed error envelope: " + err.Error(), Runtime: "rust"}
+	}
+	r.releaseReply(d.ReplySlot)
+	ev, err := DecodeEvent(env)
+	if err != nil {
+		r.deadLetterEvent(&Event{}, env, ReasonDecode, he)
+		return
+	}
+	he.EventType = ev.Type
+	if he.Outcome != OutcomeRetry {
+		r.deadLetterEvent(ev, env, ReasonTerm, he)
+		return
+	}
+	rt := r.router.match(ev.Type)
+	b := rt.backoff(r)
+	switch {
+	case State(r.state.Load()) == Draining:
+		r.deadLetterEvent(ev, env, ReasonCancelled, he)
+	case b.Exhausted(max(ev.Attempt, 1), he.Envelope.Retry):
+		r.deadLetterEvent(ev, env, ReasonMaxAttempts, he)
+	case !r.budget.Withdraw(time.Now()):
+		r.deadLetterEvent(ev, env, ReasonRetryBudget, he)
+	default:
+		delay := b.Delay(max(ev.Attempt, 1), he.Envelope.Retry, he.RetryAfter, time.Now(), rand.Float64)
+		if !r.scheduleEmitRetry(ev, env, he, delay) {
+			r.deadLetterEvent(ev, env, ReasonCancelled, he)
+		}
+	}
+}
+
+// scheduleEmitRetry redelivers a failed local event after delay, as its next attempt, through
+// Go's routing (and so the rings).
+func (r *Runtime) scheduleEmitRetry(ev *Event, env []byte, he *HandlerError, delay time.Duration) bool {
+	r.retries.mu.Lock()
+	defer r.retries.mu.Unlock()
+	if r.retries.closed {
+		return false
+	}
+	retry := &emitRetry{ev: ev, env: env, he: he}
+	retry.timer = time.AfterFunc(delay, func() {
+		r.retries.mu.Lock()
+		_, ok := r.retries.emitWaiting[retry]
+		delete(r.retries.emitWaiting, retry)
+		r.retries.mu.Unlock()
+		if !ok {
+			return
+		}
+		ev.Attempt = max(ev.Attempt, 1) + 1
+		if !r.emits.push(ev) {
+			r.deadLetterEvent(ev, env, ReasonCancelled, he)
+		}
+	})
+	r.retries.emitWaiting[retry] = struct{}{}
+	r.retried.Add(1)
+	return true
+}
+
+// emitRetry is a failed local event waiting for its redelivery.
+type emitRetry struct {
+	ev    *Event
+	env   []byte
+	he    *HandlerError
+	timer *time.Timer
 }

@@ -21,10 +21,11 @@ const deadLetterQueue = 1024
 // retryTable holds the events waiting for a redelivery: their slots stay Go's, their waiters
 // attached, and a timer (not a goroutine, not a worker) brings each back.
 type retryTable struct {
-	mu        sync.Mutex
-	closed    bool                   // set at shutdown: no more redeliveries
-	waiting   map[uint32]*time.Timer // Rust routes, by request slot
-	goWaiting map[*goJob]*time.Timer // Go routes
+	mu          sync.Mutex
+	closed      bool                    // set at shutdown: no more redeliveries
+	waiting     map[uint32]*time.Timer  // Rust routes, by request slot
+	goWaiting   map[*goJob]*time.Timer  // Go routes
+	emitWaiting map[*emitRetry]struct{} // failed events routed inside Rust
 }
 
 // failed decides what a failure becomes: a redelivery, a dead letter, or (while draining) a
@@ -127,9 +128,14 @@ func (r *Runtime) redeliver(idx uint32) {
 func (r *Runtime) cancelRetries() {
 	r.retries.mu.Lock()
 	r.retries.closed = true
-	waiting, goWaiting := r.retries.waiting, r.retries.goWaiting
+	waiting, goWaiting, emitWaiting := r.retries.waiting, r.retries.goWaiting, r.retries.emitWaiting
 	r.retries.waiting, r.retries.goWaiting = map[uint32]*time.Timer{}, map[*goJob]*time.Timer{}
+	r.retries.emitWaiting = map[*emitRetry]struct{}{}
 	r.retries.mu.Unlock()
+	for e := range emitWaiting {
+		e.timer.Stop()
+		r.deadLetterEvent(e.ev, e.env, ReasonCancelled, e.he) // nobody to hand a retryable outcome to
+	}
 	for job, t := range goWaiting {
 		t.Stop()
 		r.cancelled.Add(1)

@@ -234,6 +234,7 @@ func (r *Runtime) init() error {
 	}
 	r.retries.waiting = make(map[uint32]*time.Timer)
 	r.retries.goWaiting = make(map[*goJob]*time.Timer)
+	r.retries.emitWaiting = make(map[*emitRetry]struct{})
 	r.dead = make(chan deadLetterJob, deadLetterQueue)
 	r.emits.init()
 
@@ -295,6 +296,17 @@ func (r *Runtime) Start() error {
 				return fail(fmt.Errorf("Go handler %q (route %q): warm-up: %w", rt.name, rt.pattern, err))
 			}
 		}
+	}
+	// Events Rust handlers emit for an exact route to a Rust handler with no policy of Go's
+	// own stay in Rust; their failures come back to Go, where retries live.
+	var local []string
+	for _, rt := range r.router.all {
+		if rt.isRust() && rt.exact() && len(rt.opts.policies) == 0 && rt.opts.timeout == 0 && r.types[rt.rustIndex-1] == rt.pattern {
+			local = append(local, rt.pattern)
+		}
+	}
+	if err := abi.SetLocalRoutes(r.h, local); err != nil {
+		return fail(err)
 	}
 	if err := abi.Start(r.h); err != nil {
 		return fail(err)
@@ -498,6 +510,12 @@ type RustStats struct {
 	Panics uint64
 	// Emitted counts events Rust handlers emitted to Go.
 	Emitted uint64
+	// LocalDispatched counts emitted events routed to a Rust handler inside Rust.
+	LocalDispatched uint64
+	// LocalAcked counts those acknowledged in Rust.
+	LocalAcked uint64
+	// LocalForwarded counts those that failed and came to Go for retry or dead-lettering.
+	LocalForwarded uint64
 	// SQDepth is the submission ring's occupancy.
 	SQDepth uint64
 	// CQDepth is the completion ring's occupancy.

@@ -86,18 +86,21 @@ type Layout struct {
 
 // Stats mirrors tandem_stats.
 type Stats struct {
-	Received     uint64
-	Completed    uint64
-	RequestsHeld uint64
-	RepliesLent  uint64
-	Releases     uint64
-	Violations   uint64
-	Parks        uint64
-	GoWakeups    uint64
-	Panics       uint64
-	Emitted      uint64
-	SQDepth      uint64
-	CQDepth      uint64
+	Received        uint64
+	Completed       uint64
+	RequestsHeld    uint64
+	RepliesLent     uint64
+	Releases        uint64
+	Violations      uint64
+	Parks           uint64
+	GoWakeups       uint64
+	Panics          uint64
+	Emitted         uint64
+	LocalDispatched uint64
+	LocalAcked      uint64
+	LocalForwarded  uint64
+	SQDepth         uint64
+	CQDepth         uint64
 }
 
 // Errors returned by the bindings; the public package maps them to its own sentinels.
@@ -323,6 +326,12 @@ type invokeOut struct {
 }
 
 var invokeOuts = sync.Pool{New: func() any { return new(invokeOut) }}
+
+// SetLocalRoutes names the event types whose emitted events stay in Rust.
+func SetLocalRoutes(h Handle, types []string) error {
+	buf := []byte(strings.Join(types, "\n"))
+	return call("tandem_set_local_routes", func() int32 { return setLocalRoutes(h, buf) })
+}
 
 // WakeProbe starts the runtime's wake probe on two eventfds (the library dups them).
 func WakeProbe(h Handle, ping, pong int) error {

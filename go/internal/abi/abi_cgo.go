@@ -80,6 +80,10 @@ func invoke(h Handle, envelope, reply []byte, out *invokeOut) int32 {
 
 func free(h Handle) { C.tandem_runtime_free(rt(h)) }
 
+func setLocalRoutes(h Handle, types []byte) int32 {
+	return int32(C.tandem_set_local_routes(rt(h), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(types))), C.size_t(len(types))))
+}
+
 func wakeProbe(h Handle, ping, pong int32) int32 {
 	return int32(C.tandem_wake_probe(rt(h), C.int32_t(ping), C.int32_t(pong)))
 }

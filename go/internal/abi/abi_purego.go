@@ -35,6 +35,7 @@ type library struct {
 	invoke     func(h unsafe.Pointer, env unsafe.Pointer, envLen uintptr, reply unsafe.Pointer, replyCap uintptr, replyLen unsafe.Pointer, outcome unsafe.Pointer) int32
 	free       func(h unsafe.Pointer)
 	wakeProbe  func(h unsafe.Pointer, ping int32, pong int32) int32
+	setLocal   func(h unsafe.Pointer, types unsafe.Pointer, n uintptr) int32
 }
 
 var (
@@ -108,6 +109,7 @@ func open(path string) (*library, error) {
 		{&l.invoke, "tandem_invoke"},
 		{&l.free, "tandem_runtime_free"},
 		{&l.wakeProbe, "tandem_wake_probe"},
+		{&l.setLocal, "tandem_set_local_routes"},
 	} {
 		if err := bind(s.fptr, s.name); err != nil {
 			return fail(err)
@@ -175,6 +177,10 @@ func invoke(h Handle, envelope, reply []byte, out *invokeOut) int32 {
 }
 
 func free(h Handle) { loaded().free(unsafe.Pointer(h)) }
+
+func setLocalRoutes(h Handle, types []byte) int32 {
+	return loaded().setLocal(unsafe.Pointer(h), unsafe.Pointer(unsafe.SliceData(types)), uintptr(len(types)))
+}
 
 func wakeProbe(h Handle, ping, pong int32) int32 {
 	return loaded().wakeProbe(unsafe.Pointer(h), ping, pong)

@@ -127,6 +127,12 @@ pub struct tandem_stats {
     pub panics: u64,
     /// Events Rust handlers emitted to Go.
     pub emitted: u64,
+    /// Emitted events routed to a Rust handler inside Rust.
+    pub local_dispatched: u64,
+    /// Of those, the ones acknowledged in Rust.
+    pub local_acked: u64,
+    /// Of those, the failures handed to Go for retry or dead-lettering.
+    pub local_forwarded: u64,
     /// Descriptors waiting in the submission ring.
     pub sq_depth: u64,
     /// Descriptors waiting in the completion ring.
@@ -326,6 +332,9 @@ pub unsafe extern "C" fn tandem_runtime_stats(
             go_wakeups: s.go_wakeups,
             panics: s.panics,
             emitted: s.emitted,
+            local_dispatched: s.local_dispatched,
+            local_acked: s.local_acked,
+            local_forwarded: s.local_forwarded,
             sq_depth: s.sq_depth,
             cq_depth: s.cq_depth,
         };
@@ -411,6 +420,47 @@ pub unsafe extern "C" fn tandem_invoke(
                 unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), reply, out.len()) };
                 TANDEM_OK
             }
+            Err(e) => status_of(&e),
+        }
+    })
+}
+
+/// Names the event types whose emitted events are routed inside Rust (to the handler
+/// registered under the same type) instead of going to Go: `types` is newline-separated UTF-8,
+/// `len` bytes, read during the call only. Call once, before `tandem_runtime_start`.
+///
+/// # Safety
+/// `rt` must be a live runtime; `types` valid for `len` bytes (or null with `len` 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tandem_set_local_routes(
+    rt: *const tandem_runtime,
+    types: *const u8,
+    len: usize,
+) -> tandem_status {
+    guard(|| {
+        // SAFETY: a live runtime per the contract.
+        let Some(rt) = (unsafe { rt.as_ref() }) else {
+            set_last_error("tandem_set_local_routes: null runtime");
+            return TANDEM_ERR_INVALID_ARG;
+        };
+        let bytes = if len == 0 {
+            &[][..]
+        } else if types.is_null() {
+            set_last_error("tandem_set_local_routes: null types");
+            return TANDEM_ERR_INVALID_ARG;
+        } else {
+            // SAFETY: readable for `len` bytes per the contract, only during this call.
+            unsafe { std::slice::from_raw_parts(types, len) }
+        };
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            set_last_error("tandem_set_local_routes: types are not UTF-8");
+            return TANDEM_ERR_INVALID_ARG;
+        };
+        match rt
+            .inner
+            .set_local_routes(text.split('\n').filter(|t| !t.is_empty()))
+        {
+            Ok(()) => TANDEM_OK,
             Err(e) => status_of(&e),
         }
     })

@@ -33,6 +33,10 @@ pub const TANDEM_OUTCOME_TERM: u32 = 2;
 /// Completion kind: a Rust handler emitted an event: its envelope is in `reply_slot`
 /// (`reply_len` bytes), lent to Go until a `TANDEM_SQE_RELEASE`; Go routes it like a
 /// submitted one. `token` and `slot` are 0 and `TANDEM_NO_SLOT`: the record releases nothing.
+/// With `flags` nonzero it is instead an event routed inside Rust that failed:
+/// `flags` is its outcome (`TANDEM_OUTCOME_RETRY` or `_TERM`, retry delay in `aux`), the reply
+/// slot holds its envelope (`len` bytes) followed by its error envelope, and Go retries or
+/// dead-letters it.
 pub const TANDEM_CQE_EMIT: u32 = 4;
 
 /// Completion outcome: the handler is still working; extend the deadline by `aux` nanoseconds.

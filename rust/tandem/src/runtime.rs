@@ -1,5 +1,6 @@
 //! The Rust runtime: the shared region, the submission poller and one tokio task per event.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
@@ -211,6 +212,10 @@ struct Counters {
     go_wakeups: StdAtomicU64,
     panics: StdAtomicU64,
     emitted: StdAtomicU64,
+    local_dispatched: StdAtomicU64,
+    local_acked: StdAtomicU64,
+    local_forwarded: StdAtomicU64,
+    local_held: StdAtomicU64,
 }
 
 /// A snapshot of a runtime's counters.
@@ -237,6 +242,12 @@ pub struct Stats {
     pub panics: u64,
     /// Events Rust handlers emitted to Go.
     pub emitted: u64,
+    /// Emitted events routed to a Rust handler inside Rust.
+    pub local_dispatched: u64,
+    /// Of those, the ones acknowledged in Rust.
+    pub local_acked: u64,
+    /// Of those, the failures handed to Go for retry or dead-lettering.
+    pub local_forwarded: u64,
     /// Descriptors waiting in the submission ring.
     pub sq_depth: u64,
     /// Descriptors waiting in the completion ring.
@@ -263,6 +274,9 @@ pub(crate) struct Shared {
     stopping: AtomicBool,
     /// Held by whoever consumes the submission ring: the poller, or `stats` once stopped.
     consumer: Mutex<()>,
+    /// Event types whose emitted events stay in Rust (set by Go before start): type -> 1 +
+    /// handler index.
+    local: std::sync::OnceLock<std::collections::HashMap<String, u32>>,
 }
 
 /// A Rust runtime: the shared region and, once started, tokio and the poller.
@@ -332,6 +346,7 @@ impl Runtime {
             tracker: TaskTracker::new(),
             stopping: AtomicBool::new(false),
             consumer: Mutex::new(()),
+            local: std::sync::OnceLock::new(),
             cfg,
             region,
         };
@@ -368,6 +383,36 @@ impl Runtime {
             wake_rust_fd: s.wake_rust.raw(),
             wake_go_fd: s.wake_go.raw(),
         }
+    }
+
+    /// Names the event types whose emitted events are routed inside Rust, to the handler
+    /// registered under the same type. Go sets it once, before start, from its routing table:
+    /// exact routes to Rust handlers with no policy of Go's own.
+    pub fn set_local_routes<'a>(
+        &self,
+        types: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), Error> {
+        let index: HashMap<&str, u32> = self
+            .shared
+            .registry
+            .event_types()
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (t, i as u32 + 1))
+            .collect();
+        let mut local = HashMap::new();
+        for t in types {
+            let Some(&i) = index.get(t) else {
+                return Err(Error::InvalidConfig(format!(
+                    "local route {t:?}: no Rust handler"
+                )));
+            };
+            local.insert(t.to_owned(), i);
+        }
+        self.shared
+            .local
+            .set(local)
+            .map_err(|_| Error::State("local routes are set once"))
     }
 
     /// The event types this runtime has handlers for.
@@ -434,7 +479,10 @@ impl Runtime {
             // until its completion is published, even while it is being handed to a task. The
             // poller keeps running meanwhile, so reply slots Go releases come back and no
             // completion waits for one in vain.
-            let held = || shared.counters.requests_held.load(Relaxed);
+            let held = || {
+                shared.counters.requests_held.load(Relaxed)
+                    + shared.counters.local_held.load(Relaxed)
+            };
             let deadline = Instant::now() + grace;
             while held() > 0 && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_micros(200)).await;
@@ -486,6 +534,9 @@ impl Runtime {
             go_wakeups: c.go_wakeups.load(Relaxed),
             panics: c.panics.load(Relaxed),
             emitted: c.emitted.load(Relaxed),
+            local_dispatched: c.local_dispatched.load(Relaxed),
+            local_acked: c.local_acked.load(Relaxed),
+            local_forwarded: c.local_forwarded.load(Relaxed),
             sq_depth: s.sq.len(),
             cq_depth: s.cq.len(),
         }
@@ -947,7 +998,7 @@ impl Shared {
             self.counters.violations.fetch_add(1, Relaxed);
         }
         self.counters.requests_held.fetch_sub(1, Relaxed);
-        self.publish_completion(token, kind, slot, reply, started, finished, aux)
+        self.publish_completion(token, kind, slot, reply, started, finished, aux, (0, 0))
             .await;
         self.counters.completed.fetch_add(1, Relaxed);
     }
@@ -963,14 +1014,15 @@ impl Shared {
         started: u64,
         finished: u64,
         aux: u64,
+        len_flags: (u32, u32),
     ) {
         loop {
             let pushed = self.cq.push(|d| {
                 d.token.store(token, Ordering::Relaxed);
                 d.kind.store(kind, Ordering::Relaxed);
                 d.slot.store(slot, Ordering::Relaxed);
-                d.len.store(0, Ordering::Relaxed);
-                d.flags.store(0, Ordering::Relaxed);
+                d.len.store(len_flags.0, Ordering::Relaxed);
+                d.flags.store(len_flags.1, Ordering::Relaxed);
                 d.reply_slot.store(reply.0, Ordering::Relaxed);
                 d.reply_len.store(reply.1, Ordering::Relaxed);
                 d.started_ns.store(started, Ordering::Relaxed);
@@ -1013,6 +1065,7 @@ impl Context {
                     0,
                     0,
                     aux,
+                    (0, 0),
                 )
                 .await;
         }
@@ -1035,6 +1088,10 @@ impl Context {
         if needed > sh.cfg.rep_slot_size as usize {
             return Err(EmitError::TooLarge { needed });
         }
+        if let Some(&index) = sh.local.get().and_then(|m| m.get(ev.ty)) {
+            sh.dispatch_local(ev, index);
+            return Ok(());
+        }
         let rs = sh.take_reply_slot().await;
         // SAFETY: `rs` came off the free list, so Rust owns it until published below.
         let buf = unsafe { sh.reply_buf(rs) };
@@ -1042,9 +1099,107 @@ impl Context {
         sh.rep_owner[rs as usize].store(OWNER_GO, Ordering::Release);
         sh.counters.replies_lent.fetch_add(1, Relaxed);
         sh.counters.emitted.fetch_add(1, Relaxed);
-        sh.publish_completion(0, TANDEM_CQE_EMIT, TANDEM_NO_SLOT, (rs, n as u32), 0, 0, 0)
-            .await;
+        sh.publish_completion(
+            0,
+            TANDEM_CQE_EMIT,
+            TANDEM_NO_SLOT,
+            (rs, n as u32),
+            0,
+            0,
+            0,
+            (0, 0),
+        )
+        .await;
         Ok(())
+    }
+}
+
+impl Shared {
+    /// Routes an emitted event to a Rust handler inside Rust: no trip through Go. It runs as a
+    /// task of its own from an owned copy of its envelope. An ack ends it here; a failure goes
+    /// to Go (a `TANDEM_CQE_EMIT` with the outcome in `flags`), where retries and dead letters
+    /// live, so both runtimes recover the same way.
+    fn dispatch_local(self: &Arc<Self>, ev: &envelope::Envelope<'_>, index: u32) {
+        let mut first = *ev;
+        first.attempt = first.attempt.max(1); // attempt counts deliveries, from 1
+        let bytes: Box<[u8]> = envelope::encode_to_vec(&first).into_boxed_slice();
+        self.counters.local_dispatched.fetch_add(1, Relaxed);
+        self.counters.local_held.fetch_add(1, Relaxed);
+        let sh = self.clone();
+        self.tracker.spawn(async move {
+            // SAFETY: the boxed bytes live in this task until after the job that borrows them
+            // has finished (the job is consumed by `run` below); a Box's contents never move.
+            let view: &'static [u8] =
+                unsafe { std::mem::transmute::<&[u8], &'static [u8]>(&bytes) };
+            let (outcome, handler, started, finished) =
+                run(&sh, prepare(&sh, view, index), 0).await;
+            match outcome {
+                Outcome::Ack | Outcome::Reply(_) => {
+                    sh.counters.local_acked.fetch_add(1, Relaxed);
+                }
+                Outcome::Retry { after, error } => {
+                    let aux = after.as_nanos().min(u64::MAX as u128) as u64;
+                    sh.forward_failure(
+                        &bytes,
+                        TANDEM_OUTCOME_RETRY,
+                        &error,
+                        &handler,
+                        started,
+                        finished,
+                        aux,
+                    )
+                    .await;
+                }
+                Outcome::Term(error) => {
+                    sh.forward_failure(
+                        &bytes,
+                        TANDEM_OUTCOME_TERM,
+                        &error,
+                        &handler,
+                        started,
+                        finished,
+                        0,
+                    )
+                    .await;
+                }
+            }
+            sh.counters.local_held.fetch_sub(1, Relaxed);
+        });
+    }
+
+    /// Hands a failed local event to Go: the event envelope (`len` bytes) followed by its
+    /// error envelope, in one reply slot; `flags` holds the outcome.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_failure(
+        &self,
+        event: &[u8],
+        outcome: u32,
+        error: &HandlerError,
+        handler: &str,
+        started: u64,
+        finished: u64,
+        aux: u64,
+    ) {
+        let rs = self.take_reply_slot().await;
+        // SAFETY: `rs` came off the free list, so Rust owns it until published below.
+        let buf = unsafe { self.reply_buf(rs) };
+        let n = event.len().min(buf.len());
+        buf[..n].copy_from_slice(&event[..n]);
+        let m = write_error(&mut buf[n..], error, handler);
+        self.rep_owner[rs as usize].store(OWNER_GO, Ordering::Release);
+        self.counters.replies_lent.fetch_add(1, Relaxed);
+        self.counters.local_forwarded.fetch_add(1, Relaxed);
+        self.publish_completion(
+            0,
+            TANDEM_CQE_EMIT,
+            TANDEM_NO_SLOT,
+            (rs, (n + m) as u32),
+            started,
+            finished,
+            aux,
+            (n as u32, outcome),
+        )
+        .await;
     }
 }
 
@@ -1149,10 +1304,24 @@ mod tests {
         }
     }
 
+    struct Spray;
+    impl Handler for Spray {
+        async fn handle(&self, ev: &Event, cx: &Context) -> Outcome {
+            for ty in ["echo", "boom"] {
+                let id = format!("{}/{ty}", ev.id());
+                if let Err(e) = cx.emit(&ev.follow_up(ty, &id, b"local")).await {
+                    return Outcome::Term(HandlerError::new(e.to_string()));
+                }
+            }
+            Outcome::Ack
+        }
+    }
+
     fn runtime() -> Runtime {
         let mut reg = Registry::new();
         reg.register("fork", "fork", Fork)
-            .register("patient", "patient", Patient);
+            .register("patient", "patient", Patient)
+            .register("spray", "spray", Spray);
         reg.register("echo", "echo", Echo)
             .register("boom", "boom", Boom)
             .register("forever", "forever", Forever)
@@ -1228,6 +1397,8 @@ mod tests {
         token: u64,
         reply_slot: u32,
         reply: Vec<u8>,
+        len: u32,
+        flags: u32,
     }
 
     fn next_completion(rt: &Runtime) -> Done {
@@ -1241,9 +1412,11 @@ mod tests {
                     d.token.load(Ordering::Relaxed),
                     d.reply_slot.load(Ordering::Relaxed),
                     d.reply_len.load(Ordering::Relaxed),
+                    d.len.load(Ordering::Relaxed),
+                    d.flags.load(Ordering::Relaxed),
                 )
             });
-            if let Some((kind, slot, token, reply_slot, len)) = got {
+            if let Some((kind, slot, token, reply_slot, len, elen, flags)) = got {
                 let reply = if reply_slot == TANDEM_NO_SLOT {
                     Vec::new()
                 } else {
@@ -1256,6 +1429,8 @@ mod tests {
                     token,
                     reply_slot,
                     reply,
+                    len: elen,
+                    flags,
                 };
             }
             assert!(Instant::now() < deadline, "no completion within 10 s");
@@ -1528,6 +1703,59 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_whole(&mut rt);
+    }
+
+    #[test]
+    fn local_routes_keep_emitted_events_in_rust_and_hand_failures_to_go() {
+        let mut rt = runtime();
+        rt.set_local_routes(["echo", "boom"]).unwrap();
+        assert!(matches!(
+            rt.set_local_routes(["echo"]),
+            Err(Error::State(_))
+        ));
+        submit(&rt, 0, &envelope("spray", b""));
+        let mut kinds = Vec::new();
+        let mut forwarded = None;
+        for _ in 0..2 {
+            let done = next_completion(&rt);
+            kinds.push(done.kind);
+            if done.kind == TANDEM_CQE_EMIT {
+                forwarded = Some(done);
+            }
+        }
+        // The echo stayed in Rust (acked there); only the parent's ack and the failed boom
+        // (a panic, terminal) reached Go.
+        kinds.sort_unstable();
+        assert_eq!(kinds, [TANDEM_OUTCOME_ACK, TANDEM_CQE_EMIT]);
+        let done = forwarded.unwrap();
+        let (event, error) = done.reply.split_at(done.len as usize);
+        let ev = envelope::decode(event).expect("forwarded event");
+        assert_eq!(
+            (ev.ty, ev.id, ev.attempt, ev.causationid),
+            ("boom", "1/boom", 1, Some("1"))
+        );
+        let err = envelope::decode_error(error).expect("forwarded error");
+        assert_eq!((err.code, done.flags), ("panic", TANDEM_OUTCOME_TERM));
+        release(&rt, done.reply_slot);
+        let st = assert_whole(&mut rt);
+        assert_eq!(
+            (
+                st.local_dispatched,
+                st.local_acked,
+                st.local_forwarded,
+                st.emitted
+            ),
+            (2, 1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn local_routes_name_registered_handlers() {
+        let rt = runtime();
+        assert!(matches!(
+            rt.set_local_routes(["nope"]),
+            Err(Error::InvalidConfig(_))
+        ));
     }
 
     #[test]
