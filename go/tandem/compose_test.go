@@ -631,3 +631,42 @@ func TestFailedLocalEventsAreRetriedByGo(t *testing.T) {
 		t.Fatalf("dead-lettered %d", s.DeadLettered)
 	}
 }
+
+func TestASecondSettleIsAViolationNotADoubleCount(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	r := &Receipt{w: waiter{ch: make(chan struct{})}}
+	r.w.settle(rt, nil, Reply{data: []byte("first")})
+	r.w.settle(rt, errors.New("second"), Reply{data: []byte("second")})
+	if err := r.Wait(context.Background()); err != nil || string(r.Reply()) != "first" {
+		t.Fatalf("receipt = %q, %v: the first settle must stand", r.Reply(), err)
+	}
+	if v := rt.Stats().Violations; v != 1 {
+		t.Fatalf("violations %d, want 1", v)
+	}
+	rt.violations.Store(0) // the deliberate one, so shutdownClean checks the rest
+	shutdownClean(t, rt)
+}
+
+func TestRateLimitedGoRoute(t *testing.T) {
+	sink := NewMemorySink()
+	rt := newRegistered(t, Config{DeadLetters: sink})
+	var ran atomic.Int64
+	rt.Handle("limited", "limited", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		ran.Add(1)
+		return Ack()
+	}), WithPolicy(RateLimit(0.001, 1, false)), WithRetry(Backoff{MaxAttempts: 1}))
+	start(t, rt)
+	ctx := context.Background()
+	if _, err := rt.Call(ctx, event("limited", "1", nil)); err != nil {
+		t.Fatalf("within the burst: %v", err)
+	}
+	_, err := rt.Call(ctx, event("limited", "2", nil))
+	var he *HandlerError
+	if !errors.As(err, &he) || he.Code() != "rate_limited" {
+		t.Fatalf("beyond the rate: %v, want rate_limited", err)
+	}
+	if ran.Load() != 1 {
+		t.Fatalf("the handler ran %d times, want 1", ran.Load())
+	}
+	assertInvariant(t, rt)
+}

@@ -324,6 +324,12 @@ func (w *waiter) settle(r *Runtime, err error, reply Reply) {
 		w.ch <- struct{}{}
 		return
 	}
+	if !w.state.CompareAndSwap(0, 1) {
+		// An event settles once: a second settle is a bug, counted, never a double count.
+		reply.Release()
+		r.violation("an event settled twice", 0)
+		return
+	}
 	if reply.rt != nil {
 		w.data = bytes.Clone(reply.data)
 		reply.Release()
@@ -331,7 +337,6 @@ func (w *waiter) settle(r *Runtime, err error, reply Reply) {
 		w.data = reply.data // a Go handler's reply, already in Go memory
 	}
 	w.err = err
-	w.state.Store(1)
 	close(w.ch)
 }
 
