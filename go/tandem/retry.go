@@ -115,12 +115,13 @@ func (r *Runtime) redeliver(idx uint32) {
 	s.attempt++
 	s.length = uint32(len(out))
 	token := uint64(s.gen)<<32 | uint64(idx)
-	s.owner.Store(slotRust)
-	s.w.Store(w)
 	var flags uint32
 	if s.route != nil {
 		flags = s.route.rustIndex
 	}
+	// Nothing of the slot is read after it is handed to Rust: its completion may free it.
+	s.owner.Store(slotRust)
+	s.w.Store(w)
 	r.publish(idx, uint32(len(out)), flags, token)
 }
 
