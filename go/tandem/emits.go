@@ -3,7 +3,6 @@ package tandem
 import (
 	"bytes"
 	"errors"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -177,20 +176,15 @@ func (r *Runtime) onLocalFailure(d *ring.Desc, raw []byte) {
 		r.deadLetterEvent(ev, env, ReasonTerm, he)
 		return
 	}
-	rt := r.router.match(ev.Type)
-	b := rt.backoff(r)
+	var limit uint32 // a local event's advice cannot be remembered past this failure
+	v := r.judgeRetry(r.router.match(ev.Type), max(ev.Attempt, 1), &limit, he)
 	switch {
-	case State(r.state.Load()) == Draining:
+	case v.settle:
+		r.deadLetterEvent(ev, env, ReasonCancelled, he) // nobody to hand a retryable outcome to
+	case v.reason != "":
+		r.deadLetterEvent(ev, env, v.reason, he)
+	case !r.scheduleEmitRetry(ev, env, he, v.delay):
 		r.deadLetterEvent(ev, env, ReasonCancelled, he)
-	case b.Exhausted(max(ev.Attempt, 1), he.Envelope.Retry):
-		r.deadLetterEvent(ev, env, ReasonMaxAttempts, he)
-	case !r.budget.Withdraw(time.Now()):
-		r.deadLetterEvent(ev, env, ReasonRetryBudget, he)
-	default:
-		delay := b.Delay(max(ev.Attempt, 1), he.Envelope.Retry, he.RetryAfter, time.Now(), rand.Float64)
-		if !r.scheduleEmitRetry(ev, env, he, delay) {
-			r.deadLetterEvent(ev, env, ReasonCancelled, he)
-		}
 	}
 }
 

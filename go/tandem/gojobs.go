@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"math/rand/v2"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -234,34 +233,20 @@ func (r *Runtime) goFinish(job *goJob, err error, reply []byte) {
 	}
 }
 
-// goFailed mirrors failed for Go routes: a redelivery, a dead letter, or a retryable outcome.
+// goFailed handles a Go route's failure as failed does a Rust route's.
 func (r *Runtime) goFailed(job *goJob, he *HandlerError) {
 	if he.Outcome != OutcomeRetry {
 		r.goDeadLetter(job, he, ReasonTerm)
 		return
 	}
-	if r.goCtx.Err() != nil || State(r.state.Load()) == Draining {
-		r.goFinish(job, he, nil)
-		return
-	}
-	if advice := he.Envelope.Retry; advice != nil && advice.Attempts > 0 {
-		job.limit = job.attempt + advice.Attempts
-	}
-	b := job.route.backoff(r)
-	exhausted := b.Exhausted(job.attempt, nil)
-	if job.limit > 0 {
-		exhausted = job.attempt >= job.limit
-	}
+	v := r.judgeRetry(job.route, job.attempt, &job.limit, he)
 	switch {
-	case exhausted:
-		r.goDeadLetter(job, he, ReasonMaxAttempts)
-	case !r.budget.Withdraw(time.Now()):
-		r.goDeadLetter(job, he, ReasonRetryBudget)
-	default:
-		delay := b.Delay(job.attempt, he.Envelope.Retry, he.RetryAfter, time.Now(), rand.Float64)
-		if !r.scheduleGoRetry(job, he, delay) {
-			r.goFinish(job, he, nil)
-		}
+	case v.settle:
+		r.goFinish(job, he, nil)
+	case v.reason != "":
+		r.goDeadLetter(job, he, v.reason)
+	case !r.scheduleGoRetry(job, he, v.delay):
+		r.goFinish(job, he, nil)
 	}
 }
 

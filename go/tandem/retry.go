@@ -28,48 +28,66 @@ type retryTable struct {
 	emitWaiting map[*emitRetry]struct{} // failed events routed inside Rust
 }
 
-// failed decides what a failure becomes: a redelivery, a dead letter, or (while draining) a
-// retryable outcome for the submitter. The slot is Go's on entry.
-func (r *Runtime) failed(idx uint32, he *HandlerError) {
-	s := &r.slots[idx]
-	if he.Outcome == OutcomeRetry {
-		if State(r.state.Load()) == Draining {
-			r.finish(idx, he, Reply{}) // never lost: the submitter learns it may retry
-			return
-		}
-		// A handler's advice ("n more attempts") sets this event's own limit, which later
-		// failures keep; without it the route's MaxAttempts applies.
-		if advice := he.Envelope.Retry; advice != nil && advice.Attempts > 0 {
-			s.limit = s.attempt + advice.Attempts
-		}
-		b := s.route.backoff(r)
-		exhausted := b.Exhausted(s.attempt, nil)
-		if s.limit > 0 {
-			exhausted = s.attempt >= s.limit
-		}
-		if exhausted {
-			r.deadLetter(idx, he, ReasonMaxAttempts)
-			return
-		}
-		if !r.budget.Withdraw(time.Now()) {
-			r.deadLetter(idx, he, ReasonRetryBudget)
-			return
-		}
-		delay := b.Delay(s.attempt, he.Envelope.Retry, he.RetryAfter, time.Now(), rand.Float64)
-		if r.scheduleRetry(idx, delay) {
-			return
-		}
-		r.finish(idx, he, Reply{}) // shutting down
-		return
+// retryVerdict is what a retryable failure becomes.
+type retryVerdict struct {
+	settle bool             // shutting down: settle as retryable, no redelivery
+	reason DeadLetterReason // dead-letter it for this reason; "" means redeliver after delay
+	delay  time.Duration
+}
+
+// judgeRetry decides a retryable failure the same way whichever runtime ran the handler: the
+// shutdown rule, the attempt limit (the route's, or the handler's advice of n more attempts,
+// which *limit remembers for the event), the retry budget, then the backoff.
+func (r *Runtime) judgeRetry(rt *route, attempt uint32, limit *uint32, he *HandlerError) retryVerdict {
+	if State(r.state.Load()) == Draining || r.goCtx.Err() != nil {
+		return retryVerdict{settle: true}
 	}
-	reason := ReasonTerm
+	if advice := he.Envelope.Retry; advice != nil && advice.Attempts > 0 {
+		*limit = attempt + advice.Attempts
+	}
+	b := rt.backoff(r)
+	exhausted := b.Exhausted(attempt, nil)
+	if *limit > 0 {
+		exhausted = attempt >= *limit
+	}
+	now := time.Now()
+	switch {
+	case exhausted:
+		return retryVerdict{reason: ReasonMaxAttempts}
+	case !r.budget.Withdraw(now):
+		return retryVerdict{reason: ReasonRetryBudget}
+	}
+	return retryVerdict{delay: b.Delay(attempt, he.Envelope.Retry, he.RetryAfter, now, rand.Float64)}
+}
+
+// terminalReason names why a terminal failure is dead-lettered.
+func terminalReason(he *HandlerError) DeadLetterReason {
 	switch he.Envelope.Code {
 	case "decode":
-		reason = ReasonDecode
+		return ReasonDecode
 	case "no_route":
-		reason = ReasonNoRoute
+		return ReasonNoRoute
 	}
-	r.deadLetter(idx, he, reason)
+	return ReasonTerm
+}
+
+// failed handles a Rust route's failure (the slot is Go's on entry): a redelivery from the
+// same slot, a dead letter, or at shutdown a retryable outcome for the submitter.
+func (r *Runtime) failed(idx uint32, he *HandlerError) {
+	s := &r.slots[idx]
+	if he.Outcome != OutcomeRetry {
+		r.deadLetter(idx, he, terminalReason(he))
+		return
+	}
+	v := r.judgeRetry(s.route, s.attempt, &s.limit, he)
+	switch {
+	case v.settle:
+		r.finish(idx, he, Reply{}) // never lost: the submitter learns it may retry
+	case v.reason != "":
+		r.deadLetter(idx, he, v.reason)
+	case !r.scheduleRetry(idx, v.delay):
+		r.finish(idx, he, Reply{}) // shutting down
+	}
 }
 
 func (r *Runtime) scheduleRetry(idx uint32, delay time.Duration) bool {
