@@ -144,6 +144,14 @@ pub struct tandem_runtime {
     inner: Runtime,
 }
 
+impl tandem_runtime {
+    /// The Rust runtime behind the handle, for Rust code linked into the same library (bench
+    /// contenders, embedders' own exports).
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner
+    }
+}
+
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
 }

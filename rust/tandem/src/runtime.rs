@@ -606,6 +606,40 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Runs the handler for one encoded envelope as a tokio task and calls `done` with the
+    /// outcome code and the reply or error envelope bytes, from a tokio worker: the
+    /// spawn-and-callback way of calling async Rust, kept for comparison (bench/) and for
+    /// embedders with their own transport (the sidecar). The rings do not use it.
+    pub fn spawn_call(
+        &self,
+        envelope_bytes: Vec<u8>,
+        done: impl FnOnce(u32, Vec<u8>) + Send + 'static,
+    ) -> Result<(), Error> {
+        let Some(rt) = self.tokio.as_ref() else {
+            return Err(Error::State("not running"));
+        };
+        let shared = self.shared.clone();
+        rt.spawn(async move {
+            let bytes = envelope_bytes.into_boxed_slice();
+            // SAFETY: the boxed bytes outlive the job, which `run` consumes before they drop.
+            let view: &'static [u8] =
+                unsafe { std::mem::transmute::<&[u8], &'static [u8]>(&bytes) };
+            let (outcome, handler, _, _) = run(&shared, prepare(&shared, view, 0), 0).await;
+            let (code, out) = match outcome {
+                Outcome::Ack => (TANDEM_OUTCOME_ACK, Vec::new()),
+                Outcome::Reply(v) => (TANDEM_OUTCOME_ACK, v),
+                Outcome::Retry { error, .. } => {
+                    (TANDEM_OUTCOME_RETRY, error_bytes(&error, &handler))
+                }
+                Outcome::Term(error) => (TANDEM_OUTCOME_TERM, error_bytes(&error, &handler)),
+            };
+            done(code, out);
+        });
+        Ok(())
+    }
+}
+
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.shutdown(Duration::ZERO);
