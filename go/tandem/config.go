@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 )
 
@@ -75,6 +76,9 @@ type Config struct {
 	// original bytes. Nil logs each dead letter at error level (nothing is dropped silently);
 	// OpenFileSink gives the durable default the tandem binary uses.
 	DeadLetters DeadLetterSink
+	// TracerProvider traces each event through both runtimes ("publish {type}" and
+	// "process {type}" spans; see tracing.go). Nil traces nothing, at almost no cost.
+	TracerProvider trace.TracerProvider
 	// Logger receives the runtime's log lines (default: none).
 	Logger *zap.Logger
 }

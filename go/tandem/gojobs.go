@@ -9,12 +9,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 )
 
 // goJob is one event on its way through a Go route: an owned copy of the event, its waiter,
 // and its delivery count.
 type goJob struct {
+	span    trace.Span // the current delivery's span while its outcome is handled
 	route   *route
 	ev      Event
 	w       *waiter
@@ -153,6 +155,9 @@ func (r *Runtime) submitGo(ctx context.Context, rt *route, ev *Event, w *waiter)
 	}
 	job := &goJob{route: rt, ev: cloneEvent(ev), w: w, attempt: max(ev.Attempt, 1)}
 	job.ev.Attempt = job.attempt
+	if r.tr.on() {
+		r.tr.publish(ctx, rt, ev, &job.ev)
+	}
 	if rt.opts.timeout > 0 {
 		if d := time.Now().Add(rt.opts.timeout); job.ev.Deadline.IsZero() || d.Before(job.ev.Deadline) {
 			job.ev.Deadline = d
@@ -189,6 +194,15 @@ func (r *Runtime) runGo(job *goJob) {
 		return
 	}
 	hc := &handlerContext{Context: r.goCtx, r: r, ev: &job.ev, route: rt}
+	if r.tr.on() {
+		var span trace.Span
+		hc.Context, span = r.tr.startProcess(r.goCtx, rt, &job.ev)
+		job.span = span
+		defer func() {
+			job.span = nil
+			span.End()
+		}()
+	}
 	if !job.ev.Deadline.IsZero() {
 		stop := hc.setDeadline(job.ev.Deadline)
 		defer stop()
@@ -197,12 +211,18 @@ func (r *Runtime) runGo(job *goJob) {
 	res := r.invokeGo(hc, rt, &job.ev)
 	switch res.outcome {
 	case OutcomeAck:
+		if job.span != nil {
+			spanOutcome(job.span, nil)
+		}
 		r.goFinish(job, nil, res.reply)
 	case OutcomeRetry, OutcomeTerm:
 		he := &HandlerError{Outcome: res.outcome, RetryAfter: res.after, EventType: job.ev.Type,
 			Envelope: errorEnvelope(res.err, rt.name)}
 		if res.outcome == OutcomeRetry && ctx.Err() != nil && r.goCtx.Err() == nil {
 			he.Envelope.Code = "timeout"
+		}
+		if job.span != nil {
+			spanOutcome(job.span, he)
 		}
 		r.goFailed(job, he)
 	default:
@@ -283,6 +303,7 @@ func (r *Runtime) scheduleGoRetry(job *goJob, he *HandlerError, delay time.Durat
 
 // goDeadLetter records a Go route's event as dead and settles it once the sink has it.
 func (r *Runtime) goDeadLetter(job *goJob, he *HandlerError, reason DeadLetterReason) {
+	spanDeadLettered(job.span, reason)
 	he.DeadLetter = reason
 	env, err := MarshalEvent(&job.ev)
 	if err != nil {

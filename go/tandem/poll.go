@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
@@ -91,11 +92,23 @@ func (r *Runtime) complete(d *ring.Desc) {
 			reply = Reply{rt: r, slot: d.ReplySlot, data: r.replyBytes(d.ReplySlot, d.ReplyLen)}
 		}
 	}
+	var span trace.Span
+	if r.tr.on() && d.StartedNs != 0 {
+		span = r.tr.rustProcess(s.trace, s.route, s.eventType, s.attempt, time.Unix(0, int64(d.StartedNs)))
+		s.span = span
+		defer span.End(trace.WithTimestamp(time.Unix(0, int64(d.FinishedNs))))
+	}
 	switch d.Kind {
 	case abi.OutcomeAck:
+		if span != nil {
+			spanOutcome(span, nil)
+		}
 		r.finish(idx, nil, reply)
 	case abi.OutcomeRetry, abi.OutcomeTerm:
 		he := r.handlerError(d, s.eventType, &reply)
+		if span != nil {
+			spanOutcome(span, he)
+		}
 		r.failed(idx, he)
 	default:
 		r.violation("unknown completion kind", idx)
@@ -123,7 +136,7 @@ func (r *Runtime) finish(idx uint32, err error, reply Reply) {
 func (r *Runtime) freeSlot(idx uint32) *waiter {
 	s := &r.slots[idx]
 	w := s.w.Swap(nil)
-	s.route, s.dones = nil, nil
+	s.route, s.dones, s.span = nil, nil, nil
 	s.eventType = ""
 	s.gen++
 	s.owner.Store(slotFree)

@@ -183,6 +183,7 @@ type deadLetterJob struct {
 // the event settles (with he) once the sink has it.
 func (r *Runtime) deadLetter(idx uint32, he *HandlerError, reason DeadLetterReason) {
 	s := &r.slots[idx]
+	spanDeadLettered(s.span, reason)
 	he.DeadLetter = reason
 	env := append([]byte(nil), r.requestBuf(idx)[:s.length]...)
 	dl := &DeadLetter{

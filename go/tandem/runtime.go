@@ -12,6 +12,7 @@ import (
 	"time"
 	"unsafe"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
@@ -75,11 +76,13 @@ type reqSlot struct {
 	// gen tells a live completion from a stale one; written by the slot's owner only.
 	gen       uint32
 	eventType string
-	route     *route        // nil for raw test submissions
-	dones     []func(error) // the route's policies, told the final outcome
-	attempt   uint32        // the delivery the slot's envelope carries, from 1
-	limit     uint32        // the last delivery a handler's retry advice allows; 0: the route's
-	length    uint32        // the envelope's length in the slot
+	route     *route            // nil for raw test submissions
+	trace     trace.SpanContext // the publish span, parent of each delivery\'s span
+	span      trace.Span        // the current delivery\'s span while its outcome is handled
+	dones     []func(error)     // the route's policies, told the final outcome
+	attempt   uint32            // the delivery the slot's envelope carries, from 1
+	limit     uint32            // the last delivery a handler's retry advice allows; 0: the route's
+	length    uint32            // the envelope's length in the slot
 }
 
 // Runtime is a tandem runtime: a Rust tokio runtime in this process, the shared rings to it,
@@ -115,6 +118,7 @@ type Runtime struct {
 
 	waiters sync.Pool
 
+	tr      tracing
 	retry   Backoff
 	budget  *RetryBudget
 	retries retryTable
@@ -228,6 +232,9 @@ func (r *Runtime) init() error {
 	r.pollDone = make(chan struct{})
 	r.waiters.New = func() any { return &waiter{ch: make(chan struct{}, 1), pooled: true} }
 	r.retry = r.cfg.Retry.withDefaults()
+	if r.cfg.TracerProvider != nil {
+		r.tr.tracer = r.cfg.TracerProvider.Tracer(tracerName)
+	}
 	r.budget = r.cfg.RetryBudget
 	if r.budget == nil {
 		r.budget = NewRetryBudget(10*time.Second, 10, 0.2)

@@ -10,6 +10,7 @@ import (
 	"time"
 	"unsafe"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
@@ -187,7 +188,16 @@ func (r *Runtime) submitRust(ctx context.Context, rt *route, ev *Event, w *waite
 			deadline = d
 		}
 	}
-	out, err := appendDelivery(buf, ev, attempt, deadline)
+	var out []byte
+	var sc trace.SpanContext
+	if r.tr.on() {
+		e := *ev
+		e.Attempt, e.Deadline = attempt, deadline
+		sc = r.tr.publish(ctx, rt, ev, &e)
+		out, err = AppendEvent(buf, &e)
+	} else {
+		out, err = appendDelivery(buf, ev, attempt, deadline)
+	}
 	if err != nil || unsafe.SliceData(out) != unsafe.SliceData(buf) {
 		r.putSlot(idx)
 		finishAll(dones, err)
@@ -198,7 +208,7 @@ func (r *Runtime) submitRust(ctx context.Context, rt *route, ev *Event, w *waite
 		return err
 	}
 	s.eventType = ev.Type
-	s.route, s.dones = rt, dones
+	s.route, s.dones, s.trace = rt, dones, sc
 	s.attempt, s.limit = attempt, 0
 	s.length = uint32(len(out))
 	token := uint64(s.gen)<<32 | uint64(idx)

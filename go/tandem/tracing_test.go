@@ -1,0 +1,130 @@
+package tandem
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+)
+
+func spansByName(spans tracetest.SpanStubs) map[string][]tracetest.SpanStub {
+	out := map[string][]tracetest.SpanStub{}
+	for _, s := range spans {
+		out[s.Name] = append(out[s.Name], s)
+	}
+	return out
+}
+
+func attr(s tracetest.SpanStub, key string) string {
+	for _, kv := range s.Attributes {
+		if string(kv.Key) == key {
+			return kv.Value.Emit()
+		}
+	}
+	return ""
+}
+
+// One trace follows a Go → Rust → Go chain: each delivery's span is the child of its event's
+// publish span, the Rust span carries Rust's own times, and everything shares one trace id.
+func TestOneTraceAcrossGoAndRust(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	defer tp.Shutdown(context.Background())
+	rt := newRegistered(t, Config{TracerProvider: tp})
+	done := make(chan struct{})
+	rt.Handle("signup.received", "intake", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		next := &Event{ID: ev.ID + "/n", Source: "/intake", Type: "demo.relay", Data: ev.Data,
+			Extensions: map[string]string{"next": "signup.normalized"}}
+		if err := Emit(ctx, next); err != nil {
+			return Retry(0, err)
+		}
+		return Ack()
+	}))
+	rt.Handle("signup.normalized", "welcome", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		close(done)
+		return Ack()
+	}))
+	start(t, rt)
+	before := time.Now()
+	mustSubmit(t, rt, event("signup.received", "s-1", []byte("ada")))
+	<-done
+	assertInvariant(t, rt)
+	after := time.Now()
+
+	spans := spansByName(exp.GetSpans())
+	one := func(name string) tracetest.SpanStub {
+		t.Helper()
+		if len(spans[name]) != 1 {
+			t.Fatalf("%d spans named %q, want 1 (all: %v)", len(spans[name]), name, spans)
+		}
+		return spans[name][0]
+	}
+	pubRoot, procRoot := one("publish signup.received"), one("process signup.received")
+	pubRelay, procRelay := one("publish demo.relay"), one("process demo.relay")
+	pubEnd, procEnd := one("publish signup.normalized"), one("process signup.normalized")
+	traceID := pubRoot.SpanContext.TraceID()
+	for _, s := range []tracetest.SpanStub{procRoot, pubRelay, procRelay, pubEnd, procEnd} {
+		if s.SpanContext.TraceID() != traceID {
+			t.Fatalf("%s is in trace %s, want %s", s.Name, s.SpanContext.TraceID(), traceID)
+		}
+	}
+	parentIs := func(child, parent tracetest.SpanStub) {
+		t.Helper()
+		if child.Parent.SpanID() != parent.SpanContext.SpanID() {
+			t.Errorf("%s's parent is %s, want %s", child.Name, child.Parent.SpanID(), parent.Name)
+		}
+	}
+	parentIs(procRoot, pubRoot)
+	parentIs(pubRelay, procRoot) // the Go handler emitted it
+	parentIs(procRelay, pubRelay)
+	parentIs(pubEnd, pubRelay) // the Rust handler emitted it: Rust carries its event's context
+	parentIs(procEnd, pubEnd)
+	if procRelay.SpanKind != trace.SpanKindConsumer || pubRelay.SpanKind != trace.SpanKindProducer {
+		t.Errorf("kinds: process %v, publish %v", procRelay.SpanKind, pubRelay.SpanKind)
+	}
+	if attr(procRelay, "tandem.runtime") != "rust" || attr(procRoot, "tandem.runtime") != "go" {
+		t.Errorf("runtimes: relay %q, root %q", attr(procRelay, "tandem.runtime"), attr(procRoot, "tandem.runtime"))
+	}
+	if procRelay.StartTime.Before(before) || procRelay.EndTime.After(after) || procRelay.EndTime.Before(procRelay.StartTime) {
+		t.Errorf("Rust span times %v..%v outside the test's %v..%v", procRelay.StartTime, procRelay.EndTime, before, after)
+	}
+}
+
+func TestEachRetryIsASpanAndDeadLetteringIsMarked(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	defer tp.Shutdown(context.Background())
+	rt := newRegistered(t, Config{TracerProvider: tp, Retry: Backoff{MaxAttempts: 3, Initial: time.Millisecond}, DeadLetters: NewMemorySink()})
+	start(t, rt)
+	_, err := rt.Call(context.Background(), flaky("never", 100))
+	var he *HandlerError
+	if !errors.As(err, &he) || he.DeadLetter != ReasonMaxAttempts {
+		t.Fatalf("Call = %v", err)
+	}
+	assertInvariant(t, rt)
+	procs := spansByName(exp.GetSpans())["process demo.flaky"]
+	if len(procs) != 3 {
+		t.Fatalf("%d process spans, want one per delivery (3)", len(procs))
+	}
+	marked := 0
+	for i, s := range procs {
+		if got := attr(s, "tandem.attempt"); got != []string{"1", "2", "3"}[i] {
+			t.Errorf("span %d attempt %s", i, got)
+		}
+		for _, e := range s.Events {
+			if e.Name == "tandem.dead_lettered" {
+				marked++
+			}
+		}
+		if s.Status.Code.String() != "Error" {
+			t.Errorf("span %d status %v", i, s.Status)
+		}
+	}
+	if marked != 1 {
+		t.Fatalf("%d spans marked dead-lettered, want the last one", marked)
+	}
+}
