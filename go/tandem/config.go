@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 )
@@ -76,6 +77,10 @@ type Config struct {
 	// original bytes. Nil logs each dead letter at error level (nothing is dropped silently);
 	// OpenFileSink gives the durable default the tandem binary uses.
 	DeadLetters DeadLetterSink
+	// MeterProvider receives tandem's metrics (see metrics.go): events by route and runtime,
+	// handler duration and end-to-end latency, ring occupancy, wake-ups, buffers, workers,
+	// breakers. Nil records nothing.
+	MeterProvider metric.MeterProvider
 	// TracerProvider traces each event through both runtimes ("publish {type}" and
 	// "process {type}" spans; see tracing.go). Nil traces nothing, at almost no cost.
 	TracerProvider trace.TracerProvider

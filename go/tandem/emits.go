@@ -143,6 +143,7 @@ func (r *Runtime) deadLetterEvent(ev *Event, env []byte, reason DeadLetterReason
 		env, _ = MarshalEvent(ev)
 	}
 	he.DeadLetter = reason
+	r.met.deadLetter(r.router.match(ev.Type), reason)
 	r.submitted.Add(1)
 	r.pending.Add(1)
 	r.deadLettered.Add(1)
@@ -212,6 +213,7 @@ func (r *Runtime) scheduleEmitRetry(ev *Event, env []byte, he *HandlerError, del
 	})
 	r.retries.emitWaiting[retry] = struct{}{}
 	r.retried.Add(1)
+	r.met.retry(r.router.match(ev.Type))
 	return true
 }
 

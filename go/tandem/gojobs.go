@@ -22,6 +22,8 @@ type goJob struct {
 	w       *waiter
 	attempt uint32
 	limit   uint32 // the last delivery a handler's retry advice allows; 0: the route's
+	// submittedAt is nanotime at submit, for the latency histogram (0: metrics off).
+	submittedAt int64
 }
 
 // cloneEvent copies ev so the submitter may reuse its buffers once Submit returns.
@@ -154,6 +156,9 @@ func (r *Runtime) submitGo(ctx context.Context, rt *route, ev *Event, w *waiter)
 		return err
 	}
 	job := &goJob{route: rt, ev: cloneEvent(ev), w: w, attempt: max(ev.Attempt, 1)}
+	if r.met.on {
+		job.submittedAt = nanotime()
+	}
 	job.ev.Attempt = job.attempt
 	if r.tr.on() {
 		r.tr.publish(ctx, rt, ev, &job.ev)
@@ -169,6 +174,7 @@ func (r *Runtime) submitGo(ctx context.Context, rt *route, ev *Event, w *waiter)
 	case nil:
 		r.submitted.Add(1)
 		r.budget.Deposit(time.Now())
+		r.met.submit(rt)
 		return nil
 	case ErrShed:
 		r.submitted.Add(1)
@@ -179,6 +185,7 @@ func (r *Runtime) submitGo(ctx context.Context, rt *route, ev *Event, w *waiter)
 		return err
 	default:
 		r.pending.Add(-1)
+		r.met.reject("overloaded")
 		return err
 	}
 }
@@ -208,7 +215,14 @@ func (r *Runtime) runGo(job *goJob) {
 		defer stop()
 	}
 	ctx := context.Context(hc)
+	var t0 time.Time
+	if r.met.on {
+		t0 = time.Now()
+	}
 	res := r.invokeGo(hc, rt, &job.ev)
+	if r.met.on {
+		r.met.delivered(rt, res.outcome, time.Since(t0))
+	}
 	switch res.outcome {
 	case OutcomeAck:
 		if job.span != nil {
@@ -246,6 +260,7 @@ func (r *Runtime) invokeGo(ctx context.Context, rt *route, ev *Event) (res Resul
 
 // goFinish settles a Go route's event.
 func (r *Runtime) goFinish(job *goJob, err error, reply []byte) {
+	r.met.settled(job.route, err == nil, job.submittedAt)
 	r.pending.Add(-1)
 	r.completed.Add(1)
 	if job.w != nil {
@@ -298,12 +313,15 @@ func (r *Runtime) scheduleGoRetry(job *goJob, he *HandlerError, delay time.Durat
 	})
 	r.retries.goWaiting[job] = t
 	r.retried.Add(1)
+	r.met.retry(job.route)
 	return true
 }
 
 // goDeadLetter records a Go route's event as dead and settles it once the sink has it.
 func (r *Runtime) goDeadLetter(job *goJob, he *HandlerError, reason DeadLetterReason) {
 	spanDeadLettered(job.span, reason)
+	r.met.deadLetter(job.route, reason)
+	r.met.settled(job.route, false, job.submittedAt)
 	he.DeadLetter = reason
 	env, err := MarshalEvent(&job.ev)
 	if err != nil {

@@ -92,6 +92,16 @@ func (r *Runtime) complete(d *ring.Desc) {
 			reply = Reply{rt: r, slot: d.ReplySlot, data: r.replyBytes(d.ReplySlot, d.ReplyLen)}
 		}
 	}
+	if r.met.on && d.StartedNs != 0 {
+		outcome := OutcomeAck
+		switch d.Kind {
+		case abi.OutcomeRetry:
+			outcome = OutcomeRetry
+		case abi.OutcomeTerm:
+			outcome = OutcomeTerm
+		}
+		r.met.delivered(s.route, outcome, time.Duration(d.FinishedNs-d.StartedNs))
+	}
 	var span trace.Span
 	if r.tr.on() && d.StartedNs != 0 {
 		span = r.tr.rustProcess(s.trace, s.route, s.eventType, s.attempt, time.Unix(0, int64(d.StartedNs)))
@@ -120,7 +130,9 @@ func (r *Runtime) complete(d *ring.Desc) {
 
 // finish settles the event in slot idx with its final outcome and frees the slot.
 func (r *Runtime) finish(idx uint32, err error, reply Reply) {
-	finishAll(r.slots[idx].dones, err)
+	s := &r.slots[idx]
+	finishAll(s.dones, err)
+	r.met.settled(s.route, err == nil, s.submittedAt)
 	w := r.freeSlot(idx)
 	r.pending.Add(-1)
 	r.completed.Add(1)

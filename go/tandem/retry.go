@@ -98,6 +98,7 @@ func (r *Runtime) scheduleRetry(idx uint32, delay time.Duration) bool {
 	}
 	r.retries.waiting[idx] = time.AfterFunc(delay, func() { r.redeliver(idx) })
 	r.retried.Add(1)
+	r.met.retry(r.slots[idx].route)
 	return true
 }
 
@@ -184,6 +185,8 @@ type deadLetterJob struct {
 func (r *Runtime) deadLetter(idx uint32, he *HandlerError, reason DeadLetterReason) {
 	s := &r.slots[idx]
 	spanDeadLettered(s.span, reason)
+	r.met.deadLetter(s.route, reason)
+	r.met.settled(s.route, false, s.submittedAt)
 	he.DeadLetter = reason
 	env := append([]byte(nil), r.requestBuf(idx)[:s.length]...)
 	dl := &DeadLetter{

@@ -28,7 +28,8 @@ type route struct {
 	raw       Handler // as registered, for Init, WarmUp and Close
 	rustIndex uint32  // 1 + the Rust handler's index (SQE flags); 0 for a Go route
 	opts      routeOptions
-	pool      *workerPool // Go routes
+	pool      *workerPool   // Go routes
+	met       *routeMetrics // attribute sets, once metrics are on
 }
 
 func (rt *route) isRust() bool { return rt.rustIndex != 0 }

@@ -77,12 +77,14 @@ type reqSlot struct {
 	gen       uint32
 	eventType string
 	route     *route            // nil for raw test submissions
-	trace     trace.SpanContext // the publish span, parent of each delivery\'s span
-	span      trace.Span        // the current delivery\'s span while its outcome is handled
+	trace     trace.SpanContext // the publish span, parent of each delivery's span
+	span      trace.Span        // the current delivery's span while its outcome is handled
 	dones     []func(error)     // the route's policies, told the final outcome
 	attempt   uint32            // the delivery the slot's envelope carries, from 1
-	limit     uint32            // the last delivery a handler's retry advice allows; 0: the route's
-	length    uint32            // the envelope's length in the slot
+	// submittedAt is nanotime at submit, for the latency histogram (0: metrics off).
+	submittedAt int64
+	limit       uint32 // the last delivery a handler's retry advice allows; 0: the route's
+	length      uint32 // the envelope's length in the slot
 }
 
 // Runtime is a tandem runtime: a Rust tokio runtime in this process, the shared rings to it,
@@ -119,6 +121,7 @@ type Runtime struct {
 	waiters sync.Pool
 
 	tr      tracing
+	met     metrics
 	retry   Backoff
 	budget  *RetryBudget
 	retries retryTable
@@ -312,6 +315,11 @@ func (r *Runtime) Start() error {
 			local = append(local, rt.pattern)
 		}
 	}
+	if r.cfg.MeterProvider != nil {
+		if err := r.initMetrics(r.cfg.MeterProvider); err != nil {
+			return fail(fmt.Errorf("metrics: %w", err))
+		}
+	}
 	if err := abi.SetLocalRoutes(r.h, local); err != nil {
 		return fail(err)
 	}
@@ -416,6 +424,9 @@ func (r *Runtime) shutdown(ctx context.Context) error {
 		// runtime, which is freed below.
 		r.log.Error("tandem: Rust handlers did not stop; settling their events as retryable", zap.Int64("events", n))
 		r.abandonInFlight()
+	}
+	if r.met.reg != nil {
+		r.met.reg.Unregister()
 	}
 	r.release()
 	r.state.Store(int32(Stopped))

@@ -138,6 +138,7 @@ func (r *Runtime) submit(ctx context.Context, ev *Event, w *waiter) error {
 	}
 	rt := r.router.match(ev.Type)
 	if rt == nil {
+		r.met.reject("no_route")
 		r.log.Warn("tandem: no route", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID))
 		return fmt.Errorf("%w: %q", ErrNoRoute, ev.Type)
 	}
@@ -150,6 +151,7 @@ func (r *Runtime) submit(ctx context.Context, ev *Event, w *waiter) error {
 // submitRust encodes ev into a request slot and publishes it to the route's Rust handler.
 func (r *Runtime) submitRust(ctx context.Context, rt *route, ev *Event, w *waiter) error {
 	if n := EncodedEventSize(ev); n > r.cfg.MaxEventSize {
+		r.met.reject("too_large")
 		r.log.Warn("tandem: event too large", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID),
 			zap.Int("size", n), zap.Int("max", r.cfg.MaxEventSize))
 		return fmt.Errorf("%w: %d bytes encoded, MaxEventSize is %d", ErrEventTooLarge, n, r.cfg.MaxEventSize)
@@ -172,6 +174,7 @@ func (r *Runtime) submitRust(ctx context.Context, rt *route, ev *Event, w *waite
 	}
 	idx, err := r.acquire(ctx, rt.opts.overload)
 	if err != nil {
+		r.met.reject("overloaded")
 		finishAll(dones, err)
 		if errors.Is(err, ErrShed) {
 			r.shedRust(rt, ev)
@@ -211,6 +214,11 @@ func (r *Runtime) submitRust(ctx context.Context, rt *route, ev *Event, w *waite
 	s.route, s.dones, s.trace = rt, dones, sc
 	s.attempt, s.limit = attempt, 0
 	s.length = uint32(len(out))
+	s.submittedAt = 0
+	if r.met.on {
+		s.submittedAt = nanotime()
+		r.met.submit(rt)
+	}
 	token := uint64(s.gen)<<32 | uint64(idx)
 	s.owner.Store(slotRust)
 	s.w.Store(w) // last write before publishing: the poller's load orders everything above

@@ -108,6 +108,9 @@ func run(args []string, out io.Writer) error {
 	payloadSize := fs.Int("payload", 64, "payload bytes per event")
 	dlqPath := fs.String("dlq", defaultDLQFile, "the dead-letter file (appended to)")
 	verbose := fs.Bool("v", false, "log the runtime's lines to stderr")
+	httpAddr := fs.String("http", "127.0.0.1:9464", "serve /metrics, /healthz and /readyz here while running (empty: off)")
+	tracePath := fs.String("trace", "", "write the trace of one order chain, across Go and Rust, to this file (- for stdout)")
+	otlp := fs.String("otlp", "", "also export traces to this OTLP/HTTP endpoint (e.g. http://127.0.0.1:4318)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -130,7 +133,13 @@ func run(args []string, out io.Writer) error {
 		return err
 	}
 
-	rt, err := tandem.New(tandem.Config{Logger: logger, DeadLetters: sink})
+	obs, err := newObservability(*tracePath != "", *otlp)
+	if err != nil {
+		return err
+	}
+	defer obs.close()
+	rt, err := tandem.New(tandem.Config{Logger: logger, DeadLetters: sink,
+		MeterProvider: obs.meters, TracerProvider: obs.tracerProvider()})
 	if err != nil {
 		return err
 	}
@@ -144,6 +153,7 @@ func run(args []string, out io.Writer) error {
 		_ = rt.Shutdown(context.Background())
 		return err
 	}
+	obs.serve(rt, *httpAddr, os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
@@ -241,8 +251,16 @@ func run(args []string, out io.Writer) error {
 		outstanding, s.Rust.RequestsHeld, s.Rust.RepliesLent, violations)
 	fmt.Fprintf(out, "  dlq        %d letters added to %s (%d in the file): tandem dlq list -file %s\n",
 		lettersAfter-lettersBefore, *dlqPath, lettersAfter, *dlqPath)
-
+	if obs.addr != "" {
+		fmt.Fprintf(out, "  http       /metrics, /healthz, /readyz were served on %s during the run\n", obs.addr)
+	}
 	var problems []error
+	if *tracePath != "" {
+		if err := writeChain(obs, *tracePath, out); err != nil {
+			problems = append(problems, err)
+		}
+	}
+
 	if ctx.Err() == nil && submitted != settled {
 		problems = append(problems, fmt.Errorf("%d events submitted but %d acknowledged, dead-lettered or rejected (%d failed)",
 			submitted, settled, t.failed.Load()))
@@ -313,4 +331,22 @@ func countDeadLetters(path string) (int, error) {
 		return 0, err
 	}
 	return len(f.Letters), nil
+}
+
+// writeChain writes the one traced chain to path ("-": out).
+func writeChain(obs *observability, path string, out io.Writer) error {
+	if path == "-" {
+		fmt.Fprintln(out)
+		return obs.printChain(out)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := obs.printChain(f); err != nil {
+		f.Close()
+		return err
+	}
+	fmt.Fprintf(out, "  trace      one order chain across Go and Rust written to %s\n", path)
+	return f.Close()
 }

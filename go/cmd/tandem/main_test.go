@@ -60,6 +60,7 @@ func parseReport(t *testing.T, out string) report {
 func runDemo(t *testing.T, args ...string) report {
 	t.Helper()
 	var out bytes.Buffer
+	args = append([]string{"-http", "127.0.0.1:0"}, args...) // any free loopback port
 	if err := run(args, &out); err != nil {
 		t.Fatalf("run %v: %v\n%s", args, err, out.String())
 	}

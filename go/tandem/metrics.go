@@ -1,0 +1,207 @@
+package tandem
+
+import (
+	"context"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// meterName names tandem's instruments' scope.
+const meterName = "github.com/tandemrt/tandem"
+
+// metrics records tandem's instruments through the OpenTelemetry metrics API. With no
+// MeterProvider configured every method returns at once. Per-event recordings use attribute
+// sets built once per route, so the hot path does not allocate for them.
+//
+// Instruments (all prefixed "tandem."):
+//
+//	events.submitted, events.acknowledged, events.retried, events.dead_lettered (+reason),
+//	events.rejected (+reason)                          counters, by route and runtime
+//	handler.duration, event.latency (submit → settle)   histograms in seconds
+//	events.in_flight, ring.occupancy (+ring), wakeups (+side), buffers.outstanding (+kind),
+//	workers (+route), breaker.state (+route; 0 closed, 1 half-open, 2 open)
+//	                                                     observed at each collection
+type metrics struct {
+	on                                           bool
+	submitted, acknowledged, retried, dead, rejd metric.Int64Counter
+	duration, latency                            metric.Float64Histogram
+	reg                                          metric.Registration
+}
+
+// routeMetrics are a route's attribute sets, built once.
+type routeMetrics struct {
+	base                  metric.MeasurementOption
+	ack, retry, term      metric.MeasurementOption
+	deadReasons           map[DeadLetterReason]metric.MeasurementOption
+	runtimeName, outcomes string
+}
+
+func (r *Runtime) initMetrics(mp metric.MeterProvider) error {
+	m := mp.Meter(meterName)
+	var err error
+	c := func(name, desc string) metric.Int64Counter {
+		if err != nil {
+			return nil
+		}
+		var ctr metric.Int64Counter
+		ctr, err = m.Int64Counter("tandem."+name, metric.WithDescription(desc), metric.WithUnit("{event}"))
+		return ctr
+	}
+	r.met.submitted = c("events.submitted", "Events accepted for a route.")
+	r.met.acknowledged = c("events.acknowledged", "Events whose handler acknowledged them (final).")
+	r.met.retried = c("events.retried", "Redeliveries scheduled.")
+	r.met.dead = c("events.dead_lettered", "Events dead-lettered.")
+	r.met.rejd = c("events.rejected", "Events refused at submit.")
+	if err != nil {
+		return err
+	}
+	buckets := metric.WithExplicitBucketBoundaries(1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4,
+		1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+	if r.met.duration, err = m.Float64Histogram("tandem.handler.duration", metric.WithUnit("s"),
+		metric.WithDescription("One delivery's handler run, in either runtime."), buckets); err != nil {
+		return err
+	}
+	if r.met.latency, err = m.Float64Histogram("tandem.event.latency", metric.WithUnit("s"),
+		metric.WithDescription("From submit to the final outcome, retries included."), buckets); err != nil {
+		return err
+	}
+	inflight, err1 := m.Int64ObservableGauge("tandem.events.in_flight", metric.WithDescription("Events accepted and not yet settled."))
+	occupancy, err2 := m.Int64ObservableGauge("tandem.ring.occupancy", metric.WithDescription("Descriptors waiting in a ring."))
+	wakeups, err3 := m.Int64ObservableCounter("tandem.wakeups", metric.WithDescription("Eventfd wake-ups of a parked side."))
+	outstanding, err4 := m.Int64ObservableGauge("tandem.buffers.outstanding", metric.WithDescription("Slots lent across the boundary."))
+	workers, err5 := m.Int64ObservableGauge("tandem.workers", metric.WithDescription("Worker goroutines of a Go route."))
+	breakers, err6 := m.Int64ObservableGauge("tandem.breaker.state", metric.WithDescription("Circuit breaker state: 0 closed, 1 half-open, 2 open."))
+	for _, e := range []error{err1, err2, err3, err4, err5, err6} {
+		if e != nil {
+			return e
+		}
+	}
+	r.met.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		s := r.Stats()
+		o.ObserveInt64(inflight, s.InFlight)
+		o.ObserveInt64(occupancy, int64(s.Rust.SQDepth), metric.WithAttributes(attribute.String("ring", "submission")))
+		o.ObserveInt64(occupancy, int64(s.Rust.CQDepth), metric.WithAttributes(attribute.String("ring", "completion")))
+		o.ObserveInt64(wakeups, int64(s.RustWakeups), metric.WithAttributes(attribute.String("side", "rust")))
+		o.ObserveInt64(wakeups, int64(s.Rust.GoWakeups), metric.WithAttributes(attribute.String("side", "go")))
+		o.ObserveInt64(outstanding, int64(s.Rust.RequestsHeld), metric.WithAttributes(attribute.String("kind", "request")))
+		o.ObserveInt64(outstanding, int64(s.Rust.RepliesLent), metric.WithAttributes(attribute.String("kind", "reply")))
+		for _, rt := range r.router.all {
+			if rt.pool != nil {
+				o.ObserveInt64(workers, int64(rt.pool.size()), metric.WithAttributes(attribute.String("route", rt.pattern)))
+			}
+			for _, p := range rt.opts.policies {
+				if b, ok := p.(*Breaker); ok {
+					o.ObserveInt64(breakers, breakerLevel(b.State()), metric.WithAttributes(attribute.String("route", rt.pattern)))
+				}
+			}
+		}
+		return nil
+	}, inflight, occupancy, wakeups, outstanding, workers, breakers)
+	if err != nil {
+		return err
+	}
+	r.met.on = true
+	for _, rt := range r.router.all {
+		rt.met = newRouteMetrics(rt)
+	}
+	return nil
+}
+
+func breakerLevel(state string) int64 {
+	switch state {
+	case "half-open":
+		return 1
+	case "open":
+		return 2
+	}
+	return 0
+}
+
+func newRouteMetrics(rt *route) *routeMetrics {
+	runtime := "go"
+	if rt.isRust() {
+		runtime = "rust"
+	}
+	set := func(kv ...attribute.KeyValue) metric.MeasurementOption {
+		base := []attribute.KeyValue{attribute.String("route", rt.pattern), attribute.String("runtime", runtime)}
+		return metric.WithAttributeSet(attribute.NewSet(append(base, kv...)...))
+	}
+	m := &routeMetrics{
+		base:        set(),
+		ack:         set(attribute.String("outcome", "ack")),
+		retry:       set(attribute.String("outcome", "retry")),
+		term:        set(attribute.String("outcome", "term")),
+		deadReasons: map[DeadLetterReason]metric.MeasurementOption{},
+		runtimeName: runtime,
+	}
+	for _, reason := range []DeadLetterReason{ReasonTerm, ReasonMaxAttempts, ReasonDecode, ReasonNoRoute, ReasonShed, ReasonCancelled, ReasonRetryBudget} {
+		m.deadReasons[reason] = set(attribute.String("reason", string(reason)))
+	}
+	return m
+}
+
+func (m *metrics) submit(rt *route) {
+	if m.on && rt != nil && rt.met != nil {
+		m.submitted.Add(context.Background(), 1, rt.met.base)
+	}
+}
+
+func (m *metrics) retry(rt *route) {
+	if m.on && rt != nil && rt.met != nil {
+		m.retried.Add(context.Background(), 1, rt.met.base)
+	}
+}
+
+func (m *metrics) deadLetter(rt *route, reason DeadLetterReason) {
+	if !m.on {
+		return
+	}
+	if rt != nil && rt.met != nil {
+		if opt, ok := rt.met.deadReasons[reason]; ok {
+			m.dead.Add(context.Background(), 1, opt)
+			return
+		}
+	}
+	m.dead.Add(context.Background(), 1, metric.WithAttributes(attribute.String("reason", string(reason))))
+}
+
+func (m *metrics) reject(reason string) {
+	if m.on {
+		m.rejd.Add(context.Background(), 1, metric.WithAttributes(attribute.String("reason", reason)))
+	}
+}
+
+// delivered records one handler run.
+func (m *metrics) delivered(rt *route, outcome Outcome, d time.Duration) {
+	if !m.on || rt == nil || rt.met == nil {
+		return
+	}
+	opt := rt.met.ack
+	switch outcome {
+	case OutcomeRetry:
+		opt = rt.met.retry
+	case OutcomeTerm:
+		opt = rt.met.term
+	}
+	m.duration.Record(context.Background(), d.Seconds(), opt)
+}
+
+// settled records an event's final outcome and its latency since submit (nanotime).
+func (m *metrics) settled(rt *route, acked bool, submittedAt int64) {
+	if !m.on || rt == nil || rt.met == nil {
+		return
+	}
+	if acked {
+		m.acknowledged.Add(context.Background(), 1, rt.met.base)
+	}
+	if submittedAt != 0 {
+		m.latency.Record(context.Background(), time.Duration(nanotime()-submittedAt).Seconds(), rt.met.base)
+	}
+}
+
+// nanotime is a monotonic clock reading in nanoseconds.
+func nanotime() int64 { return int64(time.Since(clockBase)) }
+
+var clockBase = time.Now()

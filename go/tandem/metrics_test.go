@@ -1,0 +1,92 @@
+package tandem
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+)
+
+// sums collects a counter's data points as "attr=value,..." -> value.
+func sums(t *testing.T, rm metricdata.ResourceMetrics, name string) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					out[p.Attributes.Encoded(attribute.DefaultEncoder())] = p.Value
+				}
+			case metricdata.Gauge[int64]:
+				for _, p := range d.DataPoints {
+					out[p.Attributes.Encoded(attribute.DefaultEncoder())] = p.Value
+				}
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					out[p.Attributes.Encoded(attribute.DefaultEncoder())] = int64(p.Count)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func TestMetricsCountEventsByRouteAndRuntime(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+	rt := newRegistered(t, Config{MeterProvider: mp, DeadLetters: NewMemorySink(),
+		Retry: Backoff{MaxAttempts: 2, Initial: time.Millisecond}})
+	rt.Handle("greet", "greeter", HandlerFunc(func(ctx context.Context, ev *Event) Result { return Ack() }))
+	start(t, rt)
+	ctx := context.Background()
+	for i := range 3 {
+		reply, err := rt.Call(ctx, event("demo.echo", string(rune('a'+i)), []byte("x")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		reply.Release()
+	}
+	if _, err := rt.Call(ctx, event("greet", "g", nil)); err != nil {
+		t.Fatal(err)
+	}
+	rt.Call(ctx, event("demo.fail", "f", []byte("retry"))) // retried once, then dead-lettered
+	rt.Submit(ctx, event("nowhere", "n", nil))             // rejected at submit
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		metric, attrs string
+		want          int64
+	}{
+		{"tandem.events.submitted", "route=demo.echo,runtime=rust", 3},
+		{"tandem.events.submitted", "route=greet,runtime=go", 1},
+		{"tandem.events.acknowledged", "route=demo.echo,runtime=rust", 3},
+		{"tandem.events.acknowledged", "route=greet,runtime=go", 1},
+		{"tandem.events.retried", "route=demo.fail,runtime=rust", 1},
+		{"tandem.events.dead_lettered", "reason=max_attempts,route=demo.fail,runtime=rust", 1},
+		{"tandem.events.rejected", "reason=no_route", 1},
+		{"tandem.handler.duration", "outcome=ack,route=demo.echo,runtime=rust", 3},
+		{"tandem.handler.duration", "outcome=retry,route=demo.fail,runtime=rust", 2},
+		{"tandem.event.latency", "route=demo.echo,runtime=rust", 3},
+		{"tandem.events.in_flight", "", 0},
+		{"tandem.buffers.outstanding", "kind=request", 0},
+		{"tandem.workers", "route=greet", 1},
+	}
+	for _, c := range checks {
+		got, ok := sums(t, rm, c.metric)[c.attrs]
+		if !ok || got != c.want {
+			t.Errorf("%s{%s} = %d (present %v), want %d; all: %v", c.metric, c.attrs, got, ok, c.want, sums(t, rm, c.metric))
+		}
+	}
+	assertInvariant(t, rt)
+}
