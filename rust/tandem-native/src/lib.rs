@@ -2,6 +2,8 @@
 //! the benchmarks use. A user builds their own crate like this one, with their handlers, in its
 //! place (see README: "Your own Rust handlers").
 
+mod bench;
+
 use std::time::Duration;
 
 use tandem::envelope::Extensions;
