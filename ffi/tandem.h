@@ -80,6 +80,14 @@
 #define TANDEM_CQE_EMIT 4
 
 /*
+ Completion kind: a batch of Rust log records in `reply_slot` (`reply_len` bytes), lent to
+ Go until a `TANDEM_SQE_RELEASE`: a CBOR sequence of the count of records dropped since the
+ last batch, then one map per record {0: level (0 trace .. 4 error), 1: target, 2: message,
+ 3: time (Unix ns), 4: {field: value}}.
+ */
+#define TANDEM_CQE_LOG 5
+
+/*
  Completion outcome: the handler is still working; extend the deadline by `aux` nanoseconds.
  The request slot is not released by this record.
  */
@@ -519,6 +527,13 @@ tandem_status tandem_invoke(const tandem_runtime *rt,
  `rt` must be a live runtime; `types` valid for `len` bytes (or null with `len` 0).
  */
 tandem_status tandem_set_local_routes(const tandem_runtime *rt, const uint8_t *types, size_t len);
+
+/*
+ Sets the least severe level of the Rust log records forwarded to Go (0 trace, 1 debug,
+ 2 info, 3 warn, 4 error, 5 or more: none). Process-wide: the records of every runtime go
+ through one subscriber. Go calls it at start and whenever its logger's level changes.
+ */
+void tandem_set_log_level(uint32_t level);
 
 /*
  Starts the wake probe (a diagnostic): a tokio task of this runtime waits on eventfd

@@ -69,6 +69,9 @@ func (r *Runtime) complete(d *ring.Desc) {
 	case abi.CQEEmit:
 		r.onEmit(d)
 		return
+	case abi.CQELog:
+		r.onLogs(d)
+		return
 	}
 	idx, gen := uint32(d.Token), uint32(d.Token>>32)
 	if int(idx) >= len(r.slots) || d.Slot != idx || r.slots[idx].gen != gen {

@@ -120,14 +120,16 @@ type Runtime struct {
 
 	waiters sync.Pool
 
-	tr      tracing
-	met     metrics
-	retry   Backoff
-	budget  *RetryBudget
-	retries retryTable
-	emits   emitQueue
-	dead    chan deadLetterJob
-	deadWG  sync.WaitGroup
+	tr tracing
+	// logLevelDone stops followLogLevel at shutdown.
+	logLevelDone chan struct{}
+	met          metrics
+	retry        Backoff
+	budget       *RetryBudget
+	retries      retryTable
+	emits        emitQueue
+	dead         chan deadLetterJob
+	deadWG       sync.WaitGroup
 
 	submitted    atomic.Uint64
 	completed    atomic.Uint64
@@ -320,13 +322,19 @@ func (r *Runtime) Start() error {
 			return fail(fmt.Errorf("metrics: %w", err))
 		}
 	}
+	abi.SetLogLevel(rustLogLevel(r.log)) // before any handler runs; followLogLevel keeps it in step
 	if err := abi.SetLocalRoutes(r.h, local); err != nil {
 		return fail(err)
 	}
 	if err := abi.Start(r.h); err != nil {
 		return fail(err)
 	}
-	r.deadWG.Add(1)
+	r.logLevelDone = make(chan struct{})
+	r.deadWG.Add(2)
+	go func() {
+		defer r.deadWG.Done()
+		r.followLogLevel(r.logLevelDone)
+	}()
 	go r.writeDeadLetters()
 	go r.routeEmitted()
 	go r.poll()
@@ -415,7 +423,8 @@ func (r *Runtime) shutdown(ctx context.Context) error {
 	r.wakeGo()
 	<-r.pollDone
 	r.emits.close() // the poller was its only producer; what is left is dead-lettered
-	close(r.dead)   // the poller, the workers and the emit router are gone
+	close(r.logLevelDone)
+	close(r.dead) // the poller, the workers and the emit router are gone
 	r.deadWG.Wait()
 	r.closeHandlers()
 	if n := r.pending.Load(); n != 0 {

@@ -46,6 +46,7 @@ const (
 	OutcomeTerm       uint32 = 2
 	OutcomeInProgress uint32 = 3
 	CQEEmit           uint32 = 4
+	CQELog            uint32 = 5
 	NoSlot            uint32 = ^uint32(0)
 )
 
@@ -326,6 +327,12 @@ type invokeOut struct {
 }
 
 var invokeOuts = sync.Pool{New: func() any { return new(invokeOut) }}
+
+// SetLogLevel sets the least severe Rust log level forwarded (0 trace .. 4 error, 5 none).
+func SetLogLevel(level uint32) {
+	calls.Add(1)
+	setLogLevel(level)
+}
 
 // SetLocalRoutes names the event types whose emitted events stay in Rust.
 func SetLocalRoutes(h Handle, types []string) error {

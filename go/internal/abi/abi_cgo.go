@@ -80,6 +80,8 @@ func invoke(h Handle, envelope, reply []byte, out *invokeOut) int32 {
 
 func free(h Handle) { C.tandem_runtime_free(rt(h)) }
 
+func setLogLevel(level uint32) { C.tandem_set_log_level(C.uint32_t(level)) }
+
 func setLocalRoutes(h Handle, types []byte) int32 {
 	return int32(C.tandem_set_local_routes(rt(h), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(types))), C.size_t(len(types))))
 }

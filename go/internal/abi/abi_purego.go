@@ -36,6 +36,7 @@ type library struct {
 	free       func(h unsafe.Pointer)
 	wakeProbe  func(h unsafe.Pointer, ping int32, pong int32) int32
 	setLocal   func(h unsafe.Pointer, types unsafe.Pointer, n uintptr) int32
+	logLevel   func(level uint32)
 }
 
 var (
@@ -110,6 +111,7 @@ func open(path string) (*library, error) {
 		{&l.free, "tandem_runtime_free"},
 		{&l.wakeProbe, "tandem_wake_probe"},
 		{&l.setLocal, "tandem_set_local_routes"},
+		{&l.logLevel, "tandem_set_log_level"},
 	} {
 		if err := bind(s.fptr, s.name); err != nil {
 			return fail(err)
@@ -177,6 +179,8 @@ func invoke(h Handle, envelope, reply []byte, out *invokeOut) int32 {
 }
 
 func free(h Handle) { loaded().free(unsafe.Pointer(h)) }
+
+func setLogLevel(level uint32) { loaded().logLevel(level) }
 
 func setLocalRoutes(h Handle, types []byte) int32 {
 	return loaded().setLocal(unsafe.Pointer(h), unsafe.Pointer(unsafe.SliceData(types)), uintptr(len(types)))

@@ -52,7 +52,11 @@ pub unsafe extern "C" fn tandem_bench_spawn_call(
             // A panic here would end the task without answering; cb is foreign code that
             // cannot unwind, but keep the worker safe whatever it is.
             let _ = catch_unwind(AssertUnwindSafe(|| {
-                let ptr = if reply.is_empty() { std::ptr::null() } else { reply.as_ptr() };
+                let ptr = if reply.is_empty() {
+                    std::ptr::null()
+                } else {
+                    reply.as_ptr()
+                };
                 cb(user, outcome, ptr, reply.len());
             }));
         };

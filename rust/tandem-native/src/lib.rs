@@ -117,6 +117,7 @@ impl Handler for Relay {
             return Outcome::Ack;
         };
         let (next, rest) = route.split_once(',').unwrap_or((route, ""));
+        tracing::info!(next, "relaying");
         let id = format!("{}/relay", ev.id());
         let data = ev.data().to_ascii_uppercase();
         let pairs = [("next", rest)];

@@ -474,6 +474,17 @@ pub unsafe extern "C" fn tandem_set_local_routes(
     })
 }
 
+/// Sets the least severe level of the Rust log records forwarded to Go (0 trace, 1 debug,
+/// 2 info, 3 warn, 4 error, 5 or more: none). Process-wide: the records of every runtime go
+/// through one subscriber. Go calls it at start and whenever its logger's level changes.
+#[unsafe(no_mangle)]
+pub extern "C" fn tandem_set_log_level(level: u32) {
+    let _ = guard(|| {
+        crate::logs::set_level(level.min(5) as u8);
+        TANDEM_OK
+    });
+}
+
 /// Starts the wake probe (a diagnostic): a tokio task of this runtime waits on eventfd
 /// `ping_fd` and answers each wake by writing 1 to eventfd `pong_fd`; a ping of 2^32 or more
 /// stops it. The library duplicates both fds, so the caller keeps and closes its own. It

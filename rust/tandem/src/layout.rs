@@ -39,6 +39,12 @@ pub const TANDEM_OUTCOME_TERM: u32 = 2;
 /// dead-letters it.
 pub const TANDEM_CQE_EMIT: u32 = 4;
 
+/// Completion kind: a batch of Rust log records in `reply_slot` (`reply_len` bytes), lent to
+/// Go until a `TANDEM_SQE_RELEASE`: a CBOR sequence of the count of records dropped since the
+/// last batch, then one map per record {0: level (0 trace .. 4 error), 1: target, 2: message,
+/// 3: time (Unix ns), 4: {field: value}}.
+pub const TANDEM_CQE_LOG: u32 = 5;
+
 /// Completion outcome: the handler is still working; extend the deadline by `aux` nanoseconds.
 /// The request slot is not released by this record.
 pub const TANDEM_OUTCOME_IN_PROGRESS: u32 = 3;

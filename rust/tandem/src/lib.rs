@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod ffi;
 mod handler;
 pub mod layout;
+mod logs;
 mod ring;
 mod runtime;
 mod shm;

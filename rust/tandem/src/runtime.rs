@@ -277,6 +277,8 @@ pub(crate) struct Shared {
     /// Event types whose emitted events stay in Rust (set by Go before start): type -> 1 +
     /// handler index.
     local: std::sync::OnceLock<std::collections::HashMap<String, u32>>,
+    /// Stops this runtime's log forwarder.
+    log_stop: tokio::sync::Notify,
 }
 
 /// A Rust runtime: the shared region and, once started, tokio and the poller.
@@ -287,6 +289,7 @@ pub struct Runtime {
     shared: Arc<Shared>,
     tokio: Option<tokio::runtime::Runtime>,
     poller: Option<tokio::task::JoinHandle<()>>,
+    logs: Option<tokio::task::JoinHandle<()>>,
     state: RunState,
 }
 
@@ -347,13 +350,16 @@ impl Runtime {
             stopping: AtomicBool::new(false),
             consumer: Mutex::new(()),
             local: std::sync::OnceLock::new(),
+            log_stop: tokio::sync::Notify::new(),
             cfg,
             region,
         };
+        crate::logs::install();
         Ok(Runtime {
             shared: Arc::new(shared),
             tokio: None,
             poller: None,
+            logs: None,
             state: RunState::Created,
         })
     }
@@ -457,6 +463,7 @@ impl Runtime {
                 .map_err(io::Error::from)?
         };
         self.poller = Some(rt.spawn(poll_submissions(self.shared.clone(), afd)));
+        self.logs = Some(rt.spawn(forward_logs(self.shared.clone())));
         self.tokio = Some(rt);
         self.state = RunState::Running;
         Ok(())
@@ -474,6 +481,7 @@ impl Runtime {
         let Some(rt) = self.tokio.take() else { return };
         let shared = self.shared.clone();
         let poller = self.poller.take();
+        let log_task = self.logs.take();
         rt.block_on(async move {
             // Count events, not tasks: an event is held from the moment the poller takes it
             // until its completion is published, even while it is being handed to a task. The
@@ -501,6 +509,11 @@ impl Runtime {
             shared.wake_rust.signal();
             if let Some(p) = poller {
                 let _ = p.await;
+            }
+            // A last batch of log records, then the forwarder stops.
+            shared.log_stop.notify_one();
+            if let Some(l) = log_task {
+                let _ = l.await;
             }
             shared.tracker.close();
             shared.tracker.wait().await;
@@ -661,6 +674,53 @@ fn error_envelope<'a>(error: &'a HandlerError, handler: &'a str) -> ErrorEnvelop
         retry: error.retry,
         runtime: "rust",
         handler,
+    }
+}
+
+/// Wakes the log forwarder when records wait (set by the logging layer's first record after
+/// a drain, and at shutdown).
+pub(crate) static LOGS_WAITING: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Forwards Rust's log records to Go in batches, each in a reply slot on the completion ring.
+/// It sleeps until records wait, then gathers for a millisecond so a burst travels together.
+async fn forward_logs(shared: Arc<Shared>) {
+    loop {
+        let stopping = shared.stopping.load(Ordering::SeqCst);
+        if !crate::logs::pending() {
+            if stopping {
+                return;
+            }
+            // Records of every runtime in the process share one queue and one signal; the stop
+            // signal is this runtime's own.
+            tokio::select! {
+                _ = LOGS_WAITING.notified() => {}
+                _ = shared.log_stop.notified() => {}
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (batch, dropped) = crate::logs::take(1024);
+        if batch.is_empty() && dropped == 0 {
+            continue;
+        }
+        let rs = shared.take_reply_slot().await;
+        // SAFETY: `rs` came off the free list, so Rust owns it until published below.
+        let buf = unsafe { shared.reply_buf(rs) };
+        let (used, rest) = crate::logs::encode(batch, dropped, buf);
+        crate::logs::put_back(rest);
+        shared.rep_owner[rs as usize].store(OWNER_GO, Ordering::Release);
+        shared.counters.replies_lent.fetch_add(1, Relaxed);
+        shared
+            .publish_completion(
+                0,
+                TANDEM_CQE_LOG,
+                TANDEM_NO_SLOT,
+                (rs, used as u32),
+                0,
+                0,
+                0,
+                (0, 0),
+            )
+            .await;
     }
 }
 
@@ -883,9 +943,26 @@ async fn run(shared: &Arc<Shared>, job: Job, token: u64) -> (Outcome, Arc<str>, 
             None => None,
         };
         started = now_ns();
-        AssertUnwindSafe(route.handler.call(&ev, &cx))
-            .catch_unwind()
-            .await
+        let env = ev.envelope();
+        let trace_id = env
+            .traceparent
+            .and_then(|tp| tp.get(3..35))
+            .unwrap_or_default();
+        let span = tracing::info_span!(
+            "event",
+            runtime = "rust",
+            handler = &*route.name,
+            event_id = env.id,
+            event_type = env.ty,
+            correlation_id = env.correlationid.unwrap_or(env.id),
+            trace_id,
+            attempt = env.attempt,
+        );
+        tracing::Instrument::instrument(
+            AssertUnwindSafe(route.handler.call(&ev, &cx)).catch_unwind(),
+            span,
+        )
+        .await
     };
     let outcome = tokio::select! {
         biased;
@@ -893,7 +970,9 @@ async fn run(shared: &Arc<Shared>, job: Job, token: u64) -> (Outcome, Arc<str>, 
             Ok(o) => o,
             Err(panic) => {
                 shared.counters.panics.fetch_add(1, Relaxed);
-                Outcome::Term(HandlerError::with_code("panic", panic_message(&*panic)))
+                let message = panic_message(&*panic);
+                tracing::error!(handler = &*route.name, event_id = ev.id(), "{message}");
+                Outcome::Term(HandlerError::with_code("panic", message))
             }
         },
         _ = shared.cancel.cancelled() => Outcome::Retry {

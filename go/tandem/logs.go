@@ -1,0 +1,141 @@
+package tandem
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/internal/ring"
+)
+
+// Log lines of both runtimes use the same field names for an event: runtime (go|rust), route,
+// handler, event_id, correlation_id, trace_id, attempt. Rust's records (written with the
+// tracing crate) arrive in batches on the completion ring and are written by the same zap
+// logger; Logger gives a Go handler a logger with those fields.
+
+// Logger returns the runtime's logger with the fields of the event a Go handler's ctx belongs
+// to; outside a handler, a no-op logger.
+func Logger(ctx context.Context) *zap.Logger {
+	hc, ok := fromContext(ctx)
+	if !ok {
+		return zap.NewNop()
+	}
+	ev := hc.ev
+	correlation := ev.CorrelationID
+	if correlation == "" {
+		correlation = ev.ID
+	}
+	fields := []zap.Field{
+		zap.String("runtime", "go"), zap.String("route", hc.route.pattern), zap.String("handler", hc.route.name),
+		zap.String("event_id", ev.ID), zap.String("correlation_id", correlation), zap.Uint32("attempt", ev.Attempt),
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		fields = append(fields, zap.String("trace_id", sc.TraceID().String()))
+	} else if len(ev.TraceParent) >= 35 {
+		fields = append(fields, zap.String("trace_id", ev.TraceParent[3:35]))
+	}
+	return hc.r.log.With(fields...)
+}
+
+// rustLogRecord is one record of a batch (see TANDEM_CQE_LOG in ffi/tandem.h).
+type rustLogRecord struct {
+	Level   uint8             `cbor:"0,keyasint"`
+	Target  string            `cbor:"1,keyasint"`
+	Message string            `cbor:"2,keyasint"`
+	Time    int64             `cbor:"3,keyasint"`
+	Fields  map[string]string `cbor:"4,keyasint"`
+}
+
+// onLogs writes a batch of Rust log records with the runtime's logger.
+func (r *Runtime) onLogs(d *ring.Desc) {
+	if d.ReplySlot == abi.NoSlot || int(d.ReplySlot) >= len(r.replies) || !r.replies[d.ReplySlot].CompareAndSwap(0, 1) {
+		r.violation("log batch in a reply slot not lent to Go", d.ReplySlot)
+		return
+	}
+	raw := bytes.Clone(r.replyBytes(d.ReplySlot, d.ReplyLen))
+	r.releaseReply(d.ReplySlot)
+	dec := cbor.NewDecoder(bytes.NewReader(raw))
+	var dropped uint64
+	if err := dec.Decode(&dropped); err != nil {
+		r.log.Error("tandem: malformed batch of Rust log records", zap.Error(err))
+		return
+	}
+	if dropped > 0 {
+		r.log.Warn("tandem: Rust log records dropped: the queue was full", zap.String("runtime", "rust"), zap.Uint64("records", dropped))
+	}
+	for {
+		var rec rustLogRecord
+		if err := dec.Decode(&rec); err != nil {
+			if !errors.Is(err, io.EOF) {
+				r.log.Error("tandem: malformed Rust log record", zap.Error(err))
+			}
+			return
+		}
+		level := zapcore.DebugLevel
+		switch rec.Level {
+		case 2:
+			level = zapcore.InfoLevel
+		case 3:
+			level = zapcore.WarnLevel
+		case 4:
+			level = zapcore.ErrorLevel
+		}
+		ce := r.log.Check(level, rec.Message)
+		if ce == nil {
+			continue
+		}
+		ce.Time = time.Unix(0, rec.Time)
+		fields := make([]zap.Field, 0, len(rec.Fields)+2)
+		if _, ok := rec.Fields["runtime"]; !ok {
+			fields = append(fields, zap.String("runtime", "rust"))
+		}
+		fields = append(fields, zap.String("target", rec.Target))
+		for k, v := range rec.Fields {
+			fields = append(fields, zap.String(k, v))
+		}
+		ce.Write(fields...)
+	}
+}
+
+// rustLogLevel is the least severe Rust level the logger writes (5: none).
+func rustLogLevel(l *zap.Logger) uint32 {
+	core := l.Core()
+	switch {
+	case core.Enabled(zapcore.DebugLevel):
+		return 1
+	case core.Enabled(zapcore.InfoLevel):
+		return 2
+	case core.Enabled(zapcore.WarnLevel):
+		return 3
+	case core.Enabled(zapcore.ErrorLevel):
+		return 4
+	}
+	return 5
+}
+
+// followLogLevel keeps Rust's level in step with the logger's, checking once a second (a
+// zap AtomicLevel can change at any time), until done closes.
+func (r *Runtime) followLogLevel(done <-chan struct{}) {
+	level := rustLogLevel(r.log) // set by Start
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			if l := rustLogLevel(r.log); l != level {
+				level = l
+				abi.SetLogLevel(level)
+			}
+		}
+	}
+}
