@@ -3,6 +3,9 @@ package tandem
 import (
 	"context"
 	"testing"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 // BenchmarkCall is the Go → Rust → Go round trip over the rings with the no-op handler and
@@ -78,6 +81,41 @@ func BenchmarkCallWide(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
+
+// BenchmarkCallObservability is the cost of observability on the serial round trip: none,
+// metrics only (an OpenTelemetry SDK meter with a manual reader), and tracing sampled at 100%
+// (an SDK tracer, spans recorded and dropped at the end, so only tandem's side is counted).
+func BenchmarkCallObservability(b *testing.B) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	defer tp.Shutdown(context.Background())
+	for _, c := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"off", Config{}},
+		{"metrics", Config{MeterProvider: mp}},
+		{"tracing", Config{TracerProvider: tp}},
+		{"both", Config{MeterProvider: mp, TracerProvider: tp}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			rt := newRuntime(b, c.cfg)
+			defer rt.Shutdown(context.Background())
+			ctx := context.Background()
+			ev := event("demo.noop.inline", "bench", make([]byte, 64))
+			b.ReportAllocs()
+			for b.Loop() {
+				reply, err := rt.Call(ctx, ev)
+				if err != nil {
+					b.Fatal(err)
+				}
+				reply.Release()
+			}
 		})
 	}
 }

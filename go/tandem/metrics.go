@@ -30,12 +30,13 @@ type metrics struct {
 	reg                                          metric.Registration
 }
 
-// routeMetrics are a route's attribute sets, built once.
+// routeMetrics are a route's attribute sets, built once, held as option slices so that a
+// recording passes them on without allocating.
 type routeMetrics struct {
-	base                  metric.MeasurementOption
-	ack, retry, term      metric.MeasurementOption
-	deadReasons           map[DeadLetterReason]metric.MeasurementOption
-	runtimeName, outcomes string
+	add                       []metric.AddOption
+	rec                       []metric.RecordOption
+	ackRec, retryRec, termRec []metric.RecordOption
+	deadReasons               map[DeadLetterReason][]metric.AddOption
 }
 
 func (r *Runtime) initMetrics(mp metric.MeterProvider) error {
@@ -128,29 +129,30 @@ func newRouteMetrics(rt *route) *routeMetrics {
 		base := []attribute.KeyValue{attribute.String("route", rt.pattern), attribute.String("runtime", runtime)}
 		return metric.WithAttributeSet(attribute.NewSet(append(base, kv...)...))
 	}
+	base := set()
 	m := &routeMetrics{
-		base:        set(),
-		ack:         set(attribute.String("outcome", "ack")),
-		retry:       set(attribute.String("outcome", "retry")),
-		term:        set(attribute.String("outcome", "term")),
-		deadReasons: map[DeadLetterReason]metric.MeasurementOption{},
-		runtimeName: runtime,
+		add:         []metric.AddOption{base},
+		rec:         []metric.RecordOption{base},
+		ackRec:      []metric.RecordOption{set(attribute.String("outcome", "ack"))},
+		retryRec:    []metric.RecordOption{set(attribute.String("outcome", "retry"))},
+		termRec:     []metric.RecordOption{set(attribute.String("outcome", "term"))},
+		deadReasons: map[DeadLetterReason][]metric.AddOption{},
 	}
 	for _, reason := range []DeadLetterReason{ReasonTerm, ReasonMaxAttempts, ReasonDecode, ReasonNoRoute, ReasonShed, ReasonCancelled, ReasonRetryBudget} {
-		m.deadReasons[reason] = set(attribute.String("reason", string(reason)))
+		m.deadReasons[reason] = []metric.AddOption{set(attribute.String("reason", string(reason)))}
 	}
 	return m
 }
 
 func (m *metrics) submit(rt *route) {
 	if m.on && rt != nil && rt.met != nil {
-		m.submitted.Add(context.Background(), 1, rt.met.base)
+		m.submitted.Add(context.Background(), 1, rt.met.add...)
 	}
 }
 
 func (m *metrics) retry(rt *route) {
 	if m.on && rt != nil && rt.met != nil {
-		m.retried.Add(context.Background(), 1, rt.met.base)
+		m.retried.Add(context.Background(), 1, rt.met.add...)
 	}
 }
 
@@ -159,8 +161,8 @@ func (m *metrics) deadLetter(rt *route, reason DeadLetterReason) {
 		return
 	}
 	if rt != nil && rt.met != nil {
-		if opt, ok := rt.met.deadReasons[reason]; ok {
-			m.dead.Add(context.Background(), 1, opt)
+		if opts, ok := rt.met.deadReasons[reason]; ok {
+			m.dead.Add(context.Background(), 1, opts...)
 			return
 		}
 	}
@@ -178,14 +180,14 @@ func (m *metrics) delivered(rt *route, outcome Outcome, d time.Duration) {
 	if !m.on || rt == nil || rt.met == nil {
 		return
 	}
-	opt := rt.met.ack
+	opts := rt.met.ackRec
 	switch outcome {
 	case OutcomeRetry:
-		opt = rt.met.retry
+		opts = rt.met.retryRec
 	case OutcomeTerm:
-		opt = rt.met.term
+		opts = rt.met.termRec
 	}
-	m.duration.Record(context.Background(), d.Seconds(), opt)
+	m.duration.Record(context.Background(), d.Seconds(), opts...)
 }
 
 // settled records an event's final outcome and its latency since submit (nanotime).
@@ -194,10 +196,10 @@ func (m *metrics) settled(rt *route, acked bool, submittedAt int64) {
 		return
 	}
 	if acked {
-		m.acknowledged.Add(context.Background(), 1, rt.met.base)
+		m.acknowledged.Add(context.Background(), 1, rt.met.add...)
 	}
 	if submittedAt != 0 {
-		m.latency.Record(context.Background(), time.Duration(nanotime()-submittedAt).Seconds(), rt.met.base)
+		m.latency.Record(context.Background(), time.Duration(nanotime()-submittedAt).Seconds(), rt.met.rec...)
 	}
 }
 
