@@ -9,7 +9,9 @@
 #                        purego mode (CGO_ENABLED=0, and -race), the static-binary check,
 #                        and each benchmark once
 #   ./build.sh bench     the benchmark suite in bench/, in the cgo and the purego mode, then
-#                        purego's figures as ratios of cgo's (args go to go test)
+#                        purego's figures as ratios of cgo's (args go to go test), then the
+#                        open-loop sweep and resources into bench/results/REPORT.md, and
+#                        tandem's ratio against each contender
 #   ./build.sh header    regenerate ffi/tandem.h from the Rust exports
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -82,6 +84,23 @@ compare_modes() {
     }' "$1" "$2"
 }
 
+# bench_suites runs bench/'s go test suites in one link mode (its environment and flags
+# come first), output to stdout. With no arguments of the user's: every benchmark for 1s but
+# BenchmarkIdleWake, which sleeps 2 ms per op outside the timer and so runs 300 ops, and
+# those the report program runs itself (the open loop and the resources); with arguments,
+# exactly what they ask for.
+bench_suites() {
+  local env=("${!1}"); shift
+  local user=("${!1}"); shift
+  if ((${#user[@]})); then
+    (cd bench && env "${env[@]}" go test -run '^$' -bench . -benchmem "$@" "${user[@]}" ./...)
+    return
+  fi
+  (cd bench && env "${env[@]}" go test -run '^$' -bench . -benchtime=1s -benchmem \
+    -skip '^Benchmark(IdleWake|OpenLoop|IdleCPU|Threads|RSS)$' "$@" ./...)
+  (cd bench && env "${env[@]}" go test -run '^$' -bench '^BenchmarkIdleWake$' -benchtime=300x -benchmem "$@" ./...)
+}
+
 cmd=${1:-build}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -123,15 +142,22 @@ case "$cmd" in
     ;;
   bench)
     need; build_rust
+    bench_start=$(date +%s)
     mkdir -p bench/results
     lib="$PWD/target/release/libtandem_native.so"
+    user_args=("$@")
+    cgo_env=(CGO_ENABLED=1)
+    purego_env=(TANDEM_LIB="$lib")
     say "go test -bench (bench/), cgo mode"
-    (cd bench && go test -run '^$' -bench . -benchmem "$@" ./...) | tee bench/results/cgo.txt
+    bench_suites cgo_env[@] user_args[@] | tee bench/results/cgo.txt
     say "go test -bench (bench/), purego mode"
-    (cd bench && TANDEM_LIB="$lib" go test -tags tandem_purego -run '^$' -bench . -benchmem "$@" ./...) |
-      tee bench/results/purego.txt
+    bench_suites purego_env[@] user_args[@] -tags tandem_purego | tee bench/results/purego.txt
     say "purego / cgo, same benchmarks, this run"
     compare_modes bench/results/cgo.txt bench/results/purego.txt
+    say "latency under load, resources, the report (bench/results/REPORT.md); tandem against each contender"
+    (cd bench && go run ./report -out results -bench-file results/cgo.txt -bench-file results/purego.txt \
+      -suite-start "$bench_start")
+    say "./build.sh bench took $(($(date +%s) - bench_start))s"
     ;;
   header)
     say "regenerating ffi/tandem.h"
