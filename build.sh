@@ -117,6 +117,8 @@ case "$cmd" in
     need; build_rust; build_go; build_purego
     say "cargo test --workspace (unit, golden vectors, proptest, header check)"
     cargo test --locked --workspace
+    say "criterion benchmarks of the ring and the envelope, once each (--test)"
+    cargo bench --locked -p tandem --features bench-internals --bench ring --bench envelope -- --test
     say "loom models of the ring (RUSTFLAGS=--cfg loom)"
     RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
       cargo test --locked -p tandem --release --lib loom
@@ -138,7 +140,7 @@ case "$cmd" in
       (cd bench && TANDEM_LIB="$lib" go test -tags tandem_purego -run '^$' -bench . -benchtime=1x ./...)
     fi
     say "all tests passed"
-    echo "suites: 10 passed, 0 failed"
+    echo "suites: 11 passed, 0 failed"
     ;;
   bench)
     need; build_rust

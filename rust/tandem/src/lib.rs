@@ -26,6 +26,9 @@ mod sync;
 mod wake;
 
 pub use handler::{Context, EmitError, Event, Handler, HandlerError, Outcome, Registry};
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub use ring::BenchRing;
 pub use runtime::{Config, Error, Runtime, Stats};
 
 /// Names the function that registers this library's handlers; the C exports call it when a

@@ -64,6 +64,7 @@ static QUEUE: Queue = Queue {
 };
 
 /// Sets the least severe level forwarded to Go (`LEVEL_OFF` forwards nothing).
+#[cfg_attr(not(feature = "exports"), allow(dead_code))]
 pub(crate) fn set_level(level: u8) {
     QUEUE.min_level.store(level.min(LEVEL_OFF), Relaxed);
     tracing::callsite::rebuild_interest_cache();

@@ -152,14 +152,14 @@ impl Ring {
 
 /// A ring in heap memory for tests: the header and cells the shared region would hold, built
 /// field by field (under loom the atomics are loom's and must be created inside the model).
-#[cfg(test)]
+#[cfg(any(test, feature = "bench-internals"))]
 pub(crate) struct HeapRing {
     ring: Ring,
     hdr: *mut tandem_ring_header,
     cells: *mut [tandem_desc],
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "bench-internals"))]
 impl HeapRing {
     /// A fresh ring of `capacity` cells (a power of two), initialised as the runtime does.
     pub(crate) fn new(capacity: u32) -> HeapRing {
@@ -196,12 +196,14 @@ impl HeapRing {
     }
 
     /// The header, for tests that place the cursors (e.g. next to the u64 wrap-around).
+    #[cfg(test)]
     pub(crate) fn header(&self) -> &tandem_ring_header {
         // SAFETY: owned by `self` and live until `drop`.
         unsafe { &*self.hdr }
     }
 
     /// The cells, for tests that place sequence numbers by hand.
+    #[cfg(test)]
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn cells(&self) -> &[tandem_desc] {
         // SAFETY: owned by `self` and live until `drop`.
@@ -209,7 +211,7 @@ impl HeapRing {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "bench-internals"))]
 impl std::ops::Deref for HeapRing {
     type Target = Ring;
     fn deref(&self) -> &Ring {
@@ -217,7 +219,7 @@ impl std::ops::Deref for HeapRing {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "bench-internals"))]
 impl Drop for HeapRing {
     fn drop(&mut self) {
         // SAFETY: both pointers came from `Box::into_raw` in `new` and are freed once, here;
@@ -230,10 +232,10 @@ impl Drop for HeapRing {
 }
 
 // SAFETY: the pointed-to memory consists of atomics and is owned by the value.
-#[cfg(test)]
+#[cfg(any(test, feature = "bench-internals"))]
 unsafe impl Send for HeapRing {}
 // SAFETY: as above; shared access goes through atomics only.
-#[cfg(test)]
+#[cfg(any(test, feature = "bench-internals"))]
 unsafe impl Sync for HeapRing {}
 
 #[cfg(all(test, not(loom)))]
@@ -778,5 +780,30 @@ mod loom_tests {
             }
             assert_eq!(received, 2);
         });
+    }
+}
+
+/// The ring alone in heap memory, for the criterion benchmarks (`benches/ring.rs`): not part
+/// of tandem's API.
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub struct BenchRing(HeapRing);
+
+#[cfg(feature = "bench-internals")]
+impl BenchRing {
+    /// A ring of `capacity` cells (a power of two).
+    pub fn new(capacity: u32) -> BenchRing {
+        BenchRing(HeapRing::new(capacity))
+    }
+    /// Publishes a descriptor carrying `token`; false when full.
+    pub fn push(&self, token: u64) -> bool {
+        self.0.push(|d| {
+            d.token.store(token, crate::sync::Ordering::Relaxed);
+            d.kind.store(1, crate::sync::Ordering::Relaxed);
+        })
+    }
+    /// Takes the next descriptor's token (single consumer).
+    pub fn pop(&self) -> Option<u64> {
+        self.0.pop(|d| d.token.load(crate::sync::Ordering::Relaxed))
     }
 }
