@@ -34,8 +34,8 @@ need() {
 }
 
 build_rust() {
-  say "cargo build --release (staticlib + cdylib)"
-  cargo build --release --locked -p tandem-native
+  say "cargo build --release (the staticlib + cdylib, and the sidecar contender of bench/)"
+  cargo build --release --locked --workspace
 }
 
 build_go() {

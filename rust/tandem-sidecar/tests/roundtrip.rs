@@ -125,3 +125,41 @@ fn an_oversized_frame_closes_the_connection() {
         assert_eq!(conn.read(&mut buf).await.unwrap(), 0, "want EOF");
     });
 }
+
+#[test]
+fn a_client_gone_mid_flight_leaves_the_server_serving() {
+    let handlers = Arc::new(tandem_sidecar::start_runtime(2).unwrap());
+    let io = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_io()
+        .enable_time()
+        .build()
+        .unwrap();
+    let path = socket_path("gone.sock");
+    let _ = std::fs::remove_file(&path);
+    io.block_on(async {
+        let listener = UnixListener::bind(&path).unwrap();
+        tokio::spawn(tandem_sidecar::serve(listener, handlers.clone()));
+        // 500 requests of 4 KiB are more than the socket buffers hold: the server is still
+        // writing answers when this client hangs up without reading any.
+        let mut frames = Vec::new();
+        for id in 0..500u64 {
+            frames.extend(request(id, "demo.echo", &[7u8; 4096]));
+        }
+        let mut gone = UnixStream::connect(&path).await.unwrap();
+        gone.write_all(&frames).await.unwrap();
+        drop(gone);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+
+        let mut conn = UnixStream::connect(&path).await.unwrap();
+        conn.write_all(&request(1, "demo.echo", b"still here"))
+            .await
+            .unwrap();
+        let (id, outcome, body) = response(&mut conn).await;
+        assert_eq!((id, u32::from(outcome)), (1, TANDEM_OUTCOME_ACK));
+        assert_eq!(body, b"still here");
+    });
+    io.shutdown_timeout(std::time::Duration::from_secs(1));
+    let _ = std::fs::remove_file(&path);
+    drop(handlers);
+}
