@@ -10,10 +10,12 @@ use tandem::layout::{TANDEM_OUTCOME_ACK, TANDEM_OUTCOME_TERM};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
+/// A socket path in a directory of the test's own (tests run in parallel, and in several
+/// processes at once under `cargo test --workspace`).
 fn socket_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tandem-sidecar-test-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("tandem-sidecar-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    dir.join("s.sock")
 }
 
 fn request(id: u64, ty: &str, data: &[u8]) -> Vec<u8> {
@@ -49,6 +51,7 @@ fn with_server(name: &str, client: impl AsyncFnOnce(UnixStream)) {
     let io = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_io()
+        .enable_time()
         .build()
         .unwrap();
     let path = socket_path(name);
@@ -59,14 +62,13 @@ fn with_server(name: &str, client: impl AsyncFnOnce(UnixStream)) {
         client(UnixStream::connect(&path).await.unwrap()).await;
     });
     io.shutdown_timeout(std::time::Duration::from_secs(1));
-    let _ = std::fs::remove_file(&path);
-    let _ = std::fs::remove_dir(path.parent().unwrap()); // the last test to finish removes it
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
     drop(handlers);
 }
 
 #[test]
 fn echo_comes_back_byte_for_byte() {
-    with_server("echo.sock", async |mut conn| {
+    with_server("echo", async |mut conn| {
         let payload: Vec<u8> = (0..1024u32).map(|i| (i * 7) as u8).collect();
         conn.write_all(&request(42, "demo.echo", &payload))
             .await
@@ -80,7 +82,7 @@ fn echo_comes_back_byte_for_byte() {
 
 #[test]
 fn term_comes_back_with_an_error_envelope() {
-    with_server("term.sock", async |mut conn| {
+    with_server("term", async |mut conn| {
         conn.write_all(&request(7, "demo.fail", b"term"))
             .await
             .unwrap();
@@ -95,7 +97,7 @@ fn term_comes_back_with_an_error_envelope() {
 
 #[test]
 fn pipelined_requests_are_answered_by_id() {
-    with_server("pipelined.sock", async |mut conn| {
+    with_server("pipelined", async |mut conn| {
         // One write carrying many frames, then every answer, in whatever order they finish.
         let mut frames = Vec::new();
         for id in 0..200u64 {
@@ -117,7 +119,7 @@ fn pipelined_requests_are_answered_by_id() {
 
 #[test]
 fn an_oversized_frame_closes_the_connection() {
-    with_server("oversized.sock", async |mut conn| {
+    with_server("oversized", async |mut conn| {
         let len = u32::try_from(tandem_sidecar::MAX_FRAME + 1).unwrap();
         conn.write_all(&len.to_be_bytes()).await.unwrap();
         conn.write_all(&[0u8; 8]).await.unwrap();
@@ -128,26 +130,16 @@ fn an_oversized_frame_closes_the_connection() {
 
 #[test]
 fn a_client_gone_mid_flight_leaves_the_server_serving() {
-    let handlers = Arc::new(tandem_sidecar::start_runtime(2).unwrap());
-    let io = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_io()
-        .enable_time()
-        .build()
-        .unwrap();
-    let path = socket_path("gone.sock");
-    let _ = std::fs::remove_file(&path);
-    io.block_on(async {
-        let listener = UnixListener::bind(&path).unwrap();
-        tokio::spawn(tandem_sidecar::serve(listener, handlers.clone()));
+    with_server("gone", async |gone| {
         // 500 requests of 4 KiB are more than the socket buffers hold: the server is still
         // writing answers when this client hangs up without reading any.
+        let mut gone = gone;
         let mut frames = Vec::new();
         for id in 0..500u64 {
             frames.extend(request(id, "demo.echo", &[7u8; 4096]));
         }
-        let mut gone = UnixStream::connect(&path).await.unwrap();
         gone.write_all(&frames).await.unwrap();
+        let path = gone.peer_addr().unwrap().as_pathname().unwrap().to_owned();
         drop(gone);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
 
@@ -159,7 +151,4 @@ fn a_client_gone_mid_flight_leaves_the_server_serving() {
         assert_eq!((id, u32::from(outcome)), (1, TANDEM_OUTCOME_ACK));
         assert_eq!(body, b"still here");
     });
-    io.shutdown_timeout(std::time::Duration::from_secs(1));
-    let _ = std::fs::remove_file(&path);
-    drop(handlers);
 }
