@@ -19,9 +19,11 @@ import (
 // The contenders' scenarios run the demo library's Rust handlers and, for the pure Go
 // contenders, their Go twins below: the same input, the same work, the same reply.
 const (
-	demoEchoType  = "demo.echo"  // replies with the payload (registered inline)
-	demoHashType  = "demo.hash"  // FNV-1a of the payload, folded `rounds` times (a task per event)
-	demoSleepType = "demo.sleep" // awaits a `sleep_ms` timer, then acks (inline until its await)
+	demoEchoType  = "demo.echo"        // replies with the payload (registered inline)
+	demoHashType  = "demo.hash"        // FNV-1a of the payload, folded `rounds` times (a task per event)
+	demoSleepType = "demo.sleep"       // awaits a `sleep_ms` timer, then acks (inline until its await)
+	demoUpperType = "demo.upper"       // replies with the payload's ASCII letters upper-cased (inline)
+	demoNoopType  = "demo.noop.inline" // acks with no reply (inline): the open loop's handler
 
 	// hashRounds folds a 1 KiB payload's FNV-1a 20 times: about 20 µs of CPU per event on
 	// the 2-vCPU VM of docs/benchmarks.md (~1 ns per byte, in Go and in Rust alike).
@@ -42,11 +44,28 @@ var goTwins = map[string]twinWork{
 	demoEchoType:  twinEcho,
 	demoHashType:  twinHash,
 	demoSleepType: twinSleep,
+	demoUpperType: twinUpper,
+	demoNoopType:  twinNoop,
 }
 
 // twinEcho replies with the payload. DecodeEvent already copied it, as demo.echo copies
 // its borrowed payload into the reply.
 func twinEcho(ev *tandem.Event) []byte { return ev.Data }
+
+// twinUpper is demo.upper: a copy of the payload with its ASCII letters upper-cased.
+func twinUpper(ev *tandem.Event) []byte {
+	out := make([]byte, len(ev.Data))
+	for i, c := range ev.Data {
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		out[i] = c
+	}
+	return out
+}
+
+// twinNoop is demo.noop: it acks with no reply.
+func twinNoop(*tandem.Event) []byte { return nil }
 
 // twinHash is demo.hash: the 64-bit FNV-1a of the payload, folded `rounds` times (default 1),
 // as 8 big-endian bytes.
@@ -238,3 +257,254 @@ func reapIdleThreads(target int) (int, error) {
 	}
 	return n, err
 }
+
+// The contenders: every way this suite knows of getting an event from a goroutine to a
+// handler and its reply back, each carrying the same envelope (CBOR, encoded by tandem's Go
+// encoder) with the same payload, so the codec is paid by everyone.
+//
+//   - rings: rt.Call over tandem's shared rings (0 FFI calls per event); demo.echo and
+//     demo.sleep are registered inline, demo.hash as a task per event.
+//   - direct: rt.CallDirect, one cgo call per event that block_on's the handler on tokio;
+//     the calling OS thread is held until the handler finishes.
+//   - callback: one cgo call per event that spawns the handler on tokio and returns; the
+//     tokio worker that finishes it calls back into Go (callback_cgo.go), which wakes the
+//     caller through a channel. Needs cgo: skipped in the purego mode.
+//   - go-pool: the same handler written in Go, behind tandem's own Go route (rt.Handle, a
+//     goroutine pool), called with rt.Call. The caller encodes the envelope and the route's
+//     handler decodes it, as the Rust side does.
+//   - go-direct: encode, tandem.DecodeEvent and the Go handler inline on the caller's
+//     goroutine: no runtime, no pool, no hand-off. The floor.
+var contenderDefs = []contenderDef{
+	{"rings", startRings},
+	{"direct", startDirect},
+	{"callback", startCallback},
+	{"go-pool", startGoPool},
+	{"go-direct", startGoDirect},
+}
+
+// contenderDef is a contender by name, and how to set it up for one sub-benchmark.
+type contenderDef struct {
+	name  string
+	start func(cfg tandem.Config) (*session, error)
+}
+
+// caller is one goroutine's way to make one request/reply with a contender; it runs check
+// on the reply in place and returns its error. Not safe for concurrent use: every goroutine
+// gets its own.
+type caller func(ev *tandem.Event) error
+
+// session is one contender set up for one sub-benchmark: its runtime, if it has one, and
+// its counters.
+type session struct {
+	rt *tandem.Runtime
+	cb *callbackRuntime
+	// stop, if set, tears down what the session started instead (the sidecar's process).
+	stop func() error
+	// newCaller makes a caller whose scratch buffers hold bufSize bytes; viaSubmit asks the
+	// contenders with an asynchronous API (rings, go-pool) for rt.Submit and Receipt.Wait
+	// instead of rt.Call.
+	newCaller func(check func([]byte) error, bufSize int, viaSubmit bool) caller
+}
+
+// crossings returns the FFI calls into Rust and the callbacks from Rust into Go so far.
+func (s *session) crossings() (calls, callbacks uint64) {
+	if s.cb != nil {
+		c := s.cb.counts()
+		return c.calls, c.callbacks
+	}
+	return tandem.FFICalls(), 0
+}
+
+func (s *session) close() error {
+	if s.stop != nil {
+		return s.stop()
+	}
+	if s.cb != nil {
+		return s.cb.close()
+	}
+	if s.rt == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.rt.Shutdown(ctx); err != nil {
+		return err
+	}
+	if st := s.rt.Stats(); st.Violations != 0 || st.Rust.Violations != 0 {
+		return fmt.Errorf("ownership violations: go %d, rust %d", st.Violations, st.Rust.Violations)
+	}
+	return nil
+}
+
+func startedRuntime(cfg tandem.Config, register func(*tandem.Runtime) error) (*tandem.Runtime, error) {
+	rt, err := tandem.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("tandem.New: %w", err)
+	}
+	if register != nil {
+		if err := register(rt); err != nil {
+			return nil, err
+		}
+	}
+	if err := rt.Start(); err != nil {
+		return nil, fmt.Errorf("Start: %w", err)
+	}
+	return rt, nil
+}
+
+func startRings(cfg tandem.Config) (*session, error) {
+	rt, err := startedRuntime(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	return &session{rt: rt, newCaller: func(check func([]byte) error, _ int, viaSubmit bool) caller {
+		if viaSubmit {
+			return func(ev *tandem.Event) error {
+				r, err := rt.Submit(ctx, ev)
+				if err != nil {
+					return err
+				}
+				if err := r.Wait(ctx); err != nil {
+					return err
+				}
+				return check(r.Reply())
+			}
+		}
+		return func(ev *tandem.Event) error {
+			reply, err := rt.Call(ctx, ev)
+			if err != nil {
+				return err
+			}
+			err = check(reply.Data())
+			reply.Release()
+			return err
+		}
+	}}, nil
+}
+
+func startDirect(cfg tandem.Config) (*session, error) {
+	rt, err := startedRuntime(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	// CallDirect wants a buffer of MaxReplySize, or it allocates one per call.
+	replySize := cfg.MaxReplySize
+	return &session{rt: rt, newCaller: func(check func([]byte) error, _ int, _ bool) caller {
+		dst := make([]byte, 0, replySize)
+		return func(ev *tandem.Event) error {
+			out, err := rt.CallDirect(ev, dst)
+			if err != nil {
+				return err
+			}
+			dst = out[:0]
+			return check(out)
+		}
+	}}, nil
+}
+
+func startCallback(cfg tandem.Config) (*session, error) {
+	cb, err := newCallbackRuntime(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &session{cb: cb, newCaller: func(check func([]byte) error, bufSize int, _ bool) caller {
+		env := make([]byte, 0, bufSize)
+		dst := make([]byte, 0, bufSize)
+		return func(ev *tandem.Event) error {
+			var err error
+			if env, err = tandem.AppendEvent(env[:0], ev); err != nil {
+				return err
+			}
+			out, err := cb.call(env, dst)
+			if err != nil {
+				return err
+			}
+			dst = out[:0]
+			return check(out)
+		}
+	}}, nil
+}
+
+func startGoPool(cfg tandem.Config) (*session, error) {
+	rt, err := startedRuntime(cfg, func(rt *tandem.Runtime) error {
+		for typ, work := range goTwins {
+			opts := []tandem.RouteOption(nil)
+			if typ == demoSleepType {
+				// A handler that waits gets a goroutine per event in flight, as Go would
+				// do it; the default pool (4 × GOMAXPROCS workers) would cap it at 8 ms⁻¹.
+				opts = append(opts, tandem.WithWorkers(runtime.GOMAXPROCS(0), inFlightBatch+1024),
+					tandem.WithQueue(inFlightBatch+1024))
+			}
+			if err := rt.Handle(goTwinRoute(typ), "twin-"+typ, twinRouteHandler(work), opts...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	return &session{rt: rt, newCaller: func(check func([]byte) error, bufSize int, viaSubmit bool) caller {
+		env := make([]byte, 0, bufSize)
+		var carrier tandem.Event
+		return func(ev *tandem.Event) error {
+			var err error
+			if env, err = tandem.AppendEvent(env[:0], ev); err != nil {
+				return err
+			}
+			carrier = tandem.Event{ID: ev.ID, Source: ev.Source, Type: goTwinRoute(ev.Type), Data: env}
+			if viaSubmit {
+				r, err := rt.Submit(ctx, &carrier)
+				if err != nil {
+					return err
+				}
+				if err := r.Wait(ctx); err != nil {
+					return err
+				}
+				return check(r.Reply())
+			}
+			reply, err := rt.Call(ctx, &carrier)
+			if err != nil {
+				return err
+			}
+			err = check(reply.Data())
+			reply.Release()
+			return err
+		}
+	}}, nil
+}
+
+func startGoDirect(tandem.Config) (*session, error) {
+	return &session{newCaller: func(check func([]byte) error, bufSize int, _ bool) caller {
+		env := make([]byte, 0, bufSize)
+		return func(ev *tandem.Event) error {
+			var err error
+			if env, err = tandem.AppendEvent(env[:0], ev); err != nil {
+				return err
+			}
+			dec, err := tandem.DecodeEvent(env)
+			if err != nil {
+				return err
+			}
+			work := goTwins[dec.Type]
+			if work == nil {
+				return fmt.Errorf("no Go twin of %q", dec.Type)
+			}
+			return check(work(dec))
+		}
+	}}, nil
+}
+
+const (
+	// maxPayload is the largest payload of the round-trip scenarios; the runtimes of those
+	// scenarios take envelopes and replies up to maxEnvelope.
+	maxPayload  = 64 << 10
+	maxEnvelope = 128 << 10
+
+	// inFlightBatch is the batch of BenchmarkContendersInFlight: events in flight at once.
+	inFlightBatch = 10_000
+	// inFlightBuf sizes the 1 ms scenario's envelopes, replies and buffers (its payload is 64 B).
+	inFlightBuf = 1 << 10
+)

@@ -2,9 +2,7 @@ package bench
 
 import (
 	"bytes"
-	"context"
 	"errors"
-	"fmt"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -16,249 +14,6 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/tandemrt/tandem/go/tandem"
-)
-
-// The contenders: every way this suite knows of getting an event from a goroutine to a
-// handler and its reply back, each carrying the same envelope (CBOR, encoded by tandem's Go
-// encoder) with the same payload, so the codec is paid by everyone.
-//
-//   - rings: rt.Call over tandem's shared rings (0 FFI calls per event); demo.echo and
-//     demo.sleep are registered inline, demo.hash as a task per event.
-//   - direct: rt.CallDirect, one cgo call per event that block_on's the handler on tokio;
-//     the calling OS thread is held until the handler finishes.
-//   - callback: one cgo call per event that spawns the handler on tokio and returns; the
-//     tokio worker that finishes it calls back into Go (callback_cgo.go), which wakes the
-//     caller through a channel. Needs cgo: skipped in the purego mode.
-//   - go-pool: the same handler written in Go, behind tandem's own Go route (rt.Handle, a
-//     goroutine pool), called with rt.Call. The caller encodes the envelope and the route's
-//     handler decodes it, as the Rust side does.
-//   - go-direct: encode, tandem.DecodeEvent and the Go handler inline on the caller's
-//     goroutine: no runtime, no pool, no hand-off. The floor.
-var contenderDefs = []struct {
-	name  string
-	start func(cfg tandem.Config) (*session, error)
-}{
-	{"rings", startRings},
-	{"direct", startDirect},
-	{"callback", startCallback},
-	{"go-pool", startGoPool},
-	{"go-direct", startGoDirect},
-}
-
-// caller is one goroutine's way to make one request/reply with a contender; it runs check
-// on the reply in place and returns its error. Not safe for concurrent use: every goroutine
-// gets its own.
-type caller func(ev *tandem.Event) error
-
-// session is one contender set up for one sub-benchmark: its runtime, if it has one, and
-// its counters.
-type session struct {
-	rt *tandem.Runtime
-	cb *callbackRuntime
-	// newCaller makes a caller whose scratch buffers hold bufSize bytes; viaSubmit asks the
-	// contenders with an asynchronous API (rings, go-pool) for rt.Submit and Receipt.Wait
-	// instead of rt.Call.
-	newCaller func(check func([]byte) error, bufSize int, viaSubmit bool) caller
-}
-
-// crossings returns the FFI calls into Rust and the callbacks from Rust into Go so far.
-func (s *session) crossings() (calls, callbacks uint64) {
-	if s.cb != nil {
-		c := s.cb.counts()
-		return c.calls, c.callbacks
-	}
-	return tandem.FFICalls(), 0
-}
-
-func (s *session) close() error {
-	if s.cb != nil {
-		return s.cb.close()
-	}
-	if s.rt == nil {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.rt.Shutdown(ctx); err != nil {
-		return err
-	}
-	if st := s.rt.Stats(); st.Violations != 0 || st.Rust.Violations != 0 {
-		return fmt.Errorf("ownership violations: go %d, rust %d", st.Violations, st.Rust.Violations)
-	}
-	return nil
-}
-
-func startedRuntime(cfg tandem.Config, register func(*tandem.Runtime) error) (*tandem.Runtime, error) {
-	rt, err := tandem.New(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("tandem.New: %w", err)
-	}
-	if register != nil {
-		if err := register(rt); err != nil {
-			return nil, err
-		}
-	}
-	if err := rt.Start(); err != nil {
-		return nil, fmt.Errorf("Start: %w", err)
-	}
-	return rt, nil
-}
-
-func startRings(cfg tandem.Config) (*session, error) {
-	rt, err := startedRuntime(cfg, nil)
-	if err != nil {
-		return nil, err
-	}
-	ctx := context.Background()
-	return &session{rt: rt, newCaller: func(check func([]byte) error, _ int, viaSubmit bool) caller {
-		if viaSubmit {
-			return func(ev *tandem.Event) error {
-				r, err := rt.Submit(ctx, ev)
-				if err != nil {
-					return err
-				}
-				if err := r.Wait(ctx); err != nil {
-					return err
-				}
-				return check(r.Reply())
-			}
-		}
-		return func(ev *tandem.Event) error {
-			reply, err := rt.Call(ctx, ev)
-			if err != nil {
-				return err
-			}
-			err = check(reply.Data())
-			reply.Release()
-			return err
-		}
-	}}, nil
-}
-
-func startDirect(cfg tandem.Config) (*session, error) {
-	rt, err := startedRuntime(cfg, nil)
-	if err != nil {
-		return nil, err
-	}
-	// CallDirect wants a buffer of MaxReplySize, or it allocates one per call.
-	replySize := cfg.MaxReplySize
-	return &session{rt: rt, newCaller: func(check func([]byte) error, _ int, _ bool) caller {
-		dst := make([]byte, 0, replySize)
-		return func(ev *tandem.Event) error {
-			out, err := rt.CallDirect(ev, dst)
-			if err != nil {
-				return err
-			}
-			dst = out[:0]
-			return check(out)
-		}
-	}}, nil
-}
-
-func startCallback(cfg tandem.Config) (*session, error) {
-	cb, err := newCallbackRuntime(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return &session{cb: cb, newCaller: func(check func([]byte) error, bufSize int, _ bool) caller {
-		env := make([]byte, 0, bufSize)
-		dst := make([]byte, 0, bufSize)
-		return func(ev *tandem.Event) error {
-			var err error
-			if env, err = tandem.AppendEvent(env[:0], ev); err != nil {
-				return err
-			}
-			out, err := cb.call(env, dst)
-			if err != nil {
-				return err
-			}
-			dst = out[:0]
-			return check(out)
-		}
-	}}, nil
-}
-
-func startGoPool(cfg tandem.Config) (*session, error) {
-	rt, err := startedRuntime(cfg, func(rt *tandem.Runtime) error {
-		for typ, work := range goTwins {
-			opts := []tandem.RouteOption(nil)
-			if typ == demoSleepType {
-				// A handler that waits gets a goroutine per event in flight, as Go would
-				// do it; the default pool (4 × GOMAXPROCS workers) would cap it at 8 ms⁻¹.
-				opts = append(opts, tandem.WithWorkers(runtime.GOMAXPROCS(0), inFlightBatch+1024),
-					tandem.WithQueue(inFlightBatch+1024))
-			}
-			if err := rt.Handle(goTwinRoute(typ), "twin-"+typ, twinRouteHandler(work), opts...); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	ctx := context.Background()
-	return &session{rt: rt, newCaller: func(check func([]byte) error, bufSize int, viaSubmit bool) caller {
-		env := make([]byte, 0, bufSize)
-		var carrier tandem.Event
-		return func(ev *tandem.Event) error {
-			var err error
-			if env, err = tandem.AppendEvent(env[:0], ev); err != nil {
-				return err
-			}
-			carrier = tandem.Event{ID: ev.ID, Source: ev.Source, Type: goTwinRoute(ev.Type), Data: env}
-			if viaSubmit {
-				r, err := rt.Submit(ctx, &carrier)
-				if err != nil {
-					return err
-				}
-				if err := r.Wait(ctx); err != nil {
-					return err
-				}
-				return check(r.Reply())
-			}
-			reply, err := rt.Call(ctx, &carrier)
-			if err != nil {
-				return err
-			}
-			err = check(reply.Data())
-			reply.Release()
-			return err
-		}
-	}}, nil
-}
-
-func startGoDirect(tandem.Config) (*session, error) {
-	return &session{newCaller: func(check func([]byte) error, bufSize int, _ bool) caller {
-		env := make([]byte, 0, bufSize)
-		return func(ev *tandem.Event) error {
-			var err error
-			if env, err = tandem.AppendEvent(env[:0], ev); err != nil {
-				return err
-			}
-			dec, err := tandem.DecodeEvent(env)
-			if err != nil {
-				return err
-			}
-			work := goTwins[dec.Type]
-			if work == nil {
-				return fmt.Errorf("no Go twin of %q", dec.Type)
-			}
-			return check(work(dec))
-		}
-	}}, nil
-}
-
-const (
-	// maxPayload is the largest payload of the round-trip scenarios; the runtimes of those
-	// scenarios take envelopes and replies up to maxEnvelope.
-	maxPayload  = 64 << 10
-	maxEnvelope = 128 << 10
-
-	// inFlightBatch is the batch of BenchmarkContendersInFlight: events in flight at once.
-	inFlightBatch = 10_000
-	// inFlightBuf sizes the 1 ms scenario's envelopes, replies and buffers (its payload is 64 B).
-	inFlightBuf = 1 << 10
 )
 
 // roundTripConfig is benchConfig with room for a 64 KiB payload in its envelope and reply.
@@ -288,8 +43,8 @@ func runContender(b *testing.B, name string, start func(tandem.Config) (*session
 		if s == nil && startErr == nil {
 			s, startErr = start(cfg)
 		}
-		if errors.Is(startErr, errNoCallback) {
-			b.Skip(startErr)
+		if skipUnavailable(b, startErr) {
+			return
 		}
 		if startErr != nil {
 			b.Fatal(startErr)
@@ -301,6 +56,17 @@ func runContender(b *testing.B, name string, start func(tandem.Config) (*session
 			b.Fatalf("%s: closing: %v", name, err)
 		}
 	}
+}
+
+// skipUnavailable skips tb if err says its contender cannot exist in this build or on this
+// machine (the callback contender without cgo, the sidecar without its binary), and says
+// whether it did.
+func skipUnavailable(tb testing.TB, err error) bool {
+	if errors.Is(err, errNoCallback) || errors.Is(err, ErrUnavailable) {
+		tb.Skip(err)
+		return true
+	}
+	return false
 }
 
 // crossWindow is the measured part of a contender sub-benchmark: the FFI calls and
@@ -356,9 +122,9 @@ type lane struct {
 }
 
 // roundTrips runs the serial and the wide (RunParallel with SetParallelism(32)) round trip
-// of ev for every contender, each reply checked by check.
-func roundTrips(b *testing.B, cfg tandem.Config, ev *tandem.Event, bufSize int, check func([]byte) error) {
-	for _, c := range contenderDefs {
+// of ev for every contender of defs, each reply checked by check.
+func roundTrips(b *testing.B, defs []contenderDef, cfg tandem.Config, ev *tandem.Event, bufSize int, check func([]byte) error) {
+	for _, c := range defs {
 		runContender(b, c.name+"/serial", c.start, cfg, func(b *testing.B, s *session) {
 			call := s.newCaller(check, bufSize, false)
 			rec := newRecorder()
@@ -415,7 +181,7 @@ func BenchmarkContendersEcho(b *testing.B) {
 	}{{"64B", 64}, {"1KiB", 1 << 10}, {"64KiB", maxPayload}} {
 		ev := contenderEvent(demoEchoType, size.n, nil)
 		b.Run(size.name, func(b *testing.B) {
-			roundTrips(b, cfg, ev, tandem.EncodedEventSize(ev)+size.n, replyLenCheck(size.n))
+			roundTrips(b, contenderDefs, cfg, ev, tandem.EncodedEventSize(ev)+size.n, replyLenCheck(size.n))
 		})
 	}
 }
@@ -425,7 +191,7 @@ func BenchmarkContendersEcho(b *testing.B) {
 func BenchmarkContendersHash(b *testing.B) {
 	cfg := roundTripConfig(b)
 	ev := contenderEvent(demoHashType, hashPayloadSize, map[string]string{"rounds": strconv.Itoa(hashRounds)})
-	roundTrips(b, cfg, ev, tandem.EncodedEventSize(ev)+64, replyLenCheck(8))
+	roundTrips(b, contenderDefs, cfg, ev, tandem.EncodedEventSize(ev)+64, replyLenCheck(8))
 }
 
 // BenchmarkContendersInFlight is an async handler that awaits a 1 ms timer (demo.sleep;
@@ -514,17 +280,23 @@ func TestContendersAgree(t *testing.T) {
 		{contenderEvent(demoEchoType, 1<<10, nil), nil},
 		{contenderEvent(demoHashType, hashPayloadSize, map[string]string{"rounds": strconv.Itoa(hashRounds)}), nil},
 		{contenderEvent(demoSleepType, payloadSize, map[string]string{"sleep_ms": "1"}), []byte{}},
+		{chainEvent(demoUpperType), nil},
+		{contenderEvent(demoNoopType, payloadSize, nil), []byte{}},
 	}
 	cases[0].want = cases[0].ev.Data
 	cases[1].want = twinHash(cases[1].ev)
+	cases[3].want = bytes.ToUpper(cases[3].ev.Data)
+	if bytes.Equal(cases[3].want, cases[3].ev.Data) {
+		t.Fatal("the upper-case case has nothing to upper-case")
+	}
 	if bytes.Equal(cases[1].want, twinHash(contenderEvent(demoHashType, hashPayloadSize, nil))) {
 		t.Fatal("rounds does not change the Go twin's hash")
 	}
 	for _, c := range contenderDefs {
 		t.Run(c.name, func(t *testing.T) {
 			s, err := c.start(cfg)
-			if errors.Is(err, errNoCallback) {
-				t.Skip(err)
+			if skipUnavailable(t, err) {
+				return
 			}
 			if err != nil {
 				t.Fatal(err)

@@ -36,6 +36,9 @@ var LoadContenders = map[string]LoadContender{
 	"direct":   DirectLoad,   // one cgo call per event that block_on's the handler
 	"callback": CallbackLoad, // one cgo call that spawns on tokio, answered by a C → Go callback
 	"sidecar":  SidecarLoad,  // a Rust process of its own over a Unix socket, CBOR frames
+	// The no-op handler written in Go (the ceiling of staying in Go):
+	"go-pool":   GoPoolLoad,   // behind tandem's Go route (rt.Handle, a goroutine pool), via rt.Call
+	"go-direct": GoDirectLoad, // encoded, decoded and run on the calling goroutine
 }
 
 // ErrUnavailable marks a contender this build or machine cannot run (the callback contender
@@ -180,41 +183,65 @@ func CallbackLoad() (LoadOp, func() error, error) {
 	}, c.close, nil
 }
 
+// GoPoolLoad is the no-op handler written in Go behind tandem's own Go route (rt.Handle, its
+// goroutine pool), called with rt.Call: the caller encodes the event's envelope as the
+// carrier's data and the route's handler decodes it, as the Rust side would (the go-pool
+// contender of the round-trip suites).
+func GoPoolLoad() (LoadOp, func() error, error) { return sessionLoad(startGoPool) }
+
+// GoDirectLoad encodes the event, decodes it and runs the no-op handler written in Go on the
+// calling goroutine: no runtime, no hand-off (the go-direct contender of the round-trip
+// suites).
+func GoDirectLoad() (LoadOp, func() error, error) { return sessionLoad(startGoDirect) }
+
+// sessionLoad makes a round-trip suite's contender an open-loop one on the load event. A
+// session's callers are one per goroutine, so the op takes one from a pool for each call.
+func sessionLoad(start func(tandem.Config) (*session, error)) (LoadOp, func() error, error) {
+	cfg, err := LoadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := start(cfg)
+	if errors.Is(err, errNoCallback) {
+		return nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	ev := loadEvent(loadInlineType)
+	bufSize := tandem.EncodedEventSize(ev) + loadPayloadSize
+	callers := sync.Pool{New: func() any { return s.newCaller(noReply, bufSize, false) }}
+	return func(context.Context) error {
+		call := callers.Get().(caller)
+		err := call(ev)
+		callers.Put(call)
+		return err
+	}, s.close, nil
+}
+
+// noReply is the check of an op whose handler acks without a reply.
+func noReply(reply []byte) error {
+	if len(reply) != 0 {
+		return fmt.Errorf("a reply of %d bytes from a handler that sends none", len(reply))
+	}
+	return nil
+}
+
 // SidecarLoad is a tandem-sidecar process (tandem's demo handlers behind a Unix socket,
 // u32 length-prefixed CBOR frames) with a pool of connections, pipelined.
 func SidecarLoad() (LoadOp, func() error, error) {
-	bin, err := sidecarBinary()
+	sc, stop, err := startSidecarTemp(2, 4)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	dir, err := os.MkdirTemp("", "tandem-load")
-	if err != nil {
-		return nil, nil, err
-	}
-	socket, cleanup, err := sidecarSocket(dir)
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, nil, err
-	}
-	sc, err := startSidecar(bin, socket, 2, 4)
-	if err != nil {
-		cleanup()
-		os.RemoveAll(dir)
 		return nil, nil, err
 	}
 	ev := loadEvent(loadInlineType)
 	return func(context.Context) error {
-			outcome, _, err := sc.Call(ev)
-			if err == nil && outcome != 0 {
-				err = fmt.Errorf("sidecar: outcome %d", outcome)
-			}
-			return err
-		}, func() error {
-			err := sc.Close()
-			cleanup()
-			os.RemoveAll(dir)
-			return err
-		}, nil
+		outcome, _, err := sc.Call(ev)
+		if err == nil && outcome != 0 {
+			err = fmt.Errorf("sidecar: outcome %d", outcome)
+		}
+		return err
+	}, stop, nil
 }
 
 // OpenLoopConfig shapes a sweep. Zero fields take the defaults.

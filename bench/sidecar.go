@@ -357,3 +357,33 @@ func sidecarSocket(dir string) (string, func(), error) {
 	}
 	return filepath.Join(short, "s.sock"), func() { os.RemoveAll(short) }, nil
 }
+
+// startSidecarTemp starts the sidecar binary with workers tokio workers and conns
+// connections, on a socket in a temporary directory that stop removes. Without the binary
+// it returns ErrUnavailable.
+func startSidecarTemp(workers, conns int) (sc *sidecar, stop func() error, err error) {
+	bin, err := sidecarBinary()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	dir, err := os.MkdirTemp("", "tandem-sidecar")
+	if err != nil {
+		return nil, nil, err
+	}
+	socket, cleanup, err := sidecarSocket(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	if sc, err = startSidecar(bin, socket, workers, conns); err != nil {
+		cleanup()
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	return sc, func() error {
+		err := sc.Close()
+		cleanup()
+		os.RemoveAll(dir)
+		return err
+	}, nil
+}

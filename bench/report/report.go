@@ -26,13 +26,6 @@ type report struct {
 	suiteWall   time.Duration // the whole ./build.sh bench, when it says when it started
 }
 
-// notYetInOpenLoop are contenders of the round-trip suites that the open-loop sweep does
-// not run yet: their ops live in _test.go files, which this program cannot import.
-var notYetInOpenLoop = []string{
-	"go-pool (the handler in Go behind a goroutine pool): its op is in contenders_test.go; move it to a non-test file and add it to bench.LoadContenders",
-	"go-direct (the handler called in Go, in the caller's goroutine): likewise",
-}
-
 func (r *report) tandem() (bench.Sweep, bool) {
 	for _, s := range r.sweeps {
 		if s.Contender == bench.LoadTandem && s.Skipped == "" {
@@ -120,6 +113,7 @@ func (r *report) markdown() string {
 	}
 
 	r.writeOpenLoop(w)
+	r.writeChain(w)
 	r.writeResources(w)
 	r.writeBenchFiles(w)
 	return b.String()
@@ -133,7 +127,8 @@ func (r *report) writeOpenLoop(w func(string, ...any)) {
 	w("the wait (coordinated omission corrected). *corrected p99* is the cross-check: service times\n")
 	w("recorded with HdrHistogram's `RecordCorrectedValue`. *late p99* is how late ops started: the\n")
 	w("generator's precision at low load, queueing for one of the workers near saturation. Every op\n")
-	w("is one round trip of a 64 B event to a no-op Rust handler (`demo.noop.inline`) and back.\n\n")
+	w("is one round trip of a 64 B event to a no-op Rust handler (`demo.noop.inline`) and back; for\n")
+	w("go-pool and go-direct, to the same no-op written in Go, behind the same envelope.\n\n")
 	w("![p99 latency against offered load](latency.svg)\n\n")
 
 	w("| contender | saturation | offered | achieved | p50 | p99 | p99.9 | corrected p99 | late p99 | errors |\n")
@@ -215,11 +210,57 @@ func (r *report) writeOpenLoop(w func(string, ...any)) {
 	w("back, and on two cores their spinning pollers compete with the load generator and the\n")
 	w("callers for CPU, which shows in the tails. A handler that waits (the 1 ms timer below) turns\n")
 	w("this around: there every direct call holds an OS thread.\n\n")
-	w("Not in the open loop yet (TODO):\n\n")
-	for _, c := range notYetInOpenLoop {
-		w("- %s\n", c)
+	w("go-direct is the same no-op written in Go and run on the calling goroutine: no crossing at\n")
+	w("all, the ceiling of staying in Go; go-pool is that handler behind tandem's Go route pool.\n\n")
+}
+
+// chainPrefix names the Go → Rust → Go chain's sub-benchmarks in the go test files.
+const chainPrefix = "ContendersChain/"
+
+// writeChain is the Go → Rust → Go chain from the first bench file that ran it.
+func (r *report) writeChain(w func(string, ...any)) {
+	for _, f := range r.benchFiles {
+		var lines []benchLine
+		for _, l := range f.lines {
+			if strings.HasPrefix(l.name, chainPrefix) {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) == 0 {
+			continue
+		}
+		w("## Go → Rust → Go chain (closed loop, %s)\n\n", f.name)
+		w("A Go step (the 64 B payload must be lower-case letters), the Rust handler `demo.upper`, a Go\n")
+		w("step that checks the upper-cased reply. *rings* is tandem's composition: a Go route whose\n")
+		w("handler calls `demo.upper` with `tandem.Call` and replies, reached with `rt.Call`;\n")
+		w("*rings-caller* does the Go steps on the caller around `rt.Call` to `demo.upper`; direct,\n")
+		w("callback and sidecar do them around their own call; go-direct does all three in Go.\n")
+		w("*serial* is one goroutine, *wide* %s goroutines (`SetParallelism(32)`).\n\n", "32 × GOMAXPROCS")
+		w("| contender | events/s | p50 | p99 | allocs/op | B/op | FFI calls + callbacks /op |\n|---|---:|---:|---:|---:|---:|---:|\n")
+		rings := map[string]float64{}
+		for _, l := range lines {
+			name := strings.TrimPrefix(l.name, chainPrefix)
+			if c, mode, ok := strings.Cut(name, "/"); ok && c == bench.LoadTandem {
+				rings[mode] = l.metrics["events/s"]
+			}
+			w("| %s | %s/s | %s | %s | %s | %s | %s + %s |\n", name, bench.FormatRate(l.metrics["events/s"]),
+				us(time.Duration(l.metrics["p50-ns"])), us(time.Duration(l.metrics["p99-ns"])),
+				compact(l.metrics["allocs/op"]), compact(l.metrics["B/op"]),
+				compact(l.metrics["ffi-calls/op"]), compact(l.metrics["callbacks/op"]))
+		}
+		var ratios []string
+		for _, l := range lines {
+			name := strings.TrimPrefix(l.name, chainPrefix)
+			c, mode, _ := strings.Cut(name, "/")
+			if c == bench.LoadTandem || rings[mode] == 0 || l.metrics["events/s"] == 0 {
+				continue
+			}
+			ratios = append(ratios, fmt.Sprintf("%s %.2f×", name, rings[mode]/l.metrics["events/s"]))
+		}
+		w("\ntandem's composition (rings) against each, events/s in the same mode (>1 favours tandem): %s.\n\n",
+			strings.Join(ratios, ", "))
+		return
 	}
-	w("\n")
 }
 
 func firstWorkers(ss []bench.Sweep) int {
