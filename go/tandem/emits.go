@@ -199,13 +199,14 @@ func (r *Runtime) scheduleEmitRetry(ev *Event, env []byte, he *HandlerError, del
 	}
 	retry := &emitRetry{ev: ev, env: env, he: he}
 	retry.timer = time.AfterFunc(delay, func() {
+		// Under the table's lock, so shutdown's cancelRetries orders after the push (the emit
+		// router then dead-letters what it cannot route) and never races it.
 		r.retries.mu.Lock()
-		_, ok := r.retries.emitWaiting[retry]
-		delete(r.retries.emitWaiting, retry)
-		r.retries.mu.Unlock()
-		if !ok {
+		defer r.retries.mu.Unlock()
+		if _, ok := r.retries.emitWaiting[retry]; !ok {
 			return
 		}
+		delete(r.retries.emitWaiting, retry)
 		ev.Attempt = max(ev.Attempt, 1) + 1
 		if !r.emits.push(ev) {
 			r.deadLetterEvent(ev, env, ReasonCancelled, he)

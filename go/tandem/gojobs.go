@@ -293,19 +293,21 @@ func (r *Runtime) scheduleGoRetry(job *goJob, he *HandlerError, delay time.Durat
 	}
 	var t *time.Timer
 	t = time.AfterFunc(delay, func() {
+		// The redelivery happens under the table's lock, so shutdown's cancelRetries (which
+		// comes before the pools stop) either settles the job or finds it already queued.
 		r.retries.mu.Lock()
-		_, ok := r.retries.goWaiting[job]
-		delete(r.retries.goWaiting, job)
-		r.retries.mu.Unlock()
-		if !ok {
+		defer r.retries.mu.Unlock()
+		if _, ok := r.retries.goWaiting[job]; !ok {
 			return // settled by cancelRetries
 		}
+		delete(r.retries.goWaiting, job)
 		job.attempt++
 		job.ev.Attempt = job.attempt
 		if rt := job.route; rt.opts.timeout > 0 {
 			job.ev.Deadline = time.Now().Add(rt.opts.timeout)
 		}
-		// Block: a redelivery waits for room rather than being lost; shutdown unblocks it.
+		// Block: a redelivery waits for room rather than being lost; shutdown (which closes
+		// r.closing first) unblocks it.
 		if err := job.route.pool.enqueue(context.Background(), job, Block); err != nil {
 			r.cancelled.Add(1)
 			r.goFinish(job, he, nil)
