@@ -1430,6 +1430,20 @@ mod tests {
         }
     }
 
+    /// A runtime sized for tests: 4 slots each way, 1 KiB each.
+    fn small() -> Config {
+        Config {
+            workers: 2,
+            sq_capacity: 16,
+            cq_capacity: 8,
+            req_slots: 4,
+            rep_slots: 4,
+            req_slot_size: 1024,
+            rep_slot_size: 1024,
+            ..Config::default()
+        }
+    }
+
     fn runtime() -> Runtime {
         let mut reg = Registry::new();
         reg.register("fork", "fork", Fork)
@@ -1443,14 +1457,8 @@ mod tests {
             .register_inline("nap.inline", "nap-inline", Nap)
             .register_inline("forever.inline", "forever-inline", Forever);
         let cfg = Config {
-            workers: 2,
-            sq_capacity: 16,
-            cq_capacity: 8,
-            req_slots: 4,
-            rep_slots: 4,
-            req_slot_size: 1024,
-            rep_slot_size: 1024,
             spin: Duration::from_micros(20),
+            ..small()
         };
         let mut rt = Runtime::new(cfg, reg).expect("runtime");
         rt.start().expect("start");
@@ -1716,16 +1724,7 @@ mod tests {
             },
         )
         .limit("gauge", 1);
-        let cfg = Config {
-            sq_capacity: 16,
-            cq_capacity: 8,
-            req_slots: 4,
-            rep_slots: 4,
-            req_slot_size: 1024,
-            rep_slot_size: 1024,
-            ..Config::default()
-        };
-        let mut rt = Runtime::new(cfg, reg).unwrap();
+        let mut rt = Runtime::new(small(), reg).unwrap();
         rt.start().unwrap();
         for slot in 0..4 {
             submit(&rt, slot, &envelope("gauge", b""));
@@ -1795,16 +1794,7 @@ mod tests {
         let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut reg = Registry::new();
         reg.register("watch", "watch", Watcher(fired.clone()));
-        let cfg = Config {
-            sq_capacity: 16,
-            cq_capacity: 8,
-            req_slots: 4,
-            rep_slots: 4,
-            req_slot_size: 1024,
-            rep_slot_size: 1024,
-            ..Config::default()
-        };
-        let mut rt = Runtime::new(cfg, reg).unwrap();
+        let mut rt = Runtime::new(small(), reg).unwrap();
         rt.start().unwrap();
         submit(&rt, 0, &with_deadline("watch", 20));
         let done = next_completion(&rt);
