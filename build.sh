@@ -145,6 +145,7 @@ case "$cmd" in
   bench)
     need; build_rust
     bench_start=$(date +%s)
+    load_start=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
     mkdir -p bench/results
     lib="$PWD/target/release/libtandem_native.so"
     user_args=("$@")
@@ -158,7 +159,7 @@ case "$cmd" in
     compare_modes bench/results/cgo.txt bench/results/purego.txt
     say "latency under load, resources, the report (bench/results/REPORT.md); tandem against each contender"
     (cd bench && go run ./report -out results -bench-file results/cgo.txt -bench-file results/purego.txt \
-      -suite-start "$bench_start")
+      -suite-start "$bench_start" -load-before "$load_start")
     say "./build.sh bench took $(($(date +%s) - bench_start))s"
     ;;
   header)

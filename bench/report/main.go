@@ -37,6 +37,7 @@ func main() {
 	step := flag.Duration("step", time.Second, "how long each offered rate runs")
 	suiteStart := flag.Int64("suite-start", 0, "Unix time the whole ./build.sh bench started, to report its wall time")
 	quick := flag.Bool("quick", false, "short steps and small resource runs, to check the program")
+	loadBefore := flag.String("load-before", "", "the load average when ./build.sh bench started (else read now, after the suites)")
 	var benchFiles listFlag
 	flag.Var(&benchFiles, "bench-file", "go test -bench output to include (repeatable)")
 	flag.Parse()
@@ -45,6 +46,9 @@ func main() {
 
 	started := time.Now()
 	r := &report{machine: describeMachine(), longRSS: os.Getenv("TANDEM_BENCH_LONG") == "1"}
+	if *loadBefore != "" {
+		r.machine.loadBefore = *loadBefore // read before the suites, which load the machine themselves
+	}
 
 	cfg := bench.OpenLoopConfig{Step: *step, Logf: log.Printf}
 	idle, idleBurst := time.Second, 300*time.Millisecond
