@@ -2,12 +2,15 @@ package tandem
 
 import (
 	"fmt"
-	"math/bits"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
+
+	"github.com/tandemrt/tandem/go/internal/engine"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
+	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
 // OverloadPolicy says what Submit does when every request slot is in flight.
@@ -67,17 +70,17 @@ type Config struct {
 	// Retry is the retry schedule for events whose handler asks for a retry: attempts,
 	// exponential backoff and jitter. A handler's own advice (the error envelope's retry
 	// policy, Retry(after)) refines it. Zero fields take Backoff's defaults.
-	Retry Backoff
+	Retry retry.Backoff
 	// RetryBudget bounds retries to a share of first deliveries, so a failing dependency
-	// cannot cause a retry storm (default NewRetryBudget(10s, 10, 0.2)). An event refused a
+	// cannot cause a retry storm (default retry.NewBudget(10s, 10, 0.2)). An event refused a
 	// retry by the budget is dead-lettered.
-	RetryBudget *RetryBudget
+	RetryBudget *retry.Budget
 	// DeadLetters receives events that are Term'd, run out of attempts or retry budget, fail
 	// to decode, or have no route, with the reason, the error envelope, the attempts and the
 	// original bytes. Nil logs each dead letter at error level (nothing is dropped silently);
-	// OpenFileSink gives the durable default the tandem binary uses.
-	DeadLetters DeadLetterSink
-	// MeterProvider receives tandem's metrics (see metrics.go): events by route and runtime,
+	// deadletter.OpenFile gives the durable default the tandem binary uses.
+	DeadLetters deadletter.Sink
+	// MeterProvider receives tandem's metrics (docs/observability.md): events by route and runtime,
 	// handler duration and end-to-end latency, ring occupancy, wake-ups, buffers, workers,
 	// breakers. Nil records nothing.
 	MeterProvider metric.MeterProvider
@@ -137,10 +140,14 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// nextPow2 rounds n up to a power of two.
-func nextPow2(n int) uint32 {
-	if n <= 1 {
-		return 1
+// engine is the configuration the engine runs with (defaults filled in).
+func (c Config) engine() engine.Config {
+	return engine.Config{
+		Workers: c.Workers, MaxInFlight: c.MaxInFlight, MaxEventSize: c.MaxEventSize,
+		ReplySlots: c.ReplySlots, MaxReplySize: c.MaxReplySize, SpinWindow: c.SpinWindow,
+		Overload: engine.Overload(c.Overload), RustTypes: c.RustTypes, Library: c.Library,
+		Retry: c.Retry, RetryBudget: c.RetryBudget, DeadLetters: c.DeadLetters,
+		MeterProvider: c.MeterProvider, TracerProvider: c.TracerProvider, Logger: c.Logger,
+		ErrorOf: handlerError,
 	}
-	return 1 << bits.Len32(uint32(n-1))
 }

@@ -3,81 +3,21 @@ package tandem
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+
+	"github.com/tandemrt/tandem/go/internal/engine"
 )
-
-// handlerContext is the context a Go handler receives: its deadline and cancellation, plus the
-// runtime and the event being handled, so the handler can compose (Emit, Call).
-type handlerContext struct {
-	context.Context
-	r     *Runtime
-	ev    *Event
-	route *route
-
-	// With a deadline: a timer that cancels the context, which InProgress may push back.
-	mu       sync.Mutex
-	deadline time.Time
-	timer    *time.Timer
-	expired  atomic.Bool
-}
-
-// setDeadline makes the context end at d (its Err then reports DeadlineExceeded) and returns
-// the function that releases the timer.
-func (c *handlerContext) setDeadline(d time.Time) (stop func()) {
-	ctx, cancel := context.WithCancel(c.Context)
-	c.Context, c.deadline = ctx, d
-	c.timer = time.AfterFunc(time.Until(d), func() {
-		c.expired.Store(true)
-		cancel()
-	})
-	return func() {
-		c.timer.Stop()
-		cancel()
-	}
-}
-
-// Deadline reports the current deadline, which InProgress may have pushed back.
-func (c *handlerContext) Deadline() (time.Time, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.timer == nil {
-		return c.Context.Deadline()
-	}
-	return c.deadline, true
-}
-
-// Err reports DeadlineExceeded once the deadline fired.
-func (c *handlerContext) Err() error {
-	if c.expired.Load() {
-		return context.DeadlineExceeded
-	}
-	return c.Context.Err()
-}
-
-type handlerContextKey struct{}
-
-// Value serves EventFrom and the composition functions without an allocation per event.
-func (c *handlerContext) Value(key any) any {
-	if key == (handlerContextKey{}) {
-		return c
-	}
-	return c.Context.Value(key)
-}
-
-func fromContext(ctx context.Context) (*handlerContext, bool) {
-	hc, ok := ctx.Value(handlerContextKey{}).(*handlerContext)
-	return hc, ok
-}
 
 // EventFrom returns the event a Go handler's context belongs to.
 func EventFrom(ctx context.Context) (*Event, bool) {
-	hc, ok := fromContext(ctx)
+	hc, ok := engine.FromContext(ctx)
 	if !ok {
 		return nil, false
 	}
-	return hc.ev, true
+	return hc.Event(), true
 }
 
 // derive makes child a follow-up of parent: it carries the parent's correlation id (or the
@@ -103,12 +43,12 @@ func derive(parent, child *Event) {
 // CorrelationID, CausationID, TraceParent and TraceState from the event being handled (when
 // ev leaves them empty). ctx must be the handler's context.
 func Emit(ctx context.Context, ev *Event) error {
-	hc, ok := fromContext(ctx)
+	hc, ok := engine.FromContext(ctx)
 	if !ok {
 		return ErrNoHandlerContext
 	}
-	derive(hc.ev, ev)
-	if err := hc.r.submit(ctx, ev, nil); err != nil {
+	derive(hc.Event(), ev)
+	if err := hc.Engine().Submit(ctx, ev, nil); err != nil {
 		return fmt.Errorf("tandem: emit %q: %w", ev.Type, err)
 	}
 	return nil
@@ -117,12 +57,12 @@ func Emit(ctx context.Context, ev *Event) error {
 // Call is request/reply from inside a handler: it routes ev (filled in as Emit does) and
 // waits for its handler's reply, in either runtime. Release the Reply.
 func Call(ctx context.Context, ev *Event) (Reply, error) {
-	hc, ok := fromContext(ctx)
+	hc, ok := engine.FromContext(ctx)
 	if !ok {
 		return Reply{}, ErrNoHandlerContext
 	}
-	derive(hc.ev, ev)
-	return hc.r.Call(ctx, ev)
+	derive(hc.Event(), ev)
+	return call(ctx, hc.Engine(), ev)
 }
 
 // InProgress tells the runtime that a Go handler is still working on its event: it pushes the
@@ -130,24 +70,34 @@ func Call(ctx context.Context, ev *Event) (Reply, error) {
 // event without a deadline, and fails once the deadline has passed. ctx must be the handler's
 // context. (A Rust handler calls Context::in_progress.)
 func InProgress(ctx context.Context, extend time.Duration) error {
-	hc, ok := fromContext(ctx)
+	hc, ok := engine.FromContext(ctx)
 	if !ok {
 		return ErrNoHandlerContext
 	}
-	hc.mu.Lock()
-	defer hc.mu.Unlock()
-	if hc.timer == nil {
-		return nil
+	return hc.InProgress(extend)
+}
+
+// Logger returns the runtime's logger with the fields of the event a Go handler's ctx belongs
+// to (runtime, route, handler, event_id, correlation_id, trace_id, attempt: the fields Rust's
+// records carry too); outside a handler, a no-op logger.
+func Logger(ctx context.Context) *zap.Logger {
+	hc, ok := engine.FromContext(ctx)
+	if !ok {
+		return zap.NewNop()
 	}
-	if hc.expired.Load() {
-		return context.DeadlineExceeded
+	ev, rt := hc.Event(), hc.Route()
+	correlation := ev.CorrelationID
+	if correlation == "" {
+		correlation = ev.ID
 	}
-	if until := time.Now().Add(extend); until.After(hc.deadline) {
-		if !hc.timer.Stop() {
-			return context.DeadlineExceeded // fired while we were here
-		}
-		hc.deadline = until
-		hc.timer.Reset(time.Until(until))
+	fields := []zap.Field{
+		zap.String("runtime", "go"), zap.String("route", rt.Pattern), zap.String("handler", rt.Name),
+		zap.String("event_id", ev.ID), zap.String("correlation_id", correlation), zap.Uint32("attempt", ev.Attempt),
 	}
-	return nil
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		fields = append(fields, zap.String("trace_id", sc.TraceID().String()))
+	} else if len(ev.TraceParent) >= 35 {
+		fields = append(fields, zap.String("trace_id", ev.TraceParent[3:35]))
+	}
+	return hc.Engine().Logger().With(fields...)
 }

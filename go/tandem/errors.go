@@ -6,37 +6,40 @@ import (
 	"time"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/internal/engine"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
 )
 
 var (
-	// ErrOverloaded: every request slot is in flight and the policy is Reject.
-	ErrOverloaded = errors.New("tandem: overloaded: every request slot is in flight")
+	// ErrOverloaded: the route is full (every request slot in flight, or a Go route's queue
+	// full) and its policy is Reject.
+	ErrOverloaded = engine.ErrOverloaded
 	// ErrShed: the route was full and its policy is Shed: the event was dead-lettered.
 	// errors.Is(err, ErrOverloaded) holds too.
-	ErrShed = fmt.Errorf("%w (shed: dead-lettered)", ErrOverloaded)
+	ErrShed = engine.ErrShed
 	// ErrInvalidRoute: a route pattern or option is malformed, or a route was added after
 	// Start.
-	ErrInvalidRoute = errors.New("tandem: invalid route")
-	// ErrNoHandlerContext: Emit or the package-level Call was given a context that does not
-	// come from a handler.
+	ErrInvalidRoute = engine.ErrInvalidRoute
+	// ErrNoHandlerContext: Emit, InProgress or the package-level Call was given a context
+	// that does not come from a Go handler.
 	ErrNoHandlerContext = errors.New("tandem: not a handler's context")
 	// ErrClosed: the runtime is not running (not started, draining or stopped).
-	ErrClosed = errors.New("tandem: runtime is not running")
+	ErrClosed = engine.ErrClosed
 	// ErrNoRoute: no handler is routed for the event's type.
-	ErrNoRoute = errors.New("tandem: no route for event type")
+	ErrNoRoute = engine.ErrNoRoute
 	// ErrABIMismatch: the linked library implements another ABI version; rebuild both sides
 	// with ./build.sh.
-	ErrABIMismatch = errors.New("tandem: ABI version mismatch")
+	ErrABIMismatch = engine.ErrABIMismatch
 	// ErrLibrary: the Rust library could not be loaded (purego mode): missing file, not a
 	// library, or a missing export. The error names the file; errors.As with *LoadError.
-	ErrLibrary = errors.New("tandem: cannot load the Rust library")
+	ErrLibrary = engine.ErrLibrary
 	// ErrEventTooLarge: the encoded event exceeds Config.MaxEventSize.
-	ErrEventTooLarge = errors.New("tandem: event too large")
+	ErrEventTooLarge = engine.ErrEventTooLarge
 	// ErrInvalidConfig: a Config value is out of range.
-	ErrInvalidConfig = errors.New("tandem: invalid config")
+	ErrInvalidConfig = engine.ErrInvalidConfig
 	// ErrStart: the runtime failed to start (a handler's init or warm-up failed, or the
 	// library refused); the wrapped message names the cause.
-	ErrStart = errors.New("tandem: start failed")
+	ErrStart = engine.ErrStart
 )
 
 // LoadError says which library file failed to load, why, and what to do (purego mode).
@@ -47,24 +50,14 @@ type Outcome uint8
 
 const (
 	// OutcomeAck: handled.
-	OutcomeAck Outcome = iota
+	OutcomeAck = Outcome(engine.OutcomeAck)
 	// OutcomeRetry: failed, deliver again later.
-	OutcomeRetry
+	OutcomeRetry = Outcome(engine.OutcomeRetry)
 	// OutcomeTerm: failed for good; dead-letter, never retry.
-	OutcomeTerm
+	OutcomeTerm = Outcome(engine.OutcomeTerm)
 )
 
-func (o Outcome) String() string {
-	switch o {
-	case OutcomeAck:
-		return "ack"
-	case OutcomeRetry:
-		return "retry"
-	case OutcomeTerm:
-		return "term"
-	}
-	return fmt.Sprintf("Outcome(%d)", uint8(o))
-}
+func (o Outcome) String() string { return engine.Outcome(o).String() }
 
 // HandlerError is a handler's failure: its outcome (Retry or Term) and the error envelope it
 // sent. Match it with errors.As.
@@ -78,8 +71,8 @@ type HandlerError struct {
 	// EventType is the type of the event that failed.
 	EventType string
 	// DeadLetter is why the event was dead-lettered, or empty if it was not (a retryable
-	// outcome at shutdown, or a failure of CallDirect, which does not retry).
-	DeadLetter DeadLetterReason
+	// outcome at shutdown).
+	DeadLetter deadletter.Reason
 }
 
 func (e *HandlerError) Error() string {
@@ -90,5 +83,12 @@ func (e *HandlerError) Error() string {
 // Retryable reports whether the failure may succeed on another delivery.
 func (e *HandlerError) Retryable() bool { return e.Outcome == OutcomeRetry }
 
-// Code is the error envelope's code, e.g. "panic", "decode", "cancelled".
+// Code is the error envelope's code, e.g. "panic", "decode", "cancelled" (the envelope
+// package's Code constants).
 func (e *HandlerError) Code() string { return e.Envelope.Code }
+
+// handlerError is the error a submitter and a route's policies see of a final failure.
+func handlerError(f *engine.Failure) error {
+	return &HandlerError{Outcome: Outcome(f.Outcome), RetryAfter: f.RetryAfter, Envelope: f.Envelope,
+		EventType: f.EventType, DeadLetter: f.DeadLetter}
+}

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/tandemrt/tandem/go/internal/engine"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // Handler handles events in Go. Implementations must be safe for concurrent use: a route
@@ -84,9 +87,22 @@ func Errorf(code, format string, args ...any) error {
 	return &CodedError{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
+// engine is the result as the engine reads it: a failure is described as an error envelope
+// from the Go handler named handler.
+func (r Result) engine(handler string) engine.Result {
+	res := engine.Result{Outcome: engine.Outcome(r.outcome), After: r.after}
+	switch r.outcome {
+	case OutcomeAck:
+		res.Reply = r.reply
+	case OutcomeRetry, OutcomeTerm:
+		res.Error = errorEnvelope(r.err, handler)
+	}
+	return res
+}
+
 // errorEnvelope describes err as an error envelope from a Go handler named handler.
 func errorEnvelope(err error, handler string) ErrorEnvelope {
-	env := ErrorEnvelope{Code: "handler", Runtime: "go", Handler: handler}
+	env := ErrorEnvelope{Code: envelope.CodeHandler, Runtime: "go", Handler: handler}
 	var ce *CodedError
 	var he *HandlerError
 	switch {
@@ -97,9 +113,9 @@ func errorEnvelope(err error, handler string) ErrorEnvelope {
 	case errors.As(err, &ce):
 		env.Code, env.Message, env.Retry = ce.Code, ce.Message, ce.Retry
 	case errors.Is(err, context.DeadlineExceeded):
-		env.Code, env.Message = "timeout", err.Error()
+		env.Code, env.Message = envelope.CodeTimeout, err.Error()
 	case errors.Is(err, context.Canceled):
-		env.Code, env.Message = "cancelled", err.Error()
+		env.Code, env.Message = envelope.CodeCancelled, err.Error()
 	default:
 		env.Message = err.Error()
 	}

@@ -7,8 +7,74 @@ import (
 	"runtime"
 	"time"
 
-	"go.uber.org/zap"
+	"github.com/tandemrt/tandem/go/internal/engine"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
+	"github.com/tandemrt/tandem/go/tandem/retry"
 )
+
+// A route binds an event-type pattern to one handler, in Go or in Rust, with its policies.
+//
+// Patterns are dot-separated segments. A segment "*" matches exactly one segment; a last
+// segment ">" matches one or more. "order.created" is exact, "order.*" matches
+// "order.created" but not "order.item.added", "order.>" matches both. An exact route wins;
+// among wildcards the one with more literal segments wins, then one without ">", then the one
+// registered first.
+
+// routeOptions are a route's settings; zero fields take the runtime's.
+type routeOptions struct {
+	minWorkers, maxWorkers int
+	queue                  int
+	idle                   time.Duration
+	timeout                time.Duration
+	retry                  *retry.Backoff
+	overload               OverloadPolicy
+	overloadSet            bool
+	middleware             []Middleware
+	policies               []Policy
+}
+
+// RouteOption configures one route.
+type RouteOption func(*routeOptions)
+
+// WithWorkers sizes a Go route's goroutine pool: min workers always, up to max under load,
+// shrinking back when they idle (defaults 1 and 4×GOMAXPROCS).
+func WithWorkers(min, max int) RouteOption {
+	return func(o *routeOptions) { o.minWorkers, o.maxWorkers = min, max }
+}
+
+// WithIdleTimeout sets how long a Go route's worker above the minimum may idle before it
+// exits (default 10s).
+func WithIdleTimeout(d time.Duration) RouteOption { return func(o *routeOptions) { o.idle = d } }
+
+// WithQueue bounds a Go route's queue of events waiting for a worker (default 1024).
+func WithQueue(n int) RouteOption { return func(o *routeOptions) { o.queue = n } }
+
+// WithTimeout bounds each delivery: a Go handler's context is done after d; a Rust handler's
+// delivery carries the deadline and its task is cancelled then. The outcome is a Retry with
+// code "timeout" (so the retry schedule decides what follows).
+func WithTimeout(d time.Duration) RouteOption { return func(o *routeOptions) { o.timeout = d } }
+
+// WithRetry sets the route's retry schedule (default Config.Retry).
+func WithRetry(b retry.Backoff) RouteOption { return func(o *routeOptions) { o.retry = &b } }
+
+// WithOverload sets what Submit does when the route is full: Block, Reject or Shed (default
+// Config.Overload). A Go route is full when its queue is; a Rust route when every request
+// slot is in flight.
+func WithOverload(p OverloadPolicy) RouteOption {
+	return func(o *routeOptions) { o.overload, o.overloadSet = p, true }
+}
+
+// WithMiddleware wraps the route's Go handler, after the runtime's global middleware (Use).
+func WithMiddleware(mw ...Middleware) RouteOption {
+	return func(o *routeOptions) { o.middleware = append(o.middleware, mw...) }
+}
+
+// WithPolicy adds policies (see the policy package) to the route, in order. On a Go route
+// they wrap the handler; on a Rust route they admit each event before it is published and
+// learn its final outcome.
+func WithPolicy(p ...Policy) RouteOption {
+	return func(o *routeOptions) { o.policies = append(o.policies, p...) }
+}
 
 // Use adds global middleware, applied to every Go route's handler before the route's own
 // middleware and policies (the first outermost). Call it before the routes it should wrap
@@ -26,21 +92,25 @@ func (r *Runtime) Handle(pattern, name string, h Handler, opts ...RouteOption) e
 	if h == nil {
 		return fmt.Errorf("%w: %q: nil handler", ErrInvalidRoute, pattern)
 	}
-	rt, err := r.newRoute(pattern, name, opts)
+	if name == "" {
+		name = pattern
+	}
+	rt, o, err := r.newRoute(pattern, name, opts)
 	if err != nil {
 		return err
 	}
-	mw := append(append([]Middleware(nil), r.middleware...), rt.opts.middleware...)
-	for _, p := range rt.opts.policies {
+	mw := append(append([]Middleware(nil), r.middleware...), o.middleware...)
+	for _, p := range o.policies {
 		mw = append(mw, p.Wrap)
 	}
-	rt.raw = h
-	rt.goHandler = Chain(h, mw...)
-	rt.pool = newWorkerPool(r, rt)
-	if err := r.router.add(rt); err != nil {
+	chained := Chain(h, mw...)
+	rt.Handler = func(ctx context.Context, ev *envelope.Event) engine.Result {
+		return chained.Handle(ctx, ev).engine(name)
+	}
+	if err := r.e.AddRoute(rt); err != nil {
 		return err
 	}
-	r.pools = append(r.pools, rt.pool)
+	r.handlers = append(r.handlers, goRoute{pattern: pattern, name: name, h: h})
 	return nil
 }
 
@@ -48,39 +118,32 @@ func (r *Runtime) Handle(pattern, name string, h Handler, opts ...RouteOption) e
 // linked library) under rustType, whatever the event's own type: wildcards and aliases for
 // Rust handlers. Every type the library registers is already routed to its handler exactly.
 func (r *Runtime) HandleRust(pattern, rustType string, opts ...RouteOption) error {
-	var index uint32
-	for i, t := range r.types {
-		if t == rustType {
-			index = uint32(i) + 1
-		}
-	}
+	index := r.e.RustIndex(rustType)
 	if index == 0 {
-		return fmt.Errorf("%w: %q: the Rust library registers no handler for it (it has %v)", ErrNoRoute, rustType, r.types)
+		return fmt.Errorf("%w: %q: the Rust library registers no handler for it (it has %v)", ErrNoRoute, rustType, r.e.RustTypes())
 	}
-	rt, err := r.newRoute(pattern, rustType, opts)
+	rt, o, err := r.newRoute(pattern, rustType, opts)
 	if err != nil {
 		return err
 	}
-	rt.rustIndex = index
-	return r.router.add(rt)
+	rt.RustIndex = index
+	if len(o.policies) > 0 {
+		rt.Admit = admission(o.policies)
+	}
+	return r.e.AddRoute(rt)
 }
 
-func (r *Runtime) newRoute(pattern, name string, opts []RouteOption) (*route, error) {
+func (r *Runtime) newRoute(pattern, name string, opts []RouteOption) (*engine.Route, *routeOptions, error) {
 	if st := r.State(); st != Registered {
-		return nil, fmt.Errorf("%w: routes are added before Start (state %s)", ErrInvalidRoute, st)
+		return nil, nil, fmt.Errorf("%w: routes are added before Start (state %s)", ErrInvalidRoute, st)
 	}
-	rt, err := parsePattern(pattern)
-	if err != nil {
-		return nil, err
+	if err := engine.ParsePattern(pattern); err != nil {
+		return nil, nil, err
 	}
-	rt.name = name
-	if rt.name == "" {
-		rt.name = pattern
+	o := &routeOptions{}
+	for _, opt := range opts {
+		opt(o)
 	}
-	for _, o := range opts {
-		o(&rt.opts)
-	}
-	o := &rt.opts
 	if o.minWorkers <= 0 {
 		o.minWorkers = 1
 	}
@@ -88,7 +151,7 @@ func (r *Runtime) newRoute(pattern, name string, opts []RouteOption) (*route, er
 		o.maxWorkers = max(o.minWorkers, 4*runtime.GOMAXPROCS(0))
 	}
 	if o.maxWorkers < o.minWorkers {
-		return nil, fmt.Errorf("%w: %q: WithWorkers(%d, %d): max below min", ErrInvalidRoute, pattern, o.minWorkers, o.maxWorkers)
+		return nil, nil, fmt.Errorf("%w: %q: WithWorkers(%d, %d): max below min", ErrInvalidRoute, pattern, o.minWorkers, o.maxWorkers)
 	}
 	if o.queue <= 0 {
 		o.queue = 1024
@@ -97,32 +160,61 @@ func (r *Runtime) newRoute(pattern, name string, opts []RouteOption) (*route, er
 		o.idle = 10 * time.Second
 	}
 	if !o.overloadSet {
-		o.overload = r.cfg.Overload
+		o.overload = r.overload
 	}
 	if o.overload != Block && o.overload != Reject && o.overload != Shed {
-		return nil, fmt.Errorf("%w: %q: unknown overload policy %d", ErrInvalidRoute, pattern, int(o.overload))
+		return nil, nil, fmt.Errorf("%w: %q: unknown overload policy %d", ErrInvalidRoute, pattern, int(o.overload))
 	}
-	return rt, nil
+	rt := &engine.Route{
+		Pattern: pattern, Name: name,
+		Timeout: o.timeout, Retry: o.retry, Overload: engine.Overload(o.overload),
+		MinWorkers: o.minWorkers, MaxWorkers: o.maxWorkers, Queue: o.queue, Idle: o.idle,
+		Policies: len(o.policies) > 0,
+	}
+	for _, p := range o.policies {
+		if b, ok := p.(interface{ State() string }); ok {
+			rt.Gauges = map[string]func() int64{"breaker.state": func() int64 { return breakerLevel(b.State()) }}
+		}
+	}
+	return rt, o, nil
 }
 
-// backoff is the route's retry schedule.
-func (rt *route) backoff(r *Runtime) Backoff {
-	if rt != nil && rt.opts.retry != nil {
-		return rt.opts.retry.withDefaults()
+// breakerLevel is a breaker's state as the breaker.state gauge reports it.
+func breakerLevel(state string) int64 {
+	switch state {
+	case "half-open":
+		return 1
+	case "open":
+		return 2
 	}
-	return r.retry
+	return 0
 }
 
-// rawHandler is the Go handler as registered, for its lifecycle methods.
-func (rt *route) rawHandler() Handler { return rt.raw }
-
-// closeHandlers calls Close on every Go handler that has one, once.
-func (r *Runtime) closeHandlers() {
-	for _, rt := range r.router.all {
-		if c, ok := rt.raw.(interface{ Close() error }); ok {
-			if err := c.Close(); err != nil && !errors.Is(err, context.Canceled) {
-				r.log.Warn("tandem: closing a Go handler", zap.String("handler", rt.name), zap.Error(err))
+// admission runs a Rust route's policies before each event is published: each admits in
+// order; on a refusal the policies that had admitted it learn the refusal (which is not a
+// handler outcome). A duplicate is acknowledged without running the handler.
+func admission(policies []Policy) engine.Admission {
+	return func(ctx context.Context, ev *envelope.Event) (func(error), error) {
+		dones := make([]func(error), 0, len(policies))
+		finish := func(err error) {
+			for _, d := range dones {
+				d(err)
 			}
 		}
+		for _, p := range policies {
+			done, err := p.Admit(ctx, ev)
+			if err != nil {
+				finish(err)
+				var ce *CodedError
+				if errors.As(err, &ce) && ce.Code == envelope.CodeDuplicate {
+					return nil, engine.ErrAcked
+				}
+				return nil, err
+			}
+			if done != nil {
+				dones = append(dones, done)
+			}
+		}
+		return finish, nil
 	}
 }

@@ -1,13 +1,14 @@
-package tandem
+package engine
 
 import (
 	"context"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // tracing follows each event through both runtimes with OpenTelemetry spans named after the
@@ -17,19 +18,13 @@ import (
 // measured, so one trace shows the chain across both runtimes. The envelope carries the W3C
 // trace context (traceparent, tracestate: the CloudEvents distributed tracing extension).
 //
-// With no TracerProvider configured, tracer is nil and every method returns at once.
-type tracing struct {
-	tracer trace.Tracer
-}
+// With no TracerProvider configured, the tracer is nil and no method is called.
 
 var traceContext propagation.TraceContext
 
-const tracerName = "github.com/tandemrt/tandem"
-
-func (t *tracing) on() bool { return t.tracer != nil }
 
 // eventCarrier reads and writes an event's W3C trace context.
-type eventCarrier struct{ ev *Event }
+type eventCarrier struct{ ev *envelope.Event }
 
 func (c eventCarrier) Get(key string) string {
 	switch key {
@@ -52,7 +47,7 @@ func (c eventCarrier) Set(key, value string) {
 
 func (c eventCarrier) Keys() []string { return []string{"traceparent", "tracestate"} }
 
-func eventAttributes(ev *Event, rt *route, op string) []attribute.KeyValue {
+func eventAttributes(ev *envelope.Event, rt *Route, op string) []attribute.KeyValue {
 	attrs := []attribute.KeyValue{
 		attribute.String("messaging.system", "tandem"),
 		attribute.String("messaging.operation.type", op),
@@ -61,7 +56,7 @@ func eventAttributes(ev *Event, rt *route, op string) []attribute.KeyValue {
 		attribute.String("cloudevents.event_source", ev.Source),
 	}
 	if rt != nil {
-		attrs = append(attrs, attribute.String("messaging.destination.name", rt.pattern))
+		attrs = append(attrs, attribute.String("messaging.destination.name", rt.Pattern))
 	}
 	if ev.CorrelationID != "" {
 		attrs = append(attrs, attribute.String("messaging.message.conversation_id", ev.CorrelationID))
@@ -72,12 +67,12 @@ func eventAttributes(ev *Event, rt *route, op string) []attribute.KeyValue {
 // publish records the producer span of an accepted event and writes its context into out,
 // the copy of the event that travels. The parent is the caller's span (a handler emitting),
 // else the trace context the event already carries.
-func (t *tracing) publish(ctx context.Context, rt *route, ev, out *Event) trace.SpanContext {
+func (o *observer) publish(ctx context.Context, rt *Route, ev, out *envelope.Event) trace.SpanContext {
 	parent := ctx
 	if !trace.SpanContextFromContext(ctx).IsValid() && ev.TraceParent != "" {
 		parent = traceContext.Extract(ctx, eventCarrier{ev})
 	}
-	spanCtx, span := t.tracer.Start(parent, "publish "+ev.Type,
+	spanCtx, span := o.tracer.Start(parent, "publish "+ev.Type,
 		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(eventAttributes(ev, rt, "publish")...))
 	traceContext.Inject(spanCtx, eventCarrier{out})
 	span.End()
@@ -86,16 +81,16 @@ func (t *tracing) publish(ctx context.Context, rt *route, ev, out *Event) trace.
 
 // startProcess starts the consumer span of a Go handler's delivery, child of the event's
 // publish span; the returned context carries it to the handler (and to what it emits).
-func (t *tracing) startProcess(ctx context.Context, rt *route, ev *Event) (context.Context, trace.Span) {
+func (o *observer) startProcess(ctx context.Context, rt *Route, ev *envelope.Event) (context.Context, trace.Span) {
 	parent := traceContext.Extract(ctx, eventCarrier{ev})
 	attrs := append(eventAttributes(ev, rt, "process"),
-		attribute.String("tandem.runtime", "go"), attribute.String("tandem.handler", rt.name),
+		attribute.String("tandem.runtime", "go"), attribute.String("tandem.handler", rt.Name),
 		attribute.Int64("tandem.attempt", int64(ev.Attempt)))
-	return t.tracer.Start(parent, "process "+ev.Type, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
+	return o.tracer.Start(parent, "process "+ev.Type, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
 }
 
 // rustProcess records a Rust handler's delivery after the fact, with Rust's own times.
-func (t *tracing) rustProcess(parent trace.SpanContext, rt *route, eventType string, attempt uint32, started time.Time) trace.Span {
+func (o *observer) rustProcess(parent trace.SpanContext, rt *Route, eventType string, attempt uint32, started time.Time) trace.Span {
 	ctx := trace.ContextWithRemoteSpanContext(context.Background(), parent)
 	attrs := []attribute.KeyValue{
 		attribute.String("messaging.system", "tandem"),
@@ -105,26 +100,10 @@ func (t *tracing) rustProcess(parent trace.SpanContext, rt *route, eventType str
 		attribute.Int64("tandem.attempt", int64(attempt)),
 	}
 	if rt != nil {
-		attrs = append(attrs, attribute.String("messaging.destination.name", rt.pattern), attribute.String("tandem.handler", rt.name))
+		attrs = append(attrs, attribute.String("messaging.destination.name", rt.Pattern), attribute.String("tandem.handler", rt.Name))
 	}
-	_, span := t.tracer.Start(ctx, "process "+eventType, trace.WithSpanKind(trace.SpanKindConsumer),
+	_, span := o.tracer.Start(ctx, "process "+eventType, trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithTimestamp(started), trace.WithAttributes(attrs...))
 	return span
 }
 
-// outcome sets a delivery span's status from its outcome.
-func spanOutcome(span trace.Span, he *HandlerError) {
-	if he == nil {
-		span.SetAttributes(attribute.String("tandem.outcome", "ack"))
-		return
-	}
-	span.SetAttributes(attribute.String("tandem.outcome", he.Outcome.String()), attribute.String("error.type", he.Envelope.Code))
-	span.SetStatus(codes.Error, he.Envelope.Code+": "+he.Envelope.Message)
-}
-
-// spanDeadLettered marks the delivery span of an event that was dead-lettered.
-func spanDeadLettered(span trace.Span, reason DeadLetterReason) {
-	if span != nil {
-		span.AddEvent("tandem.dead_lettered", trace.WithAttributes(attribute.String("tandem.dead_letter.reason", string(reason))))
-	}
-}

@@ -1,4 +1,4 @@
-package tandem
+package engine
 
 import (
 	"context"
@@ -6,10 +6,9 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-)
 
-// meterName names tandem's instruments' scope.
-const meterName = "github.com/tandemrt/tandem"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
+)
 
 // metrics records tandem's instruments through the OpenTelemetry metrics API. With no
 // MeterProvider configured every method returns at once. Per-event recordings use attribute
@@ -36,11 +35,12 @@ type routeMetrics struct {
 	add                       []metric.AddOption
 	rec                       []metric.RecordOption
 	ackRec, retryRec, termRec []metric.RecordOption
-	deadReasons               map[DeadLetterReason][]metric.AddOption
+	deadReasons               map[deadletter.Reason][]metric.AddOption
 }
 
-func (r *Runtime) initMetrics(mp metric.MeterProvider) error {
-	m := mp.Meter(meterName)
+func (o *observer) initMetrics(mp metric.MeterProvider) error {
+	e := o.e
+	m := mp.Meter(instrumentationName)
 	var err error
 	c := func(name, desc string) metric.Int64Counter {
 		if err != nil {
@@ -50,21 +50,21 @@ func (r *Runtime) initMetrics(mp metric.MeterProvider) error {
 		ctr, err = m.Int64Counter("tandem."+name, metric.WithDescription(desc), metric.WithUnit("{event}"))
 		return ctr
 	}
-	r.met.submitted = c("events.submitted", "Events accepted for a route.")
-	r.met.acknowledged = c("events.acknowledged", "Events whose handler acknowledged them (final).")
-	r.met.retried = c("events.retried", "Redeliveries scheduled.")
-	r.met.dead = c("events.dead_lettered", "Events dead-lettered.")
-	r.met.rejd = c("events.rejected", "Events refused at submit.")
+	o.metrics.submitted = c("events.submitted", "Events accepted for a route.")
+	o.metrics.acknowledged = c("events.acknowledged", "Events whose handler acknowledged them (final).")
+	o.metrics.retried = c("events.retried", "Redeliveries scheduled.")
+	o.metrics.dead = c("events.dead_lettered", "Events dead-lettered.")
+	o.metrics.rejd = c("events.rejected", "Events refused at submit.")
 	if err != nil {
 		return err
 	}
 	buckets := metric.WithExplicitBucketBoundaries(1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4,
 		1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-	if r.met.duration, err = m.Float64Histogram("tandem.handler.duration", metric.WithUnit("s"),
+	if o.metrics.duration, err = m.Float64Histogram("tandem.handler.duration", metric.WithUnit("s"),
 		metric.WithDescription("One delivery's handler run, in either runtime."), buckets); err != nil {
 		return err
 	}
-	if r.met.latency, err = m.Float64Histogram("tandem.event.latency", metric.WithUnit("s"),
+	if o.metrics.latency, err = m.Float64Histogram("tandem.event.latency", metric.WithUnit("s"),
 		metric.WithDescription("From submit to the final outcome, retries included."), buckets); err != nil {
 		return err
 	}
@@ -79,8 +79,8 @@ func (r *Runtime) initMetrics(mp metric.MeterProvider) error {
 			return e
 		}
 	}
-	r.met.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		s := r.Stats()
+	o.metrics.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		s := e.Stats()
 		o.ObserveInt64(inflight, s.InFlight)
 		o.ObserveInt64(occupancy, int64(s.Rust.SQDepth), metric.WithAttributes(attribute.String("ring", "submission")))
 		o.ObserveInt64(occupancy, int64(s.Rust.CQDepth), metric.WithAttributes(attribute.String("ring", "completion")))
@@ -88,14 +88,12 @@ func (r *Runtime) initMetrics(mp metric.MeterProvider) error {
 		o.ObserveInt64(wakeups, int64(s.Rust.GoWakeups), metric.WithAttributes(attribute.String("side", "go")))
 		o.ObserveInt64(outstanding, int64(s.Rust.RequestsHeld), metric.WithAttributes(attribute.String("kind", "request")))
 		o.ObserveInt64(outstanding, int64(s.Rust.RepliesLent), metric.WithAttributes(attribute.String("kind", "reply")))
-		for _, rt := range r.router.all {
+		for _, rt := range e.router.all {
 			if rt.pool != nil {
-				o.ObserveInt64(workers, int64(rt.pool.size()), metric.WithAttributes(attribute.String("route", rt.pattern)))
+				o.ObserveInt64(workers, int64(rt.pool.size()), metric.WithAttributes(attribute.String("route", rt.Pattern)))
 			}
-			for _, p := range rt.opts.policies {
-				if b, ok := p.(*Breaker); ok {
-					o.ObserveInt64(breakers, breakerLevel(b.State()), metric.WithAttributes(attribute.String("route", rt.pattern)))
-				}
+			if state, ok := rt.Gauges["breaker.state"]; ok {
+				o.ObserveInt64(breakers, state(), metric.WithAttributes(attribute.String("route", rt.Pattern)))
 			}
 		}
 		return nil
@@ -103,30 +101,17 @@ func (r *Runtime) initMetrics(mp metric.MeterProvider) error {
 	if err != nil {
 		return err
 	}
-	r.met.on = true
-	for _, rt := range r.router.all {
+	o.metrics.on = true
+	for _, rt := range e.router.all {
 		rt.met = newRouteMetrics(rt)
 	}
 	return nil
 }
 
-func breakerLevel(state string) int64 {
-	switch state {
-	case "half-open":
-		return 1
-	case "open":
-		return 2
-	}
-	return 0
-}
-
-func newRouteMetrics(rt *route) *routeMetrics {
-	runtime := "go"
-	if rt.isRust() {
-		runtime = "rust"
-	}
+func newRouteMetrics(rt *Route) *routeMetrics {
+	runtime := rt.runtimeName()
 	set := func(kv ...attribute.KeyValue) metric.MeasurementOption {
-		base := []attribute.KeyValue{attribute.String("route", rt.pattern), attribute.String("runtime", runtime)}
+		base := []attribute.KeyValue{attribute.String("route", rt.Pattern), attribute.String("runtime", runtime)}
 		return metric.WithAttributeSet(attribute.NewSet(append(base, kv...)...))
 	}
 	base := set()
@@ -136,27 +121,27 @@ func newRouteMetrics(rt *route) *routeMetrics {
 		ackRec:      []metric.RecordOption{set(attribute.String("outcome", "ack"))},
 		retryRec:    []metric.RecordOption{set(attribute.String("outcome", "retry"))},
 		termRec:     []metric.RecordOption{set(attribute.String("outcome", "term"))},
-		deadReasons: map[DeadLetterReason][]metric.AddOption{},
+		deadReasons: map[deadletter.Reason][]metric.AddOption{},
 	}
-	for _, reason := range []DeadLetterReason{ReasonTerm, ReasonMaxAttempts, ReasonDecode, ReasonNoRoute, ReasonShed, ReasonCancelled, ReasonRetryBudget} {
+	for _, reason := range []deadletter.Reason{deadletter.ReasonTerm, deadletter.ReasonMaxAttempts, deadletter.ReasonDecode, deadletter.ReasonNoRoute, deadletter.ReasonShed, deadletter.ReasonCancelled, deadletter.ReasonRetryBudget} {
 		m.deadReasons[reason] = []metric.AddOption{set(attribute.String("reason", string(reason)))}
 	}
 	return m
 }
 
-func (m *metrics) submit(rt *route) {
+func (m *metrics) submit(rt *Route) {
 	if m.on && rt != nil && rt.met != nil {
 		m.submitted.Add(context.Background(), 1, rt.met.add...)
 	}
 }
 
-func (m *metrics) retry(rt *route) {
+func (m *metrics) retry(rt *Route) {
 	if m.on && rt != nil && rt.met != nil {
 		m.retried.Add(context.Background(), 1, rt.met.add...)
 	}
 }
 
-func (m *metrics) deadLetter(rt *route, reason DeadLetterReason) {
+func (m *metrics) deadLetter(rt *Route, reason deadletter.Reason) {
 	if !m.on {
 		return
 	}
@@ -176,7 +161,7 @@ func (m *metrics) reject(reason string) {
 }
 
 // delivered records one handler run.
-func (m *metrics) delivered(rt *route, outcome Outcome, d time.Duration) {
+func (m *metrics) delivered(rt *Route, outcome Outcome, d time.Duration) {
 	if !m.on || rt == nil || rt.met == nil {
 		return
 	}
@@ -191,7 +176,7 @@ func (m *metrics) delivered(rt *route, outcome Outcome, d time.Duration) {
 }
 
 // settled records an event's final outcome and its latency since submit (nanotime).
-func (m *metrics) settled(rt *route, acked bool, submittedAt int64) {
+func (m *metrics) settled(rt *Route, acked bool, submittedAt int64) {
 	if !m.on || rt == nil || rt.met == nil {
 		return
 	}
@@ -203,7 +188,3 @@ func (m *metrics) settled(rt *route, acked bool, submittedAt int64) {
 	}
 }
 
-// nanotime is a monotonic clock reading in nanoseconds.
-func nanotime() int64 { return int64(time.Since(clockBase)) }
-
-var clockBase = time.Now()

@@ -1,14 +1,12 @@
-package tandem
+package engine
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
-	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -19,31 +17,7 @@ import (
 // Log lines of both runtimes use the same field names for an event: runtime (go|rust), route,
 // handler, event_id, correlation_id, trace_id, attempt. Rust's records (written with the
 // tracing crate) arrive in batches on the completion ring and are written by the same zap
-// logger; Logger gives a Go handler a logger with those fields.
-
-// Logger returns the runtime's logger with the fields of the event a Go handler's ctx belongs
-// to; outside a handler, a no-op logger.
-func Logger(ctx context.Context) *zap.Logger {
-	hc, ok := fromContext(ctx)
-	if !ok {
-		return zap.NewNop()
-	}
-	ev := hc.ev
-	correlation := ev.CorrelationID
-	if correlation == "" {
-		correlation = ev.ID
-	}
-	fields := []zap.Field{
-		zap.String("runtime", "go"), zap.String("route", hc.route.pattern), zap.String("handler", hc.route.name),
-		zap.String("event_id", ev.ID), zap.String("correlation_id", correlation), zap.Uint32("attempt", ev.Attempt),
-	}
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		fields = append(fields, zap.String("trace_id", sc.TraceID().String()))
-	} else if len(ev.TraceParent) >= 35 {
-		fields = append(fields, zap.String("trace_id", ev.TraceParent[3:35]))
-	}
-	return hc.r.log.With(fields...)
-}
+// logger.
 
 // rustLogRecord is one record of a batch (see TANDEM_CQE_LOG in ffi/tandem.h).
 type rustLogRecord struct {
@@ -55,27 +29,26 @@ type rustLogRecord struct {
 }
 
 // onLogs writes a batch of Rust log records with the runtime's logger.
-func (r *Runtime) onLogs(d *ring.Desc) {
-	if d.ReplySlot == abi.NoSlot || int(d.ReplySlot) >= len(r.replies) || !r.replies[d.ReplySlot].CompareAndSwap(0, 1) {
-		r.violation("log batch in a reply slot not lent to Go", d.ReplySlot)
+func (e *Engine) onLogs(d *ring.Desc) {
+	if !e.lend(d.ReplySlot, "log batch in a reply slot not lent to Go") {
 		return
 	}
-	raw := bytes.Clone(r.replyBytes(d.ReplySlot, d.ReplyLen))
-	r.releaseReply(d.ReplySlot)
+	raw := bytes.Clone(e.replyBytes(d.ReplySlot, d.ReplyLen))
+	e.releaseReply(d.ReplySlot)
 	dec := cbor.NewDecoder(bytes.NewReader(raw))
 	var dropped uint64
 	if err := dec.Decode(&dropped); err != nil {
-		r.log.Error("tandem: malformed batch of Rust log records", zap.Error(err))
+		e.log.Error("tandem: malformed batch of Rust log records", zap.Error(err))
 		return
 	}
 	if dropped > 0 {
-		r.log.Warn("tandem: Rust log records dropped: the queue was full", zap.String("runtime", "rust"), zap.Uint64("records", dropped))
+		e.log.Warn("tandem: Rust log records dropped: the queue was full", zap.String("runtime", "rust"), zap.Uint64("records", dropped))
 	}
 	for {
 		var rec rustLogRecord
 		if err := dec.Decode(&rec); err != nil {
 			if !errors.Is(err, io.EOF) {
-				r.log.Error("tandem: malformed Rust log record", zap.Error(err))
+				e.log.Error("tandem: malformed Rust log record", zap.Error(err))
 			}
 			return
 		}
@@ -88,7 +61,7 @@ func (r *Runtime) onLogs(d *ring.Desc) {
 		case 4:
 			level = zapcore.ErrorLevel
 		}
-		ce := r.log.Check(level, rec.Message)
+		ce := e.log.Check(level, rec.Message)
 		if ce == nil {
 			continue
 		}
@@ -123,8 +96,8 @@ func rustLogLevel(l *zap.Logger) uint32 {
 
 // followLogLevel keeps Rust's level in step with the logger's, checking once a second (a
 // zap AtomicLevel can change at any time), until done closes.
-func (r *Runtime) followLogLevel(done <-chan struct{}) {
-	level := rustLogLevel(r.log) // set by Start
+func (e *Engine) followLogLevel(done <-chan struct{}) {
+	level := rustLogLevel(e.log) // set by Start
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -132,7 +105,7 @@ func (r *Runtime) followLogLevel(done <-chan struct{}) {
 		case <-done:
 			return
 		case <-t.C:
-			if l := rustLogLevel(r.log); l != level {
+			if l := rustLogLevel(e.log); l != level {
 				level = l
 				abi.SetLogLevel(level)
 			}

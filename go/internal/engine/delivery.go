@@ -1,0 +1,334 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
+	"github.com/tandemrt/tandem/go/tandem/retry"
+)
+
+// Origin says where a delivery came from. It changes nothing in the lifecycle; logs and
+// metrics name it.
+type Origin uint8
+
+const (
+	// FromSubmit: Submit, Call, or Emit from a Go handler.
+	FromSubmit Origin = iota
+	// FromRust: an event a Rust handler emitted, routed by Go.
+	FromRust
+	// FromRustLocal: an event routed inside Rust whose handler failed; Go takes it over.
+	FromRustLocal
+)
+
+// noSlot marks a delivery whose envelope is not in a request slot.
+const noSlot = ^uint32(0)
+
+// Delivery is one event on its way to its route's handler, attempt after attempt, until its
+// outcome is final. Every event, whatever its origin, is one Delivery with one settle path:
+// acked, failed (retry judgement, redelivery, dead letter) and finish.
+//
+// The envelope is immutable from intake to settlement: it lives in a request slot (a Rust
+// route), in Go memory as bytes (a Rust route's event before it has a slot), or as an owned
+// Event (a Go route). Per-delivery facts (attempt, deadline) live here and travel beside the
+// envelope: in the slot's delivery header for Rust, in the handler's view for Go.
+//
+// A Delivery is owned by exactly one party at a time (the submitter while it is built, the
+// ring and then the completion poller, a Go worker, the retry table, the dispatch queue),
+// handed over through channels and the ring's release/acquire, so its fields need no lock.
+type Delivery struct {
+	route  *Route
+	origin Origin
+	// attempt is this delivery's number, from 1; limit the last one a handler's retry advice
+	// allows (0: the route's schedule decides).
+	attempt, limit uint32
+	// firstAttempt is the attempt the event came with (restored in its dead letter).
+	firstAttempt uint32
+	// eventDeadline is the event's own deadline, deadline this delivery's (Unix ns; 0: none).
+	eventDeadline, deadline int64
+
+	id, source, typ string
+
+	slot   uint32 // the request slot holding the envelope, or noSlot
+	length uint32 // the envelope's length in the slot
+	raw    []byte // the envelope in Go memory while no slot holds it
+	event  *envelope.Event
+
+	waiter Waiter
+	done   func(error)
+
+	trace       trace.SpanContext // the publish span, parent of each delivery's span
+	span        trace.Span        // the current delivery's span while its outcome is handled
+	submittedAt int64             // nanotime at intake, for the latency histogram (0: metrics off)
+}
+
+// reset readies a delivery for a new event, keeping nothing of the last one.
+func (d *Delivery) reset(rt *Route, origin Origin, ev *envelope.Event, w Waiter) {
+	*d = Delivery{route: rt, origin: origin, slot: noSlot, waiter: w}
+	d.firstAttempt = ev.Attempt
+	d.attempt = max(ev.Attempt, 1)
+	d.id, d.source, d.typ = ev.ID, ev.Source, ev.Type
+	if !ev.Deadline.IsZero() {
+		d.eventDeadline = ev.Deadline.UnixNano()
+	}
+}
+
+// nextDeadline sets the deadline of the delivery about to start: the event's own, brought
+// forward to the route's timeout from now.
+func (d *Delivery) nextDeadline(now time.Time) {
+	d.deadline = d.eventDeadline
+	if d.route != nil && d.route.Timeout > 0 {
+		if t := now.Add(d.route.Timeout).UnixNano(); d.deadline == 0 || t < d.deadline {
+			d.deadline = t
+		}
+	}
+}
+
+// Attempt is the delivery's number, from 1.
+func (d *Delivery) Attempt() uint32 { return d.attempt }
+
+// accepted counts a new delivery in: from here it is pending until final.
+func (e *Engine) accepted(d *Delivery) {
+	e.obs.accepted(d)
+	e.pending.Add(1)
+	e.budget.Deposit(time.Now())
+}
+
+// acked settles an acknowledged delivery.
+func (e *Engine) acked(d *Delivery, reply Reply) {
+	e.finish(d, nil, reply)
+}
+
+// failed takes a delivery's failure: a terminal one is dead-lettered; a retryable one is
+// judged and redelivered, dead-lettered, or (shutting down) settled as retryable.
+func (e *Engine) failed(d *Delivery, f *Failure) {
+	if f.EventType == "" {
+		f.EventType = d.typ
+	}
+	if f.Outcome != OutcomeRetry {
+		e.deadLetter(d, f, terminalReason(f))
+		return
+	}
+	v := e.judge(d, f)
+	switch {
+	case v.settle:
+		e.settleRetryable(d, f)
+	case v.reason != "":
+		e.deadLetter(d, f, v.reason)
+	case !e.retries.schedule(d, v.delay):
+		e.settleRetryable(d, f)
+	}
+}
+
+// verdict is what a retryable failure becomes.
+type verdict struct {
+	settle bool              // shutting down: settle as retryable, no redelivery
+	reason deadletter.Reason // dead-letter it for this reason; "" means redeliver after delay
+	delay  time.Duration
+}
+
+// judge decides a retryable failure the same way whichever runtime ran the handler: the
+// shutdown rule, the attempt limit (the route's, or the handler's advice of n more attempts,
+// which the delivery remembers), the retry budget, then the backoff.
+func (e *Engine) judge(d *Delivery, f *Failure) verdict {
+	if e.State() == Draining || e.goCtx.Err() != nil {
+		return verdict{settle: true}
+	}
+	if d.route == nil {
+		return verdict{reason: deadletter.ReasonNoRoute}
+	}
+	advice := retry.Advice{After: f.RetryAfter}
+	if p := f.Envelope.Retry; p != nil {
+		advice.Attempts, advice.Backoff, advice.NotBefore = p.Attempts, p.Backoff, p.NotBefore
+	}
+	if advice.Attempts > 0 {
+		d.limit = d.attempt + advice.Attempts
+	}
+	b := e.backoff(d.route)
+	exhausted := b.Exhausted(d.attempt, retry.Advice{})
+	if d.limit > 0 {
+		exhausted = d.attempt >= d.limit
+	}
+	now := time.Now()
+	switch {
+	case exhausted:
+		return verdict{reason: deadletter.ReasonMaxAttempts}
+	case !e.budget.Withdraw(now):
+		return verdict{reason: deadletter.ReasonRetryBudget}
+	}
+	return verdict{delay: b.Delay(d.attempt, advice, now, rand.Float64)}
+}
+
+func (e *Engine) backoff(rt *Route) retry.Backoff {
+	if rt != nil && rt.Retry != nil {
+		return rt.Retry.WithDefaults()
+	}
+	return e.retry
+}
+
+// terminalReason names why a terminal failure is dead-lettered.
+func terminalReason(f *Failure) deadletter.Reason {
+	switch f.Envelope.Code {
+	case envelope.CodeDecode:
+		return deadletter.ReasonDecode
+	case envelope.CodeNoRoute:
+		return deadletter.ReasonNoRoute
+	}
+	return deadletter.ReasonTerm
+}
+
+// settleRetryable ends a delivery that may succeed later but will not be redelivered here
+// (the runtime is stopping): its submitter learns it may retry. With nobody waiting (an
+// emitted event) it is dead-lettered as cancelled instead, so it is never lost.
+func (e *Engine) settleRetryable(d *Delivery, f *Failure) {
+	if d.waiter == nil {
+		e.deadLetter(d, f, deadletter.ReasonCancelled)
+		return
+	}
+	e.finish(d, f, Reply{})
+}
+
+// redeliver sends a delivery back to its route as its next attempt. The envelope is not
+// touched: a Rust route's slot is republished with a new delivery header.
+func (e *Engine) redeliver(d *Delivery) {
+	d.attempt++
+	d.nextDeadline(time.Now())
+	e.dispatch(d)
+}
+
+// dispatch hands a delivery to its route's handler: the ring for a Rust route (through the
+// dispatch queue when it still needs a request slot), the worker pool for a Go route. It
+// never blocks the caller on a full route except a Go route's queue, and then only until
+// the runtime starts stopping.
+func (e *Engine) dispatch(d *Delivery) {
+	rt := d.route
+	switch {
+	case rt.IsRust() && d.slot != noSlot:
+		e.publish(d)
+	case rt.IsRust():
+		if !e.queue.push(queued{d: d}, true) {
+			e.settleRetryable(d, failure(OutcomeRetry, d.typ, envelope.CodeCancelled, "the runtime shut down before the next attempt", rt.Name))
+		}
+	default:
+		if d.event == nil {
+			ev, err := envelope.DecodeEvent(d.raw)
+			if err != nil {
+				e.deadLetter(d, failure(OutcomeTerm, d.typ, envelope.CodeDecode, "cannot decode the event for a Go route: "+err.Error(), rt.Name), deadletter.ReasonDecode)
+				return
+			}
+			d.event = ev
+		}
+		d.event.Attempt = d.attempt
+		d.event.Deadline = unixTime(d.deadline)
+		if err := rt.pool.enqueue(context.Background(), d, Block); err != nil {
+			e.obs.cancelled()
+			e.settleRetryable(d, failure(OutcomeRetry, d.typ, envelope.CodeCancelled, "the runtime shut down before the next attempt", rt.Name))
+		}
+	}
+}
+
+// finish settles a delivery with its final outcome (f nil: acknowledged) and gives back what
+// it held. A dead letter settles through deadLetter instead.
+func (e *Engine) finish(d *Delivery, f *Failure, reply Reply) {
+	err := e.errorOf(f)
+	if d.done != nil {
+		d.done(err)
+	}
+	e.obs.settled(d, f == nil)
+	w := d.waiter
+	e.releaseDelivery(d)
+	e.settled()
+	if w == nil {
+		reply.Release()
+		return
+	}
+	w.Settle(err, reply)
+}
+
+// deadLetter records a delivery as dead: the record goes to the sink, and the event settles
+// (with f) once the sink has it, so the submitter's acknowledgement follows the record.
+func (e *Engine) deadLetter(d *Delivery, f *Failure, reason deadletter.Reason) {
+	f.DeadLetter = reason
+	if f.EventType == "" {
+		f.EventType = d.typ
+	}
+	e.obs.deadLettered(d, reason)
+	route := f.Envelope.Handler
+	if route == "" {
+		route = d.route.name()
+	}
+	rec := &deadletter.Record{
+		Reason:    reason,
+		Error:     &f.Envelope,
+		Attempts:  d.attempt,
+		EventID:   d.id,
+		EventType: d.typ,
+		Source:    d.source,
+		Route:     route,
+		Time:      time.Now(),
+		Envelope:  e.envelopeCopy(d),
+	}
+	err := e.errorOf(f)
+	if d.done != nil {
+		d.done(err)
+	}
+	w := d.waiter
+	e.releaseDelivery(d)
+	e.dead.queue(deadJob{rec: rec, w: w, err: err})
+}
+
+// envelopeCopy is the delivery's envelope as the event was submitted, in Go memory.
+func (e *Engine) envelopeCopy(d *Delivery) []byte {
+	switch {
+	case d.slot != noSlot:
+		return bytes.Clone(e.slots.envelope(d.slot, d.length))
+	case d.raw != nil:
+		return d.raw
+	case d.event != nil:
+		ev := *d.event
+		ev.Attempt, ev.Deadline = d.firstAttempt, unixTime(d.eventDeadline)
+		b, err := envelope.MarshalEvent(&ev)
+		if err != nil {
+			e.log.Error("tandem: cannot encode a dead letter's event")
+		}
+		return b
+	}
+	return nil
+}
+
+// release gives back what the delivery holds: its request slot, if any.
+func (e *Engine) releaseDelivery(d *Delivery) {
+	if d.slot != noSlot {
+		e.slots.free(d.slot)
+	}
+}
+
+// settled counts one event out: it is final.
+func (e *Engine) settled() {
+	e.obs.completed.Add(1)
+	if e.pending.Add(-1) == 0 && e.draining.Load() {
+		select {
+		case e.drained <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (e *Engine) errorOf(f *Failure) error {
+	if f == nil {
+		return nil
+	}
+	return e.cfg.ErrorOf(f)
+}
+
+func unixTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}

@@ -1,0 +1,235 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"time"
+	"unsafe"
+
+	"go.uber.org/zap"
+
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
+)
+
+// Submit accepts ev for the route its type matches and hands it to the route's handler; w
+// (nil: nobody waits) learns the final outcome. ev is not retained: a Rust route's event is
+// encoded into a request slot, a Go route's is copied.
+//
+// Errors: ErrClosed, ErrNoRoute, ErrEventTooLarge, envelope.ErrInvalidEvent, ErrOverloaded,
+// ErrShed (the event was dead-lettered), a policy's refusal, or ctx's error.
+func (e *Engine) Submit(ctx context.Context, ev *envelope.Event, w Waiter) error {
+	return e.intake(ctx, ev, nil, FromSubmit, w)
+}
+
+// intake is the one way in for a new event, whatever its origin. raw, when not nil, is ev's
+// envelope already encoded (by Rust), copied into the slot instead of encoded again.
+func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, origin Origin, w Waiter) error {
+	e.gate.RLock()
+	defer e.gate.RUnlock()
+	if e.State() != Running {
+		e.log.Debug("tandem: intake refused: not running", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID))
+		return ErrClosed
+	}
+	rt := e.router.match(ev.Type)
+	if rt == nil {
+		e.obs.rejected("no_route")
+		e.log.Warn("tandem: no route", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID))
+		return fmt.Errorf("%w: %q", ErrNoRoute, ev.Type)
+	}
+	if rt.IsRust() {
+		return e.intakeRust(ctx, rt, ev, raw, origin, w)
+	}
+	return e.intakeGo(ctx, rt, ev, origin, w)
+}
+
+// intakeRust encodes ev (or copies raw) into a request slot and publishes it.
+func (e *Engine) intakeRust(ctx context.Context, rt *Route, ev *envelope.Event, raw []byte, origin Origin, w Waiter) error {
+	size := len(raw)
+	if raw == nil {
+		size = envelope.EncodedEventSize(ev)
+	}
+	if size > e.cfg.MaxEventSize {
+		e.obs.rejected("too_large")
+		e.log.Warn("tandem: event too large", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID),
+			zap.Int("size", size), zap.Int("max", e.cfg.MaxEventSize))
+		return fmt.Errorf("%w: %d bytes encoded, MaxEventSize is %d", ErrEventTooLarge, size, e.cfg.MaxEventSize)
+	}
+	var done func(error)
+	if rt.Admit != nil {
+		var err error
+		if done, err = rt.Admit(ctx, ev); err != nil {
+			if errors.Is(err, ErrAcked) {
+				e.obs.submitted.Add(1)
+				e.obs.completed.Add(1)
+				if w != nil {
+					w.Settle(nil, Reply{})
+				}
+				return nil
+			}
+			return err
+		}
+	}
+	idx, err := e.slots.acquire(ctx, rt.Overload, e.closing)
+	if err != nil {
+		e.obs.rejected("overloaded")
+		if done != nil {
+			done(err)
+		}
+		if errors.Is(err, ErrShed) {
+			e.shed(rt, ev, raw, origin)
+		}
+		return err
+	}
+	d := &e.slots.table[idx].own
+	d.reset(rt, origin, ev, w)
+	d.done = done
+	buf := e.slots.buffer(idx)
+	var out []byte
+	switch {
+	case e.obs.tracing():
+		traced := *ev
+		d.trace = e.obs.publish(ctx, rt, ev, &traced)
+		out, err = envelope.AppendEvent(buf, &traced)
+	case raw != nil:
+		out = append(buf, raw...)
+	default:
+		out, err = envelope.AppendEvent(buf, ev)
+	}
+	if err == nil && unsafe.SliceData(out) != unsafe.SliceData(buf) {
+		err = fmt.Errorf("%w: the trace context made it outgrow MaxEventSize (%d)", ErrEventTooLarge, e.cfg.MaxEventSize)
+	}
+	if err != nil {
+		e.slots.free(idx)
+		if done != nil {
+			done(err)
+		}
+		e.log.Warn("tandem: invalid event", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
+		return err
+	}
+	d.slot, d.length = idx, uint32(len(out))
+	d.nextDeadline(time.Now())
+	e.accepted(d)
+	e.publish(d)
+	return nil
+}
+
+// intakeGo copies ev and queues it for the route's workers.
+func (e *Engine) intakeGo(ctx context.Context, rt *Route, ev *envelope.Event, origin Origin, w Waiter) error {
+	if err := validate(ev); err != nil {
+		e.log.Warn("tandem: invalid event", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
+		return err
+	}
+	d := &Delivery{}
+	d.reset(rt, origin, ev, w)
+	owned := cloneEvent(ev)
+	d.event = &owned
+	if e.obs.tracing() {
+		d.trace = e.obs.publish(ctx, rt, ev, d.event)
+	}
+	d.nextDeadline(time.Now())
+	d.event.Attempt, d.event.Deadline = d.attempt, unixTime(d.deadline)
+	e.pending.Add(1) // before the enqueue: a worker may settle it at once
+	err := rt.pool.enqueue(ctx, d, rt.Overload)
+	switch {
+	case err == nil:
+		e.obs.accepted(d)
+		e.budget.Deposit(time.Now())
+		return nil
+	case errors.Is(err, ErrShed):
+		e.obs.accepted(d)
+		d.waiter = nil // the submitter learns it from the error
+		e.deadLetter(d, failure(OutcomeTerm, ev.Type, envelope.CodeShed, fmt.Sprintf("route %q was full", rt.Pattern), rt.Name), deadletter.ReasonShed)
+		return err
+	default:
+		e.pending.Add(-1)
+		e.obs.rejected("overloaded")
+		return err
+	}
+}
+
+// shed dead-letters an event a full Rust route shed. Its submitter learns it from ErrShed.
+func (e *Engine) shed(rt *Route, ev *envelope.Event, raw []byte, origin Origin) {
+	d := &Delivery{}
+	d.reset(rt, origin, ev, nil)
+	if raw == nil {
+		raw, _ = envelope.MarshalEvent(ev)
+	}
+	d.raw = raw
+	e.accepted(d)
+	e.deadLetter(d, failure(OutcomeTerm, ev.Type, envelope.CodeShed, "every request slot was in flight", rt.Name), deadletter.ReasonShed)
+}
+
+// deadLetterUnaccepted dead-letters an event no route took (an emitted one: nobody waits
+// to be told). raw is its envelope when known.
+func (e *Engine) deadLetterUnaccepted(ev *envelope.Event, raw []byte, origin Origin, reason deadletter.Reason, f *Failure) {
+	d := &Delivery{}
+	d.reset(e.router.match(ev.Type), origin, ev, nil)
+	if raw == nil {
+		raw, _ = envelope.MarshalEvent(ev)
+	}
+	d.raw = raw
+	e.accepted(d)
+	e.log.Debug("tandem: dead-lettering an event no route took", zap.String("event_type", ev.Type), zap.String("reason", string(reason)))
+	e.deadLetter(d, f, reason)
+}
+
+// SubmitRaw publishes already-encoded bytes to the Rust handler of eventType, bypassing the
+// encoder and the router: tests prove with it that Rust refuses malformed envelopes.
+func (e *Engine) SubmitRaw(raw []byte, eventType string, w Waiter) error {
+	e.gate.RLock()
+	defer e.gate.RUnlock()
+	if e.State() != Running {
+		return ErrClosed
+	}
+	rt := e.router.match(eventType)
+	if rt == nil || !rt.IsRust() {
+		return fmt.Errorf("%w: %q", ErrNoRoute, eventType)
+	}
+	idx, err := e.slots.acquire(context.Background(), Block, e.closing)
+	if err != nil {
+		return err
+	}
+	d := &e.slots.table[idx].own
+	d.reset(rt, FromSubmit, &envelope.Event{Type: eventType}, w)
+	d.slot, d.length = idx, uint32(len(append(e.slots.buffer(idx), raw...)))
+	route := *rt
+	route.RustIndex = 0 // route by the envelope's own type, as a raw submission says nothing else
+	d.route = &route
+	e.accepted(d)
+	e.publish(d)
+	return nil
+}
+
+// validate checks what the encoder would refuse, for a Go route's event (never encoded).
+func validate(ev *envelope.Event) error {
+	switch {
+	case ev.ID == "":
+		return fmt.Errorf("%w: ID is empty", envelope.ErrInvalidEvent)
+	case ev.Source == "":
+		return fmt.Errorf("%w: Source is empty", envelope.ErrInvalidEvent)
+	case ev.Type == "":
+		return fmt.Errorf("%w: Type is empty", envelope.ErrInvalidEvent)
+	case !unixNanos(ev.Time):
+		return fmt.Errorf("%w: Time %v is outside int64 Unix nanoseconds", envelope.ErrInvalidEvent, ev.Time)
+	case !unixNanos(ev.Deadline):
+		return fmt.Errorf("%w: Deadline %v is outside int64 Unix nanoseconds", envelope.ErrInvalidEvent, ev.Deadline)
+	}
+	return nil
+}
+
+// unixNanos reports whether t is zero or representable as int64 Unix nanoseconds.
+func unixNanos(t time.Time) bool {
+	return t.IsZero() || (!t.Before(time.Unix(0, math.MinInt64)) && !t.After(time.Unix(0, math.MaxInt64)))
+}
+
+// cloneEvent copies ev so the submitter may reuse its buffers once intake returns.
+func cloneEvent(ev *envelope.Event) envelope.Event {
+	c := *ev
+	c.Data = append([]byte(nil), ev.Data...)
+	c.Extensions = maps.Clone(ev.Extensions)
+	return c
+}

@@ -1,0 +1,125 @@
+package engine
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
+)
+
+// instrumentationName names tandem's meter and tracer.
+const instrumentationName = "github.com/tandemrt/tandem"
+
+// observer is the one place the lifecycle is observed: the counters of Stats, the
+// OpenTelemetry instruments (metrics.go) and the spans (tracing.go). Every lifecycle step
+// calls one of its methods; none bumps a counter or an instrument by itself.
+type observer struct {
+	e *Engine
+
+	submitted, completed, cancels, retries, emitted, toRust atomic.Uint64
+	deadLetters, violations, rustWakeups, goParks           atomic.Uint64
+
+	metrics
+	tracer trace.Tracer
+}
+
+func (o *observer) init(e *Engine) { o.e = e }
+
+// accepted: a new delivery entered intake (from any origin).
+func (o *observer) accepted(d *Delivery) {
+	o.submitted.Add(1)
+	if o.metrics.on {
+		d.submittedAt = nanotime()
+		o.metrics.submit(d.route)
+	}
+}
+
+// rejected: intake refused an event before it became a delivery.
+func (o *observer) rejected(reason string) { o.metrics.reject(reason) }
+
+// retried: a redelivery was scheduled.
+func (o *observer) retried(d *Delivery) {
+	o.retries.Add(1)
+	o.metrics.retry(d.route)
+}
+
+// cancelled: shutdown ended a delivery (or a Rust handler reported its cancellation).
+func (o *observer) cancelled() { o.cancels.Add(1) }
+
+// deadLettered: a delivery's outcome is a dead letter.
+func (o *observer) deadLettered(d *Delivery, reason deadletter.Reason) {
+	o.deadLetters.Add(1)
+	if d.span != nil {
+		d.span.AddEvent("tandem.dead_lettered", trace.WithAttributes(attribute.String("tandem.dead_letter.reason", string(reason))))
+	}
+	o.metrics.deadLetter(d.route, reason)
+	o.metrics.settled(d.route, false, d.submittedAt)
+}
+
+// settled: a delivery's outcome is final and not a dead letter.
+func (o *observer) settled(d *Delivery, acked bool) {
+	o.metrics.settled(d.route, acked, d.submittedAt)
+}
+
+// clock is the start of a Go handler's run, for delivered (zero when metrics are off).
+func (o *observer) clock() time.Time {
+	if o.metrics.on {
+		return time.Now()
+	}
+	return time.Time{}
+}
+
+// delivered: a Go handler ran once.
+func (o *observer) delivered(rt *Route, outcome Outcome, start time.Time) {
+	if o.metrics.on {
+		o.metrics.delivered(rt, outcome, time.Since(start))
+	}
+}
+
+// rustDelivered: a Rust handler ran once, from started to finished (Unix ns); the span of
+// that delivery is returned for the caller to end once its outcome is handled.
+func (o *observer) rustDelivered(d *Delivery, outcome Outcome, started, finished uint64) trace.Span {
+	if o.metrics.on {
+		o.metrics.delivered(d.route, outcome, time.Duration(finished-started))
+	}
+	if o.tracer == nil {
+		return nil
+	}
+	return o.rustProcess(d.trace, d.route, d.typ, d.attempt, time.Unix(0, int64(started)))
+}
+
+// spanOutcome sets a delivery span's status from its outcome (f nil: acknowledged).
+func (o *observer) spanOutcome(span trace.Span, f *Failure) {
+	if span == nil {
+		return
+	}
+	if f == nil {
+		span.SetAttributes(attribute.String("tandem.outcome", "ack"))
+		return
+	}
+	span.SetAttributes(attribute.String("tandem.outcome", f.Outcome.String()), attribute.String("error.type", f.Envelope.Code))
+	span.SetStatus(codes.Error, f.Envelope.Code+": "+f.Envelope.Message)
+}
+
+func (o *observer) tracing() bool { return o.tracer != nil }
+
+// close unregisters the metrics callback.
+func (o *observer) close() {
+	if o.metrics.reg != nil {
+		o.metrics.reg.Unregister()
+	}
+}
+
+// nanotime is a monotonic clock reading in nanoseconds.
+func nanotime() int64 { return int64(time.Since(clockBase)) }
+
+var clockBase = time.Now()
+
+var _ = context.Background
+var _ metric.Meter

@@ -1,0 +1,158 @@
+package engine
+
+import (
+	"runtime"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+
+	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/internal/ring"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
+)
+
+// poll is the completion poller, the completion ring's single consumer. It drains in
+// batches, busy-polls an empty ring for SpinWindow (yielding its P between checks, so on a
+// small machine the handlers still run), then parks on the Go eventfd through the netpoller.
+func (e *Engine) poll() {
+	defer close(e.pollDone)
+	const batch = 256
+	var d ring.Desc
+	var buf [8]byte
+	var idleSince time.Time
+	for {
+		n := 0
+		for n < batch && e.cq.Pop(&d) {
+			e.complete(&d)
+			n++
+		}
+		if n > 0 {
+			idleSince = time.Time{}
+			continue
+		}
+		if e.stopPoll.Load() {
+			return
+		}
+		if e.cfg.SpinWindow > 0 {
+			now := time.Now()
+			if idleSince.IsZero() {
+				idleSince = now
+			}
+			if now.Sub(idleSince) < e.cfg.SpinWindow {
+				runtime.Gosched()
+				continue
+			}
+			idleSince = time.Time{}
+		}
+		if !e.cq.PreparePark() {
+			continue
+		}
+		if e.stopPoll.Load() {
+			e.cq.Unpark()
+			continue
+		}
+		e.obs.goParks.Add(1)
+		if _, err := e.goWake.Read(buf[:]); err != nil {
+			e.log.Error("tandem: completion poller cannot wait on its eventfd", zap.Error(err))
+			time.Sleep(time.Millisecond)
+		}
+		e.cq.Unpark()
+	}
+}
+
+// complete handles one completion record. An outcome takes the request slot back and
+// settles its delivery: acked, or failed (retry, dead letter).
+func (e *Engine) complete(c *ring.Desc) {
+	switch c.Kind {
+	case abi.OutcomeInProgress:
+		return // a progress record extends a deadline; the event is still Rust's
+	case abi.CQEEmit:
+		e.onEmit(c)
+		return
+	case abi.CQELog:
+		e.onLogs(c)
+		return
+	}
+	idx, gen := uint32(c.Token), uint32(c.Token>>32)
+	if int(idx) >= len(e.slots.table) || c.Slot != idx || e.slots.table[idx].gen != gen {
+		e.violation("completion for a slot not in flight", idx)
+		if c.ReplySlot != abi.NoSlot && int(c.ReplySlot) < len(e.replies) {
+			e.replies[c.ReplySlot].Store(1)
+			e.releaseReply(c.ReplySlot)
+		}
+		return
+	}
+	sl := &e.slots.table[idx]
+	d := sl.d.Load() // orders the submitter's (or redelivery's) writes before the reads below
+	if !sl.owner.CompareAndSwap(slotRust, slotGo) || d == nil {
+		e.violation("completion for a slot Rust did not own", idx)
+		return
+	}
+	var reply Reply
+	if c.ReplySlot != abi.NoSlot && e.lend(c.ReplySlot, "reply slot lent twice") {
+		reply = Reply{e: e, slot: c.ReplySlot, data: e.replyBytes(c.ReplySlot, c.ReplyLen)}
+	}
+	outcome := OutcomeAck
+	switch c.Kind {
+	case abi.OutcomeRetry:
+		outcome = OutcomeRetry
+	case abi.OutcomeTerm:
+		outcome = OutcomeTerm
+	}
+	if c.StartedNs != 0 {
+		if span := e.obs.rustDelivered(d, outcome, c.StartedNs, c.FinishedNs); span != nil {
+			d.span = span
+			defer span.End(trace.WithTimestamp(time.Unix(0, int64(c.FinishedNs))))
+		}
+	}
+	switch c.Kind {
+	case abi.OutcomeAck:
+		e.obs.spanOutcome(d.span, nil)
+		e.acked(d, reply)
+	case abi.OutcomeRetry, abi.OutcomeTerm:
+		f := e.rustFailure(c, d, &reply)
+		e.obs.spanOutcome(d.span, f)
+		e.failed(d, f)
+	default:
+		e.violation("unknown completion kind", idx)
+		reply.Release()
+		f := &Failure{Outcome: OutcomeTerm, EventType: d.typ,
+			Envelope: envelope.ErrorEnvelope{Code: envelope.CodeProtocol, Message: "unknown completion kind", Runtime: "rust"}}
+		e.deadLetter(d, f, deadletter.ReasonTerm)
+	}
+}
+
+// rustFailure reads a failed delivery's error envelope from its reply slot (copying it)
+// and releases the slot.
+func (e *Engine) rustFailure(c *ring.Desc, d *Delivery, reply *Reply) *Failure {
+	f := &Failure{Outcome: OutcomeTerm, EventType: d.typ}
+	if c.Kind == abi.OutcomeRetry {
+		f.Outcome = OutcomeRetry
+		f.RetryAfter = time.Duration(c.Aux)
+	}
+	if reply.e == nil {
+		f.Envelope = envelope.ErrorEnvelope{Code: envelope.CodeUnknown, Message: "the handler failed without an error envelope", Runtime: "rust"}
+	} else if env, err := envelope.DecodeErrorEnvelope(reply.data); err != nil {
+		e.log.Error("tandem: malformed error envelope from Rust", zap.Error(err), zap.String("event_type", d.typ))
+		f.Envelope = envelope.ErrorEnvelope{Code: envelope.CodeDecode, Message: "malformed error envelope: " + err.Error(), Runtime: "rust"}
+	} else {
+		f.Envelope = *env
+	}
+	reply.Release()
+	*reply = Reply{}
+	switch f.Envelope.Code {
+	case envelope.CodeCancelled:
+		e.obs.cancelled()
+	case envelope.CodeDecode, envelope.CodeNoRoute:
+		e.log.Error("tandem: Rust refused an event", zap.String("runtime", "rust"), zap.String("code", f.Envelope.Code),
+			zap.String("event_type", d.typ), zap.String("message", f.Envelope.Message))
+	case envelope.CodePanic:
+		e.log.Error("tandem: Rust handler panicked", zap.String("runtime", "rust"), zap.String("handler", f.Envelope.Handler),
+			zap.String("event_type", d.typ), zap.String("message", f.Envelope.Message))
+	}
+	e.log.Debug("tandem: handler failed", zap.String("runtime", "rust"), zap.String("handler", f.Envelope.Handler),
+		zap.String("event_type", d.typ), zap.String("outcome", f.Outcome.String()), zap.String("code", f.Envelope.Code))
+	return f
+}

@@ -1,0 +1,185 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tandemrt/tandem/go/tandem/envelope"
+)
+
+// pool runs one Go route's deliveries: a bounded queue and between MinWorkers and
+// MaxWorkers goroutines, grown when no worker is idle and shrunk when one idles for the
+// route's Idle time. Safe for concurrent use.
+type pool struct {
+	e     *Engine
+	route *Route
+	queue chan *Delivery
+
+	mu      sync.Mutex
+	workers int
+	stopped bool
+	idle    atomic.Int32
+	wg      sync.WaitGroup
+}
+
+func newPool(e *Engine, rt *Route) *pool {
+	return &pool{e: e, route: rt, queue: make(chan *Delivery, rt.Queue)}
+}
+
+func (p *pool) start() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.workers < p.route.MinWorkers {
+		p.spawnLocked()
+	}
+}
+
+func (p *pool) spawnLocked() {
+	p.workers++
+	p.wg.Add(1)
+	go p.work()
+}
+
+// size is the number of workers.
+func (p *pool) size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.workers
+}
+
+// enqueue hands a delivery to the pool under the overload policy; a blocked enqueue gives up
+// when ctx ends or the runtime starts stopping.
+func (p *pool) enqueue(ctx context.Context, d *Delivery, policy Overload) error {
+	select {
+	case p.queue <- d:
+	default:
+		switch policy {
+		case Reject:
+			return ErrOverloaded
+		case Shed:
+			return ErrShed
+		}
+		select {
+		case p.queue <- d:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.e.closing:
+			return ErrClosed
+		}
+	}
+	// Grow while more events wait than workers idle, up to the maximum.
+	if int(p.idle.Load()) < len(p.queue) {
+		p.mu.Lock()
+		if !p.stopped && p.workers < p.route.MaxWorkers {
+			p.spawnLocked()
+		}
+		p.mu.Unlock()
+	}
+	return nil
+}
+
+func (p *pool) work() {
+	defer p.wg.Done()
+	timer := time.NewTimer(p.route.Idle)
+	defer timer.Stop()
+	for {
+		p.idle.Add(1)
+		select {
+		case d, ok := <-p.queue:
+			p.idle.Add(-1)
+			if !ok {
+				p.exit()
+				return
+			}
+			p.e.runGo(d)
+			timer.Reset(p.route.Idle)
+		case <-timer.C:
+			p.idle.Add(-1)
+			p.mu.Lock()
+			if p.workers > p.route.MinWorkers {
+				p.workers--
+				p.mu.Unlock()
+				return
+			}
+			p.mu.Unlock()
+			timer.Reset(p.route.Idle)
+		}
+	}
+}
+
+func (p *pool) exit() {
+	p.mu.Lock()
+	p.workers--
+	p.mu.Unlock()
+}
+
+// stop closes the queue once no one can send to it (intake closed, redeliveries cancelled)
+// and waits for the workers, which settle what is left as retryable.
+func (p *pool) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	close(p.queue)
+	p.wg.Wait()
+}
+
+// runGo delivers one Go delivery to its route's handler and settles the outcome.
+func (e *Engine) runGo(d *Delivery) {
+	rt := d.route
+	if e.goCtx.Err() != nil {
+		// Stopping past its grace: the event settles as retryable without running.
+		e.obs.cancelled()
+		e.settleRetryable(d, failure(OutcomeRetry, d.typ, envelope.CodeCancelled, "the runtime shut down before the handler ran", rt.Name))
+		return
+	}
+	hc := &HandlerContext{Context: e.goCtx, e: e, d: d}
+	if e.obs.tracing() {
+		ctx, span := e.obs.startProcess(e.goCtx, rt, d.event)
+		hc.Context, d.span = ctx, span
+		defer func() {
+			d.span = nil
+			span.End()
+		}()
+	}
+	if d.deadline != 0 {
+		stop := hc.setDeadline(unixTime(d.deadline))
+		defer stop()
+	}
+	start := e.obs.clock()
+	res := e.invokeGo(hc, rt, d.event)
+	e.obs.delivered(rt, res.Outcome, start)
+	switch res.Outcome {
+	case OutcomeAck:
+		e.obs.spanOutcome(d.span, nil)
+		e.acked(d, Reply{data: res.Reply})
+	case OutcomeRetry, OutcomeTerm:
+		f := &Failure{Outcome: res.Outcome, RetryAfter: res.After, EventType: d.typ, Envelope: res.Error}
+		if res.Outcome == OutcomeRetry && hc.Err() != nil && e.goCtx.Err() == nil {
+			f.Envelope.Code = envelope.CodeTimeout
+		}
+		e.obs.spanOutcome(d.span, f)
+		e.failed(d, f)
+	default:
+		e.failed(d, failure(OutcomeTerm, d.typ, envelope.CodeHandler, fmt.Sprintf("unknown outcome %d", res.Outcome), rt.Name))
+	}
+}
+
+// invokeGo calls the handler, turning a panic into a Term with code "panic".
+func (e *Engine) invokeGo(ctx context.Context, rt *Route, ev *envelope.Event) (res Result) {
+	defer func() {
+		if p := recover(); p != nil {
+			e.log.Error("tandem: Go handler panicked", zap.String("runtime", "go"), zap.String("handler", rt.Name),
+				zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Any("panic", p),
+				zap.ByteString("stack", debug.Stack()))
+			res = Result{Outcome: OutcomeTerm, Error: envelope.ErrorEnvelope{Code: envelope.CodePanic,
+				Message: fmt.Sprint("handler panicked: ", p), Runtime: "go", Handler: rt.Name}}
+		}
+	}()
+	return rt.Handler(ctx, ev)
+}

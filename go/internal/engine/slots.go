@@ -1,0 +1,131 @@
+package engine
+
+import (
+	"context"
+	"encoding/binary"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/tandemrt/tandem/go/internal/abi"
+)
+
+// Request slot owners; every hand-over is a compare-and-swap, so a double release is caught.
+const (
+	slotFree uint32 = iota // in the free list
+	slotGo                 // taken by a submitter or held for a redelivery
+	slotRust               // published to Rust
+)
+
+// requestSlot is Go's bookkeeping for one request slot of the shared region.
+type requestSlot struct {
+	owner atomic.Uint32
+	// d is the delivery in the slot. The submitter's store, last before publishing, and the
+	// poller's load also order the delivery's plain fields for the race detector, which
+	// cannot see the ring's atomics in non-Go memory.
+	d atomic.Pointer[Delivery]
+	// gen tells a live completion from a stale one; written by the slot's owner only.
+	gen uint32
+	// own is the delivery of an event submitted into this slot: a submit allocates nothing.
+	own Delivery
+}
+
+// slots are the request slots: a free list, each slot's owner word, and views of the
+// shared region (a delivery header, then the envelope).
+type slots struct {
+	e      *Engine
+	layout *abi.Layout
+	freeList  chan uint32
+	table  []requestSlot
+}
+
+func (s *slots) init(e *Engine, l *abi.Layout) {
+	s.e, s.layout = e, l
+	s.freeList = make(chan uint32, l.ReqSlots)
+	for i := range l.ReqSlots {
+		s.freeList <- i
+	}
+	s.table = make([]requestSlot, l.ReqSlots)
+}
+
+// acquire takes a free request slot, applying the overload policy when there is none.
+func (s *slots) acquire(ctx context.Context, policy Overload, closing <-chan struct{}) (uint32, error) {
+	var idx uint32
+	select {
+	case idx = <-s.freeList:
+	default:
+		switch policy {
+		case Reject:
+			return 0, ErrOverloaded
+		case Shed:
+			return 0, ErrShed
+		}
+		select {
+		case idx = <-s.freeList:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-closing:
+			return 0, ErrClosed
+		}
+	}
+	if !s.table[idx].owner.CompareAndSwap(slotFree, slotGo) {
+		s.e.violation("request slot taken from the free list was not free", idx)
+	}
+	return idx, nil
+}
+
+// free returns slot idx to the free list; whatever completion still names it is stale.
+func (s *slots) free(idx uint32) {
+	sl := &s.table[idx]
+	sl.d.Store(nil)
+	sl.gen++
+	sl.owner.Store(slotFree)
+	s.freeList <- idx
+}
+
+// base is the start of request slot idx: its delivery header.
+func (s *slots) base(idx uint32) unsafe.Pointer {
+	l := s.layout
+	return unsafe.Add(l.Base, l.ReqArena+uint64(idx)*l.ReqStride)
+}
+
+// buffer is request slot idx's envelope area as an empty slice, capacity MaxEventSize.
+func (s *slots) buffer(idx uint32) []byte {
+	p := unsafe.Add(s.base(idx), abi.DeliveryHeaderSize)
+	return unsafe.Slice((*byte)(p), s.layout.ReqSlotSize)[:0]
+}
+
+// envelope is the n-byte envelope in request slot idx.
+func (s *slots) envelope(idx, n uint32) []byte {
+	return s.buffer(idx)[:n]
+}
+
+// writeHeader writes a delivery's facts into its slot's header (tandem_delivery), beside the
+// envelope it never rewrites.
+func (s *slots) writeHeader(d *Delivery) {
+	h := unsafe.Slice((*byte)(s.base(d.slot)), abi.DeliveryHeaderSize)
+	binary.LittleEndian.PutUint64(h[abi.DeliveryDeadline:], uint64(d.deadline))
+	binary.LittleEndian.PutUint32(h[abi.DeliveryAttempt:], d.attempt)
+	binary.LittleEndian.PutUint32(h[abi.DeliveryFlags:], 0)
+}
+
+// publish hands a delivery whose envelope is in its slot to Rust: the header, then the
+// descriptor on the submission ring, waking the Rust poller if it is parked. Nothing of the
+// delivery is read after the push: its completion may settle it at once.
+func (e *Engine) publish(d *Delivery) {
+	sl := &e.slots.table[d.slot]
+	e.slots.writeHeader(d)
+	token := uint64(sl.gen)<<32 | uint64(d.slot)
+	idx, length, flags := d.slot, d.length, d.route.RustIndex
+	if !sl.owner.CompareAndSwap(slotGo, slotRust) {
+		e.violation("published a request slot Go did not hold", idx)
+	}
+	sl.d.Store(d)
+	e.obs.toRust.Add(1)
+	for !e.sq.Push(abi.SQEEvent, idx, length, flags, token) {
+		// Unreachable: the ring holds every slot's descriptor at once. Stay correct anyway.
+		gosched()
+	}
+	if e.sq.TakeWakeup() {
+		e.wakeRust()
+	}
+}

@@ -1,0 +1,52 @@
+package engine
+
+import "github.com/tandemrt/tandem/go/internal/abi"
+
+// Stats is a snapshot of both sides' counters; the façade documents each field.
+type Stats struct {
+	Submitted, Completed, Cancelled, Retried, Emitted, ToRust, DeadLettered uint64
+	InFlight                                                                int64
+	FreeRequestSlots, RepliesHeld, GoWorkers                                int
+	Violations, RustWakeups, GoParks, FFICalls                              uint64
+	Rust                                                                    abi.Stats
+}
+
+// Stats reads the counters. After Shutdown the Rust counters are final.
+func (e *Engine) Stats() Stats {
+	o := &e.obs
+	s := Stats{
+		Submitted:    o.submitted.Load(),
+		Completed:    o.completed.Load(),
+		Cancelled:    o.cancels.Load(),
+		Retried:      o.retries.Load(),
+		Emitted:      o.emitted.Load(),
+		ToRust:       o.toRust.Load(),
+		DeadLettered: o.deadLetters.Load(),
+		InFlight:     e.pending.Load(),
+		Violations:   o.violations.Load(),
+		RustWakeups:  o.rustWakeups.Load(),
+		GoParks:      o.goParks.Load(),
+		FFICalls:     abi.Calls(),
+	}
+	for i := range e.replies {
+		if e.replies[i].Load() == 1 {
+			s.RepliesHeld++
+		}
+	}
+	for _, p := range e.pools {
+		s.GoWorkers += p.size()
+	}
+	for i := range e.slots.table {
+		if e.slots.table[i].owner.Load() == slotFree {
+			s.FreeRequestSlots++
+		}
+	}
+	e.lifeMu.RLock()
+	st := e.final
+	if !e.freed.Load() {
+		st, _ = abi.ReadStats(e.h)
+	}
+	e.lifeMu.RUnlock()
+	s.Rust = st
+	return s
+}

@@ -1,0 +1,116 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
+)
+
+// The errors the engine returns; the façade exports them under the same names, so
+// errors.Is matches either.
+var (
+	// ErrOverloaded: the route was full and its policy is Reject.
+	ErrOverloaded = errors.New("tandem: overloaded: every request slot is in flight")
+	// ErrShed: the route was full and its policy is Shed: the event was dead-lettered.
+	ErrShed = fmt.Errorf("%w (shed: dead-lettered)", ErrOverloaded)
+	// ErrInvalidRoute: a route pattern or option is malformed, or a route came after Start.
+	ErrInvalidRoute = errors.New("tandem: invalid route")
+	// ErrClosed: the runtime is not running.
+	ErrClosed = errors.New("tandem: runtime is not running")
+	// ErrNoRoute: no handler is routed for the event's type.
+	ErrNoRoute = errors.New("tandem: no route for event type")
+	// ErrABIMismatch: the linked library implements another ABI version.
+	ErrABIMismatch = errors.New("tandem: ABI version mismatch")
+	// ErrLibrary: the Rust library could not be loaded (purego mode).
+	ErrLibrary = errors.New("tandem: cannot load the Rust library")
+	// ErrEventTooLarge: the encoded event exceeds the request slot.
+	ErrEventTooLarge = errors.New("tandem: event too large")
+	// ErrInvalidConfig: a configuration value is out of range.
+	ErrInvalidConfig = errors.New("tandem: invalid config")
+	// ErrStart: the runtime failed to start.
+	ErrStart = errors.New("tandem: start failed")
+	// ErrAcked is what an admission returns for an event it settled itself (a duplicate):
+	// the event is acknowledged without running its handler.
+	ErrAcked = errors.New("tandem: acknowledged by a policy")
+)
+
+// Outcome is a handler's verdict on one delivery.
+type Outcome uint8
+
+const (
+	// OutcomeAck: handled.
+	OutcomeAck Outcome = iota
+	// OutcomeRetry: failed; deliver again later.
+	OutcomeRetry
+	// OutcomeTerm: failed for good; dead-letter, never retry.
+	OutcomeTerm
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeAck:
+		return "ack"
+	case OutcomeRetry:
+		return "retry"
+	case OutcomeTerm:
+		return "term"
+	}
+	return fmt.Sprintf("Outcome(%d)", uint8(o))
+}
+
+// Failure is a failed delivery's outcome: what the handler said, or what the runtime said
+// on its behalf. It becomes the user's error once, at the final settlement (Config.ErrorOf).
+type Failure struct {
+	Outcome    Outcome // OutcomeRetry or OutcomeTerm
+	RetryAfter time.Duration
+	Envelope   envelope.ErrorEnvelope
+	EventType  string
+	DeadLetter deadletter.Reason
+}
+
+// failure builds a Failure the Go side gives on a handler's behalf.
+func failure(o Outcome, eventType, code, message, handler string) *Failure {
+	return &Failure{Outcome: o, EventType: eventType, Envelope: envelope.ErrorEnvelope{
+		Code: code, Message: message, Runtime: "go", Handler: handler}}
+}
+
+// Result is a Go handler's outcome as the engine reads it; the façade builds it from the
+// user's Result, describing a failure as an error envelope.
+type Result struct {
+	Outcome Outcome
+	After   time.Duration
+	Error   envelope.ErrorEnvelope // Retry, Term
+	Reply   []byte                 // Ack
+}
+
+// GoHandler runs one delivery of a Go route. ctx ends at the delivery's deadline or when
+// the runtime stops.
+type GoHandler func(ctx context.Context, ev *envelope.Event) Result
+
+// Admission asks a route's policies whether ev may go to its Rust handler now; on success
+// done is called exactly once with the final outcome's error. ErrAcked means the policy
+// settled the event itself.
+type Admission func(ctx context.Context, ev *envelope.Event) (done func(error), err error)
+
+// Overload is what intake does when a route is full.
+type Overload int
+
+const (
+	// Block waits for room until the submitter's context ends.
+	Block Overload = iota
+	// Reject fails at once with ErrOverloaded.
+	Reject
+	// Shed dead-letters the event and fails with ErrShed.
+	Shed
+)
+
+// Waiter is told an event's final outcome, once: err is nil for an Ack, else what
+// Config.ErrorOf made of the failure. A reply in a slot is lent to the waiter until it
+// releases it.
+type Waiter interface {
+	Settle(err error, reply Reply)
+}

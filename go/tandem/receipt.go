@@ -1,0 +1,152 @@
+package tandem
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tandemrt/tandem/go/internal/engine"
+)
+
+// Submit hands ev to the handler routed for its type, in either runtime, and returns once
+// the event is accepted. The returned Receipt settles when the outcome is final. ev is not
+// retained: a Rust route's event is encoded straight into shared memory, a Go route's copied.
+//
+// Errors: ErrClosed (not running), ErrNoRoute (no handler for ev.Type), ErrEventTooLarge,
+// envelope.ErrInvalidEvent (a required attribute missing), ErrOverloaded (the route is full
+// and its policy is Reject), ErrShed (full, Shed: dead-lettered), a policy's refusal, or
+// ctx's error (policy Block).
+func (r *Runtime) Submit(ctx context.Context, ev *Event) (*Receipt, error) {
+	a := &Receipt{w: receiptWaiter{e: r.e, ch: make(chan struct{})}}
+	if err := r.e.Submit(ctx, ev, &a.w); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Call submits ev and waits for the handler's reply: request/reply over the rings (or a Go
+// route). The Reply of a Rust handler is read in place from shared memory and must be
+// released (Reply.Release); an empty reply needs no release but allows it. A failed handler
+// returns a *HandlerError. If ctx ends first Call returns ctx's error; the event still
+// settles, and its reply is released for you.
+func (r *Runtime) Call(ctx context.Context, ev *Event) (Reply, error) {
+	return call(ctx, r.e, ev)
+}
+
+func call(ctx context.Context, e *engine.Engine, ev *Event) (Reply, error) {
+	w := callWaiters.Get().(*callWaiter)
+	if err := e.Submit(ctx, ev, w); err != nil {
+		callWaiters.Put(w)
+		return Reply{}, err
+	}
+	select {
+	case <-w.ch:
+	case <-ctx.Done():
+		if w.state.CompareAndSwap(waiting, abandoned) {
+			return Reply{}, ctx.Err()
+		}
+		<-w.ch
+	}
+	reply, err := w.reply, w.err
+	w.reply, w.err = engine.Reply{}, nil
+	w.state.Store(waiting)
+	callWaiters.Put(w)
+	return Reply{r: reply}, err
+}
+
+// Receipt is the promise of one submitted event's acknowledgement: it settles exactly once,
+// when the handler's outcome is final (after retries, or on dead-lettering). Safe for
+// concurrent use; Wait may be called any number of times.
+type Receipt struct {
+	w receiptWaiter
+}
+
+// Done returns a channel closed when the outcome is final.
+func (a *Receipt) Done() <-chan struct{} { return a.w.ch }
+
+// Wait blocks until the outcome is final or ctx ends. It returns nil when the handler acked,
+// a *HandlerError when it failed, or ctx's error.
+func (a *Receipt) Wait(ctx context.Context) error {
+	select {
+	case <-a.w.ch:
+		return a.w.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Reply returns the handler's reply payload (a copy owned by the caller), or nil before the
+// outcome is final or when there was none.
+func (a *Receipt) Reply() []byte {
+	select {
+	case <-a.w.ch:
+		return a.w.data
+	default:
+		return nil
+	}
+}
+
+// Reply is a handler's reply payload; a Rust handler's is read in place from a reply slot in
+// shared memory, lent to the caller until Release. Data must not be used after Release or
+// after the runtime's Shutdown. A Reply is not safe for concurrent Release.
+type Reply struct {
+	r engine.Reply
+}
+
+// Data returns the payload, valid until Release. It panics if the runtime was shut down.
+func (p *Reply) Data() []byte { return p.r.Data() }
+
+// Release hands the reply slot back to Rust. A second call does nothing.
+func (p *Reply) Release() { p.r.Release() }
+
+// Waiter states: a Call's waiter is abandoned when its context ends first; the settlement
+// then releases the reply and recycles the waiter.
+const (
+	waiting uint32 = iota
+	settled
+	abandoned
+)
+
+// receiptWaiter is a Receipt's side of the settlement: it copies the reply out.
+type receiptWaiter struct {
+	e     *engine.Engine
+	ch    chan struct{} // closed at settlement
+	state atomic.Uint32
+	err   error
+	data  []byte
+}
+
+func (w *receiptWaiter) Settle(err error, reply engine.Reply) {
+	if !w.state.CompareAndSwap(waiting, settled) {
+		// An event settles once: a second settle is a bug, counted, never a double count.
+		reply.Release()
+		w.e.Violation("an event settled twice")
+		return
+	}
+	w.data = reply.Detach()
+	w.err = err
+	close(w.ch)
+}
+
+// callWaiter is a Call's side of the settlement, pooled: a Call allocates nothing.
+type callWaiter struct {
+	ch    chan struct{} // receives one value per settlement
+	state atomic.Uint32
+	err   error
+	reply engine.Reply
+}
+
+var callWaiters = sync.Pool{New: func() any { return &callWaiter{ch: make(chan struct{}, 1)} }}
+
+func (w *callWaiter) Settle(err error, reply engine.Reply) {
+	w.err, w.reply = err, reply
+	if !w.state.CompareAndSwap(waiting, settled) {
+		// The Call gave up waiting: release for it and recycle the waiter.
+		reply.Release()
+		w.err, w.reply = nil, engine.Reply{}
+		w.state.Store(waiting)
+		callWaiters.Put(w)
+		return
+	}
+	w.ch <- struct{}{}
+}
