@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
 // assertInvariant checks what every composition test ends with: every accepted event was
@@ -64,7 +66,7 @@ func TestGoRouteRepliesAndAcks(t *testing.T) {
 }
 
 func TestGoHandlerRetriesThenSucceedsWithAttemptsCounted(t *testing.T) {
-	rt := newRegistered(t, Config{Retry: Backoff{MaxAttempts: 5, Initial: time.Millisecond}})
+	rt := newRegistered(t, Config{Retry: retry.Backoff{MaxAttempts: 5, Initial: time.Millisecond}})
 	var seen []uint32
 	var mu sync.Mutex
 	rt.Handle("flaky.go", "flaky", HandlerFunc(func(ctx context.Context, ev *Event) Result {
@@ -89,7 +91,7 @@ func TestGoHandlerRetriesThenSucceedsWithAttemptsCounted(t *testing.T) {
 
 func TestGoFailuresAreDeadLettered(t *testing.T) {
 	sink := NewMemorySink()
-	rt := newRegistered(t, Config{DeadLetters: sink, Retry: Backoff{MaxAttempts: 2, Initial: time.Millisecond}})
+	rt := newRegistered(t, Config{DeadLetters: sink, Retry: retry.Backoff{MaxAttempts: 2, Initial: time.Millisecond}})
 	rt.Handle("bad", "bad", HandlerFunc(func(ctx context.Context, ev *Event) Result {
 		return Term(Errorf("invalid", "no good"))
 	}))
@@ -383,7 +385,7 @@ func TestShutdownCancelsRunningGoHandlersAsRetryable(t *testing.T) {
 func TestRustRouteTimeoutCancelsTheTask(t *testing.T) {
 	sink := NewMemorySink()
 	rt := newRegistered(t, Config{DeadLetters: sink})
-	if err := rt.HandleRust("nap.*", "demo.sleep", WithTimeout(20*time.Millisecond), WithRetry(Backoff{MaxAttempts: 1})); err != nil {
+	if err := rt.HandleRust("nap.*", "demo.sleep", WithTimeout(20*time.Millisecond), WithRetry(retry.Backoff{MaxAttempts: 1})); err != nil {
 		t.Fatal(err)
 	}
 	start(t, rt)
@@ -513,7 +515,7 @@ func TestChainRustToRust(t *testing.T) {
 }
 
 func TestInProgressExtendsAGoHandlersDeadline(t *testing.T) {
-	rt := newRegistered(t, Config{Retry: Backoff{MaxAttempts: 1}})
+	rt := newRegistered(t, Config{Retry: retry.Backoff{MaxAttempts: 1}})
 	patient := HandlerFunc(func(ctx context.Context, ev *Event) Result {
 		for range 3 {
 			select {
@@ -617,7 +619,7 @@ func TestRustToRustStaysInRust(t *testing.T) {
 // A local event that fails comes to Go, which retries it through the rings.
 func TestFailedLocalEventsAreRetriedByGo(t *testing.T) {
 	sink := NewMemorySink()
-	rt := newRegistered(t, Config{Retry: Backoff{MaxAttempts: 5, Initial: time.Millisecond}, DeadLetters: sink})
+	rt := newRegistered(t, Config{Retry: retry.Backoff{MaxAttempts: 5, Initial: time.Millisecond}, DeadLetters: sink})
 	start(t, rt)
 	first := event("demo.relay", "f-1", nil)
 	first.Extensions = map[string]string{"next": "demo.flaky"} // flaky succeeds on attempt 3
@@ -654,7 +656,7 @@ func TestRateLimitedGoRoute(t *testing.T) {
 	rt.Handle("limited", "limited", HandlerFunc(func(ctx context.Context, ev *Event) Result {
 		ran.Add(1)
 		return Ack()
-	}), WithPolicy(RateLimit(0.001, 1, false)), WithRetry(Backoff{MaxAttempts: 1}))
+	}), WithPolicy(RateLimit(0.001, 1, false)), WithRetry(retry.Backoff{MaxAttempts: 1}))
 	start(t, rt)
 	ctx := context.Background()
 	if _, err := rt.Call(ctx, event("limited", "1", nil)); err != nil {

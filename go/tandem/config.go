@@ -8,6 +8,8 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
+
+	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
 // OverloadPolicy says what Submit does when every request slot is in flight.
@@ -66,12 +68,12 @@ type Config struct {
 	Library string
 	// Retry is the retry schedule for events whose handler asks for a retry: attempts,
 	// exponential backoff and jitter. A handler's own advice (the error envelope's retry
-	// policy, Retry(after)) refines it. Zero fields take Backoff's defaults.
-	Retry Backoff
+	// policy, Retry(after)) refines it. Zero fields take retry.Backoff's defaults.
+	Retry retry.Backoff
 	// RetryBudget bounds retries to a share of first deliveries, so a failing dependency
-	// cannot cause a retry storm (default NewRetryBudget(10s, 10, 0.2)). An event refused a
+	// cannot cause a retry storm (default retry.NewBudget(10s, 10, 0.2)). An event refused a
 	// retry by the budget is dead-lettered.
-	RetryBudget *RetryBudget
+	RetryBudget *retry.Budget
 	// DeadLetters receives events that are Term'd, run out of attempts or retry budget, fail
 	// to decode, or have no route, with the reason, the error envelope, the attempts and the
 	// original bytes. Nil logs each dead letter at error level (nothing is dropped silently);

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
 // ReasonRetryBudget: the retry budget refused a retry (a failing dependency, most likely).
@@ -46,7 +47,7 @@ func (r *Runtime) judgeRetry(rt *route, attempt uint32, limit *uint32, he *Handl
 		*limit = attempt + advice.Attempts
 	}
 	b := rt.backoff(r)
-	exhausted := b.Exhausted(attempt, nil)
+	exhausted := b.Exhausted(attempt, retry.Advice{})
 	if *limit > 0 {
 		exhausted = attempt >= *limit
 	}
@@ -57,7 +58,17 @@ func (r *Runtime) judgeRetry(rt *route, attempt uint32, limit *uint32, he *Handl
 	case !r.budget.Withdraw(now):
 		return retryVerdict{reason: ReasonRetryBudget}
 	}
-	return retryVerdict{delay: b.Delay(attempt, he.Envelope.Retry, he.RetryAfter, now, rand.Float64)}
+	return retryVerdict{delay: b.Delay(attempt, adviceOf(he), now, rand.Float64)}
+}
+
+// adviceOf is the retry advice a failure carries: its envelope's retry policy and the Go
+// handler's Retry(after).
+func adviceOf(he *HandlerError) retry.Advice {
+	a := retry.Advice{After: he.RetryAfter}
+	if p := he.Envelope.Retry; p != nil {
+		a.Attempts, a.Backoff, a.NotBefore = p.Attempts, p.Backoff, p.NotBefore
+	}
+	return a
 }
 
 // terminalReason names why a terminal failure is dead-lettered.

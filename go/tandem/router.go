@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
 // A route binds an event-type pattern to one handler, in Go or in Rust, with its policies.
@@ -40,7 +42,7 @@ type routeOptions struct {
 	queue                  int
 	idle                   time.Duration
 	timeout                time.Duration
-	retry                  *Backoff
+	retry                  *retry.Backoff
 	overload               OverloadPolicy
 	overloadSet            bool
 	middleware             []Middleware
@@ -69,7 +71,7 @@ func WithQueue(n int) RouteOption { return func(o *routeOptions) { o.queue = n }
 func WithTimeout(d time.Duration) RouteOption { return func(o *routeOptions) { o.timeout = d } }
 
 // WithRetry sets the route's retry schedule (default Config.Retry).
-func WithRetry(b Backoff) RouteOption { return func(o *routeOptions) { o.retry = &b } }
+func WithRetry(b retry.Backoff) RouteOption { return func(o *routeOptions) { o.retry = &b } }
 
 // WithOverload sets what Submit does when the route is full: Block, Reject or Shed (default
 // Config.Overload). A Go route is full when its queue is; a Rust route when every request

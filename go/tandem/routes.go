@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
 // Use adds global middleware, applied to every Go route's handler before the route's own
@@ -106,9 +108,9 @@ func (r *Runtime) newRoute(pattern, name string, opts []RouteOption) (*route, er
 }
 
 // backoff is the route's retry schedule.
-func (rt *route) backoff(r *Runtime) Backoff {
+func (rt *route) backoff(r *Runtime) retry.Backoff {
 	if rt != nil && rt.opts.retry != nil {
-		return rt.opts.retry.withDefaults()
+		return rt.opts.retry.WithDefaults()
 	}
 	return r.retry
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tandemrt/tandem/go/internal/abi"
 	"github.com/tandemrt/tandem/go/internal/ring"
+	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
 // State is a runtime's lifecycle state.
@@ -124,8 +125,8 @@ type Runtime struct {
 	// logLevelDone stops followLogLevel at shutdown.
 	logLevelDone chan struct{}
 	met          metrics
-	retry        Backoff
-	budget       *RetryBudget
+	retry        retry.Backoff
+	budget       *retry.Budget
 	retries      retryTable
 	emits        emitQueue
 	dead         chan deadLetterJob
@@ -236,13 +237,13 @@ func (r *Runtime) init() error {
 	r.closing = make(chan struct{})
 	r.pollDone = make(chan struct{})
 	r.waiters.New = func() any { return &waiter{ch: make(chan struct{}, 1), pooled: true} }
-	r.retry = r.cfg.Retry.withDefaults()
+	r.retry = r.cfg.Retry.WithDefaults()
 	if r.cfg.TracerProvider != nil {
 		r.tr.tracer = r.cfg.TracerProvider.Tracer(tracerName)
 	}
 	r.budget = r.cfg.RetryBudget
 	if r.budget == nil {
-		r.budget = NewRetryBudget(10*time.Second, 10, 0.2)
+		r.budget = retry.NewBudget(10*time.Second, 10, 0.2)
 	}
 	r.retries.waiting = make(map[uint32]*time.Timer)
 	r.retries.goWaiting = make(map[*goJob]*time.Timer)

@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
 func main() {
@@ -321,7 +322,7 @@ func addRoutes(rt *tandem.Runtime, t *tally, breaker *tandem.Breaker, concurrenc
 	// payment.*: every payment goes to the flaky Rust handler, which asks for a retry on the
 	// first delivery; a fast schedule keeps the demo short.
 	return rt.HandleRust("payment.*", "demo.flaky",
-		tandem.WithRetry(tandem.Backoff{MaxAttempts: 3, Initial: time.Millisecond, Max: 20 * time.Millisecond}))
+		tandem.WithRetry(retry.Backoff{MaxAttempts: 3, Initial: time.Millisecond, Max: 20 * time.Millisecond}))
 }
 
 // countDeadLetters is the number of complete records in the dead-letter file at path.

@@ -1,4 +1,4 @@
-package tandem
+package retry
 
 import (
 	"math"
@@ -7,7 +7,7 @@ import (
 )
 
 const (
-	// budgetSlots divides a RetryBudget's window: a deposit or withdrawal ages out between
+	// budgetSlots divides a Budget's window: a deposit or withdrawal ages out between
 	// ttl·(1−1/budgetSlots) and ttl after it happened.
 	budgetSlots = 10
 	// budgetUnit is what one withdrawal costs, in the budget's fixed-point units; a deposit
@@ -20,7 +20,7 @@ const (
 	maxBudgetRatio   = 100
 )
 
-// RetryBudget allows retries as a fraction of recent first deliveries plus a small floor
+// Budget allows retries as a fraction of recent first deliveries plus a small floor
 // per second, over a sliding window, so that a failing dependency cannot turn every
 // failure into a retry storm. Within any window of ttl, at most
 //
@@ -33,9 +33,9 @@ const (
 // Time is whatever the caller passes (time.Now() in production, a fixed or advancing
 // value in tests); a time earlier than one already seen counts as that latest time.
 //
-// A RetryBudget is safe for concurrent use by many goroutines; each call is O(1)
+// A Budget is safe for concurrent use by many goroutines; each call is O(1)
 // and allocation-free.
-type RetryBudget struct {
+type Budget struct {
 	slotLen    time.Duration
 	reserve    int64 // the floor, in units
 	perDeposit int64 // units a deposit adds
@@ -48,12 +48,12 @@ type RetryBudget struct {
 	slots   [budgetSlots]int64
 }
 
-// NewRetryBudget returns a budget over a window of ttl (clamped to 1s..1h; 0 means 10s)
+// NewBudget returns a budget over a window of ttl (clamped to 1s..1h; 0 means 10s)
 // that allows minPerSec retries per second of the window regardless of traffic, plus
 // retryRatio (0..100) retries per first delivery deposited within the window: 0.2 allows
-// one retry per five first deliveries. tandem's default is NewRetryBudget(10*time.Second,
+// one retry per five first deliveries. tandem's default is NewBudget(10*time.Second,
 // 10, 0.2).
-func NewRetryBudget(ttl time.Duration, minPerSec uint32, retryRatio float64) *RetryBudget {
+func NewBudget(ttl time.Duration, minPerSec uint32, retryRatio float64) *Budget {
 	switch {
 	case ttl <= 0:
 		ttl = defaultBudgetTTL
@@ -70,7 +70,7 @@ func NewRetryBudget(ttl time.Duration, minPerSec uint32, retryRatio float64) *Re
 	}
 	// A floor of 2⁶² units is 4.6 trillion retries: plenty, and the sums cannot overflow.
 	reserve := min(math.Round(float64(minPerSec)*ttl.Seconds()*budgetUnit), 1<<62)
-	return &RetryBudget{
+	return &Budget{
 		slotLen:    ttl / budgetSlots,
 		reserve:    int64(reserve),
 		perDeposit: int64(math.Round(retryRatio * budgetUnit)),
@@ -78,7 +78,7 @@ func NewRetryBudget(ttl time.Duration, minPerSec uint32, retryRatio float64) *Re
 }
 
 // Deposit records one first delivery at now, earning retryRatio retries for the window.
-func (b *RetryBudget) Deposit(now time.Time) {
+func (b *Budget) Deposit(now time.Time) {
 	b.mu.Lock()
 	b.advance(now)
 	// Past a balance of trillions of retries more deposits change nothing; stopping there
@@ -91,7 +91,7 @@ func (b *RetryBudget) Deposit(now time.Time) {
 }
 
 // Withdraw reports whether one retry may happen at now, and if so consumes it.
-func (b *RetryBudget) Withdraw(now time.Time) bool {
+func (b *Budget) Withdraw(now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.advance(now)
@@ -105,7 +105,7 @@ func (b *RetryBudget) Withdraw(now time.Time) bool {
 
 // advance moves the window to now, forgetting the slots that aged out. It runs at most
 // budgetSlots steps. b.mu must be held.
-func (b *RetryBudget) advance(now time.Time) {
+func (b *Budget) advance(now time.Time) {
 	if !b.started {
 		b.started, b.epoch = true, now
 		return

@@ -1,4 +1,4 @@
-package tandem
+package retry
 
 import (
 	"fmt"
@@ -11,7 +11,7 @@ import (
 var budgetT0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // drain withdraws at now until the budget refuses, and returns how many succeeded.
-func drain(b *RetryBudget, now time.Time) int {
+func drain(b *Budget, now time.Time) int {
 	n := 0
 	for b.Withdraw(now) {
 		n++
@@ -23,20 +23,20 @@ func drain(b *RetryBudget, now time.Time) int {
 }
 
 func TestBudgetFloorWithoutDeposits(t *testing.T) {
-	b := NewRetryBudget(10*time.Second, 10, 0.2)
+	b := NewBudget(10*time.Second, 10, 0.2)
 	if got := drain(b, budgetT0); got != 100 {
 		t.Errorf("no deposits, 10/s over 10s: %d withdrawals succeeded, want 100", got)
 	}
 	if b.Withdraw(budgetT0.Add(time.Second)) {
 		t.Error("a withdrawal succeeded after the floor was spent within the window")
 	}
-	if got := drain(NewRetryBudget(10*time.Second, 0, 0.2), budgetT0); got != 0 {
+	if got := drain(NewBudget(10*time.Second, 0, 0.2), budgetT0); got != 0 {
 		t.Errorf("no floor, no deposits: %d withdrawals succeeded, want 0", got)
 	}
 }
 
 func TestBudgetRatioOfDeposits(t *testing.T) {
-	b := NewRetryBudget(10*time.Second, 10, 0.2)
+	b := NewBudget(10*time.Second, 10, 0.2)
 	for range 100 {
 		b.Deposit(budgetT0)
 	}
@@ -52,7 +52,7 @@ func TestBudgetRatioOfDeposits(t *testing.T) {
 		}
 	}
 
-	no := NewRetryBudget(10*time.Second, 0, 0.2)
+	no := NewBudget(10*time.Second, 0, 0.2)
 	for range 100 {
 		no.Deposit(budgetT0)
 	}
@@ -60,7 +60,7 @@ func TestBudgetRatioOfDeposits(t *testing.T) {
 		t.Errorf("100 deposits at 0.2, no floor: %d withdrawals succeeded, want 20", got)
 	}
 
-	several := NewRetryBudget(10*time.Second, 0, 2)
+	several := NewBudget(10*time.Second, 0, 2)
 	several.Deposit(budgetT0)
 	if got := drain(several, budgetT0); got != 2 {
 		t.Errorf("ratio 2: one deposit allowed %d withdrawals, want 2", got)
@@ -69,7 +69,7 @@ func TestBudgetRatioOfDeposits(t *testing.T) {
 
 func TestBudgetDepositsExpireAfterTTL(t *testing.T) {
 	const ttl = 10 * time.Second
-	b := NewRetryBudget(ttl, 0, 0.5)
+	b := NewBudget(ttl, 0, 0.5)
 	for range 40 {
 		b.Deposit(budgetT0)
 	}
@@ -78,7 +78,7 @@ func TestBudgetDepositsExpireAfterTTL(t *testing.T) {
 		t.Fatalf("within the window: %d withdrawals succeeded, want 20", got)
 	}
 
-	b = NewRetryBudget(ttl, 0, 0.5)
+	b = NewBudget(ttl, 0, 0.5)
 	for range 40 {
 		b.Deposit(budgetT0)
 	}
@@ -93,7 +93,7 @@ func TestBudgetDepositsExpireAfterTTL(t *testing.T) {
 	}
 
 	// The window slides: deposits spread over time leave one by one.
-	b = NewRetryBudget(ttl, 0, 1)
+	b = NewBudget(ttl, 0, 1)
 	for s := range 10 {
 		b.Deposit(budgetT0.Add(time.Duration(s) * time.Second))
 	}
@@ -104,7 +104,7 @@ func TestBudgetDepositsExpireAfterTTL(t *testing.T) {
 
 func TestBudgetWithdrawalsExpireToo(t *testing.T) {
 	const ttl = 10 * time.Second
-	b := NewRetryBudget(ttl, 1, 0)
+	b := NewBudget(ttl, 1, 0)
 	if got := drain(b, budgetT0); got != 10 {
 		t.Fatalf("floor 1/s over 10s: %d withdrawals, want 10", got)
 	}
@@ -121,7 +121,7 @@ func TestBudgetWithdrawalsExpireToo(t *testing.T) {
 }
 
 func TestBudgetTimeGoingBackwards(t *testing.T) {
-	b := NewRetryBudget(10*time.Second, 0, 1)
+	b := NewBudget(10*time.Second, 0, 1)
 	b.Deposit(budgetT0.Add(time.Minute))
 	// An earlier time counts as the latest one seen: the deposit is still there.
 	if !b.Withdraw(budgetT0) {
@@ -134,15 +134,15 @@ func TestBudgetTimeGoingBackwards(t *testing.T) {
 
 func TestBudgetClampsArguments(t *testing.T) {
 	// ttl 0 means 10s: a floor of 1/s gives 10.
-	if got := drain(NewRetryBudget(0, 1, 0), budgetT0); got != 10 {
+	if got := drain(NewBudget(0, 1, 0), budgetT0); got != 10 {
 		t.Errorf("ttl 0: %d withdrawals, want 10 (the default 10s window)", got)
 	}
 	// ttl below a second is a second.
-	if got := drain(NewRetryBudget(time.Millisecond, 5, 0), budgetT0); got != 5 {
+	if got := drain(NewBudget(time.Millisecond, 5, 0), budgetT0); got != 5 {
 		t.Errorf("ttl 1ms: %d withdrawals, want 5 (a 1s window)", got)
 	}
 	// A negative ratio earns nothing; it does not take from the floor.
-	neg := NewRetryBudget(10*time.Second, 1, -3)
+	neg := NewBudget(10*time.Second, 1, -3)
 	for range 100 {
 		neg.Deposit(budgetT0)
 	}
@@ -150,7 +150,7 @@ func TestBudgetClampsArguments(t *testing.T) {
 		t.Errorf("ratio -3: %d withdrawals, want the floor of 10", got)
 	}
 	// The largest floor does not overflow into a refusal.
-	huge := NewRetryBudget(time.Hour, ^uint32(0), 100)
+	huge := NewBudget(time.Hour, ^uint32(0), 100)
 	for range 1000 {
 		huge.Deposit(budgetT0)
 		if !huge.Withdraw(budgetT0) {
@@ -165,7 +165,7 @@ func TestBudgetConcurrentNeverExceedsBound(t *testing.T) {
 		each       = 200
 		floor      = 10 // 1/s over 10s
 	)
-	b := NewRetryBudget(10*time.Second, 1, 0.5)
+	b := NewBudget(10*time.Second, 1, 0.5)
 	var granted, deposits atomic.Int64
 	var wg sync.WaitGroup
 	for g := range goroutines {
@@ -194,7 +194,7 @@ func TestBudgetConcurrentNeverExceedsBound(t *testing.T) {
 	}
 
 	// Racing withdrawals on a known balance get exactly the balance.
-	b = NewRetryBudget(10*time.Second, 1, 0.5)
+	b = NewBudget(10*time.Second, 1, 0.5)
 	for range 1000 {
 		b.Deposit(budgetT0)
 	}
@@ -215,7 +215,7 @@ func TestBudgetConcurrentNeverExceedsBound(t *testing.T) {
 }
 
 func TestBudgetDoesNotAllocate(t *testing.T) {
-	b := NewRetryBudget(10*time.Second, 10, 0.2)
+	b := NewBudget(10*time.Second, 10, 0.2)
 	now := budgetT0
 	allocs := testing.AllocsPerRun(1000, func() {
 		now = now.Add(100 * time.Millisecond)
@@ -227,9 +227,9 @@ func TestBudgetDoesNotAllocate(t *testing.T) {
 	}
 }
 
-func ExampleRetryBudget() {
+func ExampleBudget() {
 	// A floor of 1 retry per second, plus one retry per five first deliveries, over 10s.
-	budget := NewRetryBudget(10*time.Second, 1, 0.2)
+	budget := NewBudget(10*time.Second, 1, 0.2)
 	now := time.Now()
 	for range 50 {
 		budget.Deposit(now) // a first delivery

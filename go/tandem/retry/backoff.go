@@ -1,4 +1,4 @@
-package tandem
+package retry
 
 import (
 	"math"
@@ -17,8 +17,9 @@ const (
 
 // Backoff is a route's default retry schedule: exponential growth from Initial by
 // Multiplier per failed delivery, capped at Max, with a fraction Jitter of each delay
-// randomised so that events that failed together do not come back together. The error
-// envelope's RetryPolicy and the handler's Retry(after) refine it per failure (see Delay).
+// randomised so that events that failed together do not come back together. An Advice
+// (the failing side's retry policy and the handler's Retry(after)) refines it per failure
+// (see Delay).
 //
 // A zero field takes its default; so does a negative one. A Backoff is a plain value:
 // its methods never modify it and are safe for concurrent use.
@@ -38,8 +39,9 @@ type Backoff struct {
 	Jitter float64
 }
 
-// withDefaults fills in zero and out-of-range fields.
-func (b Backoff) withDefaults() Backoff {
+// WithDefaults returns b with its zero and out-of-range fields replaced by the values
+// Delay and Exhausted use for them, so a caller can show or store the effective schedule.
+func (b Backoff) WithDefaults() Backoff {
 	if b.MaxAttempts == 0 {
 		b.MaxAttempts = defaultBackoffAttempts
 	}
@@ -64,38 +66,54 @@ func (b Backoff) withDefaults() Backoff {
 	return b
 }
 
+// Advice is what a failure says about its own retry, beside the route's schedule: the
+// failing side's retry policy (the error envelope's attempts, backoff and not-before; see
+// ffi/envelope.cddl) and the handler's Retry(after). The zero Advice means none. It is a
+// plain value, kept free of the envelope types so that this package stands alone.
+type Advice struct {
+	// Attempts is the number of further deliveries the failing side suggests; 0 means no
+	// suggestion. See Exhausted.
+	Attempts uint32
+	// Backoff, if positive, replaces the schedule's delay before the next delivery
+	// (jitter still applies to it; Max does not cap it).
+	Backoff time.Duration
+	// NotBefore, if set, is the earliest time of the next delivery: a hard lower bound.
+	NotBefore time.Time
+	// After, if positive, is the handler's Retry(after): a hard lower bound on the delay.
+	After time.Duration
+}
+
 // Delay returns how long to wait before delivery attempt+1, given that delivery attempt
-// (1-based; 0 counts as 1) failed. It combines the route's schedule with the failing
-// side's advice (nil for none) and the handler's Retry(after):
+// (1-based; 0 counts as 1) failed with advice (the zero Advice for none):
 //
 //   - the base delay is advice.Backoff if positive, else Initial·Multiplier^(attempt−1)
 //     capped at Max;
 //   - jitter spreads the base over [base·(1−Jitter), base·(1+Jitter)] using rnd, never
 //     above the larger of Max and the base (so Max caps the schedule, not the advice);
 //   - advice.NotBefore, if set and later than now+delay, extends the delay to it;
-//   - handlerAfter, if positive, is a floor.
+//   - advice.After, if positive, is a floor.
 //
-// NotBefore and handlerAfter are hard lower bounds: jitter never brings the delay below
-// them. rnd returns values in [0, 1) (math/rand/v2.Float64; a fixed function in tests);
-// nil means math/rand/v2.Float64. The result is never negative, whatever the attempt
-// number: the growth saturates at Max instead of overflowing.
-func (b Backoff) Delay(attempt uint32, advice *RetryPolicy, handlerAfter time.Duration, now time.Time, rnd func() float64) time.Duration {
-	b = b.withDefaults()
+// NotBefore and After are hard lower bounds: jitter never brings the delay below them.
+// rnd returns values in [0, 1) (math/rand/v2.Float64; a fixed function in tests); nil
+// means math/rand/v2.Float64. The result is never negative, whatever the attempt number:
+// the growth saturates at Max instead of overflowing.
+func (b Backoff) Delay(attempt uint32, advice Advice, now time.Time, rnd func() float64) time.Duration {
+	b = b.WithDefaults()
 	base := b.scheduled(attempt)
 	ceiling := b.Max
-	if advice != nil && advice.Backoff > 0 {
+	if advice.Backoff > 0 {
 		base = advice.Backoff
 		ceiling = max(ceiling, base)
 	}
 	delay := b.jitter(base, ceiling, rnd)
-	if advice != nil && !advice.NotBefore.IsZero() {
+	if !advice.NotBefore.IsZero() {
 		// time.Time.Sub saturates rather than wraps for far-apart times.
 		if until := advice.NotBefore.Sub(now); until > delay {
 			delay = until
 		}
 	}
-	if handlerAfter > delay {
-		delay = handlerAfter
+	if advice.After > delay {
+		delay = advice.After
 	}
 	return max(delay, 0)
 }
@@ -134,15 +152,15 @@ func (b Backoff) jitter(d, ceiling time.Duration, rnd func() float64) time.Durat
 }
 
 // Exhausted reports whether delivery attempt (1-based) was the last one allowed, so a
-// failure of it is final. Without advice (nil or Attempts 0) the limit is MaxAttempts.
-// advice.Attempts, the number of further attempts the failing side suggests (see
-// RetryPolicy and ffi/envelope.cddl), overrides MaxAttempts: the last allowed delivery
-// becomes attempt+advice.Attempts, so such advice is never exhausted at the failure that
-// carries it. Advice is judged at the failure it comes with; a caller that wants a
-// suggested limit to hold for later deliveries too must remember it.
-func (b Backoff) Exhausted(attempt uint32, advice *RetryPolicy) bool {
-	if advice != nil && advice.Attempts > 0 {
+// failure of it is final. Without a suggestion (advice.Attempts 0) the limit is
+// MaxAttempts. advice.Attempts, the number of further attempts the failing side suggests,
+// overrides MaxAttempts: the last allowed delivery becomes attempt+advice.Attempts, so
+// such advice is never exhausted at the failure that carries it. Advice is judged at the
+// failure it comes with; a caller that wants a suggested limit to hold for later
+// deliveries too must remember it.
+func (b Backoff) Exhausted(attempt uint32, advice Advice) bool {
+	if advice.Attempts > 0 {
 		return false
 	}
-	return attempt >= b.withDefaults().MaxAttempts
+	return attempt >= b.WithDefaults().MaxAttempts
 }
