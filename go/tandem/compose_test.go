@@ -399,51 +399,6 @@ func TestRustRouteTimeoutCancelsTheTask(t *testing.T) {
 	assertInvariant(t, rt)
 }
 
-func TestPoliciesGuardRustRoutes(t *testing.T) {
-	sink := NewMemorySink()
-	rt := newRegistered(t, Config{DeadLetters: sink})
-	breaker := CircuitBreaker("risky", BreakerSettings{ConsecutiveFailures: 2, Timeout: time.Hour})
-	if err := rt.HandleRust("risky.*", "demo.fail", WithPolicy(breaker)); err != nil {
-		t.Fatal(err)
-	}
-	dedup := Dedup(NewMemoryDedup(100, nil), time.Minute)
-	if err := rt.HandleRust("once.*", "demo.echo", WithPolicy(dedup)); err != nil {
-		t.Fatal(err)
-	}
-	start(t, rt)
-	ctx := context.Background()
-	for i := range 2 {
-		if _, err := rt.Call(ctx, event("risky.op", fmt.Sprint(i), []byte("term"))); err == nil {
-			t.Fatal("demo.fail term succeeded")
-		}
-	}
-	if breaker.State() != "open" {
-		t.Fatalf("breaker %s after 2 failures, want open", breaker.State())
-	}
-	before := rt.Stats().ToRust
-	if _, err := rt.Call(ctx, event("risky.op", "3", []byte("term"))); !errors.Is(err, ErrCircuitOpen) {
-		t.Fatalf("open breaker: %v, want ErrCircuitOpen", err)
-	}
-	if rt.Stats().ToRust != before {
-		t.Fatal("an open breaker let the event reach Rust")
-	}
-
-	first, err := rt.Call(ctx, event("once.pay", "p-1", []byte("pay")))
-	if err != nil || string(first.Data()) != "pay" {
-		t.Fatalf("first delivery: %q, %v", first.Data(), err)
-	}
-	first.Release()
-	before = rt.Stats().ToRust
-	dup, err := rt.Call(ctx, event("once.pay", "p-1", []byte("pay")))
-	if err != nil || len(dup.Data()) != 0 {
-		t.Fatalf("duplicate: %q, %v: want acknowledged without a reply", dup.Data(), err)
-	}
-	if rt.Stats().ToRust != before {
-		t.Fatal("a duplicate reached its handler")
-	}
-	assertInvariant(t, rt)
-}
-
 // Go → Rust → Go, with the Rust handler emitting the follow-up itself (demo.relay emits an
 // event of the type in its "next" extension, upper-casing the payload).
 func TestChainWithARustHandlerEmitting(t *testing.T) {
@@ -647,28 +602,4 @@ func TestASecondSettleIsAViolationNotADoubleCount(t *testing.T) {
 	}
 	rt.violations.Store(0) // the deliberate one, so shutdownClean checks the rest
 	shutdownClean(t, rt)
-}
-
-func TestRateLimitedGoRoute(t *testing.T) {
-	sink := NewMemorySink()
-	rt := newRegistered(t, Config{DeadLetters: sink})
-	var ran atomic.Int64
-	rt.Handle("limited", "limited", HandlerFunc(func(ctx context.Context, ev *Event) Result {
-		ran.Add(1)
-		return Ack()
-	}), WithPolicy(RateLimit(0.001, 1, false)), WithRetry(retry.Backoff{MaxAttempts: 1}))
-	start(t, rt)
-	ctx := context.Background()
-	if _, err := rt.Call(ctx, event("limited", "1", nil)); err != nil {
-		t.Fatalf("within the burst: %v", err)
-	}
-	_, err := rt.Call(ctx, event("limited", "2", nil))
-	var he *HandlerError
-	if !errors.As(err, &he) || he.Code() != "rate_limited" {
-		t.Fatalf("beyond the rate: %v, want rate_limited", err)
-	}
-	if ran.Load() != 1 {
-		t.Fatalf("the handler ran %d times, want 1", ran.Load())
-	}
-	assertInvariant(t, rt)
 }

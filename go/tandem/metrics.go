@@ -93,7 +93,7 @@ func (r *Runtime) initMetrics(mp metric.MeterProvider) error {
 				o.ObserveInt64(workers, int64(rt.pool.size()), metric.WithAttributes(attribute.String("route", rt.pattern)))
 			}
 			for _, p := range rt.opts.policies {
-				if b, ok := p.(*Breaker); ok {
+				if b, ok := p.(circuit); ok {
 					o.ObserveInt64(breakers, breakerLevel(b.State()), metric.WithAttributes(attribute.String("route", rt.pattern)))
 				}
 			}
@@ -108,6 +108,13 @@ func (r *Runtime) initMetrics(mp metric.MeterProvider) error {
 		rt.met = newRouteMetrics(rt)
 	}
 	return nil
+}
+
+// circuit is a policy with a circuit breaker's state ("closed", "open" or "half-open"),
+// such as policy.Breaker: the runtime reports it as a gauge per route.
+type circuit interface {
+	Policy
+	State() string
 }
 
 func breakerLevel(state string) int64 {

@@ -85,9 +85,9 @@ func WithMiddleware(mw ...Middleware) RouteOption {
 	return func(o *routeOptions) { o.middleware = append(o.middleware, mw...) }
 }
 
-// WithPolicy adds policies (CircuitBreaker, RateLimit, Dedup, ...) to the route, in order. On
-// a Go route they wrap the handler; on a Rust route they admit each event before it is
-// published and learn its final outcome.
+// WithPolicy adds policies (package policy: Breaker, RateLimit, Dedup, Timeout; or the
+// user's own) to the route, in order. On a Go route they wrap the handler; on a Rust route
+// they admit each event before it is published and learn its final outcome.
 func WithPolicy(p ...Policy) RouteOption {
 	return func(o *routeOptions) { o.policies = append(o.policies, p...) }
 }

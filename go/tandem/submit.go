@@ -160,7 +160,7 @@ func (r *Runtime) submitRust(ctx context.Context, rt *route, ev *Event, w *waite
 	if len(rt.opts.policies) > 0 {
 		var err error
 		if dones, err = admit(ctx, rt.opts.policies, ev); err != nil {
-			if errors.Is(err, ErrDuplicate) {
+			if isDuplicate(err) {
 				// A duplicate is acknowledged without running its handler.
 				r.submitted.Add(1)
 				r.completed.Add(1)
