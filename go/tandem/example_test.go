@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
 // Call sends an event to a Rust handler and waits for its reply, read in place from
@@ -157,7 +158,7 @@ func Example_retriesAndDeadLetters() {
 		return
 	}
 	// demo.flaky asks for a retry until the delivery named by its succeed_at extension.
-	fast := tandem.Backoff{MaxAttempts: 5, Initial: time.Millisecond}
+	fast := retry.Backoff{MaxAttempts: 5, Initial: time.Millisecond}
 	if err := rt.HandleRust("payment.*", "demo.flaky", tandem.WithRetry(fast)); err != nil {
 		fmt.Println(err)
 		return

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
 func flaky(id string, succeedAt int) *Event {
@@ -15,7 +17,7 @@ func flaky(id string, succeedAt int) *Event {
 }
 
 func TestRetriesUntilTheHandlerSucceeds(t *testing.T) {
-	rt := newRuntime(t, Config{Retry: Backoff{MaxAttempts: 5, Initial: time.Millisecond}})
+	rt := newRuntime(t, Config{Retry: retry.Backoff{MaxAttempts: 5, Initial: time.Millisecond}})
 	reply, err := rt.Call(context.Background(), flaky("1", 3))
 	if err != nil {
 		t.Fatalf("Call: %v", err)
@@ -33,7 +35,7 @@ func TestRetriesUntilTheHandlerSucceeds(t *testing.T) {
 
 func TestExhaustedRetriesAreDeadLetteredOnceWithTheLastDelivery(t *testing.T) {
 	sink := NewMemorySink()
-	rt := newRuntime(t, Config{Retry: Backoff{MaxAttempts: 3, Initial: time.Millisecond}, DeadLetters: sink})
+	rt := newRuntime(t, Config{Retry: retry.Backoff{MaxAttempts: 3, Initial: time.Millisecond}, DeadLetters: sink})
 	a, err := rt.Submit(context.Background(), flaky("never", 100))
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +63,7 @@ func TestExhaustedRetriesAreDeadLetteredOnceWithTheLastDelivery(t *testing.T) {
 func TestHandlerAdviceSetsTheEventsAttemptLimit(t *testing.T) {
 	// demo.fail "retry" gives no attempts advice: the route's MaxAttempts governs.
 	sink := NewMemorySink()
-	rt := newRuntime(t, Config{Retry: Backoff{MaxAttempts: 4, Initial: time.Millisecond}, DeadLetters: sink})
+	rt := newRuntime(t, Config{Retry: retry.Backoff{MaxAttempts: 4, Initial: time.Millisecond}, DeadLetters: sink})
 	_, err := rt.Call(context.Background(), event("demo.fail", "1", []byte("retry")))
 	var he *HandlerError
 	if !errors.As(err, &he) || he.DeadLetter != ReasonMaxAttempts {
@@ -76,8 +78,8 @@ func TestHandlerAdviceSetsTheEventsAttemptLimit(t *testing.T) {
 func TestRetryBudgetStopsARetryStorm(t *testing.T) {
 	sink := NewMemorySink()
 	rt := newRuntime(t, Config{
-		Retry:       Backoff{MaxAttempts: 10, Initial: time.Millisecond},
-		RetryBudget: NewRetryBudget(10*time.Second, 0, 0), // no retries at all
+		Retry:       retry.Backoff{MaxAttempts: 10, Initial: time.Millisecond},
+		RetryBudget: retry.NewBudget(10*time.Second, 0, 0), // no retries at all
 		DeadLetters: sink,
 	})
 	_, err := rt.Call(context.Background(), flaky("1", 2))
@@ -117,7 +119,7 @@ func TestTermAndUndecodableEventsAreDeadLettered(t *testing.T) {
 
 func TestShutdownSettlesEventsWaitingForARetry(t *testing.T) {
 	sink := NewMemorySink()
-	rt := newRuntime(t, Config{Retry: Backoff{MaxAttempts: 5, Initial: time.Hour, Max: time.Hour}, DeadLetters: sink})
+	rt := newRuntime(t, Config{Retry: retry.Backoff{MaxAttempts: 5, Initial: time.Hour, Max: time.Hour}, DeadLetters: sink})
 	a, err := rt.Submit(context.Background(), flaky("1", 2))
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package tandem
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"time"
@@ -205,8 +204,7 @@ func admission(policies []Policy) engine.Admission {
 			done, err := p.Admit(ctx, ev)
 			if err != nil {
 				finish(err)
-				var ce *CodedError
-				if errors.As(err, &ce) && ce.Code == envelope.CodeDuplicate {
+				if isDuplicate(err) {
 					return nil, engine.ErrAcked
 				}
 				return nil, err

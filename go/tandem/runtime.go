@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tandemrt/tandem/go/internal/abi"
 	"github.com/tandemrt/tandem/go/internal/engine"
 )
 
@@ -253,3 +254,7 @@ func (r *Runtime) Stats() Stats {
 		Rust:             RustStats(s.Rust),
 	}
 }
+
+// LinkMode says how this binary reaches the Rust library: "cgo" (linked in, the default) or
+// "purego" (CGO_ENABLED=0 or -tags tandem_purego: dlopen of libtandem_native.so).
+func LinkMode() string { return abi.Mode }

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
 func TestMain(m *testing.M) {
@@ -191,7 +192,7 @@ func TestAckCopiesReply(t *testing.T) {
 
 func TestHandlerFailuresArriveAsHandlerError(t *testing.T) {
 	sink := NewMemorySink()
-	rt := newRuntime(t, Config{Retry: Backoff{MaxAttempts: 2, Initial: time.Millisecond}, DeadLetters: sink})
+	rt := newRuntime(t, Config{Retry: retry.Backoff{MaxAttempts: 2, Initial: time.Millisecond}, DeadLetters: sink})
 	ctx := context.Background()
 
 	_, err := rt.Call(ctx, event("demo.fail", "1", []byte("term")))

@@ -27,6 +27,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/policy"
+	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
 func main() {
@@ -144,7 +146,7 @@ func run(args []string, out io.Writer) error {
 		return err
 	}
 	var t tally
-	breaker := tandem.CircuitBreaker("pricing", tandem.BreakerSettings{ConsecutiveFailures: 5, Timeout: time.Second})
+	breaker := policy.NewBreaker("pricing", policy.BreakerSettings{ConsecutiveFailures: 5, Timeout: time.Second})
 	if err := addRoutes(rt, &t, breaker, *concurrency); err != nil {
 		_ = rt.Shutdown(context.Background())
 		return err
@@ -282,7 +284,7 @@ func run(args []string, out io.Writer) error {
 }
 
 // addRoutes composes the demo's pipeline on rt, counting into t.
-func addRoutes(rt *tandem.Runtime, t *tally, breaker *tandem.Breaker, concurrency int) error {
+func addRoutes(rt *tandem.Runtime, t *tally, breaker *policy.Breaker, concurrency int) error {
 	// order.placed: a Go handler that prices the order with a Rust handler (request/reply
 	// over the rings) and emits the priced order to another Go handler.
 	placed := tandem.HandlerFunc(func(ctx context.Context, ev *tandem.Event) tandem.Result {
@@ -321,7 +323,7 @@ func addRoutes(rt *tandem.Runtime, t *tally, breaker *tandem.Breaker, concurrenc
 	// payment.*: every payment goes to the flaky Rust handler, which asks for a retry on the
 	// first delivery; a fast schedule keeps the demo short.
 	return rt.HandleRust("payment.*", "demo.flaky",
-		tandem.WithRetry(tandem.Backoff{MaxAttempts: 3, Initial: time.Millisecond, Max: 20 * time.Millisecond}))
+		tandem.WithRetry(retry.Backoff{MaxAttempts: 3, Initial: time.Millisecond, Max: 20 * time.Millisecond}))
 }
 
 // countDeadLetters is the number of complete records in the dead-letter file at path.

@@ -1,4 +1,4 @@
-package tandem
+package policy
 
 import (
 	"context"
@@ -9,37 +9,57 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/tandemrt/tandem/go/tandem"
 )
 
 // countingHandler counts its calls and returns what result returns.
 type countingHandler struct {
 	calls  atomic.Int64
-	result func(ctx context.Context, call int64) Result
+	result func(ctx context.Context, call int64) tandem.Result
 }
 
-func (h *countingHandler) Handle(ctx context.Context, _ *Event) Result {
+func (h *countingHandler) Handle(ctx context.Context, _ *tandem.Event) tandem.Result {
 	n := h.calls.Add(1)
 	if h.result == nil {
-		return Ack()
+		return tandem.Ack()
 	}
 	return h.result(ctx, n)
 }
 
-func testEvent(id string) *Event {
-	return &Event{ID: id, Source: "test", Type: "order.created"}
+// coded is what the runtime reads from a policy's error for the error envelope's code,
+// message and retry advice: the *tandem.CodedError errors.As finds (nil if none).
+func coded(err error) *tandem.CodedError {
+	var ce *tandem.CodedError
+	if errors.As(err, &ce) {
+		return ce
+	}
+	return nil
+}
+
+// codeOf is the code of err's *tandem.CodedError, "" if it has none.
+func codeOf(err error) string {
+	if ce := coded(err); ce != nil {
+		return ce.Code
+	}
+	return ""
+}
+
+func testEvent(id string) *tandem.Event {
+	return &tandem.Event{ID: id, Source: "test", Type: "order.created"}
 }
 
 func retryOutcome(code string) error {
-	return &HandlerError{Outcome: OutcomeRetry, Envelope: ErrorEnvelope{Code: code, Runtime: "rust", Handler: "h"}}
+	return &tandem.HandlerError{Outcome: tandem.OutcomeRetry, Envelope: tandem.ErrorEnvelope{Code: code, Runtime: "rust", Handler: "h"}}
 }
 
-func TestPolicyMiddlewareOfChainsPolicies(t *testing.T) {
-	store := NewMemoryDedup(0, nil)
+func TestPoliciesChainAsMiddleware(t *testing.T) {
+	store := NewMemoryStore(0, nil)
 	h := &countingHandler{}
-	chained := Chain(h, MiddlewareOf(Dedup(store, time.Hour)), MiddlewareOf(CircuitBreaker("b", BreakerSettings{})))
+	chained := tandem.Chain(h, NewDedup(store, time.Hour).Wrap, NewBreaker("b", BreakerSettings{}).Wrap)
 	ev := testEvent("1")
 	for range 3 {
-		if res := chained.Handle(context.Background(), ev); res.Outcome() != OutcomeAck {
+		if res := chained.Handle(context.Background(), ev); res.Outcome() != tandem.OutcomeAck {
 			t.Fatalf("result %v, want ack", res.Outcome())
 		}
 	}
@@ -53,12 +73,12 @@ func TestPolicyRefusalsAreNotHandlerFailures(t *testing.T) {
 		newRefusal(ErrCircuitOpen, codeCircuitOpen, "open", time.Second, nil),
 		newRefusal(ErrRateLimited, codeRateLimited, "limited", 0, context.Canceled),
 		newRefusal(ErrDuplicate, codeDuplicate, "dup", 0, nil),
-		ErrOverloaded,
-		fmt.Errorf("submit: %w", ErrOverloaded),
+		tandem.ErrOverloaded,
+		fmt.Errorf("submit: %w", tandem.ErrOverloaded),
 		retryOutcome("overloaded"),
 		retryOutcome("circuit_open"),
-		&HandlerError{Outcome: OutcomeTerm, Envelope: ErrorEnvelope{Code: "shed"}},
-		Errorf("rate_limited", "upstream"),
+		&tandem.HandlerError{Outcome: tandem.OutcomeTerm, Envelope: tandem.ErrorEnvelope{Code: "shed"}},
+		tandem.Errorf("rate_limited", "upstream"),
 	}
 	for _, err := range refusals {
 		if !isRefusal(err) {
@@ -70,7 +90,7 @@ func TestPolicyRefusalsAreNotHandlerFailures(t *testing.T) {
 		errors.New("boom"),
 		retryOutcome("handler"),
 		retryOutcome("timeout"),
-		&HandlerError{Outcome: OutcomeTerm, Envelope: ErrorEnvelope{Code: "panic"}},
+		&tandem.HandlerError{Outcome: tandem.OutcomeTerm, Envelope: tandem.ErrorEnvelope{Code: "panic"}},
 		context.DeadlineExceeded,
 	}
 	for _, err := range failures {
@@ -85,15 +105,15 @@ func TestPolicyRefusalCarriesCodeAndAdvice(t *testing.T) {
 	if !errors.Is(err, ErrRateLimited) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("%v does not match its sentinel and cause", err)
 	}
-	env := errorEnvelope(err, "h")
-	if env.Code != "rate_limited" || env.Retry == nil || env.Retry.Backoff != 3*time.Second {
+	env := coded(err)
+	if env == nil || env.Code != "rate_limited" || env.Retry == nil || env.Retry.Backoff != 3*time.Second {
 		t.Fatalf("envelope %+v, want code rate_limited with a 3s backoff", env)
 	}
 }
 
 // admitInOrder admits ev through policies as a router does for a Rust route: in order,
 // and on a refusal the policies that had admitted ev get done with the refusal.
-func admitInOrder(ctx context.Context, ev *Event, policies ...Policy) (func(error), error) {
+func admitInOrder(ctx context.Context, ev *tandem.Event, policies ...tandem.Policy) (func(error), error) {
 	var dones []func(error)
 	settle := func(err error) {
 		for _, done := range dones {
@@ -113,10 +133,10 @@ func admitInOrder(ctx context.Context, ev *Event, policies ...Policy) (func(erro
 
 func TestPolicyARefusalByALaterPolicyIsNoFailure(t *testing.T) {
 	ctx := context.Background()
-	store := NewMemoryDedup(0, nil)
-	dedup := Dedup(store, time.Hour)
-	breaker := CircuitBreaker("b", BreakerSettings{ConsecutiveFailures: 1, Timeout: time.Hour})
-	limit := RateLimit(rate.Every(time.Hour), 1, false)
+	store := NewMemoryStore(0, nil)
+	dedup := NewDedup(store, time.Hour)
+	breaker := NewBreaker("b", BreakerSettings{ConsecutiveFailures: 1, Timeout: time.Hour})
+	limit := NewRateLimit(rate.Every(time.Hour), 1)
 
 	done, err := admitInOrder(ctx, testEvent("1"), dedup, breaker, limit)
 	if err != nil {
@@ -133,7 +153,7 @@ func TestPolicyARefusalByALaterPolicyIsNoFailure(t *testing.T) {
 	if s := breaker.State(); s != "closed" {
 		t.Fatalf("a rate-limit refusal tripped the breaker: %s", s)
 	}
-	if seen, _ := store.Seen(ctx, DedupKey(ev), time.Hour); seen {
+	if seen, _ := store.Seen(ctx, Key(ev), time.Hour); seen {
 		t.Fatal("dedup remembered an event another policy refused")
 	}
 
@@ -142,7 +162,7 @@ func TestPolicyARefusalByALaterPolicyIsNoFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done(fmt.Errorf("%w (shed)", ErrOverloaded))
+	done(fmt.Errorf("%w (shed)", tandem.ErrOverloaded))
 	if s := breaker.State(); s != "closed" {
 		t.Fatalf("an overload tripped the breaker: %s", s)
 	}

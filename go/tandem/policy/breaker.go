@@ -1,4 +1,4 @@
-package tandem
+package policy
 
 import (
 	"context"
@@ -8,16 +8,18 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/tandemrt/tandem/go/tandem"
 )
 
-// ErrCircuitOpen is wrapped by the error a CircuitBreaker's Admit returns while the
+// ErrCircuitOpen is wrapped by the error a Breaker's Admit returns while the
 // circuit is open, or half-open with every probe in flight: the route's handler is failing,
 // so the event is refused without being published. The error carries the code
 // "circuit_open" and, as retry advice, the time left until the breaker lets a probe
 // through. A refusal is not a handler failure.
 var ErrCircuitOpen = errors.New("tandem: circuit open")
 
-// BreakerSettings configures a CircuitBreaker. The zero value is usable.
+// BreakerSettings configures a Breaker made by NewBreaker. The zero value is usable.
 type BreakerSettings struct {
 	// MaxRequests is how many probes the half-open breaker lets through, and how many of
 	// them must succeed in a row to close it (default 1).
@@ -40,9 +42,9 @@ const (
 	defaultBreakerFailures = 5
 )
 
-// Breaker is a circuit breaker policy, made by CircuitBreaker. It is safe for concurrent
-// use; one Breaker is one circuit, so share it between routes only if they share the
-// dependency it guards.
+// Breaker is a circuit breaker policy, made by NewBreaker. It is safe for concurrent use;
+// one Breaker is one circuit, so share it between routes only if they share the dependency
+// it guards. A runtime with a MeterProvider reports the state of each route's Breaker.
 type Breaker struct {
 	cb      *gobreaker.TwoStepCircuitBreaker[struct{}]
 	name    string
@@ -51,22 +53,22 @@ type Breaker struct {
 	opened  atomic.Int64 // when the breaker last opened, in nanoseconds since epoch
 }
 
-var _ Policy = (*Breaker)(nil)
+var _ tandem.Policy = (*Breaker)(nil)
 
 // errPanicked is the outcome a Breaker records when its handler panics.
 var errPanicked = errors.New("tandem: handler panicked")
 
-// CircuitBreaker returns a circuit breaker named name (the name is reported to
+// NewBreaker returns a circuit breaker named name (the name is reported to
 // OnStateChange and in its errors), backed by github.com/sony/gobreaker.
 //
 // Closed, it counts outcomes: a Retry or Term from the handler (including a timeout and a
 // panic) is a failure, an Ack a success; ConsecutiveFailures failures in a row open it. A
-// refusal is neither: a duplicate, a refusal by another policy, or ErrOverloaded. Open, it
-// refuses every event: a wrapped Go handler is not called and the event gets
+// refusal is neither: a duplicate, a refusal by another policy, or tandem.ErrOverloaded.
+// Open, it refuses every event: a wrapped Go handler is not called and the event gets
 // Retry(time until half-open, code "circuit_open"); Admit returns an error wrapping
 // ErrCircuitOpen. After Timeout it half-opens and lets MaxRequests probes through: one
 // failure opens it again, MaxRequests successes in a row close it.
-func CircuitBreaker(name string, settings BreakerSettings) *Breaker {
+func NewBreaker(name string, settings BreakerSettings) *Breaker {
 	if settings.Timeout <= 0 {
 		settings.Timeout = defaultBreakerTimeout
 	}
@@ -95,20 +97,21 @@ func CircuitBreaker(name string, settings BreakerSettings) *Breaker {
 	return b
 }
 
-// Name is the breaker's name.
+// Name is the breaker's name, as given to NewBreaker.
 func (b *Breaker) Name() string { return b.name }
 
-// State is the breaker's state: "closed", "open" or "half-open".
+// State is the breaker's state: "closed", "open" or "half-open". It is a snapshot: the
+// state may change as soon as it returns.
 func (b *Breaker) State() string { return b.cb.State().String() }
 
-// Wrap implements Policy: next runs only if the breaker admits the event, and its result
-// is recorded.
-func (b *Breaker) Wrap(next Handler) Handler {
-	return HandlerFunc(func(ctx context.Context, ev *Event) Result {
+// Wrap implements tandem.Policy: next runs only if the breaker admits the event, and its
+// result is recorded.
+func (b *Breaker) Wrap(next tandem.Handler) tandem.Handler {
+	return tandem.HandlerFunc(func(ctx context.Context, ev *tandem.Event) tandem.Result {
 		done, err := b.cb.Allow()
 		if err != nil {
 			after, err := b.refusal(err)
-			return Retry(after, err)
+			return tandem.Retry(after, err)
 		}
 		settled := false
 		defer func() {
@@ -119,7 +122,7 @@ func (b *Breaker) Wrap(next Handler) Handler {
 		res := next.Handle(ctx, ev)
 		settled = true
 		switch res.Outcome() {
-		case OutcomeAck:
+		case tandem.OutcomeAck:
 			done(nil)
 		default:
 			err := res.Err()
@@ -132,9 +135,9 @@ func (b *Breaker) Wrap(next Handler) Handler {
 	})
 }
 
-// Admit implements Policy: it refuses with an error wrapping ErrCircuitOpen while the
-// breaker is open, and done records the event's outcome.
-func (b *Breaker) Admit(_ context.Context, _ *Event) (func(error), error) {
+// Admit implements tandem.Policy: it refuses with an error wrapping ErrCircuitOpen while
+// the breaker is open, and done records the event's outcome.
+func (b *Breaker) Admit(_ context.Context, _ *tandem.Event) (func(error), error) {
 	done, err := b.cb.Allow()
 	if err != nil {
 		_, err = b.refusal(err)

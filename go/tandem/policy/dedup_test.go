@@ -1,4 +1,4 @@
-package tandem
+package policy
 
 import (
 	"context"
@@ -6,14 +6,16 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tandemrt/tandem/go/tandem"
 )
 
 func TestDedupAcknowledgesADuplicateWithoutRunningItsHandler(t *testing.T) {
 	h := &countingHandler{}
-	wrapped := Dedup(NewMemoryDedup(0, nil), time.Hour).Wrap(h)
+	wrapped := NewDedup(NewMemoryStore(0, nil), time.Hour).Wrap(h)
 	ev := testEvent("1")
 	for i := range 3 {
-		if res := wrapped.Handle(context.Background(), ev); res.Outcome() != OutcomeAck {
+		if res := wrapped.Handle(context.Background(), ev); res.Outcome() != tandem.OutcomeAck {
 			t.Fatalf("delivery %d: %v, want ack", i, res.Outcome())
 		}
 	}
@@ -22,26 +24,26 @@ func TestDedupAcknowledgesADuplicateWithoutRunningItsHandler(t *testing.T) {
 	}
 	// Another event is not a duplicate; the same idempotency key is.
 	wrapped.Handle(context.Background(), testEvent("2"))
-	wrapped.Handle(context.Background(), &Event{ID: "3", Source: "test", Type: "t", IdempotencyKey: "k"})
-	wrapped.Handle(context.Background(), &Event{ID: "4", Source: "test", Type: "t", IdempotencyKey: "k"})
+	wrapped.Handle(context.Background(), &tandem.Event{ID: "3", Source: "test", Type: "t", IdempotencyKey: "k"})
+	wrapped.Handle(context.Background(), &tandem.Event{ID: "4", Source: "test", Type: "t", IdempotencyKey: "k"})
 	if n := h.calls.Load(); n != 3 {
 		t.Fatalf("handler ran %d times, want 3", n)
 	}
 }
 
 func TestDedupForgetsARetrySoTheRedeliveryRuns(t *testing.T) {
-	h := &countingHandler{result: func(_ context.Context, call int64) Result {
+	h := &countingHandler{result: func(_ context.Context, call int64) tandem.Result {
 		if call == 1 {
-			return Retry(0, errors.New("transient"))
+			return tandem.Retry(0, errors.New("transient"))
 		}
-		return Ack()
+		return tandem.Ack()
 	}}
-	wrapped := Dedup(NewMemoryDedup(0, nil), time.Hour).Wrap(h)
+	wrapped := NewDedup(NewMemoryStore(0, nil), time.Hour).Wrap(h)
 	ev := testEvent("1")
-	if res := wrapped.Handle(context.Background(), ev); res.Outcome() != OutcomeRetry {
+	if res := wrapped.Handle(context.Background(), ev); res.Outcome() != tandem.OutcomeRetry {
 		t.Fatalf("first delivery: %v, want the handler's retry", res.Outcome())
 	}
-	if res := wrapped.Handle(context.Background(), ev); res.Outcome() != OutcomeAck {
+	if res := wrapped.Handle(context.Background(), ev); res.Outcome() != tandem.OutcomeAck {
 		t.Fatalf("redelivery: %v", res.Outcome())
 	}
 	if n := h.calls.Load(); n != 2 {
@@ -54,18 +56,18 @@ func TestDedupForgetsARetrySoTheRedeliveryRuns(t *testing.T) {
 }
 
 func TestDedupKeepsATermedEvent(t *testing.T) {
-	h := &countingHandler{result: func(context.Context, int64) Result { return Term(errors.New("invalid")) }}
-	wrapped := Dedup(NewMemoryDedup(0, nil), time.Hour).Wrap(h)
+	h := &countingHandler{result: func(context.Context, int64) tandem.Result { return tandem.Term(errors.New("invalid")) }}
+	wrapped := NewDedup(NewMemoryStore(0, nil), time.Hour).Wrap(h)
 	wrapped.Handle(context.Background(), testEvent("1"))
-	if res := wrapped.Handle(context.Background(), testEvent("1")); res.Outcome() != OutcomeAck || h.calls.Load() != 1 {
+	if res := wrapped.Handle(context.Background(), testEvent("1")); res.Outcome() != tandem.OutcomeAck || h.calls.Load() != 1 {
 		t.Fatalf("a duplicate of a termed event: %v after %d calls, want ack after 1", res.Outcome(), h.calls.Load())
 	}
 }
 
-// flakyStore is a DedupStore whose Seen fails while failSeen is set, and which records the
+// flakyStore is a Store whose Seen fails while failSeen is set, and which records the
 // contexts Forget is given.
 type flakyStore struct {
-	*MemoryDedup
+	*MemoryStore
 	failSeen   bool
 	mu         sync.Mutex
 	forgetErrs []error
@@ -75,19 +77,19 @@ func (s *flakyStore) Seen(ctx context.Context, key string, ttl time.Duration) (b
 	if s.failSeen {
 		return false, errors.New("store unreachable")
 	}
-	return s.MemoryDedup.Seen(ctx, key, ttl)
+	return s.MemoryStore.Seen(ctx, key, ttl)
 }
 
 func (s *flakyStore) Forget(ctx context.Context, key string) error {
 	s.mu.Lock()
 	s.forgetErrs = append(s.forgetErrs, ctx.Err())
 	s.mu.Unlock()
-	return s.MemoryDedup.Forget(ctx, key)
+	return s.MemoryStore.Forget(ctx, key)
 }
 
 func TestDedupFailsOpenWhenTheStoreFails(t *testing.T) {
-	store := &flakyStore{MemoryDedup: NewMemoryDedup(0, nil), failSeen: true}
-	p := Dedup(store, time.Hour)
+	store := &flakyStore{MemoryStore: NewMemoryStore(0, nil), failSeen: true}
+	p := NewDedup(store, time.Hour)
 	h := &countingHandler{}
 	wrapped := p.Wrap(h)
 	for range 2 {
@@ -104,13 +106,13 @@ func TestDedupFailsOpenWhenTheStoreFails(t *testing.T) {
 }
 
 func TestDedupForgetsEvenWhenTheContextIsDone(t *testing.T) {
-	store := &flakyStore{MemoryDedup: NewMemoryDedup(0, nil)}
+	store := &flakyStore{MemoryStore: NewMemoryStore(0, nil)}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &countingHandler{result: func(ctx context.Context, _ int64) Result {
+	h := &countingHandler{result: func(ctx context.Context, _ int64) tandem.Result {
 		cancel()
-		return Retry(0, ctx.Err())
+		return tandem.Retry(0, ctx.Err())
 	}}
-	wrapped := Dedup(store, time.Hour).Wrap(h)
+	wrapped := NewDedup(store, time.Hour).Wrap(h)
 	wrapped.Handle(ctx, testEvent("1"))
 	wrapped.Handle(context.Background(), testEvent("1"))
 	if n := h.calls.Load(); n != 2 {
@@ -125,8 +127,8 @@ func TestDedupForgetsEvenWhenTheContextIsDone(t *testing.T) {
 
 func TestDedupAdmit(t *testing.T) {
 	ctx := context.Background()
-	store := NewMemoryDedup(0, nil)
-	p := Dedup(store, time.Hour)
+	store := NewMemoryStore(0, nil)
+	p := NewDedup(store, time.Hour)
 	admit := func(id string) (func(error), error) {
 		t.Helper()
 		return p.Admit(ctx, testEvent(id))
@@ -139,7 +141,7 @@ func TestDedupAdmit(t *testing.T) {
 	done(nil)
 	if _, err := admit("acked"); !errors.Is(err, ErrDuplicate) {
 		t.Fatalf("duplicate of an acknowledged event: err %v, want ErrDuplicate", err)
-	} else if code := errorEnvelope(err, "router").Code; code != "duplicate" {
+	} else if code := codeOf(err); code != "duplicate" {
 		t.Fatalf("code %q, want duplicate", code)
 	}
 
@@ -158,10 +160,10 @@ func TestDedupAdmit(t *testing.T) {
 		outcome error
 		forget  bool
 	}{
-		{"retry", &HandlerError{Outcome: OutcomeRetry, Envelope: ErrorEnvelope{Code: "handler"}}, true},
-		{"term", &HandlerError{Outcome: OutcomeTerm, Envelope: ErrorEnvelope{Code: "handler"}}, false},
+		{"retry", &tandem.HandlerError{Outcome: tandem.OutcomeRetry, Envelope: tandem.ErrorEnvelope{Code: "handler"}}, true},
+		{"term", &tandem.HandlerError{Outcome: tandem.OutcomeTerm, Envelope: tandem.ErrorEnvelope{Code: "handler"}}, false},
 		{"refused", newRefusal(ErrRateLimited, codeRateLimited, "limited", 0, nil), true},
-		{"overloaded", ErrOverloaded, true},
+		{"overloaded", tandem.ErrOverloaded, true},
 	}
 	for _, c := range cases {
 		done, err := admit(c.name)
@@ -176,5 +178,16 @@ func TestDedupAdmit(t *testing.T) {
 		if done != nil {
 			done(nil)
 		}
+	}
+}
+
+func TestDedupWithoutAStoreRemembersInMemory(t *testing.T) {
+	h := &countingHandler{}
+	wrapped := NewDedup(nil, time.Hour).Wrap(h)
+	for range 2 {
+		wrapped.Handle(context.Background(), testEvent("1"))
+	}
+	if n := h.calls.Load(); n != 1 {
+		t.Fatalf("the handler ran %d times for an event and its duplicate, want 1", n)
 	}
 }

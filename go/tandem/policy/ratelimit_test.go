@@ -1,4 +1,4 @@
-package tandem
+package policy
 
 import (
 	"context"
@@ -7,11 +7,13 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/tandemrt/tandem/go/tandem"
 )
 
 func TestRateLimitRefusesBeyondBurstWithoutWaiting(t *testing.T) {
 	ctx := context.Background()
-	p := RateLimit(rate.Every(time.Hour), 3, false)
+	p := NewRateLimit(rate.Every(time.Hour), 3)
 	for i := range 3 {
 		done, err := p.Admit(ctx, testEvent("1"))
 		if err != nil {
@@ -23,29 +25,29 @@ func TestRateLimitRefusesBeyondBurstWithoutWaiting(t *testing.T) {
 	if done != nil || !errors.Is(err, ErrRateLimited) {
 		t.Fatalf("fourth event: err %v, want ErrRateLimited", err)
 	}
-	env := errorEnvelope(err, "router")
-	if env.Code != "rate_limited" || env.Retry == nil || env.Retry.Backoff <= 0 || env.Retry.Backoff > time.Hour {
+	env := coded(err)
+	if env == nil || env.Code != "rate_limited" || env.Retry == nil || env.Retry.Backoff <= 0 || env.Retry.Backoff > time.Hour {
 		t.Fatalf("refusal envelope %+v, want rate_limited advising the delay until a token", env)
 	}
 }
 
 func TestRateLimitWrapRetriesWhenATokenIsDue(t *testing.T) {
 	h := &countingHandler{}
-	wrapped := RateLimit(rate.Every(time.Hour), 2, false).Wrap(h)
+	wrapped := NewRateLimit(rate.Every(time.Hour), 2).Wrap(h)
 	for range 2 {
-		if res := wrapped.Handle(context.Background(), testEvent("1")); res.Outcome() != OutcomeAck {
+		if res := wrapped.Handle(context.Background(), testEvent("1")); res.Outcome() != tandem.OutcomeAck {
 			t.Fatalf("within the burst: %v", res.Err())
 		}
 	}
 	res := wrapped.Handle(context.Background(), testEvent("1"))
-	if res.Outcome() != OutcomeRetry || !errors.Is(res.Err(), ErrRateLimited) {
+	if res.Outcome() != tandem.OutcomeRetry || !errors.Is(res.Err(), ErrRateLimited) {
 		t.Fatalf("beyond the burst: %v %v, want Retry with ErrRateLimited", res.Outcome(), res.Err())
 	}
 	// The next token is due an hour after the burst began, less the little time since.
 	if res.After() < 59*time.Minute || res.After() > time.Hour {
 		t.Fatalf("Retry after %v, want the delay until the next token (about 1h)", res.After())
 	}
-	if code := errorEnvelope(res.Err(), "h").Code; code != "rate_limited" {
+	if code := codeOf(res.Err()); code != "rate_limited" {
 		t.Fatalf("code %q, want rate_limited", code)
 	}
 	if n := h.calls.Load(); n != 2 {
@@ -65,7 +67,7 @@ func TestRateLimitWaitAdmitsWithinContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	// A token a millisecond: every event waits for one, none is refused.
-	p := RateLimit(rate.Every(time.Millisecond), 1, true)
+	p := NewRateLimit(rate.Every(time.Millisecond), 1, WaitForToken())
 	for i := range 5 {
 		done, err := p.Admit(ctx, testEvent("1"))
 		if err != nil {
@@ -76,7 +78,7 @@ func TestRateLimitWaitAdmitsWithinContext(t *testing.T) {
 	h := &countingHandler{}
 	wrapped := p.Wrap(h)
 	for range 5 {
-		if res := wrapped.Handle(ctx, testEvent("1")); res.Outcome() != OutcomeAck {
+		if res := wrapped.Handle(ctx, testEvent("1")); res.Outcome() != tandem.OutcomeAck {
 			t.Fatalf("wrapped handler: %v", res.Err())
 		}
 	}
@@ -86,7 +88,7 @@ func TestRateLimitWaitAdmitsWithinContext(t *testing.T) {
 }
 
 func TestRateLimitWaitRefusesWhenTheContextEnds(t *testing.T) {
-	p := RateLimit(rate.Every(time.Hour), 1, true)
+	p := NewRateLimit(rate.Every(time.Hour), 1, WaitForToken())
 	if _, err := p.Admit(context.Background(), testEvent("1")); err != nil {
 		t.Fatal(err)
 	}
@@ -110,10 +112,10 @@ func TestRateLimitWaitRefusesWhenTheContextEnds(t *testing.T) {
 
 	h := &countingHandler{}
 	res := p.Wrap(h).Handle(ctx, testEvent("4"))
-	if res.Outcome() != OutcomeRetry || res.After() != 0 || !errors.Is(res.Err(), context.Canceled) {
+	if res.Outcome() != tandem.OutcomeRetry || res.After() != 0 || !errors.Is(res.Err(), context.Canceled) {
 		t.Fatalf("wrapped: %v after %v (%v), want Retry(0) with the context's error", res.Outcome(), res.After(), res.Err())
 	}
-	if code := errorEnvelope(res.Err(), "h").Code; code != "rate_limited" {
+	if code := codeOf(res.Err()); code != "rate_limited" {
 		t.Fatalf("code %q, want rate_limited", code)
 	}
 	if h.calls.Load() != 0 {
@@ -122,7 +124,7 @@ func TestRateLimitWaitRefusesWhenTheContextEnds(t *testing.T) {
 }
 
 func TestRateLimitBurstBelowOneAdmitsOne(t *testing.T) {
-	p := RateLimit(rate.Every(time.Hour), 0, false)
+	p := NewRateLimit(rate.Every(time.Hour), 0)
 	if _, err := p.Admit(context.Background(), testEvent("1")); err != nil {
 		t.Fatalf("a burst of 0 refused everything: %v", err)
 	}
@@ -132,7 +134,7 @@ func TestRateLimitBurstBelowOneAdmitsOne(t *testing.T) {
 }
 
 func TestRateLimitInfiniteNeverRefuses(t *testing.T) {
-	p := RateLimit(rate.Inf, 0, false)
+	p := NewRateLimit(rate.Inf, 0)
 	for range 1000 {
 		if _, err := p.Admit(context.Background(), testEvent("1")); err != nil {
 			t.Fatal(err)

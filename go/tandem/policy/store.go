@@ -1,4 +1,4 @@
-package tandem
+package policy
 
 import (
 	"container/heap"
@@ -9,10 +9,11 @@ import (
 	"time"
 )
 
-// DedupStore remembers keys for a TTL window; a duplicate is acknowledged without running
-// its handler. Implementations must be safe for concurrent use: of concurrent Seen calls
+// Store remembers the keys a Dedup has seen, each for a TTL window. MemoryStore is the
+// in-process one; a store shared by several processes (a database, a cache) deduplicates
+// across them. Implementations must be safe for concurrent use: of concurrent Seen calls
 // with one key, exactly one may return false while the key is remembered.
-type DedupStore interface {
+type Store interface {
 	// Seen records key if absent and returns false; returns true if key was recorded
 	// within its TTL. A duplicate does not extend the TTL.
 	Seen(ctx context.Context, key string, ttl time.Duration) (bool, error)
@@ -21,17 +22,8 @@ type DedupStore interface {
 	Forget(ctx context.Context, key string) error
 }
 
-// DedupKey is the idempotency key of an event: ev.IdempotencyKey if set, else
-// Source + "\x00" + ID, which CloudEvents defines as unique per distinct event.
-func DedupKey(ev *Event) string {
-	if ev.IdempotencyKey != "" {
-		return ev.IdempotencyKey
-	}
-	return ev.Source + "\x00" + ev.ID
-}
-
 const (
-	// maxDedupShards bounds MemoryDedup's lock striping.
+	// maxDedupShards bounds MemoryStore's lock striping.
 	maxDedupShards = 16
 	// minDedupShardCapacity keeps a bounded store from splitting into shards so small that
 	// hash imbalance evicts keys long before the store is full.
@@ -41,21 +33,21 @@ const (
 	dedupSweep = 2
 )
 
-// MemoryDedup is the default, in-process DedupStore: keys live in a map sharded by key
+// MemoryStore is the default, in-process Store: keys live in a map sharded by key
 // hash, each shard with a min-heap of expiry times. Every call removes a few expired keys
 // of its shard, so memory follows the keys live within their TTL; with a capacity, a full
 // shard first drops its earliest-expiring key (with a single TTL, the oldest).
 //
 // It never returns an error and ignores its contexts. It is safe for concurrent use by
 // many goroutines: Seen and Forget lock one shard for O(log n) work.
-type MemoryDedup struct {
+type MemoryStore struct {
 	now    func() time.Time
 	epoch  time.Time // expiry times count from it, on the clock's monotonic reading if any
 	seed   maphash.Seed
 	shards []dedupShard
 }
 
-var _ DedupStore = (*MemoryDedup)(nil)
+var _ Store = (*MemoryStore)(nil)
 
 type dedupShard struct {
 	mu       sync.Mutex
@@ -73,10 +65,10 @@ type dedupEntry struct {
 	index   int    // position in the heap
 }
 
-// NewMemoryDedup returns an empty store holding at most capacity keys (0 or less:
+// NewMemoryStore returns an empty store holding at most capacity keys (0 or less:
 // unbounded except by expiry). now is its clock; nil means time.Now. The capacity is
 // split evenly across shards, so a shard may evict while the store as a whole has room.
-func NewMemoryDedup(capacity int, now func() time.Time) *MemoryDedup {
+func NewMemoryStore(capacity int, now func() time.Time) *MemoryStore {
 	if now == nil {
 		now = time.Now
 	}
@@ -85,7 +77,7 @@ func NewMemoryDedup(capacity int, now func() time.Time) *MemoryDedup {
 	if capacity > 0 {
 		n = min(max(capacity/minDedupShardCapacity, 1), maxDedupShards)
 	}
-	d := &MemoryDedup{now: now, epoch: now(), seed: maphash.MakeSeed(), shards: make([]dedupShard, n)}
+	d := &MemoryStore{now: now, epoch: now(), seed: maphash.MakeSeed(), shards: make([]dedupShard, n)}
 	for i := range d.shards {
 		s := &d.shards[i]
 		s.keys = make(map[string]*dedupEntry)
@@ -101,7 +93,7 @@ func NewMemoryDedup(capacity int, now func() time.Time) *MemoryDedup {
 
 // Seen records key for ttl if it is absent or expired and returns false; it returns true
 // if key was recorded less than its ttl ago. A ttl of zero or less records nothing.
-func (d *MemoryDedup) Seen(_ context.Context, key string, ttl time.Duration) (bool, error) {
+func (d *MemoryStore) Seen(_ context.Context, key string, ttl time.Duration) (bool, error) {
 	now := d.clock()
 	s := d.shard(key)
 	s.mu.Lock()
@@ -137,7 +129,7 @@ func (d *MemoryDedup) Seen(_ context.Context, key string, ttl time.Duration) (bo
 }
 
 // Forget removes key, so its next Seen returns false.
-func (d *MemoryDedup) Forget(_ context.Context, key string) error {
+func (d *MemoryStore) Forget(_ context.Context, key string) error {
 	s := d.shard(key)
 	s.mu.Lock()
 	if e := s.keys[key]; e != nil {
@@ -149,7 +141,7 @@ func (d *MemoryDedup) Forget(_ context.Context, key string) error {
 
 // Len is the number of keys held, counting expired keys not yet removed. It never
 // exceeds a positive capacity.
-func (d *MemoryDedup) Len() int {
+func (d *MemoryStore) Len() int {
 	n := 0
 	for i := range d.shards {
 		s := &d.shards[i]
@@ -162,9 +154,9 @@ func (d *MemoryDedup) Len() int {
 
 // clock is the time in nanoseconds since the store's epoch; Sub uses the monotonic
 // reading of both times when present, so wall-clock steps do not expire keys.
-func (d *MemoryDedup) clock() int64 { return int64(d.now().Sub(d.epoch)) }
+func (d *MemoryStore) clock() int64 { return int64(d.now().Sub(d.epoch)) }
 
-func (d *MemoryDedup) shard(key string) *dedupShard {
+func (d *MemoryStore) shard(key string) *dedupShard {
 	if len(d.shards) == 1 {
 		return &d.shards[0]
 	}

@@ -1,4 +1,4 @@
-package tandem
+package policy
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tandemrt/tandem/go/tandem"
 )
 
 // transitions records a breaker's state changes.
@@ -39,18 +41,20 @@ func waitForState(t *testing.T, b *Breaker, state string) {
 	}
 }
 
-func failing(_ context.Context, _ int64) Result { return Retry(0, errors.New("dependency down")) }
+func failing(_ context.Context, _ int64) tandem.Result {
+	return tandem.Retry(0, errors.New("dependency down"))
+}
 
 func TestBreakerTripsAfterConsecutiveFailuresAndRefusesWhileOpen(t *testing.T) {
 	ctx := context.Background()
 	fail := true
-	h := &countingHandler{result: func(context.Context, int64) Result {
+	h := &countingHandler{result: func(context.Context, int64) tandem.Result {
 		if fail {
-			return Retry(0, errors.New("dependency down"))
+			return tandem.Retry(0, errors.New("dependency down"))
 		}
-		return Ack()
+		return tandem.Ack()
 	}}
-	b := CircuitBreaker("pricing", BreakerSettings{ConsecutiveFailures: 3, Timeout: time.Hour})
+	b := NewBreaker("pricing", BreakerSettings{ConsecutiveFailures: 3, Timeout: time.Hour})
 	wrapped := b.Wrap(h)
 	ev := testEvent("1")
 
@@ -73,13 +77,13 @@ func TestBreakerTripsAfterConsecutiveFailuresAndRefusesWhileOpen(t *testing.T) {
 	calls := h.calls.Load()
 	for range 5 {
 		res := wrapped.Handle(ctx, ev)
-		if res.Outcome() != OutcomeRetry || !errors.Is(res.Err(), ErrCircuitOpen) {
+		if res.Outcome() != tandem.OutcomeRetry || !errors.Is(res.Err(), ErrCircuitOpen) {
 			t.Fatalf("open breaker returned %v (%v), want Retry with ErrCircuitOpen", res.Outcome(), res.Err())
 		}
 		if res.After() <= 0 || res.After() > time.Hour {
 			t.Fatalf("Retry after %v, want the time left of the 1h timeout", res.After())
 		}
-		if code := errorEnvelope(res.Err(), "pricing").Code; code != "circuit_open" {
+		if code := codeOf(res.Err()); code != "circuit_open" {
 			t.Fatalf("code %q, want circuit_open", code)
 		}
 	}
@@ -89,8 +93,8 @@ func TestBreakerTripsAfterConsecutiveFailuresAndRefusesWhileOpen(t *testing.T) {
 }
 
 func TestBreakerCountsTermAndPanicsAsFailures(t *testing.T) {
-	b := CircuitBreaker("b", BreakerSettings{ConsecutiveFailures: 2, Timeout: time.Hour})
-	b.Wrap(HandlerFunc(func(context.Context, *Event) Result { return Term(errors.New("bad")) })).
+	b := NewBreaker("b", BreakerSettings{ConsecutiveFailures: 2, Timeout: time.Hour})
+	b.Wrap(tandem.HandlerFunc(func(context.Context, *tandem.Event) tandem.Result { return tandem.Term(errors.New("bad")) })).
 		Handle(context.Background(), testEvent("1"))
 	func() {
 		defer func() {
@@ -98,7 +102,7 @@ func TestBreakerCountsTermAndPanicsAsFailures(t *testing.T) {
 				t.Fatal("the breaker swallowed the handler's panic")
 			}
 		}()
-		b.Wrap(HandlerFunc(func(context.Context, *Event) Result { panic("boom") })).
+		b.Wrap(tandem.HandlerFunc(func(context.Context, *tandem.Event) tandem.Result { panic("boom") })).
 			Handle(context.Background(), testEvent("2"))
 	}()
 	if s := b.State(); s != "open" {
@@ -107,7 +111,7 @@ func TestBreakerCountsTermAndPanicsAsFailures(t *testing.T) {
 }
 
 func TestBreakerDefaultsToFiveConsecutiveFailures(t *testing.T) {
-	b := CircuitBreaker("b", BreakerSettings{})
+	b := NewBreaker("b", BreakerSettings{})
 	for i := range 5 {
 		if s := b.State(); s != "closed" {
 			t.Fatalf("breaker %s after %d failures, want closed", s, i)
@@ -125,7 +129,7 @@ func TestBreakerDefaultsToFiveConsecutiveFailures(t *testing.T) {
 
 func TestBreakerIgnoresRefusals(t *testing.T) {
 	ctx := context.Background()
-	b := CircuitBreaker("b", BreakerSettings{ConsecutiveFailures: 3, Timeout: time.Hour})
+	b := NewBreaker("b", BreakerSettings{ConsecutiveFailures: 3, Timeout: time.Hour})
 	fail := func(err error) {
 		t.Helper()
 		done, admitErr := b.Admit(ctx, testEvent("1"))
@@ -138,12 +142,12 @@ func TestBreakerIgnoresRefusals(t *testing.T) {
 	fail(retryOutcome("handler"))
 	// Neither counted nor breaking the run of failures.
 	fail(retryOutcome("overloaded"))
-	fail(ErrOverloaded)
+	fail(tandem.ErrOverloaded)
 	fail(newRefusal(ErrDuplicate, codeDuplicate, "dup", 0, nil))
 	fail(newRefusal(ErrRateLimited, codeRateLimited, "limited", 0, nil))
 	// A Go handler wrapped by the breaker and refused by an inner policy.
-	b.Wrap(HandlerFunc(func(context.Context, *Event) Result {
-		return Retry(time.Second, newRefusal(ErrRateLimited, codeRateLimited, "limited", time.Second, nil))
+	b.Wrap(tandem.HandlerFunc(func(context.Context, *tandem.Event) tandem.Result {
+		return tandem.Retry(time.Second, newRefusal(ErrRateLimited, codeRateLimited, "limited", time.Second, nil))
 	})).Handle(ctx, testEvent("2"))
 	if s := b.State(); s != "closed" {
 		t.Fatalf("refusals tripped the breaker: %s", s)
@@ -156,10 +160,10 @@ func TestBreakerIgnoresRefusals(t *testing.T) {
 
 func TestBreakerAdmitRefusesWhileOpen(t *testing.T) {
 	ctx := context.Background()
-	b := CircuitBreaker("hash", BreakerSettings{ConsecutiveFailures: 2, Timeout: time.Hour})
+	b := NewBreaker("hash", BreakerSettings{ConsecutiveFailures: 2, Timeout: time.Hour})
 	for _, outcome := range []error{
-		&HandlerError{Outcome: OutcomeRetry, Envelope: ErrorEnvelope{Code: "handler"}},
-		&HandlerError{Outcome: OutcomeTerm, Envelope: ErrorEnvelope{Code: "panic"}},
+		&tandem.HandlerError{Outcome: tandem.OutcomeRetry, Envelope: tandem.ErrorEnvelope{Code: "handler"}},
+		&tandem.HandlerError{Outcome: tandem.OutcomeTerm, Envelope: tandem.ErrorEnvelope{Code: "panic"}},
 	} {
 		done, err := b.Admit(ctx, testEvent("1"))
 		if err != nil {
@@ -171,8 +175,8 @@ func TestBreakerAdmitRefusesWhileOpen(t *testing.T) {
 	if done != nil || !errors.Is(err, ErrCircuitOpen) {
 		t.Fatalf("open breaker admitted: err %v", err)
 	}
-	env := errorEnvelope(err, "router")
-	if env.Code != "circuit_open" || env.Retry == nil || env.Retry.Backoff <= 0 || env.Retry.Backoff > time.Hour {
+	env := coded(err)
+	if env == nil || env.Code != "circuit_open" || env.Retry == nil || env.Retry.Backoff <= 0 || env.Retry.Backoff > time.Hour {
 		t.Fatalf("refusal envelope %+v, want circuit_open advising the time left", env)
 	}
 }
@@ -180,7 +184,7 @@ func TestBreakerAdmitRefusesWhileOpen(t *testing.T) {
 func TestBreakerHalfOpensAfterTimeoutAndClosesAfterSuccess(t *testing.T) {
 	ctx := context.Background()
 	var tr transitions
-	b := CircuitBreaker("b", BreakerSettings{ConsecutiveFailures: 1, Timeout: 5 * time.Millisecond, OnStateChange: tr.record})
+	b := NewBreaker("b", BreakerSettings{ConsecutiveFailures: 1, Timeout: 5 * time.Millisecond, OnStateChange: tr.record})
 	if b.Name() != "b" {
 		t.Fatalf("name %q", b.Name())
 	}
@@ -211,12 +215,12 @@ func TestBreakerHalfOpensAfterTimeoutAndClosesAfterSuccess(t *testing.T) {
 func TestBreakerReopensWhenAProbeFails(t *testing.T) {
 	ctx := context.Background()
 	var tr transitions
-	b := CircuitBreaker("b", BreakerSettings{ConsecutiveFailures: 1, Timeout: 5 * time.Millisecond, OnStateChange: tr.record})
+	b := NewBreaker("b", BreakerSettings{ConsecutiveFailures: 1, Timeout: 5 * time.Millisecond, OnStateChange: tr.record})
 	h := &countingHandler{result: failing}
 	wrapped := b.Wrap(h)
 	wrapped.Handle(ctx, testEvent("1"))
 	waitForState(t, b, "half-open")
-	if res := wrapped.Handle(ctx, testEvent("2")); res.Outcome() != OutcomeRetry || errors.Is(res.Err(), ErrCircuitOpen) {
+	if res := wrapped.Handle(ctx, testEvent("2")); res.Outcome() != tandem.OutcomeRetry || errors.Is(res.Err(), ErrCircuitOpen) {
 		t.Fatalf("the probe did not run: %v", res.Err())
 	}
 	if n := h.calls.Load(); n != 2 {
@@ -229,7 +233,7 @@ func TestBreakerReopensWhenAProbeFails(t *testing.T) {
 
 func TestBreakerHalfOpenProbesNeedConsecutiveSuccesses(t *testing.T) {
 	ctx := context.Background()
-	b := CircuitBreaker("b", BreakerSettings{ConsecutiveFailures: 1, MaxRequests: 2, Timeout: 5 * time.Millisecond})
+	b := NewBreaker("b", BreakerSettings{ConsecutiveFailures: 1, MaxRequests: 2, Timeout: 5 * time.Millisecond})
 	done, _ := b.Admit(ctx, testEvent("1"))
 	done(retryOutcome("handler"))
 	waitForState(t, b, "half-open")

@@ -1,4 +1,4 @@
-package tandem
+package policy
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tandemrt/tandem/go/tandem"
 )
 
 // fakeClock is a clock tests move by hand; safe for concurrent use.
@@ -23,7 +25,7 @@ func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) 
 func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // mustSeen calls Seen and fails the test on an error.
-func mustSeen(t *testing.T, d DedupStore, key string, ttl time.Duration) bool {
+func mustSeen(t *testing.T, d Store, key string, ttl time.Duration) bool {
 	t.Helper()
 	seen, err := d.Seen(context.Background(), key, ttl)
 	if err != nil {
@@ -33,7 +35,7 @@ func mustSeen(t *testing.T, d DedupStore, key string, ttl time.Duration) bool {
 }
 
 func TestDedupFirstSeenThenDuplicate(t *testing.T) {
-	d := NewMemoryDedup(0, nil)
+	d := NewMemoryStore(0, nil)
 	if mustSeen(t, d, "a", time.Minute) {
 		t.Fatal("first Seen(a) = true, want false")
 	}
@@ -52,7 +54,7 @@ func TestDedupFirstSeenThenDuplicate(t *testing.T) {
 
 func TestDedupExpiresAfterTTL(t *testing.T) {
 	clock := newFakeClock()
-	d := NewMemoryDedup(0, clock.Now)
+	d := NewMemoryStore(0, clock.Now)
 	mustSeen(t, d, "k", 10*time.Second)
 	clock.Advance(10*time.Second - time.Nanosecond)
 	if !mustSeen(t, d, "k", 10*time.Second) {
@@ -87,7 +89,7 @@ func TestDedupExpiredKeyNotYetSwept(t *testing.T) {
 	// Capacity 64 is a single shard, and a call sweeps only a few expired keys, so the
 	// last of 50 expired keys is still held when it comes back.
 	clock := newFakeClock()
-	d := NewMemoryDedup(64, clock.Now)
+	d := NewMemoryStore(64, clock.Now)
 	for i := range 50 {
 		mustSeen(t, d, strconv.Itoa(i), 10*time.Second)
 	}
@@ -105,7 +107,7 @@ func TestDedupExpiredKeyNotYetSwept(t *testing.T) {
 	}
 
 	// A renewed key moves behind the keys that expire before it, so they are still swept.
-	d = NewMemoryDedup(64, clock.Now)
+	d = NewMemoryStore(64, clock.Now)
 	for _, k := range []string{"e0", "e1", "r", "e2"} {
 		mustSeen(t, d, k, time.Second)
 	}
@@ -119,7 +121,7 @@ func TestDedupExpiredKeyNotYetSwept(t *testing.T) {
 
 func TestDedupExpiredKeysAreRemoved(t *testing.T) {
 	clock := newFakeClock()
-	d := NewMemoryDedup(0, clock.Now)
+	d := NewMemoryStore(0, clock.Now)
 	for i := range 10_000 {
 		mustSeen(t, d, "old"+strconv.Itoa(i), time.Second)
 	}
@@ -133,7 +135,7 @@ func TestDedupExpiredKeysAreRemoved(t *testing.T) {
 }
 
 func TestDedupForget(t *testing.T) {
-	d := NewMemoryDedup(0, nil)
+	d := NewMemoryStore(0, nil)
 	ctx := context.Background()
 	mustSeen(t, d, "k", time.Minute)
 	if err := d.Forget(ctx, "k"); err != nil {
@@ -158,7 +160,7 @@ func TestDedupForget(t *testing.T) {
 
 func TestDedupCapacityBound(t *testing.T) {
 	clock := newFakeClock()
-	d := NewMemoryDedup(1000, clock.Now)
+	d := NewMemoryStore(1000, clock.Now)
 	for i := range 100_000 {
 		mustSeen(t, d, strconv.Itoa(i), time.Hour)
 		if i%997 == 0 {
@@ -181,7 +183,7 @@ func TestDedupCapacityBound(t *testing.T) {
 	}
 
 	// With mixed TTLs, the key expiring first goes first.
-	small := NewMemoryDedup(2, clock.Now)
+	small := NewMemoryStore(2, clock.Now)
 	mustSeen(t, small, "long", time.Hour)
 	mustSeen(t, small, "short", time.Minute)
 	mustSeen(t, small, "third", time.Hour)
@@ -193,30 +195,30 @@ func TestDedupCapacityBound(t *testing.T) {
 	}
 }
 
-func TestDedupKey(t *testing.T) {
-	ev := &Event{ID: "42", Source: "/orders", Type: "order.created"}
-	if got, want := DedupKey(ev), "/orders\x0042"; got != want {
+func TestKey(t *testing.T) {
+	ev := &tandem.Event{ID: "42", Source: "/orders", Type: "order.created"}
+	if got, want := Key(ev), "/orders\x0042"; got != want {
 		t.Errorf("without an idempotency key: %q, want %q", got, want)
 	}
 	ev.IdempotencyKey = "order-42-v1"
-	if got := DedupKey(ev); got != "order-42-v1" {
+	if got := Key(ev); got != "order-42-v1" {
 		t.Errorf("with an idempotency key: %q, want it verbatim", got)
 	}
 	// The separator keeps distinct (source, id) pairs apart.
-	a := DedupKey(&Event{Source: "ab", ID: "c"})
-	b := DedupKey(&Event{Source: "a", ID: "bc"})
+	a := Key(&tandem.Event{Source: "ab", ID: "c"})
+	b := Key(&tandem.Event{Source: "a", ID: "bc"})
 	if a == b {
 		t.Errorf("(ab, c) and (a, bc) share the key %q", a)
 	}
 	// A redelivery (same source and id, later attempt) is the same event.
-	if DedupKey(&Event{Source: "s", ID: "1", Attempt: 3}) != DedupKey(&Event{Source: "s", ID: "1"}) {
+	if Key(&tandem.Event{Source: "s", ID: "1", Attempt: 3}) != Key(&tandem.Event{Source: "s", ID: "1"}) {
 		t.Error("the attempt number changed the key")
 	}
 }
 
 func TestDedupConcurrentSeenOnce(t *testing.T) {
 	for _, capacity := range []int{0, 1000} {
-		d := NewMemoryDedup(capacity, nil)
+		d := NewMemoryStore(capacity, nil)
 		for round := range 20 {
 			key := fmt.Sprintf("key-%d", round)
 			var firsts atomic.Int32
@@ -245,7 +247,7 @@ func TestDedupConcurrentSeenOnce(t *testing.T) {
 
 func TestDedupConcurrentMixed(t *testing.T) {
 	clock := newFakeClock()
-	d := NewMemoryDedup(500, clock.Now)
+	d := NewMemoryStore(500, clock.Now)
 	var wg sync.WaitGroup
 	for g := range 16 {
 		wg.Go(func() {
@@ -271,12 +273,12 @@ func TestDedupConcurrentMixed(t *testing.T) {
 	wg.Wait()
 }
 
-func ExampleMemoryDedup() {
-	dedup := NewMemoryDedup(100_000, nil)
+func ExampleMemoryStore() {
+	dedup := NewMemoryStore(100_000, nil)
 	ctx := context.Background()
-	ev := &Event{ID: "42", Source: "/orders", Type: "order.created"}
+	ev := &tandem.Event{ID: "42", Source: "/orders", Type: "order.created"}
 	for range 2 {
-		dup, _ := dedup.Seen(ctx, DedupKey(ev), time.Hour)
+		dup, _ := dedup.Seen(ctx, Key(ev), time.Hour)
 		fmt.Println("duplicate:", dup)
 	}
 	// Output:

@@ -1,0 +1,129 @@
+package retry
+
+import (
+	"math"
+	"sync"
+	"time"
+)
+
+const (
+	// budgetSlots divides a Budget's window: a deposit or withdrawal ages out between
+	// ttl·(1−1/budgetSlots) and ttl after it happened.
+	budgetSlots = 10
+	// budgetUnit is what one withdrawal costs, in the budget's fixed-point units; a deposit
+	// is worth retryRatio·budgetUnit. A decimal scale keeps decimal ratios such as 0.2 exact.
+	budgetUnit = 1_000_000
+
+	defaultBudgetTTL = 10 * time.Second
+	minBudgetTTL     = time.Second
+	maxBudgetTTL     = time.Hour
+	maxBudgetRatio   = 100
+)
+
+// Budget allows retries as a fraction of recent first deliveries plus a small floor
+// per second, over a sliding window, so that a failing dependency cannot turn every
+// failure into a retry storm. Within any window of ttl, at most
+//
+//	minPerSec·ttl.Seconds() + retryRatio·deposits − withdrawals
+//
+// further withdrawals succeed, where deposits and withdrawals are those of the window.
+// The window slides in steps of ttl/10: each deposit and withdrawal counts from the
+// moment it happens until between 0.9·ttl and ttl later.
+//
+// Time is whatever the caller passes (time.Now() in production, a fixed or advancing
+// value in tests); a time earlier than one already seen counts as that latest time.
+//
+// A Budget is safe for concurrent use by many goroutines; each call is O(1)
+// and allocation-free.
+type Budget struct {
+	slotLen    time.Duration
+	reserve    int64 // the floor, in units
+	perDeposit int64 // units a deposit adds
+
+	mu      sync.Mutex
+	started bool
+	epoch   time.Time // the first time seen; slot numbers count from it
+	current int64     // the slot number of the latest time seen
+	balance int64     // the sum of slots
+	slots   [budgetSlots]int64
+}
+
+// NewBudget returns a budget over a window of ttl (clamped to 1s..1h; 0 means 10s)
+// that allows minPerSec retries per second of the window regardless of traffic, plus
+// retryRatio (0..100) retries per first delivery deposited within the window: 0.2 allows
+// one retry per five first deliveries. tandem's default is NewBudget(10*time.Second,
+// 10, 0.2).
+func NewBudget(ttl time.Duration, minPerSec uint32, retryRatio float64) *Budget {
+	switch {
+	case ttl <= 0:
+		ttl = defaultBudgetTTL
+	case ttl < minBudgetTTL:
+		ttl = minBudgetTTL
+	case ttl > maxBudgetTTL:
+		ttl = maxBudgetTTL
+	}
+	switch {
+	case !(retryRatio > 0): // negative or NaN
+		retryRatio = 0
+	case retryRatio > maxBudgetRatio:
+		retryRatio = maxBudgetRatio
+	}
+	// A floor of 2⁶² units is 4.6 trillion retries: plenty, and the sums cannot overflow.
+	reserve := min(math.Round(float64(minPerSec)*ttl.Seconds()*budgetUnit), 1<<62)
+	return &Budget{
+		slotLen:    ttl / budgetSlots,
+		reserve:    int64(reserve),
+		perDeposit: int64(math.Round(retryRatio * budgetUnit)),
+	}
+}
+
+// Deposit records one first delivery at now, earning retryRatio retries for the window.
+func (b *Budget) Deposit(now time.Time) {
+	b.mu.Lock()
+	b.advance(now)
+	// Past a balance of trillions of retries more deposits change nothing; stopping there
+	// keeps the sum from overflowing.
+	if b.balance < math.MaxInt64/2 {
+		b.slots[b.current%budgetSlots] += b.perDeposit
+		b.balance += b.perDeposit
+	}
+	b.mu.Unlock()
+}
+
+// Withdraw reports whether one retry may happen at now, and if so consumes it.
+func (b *Budget) Withdraw(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.advance(now)
+	if b.reserve+b.balance < budgetUnit {
+		return false
+	}
+	b.slots[b.current%budgetSlots] -= budgetUnit
+	b.balance -= budgetUnit
+	return true
+}
+
+// advance moves the window to now, forgetting the slots that aged out. It runs at most
+// budgetSlots steps. b.mu must be held.
+func (b *Budget) advance(now time.Time) {
+	if !b.started {
+		b.started, b.epoch = true, now
+		return
+	}
+	// Sub uses the monotonic clock when both times carry it, so wall-clock steps do not
+	// move the window; it saturates instead of wrapping.
+	n := int64(now.Sub(b.epoch) / b.slotLen)
+	if n <= b.current {
+		return
+	}
+	if n-b.current >= budgetSlots {
+		b.slots = [budgetSlots]int64{}
+		b.balance = 0
+	} else {
+		for s := b.current + 1; s <= n; s++ {
+			b.balance -= b.slots[s%budgetSlots]
+			b.slots[s%budgetSlots] = 0
+		}
+	}
+	b.current = n
+}
