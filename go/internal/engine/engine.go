@@ -8,6 +8,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -88,7 +89,10 @@ type Engine struct {
 	goWake   *os.File        // a dup of the Go eventfd, registered with the netpoller
 	pollDone chan struct{}
 	stopPoll atomic.Bool
-	freed    atomic.Bool
+	// rustStopping is set before tokio stops: a delivery still waiting for a slot is then
+	// settled as cancelled rather than published to a runtime that will not run it.
+	rustStopping atomic.Bool
+	freed        atomic.Bool
 
 	obs     observer
 	retry   retry.Backoff
@@ -363,6 +367,7 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	for _, p := range e.pools {
 		p.stop()
 	}
+	e.rustStopping.Store(true)
 	if err := abi.Shutdown(e.h, uint64(grace)); err != nil {
 		e.log.Error("tandem: Rust shutdown", zap.Error(err))
 	}
@@ -413,7 +418,8 @@ func (e *Engine) abandonInFlight() {
 		if d := sl.d.Swap(nil); d != nil {
 			f := &Failure{Outcome: OutcomeRetry, EventType: d.typ, Envelope: envelope.ErrorEnvelope{
 				Code: envelope.CodeAbandoned, Message: "the Rust handler did not stop at shutdown", Runtime: "rust"}}
-			d.slot = noSlot // the slot stays with the stopped runtime
+			d.raw = bytes.Clone(e.slots.envelope(d.slot, d.length)) // for a dead letter
+			d.slot = noSlot                                         // the slot stays with the stopped runtime
 			e.settleRetryable(d, f)
 		}
 	}

@@ -187,4 +187,3 @@ func (m *metrics) settled(rt *Route, acked bool, submittedAt int64) {
 		m.latency.Record(context.Background(), time.Duration(nanotime()-submittedAt).Seconds(), rt.met.rec...)
 	}
 }
-

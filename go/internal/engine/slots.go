@@ -32,10 +32,10 @@ type requestSlot struct {
 // slots are the request slots: a free list, each slot's owner word, and views of the
 // shared region (a delivery header, then the envelope).
 type slots struct {
-	e      *Engine
-	layout *abi.Layout
-	freeList  chan uint32
-	table  []requestSlot
+	e        *Engine
+	layout   *abi.Layout
+	freeList chan uint32
+	table    []requestSlot
 }
 
 func (s *slots) init(e *Engine, l *abi.Layout) {

@@ -116,6 +116,10 @@ func (e *Engine) routeQueued() {
 // the envelope in and publishes it.
 func (e *Engine) redeliverFromQueue(d *Delivery) {
 	idx, err := e.slots.acquire(context.Background(), Block, e.closing)
+	if err == nil && e.rustStopping.Load() {
+		e.slots.free(idx)
+		err = ErrClosed
+	}
 	if err != nil {
 		e.obs.cancelled()
 		e.settleRetryable(d, failure(OutcomeRetry, d.typ, envelope.CodeCancelled, "the runtime shut down before the next attempt", d.route.name()))

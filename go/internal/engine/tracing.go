@@ -22,7 +22,6 @@ import (
 
 var traceContext propagation.TraceContext
 
-
 // eventCarrier reads and writes an event's W3C trace context.
 type eventCarrier struct{ ev *envelope.Event }
 
@@ -106,4 +105,3 @@ func (o *observer) rustProcess(parent trace.SpanContext, rt *Route, eventType st
 		trace.WithTimestamp(started), trace.WithAttributes(attrs...))
 	return span
 }
-
