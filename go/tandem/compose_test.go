@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemrt/tandem/go/internal/engine"
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
@@ -591,15 +592,19 @@ func TestFailedLocalEventsAreRetriedByGo(t *testing.T) {
 
 func TestASecondSettleIsAViolationNotADoubleCount(t *testing.T) {
 	rt := newRuntime(t, Config{})
-	r := &Receipt{w: waiter{ch: make(chan struct{})}}
-	r.w.settle(rt, nil, Reply{data: []byte("first")})
-	r.w.settle(rt, errors.New("second"), Reply{data: []byte("second")})
+	r := &Receipt{w: receiptWaiter{e: rt.e, ch: make(chan struct{})}}
+	r.w.Settle(nil, engine.ReplyOf([]byte("first")))
+	r.w.Settle(errors.New("second"), engine.ReplyOf([]byte("second")))
 	if err := r.Wait(context.Background()); err != nil || string(r.Reply()) != "first" {
 		t.Fatalf("receipt = %q, %v: the first settle must stand", r.Reply(), err)
 	}
 	if v := rt.Stats().Violations; v != 1 {
 		t.Fatalf("violations %d, want 1", v)
 	}
-	rt.violations.Store(0) // the deliberate one, so shutdownClean checks the rest
-	shutdownClean(t, rt)
+	if err := rt.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := rt.Stats(); s.Violations != 1 || s.Rust.Violations != 0 || s.InFlight != 0 {
+		t.Fatalf("after shutdown: violations go %d rust %d, in flight %d", s.Violations, s.Rust.Violations, s.InFlight)
+	}
 }

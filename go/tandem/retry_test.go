@@ -101,13 +101,13 @@ func TestTermAndUndecodableEventsAreDeadLettered(t *testing.T) {
 	if !errors.As(err, &he) || he.DeadLetter != ReasonTerm {
 		t.Fatalf("term: %v", err)
 	}
-	w := &waiter{ch: make(chan struct{})}
-	if err := rt.submitRaw([]byte{0xa1, 0x00}, "demo.echo", w); err != nil {
+	a, err := rt.submitRaw([]byte{0xa1, 0x00}, "demo.echo")
+	if err != nil {
 		t.Fatal(err)
 	}
-	<-w.ch
-	if !errors.As(w.err, &he) || he.DeadLetter != ReasonDecode {
-		t.Fatalf("undecodable: %v", w.err)
+	werr := a.Wait(context.Background())
+	if !errors.As(werr, &he) || he.DeadLetter != ReasonDecode {
+		t.Fatalf("undecodable: %v", werr)
 	}
 	shutdownClean(t, rt)
 	letters := sink.Letters()

@@ -159,7 +159,7 @@ func (r *Runtime) newRoute(pattern, name string, opts []RouteOption) (*engine.Ro
 		o.idle = 10 * time.Second
 	}
 	if !o.overloadSet {
-		o.overload = r.overload
+		o.overload = r.cfg.Overload
 	}
 	if o.overload != Block && o.overload != Reject && o.overload != Shed {
 		return nil, nil, fmt.Errorf("%w: %q: unknown overload policy %d", ErrInvalidRoute, pattern, int(o.overload))

@@ -59,8 +59,8 @@ func (s State) String() string {
 // All methods are safe for concurrent use by many goroutines.
 type Runtime struct {
 	e          *engine.Engine
+	cfg        Config // with its defaults filled in
 	log        *zap.Logger
-	overload   OverloadPolicy // Config.Overload, the routes' default
 	middleware []Middleware
 	handlers   []goRoute // Go handlers as registered, for Init, WarmUp and Close
 
@@ -84,7 +84,7 @@ func New(cfg Config) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Runtime{e: e, log: cfg.Logger, overload: cfg.Overload}, nil
+	return &Runtime{e: e, cfg: cfg, log: cfg.Logger}, nil
 }
 
 // State returns the lifecycle state.

@@ -270,14 +270,14 @@ func TestBadInputGetsTypedErrors(t *testing.T) {
 // "decode" error, release the slot, and go on.
 func TestMalformedEnvelopeIsTerminalDecodeError(t *testing.T) {
 	rt := newRuntime(t, Config{})
-	w := &waiter{ch: make(chan struct{})}
-	if err := rt.submitRaw([]byte{0xa1, 0x00}, "demo.echo", w); err != nil {
+	a, err := rt.submitRaw([]byte{0xa1, 0x00}, "demo.echo")
+	if err != nil {
 		t.Fatal(err)
 	}
-	<-w.ch
+	werr := a.Wait(context.Background())
 	var he *HandlerError
-	if !errors.As(w.err, &he) || he.Code() != "decode" || he.Outcome != OutcomeTerm {
-		t.Fatalf("malformed: %v", w.err)
+	if !errors.As(werr, &he) || he.Code() != "decode" || he.Outcome != OutcomeTerm {
+		t.Fatalf("malformed: %v", werr)
 	}
 	shutdownClean(t, rt)
 }
@@ -534,11 +534,11 @@ func TestBadInputIsLogged(t *testing.T) {
 	rt.Submit(ctx, event("demo.echo", "2", make([]byte, 2048)))
 	rt.Submit(ctx, &Event{Source: "/t", Type: "demo.echo"})
 	rt.Call(ctx, event("demo.panic", "3", []byte("panic")))
-	w := &waiter{ch: make(chan struct{})}
-	if err := rt.submitRaw([]byte{0xff}, "demo.echo", w); err != nil {
+	a, err := rt.submitRaw([]byte{0xff}, "demo.echo")
+	if err != nil {
 		t.Fatal(err)
 	}
-	<-w.ch
+	a.Wait(context.Background())
 	shutdownClean(t, rt)
 	rt.Submit(ctx, event("demo.echo", "4", nil))
 	for _, msg := range []string{

@@ -31,7 +31,7 @@ func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, ori
 	e.gate.RLock()
 	defer e.gate.RUnlock()
 	if e.State() != Running {
-		e.log.Debug("tandem: intake refused: not running", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID))
+		e.log.Debug("tandem: submit refused: not running", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID))
 		return ErrClosed
 	}
 	rt := e.router.match(ev.Type)

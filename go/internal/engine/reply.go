@@ -77,3 +77,6 @@ func (e *Engine) pushRelease(slot uint32) {
 		e.wakeRust()
 	}
 }
+
+// ReplyOf is a reply whose payload is Go memory (a Go handler's reply).
+func ReplyOf(data []byte) Reply { return Reply{data: data} }

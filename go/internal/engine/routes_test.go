@@ -1,4 +1,4 @@
-package tandem
+package engine
 
 import (
 	"errors"
@@ -54,7 +54,7 @@ func TestMostSpecificRouteWins(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rt.name = p
+		rt.Name = p
 		if err := tbl.add(rt); err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +67,7 @@ func TestMostSpecificRouteWins(t *testing.T) {
 		"ping":             ">",
 	} {
 		for range 2 { // the second lookup comes from the cache
-			if got := tbl.match(typ); got == nil || got.name != want {
+			if got := tbl.match(typ); got == nil || got.Name != want {
 				t.Errorf("match(%q) = %v, want %q", typ, got, want)
 			}
 		}
@@ -83,6 +83,6 @@ func TestNoRouteIsNil(t *testing.T) {
 	rt, _ := parsePattern("order.*")
 	tbl.add(rt)
 	if got := tbl.match("user.created"); got != nil {
-		t.Fatalf("match = %v, want nil", got.pattern)
+		t.Fatalf("match = %v, want nil", got.Pattern)
 	}
 }
