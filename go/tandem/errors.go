@@ -43,7 +43,44 @@ var (
 )
 
 // LoadError says which library file failed to load, why, and what to do (purego mode).
-type LoadError = abi.LoadError
+type LoadError struct {
+	// Path is the library file.
+	Path string
+	// Symbol is the missing export, when one is missing.
+	Symbol string
+	// Err is the cause.
+	Err error
+	// Hint says what to do.
+	Hint string
+}
+
+func (e *LoadError) Error() string {
+	msg := fmt.Sprintf("tandem: loading %s: %v", e.Path, e.Err)
+	if e.Symbol != "" {
+		msg += " " + e.Symbol
+	}
+	if e.Hint != "" {
+		msg += ": " + e.Hint
+	}
+	return msg
+}
+
+// Unwrap returns the cause.
+func (e *LoadError) Unwrap() error { return e.Err }
+
+// publicError gives a load failure's details as a *LoadError (the bindings' own type is
+// internal); other errors pass unchanged.
+func publicError(err error) error {
+	var le *abi.LoadError
+	if !errors.As(err, &le) {
+		return err
+	}
+	sentinel := ErrLibrary
+	if errors.Is(err, ErrABIMismatch) {
+		sentinel = ErrABIMismatch
+	}
+	return fmt.Errorf("%w: %w", sentinel, &LoadError{Path: le.Path, Symbol: le.Symbol, Err: le.Err, Hint: le.Hint})
+}
 
 // Outcome is a handler's verdict on an event.
 type Outcome uint8

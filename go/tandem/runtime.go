@@ -82,7 +82,7 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	e, err := engine.New(cfg.engine())
 	if err != nil {
-		return nil, err
+		return nil, publicError(err)
 	}
 	return &Runtime{e: e, cfg: cfg, log: cfg.Logger}, nil
 }
