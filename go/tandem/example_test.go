@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
 )
 
 // Call sends an event to a Rust handler and waits for its reply, read in place from
@@ -150,7 +151,7 @@ func ExampleRuntime_HandleRust() {
 // A handler that asks for a retry is redelivered on the route's schedule; one that fails
 // for good is dead-lettered, and its submitter learns why.
 func Example_retriesAndDeadLetters() {
-	sink := tandem.NewMemorySink()
+	sink := deadletter.NewMemorySink()
 	rt, err := tandem.New(tandem.Config{DeadLetters: sink})
 	if err != nil {
 		fmt.Println(err)
@@ -188,7 +189,7 @@ func Example_retriesAndDeadLetters() {
 		return
 	}
 	fmt.Println("retried", rt.Stats().Retried)
-	for _, dl := range sink.Letters() {
+	for _, dl := range sink.Records() {
 		fmt.Println("dead letter:", dl.EventID, dl.Reason, dl.Error.Code)
 	}
 	// Output:

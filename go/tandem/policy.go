@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // Policy is a per-route (or global) policy. For routes to Go handlers the router applies
@@ -32,12 +34,12 @@ func MiddlewareOf(p Policy) Middleware { return p.Wrap }
 
 // Error codes the policies give their refusals and failures, or recognise as refusals.
 const (
-	codeCircuitOpen = "circuit_open"
-	codeRateLimited = "rate_limited"
-	codeDuplicate   = "duplicate"
-	codeTimeout     = "timeout"
-	codeOverloaded  = "overloaded"
-	codeShed        = "shed"
+	codeCircuitOpen = envelope.CodeCircuitOpen
+	codeRateLimited = envelope.CodeRateLimited
+	codeDuplicate   = envelope.CodeDuplicate
+	codeTimeout     = envelope.CodeTimeout
+	codeOverloaded  = envelope.CodeOverloaded
+	codeShed        = envelope.CodeShed
 )
 
 // refusal is a policy's refusal of an event. errors.Is matches its sentinel (and its

@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
 )
 
 func main() {
@@ -123,7 +124,7 @@ func run(args []string, out io.Writer) error {
 	}
 	defer logger.Sync()
 
-	sink, err := tandem.OpenFileSink(*dlqPath)
+	sink, err := deadletter.OpenFile(*dlqPath)
 	if err != nil {
 		return err
 	}
@@ -326,11 +327,11 @@ func addRoutes(rt *tandem.Runtime, t *tally, breaker *tandem.Breaker, concurrenc
 
 // countDeadLetters is the number of complete records in the dead-letter file at path.
 func countDeadLetters(path string) (int, error) {
-	f, err := tandem.ReadDeadLetters(path)
+	f, err := deadletter.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
-	return len(f.Letters), nil
+	return len(f.Records), nil
 }
 
 // writeChain writes the one traced chain to path ("-": out).

@@ -1,4 +1,4 @@
-package tandem
+package deadletter
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,40 +15,41 @@ import (
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
+
+	"github.com/tandemrt/tandem/go/internal/cborx"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
-// This file is the dead-letter sink (docs/deadletters.md): the DeadLetter value, the
-// DeadLetterSink interface, the default FileSink (an fsync'd, append-only CBOR sequence,
-// RFC 8742) with its reader, and MemorySink.
-
-// DeadLetterReason says why an event was dead-lettered. The constants below are the ones
-// tandem writes; a sink stores any non-empty reason, so others may add their own.
-type DeadLetterReason string
+// Reason says why an event was dead-lettered. The constants below are the ones tandem
+// writes; a sink stores any non-empty reason, so others may add their own.
+type Reason string
 
 // The reasons tandem dead-letters an event for.
 const (
 	// ReasonTerm: a handler returned Term.
-	ReasonTerm DeadLetterReason = "term"
+	ReasonTerm Reason = "term"
 	// ReasonMaxAttempts: retries exhausted.
-	ReasonMaxAttempts DeadLetterReason = "max_attempts"
+	ReasonMaxAttempts Reason = "max_attempts"
+	// ReasonRetryBudget: the retry budget refused a retry (a failing dependency, most likely).
+	ReasonRetryBudget Reason = "retry_budget"
 	// ReasonDecode: the envelope could not be decoded.
-	ReasonDecode DeadLetterReason = "decode"
+	ReasonDecode Reason = "decode"
 	// ReasonNoRoute: no handler is routed for the event's type.
-	ReasonNoRoute DeadLetterReason = "no_route"
+	ReasonNoRoute Reason = "no_route"
 	// ReasonShed: dropped by a Shed overload policy.
-	ReasonShed DeadLetterReason = "shed"
+	ReasonShed Reason = "shed"
 	// ReasonCancelled: cancelled at shutdown with a policy that dead-letters.
-	ReasonCancelled DeadLetterReason = "cancelled"
+	ReasonCancelled Reason = "cancelled"
 )
 
-// DeadLetter is one dead-lettered event: why, the error envelope, how many attempts were
+// Record is one dead-lettered event: why, the error envelope, how many attempts were
 // made, what is known of the event, and its original envelope bytes. It is a plain value;
 // sinks neither retain nor modify one they are given.
-type DeadLetter struct {
+type Record struct {
 	// Reason is required.
-	Reason DeadLetterReason
+	Reason Reason
 	// Error is the error envelope of the last failure; it may be nil.
-	Error *ErrorEnvelope
+	Error *envelope.ErrorEnvelope
 	// Attempts is how many deliveries were made.
 	Attempts uint32
 	// EventID, EventType and Source are copied from the event when known (empty if it did
@@ -62,43 +64,43 @@ type DeadLetter struct {
 	Envelope []byte
 }
 
-// DeadLetterSink receives dead letters. Implementations must be safe for concurrent use;
-// WriteDeadLetter must not retain dl or dl.Envelope after it returns, and must return an
-// error (never drop the letter silently) when it cannot store it. After Close,
-// WriteDeadLetter fails with ErrSinkClosed; Close is idempotent.
-type DeadLetterSink interface {
-	WriteDeadLetter(ctx context.Context, dl *DeadLetter) error
-	Close() error
+// Sink receives dead letters. Implementations must be safe for concurrent use; Write must
+// not retain r or r.Envelope after it returns, and must return an error (never drop the
+// record silently) when it cannot store it. Closing a sink is its owner's business, not
+// the runtime's: the runtime only writes. A closed sink's Write fails with ErrSinkClosed.
+type Sink interface {
+	Write(ctx context.Context, r *Record) error
 }
 
 var (
-	// ErrSinkClosed: WriteDeadLetter after Close.
+	// ErrSinkClosed: Write after Close.
 	ErrSinkClosed = errors.New("tandem: dead-letter sink is closed")
-	// ErrInvalidDeadLetter (wrapped, naming the field): the reason is empty, the error
+	// ErrInvalidRecord (wrapped, naming the field): the reason is empty, the error
 	// envelope cannot be encoded, or the time is out of range.
-	ErrInvalidDeadLetter = errors.New("tandem: invalid dead letter")
-	// ErrUnsafeFileMode: OpenFileSink refuses an existing dead-letter file that its group
+	ErrInvalidRecord = errors.New("tandem: invalid dead-letter record")
+	// ErrUnsafeFileMode: OpenFile refuses an existing dead-letter file that its group
 	// or others may access; dead letters carry event payloads. chmod 600 it.
 	ErrUnsafeFileMode = errors.New("tandem: dead-letter file is accessible to group or others")
 	// ErrSinkInUse: another FileSink, in this process or another, holds the file.
 	ErrSinkInUse = errors.New("tandem: dead-letter file is in use by another sink")
 )
 
-// DeadLetterFileError is a dead-letter file that cannot be read past a point: a record
-// that is malformed or invalid, or bytes at the end that are not a record cut short.
-// Offset is where the bad record starts.
-type DeadLetterFileError struct {
+// FileError is a dead-letter file that cannot be read past a point: a record that is
+// malformed or invalid, or bytes at the end that are not a record cut short. Offset is
+// where the bad record starts.
+type FileError struct {
 	Path   string
 	Offset int64
 	Err    error
 }
 
-func (e *DeadLetterFileError) Error() string {
+// Error names the file, the offset and what is wrong there.
+func (e *FileError) Error() string {
 	return fmt.Sprintf("tandem: dead-letter file %s: bad record at offset %d: %v", e.Path, e.Offset, e.Err)
 }
 
-// Unwrap returns the underlying error (often a *DecodeError).
-func (e *DeadLetterFileError) Unwrap() error { return e.Err }
+// Unwrap returns the underlying error (often an *envelope.DecodeError).
+func (e *FileError) Unwrap() error { return e.Err }
 
 // ---------------------------------------------------------------------------
 // The record: a definite-length map with unsigned keys, version 1.
@@ -107,29 +109,37 @@ func (e *DeadLetterFileError) Unwrap() error { return e.Err }
 const recordVersion = 1
 
 const (
-	dlKeyV = iota
-	dlKeyReason
-	dlKeyError
-	dlKeyAttempts
-	dlKeyEventID
-	dlKeyEventType
-	dlKeySource
-	dlKeyRoute
-	dlKeyTime
-	dlKeyEnvelope
+	keyV = iota
+	keyReason
+	keyError
+	keyAttempts
+	keyEventID
+	keyEventType
+	keySource
+	keyRoute
+	keyTime
+	keyEnvelope
+)
+
+// majorMap is CBOR major type 5 in an initial byte: every record starts with a map head.
+const majorMap = 5 << 5
+
+var (
+	minUnixNano = time.Unix(0, math.MinInt64)
+	maxUnixNano = time.Unix(0, math.MaxInt64)
 )
 
 // The error envelope is embedded as a byte string holding its own canonical encoding, so
-// the record decodes with the envelope's strict shape pass and DecodeErrorEnvelope reads
-// the error exactly as it reads one off the completion ring.
-var recordShapes = [...]fieldShape{
-	dlKeyV: shapeUint, dlKeyReason: shapeText, dlKeyError: shapeBytes,
-	dlKeyAttempts: shapeUint, dlKeyEventID: shapeText, dlKeyEventType: shapeText,
-	dlKeySource: shapeText, dlKeyRoute: shapeText, dlKeyTime: shapeInt, dlKeyEnvelope: shapeBytes,
+// envelope.DecodeErrorEnvelope reads the error exactly as it reads one off the
+// completion ring. A record is checked with the envelope's rules (cborx.Decode).
+var recordShapes = [...]cborx.Shape{
+	keyV: cborx.Uint, keyReason: cborx.Text, keyError: cborx.Bytes,
+	keyAttempts: cborx.Uint, keyEventID: cborx.Text, keyEventType: cborx.Text,
+	keySource: cborx.Text, keyRoute: cborx.Text, keyTime: cborx.Int, keyEnvelope: cborx.Bytes,
 }
 
-// wireDeadLetter is the record as fxamacker/cbor sees it.
-type wireDeadLetter struct {
+// wireRecord is the record as fxamacker/cbor encodes it.
+type wireRecord struct {
 	V         uint64 `cbor:"0,keyasint"`
 	Reason    string `cbor:"1,keyasint"`
 	Error     []byte `cbor:"2,keyasint,omitempty"`
@@ -142,22 +152,22 @@ type wireDeadLetter struct {
 	Envelope  []byte `cbor:"9,keyasint,omitempty"`
 }
 
-// marshalDeadLetter encodes dl as one canonical record, stamping a zero Time with now.
-func marshalDeadLetter(dl *DeadLetter, now time.Time) ([]byte, error) {
+// marshalRecord encodes dl as one canonical record, stamping a zero Time with now.
+func marshalRecord(dl *Record, now time.Time) ([]byte, error) {
 	if dl == nil {
-		return nil, fmt.Errorf("%w: nil", ErrInvalidDeadLetter)
+		return nil, fmt.Errorf("%w: nil", ErrInvalidRecord)
 	}
 	if dl.Reason == "" {
-		return nil, fmt.Errorf("%w: Reason is empty", ErrInvalidDeadLetter)
+		return nil, fmt.Errorf("%w: Reason is empty", ErrInvalidRecord)
 	}
 	t := dl.Time
 	if t.IsZero() {
 		t = now
 	}
-	if !validTime(t) {
-		return nil, fmt.Errorf("%w: Time %v is outside int64 Unix nanoseconds", ErrInvalidDeadLetter, t)
+	if t.Before(minUnixNano) || t.After(maxUnixNano) {
+		return nil, fmt.Errorf("%w: Time %v is outside int64 Unix nanoseconds", ErrInvalidRecord, t)
 	}
-	w := wireDeadLetter{
+	w := wireRecord{
 		V:         recordVersion,
 		Reason:    string(dl.Reason),
 		Attempts:  dl.Attempts,
@@ -169,53 +179,76 @@ func marshalDeadLetter(dl *DeadLetter, now time.Time) ([]byte, error) {
 		Envelope:  dl.Envelope,
 	}
 	if dl.Error != nil {
-		b, err := AppendErrorEnvelope(nil, dl.Error)
+		b, err := envelope.MarshalErrorEnvelope(dl.Error)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrInvalidDeadLetter, err)
+			return nil, fmt.Errorf("%w: %w", ErrInvalidRecord, err)
 		}
 		w.Error = b
 	}
-	return encMode.Marshal(&w)
+	return cborx.Enc.Marshal(&w)
 }
 
-// decodeDeadLetter decodes one complete record. Like the envelope decoders it skips
-// unknown unsigned keys and rejects another version, and reports a *DecodeError.
-func decodeDeadLetter(b []byte) (*DeadLetter, error) {
-	var w wireDeadLetter
-	present, err := decodeInto(b, recordShapes[:], &w)
+// decodeRecord decodes one complete record. Like the envelope decoders it skips unknown
+// unsigned keys and rejects another version, and reports an *envelope.DecodeError.
+func decodeRecord(b []byte) (*Record, error) {
+	r := &Record{}
+	var ns int64
+	present, err := cborx.Decode(b, recordShapes[:], func(key uint64, val []byte) error {
+		var dst any
+		switch key {
+		case keyReason:
+			dst = (*string)(&r.Reason)
+		case keyError:
+			var raw []byte
+			if err := cborx.Dec.Unmarshal(val, &raw); err != nil {
+				return err
+			}
+			e, err := envelope.DecodeErrorEnvelope(raw)
+			if err != nil {
+				return fmt.Errorf("error envelope (key %d): %w", keyError, err)
+			}
+			r.Error = e
+			return nil
+		case keyAttempts:
+			dst = &r.Attempts
+		case keyEventID:
+			dst = &r.EventID
+		case keyEventType:
+			dst = &r.EventType
+		case keySource:
+			dst = &r.Source
+		case keyRoute:
+			dst = &r.Route
+		case keyTime:
+			dst = &ns
+		case keyEnvelope:
+			dst = &r.Envelope
+		}
+		return cborx.Dec.Unmarshal(val, dst)
+	})
 	if err != nil {
-		return nil, err
+		e := cborx.AsError(err)
+		return nil, &envelope.DecodeError{Kind: envelope.DecodeErrorKind(e.Kind), Err: e.Err}
 	}
 	switch {
-	case w.Reason == "":
-		return nil, decodeErr(KindMissingField, "reason (key %d)", dlKeyReason)
-	case present&(1<<dlKeyTime) == 0:
-		return nil, decodeErr(KindMissingField, "time (key %d)", dlKeyTime)
+	case r.Reason == "":
+		return nil, decodeErr(envelope.KindMissingField, "reason (key %d)", keyReason)
+	case present&(1<<keyTime) == 0:
+		return nil, decodeErr(envelope.KindMissingField, "time (key %d)", keyTime)
 	}
-	dl := &DeadLetter{
-		Reason:    DeadLetterReason(w.Reason),
-		Attempts:  w.Attempts,
-		EventID:   w.EventID,
-		EventType: w.EventType,
-		Source:    w.Source,
-		Route:     w.Route,
-		Time:      time.Unix(0, w.Time).UTC(),
+	r.Time = time.Unix(0, ns).UTC()
+	if len(r.Envelope) == 0 {
+		r.Envelope = nil
 	}
-	if len(w.Envelope) != 0 {
-		dl.Envelope = w.Envelope
-	}
-	if present&(1<<dlKeyError) != 0 {
-		e, err := DecodeErrorEnvelope(w.Error)
-		if err != nil {
-			return nil, fmt.Errorf("error envelope (key %d): %w", dlKeyError, err)
-		}
-		dl.Error = e
-	}
-	return dl, nil
+	return r, nil
 }
 
-// cloneDeadLetter returns a deep copy, so a sink keeps nothing of the caller's.
-func cloneDeadLetter(dl *DeadLetter) DeadLetter {
+func decodeErr(kind envelope.DecodeErrorKind, format string, args ...any) *envelope.DecodeError {
+	return &envelope.DecodeError{Kind: kind, Err: fmt.Errorf(format, args...)}
+}
+
+// cloneRecord returns a deep copy, so a sink keeps nothing of the caller's.
+func cloneRecord(dl *Record) Record {
 	c := *dl
 	if dl.Error != nil {
 		e := *dl.Error
@@ -232,25 +265,26 @@ func cloneDeadLetter(dl *DeadLetter) DeadLetter {
 // ---------------------------------------------------------------------------
 // Reading a file sink.
 
-// DeadLetterFile is what ReadDeadLetters found: every complete record in file order, and
-// how many bytes at the end were a record cut short by a crash (skipped).
-type DeadLetterFile struct {
-	Letters   []DeadLetter
+// File is what ReadFile found: every complete record in file order, and how many bytes
+// at the end were a record cut short by a crash (skipped). It is a plain value.
+type File struct {
+	Records   []Record
 	TornBytes int64
 }
 
-// ReadDeadLetters reads every complete record of a file written by FileSink. A torn last
+// ReadFile reads every complete record of a file written by FileSink. A torn last
 // record (a crash mid-write) is skipped and counted in TornBytes, not an error; a bad
-// record anywhere else is a *DeadLetterFileError naming its offset. It takes no lock, so
-// it may run while a sink appends (a record being written reads as torn). Times are in UTC.
-func ReadDeadLetters(path string) (*DeadLetterFile, error) {
+// record anywhere else is a *FileError naming its offset. It takes no lock, so it may run
+// while a sink appends (a record being written reads as torn). Times are in UTC. Safe
+// for concurrent use.
+func ReadFile(path string) (*File, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	out := &DeadLetterFile{}
-	_, torn, err := scanDeadLetters(f, path, func(dl *DeadLetter) { out.Letters = append(out.Letters, *dl) })
+	out := &File{}
+	_, torn, err := scanRecords(f, path, func(r *Record) { out.Records = append(out.Records, *r) })
 	if err != nil {
 		return nil, err
 	}
@@ -273,12 +307,12 @@ func (r *readErrRecorder) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// scanDeadLetters decodes the records of r one after another, calling fn with each. It
+// scanRecords decodes the records of r one after another, calling fn with each. It
 // returns the offset just past the last complete record and the length of a torn tail
-// after it. Whatever else stops it is an error: a read error, or a *DeadLetterFileError.
-func scanDeadLetters(r io.Reader, path string, fn func(*DeadLetter)) (good, torn int64, err error) {
+// after it. Whatever else stops it is an error: a read error, or a *FileError.
+func scanRecords(r io.Reader, path string, fn func(*Record)) (good, torn int64, err error) {
 	rr := &readErrRecorder{r: r}
-	dec := decMode.NewDecoder(rr)
+	dec := cborx.Dec.NewDecoder(rr)
 	for {
 		off := int64(dec.NumBytesRead())
 		var raw cbor.RawMessage
@@ -293,19 +327,19 @@ func scanDeadLetters(r io.Reader, path string, fn func(*DeadLetter)) (good, torn
 			// The last item runs past the end: everything from off is in the decoder's buffer.
 			tail, _ := io.ReadAll(dec.Buffered())
 			if err := checkTornTail(tail); err != nil {
-				return off, 0, &DeadLetterFileError{Path: path, Offset: off, Err: err}
+				return off, 0, &FileError{Path: path, Offset: off, Err: err}
 			}
 			return off, int64(len(tail)), nil
 		case err != nil:
-			return off, 0, &DeadLetterFileError{Path: path, Offset: off, Err: classify(err)}
+			return off, 0, &FileError{Path: path, Offset: off, Err: &envelope.DecodeError{Kind: envelope.DecodeErrorKind(cborx.Kind(err)), Err: err}}
 		}
-		dl, derr := decodeDeadLetter(raw)
+		dl, derr := decodeRecord(raw)
 		if derr != nil {
 			// Some file systems can leave a crashed append as zeros rather than a prefix.
 			if n, ok := zeroTail(raw, dec, rr); ok {
 				return off, n, nil
 			}
-			return off, 0, &DeadLetterFileError{Path: path, Offset: off, Err: derr}
+			return off, 0, &FileError{Path: path, Offset: off, Err: derr}
 		}
 		if fn != nil {
 			fn(dl)
@@ -318,25 +352,25 @@ func scanDeadLetters(r io.Reader, path string, fn func(*DeadLetter)) (good, torn
 // Every record starts with a definite-length map head and key 0 holding 1. A tail from
 // which a complete valid record can be decoded is not one record cut short but a sign
 // that a length in the middle of the file is corrupt, and skipping it would hide (and
-// OpenFileSink would truncate) good records.
+// OpenFile would truncate) good records.
 func checkTornTail(tail []byte) error {
 	switch {
 	case len(tail) == 0:
 		return nil
 	case tail[0]&0xe0 != majorMap || tail[0]&0x1f > 27,
-		len(tail) > 1 && tail[1] != dlKeyV,
+		len(tail) > 1 && tail[1] != keyV,
 		len(tail) > 2 && tail[2] != recordVersion:
 		return errors.New("incomplete item that does not start like a record")
 	}
 	for i := 1; i+3 <= len(tail); i++ {
-		if tail[i]&0xe0 != majorMap || tail[i+1] != dlKeyV || tail[i+2] != recordVersion {
+		if tail[i]&0xe0 != majorMap || tail[i+1] != keyV || tail[i+2] != recordVersion {
 			continue
 		}
 		var raw cbor.RawMessage
-		if _, err := decMode.UnmarshalFirst(tail[i:], &raw); err != nil {
+		if _, err := cborx.Dec.UnmarshalFirst(tail[i:], &raw); err != nil {
 			continue
 		}
-		if _, err := decodeDeadLetter(raw); err == nil {
+		if _, err := decodeRecord(raw); err == nil {
 			return fmt.Errorf("incomplete item followed by a complete record at offset +%d: a corrupt length, not a torn write", i)
 		}
 	}
@@ -372,13 +406,13 @@ func zeroTail(raw []byte, dec *cbor.Decoder, r io.Reader) (int64, bool) {
 // FileSink.
 
 // FileSink appends dead letters to a file as a CBOR sequence (RFC 8742), one record per
-// dead letter, written with one write and fsync'd before WriteDeadLetter returns. It is
-// safe for concurrent use; writers are serialized, each paying one fsync.
+// dead letter, written with one write and fsync'd before Write returns. It is safe for
+// concurrent use; writers are serialized, each paying one fsync.
 //
 // The file is created with mode 0600 (whatever the umask); an existing file that group or
 // others may access is refused with ErrUnsafeFileMode. The sink holds an exclusive flock
 // on the file until Close, so a second sink on the same file, in this process or another,
-// fails with ErrSinkInUse; readers (ReadDeadLetters) take no lock.
+// fails with ErrSinkInUse; readers (ReadFile) take no lock.
 type FileSink struct {
 	path string
 
@@ -391,12 +425,12 @@ type FileSink struct {
 	dirty bool
 }
 
-// OpenFileSink opens the dead-letter file at path for appending, creating it (mode 0600)
+// OpenFile opens the dead-letter file at path for appending, creating it (mode 0600)
 // if it does not exist. It reads the file once: a torn last record, left by a crash in the
 // middle of a write, is truncated away (and the truncation fsync'd) so new records follow
-// the last complete one. A bad record elsewhere fails with a *DeadLetterFileError: a reader
-// could not get past it, so appending after it would store letters nobody can read.
-func OpenFileSink(path string) (*FileSink, error) {
+// the last complete one. A bad record elsewhere fails with a *FileError: a reader could
+// not get past it, so appending after it would store records nobody can read.
+func OpenFile(path string) (*FileSink, error) {
 	created := true
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, os.ErrExist) {
@@ -437,7 +471,7 @@ func OpenFileSink(path string) (*FileSink, error) {
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return fail(fmt.Errorf("%w: %s has mode %04o; chmod 600 it", ErrUnsafeFileMode, path, perm))
 	}
-	end, torn, err := scanDeadLetters(f, path, nil)
+	end, torn, err := scanRecords(f, path, nil)
 	if err != nil {
 		return fail(err)
 	}
@@ -461,20 +495,20 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// Path returns the file's path, as given to OpenFileSink.
+// Path returns the file's path, as given to OpenFile. Safe for concurrent use.
 func (s *FileSink) Path() string { return s.path }
 
-// WriteDeadLetter appends dl as one record and fsyncs the file. When it returns nil the
+// Write appends r as one record and fsyncs the file. When it returns nil the
 // record is durable; when it returns an error the file holds no part of it (a failed or
 // short write is truncated away), so the caller may retry. ctx is checked before the write
-// only: a write and its fsync are not interrupted. A zero dl.Time is stamped with the
-// current time. Errors: ErrSinkClosed, ErrInvalidDeadLetter (wrapped), ctx's error, or the
+// only: a write and its fsync are not interrupted. A zero r.Time is stamped with the
+// current time. Errors: ErrSinkClosed, ErrInvalidRecord (wrapped), ctx's error, or the
 // file system's.
-func (s *FileSink) WriteDeadLetter(ctx context.Context, dl *DeadLetter) error {
+func (s *FileSink) Write(ctx context.Context, r *Record) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	rec, err := marshalDeadLetter(dl, time.Now())
+	rec, err := marshalRecord(r, time.Now())
 	if err != nil {
 		return err
 	}
@@ -513,7 +547,7 @@ func (s *FileSink) rollback() {
 }
 
 // Close closes the file and releases its lock. Every record written is already durable.
-// Calling it again returns nil.
+// Calling it again returns nil. Safe for concurrent use with Write.
 func (s *FileSink) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -528,28 +562,28 @@ func (s *FileSink) Close() error {
 // ---------------------------------------------------------------------------
 // MemorySink.
 
-// MemorySink keeps dead letters in memory, for tests and small tools. It validates a dead
-// letter as FileSink does and keeps a deep copy. Safe for concurrent use.
+// MemorySink keeps dead letters in memory, for tests and small tools. It validates a
+// record as FileSink does and keeps a deep copy. Safe for concurrent use.
 type MemorySink struct {
 	mu      sync.Mutex
-	letters []DeadLetter
+	records []Record
 	closed  bool
 }
 
 // NewMemorySink returns an empty MemorySink.
 func NewMemorySink() *MemorySink { return &MemorySink{} }
 
-// WriteDeadLetter stores a copy of dl, stamping a zero Time with the current time. Errors:
-// ErrSinkClosed, ErrInvalidDeadLetter (wrapped) or ctx's error.
-func (s *MemorySink) WriteDeadLetter(ctx context.Context, dl *DeadLetter) error {
+// Write stores a copy of r, stamping a zero Time with the current time. Errors:
+// ErrSinkClosed, ErrInvalidRecord (wrapped) or ctx's error.
+func (s *MemorySink) Write(ctx context.Context, r *Record) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	now := time.Now()
-	if _, err := marshalDeadLetter(dl, now); err != nil {
+	if _, err := marshalRecord(r, now); err != nil {
 		return err
 	}
-	c := cloneDeadLetter(dl)
+	c := cloneRecord(r)
 	if c.Time.IsZero() {
 		c.Time = now
 	}
@@ -558,23 +592,23 @@ func (s *MemorySink) WriteDeadLetter(ctx context.Context, dl *DeadLetter) error 
 	if s.closed {
 		return ErrSinkClosed
 	}
-	s.letters = append(s.letters, c)
+	s.records = append(s.records, c)
 	return nil
 }
 
-// Letters returns a deep copy of the dead letters written so far, in order.
-func (s *MemorySink) Letters() []DeadLetter {
+// Records returns a deep copy of the records written so far, in order.
+func (s *MemorySink) Records() []Record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]DeadLetter, len(s.letters))
-	for i := range s.letters {
-		out[i] = cloneDeadLetter(&s.letters[i])
+	out := make([]Record, len(s.records))
+	for i := range s.records {
+		out[i] = cloneRecord(&s.records[i])
 	}
 	return out
 }
 
-// Close makes later writes fail with ErrSinkClosed; the letters stay readable. Calling it
-// again returns nil.
+// Close makes later writes fail with ErrSinkClosed; the records stay readable. Calling
+// it again returns nil.
 func (s *MemorySink) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -583,6 +617,6 @@ func (s *MemorySink) Close() error {
 }
 
 var (
-	_ DeadLetterSink = (*FileSink)(nil)
-	_ DeadLetterSink = (*MemorySink)(nil)
+	_ Sink = (*FileSink)(nil)
+	_ Sink = (*MemorySink)(nil)
 )
