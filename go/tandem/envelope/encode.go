@@ -20,17 +20,20 @@ import (
 // The append functions reach zero allocations by reusing, from a pool, the wire struct
 // (it escapes into the encoder), the slots its time pointers point at, and a
 // bytes.Buffer wrapped around the caller's slice, so the bytes land in dst itself.
-// BenchmarkAppendEvent (encode_test.go), the full event of fullEvent with 256 bytes of
-// data, into a caller's buffer, on a 2-vCPU VM under load (Go 1.26, fxamacker v2.10.0):
+// BenchmarkAppendEvent (envelope_test.go: fullEvent, 256 bytes of data, into a caller's
+// buffer), 2-vCPU VM shared with other builds, Go 1.26, fxamacker v2.10.0, ranges over
+// runs:
 //
-//	                          no extensions              4 extensions
-//	AppendEvent (pooled)      ~245 ns   0 B   0 allocs   ~425 ns   0 B   0 allocs
-//	fxamacker, no pool        ~490 ns 304 B   3 allocs   ~750 ns 304 B   3 allocs
+//	                            no extensions                4 extensions
+//	AppendEvent (pooled)        235-440 ns    0 B  0 allocs  390-460 ns    0 B  0 allocs
+//	fxamacker, no pool          440-500 ns  352 B  1 alloc   600-700 ns  352 B  1 alloc
+//	hand-written (before)        67-76 ns    0 B  0 allocs  170-180 ns    0 B  0 allocs
 //
-// The hand-written append encoder this replaced did the same in ~75 ns and ~200 ns (0
-// allocs); it was dropped because fxamacker reaches zero allocations too, and one
-// encoder is one thing to get right. Restore it from history only if those ~170-220 ns
-// per event show in an end-to-end benchmark.
+// The last row is the hand-written append encoder this replaced (go/tandem/envelope.go
+// before the envelope package; measured in the same runs). It went because fxamacker
+// reaches zero allocations too, and one encoder is one thing to get right; it is 2-3x
+// faster, so bring it back (with its byte-equality tests against MarshalEvent) if those
+// ~200 ns per event show in an end-to-end benchmark.
 
 // envelopeVersion is the major version every v1 envelope carries under key 0.
 const envelopeVersion = 1

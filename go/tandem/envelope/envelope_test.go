@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -500,4 +501,37 @@ func BenchmarkDecodeEvent(b *testing.B) {
 	for b.Loop() {
 		_, _ = DecodeEvent(in)
 	}
+}
+
+// TestAppendEventConcurrent: encoders running at once never see each other's pooled
+// scratch (run it with -race).
+func TestAppendEventConcurrent(t *testing.T) {
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 9))
+			buf := make([]byte, 0, 4096)
+			for i := range 300 {
+				ev := randomEvent(r)
+				want, err := MarshalEvent(ev)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if buf, err = AppendEvent(buf[:0], ev); err != nil || !bytes.Equal(buf, want) {
+					t.Errorf("goroutine %d case %d: AppendEvent = %x, %v; want %x", g, i, buf, err, want)
+					return
+				}
+				e := &ErrorEnvelope{Code: randomText(r, false), Retry: &RetryPolicy{NotBefore: randomTime(r)}}
+				wantErr, _ := MarshalErrorEnvelope(e)
+				if got, err := AppendErrorEnvelope(buf[:0], e); err != nil || !bytes.Equal(got, wantErr) {
+					t.Errorf("goroutine %d case %d: AppendErrorEnvelope = %x, %v; want %x", g, i, got, err, wantErr)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
