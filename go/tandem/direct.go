@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
-
 	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 

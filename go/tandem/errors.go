@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
-
 	"github.com/tandemrt/tandem/go/tandem/deadletter"
 )
 

@@ -9,7 +9,6 @@ import (
 
 	"github.com/tandemrt/tandem/go/internal/abi"
 	"github.com/tandemrt/tandem/go/internal/ring"
-
 	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 

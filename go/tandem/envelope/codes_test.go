@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tandemrt/tandem/go/internal/cborx"
 )
 
 // cddlCodes returns the tandem-code rule of ffi/envelope.cddl: its alternatives in order.
@@ -72,5 +74,22 @@ func TestCustomCodeRoundTrips(t *testing.T) {
 	out, err := DecodeErrorEnvelope(b)
 	if err != nil || out.Code != in.Code {
 		t.Fatalf("DecodeErrorEnvelope = %+v, %v; want the code passed through", out, err)
+	}
+}
+
+// TestKindsMatchCborx: the kinds the shared decoder (go/internal/cborx) gives are this
+// package's, spelled the same.
+func TestKindsMatchCborx(t *testing.T) {
+	for kind, internal := range map[DecodeErrorKind]string{
+		KindTruncated: cborx.KindTruncated, KindTrailingBytes: cborx.KindTrailingBytes,
+		KindNotMap: cborx.KindNotMap, KindIndefiniteLength: cborx.KindIndefiniteLength,
+		KindDuplicateKey: cborx.KindDuplicateKey, KindMissingField: cborx.KindMissingField,
+		KindWrongType: cborx.KindWrongType, KindUnsupportedVersion: cborx.KindUnsupportedVersion,
+		KindInvalidUTF8: cborx.KindInvalidUTF8, KindTooDeep: cborx.KindTooDeep,
+		KindMalformed: cborx.KindMalformed,
+	} {
+		if string(kind) != internal {
+			t.Errorf("envelope kind %q, cborx kind %q", kind, internal)
+		}
 	}
 }

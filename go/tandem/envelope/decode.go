@@ -20,28 +20,28 @@ type DecodeErrorKind string
 // first, then not_map, then unsupported_version, then a content error, missing_field last.
 const (
 	// KindTruncated means the input ends inside an item.
-	KindTruncated DecodeErrorKind = cborx.KindTruncated
+	KindTruncated DecodeErrorKind = "truncated"
 	// KindTrailingBytes means bytes follow the top-level item.
-	KindTrailingBytes DecodeErrorKind = cborx.KindTrailingBytes
+	KindTrailingBytes DecodeErrorKind = "trailing_bytes"
 	// KindNotMap means the top-level item is not a map.
-	KindNotMap DecodeErrorKind = cborx.KindNotMap
+	KindNotMap DecodeErrorKind = "not_map"
 	// KindIndefiniteLength means an indefinite-length item appears anywhere.
-	KindIndefiniteLength DecodeErrorKind = cborx.KindIndefiniteLength
+	KindIndefiniteLength DecodeErrorKind = "indefinite_length"
 	// KindDuplicateKey means a key repeats in the top-level, extensions or retry map.
-	KindDuplicateKey DecodeErrorKind = cborx.KindDuplicateKey
+	KindDuplicateKey DecodeErrorKind = "duplicate_key"
 	// KindMissingField means a required field is absent or empty.
-	KindMissingField DecodeErrorKind = cborx.KindMissingField
+	KindMissingField DecodeErrorKind = "missing_field"
 	// KindWrongType means a known key holds the wrong type or an out-of-range value, or
 	// a top-level key is not an unsigned integer.
-	KindWrongType DecodeErrorKind = cborx.KindWrongType
+	KindWrongType DecodeErrorKind = "wrong_type"
 	// KindUnsupportedVersion means key 0 holds a version other than 1.
-	KindUnsupportedVersion DecodeErrorKind = cborx.KindUnsupportedVersion
+	KindUnsupportedVersion DecodeErrorKind = "unsupported_version"
 	// KindInvalidUTF8 means a text string the envelope interprets is not UTF-8.
-	KindInvalidUTF8 DecodeErrorKind = cborx.KindInvalidUTF8
+	KindInvalidUTF8 DecodeErrorKind = "invalid_utf8"
 	// KindTooDeep means arrays, maps and tags nest deeper than 16 levels.
-	KindTooDeep DecodeErrorKind = cborx.KindTooDeep
+	KindTooDeep DecodeErrorKind = "too_deep"
 	// KindMalformed means the input is not well-formed CBOR for another reason.
-	KindMalformed DecodeErrorKind = cborx.KindMalformed
+	KindMalformed DecodeErrorKind = "malformed"
 )
 
 // DecodeError is the error DecodeEvent and DecodeErrorEnvelope return. Kind is the
