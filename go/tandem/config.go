@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
@@ -78,7 +79,7 @@ type Config struct {
 	// to decode, or have no route, with the reason, the error envelope, the attempts and the
 	// original bytes. Nil logs each dead letter at error level (nothing is dropped silently);
 	// OpenFileSink gives the durable default the tandem binary uses.
-	DeadLetters DeadLetterSink
+	DeadLetters deadletter.Sink
 	// MeterProvider receives tandem's metrics (see metrics.go): events by route and runtime,
 	// handler duration and end-to-end latency, ring occupancy, wake-ups, buffers, workers,
 	// breakers. Nil records nothing.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // CallDirect runs ev's Rust handler on the calling goroutine's OS thread through one FFI call
@@ -23,9 +24,9 @@ func (r *Runtime) CallDirect(ev *Event, dst []byte) ([]byte, error) {
 	if rt := r.router.match(ev.Type); rt == nil || !rt.isRust() || !rt.exact() {
 		return nil, fmt.Errorf("%w: %q (CallDirect reaches Rust handlers by their own type)", ErrNoRoute, ev.Type)
 	}
-	buf := directBufs.get(EncodedEventSize(ev))
+	buf := directBufs.get(envelope.EncodedEventSize(ev))
 	defer directBufs.put(buf)
-	env, err := AppendEvent((*buf)[:0], ev)
+	env, err := envelope.AppendEvent((*buf)[:0], ev)
 	if err != nil {
 		return nil, err
 	}
@@ -50,10 +51,10 @@ func (r *Runtime) CallDirect(ev *Event, dst []byte) ([]byte, error) {
 		if outcome == abi.OutcomeRetry {
 			he.Outcome = OutcomeRetry
 		}
-		if e, derr := DecodeErrorEnvelope(dst[:n]); derr == nil {
+		if e, derr := envelope.DecodeErrorEnvelope(dst[:n]); derr == nil {
 			he.Envelope = *e
 		} else {
-			he.Envelope = ErrorEnvelope{Code: "decode", Message: derr.Error(), Runtime: "rust"}
+			he.Envelope = ErrorEnvelope{Code: envelope.CodeDecode, Message: derr.Error(), Runtime: "rust"}
 		}
 		return nil, he
 	}

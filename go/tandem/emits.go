@@ -10,6 +10,8 @@ import (
 
 	"github.com/tandemrt/tandem/go/internal/abi"
 	"github.com/tandemrt/tandem/go/internal/ring"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // emitQueueMax bounds the events Rust handlers emitted that wait for Go to route them. The
@@ -90,7 +92,7 @@ func (r *Runtime) onEmit(d *ring.Desc) {
 		r.onLocalFailure(d, raw)
 		return
 	}
-	ev, err := DecodeEvent(raw)
+	ev, err := envelope.DecodeEvent(raw)
 	var env []byte
 	if err != nil {
 		env = bytes.Clone(raw)
@@ -98,13 +100,13 @@ func (r *Runtime) onEmit(d *ring.Desc) {
 	r.releaseReply(d.ReplySlot)
 	r.emitted.Add(1)
 	if err != nil {
-		r.deadLetterEvent(&Event{}, env, ReasonDecode, &HandlerError{Outcome: OutcomeTerm, Envelope: ErrorEnvelope{
-			Code: "decode", Message: "a Rust handler emitted a malformed envelope: " + err.Error(), Runtime: "rust"}})
+		r.deadLetterEvent(&Event{}, env, deadletter.ReasonDecode, &HandlerError{Outcome: OutcomeTerm, Envelope: ErrorEnvelope{
+			Code: envelope.CodeDecode, Message: "a Rust handler emitted a malformed envelope: " + err.Error(), Runtime: "rust"}})
 		return
 	}
 	if !r.emits.push(ev) {
-		r.deadLetterEvent(ev, nil, ReasonShed, &HandlerError{Outcome: OutcomeTerm, EventType: ev.Type, Envelope: ErrorEnvelope{
-			Code: "shed", Message: "too many emitted events waiting to be routed", Runtime: "go"}})
+		r.deadLetterEvent(ev, nil, deadletter.ReasonShed, &HandlerError{Outcome: OutcomeTerm, EventType: ev.Type, Envelope: ErrorEnvelope{
+			Code: envelope.CodeShed, Message: "too many emitted events waiting to be routed", Runtime: "go"}})
 	}
 }
 
@@ -121,15 +123,15 @@ func (r *Runtime) routeEmitted() {
 		if err == nil || errors.Is(err, ErrShed) {
 			continue // accepted, or already dead-lettered by the shed
 		}
-		reason := ReasonNoRoute
-		code := "no_route"
+		reason := deadletter.ReasonNoRoute
+		code := envelope.CodeNoRoute
 		switch {
 		case errors.Is(err, ErrClosed) || r.goCtx.Err() != nil:
-			reason, code = ReasonCancelled, "cancelled"
+			reason, code = deadletter.ReasonCancelled, envelope.CodeCancelled
 		case errors.Is(err, ErrOverloaded):
-			reason, code = ReasonShed, "shed"
+			reason, code = deadletter.ReasonShed, envelope.CodeShed
 		case !errors.Is(err, ErrNoRoute):
-			reason, code = ReasonTerm, "invalid"
+			reason, code = deadletter.ReasonTerm, envelope.CodeInvalid
 		}
 		r.deadLetterEvent(ev, nil, reason, &HandlerError{Outcome: OutcomeTerm, EventType: ev.Type, Envelope: ErrorEnvelope{
 			Code: code, Message: "routing an event a Rust handler emitted: " + err.Error(), Runtime: "go"}})
@@ -138,9 +140,9 @@ func (r *Runtime) routeEmitted() {
 
 // deadLetterEvent dead-letters an event that never got a slot or a worker; env is its
 // original encoding when known (else it is encoded from ev).
-func (r *Runtime) deadLetterEvent(ev *Event, env []byte, reason DeadLetterReason, he *HandlerError) {
+func (r *Runtime) deadLetterEvent(ev *Event, env []byte, reason deadletter.Reason, he *HandlerError) {
 	if env == nil {
-		env, _ = MarshalEvent(ev)
+		env, _ = envelope.MarshalEvent(ev)
 	}
 	he.DeadLetter = reason
 	r.met.deadLetter(r.router.match(ev.Type), reason)
@@ -148,7 +150,7 @@ func (r *Runtime) deadLetterEvent(ev *Event, env []byte, reason DeadLetterReason
 	r.pending.Add(1)
 	r.deadLettered.Add(1)
 	r.log.Debug("tandem: dead-lettering an unrouted event", zap.String("event_type", ev.Type), zap.String("reason", string(reason)))
-	r.dead <- deadLetterJob{dl: &DeadLetter{Reason: reason, Error: &he.Envelope, Attempts: ev.Attempt, EventID: ev.ID,
+	r.dead <- deadLetterJob{dl: &deadletter.Record{Reason: reason, Error: &he.Envelope, Attempts: ev.Attempt, EventID: ev.ID,
 		EventType: ev.Type, Source: ev.Source, Route: he.Envelope.Handler, Time: time.Now(), Envelope: env}, err: he}
 }
 
@@ -161,31 +163,31 @@ func (r *Runtime) onLocalFailure(d *ring.Desc, raw []byte) {
 	if d.Flags == abi.OutcomeRetry {
 		he.Outcome = OutcomeRetry
 	}
-	if e, err := DecodeErrorEnvelope(raw[n:]); err == nil {
+	if e, err := envelope.DecodeErrorEnvelope(raw[n:]); err == nil {
 		he.Envelope = *e
 	} else {
-		he.Envelope = ErrorEnvelope{Code: "decode", Message: "malformed error envelope: " + err.Error(), Runtime: "rust"}
+		he.Envelope = ErrorEnvelope{Code: envelope.CodeDecode, Message: "malformed error envelope: " + err.Error(), Runtime: "rust"}
 	}
 	r.releaseReply(d.ReplySlot)
-	ev, err := DecodeEvent(env)
+	ev, err := envelope.DecodeEvent(env)
 	if err != nil {
-		r.deadLetterEvent(&Event{}, env, ReasonDecode, he)
+		r.deadLetterEvent(&Event{}, env, deadletter.ReasonDecode, he)
 		return
 	}
 	he.EventType = ev.Type
 	if he.Outcome != OutcomeRetry {
-		r.deadLetterEvent(ev, env, ReasonTerm, he)
+		r.deadLetterEvent(ev, env, deadletter.ReasonTerm, he)
 		return
 	}
 	var limit uint32 // a local event's advice cannot be remembered past this failure
 	v := r.judgeRetry(r.router.match(ev.Type), max(ev.Attempt, 1), &limit, he)
 	switch {
 	case v.settle:
-		r.deadLetterEvent(ev, env, ReasonCancelled, he) // nobody to hand a retryable outcome to
+		r.deadLetterEvent(ev, env, deadletter.ReasonCancelled, he) // nobody to hand a retryable outcome to
 	case v.reason != "":
 		r.deadLetterEvent(ev, env, v.reason, he)
 	case !r.scheduleEmitRetry(ev, env, he, v.delay):
-		r.deadLetterEvent(ev, env, ReasonCancelled, he)
+		r.deadLetterEvent(ev, env, deadletter.ReasonCancelled, he)
 	}
 }
 
@@ -209,7 +211,7 @@ func (r *Runtime) scheduleEmitRetry(ev *Event, env []byte, he *HandlerError, del
 		delete(r.retries.emitWaiting, retry)
 		ev.Attempt = max(ev.Attempt, 1) + 1
 		if !r.emits.push(ev) {
-			r.deadLetterEvent(ev, env, ReasonCancelled, he)
+			r.deadLetterEvent(ev, env, deadletter.ReasonCancelled, he)
 		}
 	})
 	r.retries.emitWaiting[retry] = struct{}{}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
 )
 
 var (
@@ -79,7 +80,7 @@ type HandlerError struct {
 	EventType string
 	// DeadLetter is why the event was dead-lettered, or empty if it was not (a retryable
 	// outcome at shutdown, or a failure of CallDirect, which does not retry).
-	DeadLetter DeadLetterReason
+	DeadLetter deadletter.Reason
 }
 
 func (e *HandlerError) Error() string {

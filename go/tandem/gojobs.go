@@ -11,6 +11,9 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
+
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // goJob is one event on its way through a Go route: an owned copy of the event, its waiter,
@@ -179,13 +182,13 @@ func (r *Runtime) submitGo(ctx context.Context, rt *route, ev *Event, w *waiter)
 	case ErrShed:
 		r.submitted.Add(1)
 		he := &HandlerError{Outcome: OutcomeTerm, EventType: ev.Type, Envelope: ErrorEnvelope{
-			Code: "shed", Message: fmt.Sprintf("route %q was full", rt.pattern), Runtime: "go", Handler: rt.name}}
+			Code: envelope.CodeShed, Message: fmt.Sprintf("route %q was full", rt.pattern), Runtime: "go", Handler: rt.name}}
 		job.w = nil // the submitter learns it from Submit's error
-		r.goDeadLetter(job, he, ReasonShed)
+		r.goDeadLetter(job, he, deadletter.ReasonShed)
 		return err
 	default:
 		r.pending.Add(-1)
-		r.met.reject("overloaded")
+		r.met.reject(envelope.CodeOverloaded)
 		return err
 	}
 }
@@ -197,7 +200,7 @@ func (r *Runtime) runGo(job *goJob) {
 		// Shutting down past its grace: the event settles as retryable without running.
 		r.cancelled.Add(1)
 		r.goFinish(job, &HandlerError{Outcome: OutcomeRetry, EventType: job.ev.Type, Envelope: ErrorEnvelope{
-			Code: "cancelled", Message: "the runtime shut down before the handler ran", Runtime: "go", Handler: rt.name}}, nil)
+			Code: envelope.CodeCancelled, Message: "the runtime shut down before the handler ran", Runtime: "go", Handler: rt.name}}, nil)
 		return
 	}
 	hc := &handlerContext{Context: r.goCtx, r: r, ev: &job.ev, route: rt}
@@ -233,7 +236,7 @@ func (r *Runtime) runGo(job *goJob) {
 		he := &HandlerError{Outcome: res.outcome, RetryAfter: res.after, EventType: job.ev.Type,
 			Envelope: errorEnvelope(res.err, rt.name)}
 		if res.outcome == OutcomeRetry && ctx.Err() != nil && r.goCtx.Err() == nil {
-			he.Envelope.Code = "timeout"
+			he.Envelope.Code = envelope.CodeTimeout
 		}
 		if job.span != nil {
 			spanOutcome(job.span, he)
@@ -241,7 +244,7 @@ func (r *Runtime) runGo(job *goJob) {
 		r.goFailed(job, he)
 	default:
 		r.goFailed(job, &HandlerError{Outcome: OutcomeTerm, EventType: job.ev.Type, Envelope: ErrorEnvelope{
-			Code: "handler", Message: fmt.Sprintf("unknown outcome %d", res.outcome), Runtime: "go", Handler: rt.name}})
+			Code: envelope.CodeHandler, Message: fmt.Sprintf("unknown outcome %d", res.outcome), Runtime: "go", Handler: rt.name}})
 	}
 }
 
@@ -252,7 +255,7 @@ func (r *Runtime) invokeGo(ctx context.Context, rt *route, ev *Event) (res Resul
 			r.log.Error("tandem: Go handler panicked", zap.String("runtime", "go"), zap.String("handler", rt.name),
 				zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Any("panic", p),
 				zap.ByteString("stack", debug.Stack()))
-			res = Term(&CodedError{Code: "panic", Message: fmt.Sprint("handler panicked: ", p)})
+			res = Term(&CodedError{Code: envelope.CodePanic, Message: fmt.Sprint("handler panicked: ", p)})
 		}
 	}()
 	return rt.goHandler.Handle(ctx, ev)
@@ -271,7 +274,7 @@ func (r *Runtime) goFinish(job *goJob, err error, reply []byte) {
 // goFailed handles a Go route's failure as failed does a Rust route's.
 func (r *Runtime) goFailed(job *goJob, he *HandlerError) {
 	if he.Outcome != OutcomeRetry {
-		r.goDeadLetter(job, he, ReasonTerm)
+		r.goDeadLetter(job, he, deadletter.ReasonTerm)
 		return
 	}
 	v := r.judgeRetry(job.route, job.attempt, &job.limit, he)
@@ -320,16 +323,16 @@ func (r *Runtime) scheduleGoRetry(job *goJob, he *HandlerError, delay time.Durat
 }
 
 // goDeadLetter records a Go route's event as dead and settles it once the sink has it.
-func (r *Runtime) goDeadLetter(job *goJob, he *HandlerError, reason DeadLetterReason) {
+func (r *Runtime) goDeadLetter(job *goJob, he *HandlerError, reason deadletter.Reason) {
 	spanDeadLettered(job.span, reason)
 	r.met.deadLetter(job.route, reason)
 	r.met.settled(job.route, false, job.submittedAt)
 	he.DeadLetter = reason
-	env, err := MarshalEvent(&job.ev)
+	env, err := envelope.MarshalEvent(&job.ev)
 	if err != nil {
 		env = nil
 	}
-	dl := &DeadLetter{
+	dl := &deadletter.Record{
 		Reason:    reason,
 		Error:     &he.Envelope,
 		Attempts:  job.attempt,

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // Handler handles events in Go. Implementations must be safe for concurrent use: a route
@@ -86,7 +88,7 @@ func Errorf(code, format string, args ...any) error {
 
 // errorEnvelope describes err as an error envelope from a Go handler named handler.
 func errorEnvelope(err error, handler string) ErrorEnvelope {
-	env := ErrorEnvelope{Code: "handler", Runtime: "go", Handler: handler}
+	env := ErrorEnvelope{Code: envelope.CodeHandler, Runtime: "go", Handler: handler}
 	var ce *CodedError
 	var he *HandlerError
 	switch {
@@ -97,9 +99,9 @@ func errorEnvelope(err error, handler string) ErrorEnvelope {
 	case errors.As(err, &ce):
 		env.Code, env.Message, env.Retry = ce.Code, ce.Message, ce.Retry
 	case errors.Is(err, context.DeadlineExceeded):
-		env.Code, env.Message = "timeout", err.Error()
+		env.Code, env.Message = envelope.CodeTimeout, err.Error()
 	case errors.Is(err, context.Canceled):
-		env.Code, env.Message = "cancelled", err.Error()
+		env.Code, env.Message = envelope.CodeCancelled, err.Error()
 	default:
 		env.Message = err.Error()
 	}

@@ -6,6 +6,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
 )
 
 // meterName names tandem's instruments' scope.
@@ -36,7 +38,7 @@ type routeMetrics struct {
 	add                       []metric.AddOption
 	rec                       []metric.RecordOption
 	ackRec, retryRec, termRec []metric.RecordOption
-	deadReasons               map[DeadLetterReason][]metric.AddOption
+	deadReasons               map[deadletter.Reason][]metric.AddOption
 }
 
 func (r *Runtime) initMetrics(mp metric.MeterProvider) error {
@@ -143,9 +145,9 @@ func newRouteMetrics(rt *route) *routeMetrics {
 		ackRec:      []metric.RecordOption{set(attribute.String("outcome", "ack"))},
 		retryRec:    []metric.RecordOption{set(attribute.String("outcome", "retry"))},
 		termRec:     []metric.RecordOption{set(attribute.String("outcome", "term"))},
-		deadReasons: map[DeadLetterReason][]metric.AddOption{},
+		deadReasons: map[deadletter.Reason][]metric.AddOption{},
 	}
-	for _, reason := range []DeadLetterReason{ReasonTerm, ReasonMaxAttempts, ReasonDecode, ReasonNoRoute, ReasonShed, ReasonCancelled, ReasonRetryBudget} {
+	for _, reason := range []deadletter.Reason{deadletter.ReasonTerm, deadletter.ReasonMaxAttempts, deadletter.ReasonDecode, deadletter.ReasonNoRoute, deadletter.ReasonShed, deadletter.ReasonCancelled, deadletter.ReasonRetryBudget} {
 		m.deadReasons[reason] = []metric.AddOption{set(attribute.String("reason", string(reason)))}
 	}
 	return m
@@ -163,7 +165,7 @@ func (m *metrics) retry(rt *route) {
 	}
 }
 
-func (m *metrics) deadLetter(rt *route, reason DeadLetterReason) {
+func (m *metrics) deadLetter(rt *route, reason deadletter.Reason) {
 	if !m.on {
 		return
 	}

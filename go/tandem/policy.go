@@ -3,6 +3,8 @@ package tandem
 import (
 	"context"
 	"errors"
+
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // Policy is a per-route policy: a circuit breaker, a rate limit, deduplication, a timeout
@@ -28,12 +30,9 @@ type Policy interface {
 	Admit(ctx context.Context, ev *Event) (done func(err error), err error)
 }
 
-// codeDuplicate is the code of a refusal that means "already handled" (policy.Dedup's).
-const codeDuplicate = "duplicate"
-
 // isDuplicate reports whether err, a policy's refusal, says the event was handled before.
 // The code, not a sentinel, is the contract, so that any policy can say it.
 func isDuplicate(err error) bool {
 	var ce *CodedError
-	return errors.As(err, &ce) && ce.Code == codeDuplicate
+	return errors.As(err, &ce) && ce.Code == envelope.CodeDuplicate
 }

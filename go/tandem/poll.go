@@ -9,6 +9,7 @@ import (
 
 	"github.com/tandemrt/tandem/go/internal/abi"
 	"github.com/tandemrt/tandem/go/internal/ring"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // poll is the completion poller, the completion ring's single consumer. It drains in batches,
@@ -127,7 +128,7 @@ func (r *Runtime) complete(d *ring.Desc) {
 		r.violation("unknown completion kind", idx)
 		reply.Release()
 		r.finish(idx, &HandlerError{Outcome: OutcomeTerm, EventType: s.eventType,
-			Envelope: ErrorEnvelope{Code: "protocol", Message: "unknown completion kind", Runtime: "rust"}}, Reply{})
+			Envelope: ErrorEnvelope{Code: envelope.CodeProtocol, Message: "unknown completion kind", Runtime: "rust"}}, Reply{})
 	}
 }
 
@@ -167,22 +168,22 @@ func (r *Runtime) handlerError(d *ring.Desc, eventType string, reply *Reply) *Ha
 		he.RetryAfter = time.Duration(d.Aux)
 	}
 	if reply.rt == nil {
-		he.Envelope = ErrorEnvelope{Code: "unknown", Message: "the handler failed without an error envelope", Runtime: "rust"}
-	} else if env, err := DecodeErrorEnvelope(reply.data); err != nil {
+		he.Envelope = ErrorEnvelope{Code: envelope.CodeUnknown, Message: "the handler failed without an error envelope", Runtime: "rust"}
+	} else if env, err := envelope.DecodeErrorEnvelope(reply.data); err != nil {
 		r.log.Error("tandem: malformed error envelope from Rust", zap.Error(err), zap.String("event_type", eventType))
-		he.Envelope = ErrorEnvelope{Code: "decode", Message: "malformed error envelope: " + err.Error(), Runtime: "rust"}
+		he.Envelope = ErrorEnvelope{Code: envelope.CodeDecode, Message: "malformed error envelope: " + err.Error(), Runtime: "rust"}
 	} else {
 		he.Envelope = *env
 	}
 	reply.Release()
 	*reply = Reply{}
 	switch he.Envelope.Code {
-	case "cancelled":
+	case envelope.CodeCancelled:
 		r.cancelled.Add(1)
-	case "decode", "no_route":
+	case envelope.CodeDecode, envelope.CodeNoRoute:
 		r.log.Error("tandem: Rust refused an event", zap.String("runtime", "rust"), zap.String("code", he.Envelope.Code),
 			zap.String("event_type", eventType), zap.String("message", he.Envelope.Message))
-	case "panic":
+	case envelope.CodePanic:
 		r.log.Error("tandem: Rust handler panicked", zap.String("runtime", "rust"), zap.String("handler", he.Envelope.Handler),
 			zap.String("event_type", eventType), zap.String("message", he.Envelope.Message))
 	}

@@ -9,11 +9,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
-
-// ReasonRetryBudget: the retry budget refused a retry (a failing dependency, most likely).
-const ReasonRetryBudget DeadLetterReason = "retry_budget"
 
 // deadLetterQueue bounds the dead letters waiting for the sink; a full queue holds up the
 // completion poller until the sink catches up (backpressure, never a drop).
@@ -31,8 +30,8 @@ type retryTable struct {
 
 // retryVerdict is what a retryable failure becomes.
 type retryVerdict struct {
-	settle bool             // shutting down: settle as retryable, no redelivery
-	reason DeadLetterReason // dead-letter it for this reason; "" means redeliver after delay
+	settle bool              // shutting down: settle as retryable, no redelivery
+	reason deadletter.Reason // dead-letter it for this reason; "" means redeliver after delay
 	delay  time.Duration
 }
 
@@ -54,9 +53,9 @@ func (r *Runtime) judgeRetry(rt *route, attempt uint32, limit *uint32, he *Handl
 	now := time.Now()
 	switch {
 	case exhausted:
-		return retryVerdict{reason: ReasonMaxAttempts}
+		return retryVerdict{reason: deadletter.ReasonMaxAttempts}
 	case !r.budget.Withdraw(now):
-		return retryVerdict{reason: ReasonRetryBudget}
+		return retryVerdict{reason: deadletter.ReasonRetryBudget}
 	}
 	return retryVerdict{delay: b.Delay(attempt, adviceOf(he), now, rand.Float64)}
 }
@@ -72,14 +71,14 @@ func adviceOf(he *HandlerError) retry.Advice {
 }
 
 // terminalReason names why a terminal failure is dead-lettered.
-func terminalReason(he *HandlerError) DeadLetterReason {
+func terminalReason(he *HandlerError) deadletter.Reason {
 	switch he.Envelope.Code {
-	case "decode":
-		return ReasonDecode
-	case "no_route":
-		return ReasonNoRoute
+	case envelope.CodeDecode:
+		return deadletter.ReasonDecode
+	case envelope.CodeNoRoute:
+		return deadletter.ReasonNoRoute
 	}
-	return ReasonTerm
+	return deadletter.ReasonTerm
 }
 
 // failed handles a Rust route's failure (the slot is Go's on entry): a redelivery from the
@@ -123,23 +122,23 @@ func (r *Runtime) redeliver(idx uint32) {
 	delete(r.retries.waiting, idx)
 	s := &r.slots[idx]
 	w := s.w.Load() // orders the poller's writes to the slot before ours
-	ev, err := DecodeEvent(r.requestBuf(idx)[:s.length])
+	ev, err := envelope.DecodeEvent(r.requestBuf(idx)[:s.length])
 	var out []byte
 	if err == nil {
 		ev.Attempt = s.attempt + 1
 		if s.route != nil && s.route.opts.timeout > 0 {
 			ev.Deadline = time.Now().Add(s.route.opts.timeout)
 		}
-		if EncodedEventSize(ev) > r.cfg.MaxEventSize {
+		if envelope.EncodedEventSize(ev) > r.cfg.MaxEventSize {
 			err = ErrEventTooLarge
 		} else {
-			out, err = AppendEvent(r.requestBuf(idx), ev)
+			out, err = envelope.AppendEvent(r.requestBuf(idx), ev)
 		}
 	}
 	if err != nil {
 		he := &HandlerError{Outcome: OutcomeTerm, EventType: s.eventType, Envelope: ErrorEnvelope{
 			Code: "redelivery", Message: "cannot re-encode the event for its next attempt: " + err.Error(), Runtime: "go"}}
-		r.deadLetter(idx, he, ReasonTerm)
+		r.deadLetter(idx, he, deadletter.ReasonTerm)
 		return
 	}
 	s.attempt++
@@ -165,13 +164,13 @@ func (r *Runtime) cancelRetries() {
 	r.retries.mu.Unlock()
 	for e := range emitWaiting {
 		e.timer.Stop()
-		r.deadLetterEvent(e.ev, e.env, ReasonCancelled, e.he) // nobody to hand a retryable outcome to
+		r.deadLetterEvent(e.ev, e.env, deadletter.ReasonCancelled, e.he) // nobody to hand a retryable outcome to
 	}
 	for job, t := range goWaiting {
 		t.Stop()
 		r.cancelled.Add(1)
 		r.goFinish(job, &HandlerError{Outcome: OutcomeRetry, EventType: job.ev.Type, Envelope: ErrorEnvelope{
-			Code: "cancelled", Message: "the runtime shut down before the next attempt", Runtime: "go", Handler: job.route.name}}, nil)
+			Code: envelope.CodeCancelled, Message: "the runtime shut down before the next attempt", Runtime: "go", Handler: job.route.name}}, nil)
 	}
 	for idx, t := range waiting {
 		t.Stop()
@@ -179,28 +178,28 @@ func (r *Runtime) cancelRetries() {
 		_ = s.w.Load()
 		r.cancelled.Add(1)
 		r.finish(idx, &HandlerError{Outcome: OutcomeRetry, EventType: s.eventType, Envelope: ErrorEnvelope{
-			Code: "cancelled", Message: "the runtime shut down before the next attempt", Runtime: "go"}}, Reply{})
+			Code: envelope.CodeCancelled, Message: "the runtime shut down before the next attempt", Runtime: "go"}}, Reply{})
 	}
 }
 
 // deadLetterJob is a dead letter on its way to the sink, with the waiter to settle after it is
 // written: the submitter's acknowledgement fires once the dead letter is recorded.
 type deadLetterJob struct {
-	dl  *DeadLetter
+	dl  *deadletter.Record
 	w   *waiter
 	err error
 }
 
 // deadLetter copies the event out of slot idx, frees the slot, and queues the dead letter;
 // the event settles (with he) once the sink has it.
-func (r *Runtime) deadLetter(idx uint32, he *HandlerError, reason DeadLetterReason) {
+func (r *Runtime) deadLetter(idx uint32, he *HandlerError, reason deadletter.Reason) {
 	s := &r.slots[idx]
 	spanDeadLettered(s.span, reason)
 	r.met.deadLetter(s.route, reason)
 	r.met.settled(s.route, false, s.submittedAt)
 	he.DeadLetter = reason
 	env := append([]byte(nil), r.requestBuf(idx)[:s.length]...)
-	dl := &DeadLetter{
+	dl := &deadletter.Record{
 		Reason:    reason,
 		Error:     &he.Envelope,
 		Attempts:  s.attempt,
@@ -209,7 +208,7 @@ func (r *Runtime) deadLetter(idx uint32, he *HandlerError, reason DeadLetterReas
 		Time:      time.Now(),
 		Envelope:  env,
 	}
-	if ev, err := DecodeEvent(env); err == nil {
+	if ev, err := envelope.DecodeEvent(env); err == nil {
 		dl.EventID, dl.Source = ev.ID, ev.Source
 	}
 	finishAll(s.dones, he)
@@ -232,7 +231,7 @@ func (r *Runtime) writeDeadLetters() {
 			r.log.Error("tandem: dead letter (no sink configured)", fields...)
 		} else {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			if err := r.cfg.DeadLetters.WriteDeadLetter(ctx, dl); err != nil {
+			if err := r.cfg.DeadLetters.Write(ctx, dl); err != nil {
 				r.log.Error("tandem: dead-letter sink failed; the dead letter is only in this log line",
 					append(fields, zap.Error(err), zap.Binary("envelope", dl.Envelope))...)
 			} else {

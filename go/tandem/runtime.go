@@ -17,6 +17,7 @@ import (
 
 	"github.com/tandemrt/tandem/go/internal/abi"
 	"github.com/tandemrt/tandem/go/internal/ring"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
@@ -457,7 +458,7 @@ func (r *Runtime) abandonInFlight() {
 		}
 		if w := s.w.Swap(nil); w != nil {
 			he := &HandlerError{Outcome: OutcomeRetry, EventType: s.eventType, Envelope: ErrorEnvelope{
-				Code: "abandoned", Message: "the Rust handler did not stop at shutdown", Runtime: "rust"}}
+				Code: envelope.CodeAbandoned, Message: "the Rust handler did not stop at shutdown", Runtime: "rust"}}
 			r.pending.Add(-1)
 			w.settle(r, he, Reply{})
 		}

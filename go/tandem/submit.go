@@ -14,6 +14,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // waiter receives one event's settlement from the completion poller.
@@ -92,7 +94,7 @@ func (p *Reply) Release() {
 // outcome is final. The envelope is encoded straight into shared memory: ev is not retained.
 //
 // Errors: ErrClosed (not running), ErrNoRoute (no handler for ev.Type), ErrEventTooLarge,
-// ErrInvalidEvent (a required attribute missing), ErrOverloaded (all slots in flight and the
+// envelope.ErrInvalidEvent (a required attribute missing), ErrOverloaded (all slots in flight and the
 // policy is Reject), or ctx's error (policy Block).
 func (r *Runtime) Submit(ctx context.Context, ev *Event) (*Receipt, error) {
 	a := &Receipt{w: waiter{ch: make(chan struct{})}}
@@ -138,7 +140,7 @@ func (r *Runtime) submit(ctx context.Context, ev *Event, w *waiter) error {
 	}
 	rt := r.router.match(ev.Type)
 	if rt == nil {
-		r.met.reject("no_route")
+		r.met.reject(envelope.CodeNoRoute)
 		r.log.Warn("tandem: no route", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID))
 		return fmt.Errorf("%w: %q", ErrNoRoute, ev.Type)
 	}
@@ -150,7 +152,7 @@ func (r *Runtime) submit(ctx context.Context, ev *Event, w *waiter) error {
 
 // submitRust encodes ev into a request slot and publishes it to the route's Rust handler.
 func (r *Runtime) submitRust(ctx context.Context, rt *route, ev *Event, w *waiter) error {
-	if n := EncodedEventSize(ev); n > r.cfg.MaxEventSize {
+	if n := envelope.EncodedEventSize(ev); n > r.cfg.MaxEventSize {
 		r.met.reject("too_large")
 		r.log.Warn("tandem: event too large", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID),
 			zap.Int("size", n), zap.Int("max", r.cfg.MaxEventSize))
@@ -174,7 +176,7 @@ func (r *Runtime) submitRust(ctx context.Context, rt *route, ev *Event, w *waite
 	}
 	idx, err := r.acquire(ctx, rt.opts.overload)
 	if err != nil {
-		r.met.reject("overloaded")
+		r.met.reject(envelope.CodeOverloaded)
 		finishAll(dones, err)
 		if errors.Is(err, ErrShed) {
 			r.shedRust(rt, ev)
@@ -197,7 +199,7 @@ func (r *Runtime) submitRust(ctx context.Context, rt *route, ev *Event, w *waite
 		e := *ev
 		e.Attempt, e.Deadline = attempt, deadline
 		sc = r.tr.publish(ctx, rt, ev, &e)
-		out, err = AppendEvent(buf, &e)
+		out, err = envelope.AppendEvent(buf, &e)
 	} else {
 		out, err = appendDelivery(buf, ev, attempt, deadline)
 	}
@@ -254,8 +256,8 @@ func finishAll(dones []func(error), err error) {
 
 // shedRust dead-letters an event a full Rust route shed.
 func (r *Runtime) shedRust(rt *route, ev *Event) {
-	r.deadLetterEvent(ev, nil, ReasonShed, &HandlerError{Outcome: OutcomeTerm, EventType: ev.Type, Envelope: ErrorEnvelope{
-		Code: "shed", Message: "every request slot was in flight", Runtime: "go", Handler: rt.name}})
+	r.deadLetterEvent(ev, nil, deadletter.ReasonShed, &HandlerError{Outcome: OutcomeTerm, EventType: ev.Type, Envelope: ErrorEnvelope{
+		Code: envelope.CodeShed, Message: "every request slot was in flight", Runtime: "go", Handler: rt.name}})
 }
 
 // acquire takes a free request slot, applying the overload policy when there is none.
@@ -387,11 +389,11 @@ func (r *Runtime) submitRaw(raw []byte, eventType string, w *waiter) error {
 // touching ev.
 func appendDelivery(dst []byte, ev *Event, attempt uint32, deadline time.Time) ([]byte, error) {
 	if ev.Attempt == attempt && ev.Deadline.Equal(deadline) {
-		return AppendEvent(dst, ev)
+		return envelope.AppendEvent(dst, ev)
 	}
 	e := *ev
 	e.Attempt, e.Deadline = attempt, deadline
-	return AppendEvent(dst, &e)
+	return envelope.AppendEvent(dst, &e)
 }
 
 var runtimeGosched = runtime.Gosched

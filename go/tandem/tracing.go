@@ -8,6 +8,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
 )
 
 // tracing follows each event through both runtimes with OpenTelemetry spans named after the
@@ -123,7 +125,7 @@ func spanOutcome(span trace.Span, he *HandlerError) {
 }
 
 // spanDeadLettered marks the delivery span of an event that was dead-lettered.
-func spanDeadLettered(span trace.Span, reason DeadLetterReason) {
+func spanDeadLettered(span trace.Span, reason deadletter.Reason) {
 	if span != nil {
 		span.AddEvent("tandem.dead_lettered", trace.WithAttributes(attribute.String("tandem.dead_letter.reason", string(reason))))
 	}
