@@ -31,6 +31,7 @@ import (
 	"unsafe"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // callbackSlots bounds the calls in flight at once across every callback runtime: the
@@ -181,7 +182,7 @@ func (c *callbackRuntime) call(env, dst []byte) ([]byte, error) {
 		if outcome == C.TANDEM_OUTCOME_RETRY {
 			he.Outcome = tandem.OutcomeRetry
 		}
-		if e, derr := tandem.DecodeErrorEnvelope(reply); derr == nil {
+		if e, derr := envelope.DecodeErrorEnvelope(reply); derr == nil {
 			he.Envelope = *e
 		}
 		return nil, he

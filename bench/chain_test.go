@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // The Go → Rust → Go chain: a Go step (chainPrepare: the payload must be lower-case ASCII
@@ -178,7 +179,7 @@ func startSidecarSession(tandem.Config) (*session, error) {
 func BenchmarkContendersChain(b *testing.B) {
 	cfg := roundTripConfig(b)
 	ev := chainEvent(chainRoute)
-	roundTrips(b, chainDefs, cfg, ev, tandem.EncodedEventSize(ev)+chainPayloadSize, replyLenCheck(chainPayloadSize))
+	roundTrips(b, chainDefs, cfg, ev, envelope.EncodedEventSize(ev)+chainPayloadSize, replyLenCheck(chainPayloadSize))
 }
 
 // TestContendersChain checks that every chain contender does the whole chain: the caller

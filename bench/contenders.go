@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // The contenders' scenarios run the demo library's Rust handlers and, for the pure Go
@@ -102,7 +103,7 @@ func goTwinRoute(typ string) string { return goTypePrefix + typ[len("demo."):] }
 // handler decodes it, as a Rust handler's runtime does, before doing the work.
 func twinRouteHandler(work twinWork) tandem.HandlerFunc {
 	return func(_ context.Context, carrier *tandem.Event) tandem.Result {
-		ev, err := tandem.DecodeEvent(carrier.Data)
+		ev, err := envelope.DecodeEvent(carrier.Data)
 		if err != nil {
 			return tandem.Term(tandem.Errorf("decode", "%v", err))
 		}
@@ -272,7 +273,7 @@ func reapIdleThreads(target int) (int, error) {
 //   - go-pool: the same handler written in Go, behind tandem's own Go route (rt.Handle, a
 //     goroutine pool), called with rt.Call. The caller encodes the envelope and the route's
 //     handler decodes it, as the Rust side does.
-//   - go-direct: encode, tandem.DecodeEvent and the Go handler inline on the caller's
+//   - go-direct: encode, envelope.DecodeEvent and the Go handler inline on the caller's
 //     goroutine: no runtime, no pool, no hand-off. The floor.
 var contenderDefs = []contenderDef{
 	{"rings", startRings},
@@ -413,7 +414,7 @@ func startCallback(cfg tandem.Config) (*session, error) {
 		dst := make([]byte, 0, bufSize)
 		return func(ev *tandem.Event) error {
 			var err error
-			if env, err = tandem.AppendEvent(env[:0], ev); err != nil {
+			if env, err = envelope.AppendEvent(env[:0], ev); err != nil {
 				return err
 			}
 			out, err := cb.call(env, dst)
@@ -451,7 +452,7 @@ func startGoPool(cfg tandem.Config) (*session, error) {
 		var carrier tandem.Event
 		return func(ev *tandem.Event) error {
 			var err error
-			if env, err = tandem.AppendEvent(env[:0], ev); err != nil {
+			if env, err = envelope.AppendEvent(env[:0], ev); err != nil {
 				return err
 			}
 			carrier = tandem.Event{ID: ev.ID, Source: ev.Source, Type: goTwinRoute(ev.Type), Data: env}
@@ -481,10 +482,10 @@ func startGoDirect(tandem.Config) (*session, error) {
 		env := make([]byte, 0, bufSize)
 		return func(ev *tandem.Event) error {
 			var err error
-			if env, err = tandem.AppendEvent(env[:0], ev); err != nil {
+			if env, err = envelope.AppendEvent(env[:0], ev); err != nil {
 				return err
 			}
-			dec, err := tandem.DecodeEvent(env)
+			dec, err := envelope.DecodeEvent(env)
 			if err != nil {
 				return err
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // roundTripConfig is benchConfig with room for a 64 KiB payload in its envelope and reply.
@@ -181,7 +182,7 @@ func BenchmarkContendersEcho(b *testing.B) {
 	}{{"64B", 64}, {"1KiB", 1 << 10}, {"64KiB", maxPayload}} {
 		ev := contenderEvent(demoEchoType, size.n, nil)
 		b.Run(size.name, func(b *testing.B) {
-			roundTrips(b, contenderDefs, cfg, ev, tandem.EncodedEventSize(ev)+size.n, replyLenCheck(size.n))
+			roundTrips(b, contenderDefs, cfg, ev, envelope.EncodedEventSize(ev)+size.n, replyLenCheck(size.n))
 		})
 	}
 }
@@ -191,7 +192,7 @@ func BenchmarkContendersEcho(b *testing.B) {
 func BenchmarkContendersHash(b *testing.B) {
 	cfg := roundTripConfig(b)
 	ev := contenderEvent(demoHashType, hashPayloadSize, map[string]string{"rounds": strconv.Itoa(hashRounds)})
-	roundTrips(b, contenderDefs, cfg, ev, tandem.EncodedEventSize(ev)+64, replyLenCheck(8))
+	roundTrips(b, contenderDefs, cfg, ev, envelope.EncodedEventSize(ev)+64, replyLenCheck(8))
 }
 
 // BenchmarkContendersInFlight is an async handler that awaits a 1 ms timer (demo.sleep;

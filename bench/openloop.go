@@ -19,6 +19,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // LoadOp is one round trip of a contender: hand one event over, wait for its outcome, give back
@@ -174,7 +175,7 @@ func CallbackLoad() (LoadOp, func() error, error) {
 	ev := loadEvent(loadInlineType)
 	return func(context.Context) error {
 		buf := loadDirectBufs.Get().(*[]byte)
-		env, err := tandem.AppendEvent((*buf)[:0], ev)
+		env, err := envelope.AppendEvent((*buf)[:0], ev)
 		if err == nil {
 			_, err = c.call(env, env[len(env):])
 		}
@@ -209,7 +210,7 @@ func sessionLoad(start func(tandem.Config) (*session, error)) (LoadOp, func() er
 		return nil, nil, err
 	}
 	ev := loadEvent(loadInlineType)
-	bufSize := tandem.EncodedEventSize(ev) + loadPayloadSize
+	bufSize := envelope.EncodedEventSize(ev) + loadPayloadSize
 	callers := sync.Pool{New: func() any { return s.newCaller(noReply, bufSize, false) }}
 	return func(context.Context) error {
 		call := callers.Get().(caller)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // The sidecar contender: what a user would build instead of tandem, a Rust process of its own
@@ -108,7 +109,7 @@ func (s *sidecar) dial(timeout time.Duration) (*sidecarConn, error) {
 }
 
 // Call sends ev to the sidecar and waits for its answer: the outcome (0 ack, 1 retry,
-// 2 term) and the reply, or for 1 and 2 the error envelope (tandem.DecodeErrorEnvelope).
+// 2 term) and the reply, or for 1 and 2 the error envelope (envelope.DecodeErrorEnvelope).
 // The reply is the caller's; a call with an empty reply allocates nothing.
 func (s *sidecar) Call(ev *tandem.Event) (outcome uint8, reply []byte, err error) {
 	c := s.conns[int(s.next.Add(1))%len(s.conns)]
@@ -187,7 +188,7 @@ func (c *sidecarConn) call(ev *tandem.Event) (uint8, []byte, error) {
 	sc := sidecarCalls.Get().(*sidecarCall)
 	id := c.nextID.Add(1)
 	var header [12]byte // length and id, filled in once the envelope is encoded
-	frame, err := tandem.AppendEvent(append(sc.frame[:0], header[:]...), ev)
+	frame, err := envelope.AppendEvent(append(sc.frame[:0], header[:]...), ev)
 	if err != nil {
 		sc.frame = frame
 		sidecarCalls.Put(sc)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 const (
@@ -74,7 +75,7 @@ func TestSidecarRoundTrip(t *testing.T) {
 		if outcome != 2 {
 			t.Fatalf("outcome %d, want 2 (term)", outcome)
 		}
-		env, err := tandem.DecodeErrorEnvelope(reply)
+		env, err := envelope.DecodeErrorEnvelope(reply)
 		if err != nil {
 			t.Fatalf("DecodeErrorEnvelope: %v", err)
 		}

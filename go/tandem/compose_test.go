@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/tandemrt/tandem/go/internal/engine"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
@@ -91,7 +93,7 @@ func TestGoHandlerRetriesThenSucceedsWithAttemptsCounted(t *testing.T) {
 }
 
 func TestGoFailuresAreDeadLettered(t *testing.T) {
-	sink := NewMemorySink()
+	sink := deadletter.NewMemorySink()
 	rt := newRegistered(t, Config{DeadLetters: sink, Retry: retry.Backoff{MaxAttempts: 2, Initial: time.Millisecond}})
 	rt.Handle("bad", "bad", HandlerFunc(func(ctx context.Context, ev *Event) Result {
 		return Term(Errorf("invalid", "no good"))
@@ -107,11 +109,11 @@ func TestGoFailuresAreDeadLettered(t *testing.T) {
 	ctx := context.Background()
 	for _, c := range []struct {
 		typ, code string
-		reason    DeadLetterReason
+		reason    deadletter.Reason
 	}{
-		{"bad", "invalid", ReasonTerm},
-		{"boom", "panic", ReasonTerm},
-		{"slow", "timeout", ReasonMaxAttempts},
+		{"bad", "invalid", deadletter.ReasonTerm},
+		{"boom", "panic", deadletter.ReasonTerm},
+		{"slow", "timeout", deadletter.ReasonMaxAttempts},
 	} {
 		_, err := rt.Call(ctx, event(c.typ, c.typ+"-1", []byte("x")))
 		var he *HandlerError
@@ -120,12 +122,12 @@ func TestGoFailuresAreDeadLettered(t *testing.T) {
 		}
 	}
 	assertInvariant(t, rt)
-	letters := sink.Letters()
+	letters := sink.Records()
 	if len(letters) != 3 {
 		t.Fatalf("%d dead letters, want 3", len(letters))
 	}
 	for _, dl := range letters {
-		ev, err := DecodeEvent(dl.Envelope)
+		ev, err := envelope.DecodeEvent(dl.Envelope)
 		if err != nil || ev.ID != dl.EventID || string(ev.Data) != "x" || dl.Route != dl.EventType {
 			t.Errorf("dead letter %+v: envelope %+v, %v", dl, ev, err)
 		}
@@ -257,7 +259,7 @@ func TestWildcardRoutesReachEitherRuntime(t *testing.T) {
 }
 
 func TestGoRouteShedsWithADeadLetter(t *testing.T) {
-	sink := NewMemorySink()
+	sink := deadletter.NewMemorySink()
 	rt := newRegistered(t, Config{DeadLetters: sink})
 	release := make(chan struct{})
 	rt.Handle("slow", "slow", HandlerFunc(func(ctx context.Context, ev *Event) Result {
@@ -286,11 +288,11 @@ func TestGoRouteShedsWithADeadLetter(t *testing.T) {
 		}
 	}
 	assertInvariant(t, rt)
-	if shed == 0 || len(sink.Letters()) != shed || len(receipts)+shed != 5 {
-		t.Fatalf("shed %d, dead letters %d, accepted %d", shed, len(sink.Letters()), len(receipts))
+	if shed == 0 || len(sink.Records()) != shed || len(receipts)+shed != 5 {
+		t.Fatalf("shed %d, dead letters %d, accepted %d", shed, len(sink.Records()), len(receipts))
 	}
-	for _, dl := range sink.Letters() {
-		if dl.Reason != ReasonShed {
+	for _, dl := range sink.Records() {
+		if dl.Reason != deadletter.ReasonShed {
 			t.Fatalf("dead letter reason %q", dl.Reason)
 		}
 	}
@@ -384,7 +386,7 @@ func TestShutdownCancelsRunningGoHandlersAsRetryable(t *testing.T) {
 }
 
 func TestRustRouteTimeoutCancelsTheTask(t *testing.T) {
-	sink := NewMemorySink()
+	sink := deadletter.NewMemorySink()
 	rt := newRegistered(t, Config{DeadLetters: sink})
 	if err := rt.HandleRust("nap.*", "demo.sleep", WithTimeout(20*time.Millisecond), WithRetry(retry.Backoff{MaxAttempts: 1})); err != nil {
 		t.Fatal(err)
@@ -394,7 +396,7 @@ func TestRustRouteTimeoutCancelsTheTask(t *testing.T) {
 	ev.Extensions = map[string]string{"sleep_ms": "60000"}
 	_, err := rt.Call(context.Background(), ev)
 	var he *HandlerError
-	if !errors.As(err, &he) || he.Code() != "timeout" || he.DeadLetter != ReasonMaxAttempts || he.Envelope.Runtime != "rust" {
+	if !errors.As(err, &he) || he.Code() != "timeout" || he.DeadLetter != deadletter.ReasonMaxAttempts || he.Envelope.Runtime != "rust" {
 		t.Fatalf("Call = %v, want a Rust timeout, dead-lettered", err)
 	}
 	assertInvariant(t, rt)
@@ -574,7 +576,7 @@ func TestRustToRustStaysInRust(t *testing.T) {
 
 // A local event that fails comes to Go, which retries it through the rings.
 func TestFailedLocalEventsAreRetriedByGo(t *testing.T) {
-	sink := NewMemorySink()
+	sink := deadletter.NewMemorySink()
 	rt := newRegistered(t, Config{Retry: retry.Backoff{MaxAttempts: 5, Initial: time.Millisecond}, DeadLetters: sink})
 	start(t, rt)
 	first := event("demo.relay", "f-1", nil)
@@ -585,7 +587,7 @@ func TestFailedLocalEventsAreRetriedByGo(t *testing.T) {
 		return s.Rust.LocalForwarded == 1 && s.Retried == 2 && s.InFlight == 0
 	})
 	s := assertInvariant(t, rt)
-	if s.DeadLettered != 0 || len(sink.Letters()) != 0 {
+	if s.DeadLettered != 0 || len(sink.Records()) != 0 {
 		t.Fatalf("dead-lettered %d", s.DeadLettered)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
@@ -151,7 +152,7 @@ func ExampleRuntime_HandleRust() {
 // A handler that asks for a retry is redelivered on the route's schedule; one that fails
 // for good is dead-lettered, and its submitter learns why.
 func Example_retriesAndDeadLetters() {
-	sink := tandem.NewMemorySink()
+	sink := deadletter.NewMemorySink()
 	rt, err := tandem.New(tandem.Config{DeadLetters: sink})
 	if err != nil {
 		fmt.Println(err)
@@ -189,7 +190,7 @@ func Example_retriesAndDeadLetters() {
 		return
 	}
 	fmt.Println("retried", rt.Stats().Retried)
-	for _, dl := range sink.Letters() {
+	for _, dl := range sink.Records() {
 		fmt.Println("dead letter:", dl.EventID, dl.Reason, dl.Error.Code)
 	}
 	// Output:

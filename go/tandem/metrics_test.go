@@ -9,6 +9,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
@@ -44,7 +45,7 @@ func TestMetricsCountEventsByRouteAndRuntime(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer mp.Shutdown(context.Background())
-	rt := newRegistered(t, Config{MeterProvider: mp, DeadLetters: NewMemorySink(),
+	rt := newRegistered(t, Config{MeterProvider: mp, DeadLetters: deadletter.NewMemorySink(),
 		Retry: retry.Backoff{MaxAttempts: 2, Initial: time.Millisecond}})
 	rt.Handle("greet", "greeter", HandlerFunc(func(ctx context.Context, ev *Event) Result { return Ack() }))
 	start(t, rt)

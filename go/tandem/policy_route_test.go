@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
 	"github.com/tandemrt/tandem/go/tandem/policy"
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
@@ -39,7 +40,7 @@ func testEvent(typ, id string, data []byte) *tandem.Event {
 func TestPoliciesGuardRustRoutes(t *testing.T) {
 	breaker := policy.NewBreaker("risky", policy.BreakerSettings{ConsecutiveFailures: 2, Timeout: time.Hour})
 	dedup := policy.NewDedup(policy.NewMemoryStore(100, nil), time.Minute)
-	rt := startedRuntime(t, tandem.Config{DeadLetters: tandem.NewMemorySink()}, func(rt *tandem.Runtime) error {
+	rt := startedRuntime(t, tandem.Config{DeadLetters: deadletter.NewMemorySink()}, func(rt *tandem.Runtime) error {
 		if err := rt.HandleRust("risky.*", "demo.fail", tandem.WithPolicy(breaker)); err != nil {
 			return err
 		}
@@ -108,7 +109,7 @@ func TestARefusalCodedDuplicateIsAcknowledged(t *testing.T) {
 func TestRateLimitedGoRoute(t *testing.T) {
 	var ran atomic.Int64
 	limit := policy.NewRateLimit(0.001, 1)
-	rt := startedRuntime(t, tandem.Config{DeadLetters: tandem.NewMemorySink()}, func(rt *tandem.Runtime) error {
+	rt := startedRuntime(t, tandem.Config{DeadLetters: deadletter.NewMemorySink()}, func(rt *tandem.Runtime) error {
 		return rt.Handle("limited", "limited", tandem.HandlerFunc(func(ctx context.Context, ev *tandem.Event) tandem.Result {
 			ran.Add(1)
 			return tandem.Ack()

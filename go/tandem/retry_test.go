@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
@@ -34,27 +36,27 @@ func TestRetriesUntilTheHandlerSucceeds(t *testing.T) {
 }
 
 func TestExhaustedRetriesAreDeadLetteredOnceWithTheLastDelivery(t *testing.T) {
-	sink := NewMemorySink()
+	sink := deadletter.NewMemorySink()
 	rt := newRuntime(t, Config{Retry: retry.Backoff{MaxAttempts: 3, Initial: time.Millisecond}, DeadLetters: sink})
 	a, err := rt.Submit(context.Background(), flaky("never", 100))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var he *HandlerError
-	if err := a.Wait(context.Background()); !errors.As(err, &he) || he.DeadLetter != ReasonMaxAttempts {
+	if err := a.Wait(context.Background()); !errors.As(err, &he) || he.DeadLetter != deadletter.ReasonMaxAttempts {
 		t.Fatalf("Wait = %v, want a dead-lettered *HandlerError", err)
 	}
 	shutdownClean(t, rt)
-	letters := sink.Letters()
+	letters := sink.Records()
 	if len(letters) != 1 {
 		t.Fatalf("%d dead letters, want 1", len(letters))
 	}
 	dl := letters[0]
-	if dl.Reason != ReasonMaxAttempts || dl.Attempts != 3 || dl.EventID != "never" || dl.EventType != "demo.flaky" ||
+	if dl.Reason != deadletter.ReasonMaxAttempts || dl.Attempts != 3 || dl.EventID != "never" || dl.EventType != "demo.flaky" ||
 		dl.Error == nil || dl.Error.Code != "unavailable" || dl.Route != "flaky" {
 		t.Fatalf("dead letter %+v", dl)
 	}
-	ev, err := DecodeEvent(dl.Envelope)
+	ev, err := envelope.DecodeEvent(dl.Envelope)
 	if err != nil || ev.ID != "never" || ev.Attempt != 3 || ev.Extensions["succeed_at"] != "100" {
 		t.Fatalf("dead letter envelope %+v, %v: want the original event as last delivered", ev, err)
 	}
@@ -62,21 +64,21 @@ func TestExhaustedRetriesAreDeadLetteredOnceWithTheLastDelivery(t *testing.T) {
 
 func TestHandlerAdviceSetsTheEventsAttemptLimit(t *testing.T) {
 	// demo.fail "retry" gives no attempts advice: the route's MaxAttempts governs.
-	sink := NewMemorySink()
+	sink := deadletter.NewMemorySink()
 	rt := newRuntime(t, Config{Retry: retry.Backoff{MaxAttempts: 4, Initial: time.Millisecond}, DeadLetters: sink})
 	_, err := rt.Call(context.Background(), event("demo.fail", "1", []byte("retry")))
 	var he *HandlerError
-	if !errors.As(err, &he) || he.DeadLetter != ReasonMaxAttempts {
+	if !errors.As(err, &he) || he.DeadLetter != deadletter.ReasonMaxAttempts {
 		t.Fatalf("Call = %v", err)
 	}
 	shutdownClean(t, rt)
-	if got := sink.Letters()[0].Attempts; got != 4 {
+	if got := sink.Records()[0].Attempts; got != 4 {
 		t.Fatalf("dead-lettered after %d deliveries, want MaxAttempts 4", got)
 	}
 }
 
 func TestRetryBudgetStopsARetryStorm(t *testing.T) {
-	sink := NewMemorySink()
+	sink := deadletter.NewMemorySink()
 	rt := newRuntime(t, Config{
 		Retry:       retry.Backoff{MaxAttempts: 10, Initial: time.Millisecond},
 		RetryBudget: retry.NewBudget(10*time.Second, 0, 0), // no retries at all
@@ -84,7 +86,7 @@ func TestRetryBudgetStopsARetryStorm(t *testing.T) {
 	})
 	_, err := rt.Call(context.Background(), flaky("1", 2))
 	var he *HandlerError
-	if !errors.As(err, &he) || he.DeadLetter != ReasonRetryBudget {
+	if !errors.As(err, &he) || he.DeadLetter != deadletter.ReasonRetryBudget {
 		t.Fatalf("Call = %v, want dead-lettered for the retry budget", err)
 	}
 	s := shutdownClean(t, rt)
@@ -94,11 +96,11 @@ func TestRetryBudgetStopsARetryStorm(t *testing.T) {
 }
 
 func TestTermAndUndecodableEventsAreDeadLettered(t *testing.T) {
-	sink := NewMemorySink()
+	sink := deadletter.NewMemorySink()
 	rt := newRuntime(t, Config{DeadLetters: sink})
 	_, err := rt.Call(context.Background(), event("demo.fail", "t", []byte("term")))
 	var he *HandlerError
-	if !errors.As(err, &he) || he.DeadLetter != ReasonTerm {
+	if !errors.As(err, &he) || he.DeadLetter != deadletter.ReasonTerm {
 		t.Fatalf("term: %v", err)
 	}
 	a, err := rt.submitRaw([]byte{0xa1, 0x00}, "demo.echo")
@@ -106,19 +108,19 @@ func TestTermAndUndecodableEventsAreDeadLettered(t *testing.T) {
 		t.Fatal(err)
 	}
 	werr := a.Wait(context.Background())
-	if !errors.As(werr, &he) || he.DeadLetter != ReasonDecode {
+	if !errors.As(werr, &he) || he.DeadLetter != deadletter.ReasonDecode {
 		t.Fatalf("undecodable: %v", werr)
 	}
 	shutdownClean(t, rt)
-	letters := sink.Letters()
-	if len(letters) != 2 || letters[0].Reason != ReasonTerm || letters[1].Reason != ReasonDecode ||
+	letters := sink.Records()
+	if len(letters) != 2 || letters[0].Reason != deadletter.ReasonTerm || letters[1].Reason != deadletter.ReasonDecode ||
 		string(letters[1].Envelope) != "\xa1\x00" {
 		t.Fatalf("dead letters %+v", letters)
 	}
 }
 
 func TestShutdownSettlesEventsWaitingForARetry(t *testing.T) {
-	sink := NewMemorySink()
+	sink := deadletter.NewMemorySink()
 	rt := newRuntime(t, Config{Retry: retry.Backoff{MaxAttempts: 5, Initial: time.Hour, Max: time.Hour}, DeadLetters: sink})
 	a, err := rt.Submit(context.Background(), flaky("1", 2))
 	if err != nil {
@@ -137,7 +139,7 @@ func TestShutdownSettlesEventsWaitingForARetry(t *testing.T) {
 		t.Fatalf("Wait = %v, want retryable cancelled, not dead-lettered", err)
 	}
 	s := rt.Stats()
-	if s.InFlight != 0 || s.FreeRequestSlots != rt.cfg.MaxInFlight || s.Rust.RequestsHeld != 0 || len(sink.Letters()) != 0 {
+	if s.InFlight != 0 || s.FreeRequestSlots != rt.cfg.MaxInFlight || s.Rust.RequestsHeld != 0 || len(sink.Records()) != 0 {
 		t.Fatalf("after shutdown: %+v", s)
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
@@ -191,7 +193,7 @@ func TestAckCopiesReply(t *testing.T) {
 }
 
 func TestHandlerFailuresArriveAsHandlerError(t *testing.T) {
-	sink := NewMemorySink()
+	sink := deadletter.NewMemorySink()
 	rt := newRuntime(t, Config{Retry: retry.Backoff{MaxAttempts: 2, Initial: time.Millisecond}, DeadLetters: sink})
 	ctx := context.Background()
 
@@ -204,17 +206,17 @@ func TestHandlerFailuresArriveAsHandlerError(t *testing.T) {
 		t.Fatalf("term: %+v", he)
 	}
 
-	if he.DeadLetter != ReasonTerm {
+	if he.DeadLetter != deadletter.ReasonTerm {
 		t.Fatalf("term: dead letter reason %q", he.DeadLetter)
 	}
 
 	_, err = rt.Call(ctx, event("demo.fail", "2", []byte("retry")))
-	if !errors.As(err, &he) || he.Outcome != OutcomeRetry || he.RetryAfter != 10*time.Millisecond || he.Code() != "unavailable" || he.DeadLetter != ReasonMaxAttempts {
+	if !errors.As(err, &he) || he.Outcome != OutcomeRetry || he.RetryAfter != 10*time.Millisecond || he.Code() != "unavailable" || he.DeadLetter != deadletter.ReasonMaxAttempts {
 		t.Fatalf("retry: %v (%+v)", err, he)
 	}
 	s := shutdownClean(t, rt)
-	if s.Retried != 1 || s.DeadLettered != 2 || len(sink.Letters()) != 2 {
-		t.Fatalf("retried %d, dead-lettered %d, sink %d", s.Retried, s.DeadLettered, len(sink.Letters()))
+	if s.Retried != 1 || s.DeadLettered != 2 || len(sink.Records()) != 2 {
+		t.Fatalf("retried %d, dead-lettered %d, sink %d", s.Retried, s.DeadLettered, len(sink.Records()))
 	}
 }
 
@@ -250,8 +252,8 @@ func TestBadInputGetsTypedErrors(t *testing.T) {
 	if _, err := rt.Submit(ctx, event("demo.echo", "2", make([]byte, 2048))); !errors.Is(err, ErrEventTooLarge) {
 		t.Errorf("oversize: %v, want ErrEventTooLarge", err)
 	}
-	if _, err := rt.Submit(ctx, &Event{Source: "/t", Type: "demo.echo"}); !errors.Is(err, ErrInvalidEvent) {
-		t.Errorf("missing id: %v, want ErrInvalidEvent", err)
+	if _, err := rt.Submit(ctx, &Event{Source: "/t", Type: "demo.echo"}); !errors.Is(err, envelope.ErrInvalidEvent) {
+		t.Errorf("missing id: %v, want envelope.ErrInvalidEvent", err)
 	}
 	// None of the refusals consumed a slot or reached Rust.
 	s := shutdownClean(t, rt)

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
@@ -100,11 +101,11 @@ func TestEachRetryIsASpanAndDeadLetteringIsMarked(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	defer tp.Shutdown(context.Background())
-	rt := newRegistered(t, Config{TracerProvider: tp, Retry: retry.Backoff{MaxAttempts: 3, Initial: time.Millisecond}, DeadLetters: NewMemorySink()})
+	rt := newRegistered(t, Config{TracerProvider: tp, Retry: retry.Backoff{MaxAttempts: 3, Initial: time.Millisecond}, DeadLetters: deadletter.NewMemorySink()})
 	start(t, rt)
 	_, err := rt.Call(context.Background(), flaky("never", 100))
 	var he *HandlerError
-	if !errors.As(err, &he) || he.DeadLetter != ReasonMaxAttempts {
+	if !errors.As(err, &he) || he.DeadLetter != deadletter.ReasonMaxAttempts {
 		t.Fatalf("Call = %v", err)
 	}
 	assertInvariant(t, rt)

@@ -1,6 +1,6 @@
 package main
 
-// tandem dlq: read and replay a dead-letter file written by tandem.FileSink
+// tandem dlq: read and replay a dead-letter file written by deadletter.FileSink
 // (docs/deadletters.md).
 //
 //	tandem dlq list   [-file PATH]
@@ -24,6 +24,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // defaultDLQFile is the dead-letter file when neither -file nor $TANDEM_DLQ names one.
@@ -116,8 +118,8 @@ func (f dlqFlags) parse(args []string) ([]string, error) {
 	}
 }
 
-func readDLQ(path string) (*tandem.DeadLetterFile, error) {
-	df, err := tandem.ReadDeadLetters(path)
+func readDLQ(path string) (*deadletter.File, error) {
+	df, err := deadletter.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no dead-letter file %s (set -file or $TANDEM_DLQ)", path)
 	}
@@ -139,12 +141,12 @@ func dlqList(args []string, out, stderr io.Writer) error {
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "#\ttime\treason\ttype\tid\tattempts\terror")
-	for i, dl := range df.Letters {
+	for i, dl := range df.Records {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", i, dl.Time.Format(time.RFC3339), dl.Reason,
 			orDash(dl.EventType), orDash(dl.EventID), dl.Attempts, oneLine(errorSummary(dl.Error)))
 	}
 	tw.Flush()
-	fmt.Fprintf(out, "%d dead letters, %d torn bytes skipped\n", len(df.Letters), df.TornBytes)
+	fmt.Fprintf(out, "%d dead letters, %d torn bytes skipped\n", len(df.Records), df.TornBytes)
 	return nil
 }
 
@@ -165,17 +167,17 @@ func dlqShow(args []string, out, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	switch n := len(df.Letters); {
+	switch n := len(df.Records); {
 	case n == 0:
 		return fmt.Errorf("no dead letter %d: %s holds none", i, *fs.file)
 	case i < 0 || i >= n:
 		return fmt.Errorf("no dead letter %d: %s holds %d (0 to %d)", i, *fs.file, n, n-1)
 	}
-	showLetter(out, i, len(df.Letters), &df.Letters[i])
+	showLetter(out, i, len(df.Records), &df.Records[i])
 	return nil
 }
 
-func showLetter(w io.Writer, i, n int, dl *tandem.DeadLetter) {
+func showLetter(w io.Writer, i, n int, dl *deadletter.Record) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	field := func(indent int, name string, value any) {
 		fmt.Fprintf(tw, "%s%s\t%s\n", strings.Repeat("  ", indent), oneLine(name), oneLine(fmt.Sprint(value)))
@@ -204,7 +206,7 @@ func showLetter(w io.Writer, i, n int, dl *tandem.DeadLetter) {
 		}
 	}
 	field(1, "envelope", fmt.Sprintf("%d bytes", len(dl.Envelope)))
-	ev, err := tandem.DecodeEvent(dl.Envelope)
+	ev, err := envelope.DecodeEvent(dl.Envelope)
 	if err != nil {
 		field(2, "decode", err)
 		tw.Flush()
@@ -314,12 +316,12 @@ func dlqReplay(args []string, out, stderr io.Writer) error {
 		err   error
 	}
 	var picks []pick
-	for i := range df.Letters {
-		dl := &df.Letters[i]
+	for i := range df.Records {
+		dl := &df.Records[i]
 		if *typ != "" && dl.EventType != *typ {
 			continue
 		}
-		ev, err := tandem.DecodeEvent(dl.Envelope)
+		ev, err := envelope.DecodeEvent(dl.Envelope)
 		picks = append(picks, pick{index: i, ev: ev, err: err})
 	}
 
@@ -360,11 +362,11 @@ func dlqReplay(args []string, out, stderr io.Writer) error {
 		}
 	}
 	if *dryRun {
-		fmt.Fprintf(out, "dry run: would replay %d of %d dead letters, %d skipped\n", len(picks)-skipped, len(df.Letters), skipped)
+		fmt.Fprintf(out, "dry run: would replay %d of %d dead letters, %d skipped\n", len(picks)-skipped, len(df.Records), skipped)
 		return nil
 	}
 	fmt.Fprintf(out, "replayed %d of %d dead letters: %d ok, %d failed, %d skipped (the file is unchanged)\n",
-		ok+failed, len(df.Letters), ok, failed, skipped)
+		ok+failed, len(df.Records), ok, failed, skipped)
 	if failed != 0 {
 		return fmt.Errorf("%d of %d replayed events failed", failed, ok+failed)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // dlqFile writes a dead-letter file holding one letter per event (type, id, data) and
@@ -17,18 +19,18 @@ import (
 func dlqFile(t *testing.T, events ...*tandem.Event) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "dlq.cbor")
-	s, err := tandem.OpenFileSink(path)
+	s, err := deadletter.OpenFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	for i, ev := range events {
-		b, err := tandem.MarshalEvent(ev)
+		b, err := envelope.MarshalEvent(ev)
 		if err != nil {
 			t.Fatal(err)
 		}
-		dl := &tandem.DeadLetter{
-			Reason:    tandem.ReasonTerm,
+		dl := &deadletter.Record{
+			Reason:    deadletter.ReasonTerm,
 			Error:     &tandem.ErrorEnvelope{Code: "invalid", Message: "asked to fail for good", Runtime: "rust", Handler: "fail"},
 			Attempts:  uint32(i + 1),
 			EventID:   ev.ID,
@@ -38,7 +40,7 @@ func dlqFile(t *testing.T, events ...*tandem.Event) string {
 			Time:      time.Date(2026, 3, 1, 12, 0, i, 0, time.UTC),
 			Envelope:  b,
 		}
-		if err := s.WriteDeadLetter(context.Background(), dl); err != nil {
+		if err := s.Write(context.Background(), dl); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -120,12 +122,12 @@ func TestDLQShow(t *testing.T) {
 
 func TestDLQShowUndecodableEnvelope(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dlq.cbor")
-	s, err := tandem.OpenFileSink(path)
+	s, err := deadletter.OpenFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = s.WriteDeadLetter(context.Background(), &tandem.DeadLetter{
-		Reason: tandem.ReasonDecode, Error: &tandem.ErrorEnvelope{Code: "decode", Message: "truncated"},
+	err = s.Write(context.Background(), &deadletter.Record{
+		Reason: deadletter.ReasonDecode, Error: &tandem.ErrorEnvelope{Code: "decode", Message: "truncated"},
 		Envelope: []byte{0xa3, 0x00, 0x01, 0x01}})
 	s.Close()
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
 	"github.com/tandemrt/tandem/go/tandem/policy"
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
@@ -125,7 +126,7 @@ func run(args []string, out io.Writer) error {
 	}
 	defer logger.Sync()
 
-	sink, err := tandem.OpenFileSink(*dlqPath)
+	sink, err := deadletter.OpenFile(*dlqPath)
 	if err != nil {
 		return err
 	}
@@ -328,11 +329,11 @@ func addRoutes(rt *tandem.Runtime, t *tally, breaker *policy.Breaker, concurrenc
 
 // countDeadLetters is the number of complete records in the dead-letter file at path.
 func countDeadLetters(path string) (int, error) {
-	f, err := tandem.ReadDeadLetters(path)
+	f, err := deadletter.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
-	return len(f.Letters), nil
+	return len(f.Records), nil
 }
 
 // writeChain writes the one traced chain to path ("-": out).

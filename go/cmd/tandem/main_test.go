@@ -7,7 +7,8 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/deadletter"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // report is what the demo's report says, parsed back.
@@ -98,20 +99,20 @@ func TestDemoCountsEveryAcknowledgement(t *testing.T) {
 		t.Errorf("%d buffers outstanding, %d violations after shutdown", r.outstanding, r.violations)
 	}
 
-	f, err := tandem.ReadDeadLetters(dlq)
+	f, err := deadletter.ReadFile(dlq)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(f.Letters) != r.deadLettered || r.lettersAdded != r.deadLettered || r.lettersInFile != r.deadLettered {
+	if len(f.Records) != r.deadLettered || r.lettersAdded != r.deadLettered || r.lettersInFile != r.deadLettered {
 		t.Fatalf("the file holds %d letters, the report says %d added (%d in the file), %d dead-lettered",
-			len(f.Letters), r.lettersAdded, r.lettersInFile, r.deadLettered)
+			len(f.Records), r.lettersAdded, r.lettersInFile, r.deadLettered)
 	}
-	for _, dl := range f.Letters {
-		if dl.Reason != tandem.ReasonTerm || dl.EventType != "demo.fail" || dl.Attempts != 1 ||
+	for _, dl := range f.Records {
+		if dl.Reason != deadletter.ReasonTerm || dl.EventType != "demo.fail" || dl.Attempts != 1 ||
 			dl.Error == nil || dl.Error.Code != "invalid" {
 			t.Errorf("unexpected dead letter: %+v", dl)
 		}
-		ev, err := tandem.DecodeEvent(dl.Envelope)
+		ev, err := envelope.DecodeEvent(dl.Envelope)
 		if err != nil || ev.ID != dl.EventID || string(ev.Data) != "term" {
 			t.Errorf("dead letter %s: envelope %+v, %v", dl.EventID, ev, err)
 		}

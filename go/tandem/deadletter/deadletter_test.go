@@ -1,4 +1,4 @@
-package tandem
+package deadletter
 
 import (
 	"bytes"
@@ -11,14 +11,17 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tandemrt/tandem/go/internal/cborx"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 // sampleLetters returns dead letters covering every field, with and without an error
 // envelope, retry policy and envelope bytes.
-func sampleLetters(t *testing.T) []DeadLetter {
+func sampleLetters(t *testing.T) []Record {
 	t.Helper()
 	env := func(id, typ string, data []byte) []byte {
-		b, err := MarshalEvent(&Event{ID: id, Source: "/orders", Type: typ, Data: data, Attempt: 2,
+		b, err := envelope.MarshalEvent(&envelope.Event{ID: id, Source: "/orders", Type: typ, Data: data, Attempt: 2,
 			Extensions: map[string]string{"tenant": "a"}})
 		if err != nil {
 			t.Fatal(err)
@@ -26,23 +29,23 @@ func sampleLetters(t *testing.T) []DeadLetter {
 		return b
 	}
 	at := time.Unix(1_700_000_000, 123_456_789).UTC()
-	return []DeadLetter{
+	return []Record{
 		{
 			Reason:   ReasonTerm,
-			Error:    &ErrorEnvelope{Code: "handler", Message: "bad order", Runtime: "rust", Handler: "demo.fail"},
+			Error:    &envelope.ErrorEnvelope{Code: "handler", Message: "bad order", Runtime: "rust", Handler: "demo.fail"},
 			Attempts: 1, EventID: "e1", EventType: "demo.fail", Source: "/orders", Route: "demo.fail",
 			Time: at, Envelope: env("e1", "demo.fail", []byte("term")),
 		},
 		{
 			Reason: ReasonMaxAttempts,
-			Error: &ErrorEnvelope{Code: "timeout", Message: "too slow", Runtime: "go", Handler: "h",
-				Retry: &RetryPolicy{Attempts: 3, Backoff: 250 * time.Millisecond, NotBefore: at.Add(time.Second)}},
+			Error: &envelope.ErrorEnvelope{Code: "timeout", Message: "too slow", Runtime: "go", Handler: "h",
+				Retry: &envelope.RetryPolicy{Attempts: 3, Backoff: 250 * time.Millisecond, NotBefore: at.Add(time.Second)}},
 			Attempts: 5, EventID: "e2", EventType: "demo.echo", Source: "/orders", Route: "demo.*",
 			Time: at.Add(time.Nanosecond), Envelope: env("e2", "demo.echo", bytes.Repeat([]byte{0, 1, 2, 0xff}, 300)),
 		},
 		{
 			// An envelope that did not decode: nothing is known but the bytes.
-			Reason: ReasonDecode, Error: &ErrorEnvelope{Code: "decode", Message: "truncated"},
+			Reason: ReasonDecode, Error: &envelope.ErrorEnvelope{Code: "decode", Message: "truncated"},
 			Time: at.Add(-time.Hour), Envelope: []byte{0xa3, 0x00, 0x01, 0x01},
 		},
 		{Reason: ReasonShed, EventID: "e4", EventType: "demo.noop", Source: "/s", Time: at, Envelope: env("e4", "demo.noop", nil)},
@@ -50,15 +53,15 @@ func sampleLetters(t *testing.T) []DeadLetter {
 	}
 }
 
-func writeLetters(t *testing.T, path string, letters []DeadLetter) {
+func writeLetters(t *testing.T, path string, letters []Record) {
 	t.Helper()
-	s, err := OpenFileSink(path)
+	s, err := OpenFile(path)
 	if err != nil {
-		t.Fatalf("OpenFileSink: %v", err)
+		t.Fatalf("OpenFile: %v", err)
 	}
 	for i := range letters {
-		if err := s.WriteDeadLetter(context.Background(), &letters[i]); err != nil {
-			t.Fatalf("WriteDeadLetter %d: %v", i, err)
+		if err := s.Write(context.Background(), &letters[i]); err != nil {
+			t.Fatalf("Write %d: %v", i, err)
 		}
 	}
 	if err := s.Close(); err != nil {
@@ -67,12 +70,12 @@ func writeLetters(t *testing.T, path string, letters []DeadLetter) {
 }
 
 // recordEnds returns the offset just past each record of letters, as FileSink lays them out.
-func recordEnds(t *testing.T, letters []DeadLetter) []int64 {
+func recordEnds(t *testing.T, letters []Record) []int64 {
 	t.Helper()
 	var ends []int64
 	var off int64
 	for i := range letters {
-		rec, err := marshalDeadLetter(&letters[i], time.Now())
+		rec, err := marshalRecord(&letters[i], time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,11 +85,11 @@ func recordEnds(t *testing.T, letters []DeadLetter) []int64 {
 	return ends
 }
 
-func readLetters(t *testing.T, path string) *DeadLetterFile {
+func readLetters(t *testing.T, path string) *File {
 	t.Helper()
-	f, err := ReadDeadLetters(path)
+	f, err := ReadFile(path)
 	if err != nil {
-		t.Fatalf("ReadDeadLetters: %v", err)
+		t.Fatalf("ReadFile: %v", err)
 	}
 	return f
 }
@@ -99,8 +102,8 @@ func TestFileSinkRoundTrip(t *testing.T) {
 	if got.TornBytes != 0 {
 		t.Errorf("TornBytes = %d, want 0", got.TornBytes)
 	}
-	if !reflect.DeepEqual(got.Letters, want) {
-		t.Fatalf("read back\n%+v\nwant\n%+v", got.Letters, want)
+	if !reflect.DeepEqual(got.Records, want) {
+		t.Fatalf("read back\n%+v\nwant\n%+v", got.Records, want)
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -110,9 +113,9 @@ func TestFileSinkRoundTrip(t *testing.T) {
 		t.Errorf("file size %d, want the records' %d", fi.Size(), end)
 	}
 	// The envelope bytes are the event exactly as submitted.
-	ev, err := DecodeEvent(got.Letters[1].Envelope)
+	ev, err := envelope.DecodeEvent(got.Records[1].Envelope)
 	if err != nil || ev.ID != "e2" || len(ev.Data) != 1200 {
-		t.Fatalf("DecodeEvent(envelope) = %+v, %v", ev, err)
+		t.Fatalf("envelope.DecodeEvent(envelope) = %+v, %v", ev, err)
 	}
 }
 
@@ -121,17 +124,17 @@ func TestFileSinkAppendsAcrossOpens(t *testing.T) {
 	all := sampleLetters(t)
 	writeLetters(t, path, all[:2])
 	writeLetters(t, path, all[2:])
-	if got := readLetters(t, path); !reflect.DeepEqual(got.Letters, all) {
-		t.Fatalf("after two opens read %d letters, want %d equal ones", len(got.Letters), len(all))
+	if got := readLetters(t, path); !reflect.DeepEqual(got.Records, all) {
+		t.Fatalf("after two opens read %d letters, want %d equal ones", len(got.Records), len(all))
 	}
 }
 
 func TestFileSinkStampsZeroTime(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dlq.cbor")
 	before := time.Now()
-	writeLetters(t, path, []DeadLetter{{Reason: ReasonNoRoute, EventType: "nobody.home"}})
+	writeLetters(t, path, []Record{{Reason: ReasonNoRoute, EventType: "nobody.home"}})
 	after := time.Now()
-	got := readLetters(t, path).Letters
+	got := readLetters(t, path).Records
 	if len(got) != 1 || got[0].Time.Before(before.Truncate(0)) || got[0].Time.After(after) {
 		t.Fatalf("stamped time %v, want within [%v, %v]", got[0].Time, before, after)
 	}
@@ -140,7 +143,7 @@ func TestFileSinkStampsZeroTime(t *testing.T) {
 func TestFileSinkMode(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dlq.cbor")
-	s, err := OpenFileSink(path)
+	s, err := OpenFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,48 +168,48 @@ func TestFileSinkMode(t *testing.T) {
 		if err := os.Chmod(open, mode); err != nil {
 			t.Fatal(err)
 		}
-		if s, err := OpenFileSink(open); !errors.Is(err, ErrUnsafeFileMode) {
+		if s, err := OpenFile(open); !errors.Is(err, ErrUnsafeFileMode) {
 			if s != nil {
 				s.Close()
 			}
-			t.Errorf("OpenFileSink on mode %04o: err = %v, want ErrUnsafeFileMode", mode, err)
+			t.Errorf("OpenFile on mode %04o: err = %v, want ErrUnsafeFileMode", mode, err)
 		}
 	}
 	if err := os.Chmod(open, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s2, err := OpenFileSink(open)
+	s2, err := OpenFile(open)
 	if err != nil {
-		t.Fatalf("OpenFileSink on mode 0600: %v", err)
+		t.Fatalf("OpenFile on mode 0600: %v", err)
 	}
 	s2.Close()
 
-	if _, err := OpenFileSink(dir); err == nil {
-		t.Error("OpenFileSink on a directory succeeded")
+	if _, err := OpenFile(dir); err == nil {
+		t.Error("OpenFile on a directory succeeded")
 	}
 }
 
 func TestFileSinkExclusive(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dlq.cbor")
-	s, err := OpenFileSink(path)
+	s, err := OpenFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s2, err := OpenFileSink(path); !errors.Is(err, ErrSinkInUse) {
+	if s2, err := OpenFile(path); !errors.Is(err, ErrSinkInUse) {
 		if s2 != nil {
 			s2.Close()
 		}
-		t.Fatalf("second OpenFileSink: err = %v, want ErrSinkInUse", err)
+		t.Fatalf("second OpenFile: err = %v, want ErrSinkInUse", err)
 	}
 	s.Close()
-	s3, err := OpenFileSink(path)
+	s3, err := OpenFile(path)
 	if err != nil {
-		t.Fatalf("OpenFileSink after Close: %v", err)
+		t.Fatalf("OpenFile after Close: %v", err)
 	}
 	s3.Close()
 }
 
-func TestReadDeadLettersTornTail(t *testing.T) {
+func TestReadFileTornTail(t *testing.T) {
 	dir := t.TempDir()
 	full := filepath.Join(dir, "full.cbor")
 	letters := sampleLetters(t)[:3]
@@ -222,17 +225,17 @@ func TestReadDeadLettersTornTail(t *testing.T) {
 		if err := os.WriteFile(torn, data[:cut], 0o600); err != nil {
 			t.Fatal(err)
 		}
-		got, err := ReadDeadLetters(torn)
+		got, err := ReadFile(torn)
 		if err != nil {
 			t.Fatalf("cut at %d: %v", cut, err)
 		}
-		if !reflect.DeepEqual(got.Letters, letters[:2]) || got.TornBytes != cut-lastStart {
-			t.Fatalf("cut at %d: %d letters, %d torn bytes; want 2 and %d", cut, len(got.Letters), got.TornBytes, cut-lastStart)
+		if !reflect.DeepEqual(got.Records, letters[:2]) || got.TornBytes != cut-lastStart {
+			t.Fatalf("cut at %d: %d letters, %d torn bytes; want 2 and %d", cut, len(got.Records), got.TornBytes, cut-lastStart)
 		}
 	}
 }
 
-func TestReadDeadLettersZeroTail(t *testing.T) {
+func TestReadFileZeroTail(t *testing.T) {
 	// A crashed append can leave zeros instead of a prefix on some file systems.
 	path := filepath.Join(t.TempDir(), "dlq.cbor")
 	letters := sampleLetters(t)[:2]
@@ -244,12 +247,12 @@ func TestReadDeadLettersZeroTail(t *testing.T) {
 	f.Write(make([]byte, 4096+7))
 	f.Close()
 	got := readLetters(t, path)
-	if len(got.Letters) != 2 || got.TornBytes != 4096+7 {
-		t.Fatalf("%d letters, %d torn bytes; want 2 and %d", len(got.Letters), got.TornBytes, 4096+7)
+	if len(got.Records) != 2 || got.TornBytes != 4096+7 {
+		t.Fatalf("%d letters, %d torn bytes; want 2 and %d", len(got.Records), got.TornBytes, 4096+7)
 	}
 }
 
-func TestReadDeadLettersCorruptMiddle(t *testing.T) {
+func TestReadFileCorruptMiddle(t *testing.T) {
 	dir := t.TempDir()
 	full := filepath.Join(dir, "full.cbor")
 	letters := sampleLetters(t)[:3]
@@ -264,12 +267,12 @@ func TestReadDeadLettersCorruptMiddle(t *testing.T) {
 		name string
 		at   int64 // offset of the byte to replace
 		b    byte
-		kind DecodeErrorKind
+		kind envelope.DecodeErrorKind
 	}{
-		{"malformed head", second, 0xff, KindMalformed},
-		{"not a map", second, 0x01, KindNotMap},
-		{"record version 2", second + 2, 0x02, KindUnsupportedVersion},
-		{"reason is not text", second + 4, 0x44, KindWrongType},
+		{"malformed head", second, 0xff, envelope.KindMalformed},
+		{"not a map", second, 0x01, envelope.KindNotMap},
+		{"record version 2", second + 2, 0x02, envelope.KindUnsupportedVersion},
+		{"reason is not text", second + 4, 0x44, envelope.KindWrongType},
 		// A head claiming a huge byte string runs past the end of the file: it must not
 		// pass for a torn tail (and get truncated with the good record after it).
 		{"huge length", second, 0x5b, ""},
@@ -283,10 +286,10 @@ func TestReadDeadLettersCorruptMiddle(t *testing.T) {
 			if err := os.WriteFile(path, bad, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			got, err := ReadDeadLetters(path)
-			var fe *DeadLetterFileError
+			got, err := ReadFile(path)
+			var fe *FileError
 			if !errors.As(err, &fe) {
-				t.Fatalf("ReadDeadLetters = %+v, %v; want a *DeadLetterFileError", got, err)
+				t.Fatalf("ReadFile = %+v, %v; want a *FileError", got, err)
 			}
 			if fe.Offset != second || fe.Path != path {
 				t.Errorf("error at offset %d of %s, want %d of %s: %v", fe.Offset, fe.Path, second, path, err)
@@ -294,29 +297,29 @@ func TestReadDeadLettersCorruptMiddle(t *testing.T) {
 			if testing.Verbose() {
 				t.Log(err)
 			}
-			var de *DecodeError
+			var de *envelope.DecodeError
 			if tc.kind != "" && (!errors.As(err, &de) || de.Kind != tc.kind) {
 				t.Errorf("err = %v, want kind %s", err, tc.kind)
 			}
-			// OpenFileSink refuses it rather than append where no reader can reach.
-			if s, err := OpenFileSink(path); !errors.As(err, &fe) {
+			// OpenFile refuses it rather than append where no reader can reach.
+			if s, err := OpenFile(path); !errors.As(err, &fe) {
 				if s != nil {
 					s.Close()
 				}
-				t.Errorf("OpenFileSink on a corrupt file: %v, want a *DeadLetterFileError", err)
+				t.Errorf("OpenFile on a corrupt file: %v, want a *FileError", err)
 			}
 			after, _ := os.ReadFile(path)
 			if !bytes.Equal(after, bad) {
-				t.Error("OpenFileSink changed a corrupt file")
+				t.Error("OpenFile changed a corrupt file")
 			}
 		})
 	}
 }
 
-func TestReadDeadLettersSkipsUnknownKeys(t *testing.T) {
+func TestReadFileSkipsUnknownKeys(t *testing.T) {
 	// A later minor version may add keys; this reader skips them.
-	rec, err := encMode.Marshal(map[uint64]any{
-		dlKeyV: 1, dlKeyReason: "term", dlKeyTime: int64(42), dlKeyEventID: "x", 10: "new", 23: []any{1, 2},
+	rec, err := cborx.Enc.Marshal(map[uint64]any{
+		keyV: 1, keyReason: "term", keyTime: int64(42), keyEventID: "x", 10: "new", 23: []any{1, 2},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -326,13 +329,13 @@ func TestReadDeadLettersSkipsUnknownKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := readLetters(t, path)
-	want := []DeadLetter{{Reason: ReasonTerm, Time: time.Unix(0, 42).UTC(), EventID: "x"}}
-	if !reflect.DeepEqual(got.Letters, want) {
-		t.Fatalf("got %+v, want %+v", got.Letters, want)
+	want := []Record{{Reason: ReasonTerm, Time: time.Unix(0, 42).UTC(), EventID: "x"}}
+	if !reflect.DeepEqual(got.Records, want) {
+		t.Fatalf("got %+v, want %+v", got.Records, want)
 	}
 }
 
-func TestOpenFileSinkTruncatesTornTail(t *testing.T) {
+func TestOpenFileTruncatesTornTail(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dlq.cbor")
 	letters := sampleLetters(t)
 	writeLetters(t, path, letters[:3])
@@ -341,27 +344,27 @@ func TestOpenFileSinkTruncatesTornTail(t *testing.T) {
 	if err := os.Truncate(path, cut); err != nil {
 		t.Fatal(err)
 	}
-	s, err := OpenFileSink(path)
+	s, err := OpenFile(path)
 	if err != nil {
-		t.Fatalf("OpenFileSink on a torn file: %v", err)
+		t.Fatalf("OpenFile on a torn file: %v", err)
 	}
 	if fi, _ := os.Stat(path); fi.Size() != ends[1] {
 		t.Errorf("after open the file is %d bytes, want the torn record cut to %d", fi.Size(), ends[1])
 	}
-	if err := s.WriteDeadLetter(context.Background(), &letters[3]); err != nil {
+	if err := s.Write(context.Background(), &letters[3]); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
 	got := readLetters(t, path)
-	want := []DeadLetter{letters[0], letters[1], letters[3]}
-	if got.TornBytes != 0 || !reflect.DeepEqual(got.Letters, want) {
-		t.Fatalf("read %d letters, %d torn bytes; want letters 0, 1, 3 and none torn", len(got.Letters), got.TornBytes)
+	want := []Record{letters[0], letters[1], letters[3]}
+	if got.TornBytes != 0 || !reflect.DeepEqual(got.Records, want) {
+		t.Fatalf("read %d letters, %d torn bytes; want letters 0, 1, 3 and none torn", len(got.Records), got.TornBytes)
 	}
 }
 
 func TestFileSinkConcurrentWriters(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dlq.cbor")
-	s, err := OpenFileSink(path)
+	s, err := OpenFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,8 +377,8 @@ func TestFileSinkConcurrentWriters(t *testing.T) {
 			defer wg.Done()
 			for i := range each {
 				id := fmt.Sprintf("w%d-%d", w, i)
-				dl := &DeadLetter{Reason: ReasonTerm, EventID: id, Envelope: bytes.Repeat([]byte(id), 50)}
-				if err := s.WriteDeadLetter(context.Background(), dl); err != nil {
+				dl := &Record{Reason: ReasonTerm, EventID: id, Envelope: bytes.Repeat([]byte(id), 50)}
+				if err := s.Write(context.Background(), dl); err != nil {
 					errs <- err
 				}
 			}
@@ -388,11 +391,11 @@ func TestFileSinkConcurrentWriters(t *testing.T) {
 	}
 	s.Close()
 	got := readLetters(t, path)
-	if len(got.Letters) != writers*each || got.TornBytes != 0 {
-		t.Fatalf("read %d letters, %d torn bytes; want %d and 0", len(got.Letters), got.TornBytes, writers*each)
+	if len(got.Records) != writers*each || got.TornBytes != 0 {
+		t.Fatalf("read %d letters, %d torn bytes; want %d and 0", len(got.Records), got.TornBytes, writers*each)
 	}
 	seen := map[string]bool{}
-	for _, dl := range got.Letters {
+	for _, dl := range got.Records {
 		if seen[dl.EventID] || !bytes.Equal(dl.Envelope, bytes.Repeat([]byte(dl.EventID), 50)) {
 			t.Fatalf("letter %q duplicated or its envelope mixed with another's", dl.EventID)
 		}
@@ -402,7 +405,7 @@ func TestFileSinkConcurrentWriters(t *testing.T) {
 
 func TestFileSinkClose(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dlq.cbor")
-	s, err := OpenFileSink(path)
+	s, err := OpenFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -412,32 +415,32 @@ func TestFileSinkClose(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if err := s.WriteDeadLetter(context.Background(), &DeadLetter{Reason: ReasonTerm}); !errors.Is(err, ErrSinkClosed) {
-		t.Errorf("WriteDeadLetter after Close: %v, want ErrSinkClosed", err)
+	if err := s.Write(context.Background(), &Record{Reason: ReasonTerm}); !errors.Is(err, ErrSinkClosed) {
+		t.Errorf("Write after Close: %v, want ErrSinkClosed", err)
 	}
 }
 
 func TestFileSinkRejects(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dlq.cbor")
-	s, err := OpenFileSink(path)
+	s, err := OpenFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	for _, dl := range []*DeadLetter{
+	for _, dl := range []*Record{
 		nil,
 		{EventID: "no reason"},
-		{Reason: ReasonTerm, Error: &ErrorEnvelope{Message: "no code"}},
+		{Reason: ReasonTerm, Error: &envelope.ErrorEnvelope{Message: "no code"}},
 		{Reason: ReasonTerm, Time: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)},
 	} {
-		if err := s.WriteDeadLetter(context.Background(), dl); !errors.Is(err, ErrInvalidDeadLetter) {
-			t.Errorf("WriteDeadLetter(%+v) = %v, want ErrInvalidDeadLetter", dl, err)
+		if err := s.Write(context.Background(), dl); !errors.Is(err, ErrInvalidRecord) {
+			t.Errorf("Write(%+v) = %v, want ErrInvalidRecord", dl, err)
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := s.WriteDeadLetter(ctx, &DeadLetter{Reason: ReasonTerm}); !errors.Is(err, context.Canceled) {
-		t.Errorf("WriteDeadLetter with a cancelled context = %v", err)
+	if err := s.Write(ctx, &Record{Reason: ReasonTerm}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Write with a cancelled context = %v", err)
 	}
 	if fi, _ := os.Stat(path); fi.Size() != 0 {
 		t.Errorf("rejected letters left %d bytes", fi.Size())
@@ -449,12 +452,12 @@ func TestFileSinkWriteAfterFailedWrite(t *testing.T) {
 	// last good record, not after the garbage.
 	path := filepath.Join(t.TempDir(), "dlq.cbor")
 	letters := sampleLetters(t)
-	s, err := OpenFileSink(path)
+	s, err := OpenFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if err := s.WriteDeadLetter(context.Background(), &letters[0]); err != nil {
+	if err := s.Write(context.Background(), &letters[0]); err != nil {
 		t.Fatal(err)
 	}
 	// Swap in a read-only handle: the write fails, and so does the truncate after it.
@@ -464,7 +467,7 @@ func TestFileSinkWriteAfterFailedWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.f = ro
-	if err := s.WriteDeadLetter(context.Background(), &letters[1]); err == nil {
+	if err := s.Write(context.Background(), &letters[1]); err == nil {
 		t.Fatal("write through a read-only handle succeeded")
 	}
 	s.f = rw
@@ -473,16 +476,16 @@ func TestFileSinkWriteAfterFailedWrite(t *testing.T) {
 		t.Fatal("sink not marked dirty after a failed write whose truncate failed")
 	}
 	// What a short write leaves: the start of a record.
-	rec, _ := marshalDeadLetter(&letters[1], time.Now())
+	rec, _ := marshalRecord(&letters[1], time.Now())
 	if _, err := rw.WriteAt(rec[:len(rec)/2], s.end); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.WriteDeadLetter(context.Background(), &letters[2]); err != nil {
+	if err := s.Write(context.Background(), &letters[2]); err != nil {
 		t.Fatal(err)
 	}
 	got := readLetters(t, path)
-	if got.TornBytes != 0 || !reflect.DeepEqual(got.Letters, []DeadLetter{letters[0], letters[2]}) {
-		t.Fatalf("read %d letters, %d torn bytes; want letters 0 and 2, none torn", len(got.Letters), got.TornBytes)
+	if got.TornBytes != 0 || !reflect.DeepEqual(got.Records, []Record{letters[0], letters[2]}) {
+		t.Fatalf("read %d letters, %d torn bytes; want letters 0 and 2, none torn", len(got.Records), got.TornBytes)
 	}
 }
 
@@ -490,7 +493,7 @@ func TestMemorySink(t *testing.T) {
 	s := NewMemorySink()
 	letters := sampleLetters(t)
 	for i := range letters {
-		if err := s.WriteDeadLetter(context.Background(), &letters[i]); err != nil {
+		if err := s.Write(context.Background(), &letters[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -498,14 +501,14 @@ func TestMemorySink(t *testing.T) {
 	// The sink keeps copies: changing what was written, or what Letters returned, changes nothing.
 	letters[0].Envelope[0] ^= 0xff
 	letters[1].Error.Retry.Attempts = 99
-	got := s.Letters()
+	got := s.Records()
 	got[0].Envelope[1] ^= 0xff
 	got[0].Error.Code = "changed"
-	if again := s.Letters(); !reflect.DeepEqual(again, want) {
+	if again := s.Records(); !reflect.DeepEqual(again, want) {
 		t.Fatalf("Letters() = %+v, want %+v", again, want)
 	}
-	if err := s.WriteDeadLetter(context.Background(), &DeadLetter{}); !errors.Is(err, ErrInvalidDeadLetter) {
-		t.Errorf("empty reason: %v, want ErrInvalidDeadLetter", err)
+	if err := s.Write(context.Background(), &Record{}); !errors.Is(err, ErrInvalidRecord) {
+		t.Errorf("empty reason: %v, want ErrInvalidRecord", err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -513,10 +516,10 @@ func TestMemorySink(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if err := s.WriteDeadLetter(context.Background(), &letters[0]); !errors.Is(err, ErrSinkClosed) {
-		t.Errorf("WriteDeadLetter after Close: %v, want ErrSinkClosed", err)
+	if err := s.Write(context.Background(), &letters[0]); !errors.Is(err, ErrSinkClosed) {
+		t.Errorf("Write after Close: %v, want ErrSinkClosed", err)
 	}
-	if n := len(s.Letters()); n != len(want) {
+	if n := len(s.Records()); n != len(want) {
 		t.Errorf("after Close %d letters, want %d", n, len(want))
 	}
 }

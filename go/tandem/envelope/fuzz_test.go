@@ -1,4 +1,4 @@
-package tandem
+package envelope
 
 import (
 	"bytes"

@@ -1,0 +1,401 @@
+package envelope
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/tandemrt/tandem/go/internal/cborx"
+)
+
+// Encoding goes through fxamacker/cbor with core deterministic encoding (cborx.Enc),
+// which is the canonical form of ffi/envelope.cddl. Only the size (EncodedEventSize) is
+// computed by hand: fxamacker has no size function, and the submit path must know
+// whether an event fits its slot before encoding into it.
+//
+// The append functions reach zero allocations by reusing, from a pool, the wire struct
+// (it escapes into the encoder), the slots its time pointers point at, and a
+// bytes.Buffer wrapped around the caller's slice, so the bytes land in dst itself.
+// BenchmarkAppendEvent (envelope_test.go: fullEvent, 256 bytes of data, into a caller's
+// buffer), 2-vCPU VM shared with other builds, Go 1.26, fxamacker v2.10.0, ranges over
+// runs:
+//
+//	                            no extensions                4 extensions
+//	AppendEvent (pooled)        235-440 ns    0 B  0 allocs  390-460 ns    0 B  0 allocs
+//	fxamacker, no pool          440-500 ns  352 B  1 alloc   600-700 ns  352 B  1 alloc
+//	hand-written (before)        67-76 ns    0 B  0 allocs  170-180 ns    0 B  0 allocs
+//
+// The last row is the hand-written append encoder this replaced (go/tandem/envelope.go
+// before the envelope package; measured in the same runs). It went because fxamacker
+// reaches zero allocations too, and one encoder is one thing to get right; it is 2-3x
+// faster, so bring it back (with its byte-equality tests against MarshalEvent) if those
+// ~200 ns per event show in an end-to-end benchmark.
+
+// envelopeVersion is the major version every v1 envelope carries under key 0.
+const envelopeVersion = 1
+
+// Event envelope keys.
+const (
+	keyV = iota
+	keyID
+	keySource
+	keyType
+	keySpecVersion
+	keyTime
+	keySubject
+	keyDataContentType
+	keyDataSchema
+	keyCorrelationID
+	keyCausationID
+	keyTraceParent
+	keyTraceState
+	keyAttempt
+	keyDeadline
+	keyIdempotencyKey
+	keyPartitionKey
+	keyExtensions
+	keyData
+)
+
+// Error envelope keys, and the keys of its retry map.
+const (
+	errKeyV = iota
+	errKeyCode
+	errKeyMessage
+	errKeyRetry
+	errKeyRuntime
+	errKeyHandler
+)
+
+const (
+	retryKeyAttempts = iota
+	retryKeyBackoff
+	retryKeyNotBefore
+)
+
+// defaultSpecVersion is what an empty Event.SpecVersion encodes as.
+const defaultSpecVersion = "1.0"
+
+var (
+	minUnixNano = time.Unix(0, math.MinInt64)
+	maxUnixNano = time.Unix(0, math.MaxInt64)
+)
+
+// wireEvent is the envelope as fxamacker/cbor encodes it, for MarshalEvent.
+type wireEvent struct {
+	V               uint64            `cbor:"0,keyasint"`
+	ID              string            `cbor:"1,keyasint"`
+	Source          string            `cbor:"2,keyasint"`
+	Type            string            `cbor:"3,keyasint"`
+	SpecVersion     string            `cbor:"4,keyasint"`
+	Time            *int64            `cbor:"5,keyasint,omitempty"`
+	Subject         string            `cbor:"6,keyasint,omitempty"`
+	DataContentType string            `cbor:"7,keyasint,omitempty"`
+	DataSchema      string            `cbor:"8,keyasint,omitempty"`
+	CorrelationID   string            `cbor:"9,keyasint,omitempty"`
+	CausationID     string            `cbor:"10,keyasint,omitempty"`
+	TraceParent     string            `cbor:"11,keyasint,omitempty"`
+	TraceState      string            `cbor:"12,keyasint,omitempty"`
+	Attempt         uint32            `cbor:"13,keyasint,omitempty"`
+	Deadline        *int64            `cbor:"14,keyasint,omitempty"`
+	IdempotencyKey  string            `cbor:"15,keyasint,omitempty"`
+	PartitionKey    string            `cbor:"16,keyasint,omitempty"`
+	Extensions      map[string]string `cbor:"17,keyasint,omitempty"`
+	Data            []byte            `cbor:"18,keyasint,omitempty"`
+}
+
+// wireError is the error envelope as fxamacker/cbor encodes it.
+type wireError struct {
+	V       uint64     `cbor:"0,keyasint"`
+	Code    string     `cbor:"1,keyasint"`
+	Message string     `cbor:"2,keyasint,omitempty"`
+	Retry   *wireRetry `cbor:"3,keyasint,omitempty"`
+	Runtime string     `cbor:"4,keyasint,omitempty"`
+	Handler string     `cbor:"5,keyasint,omitempty"`
+}
+
+type wireRetry struct {
+	Attempts  uint32 `cbor:"0,keyasint,omitempty"`
+	BackoffNS int64  `cbor:"1,keyasint,omitempty"`
+	NotBefore *int64 `cbor:"2,keyasint,omitempty"`
+}
+
+// size helpers for EncodedEventSize: the length of a shortest-form CBOR head and of
+// the items built on it.
+
+func headSize(n uint64) int {
+	switch {
+	case n < 24:
+		return 1
+	case n <= math.MaxUint8:
+		return 2
+	case n <= math.MaxUint16:
+		return 3
+	case n <= math.MaxUint32:
+		return 5
+	default:
+		return 9
+	}
+}
+
+func intSize(n int64) int {
+	if n >= 0 {
+		return headSize(uint64(n))
+	}
+	return headSize(uint64(^n))
+}
+
+func textSize(s string) int { return headSize(uint64(len(s))) + len(s) }
+
+func textFieldSize(s string) int {
+	if s == "" {
+		return 0
+	}
+	return 1 + textSize(s)
+}
+
+func timeFieldSize(t time.Time) int {
+	if t.IsZero() {
+		return 0
+	}
+	return 1 + intSize(t.UnixNano())
+}
+
+func validTime(t time.Time) bool {
+	return t.IsZero() || (!t.Before(minUnixNano) && !t.After(maxUnixNano))
+}
+
+func validateEvent(ev *Event) error {
+	switch {
+	case ev == nil:
+		return fmt.Errorf("%w: nil", ErrInvalidEvent)
+	case ev.ID == "":
+		return fmt.Errorf("%w: ID is empty", ErrInvalidEvent)
+	case ev.Source == "":
+		return fmt.Errorf("%w: Source is empty", ErrInvalidEvent)
+	case ev.Type == "":
+		return fmt.Errorf("%w: Type is empty", ErrInvalidEvent)
+	case !validTime(ev.Time):
+		return fmt.Errorf("%w: Time %v is outside int64 Unix nanoseconds", ErrInvalidEvent, ev.Time)
+	case !validTime(ev.Deadline):
+		return fmt.Errorf("%w: Deadline %v is outside int64 Unix nanoseconds", ErrInvalidEvent, ev.Deadline)
+	}
+	return nil
+}
+
+func eventFieldCount(ev *Event) uint64 {
+	n := uint64(5) // v, id, source, type, specversion
+	for _, s := range [...]string{ev.Subject, ev.DataContentType, ev.DataSchema, ev.CorrelationID,
+		ev.CausationID, ev.TraceParent, ev.TraceState, ev.IdempotencyKey, ev.PartitionKey} {
+		if s != "" {
+			n++
+		}
+	}
+	if !ev.Time.IsZero() {
+		n++
+	}
+	if ev.Attempt != 0 {
+		n++
+	}
+	if !ev.Deadline.IsZero() {
+		n++
+	}
+	if len(ev.Extensions) != 0 {
+		n++
+	}
+	if len(ev.Data) != 0 {
+		n++
+	}
+	return n
+}
+
+func specVersion(ev *Event) string {
+	if ev.SpecVersion == "" {
+		return defaultSpecVersion
+	}
+	return ev.SpecVersion
+}
+
+// bufEnc is cborx.Enc's options in the mode that encodes into a caller's bytes.Buffer.
+var bufEnc = func() cbor.UserBufferEncMode {
+	m, err := cbor.CoreDetEncOptions().UserBufferEncMode()
+	if err != nil {
+		panic("tandem: envelope UserBufferEncMode: " + err.Error())
+	}
+	return m
+}()
+
+// eventScratch is what encoding an Event needs besides dst; see the comment at the top.
+type eventScratch struct {
+	w              wireEvent
+	time, deadline int64
+	buf            bytes.Buffer
+}
+
+var eventScratchPool = sync.Pool{New: func() any { return new(eventScratch) }}
+
+// fill sets s.w to ev, its time pointers pointing into s.
+func (s *eventScratch) fill(ev *Event) {
+	s.w = wireEvent{
+		V:               envelopeVersion,
+		ID:              ev.ID,
+		Source:          ev.Source,
+		Type:            ev.Type,
+		SpecVersion:     specVersion(ev),
+		Subject:         ev.Subject,
+		DataContentType: ev.DataContentType,
+		DataSchema:      ev.DataSchema,
+		CorrelationID:   ev.CorrelationID,
+		CausationID:     ev.CausationID,
+		TraceParent:     ev.TraceParent,
+		TraceState:      ev.TraceState,
+		Attempt:         ev.Attempt,
+		IdempotencyKey:  ev.IdempotencyKey,
+		PartitionKey:    ev.PartitionKey,
+		Extensions:      ev.Extensions,
+		Data:            ev.Data,
+	}
+	if !ev.Time.IsZero() {
+		s.time, s.w.Time = ev.Time.UnixNano(), &s.time
+	}
+	if !ev.Deadline.IsZero() {
+		s.deadline, s.w.Deadline = ev.Deadline.UnixNano(), &s.deadline
+	}
+}
+
+// AppendEvent appends the canonical envelope of ev to dst and returns the extended
+// slice. It validates ev before writing anything: on error (ErrInvalidEvent, wrapped) dst
+// is returned unchanged. When dst has room for EncodedEventSize(ev) more bytes the
+// envelope is written into dst's array and nothing is allocated. Safe for concurrent use.
+func AppendEvent(dst []byte, ev *Event) ([]byte, error) {
+	if err := validateEvent(ev); err != nil {
+		return dst, err
+	}
+	s := eventScratchPool.Get().(*eventScratch)
+	s.fill(ev)
+	s.buf = *bytes.NewBuffer(dst)
+	err := bufEnc.MarshalToBuffer(&s.w, &s.buf)
+	out := s.buf.Bytes()
+	*s = eventScratch{} // the pool must not keep the caller's event or buffer alive
+	eventScratchPool.Put(s)
+	if err != nil {
+		return dst, err
+	}
+	return out, nil
+}
+
+// EncodedEventSize returns the exact number of bytes AppendEvent appends for ev, so a
+// caller can check that a buffer (a ring slot) has room before encoding. For an ev that
+// AppendEvent rejects the result is meaningless. It does not allocate. Safe for
+// concurrent use.
+func EncodedEventSize(ev *Event) int {
+	n := headSize(eventFieldCount(ev)) + 2 // map head, key 0, version 1
+	n += 1 + textSize(ev.ID)
+	n += 1 + textSize(ev.Source)
+	n += 1 + textSize(ev.Type)
+	n += 1 + textSize(specVersion(ev))
+	n += timeFieldSize(ev.Time)
+	n += textFieldSize(ev.Subject) + textFieldSize(ev.DataContentType) + textFieldSize(ev.DataSchema)
+	n += textFieldSize(ev.CorrelationID) + textFieldSize(ev.CausationID)
+	n += textFieldSize(ev.TraceParent) + textFieldSize(ev.TraceState)
+	if ev.Attempt != 0 {
+		n += 1 + headSize(uint64(ev.Attempt))
+	}
+	n += timeFieldSize(ev.Deadline)
+	n += textFieldSize(ev.IdempotencyKey) + textFieldSize(ev.PartitionKey)
+	if len(ev.Extensions) != 0 {
+		n += 1 + headSize(uint64(len(ev.Extensions)))
+		for k, v := range ev.Extensions {
+			n += textSize(k) + textSize(v)
+		}
+	}
+	if len(ev.Data) != 0 {
+		n += 1 + headSize(uint64(len(ev.Data))) + len(ev.Data)
+	}
+	return n
+}
+
+// MarshalEvent returns the canonical envelope of ev in a new slice: the bytes
+// AppendEvent(nil, ev) returns. Prefer AppendEvent on hot paths. Safe for concurrent use.
+func MarshalEvent(ev *Event) ([]byte, error) {
+	if err := validateEvent(ev); err != nil {
+		return nil, err
+	}
+	var s eventScratch
+	s.fill(ev)
+	return cborx.Enc.Marshal(&s.w)
+}
+
+// ---------------------------------------------------------------------------
+// Error envelope.
+
+func validateErrorEnvelope(e *ErrorEnvelope) error {
+	switch {
+	case e == nil:
+		return fmt.Errorf("%w: nil", ErrInvalidErrorEnvelope)
+	case e.Code == "":
+		return fmt.Errorf("%w: Code is empty", ErrInvalidErrorEnvelope)
+	case e.Retry != nil && e.Retry.Backoff < 0:
+		return fmt.Errorf("%w: Retry.Backoff %v is negative", ErrInvalidErrorEnvelope, e.Retry.Backoff)
+	case e.Retry != nil && !validTime(e.Retry.NotBefore):
+		return fmt.Errorf("%w: Retry.NotBefore %v is outside int64 Unix nanoseconds", ErrInvalidErrorEnvelope, e.Retry.NotBefore)
+	}
+	return nil
+}
+
+// errorScratch is eventScratch for error envelopes.
+type errorScratch struct {
+	w         wireError
+	retry     wireRetry
+	notBefore int64
+	buf       bytes.Buffer
+}
+
+var errorScratchPool = sync.Pool{New: func() any { return new(errorScratch) }}
+
+func (s *errorScratch) fill(e *ErrorEnvelope) {
+	s.w = wireError{V: envelopeVersion, Code: e.Code, Message: e.Message, Runtime: e.Runtime, Handler: e.Handler}
+	if r := e.Retry; r != nil {
+		s.retry = wireRetry{Attempts: r.Attempts, BackoffNS: int64(r.Backoff)}
+		if !r.NotBefore.IsZero() {
+			s.notBefore, s.retry.NotBefore = r.NotBefore.UnixNano(), &s.notBefore
+		}
+		s.w.Retry = &s.retry
+	}
+}
+
+// AppendErrorEnvelope appends the canonical error envelope of e to dst and returns the
+// extended slice; like AppendEvent it writes into dst's array when there is room. On
+// error (ErrInvalidErrorEnvelope, wrapped) dst is returned unchanged. Safe for concurrent
+// use.
+func AppendErrorEnvelope(dst []byte, e *ErrorEnvelope) ([]byte, error) {
+	if err := validateErrorEnvelope(e); err != nil {
+		return dst, err
+	}
+	s := errorScratchPool.Get().(*errorScratch)
+	s.fill(e)
+	s.buf = *bytes.NewBuffer(dst)
+	err := bufEnc.MarshalToBuffer(&s.w, &s.buf)
+	out := s.buf.Bytes()
+	*s = errorScratch{}
+	errorScratchPool.Put(s)
+	if err != nil {
+		return dst, err
+	}
+	return out, nil
+}
+
+// MarshalErrorEnvelope returns the canonical error envelope of e in a new slice. Safe
+// for concurrent use.
+func MarshalErrorEnvelope(e *ErrorEnvelope) ([]byte, error) {
+	if err := validateErrorEnvelope(e); err != nil {
+		return nil, err
+	}
+	var s errorScratch
+	s.fill(e)
+	return cborx.Enc.Marshal(&s.w)
+}
