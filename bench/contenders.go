@@ -310,12 +310,25 @@ type session struct {
 }
 
 // crossings returns the FFI calls into Rust and the callbacks from Rust into Go so far.
+// Reading a runtime's count costs one FFI call, made after it is counted (Stats reads Rust's
+// counters): the later of two readings counts the earlier's, readCalls of them.
 func (s *session) crossings() (calls, callbacks uint64) {
 	if s.native != nil {
 		c := s.native.counts()
 		return c.calls, c.callbacks
 	}
-	return tandem.FFICalls(), 0
+	if s.rt != nil {
+		return s.rt.Stats().FFICalls, 0
+	}
+	return 0, 0
+}
+
+// readCalls is the FFI calls one crossings reading makes.
+func (s *session) readCalls() uint64 {
+	if s.native == nil && s.rt != nil {
+		return 1
+	}
+	return 0
 }
 
 func (s *session) close() error {
