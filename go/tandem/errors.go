@@ -79,7 +79,7 @@ type HandlerError struct {
 	// EventType is the type of the event that failed.
 	EventType string
 	// DeadLetter is why the event was dead-lettered, or empty if it was not (a retryable
-	// outcome at shutdown, or a failure of CallDirect, which does not retry).
+	// outcome at shutdown).
 	DeadLetter deadletter.Reason
 }
 

@@ -513,6 +513,7 @@ type Stats struct {
 	GoParks uint64
 	// GoWorkers is the number of worker goroutines across the Go routes' pools.
 	GoWorkers int
+	FFICalls  uint64 // calls into the Rust library this process has made
 	// Rust holds the Rust side's counters (final ones after Shutdown).
 	Rust RustStats
 }
@@ -566,6 +567,7 @@ func (r *Runtime) Stats() Stats {
 		Violations:   r.violations.Load(),
 		RustWakeups:  r.rustWakeups.Load(),
 		GoParks:      r.goParks.Load(),
+		FFICalls:     abi.Calls(), // before this snapshot's own call, which reads Rust's counters
 	}
 	for i := range r.replies {
 		if r.replies[i].Load() == 1 {
