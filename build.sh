@@ -4,11 +4,13 @@
 #   ./build.sh [build]   the Rust staticlib + cdylib, then bin/tandem (one static binary, cgo)
 #                        and bin/tandem-purego (CGO_ENABLED=0) beside bin/libtandem_native.so
 #   ./build.sh run       build, then run the demo pipeline (args after `run` go to it)
-#   ./build.sh test      build, then every test: cargo test (loom models too), the header
+#   ./build.sh test      build (and bench/sidecar), then every test: cargo test (the
+#                        workspace and bench/sidecar; loom models too), the header
 #                        check, go vet, go test -race, cgocheck2, the Go suite again in the
 #                        purego mode (CGO_ENABLED=0, and -race), the static-binary check,
 #                        and each benchmark once
-#   ./build.sh bench     the benchmark suite in bench/, in the cgo and the purego mode, then
+#   ./build.sh bench     build the library and bench/sidecar, then the benchmark suite in
+#                        bench/, in the cgo and the purego mode, then
 #                        purego's figures as ratios of cgo's (args go to go test), then the
 #                        open-loop sweep and resources into bench/results/REPORT.md, and
 #                        tandem's ratio against each contender
@@ -34,8 +36,17 @@ need() {
 }
 
 build_rust() {
-  say "cargo build --release (the staticlib + cdylib, and the sidecar contender of bench/)"
+  say "cargo build --release (the staticlib + cdylib)"
   cargo build --release --locked --workspace
+}
+
+# The sidecar contender is a Cargo package of bench/'s, outside the root workspace (so its
+# tokio features never unify into the staticlib), with its own lock file and target/:
+# bench/sidecar.go runs bench/sidecar/target/release/tandem-sidecar.
+sidecar_manifest=bench/sidecar/Cargo.toml
+build_sidecar() {
+  say "cargo build --release (bench/sidecar, the sidecar contender)"
+  cargo build --release --locked --manifest-path "$sidecar_manifest"
 }
 
 build_go() {
@@ -114,9 +125,10 @@ case "$cmd" in
     bin/tandem run "$@"
     ;;
   test)
-    need; build_rust; build_go; build_purego
-    say "cargo test --workspace (unit, golden vectors, proptest, header check)"
+    need; build_rust; build_sidecar; build_go; build_purego
+    say "cargo test --workspace and bench/sidecar (unit, golden vectors, proptest, header check, the sidecar)"
     cargo test --locked --workspace
+    cargo test --locked --manifest-path "$sidecar_manifest"
     say "criterion benchmarks of the ring and the envelope, once each (--test)"
     cargo bench --locked -p tandem --features bench-internals --bench ring --bench envelope -- --test
     say "loom models of the ring (RUSTFLAGS=--cfg loom)"
@@ -143,7 +155,7 @@ case "$cmd" in
     echo "suites: 11 passed, 0 failed"
     ;;
   bench)
-    need; build_rust
+    need; build_rust; build_sidecar
     bench_start=$(date +%s)
     load_start=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
     mkdir -p bench/results

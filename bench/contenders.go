@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tandemrt/tandem/go/tandem"
@@ -121,12 +122,13 @@ func contenderEvent(typ string, size int, ext map[string]string) *tandem.Event {
 	return &tandem.Event{ID: "bench-1", Source: "/bench", Type: typ, Extensions: ext, Data: data}
 }
 
-// errNoCallback is why the callback contender is skipped: it needs the cgo link mode.
-var errNoCallback = errors.New("the callback contender needs cgo (built without cgo or with -tags tandem_purego)")
+// errNeedsCgo is why the direct and callback contenders and the wake probe are skipped: they
+// call bench-only exports of the library through cgo (native_cgo.go).
+var errNeedsCgo = errors.New("needs cgo: it calls the library's bench-only exports (built without cgo or with -tags tandem_purego)")
 
-// callbackCounts is how often the callback contender crossed the boundary: calls from Go
-// into Rust, and callbacks from Rust (a tokio worker) into Go.
-type callbackCounts struct {
+// nativeCounts is how often the direct and callback contenders crossed the boundary: calls
+// from Go into Rust, and callbacks from Rust (a tokio worker) into Go.
+type nativeCounts struct {
 	calls, callbacks uint64
 }
 
@@ -265,10 +267,11 @@ func reapIdleThreads(target int) (int, error) {
 //
 //   - rings: rt.Call over tandem's shared rings (0 FFI calls per event); demo.echo and
 //     demo.sleep are registered inline, demo.hash as a task per event.
-//   - direct: rt.CallDirect, one cgo call per event that block_on's the handler on tokio;
-//     the calling OS thread is held until the handler finishes.
+//   - direct: one cgo call per event that block_on's the handler on tokio (native_cgo.go);
+//     the calling OS thread is held until the handler finishes. Needs cgo: skipped in the
+//     purego mode.
 //   - callback: one cgo call per event that spawns the handler on tokio and returns; the
-//     tokio worker that finishes it calls back into Go (callback_cgo.go), which wakes the
+//     tokio worker that finishes it calls back into Go (native_cgo.go), which wakes the
 //     caller through a channel. Needs cgo: skipped in the purego mode.
 //   - go-pool: the same handler written in Go, behind tandem's own Go route (rt.Handle, a
 //     goroutine pool), called with rt.Call. The caller encodes the envelope and the route's
@@ -297,8 +300,8 @@ type caller func(ev *tandem.Event) error
 // session is one contender set up for one sub-benchmark: its runtime, if it has one, and
 // its counters.
 type session struct {
-	rt *tandem.Runtime
-	cb *callbackRuntime
+	rt     *tandem.Runtime
+	native *nativeRuntime
 	// stop, if set, tears down what the session started instead (the sidecar's process).
 	stop func() error
 	// newCaller makes a caller whose scratch buffers hold bufSize bytes; viaSubmit asks the
@@ -308,20 +311,33 @@ type session struct {
 }
 
 // crossings returns the FFI calls into Rust and the callbacks from Rust into Go so far.
+// Reading a runtime's count costs one FFI call, made after it is counted (Stats reads Rust's
+// counters): the later of two readings counts the earlier's, readCalls of them.
 func (s *session) crossings() (calls, callbacks uint64) {
-	if s.cb != nil {
-		c := s.cb.counts()
+	if s.native != nil {
+		c := s.native.counts()
 		return c.calls, c.callbacks
 	}
-	return tandem.FFICalls(), 0
+	if s.rt != nil {
+		return s.rt.Stats().FFICalls, 0
+	}
+	return 0, 0
+}
+
+// readCalls is the FFI calls one crossings reading makes.
+func (s *session) readCalls() uint64 {
+	if s.native == nil && s.rt != nil {
+		return 1
+	}
+	return 0
 }
 
 func (s *session) close() error {
 	if s.stop != nil {
 		return s.stop()
 	}
-	if s.cb != nil {
-		return s.cb.close()
+	if s.native != nil {
+		return s.native.close()
 	}
 	if s.rt == nil {
 		return nil
@@ -385,31 +401,11 @@ func startRings(cfg tandem.Config) (*session, error) {
 }
 
 func startDirect(cfg tandem.Config) (*session, error) {
-	rt, err := startedRuntime(cfg, nil)
+	n, err := newNativeRuntime(cfg)
 	if err != nil {
 		return nil, err
 	}
-	// CallDirect wants a buffer of MaxReplySize, or it allocates one per call.
-	replySize := cfg.MaxReplySize
-	return &session{rt: rt, newCaller: func(check func([]byte) error, _ int, _ bool) caller {
-		dst := make([]byte, 0, replySize)
-		return func(ev *tandem.Event) error {
-			out, err := rt.CallDirect(ev, dst)
-			if err != nil {
-				return err
-			}
-			dst = out[:0]
-			return check(out)
-		}
-	}}, nil
-}
-
-func startCallback(cfg tandem.Config) (*session, error) {
-	cb, err := newCallbackRuntime(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return &session{cb: cb, newCaller: func(check func([]byte) error, bufSize int, _ bool) caller {
+	return &session{native: n, newCaller: func(check func([]byte) error, bufSize int, _ bool) caller {
 		env := make([]byte, 0, bufSize)
 		dst := make([]byte, 0, bufSize)
 		return func(ev *tandem.Event) error {
@@ -417,7 +413,32 @@ func startCallback(cfg tandem.Config) (*session, error) {
 			if env, err = envelope.AppendEvent(env[:0], ev); err != nil {
 				return err
 			}
-			out, err := cb.call(env, dst)
+			out, err := n.invoke(env, dst)
+			if err != nil {
+				return err
+			}
+			if cap(out) > cap(dst) {
+				dst = out[:0] // a reply outgrew dst: keep the larger buffer
+			}
+			return check(out)
+		}
+	}}, nil
+}
+
+func startCallback(cfg tandem.Config) (*session, error) {
+	n, err := newNativeRuntime(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &session{native: n, newCaller: func(check func([]byte) error, bufSize int, _ bool) caller {
+		env := make([]byte, 0, bufSize)
+		dst := make([]byte, 0, bufSize)
+		return func(ev *tandem.Event) error {
+			var err error
+			if env, err = envelope.AppendEvent(env[:0], ev); err != nil {
+				return err
+			}
+			out, err := n.spawnCall(env, dst)
 			if err != nil {
 				return err
 			}
@@ -509,3 +530,18 @@ const (
 	// inFlightBuf sizes the 1 ms scenario's envelopes, replies and buffers (its payload is 64 B).
 	inFlightBuf = 1 << 10
 )
+
+// eventfdOne is an eventfd increment of 1, in host byte order (little-endian on amd64
+// and arm64, the platforms tandem builds for).
+var eventfdOne = [8]byte{1}
+
+// newEventfd makes a non-blocking, close-on-exec eventfd wrapped by os.NewFile, so a reader
+// blocked on it is parked in the netpoller, the way tandem's completion poller waits.
+func newEventfd(name string) (*os.File, error) {
+	fd, _, errno := syscall.Syscall(syscall.SYS_EVENTFD2, 0, syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if errno != 0 {
+		return nil, os.NewSyscallError("eventfd2", errno)
+	}
+	// os.NewFile registers a non-blocking fd with the netpoller.
+	return os.NewFile(fd, "eventfd-"+name), nil
+}

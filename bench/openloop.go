@@ -133,28 +133,44 @@ func RingsLoad() (LoadOp, func() error, error) {
 	}, stop, nil
 }
 
-// loadDirectBufs are CallDirect's reply buffers: it wants one of MaxReplySize (64 KiB by default)
-// and allocates one per call otherwise.
-var loadDirectBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+// loadDirectBufs are the direct and callback contenders' envelope and reply buffers, one per
+// op in flight.
+var loadDirectBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
-// DirectLoad is one cgo call per event (rt.CallDirect) that block_on's the same
-// handler on tokio from the calling thread.
+// DirectLoad is one cgo call per event (tandem_bench_invoke) that block_on's the same
+// handler on tokio from the calling thread. The event is encoded per op, as every other
+// contender encodes it.
 func DirectLoad() (LoadOp, func() error, error) {
 	cfg, err := LoadConfig()
 	if err != nil {
 		return nil, nil, err
 	}
-	rt, stop, err := startLoadRuntime(cfg)
+	n, err := newNativeRuntime(cfg)
+	if errors.Is(err, errNeedsCgo) {
+		return nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
 	ev := loadEvent(loadInlineType)
 	return func(context.Context) error {
 		buf := loadDirectBufs.Get().(*[]byte)
-		_, err := rt.CallDirect(ev, *buf)
+		err := directOp(n, ev, buf)
 		loadDirectBufs.Put(buf)
 		return err
-	}, stop, nil
+	}, n.close, nil
+}
+
+// directOp encodes ev into buf and runs its handler with one tandem_bench_invoke, the reply
+// going to buf's spare capacity.
+func directOp(n *nativeRuntime, ev *tandem.Event, buf *[]byte) error {
+	env, err := envelope.AppendEvent((*buf)[:0], ev)
+	if err != nil {
+		return err
+	}
+	*buf = env[:0]
+	_, err = n.invoke(env, env[len(env):])
+	return err
 }
 
 // CallbackLoad is one cgo call per event that spawns the handler as a tokio task and
@@ -165,8 +181,8 @@ func CallbackLoad() (LoadOp, func() error, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := newCallbackRuntime(cfg)
-	if errors.Is(err, errNoCallback) {
+	c, err := newNativeRuntime(cfg)
+	if errors.Is(err, errNeedsCgo) {
 		return nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	if err != nil {
@@ -177,7 +193,7 @@ func CallbackLoad() (LoadOp, func() error, error) {
 		buf := loadDirectBufs.Get().(*[]byte)
 		env, err := envelope.AppendEvent((*buf)[:0], ev)
 		if err == nil {
-			_, err = c.call(env, env[len(env):])
+			_, err = c.spawnCall(env, env[len(env):])
 		}
 		loadDirectBufs.Put(buf)
 		return err
@@ -203,7 +219,7 @@ func sessionLoad(start func(tandem.Config) (*session, error)) (LoadOp, func() er
 		return nil, nil, err
 	}
 	s, err := start(cfg)
-	if errors.Is(err, errNoCallback) {
+	if errors.Is(err, errNeedsCgo) {
 		return nil, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	if err != nil {
@@ -731,27 +747,30 @@ func MeasureThreadsAsync(events, sleepMS int, capAt time.Duration) (res ThreadsR
 	return res, err
 }
 
-// MeasureThreadsDirect runs the same burst as MeasureThreadsAsync with CallDirect from one
-// goroutine per event: each call holds its OS thread until its handler's timer fires.
-// Go dies of thread exhaustion past debug.SetMaxThreads (10,000), so the goroutines start
-// in waves and no more than maxThreads-1000 calls are ever open at once; that bound
-// appears in the result as Peak near it.
+// MeasureThreadsDirect runs the same burst as MeasureThreadsAsync with the direct contender
+// (tandem_bench_invoke) from one goroutine per event: each call holds its OS thread until its
+// handler's timer fires. Go dies of thread exhaustion past debug.SetMaxThreads (10,000), so
+// the goroutines start in waves and no more than maxThreads-1000 calls are ever open at once;
+// that bound appears in the result as Peak near it. It needs cgo (ErrUnavailable otherwise).
 func MeasureThreadsDirect(events, sleepMS int, capAt time.Duration) (res ThreadsResult, err error) {
 	cfg, err := loadThreadsConfig()
 	if err != nil {
 		return res, err
 	}
-	rt, stop, err := startLoadRuntime(cfg)
+	n, err := newNativeRuntime(cfg)
+	if errors.Is(err, errNeedsCgo) {
+		return res, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
 	if err != nil {
 		return res, err
 	}
 	defer func() {
-		if serr := stop(); serr != nil && err == nil {
+		if serr := n.close(); serr != nil && err == nil {
 			err = serr
 		}
 	}()
 	ev := loadSleepEvent(sleepMS)
-	res = ThreadsResult{Mode: "direct: CallDirect per goroutine", Events: events}
+	res = ThreadsResult{Mode: "direct: one blocking call per goroutine", Events: events}
 	res.Baseline, err = loadThreads()
 	if err != nil {
 		return res, err
@@ -774,7 +793,7 @@ func MeasureThreadsDirect(events, sleepMS int, capAt time.Duration) (res Threads
 		go func() {
 			defer wg.Done()
 			buf := loadDirectBufs.Get().(*[]byte)
-			_, err := rt.CallDirect(ev, *buf)
+			err := directOp(n, ev, buf)
 			loadDirectBufs.Put(buf)
 			<-open
 			mu.Lock()
@@ -979,7 +998,7 @@ func loadProcStatus(key string) (int64, error) {
 }
 
 // ReapThreads ends idle OS threads until the process is back to about target threads, so
-// the measurements after a burst of CallDirect calls do not inherit the thousands of
+// the measurements after a burst of direct calls do not inherit the thousands of
 // threads it left: Go keeps every thread it ever made, and a goroutine that locks its
 // thread and exits without unlocking it takes the thread down with it.
 func ReapThreads(target int) (int, error) {

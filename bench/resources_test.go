@@ -99,8 +99,8 @@ func BenchmarkIdleCPU(b *testing.B) {
 
 // BenchmarkThreads is 10,000 events in flight at once, each awaiting a 1 ms tokio timer
 // (demo.sleep): submitted with Submit and awaited through their Receipts, against one
-// CallDirect per goroutine, which holds an OS thread per waiting event. peak-threads is
-// the most OS threads the process had during the burst.
+// direct call per goroutine (tandem_bench_invoke; it needs cgo), which holds an OS thread
+// per waiting event. peak-threads is the most OS threads the process had during the burst.
 func BenchmarkThreads(b *testing.B) {
 	_, smoke := openLoopStep()
 	z := resourceSizesFor(smoke)

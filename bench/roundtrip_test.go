@@ -5,13 +5,13 @@ import (
 	"os"
 	"runtime"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/tandemrt/tandem/go/tandem"
+	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
 const (
@@ -112,19 +112,58 @@ func contender(b *testing.B, name string, withRuntime bool, fn func(b *testing.B
 	}
 }
 
+// nativeContender runs fn as sub-benchmark name on a native runtime of its own (the direct
+// contender's and the wake probe's, made through the C ABI), created on the first call of the
+// sub-benchmark and closed after its last. Without cgo the sub-benchmark is skipped.
+func nativeContender(b *testing.B, name string, fn func(b *testing.B, n *nativeRuntime)) {
+	var n *nativeRuntime
+	var startErr error
+	b.Run(name, func(b *testing.B) {
+		if n == nil && startErr == nil {
+			n, startErr = newNativeRuntime(benchConfig(b))
+		}
+		if skipUnavailable(b, startErr) {
+			return
+		}
+		if startErr != nil {
+			b.Fatal(startErr)
+		}
+		fn(b, n)
+	})
+	if n != nil {
+		if err := n.close(); err != nil {
+			b.Fatalf("%s: closing: %v", name, err)
+		}
+	}
+}
+
 // recorder is one goroutine's latency histogram and scratch space, made before the timer
 // starts so the timed loop allocates nothing of its own.
 type recorder struct {
 	hist *hdrhistogram.Histogram
-	dst  []byte // CallDirect's reply buffer; it must hold MaxReplySize (default 64 KiB)
+	env  []byte // the direct contender's envelope buffer
+	dst  []byte // and its reply buffer
 	err  error
 }
 
 func newRecorder() *recorder {
 	return &recorder{
 		hist: hdrhistogram.New(latencyMin, latencyMax, latencyDigits),
-		dst:  make([]byte, 0, 64<<10),
+		env:  make([]byte, 0, 1<<10),
+		dst:  make([]byte, 0, 1<<10),
 	}
+}
+
+// direct is one round trip of the direct contender: ev encoded into the recorder's buffer and
+// run by one tandem_bench_invoke.
+func (r *recorder) direct(n *nativeRuntime, ev *tandem.Event) error {
+	env, err := envelope.AppendEvent(r.env[:0], ev)
+	if err != nil {
+		return err
+	}
+	r.env = env[:0]
+	_, err = n.invoke(env, r.dst)
+	return err
 }
 
 func (r *recorder) record(d time.Duration) {
@@ -165,19 +204,30 @@ func (rs *recorders) merged() (*hdrhistogram.Histogram, error) {
 // window is the measured part of a sub-benchmark: FFI calls and the runtime's wake and
 // park counters are read on both sides of it, outside the timer.
 type window struct {
-	rt    *tandem.Runtime
-	stats tandem.Stats
-	ffi   uint64
+	rt     *tandem.Runtime
+	native *nativeRuntime
+	stats  tandem.Stats
+	ffi    uint64
 }
 
-// begin reads the counters and resets the timer and the allocation counts.
+// begin reads the counters of rt (nil for none) and resets the timer and the allocation
+// counts.
 func begin(b *testing.B, rt *tandem.Runtime) window {
 	b.ReportAllocs()
 	w := window{rt: rt}
 	if rt != nil {
-		w.stats = rt.Stats() // an FFI call: taken before the FFI count
+		w.stats = rt.Stats()
+		// Stats read FFICalls before its own FFI call, which reads Rust's counters.
+		w.ffi = w.stats.FFICalls + 1
 	}
-	w.ffi = tandem.FFICalls()
+	b.ResetTimer()
+	return w
+}
+
+// beginNative is begin for a native runtime, whose FFI calls bench makes and counts itself.
+func beginNative(b *testing.B, n *nativeRuntime) window {
+	b.ReportAllocs()
+	w := window{native: n, ffi: n.counts().calls}
 	b.ResetTimer()
 	return w
 }
@@ -186,7 +236,15 @@ func begin(b *testing.B, rt *tandem.Runtime) window {
 // runtime how often per op the Rust poller was woken and the Go poller parked.
 func (w window) end(b *testing.B, hist *hdrhistogram.Histogram, err error) {
 	b.StopTimer()
-	ffi := tandem.FFICalls() - w.ffi
+	var ffi uint64
+	var st tandem.Stats
+	switch {
+	case w.native != nil:
+		ffi = w.native.counts().calls - w.ffi
+	case w.rt != nil:
+		st = w.rt.Stats()
+		ffi = st.FFICalls - w.ffi
+	}
 	if err != nil {
 		b.Fatalf("recording a latency: %v", err)
 	}
@@ -198,15 +256,15 @@ func (w window) end(b *testing.B, hist *hdrhistogram.Histogram, err error) {
 	b.ReportMetric(float64(hist.ValueAtQuantile(50)), "p50-ns")
 	b.ReportMetric(float64(hist.ValueAtQuantile(99)), "p99-ns")
 	if w.rt != nil {
-		s := w.rt.Stats()
-		b.ReportMetric(float64(s.RustWakeups-w.stats.RustWakeups)/n, "rust-wakes/op")
-		b.ReportMetric(float64(s.GoParks-w.stats.GoParks)/n, "go-parks/op")
+		b.ReportMetric(float64(st.RustWakeups-w.stats.RustWakeups)/n, "rust-wakes/op")
+		b.ReportMetric(float64(st.GoParks-w.stats.GoParks)/n, "go-parks/op")
 	}
 }
 
 // BenchmarkRoundTrip is one request/reply to a no-op Rust handler with a 64 B payload,
 // by each way of crossing: the shared rings (rt.Call) and one blocking FFI call per event
-// (rt.CallDirect), from one goroutine and from GOMAXPROCS goroutines.
+// (the direct contender, tandem_bench_invoke; it needs cgo), from one goroutine and from
+// GOMAXPROCS goroutines.
 func BenchmarkRoundTrip(b *testing.B) {
 	b.Logf("spin window: %s; GOMAXPROCS %d", describeSpin(benchConfig(b)), runtime.GOMAXPROCS(0))
 	ctx := context.Background()
@@ -259,35 +317,31 @@ func BenchmarkRoundTrip(b *testing.B) {
 	}
 
 	ev := newEvent()
-	contender(b, "direct/serial", true, func(b *testing.B, rt *tandem.Runtime) {
+	nativeContender(b, "direct/serial", func(b *testing.B, n *nativeRuntime) {
 		rec := newRecorder()
-		w := begin(b, rt)
+		w := beginNative(b, n)
 		for range b.N {
 			t0 := time.Now()
-			out, err := rt.CallDirect(ev, rec.dst)
-			if err != nil {
-				b.Fatalf("CallDirect: %v", err)
+			if err := rec.direct(n, ev); err != nil {
+				b.Fatalf("direct: %v", err)
 			}
-			rec.dst = out[:0]
 			rec.record(time.Since(t0))
 		}
 		w.end(b, rec.hist, rec.err)
 	})
 	for _, par := range parallelism {
-		contender(b, "direct/"+par.name, true, func(b *testing.B, rt *tandem.Runtime) {
+		nativeContender(b, "direct/"+par.name, func(b *testing.B, n *nativeRuntime) {
 			rs := newRecorders(par.n)
-			w := begin(b, rt)
+			w := beginNative(b, n)
 			b.SetParallelism(par.n)
 			b.RunParallel(func(pb *testing.PB) {
 				rec := rs.take()
 				for pb.Next() {
 					t0 := time.Now()
-					out, err := rt.CallDirect(ev, rec.dst)
-					if err != nil {
-						b.Errorf("CallDirect: %v", err)
+					if err := rec.direct(n, ev); err != nil {
+						b.Errorf("direct: %v", err)
 						return
 					}
-					rec.dst = out[:0]
 					rec.record(time.Since(t0))
 				}
 			})
@@ -399,13 +453,14 @@ func BenchmarkIdleWake(b *testing.B) {
 	}
 
 	// The floor under "rings": a bare eventfd ping-pong between this goroutine and a tokio
-	// task of the same runtime (Runtime.WakeProbe), both sides parked before each round.
-	contender(b, "eventfd-pingpong-go-rust", true, func(b *testing.B, rt *tandem.Runtime) {
+	// task of a runtime (tandem_bench_wake_probe; it needs cgo), both sides parked before each
+	// round.
+	nativeContender(b, "eventfd-pingpong-go-rust", func(b *testing.B, n *nativeRuntime) {
 		rec := newRecorder()
-		w := begin(b, nil)
-		samples, err := rt.WakeProbe(b.N, gap)
+		w := beginNative(b, n)
+		samples, err := n.wakeProbe(b.N, gap)
 		if err != nil {
-			b.Fatalf("WakeProbe: %v", err)
+			b.Fatalf("wake probe: %v", err)
 		}
 		for _, d := range samples {
 			rec.record(d)
@@ -438,10 +493,6 @@ func BenchmarkIdleWake(b *testing.B) {
 		w.end(b, rec.hist, rec.err)
 	})
 }
-
-// eventfdOne is an eventfd increment of 1, in host byte order (little-endian on amd64
-// and arm64, the platforms tandem builds for).
-var eventfdOne = [8]byte{1}
 
 // pingPong is an echo goroutine between two eventfds: it blocks reading ping and answers
 // each read with a write to pong. Both fds are non-blocking and wrapped by os.NewFile, so a
@@ -485,13 +536,4 @@ func (pp *pingPong) close() {
 	pp.ping.Close()
 	<-pp.done
 	pp.pong.Close()
-}
-
-func newEventfd(name string) (*os.File, error) {
-	fd, _, errno := syscall.Syscall(syscall.SYS_EVENTFD2, 0, syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
-	if errno != 0 {
-		return nil, os.NewSyscallError("eventfd2", errno)
-	}
-	// os.NewFile registers a non-blocking fd with the netpoller.
-	return os.NewFile(fd, "eventfd-"+name), nil
 }

@@ -20,17 +20,19 @@ import (
 )
 
 // The sidecar contender: what a user would build instead of tandem, a Rust process of its own
-// (rust/tandem-sidecar) running the same demo handlers, reached over a Unix domain socket.
+// (bench/sidecar, a Cargo package of its own) running the same demo handlers, reached over a
+// Unix domain socket.
 // Each request frame is a big-endian u32 length, a u64 request id and the event envelope
 // (the same CBOR bytes tandem puts in a request slot); each response frame is a length, the
 // id, a u8 outcome (tandem's: 0 ack, 1 retry, 2 term) and the reply or error envelope.
 // Responses come back in completion order, so one connection carries many calls at once.
 
-// sidecarEnv names the sidecar binary; unset, it is sidecarDefault, relative to bench/.
+// sidecarEnv names the sidecar binary; unset, it is sidecarDefault, relative to bench/: the
+// sidecar package's own target directory, where ./build.sh builds it.
 const (
 	sidecarEnv     = "TANDEM_SIDECAR"
-	sidecarDefault = "../target/release/tandem-sidecar"
-	sidecarBuild   = "cargo build --release -p tandem-sidecar"
+	sidecarDefault = "sidecar/target/release/tandem-sidecar"
+	sidecarBuild   = "cargo build --release --manifest-path sidecar/Cargo.toml"
 
 	// sidecarMaxFrame is the sidecar's MAX_FRAME: a longer response is a broken stream.
 	sidecarMaxFrame = 16 << 20

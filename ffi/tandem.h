@@ -39,11 +39,6 @@
 #define TANDEM_NO_SLOT UINT32_MAX
 
 /*
- A wake-probe ping of at least this value (2^32) stops the probe (`tandem_wake_probe`).
- */
-#define TANDEM_PROBE_STOP 4294967296
-
-/*
  Submission descriptor kind: an event envelope in request slot `slot`, `len` bytes.
  */
 #define TANDEM_SQE_EVENT 1
@@ -403,7 +398,7 @@ typedef struct {
 #define TANDEM_ERR_ABI_MISMATCH 2
 
 /*
- The call does not fit the runtime's state (start twice, invoke before start).
+ The call does not fit the runtime's state (start twice, local routes set twice).
  */
 #define TANDEM_ERR_STATE 3
 
@@ -500,25 +495,6 @@ tandem_status tandem_event_types(const tandem_runtime *rt,
                                  size_t *len_out);
 
 /*
- The direct-call path: runs the handler for one envelope on the calling thread (blocking on
- tokio) and copies the reply or error envelope into `reply` (caller-owned, `cap` bytes).
- One FFI call per event; the ring is the fast path, this is kept for comparison and for tiny
- synchronous handlers. `*outcome_out` receives a `TANDEM_OUTCOME_*` code and `*reply_len`
- the reply's length (`TANDEM_ERR_TOO_SMALL` if it exceeds `cap`).
-
- # Safety
- `rt` must be a started, live runtime; `envelope` valid for `len` bytes; `reply` for `cap`
- bytes; `reply_len` and `outcome_out` writable.
- */
-tandem_status tandem_invoke(const tandem_runtime *rt,
-                            const uint8_t *envelope,
-                            size_t len,
-                            uint8_t *reply,
-                            size_t cap,
-                            size_t *reply_len,
-                            uint32_t *outcome_out);
-
-/*
  Names the event types whose emitted events are routed inside Rust (to the handler
  registered under the same type) instead of going to Go: `types` is newline-separated UTF-8,
  `len` bytes, read during the call only. Call once, before `tandem_runtime_start`.
@@ -534,17 +510,6 @@ tandem_status tandem_set_local_routes(const tandem_runtime *rt, const uint8_t *t
  through one subscriber. Go calls it at start and whenever its logger's level changes.
  */
 void tandem_set_log_level(uint32_t level);
-
-/*
- Starts the wake probe (a diagnostic): a tokio task of this runtime waits on eventfd
- `ping_fd` and answers each wake by writing 1 to eventfd `pong_fd`; a ping of 2^32 or more
- stops it. The library duplicates both fds, so the caller keeps and closes its own. It
- measures the bare cost of an idle wake each way, the floor under an idle round trip.
-
- # Safety
- `rt` must be a started, live runtime; the fds must be open eventfds.
- */
-tandem_status tandem_wake_probe(const tandem_runtime *rt, int32_t ping_fd, int32_t pong_fd);
 
 /*
  Shuts the runtime down (as `tandem_runtime_shutdown` with no grace) if still running and

@@ -1,5 +1,7 @@
 package tandem
 
+import "maps"
+
 // AssertInvariant lets the external tests (package tandem_test) end as the composition tests
 // do: shut down, and every accepted event settled, every buffer back with its owner.
 var AssertInvariant = assertInvariant
@@ -12,4 +14,12 @@ func (r *Runtime) submitRaw(raw []byte, eventType string) (*Receipt, error) {
 		return nil, err
 	}
 	return a, nil
+}
+
+// cloneEvent copies ev, so a test may keep an event its handler saw.
+func cloneEvent(ev *Event) Event {
+	c := *ev
+	c.Data = append([]byte(nil), ev.Data...)
+	c.Extensions = maps.Clone(ev.Extensions)
+	return c
 }

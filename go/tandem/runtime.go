@@ -8,7 +8,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/tandemrt/tandem/go/internal/abi"
 	"github.com/tandemrt/tandem/go/internal/engine"
 )
 
@@ -255,6 +254,3 @@ func (r *Runtime) Stats() Stats {
 	}
 }
 
-// LinkMode says how this binary reaches the Rust library: "cgo" (linked in, the default) or
-// "purego" (CGO_ENABLED=0 or -tags tandem_purego: dlopen of libtandem_native.so).
-func LinkMode() string { return abi.Mode }

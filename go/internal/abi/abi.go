@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"unsafe"
 )
@@ -304,30 +303,6 @@ func EventTypes(h Handle) ([]string, error) {
 	}
 }
 
-// Invoke runs the handler for one envelope on the calling thread: one FFI call per event.
-// The reply or error envelope is copied into reply[:n]; ErrTooSmall reports n when it does
-// not fit.
-func Invoke(h Handle, envelope, reply []byte) (n int, outcome uint32, err error) {
-	calls.Add(1)
-	out := invokeOuts.Get().(*invokeOut)
-	st := invoke(h, envelope, reply, out)
-	n, outcome = int(out.n), out.outcome
-	invokeOuts.Put(out)
-	if st != statusOK {
-		err = statusError("tandem_invoke", st, "")
-	}
-	return n, outcome, err
-}
-
-// invokeOut holds tandem_invoke's out-parameters. Their addresses go to the library, so they
-// would escape to the heap on every call; a pool keeps the direct path allocation-free.
-type invokeOut struct {
-	n       uintptr // size_t
-	outcome uint32
-}
-
-var invokeOuts = sync.Pool{New: func() any { return new(invokeOut) }}
-
 // SetLogLevel sets the least severe Rust log level forwarded (0 trace .. 4 error, 5 none).
 func SetLogLevel(level uint32) {
 	calls.Add(1)
@@ -339,14 +314,6 @@ func SetLocalRoutes(h Handle, types []string) error {
 	buf := []byte(strings.Join(types, "\n"))
 	return call("tandem_set_local_routes", func() int32 { return setLocalRoutes(h, buf) })
 }
-
-// WakeProbe starts the runtime's wake probe on two eventfds (the library dups them).
-func WakeProbe(h Handle, ping, pong int) error {
-	return call("tandem_wake_probe", func() int32 { return wakeProbe(h, int32(ping), int32(pong)) })
-}
-
-// ProbeStop is the ping value that stops the wake probe (TANDEM_PROBE_STOP).
-const ProbeStop uint64 = 1 << 32
 
 // Free releases the runtime, its shared region and its eventfds.
 func Free(h Handle) {

@@ -71,23 +71,12 @@ func eventTypes(h Handle, buf []byte) (uintptr, int32) {
 	return uintptr(n), int32(st)
 }
 
-func invoke(h Handle, envelope, reply []byte, out *invokeOut) int32 {
-	return int32(C.tandem_invoke(rt(h),
-		(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(envelope))), C.size_t(len(envelope)),
-		(*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(reply))), C.size_t(len(reply)),
-		(*C.size_t)(unsafe.Pointer(&out.n)), (*C.uint32_t)(unsafe.Pointer(&out.outcome))))
-}
-
 func free(h Handle) { C.tandem_runtime_free(rt(h)) }
 
 func setLogLevel(level uint32) { C.tandem_set_log_level(C.uint32_t(level)) }
 
 func setLocalRoutes(h Handle, types []byte) int32 {
 	return int32(C.tandem_set_local_routes(rt(h), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(types))), C.size_t(len(types))))
-}
-
-func wakeProbe(h Handle, ping, pong int32) int32 {
-	return int32(C.tandem_wake_probe(rt(h), C.int32_t(ping), C.int32_t(pong)))
 }
 
 // layoutMismatches compares the Go mirrors with the C structs; empty when they agree.

@@ -32,9 +32,7 @@ type library struct {
 	shutdown   func(h unsafe.Pointer, graceNs uint64) int32
 	stats      func(h unsafe.Pointer, out unsafe.Pointer) int32
 	eventTypes func(h unsafe.Pointer, buf unsafe.Pointer, n uintptr, outLen unsafe.Pointer) int32
-	invoke     func(h unsafe.Pointer, env unsafe.Pointer, envLen uintptr, reply unsafe.Pointer, replyCap uintptr, replyLen unsafe.Pointer, outcome unsafe.Pointer) int32
 	free       func(h unsafe.Pointer)
-	wakeProbe  func(h unsafe.Pointer, ping int32, pong int32) int32
 	setLocal   func(h unsafe.Pointer, types unsafe.Pointer, n uintptr) int32
 	logLevel   func(level uint32)
 }
@@ -107,9 +105,7 @@ func open(path string) (*library, error) {
 		{&l.shutdown, "tandem_runtime_shutdown"},
 		{&l.stats, "tandem_runtime_stats"},
 		{&l.eventTypes, "tandem_event_types"},
-		{&l.invoke, "tandem_invoke"},
 		{&l.free, "tandem_runtime_free"},
-		{&l.wakeProbe, "tandem_wake_probe"},
 		{&l.setLocal, "tandem_set_local_routes"},
 		{&l.logLevel, "tandem_set_log_level"},
 	} {
@@ -171,21 +167,10 @@ func eventTypes(h Handle, buf []byte) (uintptr, int32) {
 	return n, st
 }
 
-func invoke(h Handle, envelope, reply []byte, out *invokeOut) int32 {
-	return loaded().invoke(unsafe.Pointer(h),
-		unsafe.Pointer(unsafe.SliceData(envelope)), uintptr(len(envelope)),
-		unsafe.Pointer(unsafe.SliceData(reply)), uintptr(len(reply)),
-		unsafe.Pointer(&out.n), unsafe.Pointer(&out.outcome))
-}
-
 func free(h Handle) { loaded().free(unsafe.Pointer(h)) }
 
 func setLogLevel(level uint32) { loaded().logLevel(level) }
 
 func setLocalRoutes(h Handle, types []byte) int32 {
 	return loaded().setLocal(unsafe.Pointer(h), unsafe.Pointer(unsafe.SliceData(types)), uintptr(len(types)))
-}
-
-func wakeProbe(h Handle, ping, pong int32) int32 {
-	return loaded().wakeProbe(unsafe.Pointer(h), ping, pong)
 }

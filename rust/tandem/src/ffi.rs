@@ -4,7 +4,7 @@
 //!
 //! Every export catches panics (a Rust panic never unwinds into Go) and returns a status code;
 //! results travel through out-parameters. Calls on one runtime must not overlap, except
-//! `tandem_runtime_stats` and `tandem_invoke`, which may run from any thread while it runs.
+//! `tandem_runtime_stats`, which may run from any thread while it runs.
 
 use std::cell::RefCell;
 use std::ffi::c_char;
@@ -24,7 +24,7 @@ pub const TANDEM_OK: tandem_status = 0;
 pub const TANDEM_ERR_INVALID_ARG: tandem_status = 1;
 /// The caller was built against another ABI version: rebuild both sides together.
 pub const TANDEM_ERR_ABI_MISMATCH: tandem_status = 2;
-/// The call does not fit the runtime's state (start twice, invoke before start).
+/// The call does not fit the runtime's state (start twice, local routes set twice).
 pub const TANDEM_ERR_STATE: tandem_status = 3;
 /// A Rust panic was caught at the boundary.
 pub const TANDEM_ERR_PANIC: tandem_status = 4;
@@ -383,56 +383,6 @@ pub unsafe extern "C" fn tandem_event_types(
     })
 }
 
-/// The direct-call path: runs the handler for one envelope on the calling thread (blocking on
-/// tokio) and copies the reply or error envelope into `reply` (caller-owned, `cap` bytes).
-/// One FFI call per event; the ring is the fast path, this is kept for comparison and for tiny
-/// synchronous handlers. `*outcome_out` receives a `TANDEM_OUTCOME_*` code and `*reply_len`
-/// the reply's length (`TANDEM_ERR_TOO_SMALL` if it exceeds `cap`).
-///
-/// # Safety
-/// `rt` must be a started, live runtime; `envelope` valid for `len` bytes; `reply` for `cap`
-/// bytes; `reply_len` and `outcome_out` writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn tandem_invoke(
-    rt: *const tandem_runtime,
-    envelope: *const u8,
-    len: usize,
-    reply: *mut u8,
-    cap: usize,
-    reply_len: *mut usize,
-    outcome_out: *mut u32,
-) -> tandem_status {
-    guard(|| {
-        // SAFETY: a live runtime per the contract.
-        let Some(rt) = (unsafe { rt.as_ref() }) else {
-            set_last_error("tandem_invoke: null runtime");
-            return TANDEM_ERR_INVALID_ARG;
-        };
-        if envelope.is_null() || reply_len.is_null() || outcome_out.is_null() {
-            set_last_error("tandem_invoke: null argument");
-            return TANDEM_ERR_INVALID_ARG;
-        }
-        // SAFETY: readable for `len` bytes per the contract; only read during this call.
-        let bytes = unsafe { std::slice::from_raw_parts(envelope, len) };
-        match rt.inner.invoke(bytes) {
-            Ok((outcome, out)) => {
-                // SAFETY: writable per the contract.
-                unsafe {
-                    reply_len.write(out.len());
-                    outcome_out.write(outcome);
-                }
-                if out.len() > cap || (reply.is_null() && !out.is_empty()) {
-                    return TANDEM_ERR_TOO_SMALL;
-                }
-                // SAFETY: `reply` holds `cap` >= out.len() bytes per the contract.
-                unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), reply, out.len()) };
-                TANDEM_OK
-            }
-            Err(e) => status_of(&e),
-        }
-    })
-}
-
 /// Names the event types whose emitted events are routed inside Rust (to the handler
 /// registered under the same type) instead of going to Go: `types` is newline-separated UTF-8,
 /// `len` bytes, read during the call only. Call once, before `tandem_runtime_start`.
@@ -483,43 +433,6 @@ pub extern "C" fn tandem_set_log_level(level: u32) {
         crate::logs::set_level(level.min(5) as u8);
         TANDEM_OK
     });
-}
-
-/// Starts the wake probe (a diagnostic): a tokio task of this runtime waits on eventfd
-/// `ping_fd` and answers each wake by writing 1 to eventfd `pong_fd`; a ping of 2^32 or more
-/// stops it. The library duplicates both fds, so the caller keeps and closes its own. It
-/// measures the bare cost of an idle wake each way, the floor under an idle round trip.
-///
-/// # Safety
-/// `rt` must be a started, live runtime; the fds must be open eventfds.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn tandem_wake_probe(
-    rt: *const tandem_runtime,
-    ping_fd: i32,
-    pong_fd: i32,
-) -> tandem_status {
-    guard(|| {
-        // SAFETY: a live runtime per the contract.
-        let Some(rt) = (unsafe { rt.as_ref() }) else {
-            set_last_error("tandem_wake_probe: null runtime");
-            return TANDEM_ERR_INVALID_ARG;
-        };
-        let dup = |fd: i32| -> std::io::Result<std::os::fd::OwnedFd> {
-            // SAFETY: the caller guarantees `fd` is open for the duration of this call.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
-        };
-        let (ping, pong) = match (dup(ping_fd), dup(pong_fd)) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) | (_, Err(e)) => {
-                set_last_error(format!("tandem_wake_probe: {e}"));
-                return TANDEM_ERR_INVALID_ARG;
-            }
-        };
-        match rt.inner.start_wake_probe(ping, pong) {
-            Ok(()) => TANDEM_OK,
-            Err(e) => status_of(&e),
-        }
-    })
 }
 
 /// Shuts the runtime down (as `tandem_runtime_shutdown` with no grace) if still running and

@@ -16,7 +16,10 @@ pub const TANDEM_CACHE_LINE: usize = 64;
 /// No slot: the `reply_slot` of a completion that carries no reply.
 pub const TANDEM_NO_SLOT: u32 = u32::MAX;
 
-/// A wake-probe ping of at least this value (2^32) stops the probe (`tandem_wake_probe`).
+/// A wake-probe ping of at least this value (2^32) stops the probe (`Runtime::start_wake_probe`,
+/// behind tandem-native's bench-only `tandem_bench_wake_probe`): not ABI, so not in the header.
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
 pub const TANDEM_PROBE_STOP: u64 = 4_294_967_296;
 
 /// Submission descriptor kind: an event envelope in request slot `slot`, `len` bytes.

@@ -558,6 +558,8 @@ impl Runtime {
     /// Runs the handler for one encoded envelope on this thread, blocking until it finishes:
     /// the direct-call path (one FFI call per event), kept for comparison and for tiny
     /// synchronous handlers. Returns the outcome code, and the reply or error envelope bytes.
+    #[cfg(feature = "bench-internals")]
+    #[doc(hidden)]
     pub fn invoke(&self, envelope_bytes: &[u8]) -> Result<(u32, Vec<u8>), Error> {
         let Some(rt) = self.tokio.as_ref() else {
             return Err(Error::State("not running"));
@@ -585,6 +587,8 @@ impl Runtime {
     /// answers each wake by writing 1 to eventfd `pong`, until a value of at least
     /// `TANDEM_PROBE_STOP` arrives. It measures the bare cost of waking this runtime and being woken
     /// back, the floor under an idle round trip over the rings. The task owns both fds.
+    #[cfg(feature = "bench-internals")]
+    #[doc(hidden)]
     pub fn start_wake_probe(&self, ping: OwnedFd, pong: OwnedFd) -> Result<(), Error> {
         let Some(rt) = self.tokio.as_ref() else {
             return Err(Error::State("not running"));
@@ -624,6 +628,8 @@ impl Runtime {
     /// outcome code and the reply or error envelope bytes, from a tokio worker: the
     /// spawn-and-callback way of calling async Rust, kept for comparison (bench/) and for
     /// embedders with their own transport (the sidecar). The rings do not use it.
+    #[cfg(feature = "bench-internals")]
+    #[doc(hidden)]
     pub fn spawn_call(
         &self,
         envelope_bytes: Vec<u8>,
@@ -659,6 +665,7 @@ impl Drop for Runtime {
     }
 }
 
+#[cfg(feature = "bench-internals")]
 fn error_bytes(error: &HandlerError, handler: &str) -> Vec<u8> {
     let env = error_envelope(error, handler);
     let mut out = vec![0u8; envelope::error_encoded_len(&env)];
