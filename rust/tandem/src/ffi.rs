@@ -11,9 +11,10 @@ use std::ffi::c_char;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
+use crate::config::{Config, Error};
 use crate::handler::Registry;
 use crate::layout::TANDEM_ABI_VERSION;
-use crate::runtime::{Config, Error, Runtime};
+use crate::runtime::Runtime;
 
 /// Status code returned by every fallible export.
 pub type tandem_status = i32;

@@ -255,7 +255,7 @@ impl fmt::Debug for Event {
 pub struct Context {
     pub(crate) handler: Arc<str>,
     pub(crate) cancel: CancellationToken,
-    pub(crate) shared: Arc<crate::runtime::Shared>,
+    pub(crate) shared: Arc<crate::shared::Shared>,
     /// The event's token on the rings (0 for a direct call), for progress records.
     pub(crate) token: u64,
     /// The event's deadline in Unix ns, which `in_progress` may push back.

@@ -15,6 +15,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::layout::{TANDEM_CQE_LOG, TANDEM_NO_SLOT};
+use crate::shared::{OWNER_GO, Shared};
+use crate::sync::Ordering;
 use minicbor::encode::Encoder;
 use minicbor::encode::write::Cursor;
 use tracing::field::{Field, Visit};
@@ -27,7 +33,7 @@ use tracing_subscriber::registry::LookupSpan;
 /// Levels as Go numbers them for Rust: 0 trace, 1 debug, 2 info, 3 warn, 4 error, 5 off.
 pub(crate) const LEVEL_OFF: u8 = 5;
 
-fn level_number(l: &Level) -> u8 {
+pub(crate) fn level_number(l: &Level) -> u8 {
     match *l {
         Level::TRACE => 0,
         Level::DEBUG => 1,
@@ -231,7 +237,54 @@ where
         q.push_back(rec);
         drop(q);
         if first {
-            crate::runtime::LOGS_WAITING.notify_one();
+            LOGS_WAITING.notify_one();
         }
+    }
+}
+
+/// Wakes the log forwarder when records wait (set by the logging layer's first record after
+/// a drain, and at shutdown).
+pub(crate) static LOGS_WAITING: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Forwards Rust's log records to Go in batches, each in a reply slot on the completion ring.
+/// It sleeps until records wait, then gathers for a millisecond so a burst travels together.
+pub(crate) async fn forward_logs(shared: Arc<Shared>) {
+    loop {
+        let stopping = shared.stopping.load(Ordering::SeqCst);
+        if !crate::logs::pending() {
+            if stopping {
+                return;
+            }
+            // Records of every runtime in the process share one queue and one signal; the stop
+            // signal is this runtime's own.
+            tokio::select! {
+                _ = LOGS_WAITING.notified() => {}
+                _ = shared.log_stop.notified() => {}
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (batch, dropped) = crate::logs::take(1024);
+        if batch.is_empty() && dropped == 0 {
+            continue;
+        }
+        let rs = shared.take_reply_slot().await;
+        // SAFETY: `rs` came off the free list, so Rust owns it until published below.
+        let buf = unsafe { shared.reply_buf(rs) };
+        let (used, rest) = crate::logs::encode(batch, dropped, buf);
+        crate::logs::put_back(rest);
+        shared.rep_owner[rs as usize].store(OWNER_GO, Ordering::Release);
+        shared.counters.replies_lent.fetch_add(1, Relaxed);
+        shared
+            .publish_completion(
+                0,
+                TANDEM_CQE_LOG,
+                TANDEM_NO_SLOT,
+                (rs, used as u32),
+                0,
+                0,
+                0,
+                (0, 0),
+            )
+            .await;
     }
 }

@@ -1,0 +1,375 @@
+//! Running a handler: routing, deadlines, cancellation, panics, inline or in a task.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+
+use crate::envelope::{self};
+use crate::handler::{Context, Event, HandlerError, Outcome, Route};
+use crate::shared::*;
+
+/// One event, decoded and routed, or the reason it cannot run.
+pub(crate) enum Job {
+    Run(Route, Event),
+    Refuse(HandlerError),
+}
+
+impl Job {
+    /// Refusals complete at once; handlers registered inline run on the poller first.
+    pub(crate) fn inline(&self) -> bool {
+        match self {
+            Job::Run(route, _) => route.inline,
+            Job::Refuse(_) => true,
+        }
+    }
+}
+
+/// Decodes and routes one envelope: to handler `route - 1` (in event-type order) when Go
+/// chose one, else by the envelope's type.
+pub(crate) fn prepare(shared: &Shared, bytes: &'static [u8], route: u32) -> Job {
+    let env = match envelope::decode(bytes) {
+        Ok(env) => env,
+        Err(e) => {
+            return Job::Refuse(HandlerError::with_code(
+                "decode",
+                format!("malformed envelope: {e}"),
+            ));
+        }
+    };
+    let found = match route {
+        0 => shared.registry.route(env.ty),
+        n => shared.registry.route_at(n as usize - 1),
+    };
+    let Some(route) = found else {
+        return Job::Refuse(HandlerError::with_code(
+            "no_route",
+            format!(
+                "no Rust handler for event type {:?} (route {route})",
+                env.ty
+            ),
+        ));
+    };
+    // SAFETY: the caller keeps `bytes` valid until the job is dropped; Event's accessors
+    // borrow from &self, so the 'static never escapes.
+    Job::Run(route.clone(), unsafe { Event::from_envelope(env) })
+}
+
+/// Runs a job's handler, containing panics and honouring cancellation.
+pub(crate) async fn run(
+    shared: &Arc<Shared>,
+    job: Job,
+    token: u64,
+) -> (Outcome, Arc<str>, u64, u64) {
+    let (route, ev) = match job {
+        Job::Run(route, ev) => (route, ev),
+        Job::Refuse(err) => return (Outcome::Term(err), Arc::from(""), 0, 0),
+    };
+    // The envelope's deadline (set by Go from the route's timeout or by the submitter) bounds
+    // the whole delivery, waiting for a concurrency permit included.
+    let timeout = || Outcome::Retry {
+        after: Duration::ZERO,
+        error: HandlerError::with_code("timeout", "the event's deadline passed"),
+    };
+    let deadline = ev.envelope().deadline;
+    if deadline.is_some_and(|d| d <= now_ns() as i64) {
+        return (timeout(), route.name, 0, 0);
+    }
+    // With a deadline the event gets a token of its own, fired at the deadline, and a deadline
+    // the handler may push back (Context::in_progress).
+    let deadline = deadline.map(|d| Arc::new(std::sync::atomic::AtomicI64::new(d)));
+    let cancel = match deadline {
+        Some(_) => shared.cancel.child_token(),
+        None => shared.cancel.clone(),
+    };
+    let expired = async {
+        let Some(deadline) = &deadline else {
+            return std::future::pending().await;
+        };
+        loop {
+            let left = deadline.load(Relaxed).saturating_sub(now_ns() as i64);
+            if left <= 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_nanos(left as u64)).await;
+        }
+    };
+    let cx = Context {
+        handler: route.name.clone(),
+        cancel: cancel.clone(),
+        shared: shared.clone(),
+        token,
+        deadline: deadline.clone(),
+    };
+    let mut started = 0;
+    let handler = async {
+        let _permit = match &route.limit {
+            Some(limit) => limit.acquire().await.ok(),
+            None => None,
+        };
+        started = now_ns();
+        let env = ev.envelope();
+        let trace_id = env
+            .traceparent
+            .and_then(|tp| tp.get(3..35))
+            .unwrap_or_default();
+        let span = tracing::info_span!(
+            "event",
+            runtime = "rust",
+            handler = &*route.name,
+            event_id = env.id,
+            event_type = env.ty,
+            correlation_id = env.correlationid.unwrap_or(env.id),
+            trace_id,
+            attempt = env.attempt,
+        );
+        tracing::Instrument::instrument(
+            AssertUnwindSafe(route.handler.call(&ev, &cx)).catch_unwind(),
+            span,
+        )
+        .await
+    };
+    let outcome = tokio::select! {
+        biased;
+        r = handler => match r {
+            Ok(o) => o,
+            Err(panic) => {
+                shared.counters.panics.fetch_add(1, Relaxed);
+                let message = panic_message(&*panic);
+                tracing::error!(handler = &*route.name, event_id = ev.id(), "{message}");
+                Outcome::Term(HandlerError::with_code("panic", message))
+            }
+        },
+        _ = shared.cancel.cancelled() => Outcome::Retry {
+            after: Duration::ZERO,
+            error: HandlerError::with_code("cancelled", "the runtime shut down before the handler finished"),
+        },
+        _ = expired => {
+            cancel.cancel();
+            timeout()
+        }
+    };
+    drop(ev);
+    (outcome, route.name, started, now_ns())
+}
+
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        format!("handler panicked: {s}")
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        format!("handler panicked: {s}")
+    } else {
+        "handler panicked".to_owned()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+
+    struct Gauge {
+        active: Arc<std::sync::atomic::AtomicUsize>,
+        peak: Arc<std::sync::atomic::AtomicUsize>,
+    }
+    impl Handler for Gauge {
+        async fn handle(&self, _ev: &Event, _cx: &Context) -> Outcome {
+            let now = self.active.fetch_add(1, Relaxed) + 1;
+            self.peak.fetch_max(now, Relaxed);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            self.active.fetch_sub(1, Relaxed);
+            Outcome::Ack
+        }
+    }
+
+    #[test]
+    pub(crate) fn inline_handlers_complete_on_the_poller_or_move_to_a_task() {
+        let mut rt = runtime();
+        submit(&rt, 0, &envelope("echo.inline", b"quick"));
+        let done = next_completion(&rt);
+        assert_eq!(
+            (done.kind, done.reply.as_slice()),
+            (TANDEM_OUTCOME_ACK, &b"quick"[..])
+        );
+        release(&rt, done.reply_slot);
+        // Waits on a timer: moves into a task at its first await and still completes.
+        submit(&rt, 1, &envelope("nap.inline", b"slow"));
+        submit(&rt, 2, &envelope("echo.inline", b"fast"));
+        let first = next_completion(&rt);
+        let second = next_completion(&rt);
+        assert_eq!(
+            first.reply, b"fast",
+            "a waiting inline handler must not hold up the next"
+        );
+        assert_eq!(second.reply, b"slow");
+        release(&rt, first.reply_slot);
+        release(&rt, second.reply_slot);
+        // A panic inline is contained like one in a task.
+        submit(&rt, 3, &envelope("boom.inline", b""));
+        let done = next_completion(&rt);
+        assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "panic");
+        release(&rt, done.reply_slot);
+        // An inline handler that never finishes is cancelled at shutdown, never lost.
+        submit(&rt, 0, &envelope("forever.inline", b""));
+        while rt.stats().received < 5 {
+            std::thread::yield_now();
+        }
+        rt.shutdown(Duration::from_millis(20));
+        let done = next_completion(&rt);
+        assert_eq!(done.kind, TANDEM_OUTCOME_RETRY);
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            "cancelled"
+        );
+        release(&rt, done.reply_slot);
+        assert_no_buffer_held(&rt);
+    }
+
+    #[test]
+    pub(crate) fn go_may_name_the_handler_whatever_the_event_type() {
+        let mut rt = runtime();
+        let types = rt
+            .event_types()
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>();
+        let echo = types.iter().position(|t| t == "echo").unwrap() as u32 + 1;
+        // A wildcard route in Go ("order.*" -> echo) sends types Rust has no handler for.
+        submit_to(&rt, 0, &envelope("order.created", b"routed"), echo);
+        let done = next_completion(&rt);
+        assert_eq!(
+            (done.kind, done.reply.as_slice()),
+            (TANDEM_OUTCOME_ACK, &b"routed"[..])
+        );
+        release(&rt, done.reply_slot);
+        // An index past the handlers is refused, not guessed.
+        submit_to(&rt, 1, &envelope("echo", b"x"), 999);
+        let done = next_completion(&rt);
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            "no_route"
+        );
+        release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+
+    #[test]
+    pub(crate) fn the_envelope_deadline_cancels_the_handler_as_a_timeout() {
+        let mut rt = runtime();
+        let deadline = now_ns() as i64 + 20_000_000;
+        let bytes = envelope::encode_to_vec(&Envelope {
+            id: "1",
+            source: "/test",
+            ty: "forever",
+            specversion: "1.0",
+            deadline: Some(deadline),
+            ..Envelope::default()
+        });
+        submit(&rt, 0, &bytes);
+        let done = next_completion(&rt);
+        assert_eq!(done.kind, TANDEM_OUTCOME_RETRY);
+        assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "timeout");
+        release(&rt, done.reply_slot);
+        // A deadline already past: refused at once, the handler never runs.
+        let bytes = envelope::encode_to_vec(&Envelope {
+            id: "2",
+            source: "/test",
+            ty: "echo",
+            specversion: "1.0",
+            deadline: Some(1),
+            ..Envelope::default()
+        });
+        submit(&rt, 1, &bytes);
+        let done = next_completion(&rt);
+        assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "timeout");
+        release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+
+    #[test]
+    pub(crate) fn a_route_limit_bounds_its_concurrent_events() {
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut reg = Registry::new();
+        reg.register(
+            "gauge",
+            "gauge",
+            Gauge {
+                active: Arc::default(),
+                peak: peak.clone(),
+            },
+        )
+        .limit("gauge", 1);
+        let mut rt = Runtime::new(small(), reg).unwrap();
+        rt.start().unwrap();
+        for slot in 0..4 {
+            submit(&rt, slot, &envelope("gauge", b""));
+        }
+        for _ in 0..4 {
+            assert_eq!(next_completion(&rt).kind, TANDEM_OUTCOME_ACK);
+        }
+        assert_eq!(peak.load(Relaxed), 1, "the limit of 1 was exceeded");
+        assert_whole(&mut rt);
+    }
+
+    #[test]
+    pub(crate) fn the_deadline_fires_the_events_cancellation_token() {
+        let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut reg = Registry::new();
+        reg.register("watch", "watch", Watcher(fired.clone()));
+        let mut rt = Runtime::new(small(), reg).unwrap();
+        rt.start().unwrap();
+        submit(&rt, 0, &with_deadline("watch", 20));
+        let done = next_completion(&rt);
+        assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "timeout");
+        release(&rt, done.reply_slot);
+        let until = Instant::now() + Duration::from_secs(10);
+        while !fired.load(Relaxed) {
+            assert!(Instant::now() < until, "the token never fired");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_whole(&mut rt);
+    }
+
+    #[test]
+    pub(crate) fn panic_becomes_terminal_error_envelope() {
+        let mut rt = runtime();
+        submit(&rt, 0, &envelope("boom", b""));
+        let done = next_completion(&rt);
+        assert_eq!(done.kind, TANDEM_OUTCOME_TERM);
+        let err = envelope::decode_error(&done.reply).expect("error envelope");
+        assert_eq!(
+            (err.code, err.runtime, err.handler),
+            ("panic", "rust", "boom")
+        );
+        assert!(err.message.contains("boom"), "{}", err.message);
+        release(&rt, done.reply_slot);
+        // Still serving after the panic.
+        submit(&rt, 1, &envelope("echo", b"alive"));
+        let done = next_completion(&rt);
+        assert_eq!(done.reply, b"alive");
+        release(&rt, done.reply_slot);
+        assert_eq!(assert_whole(&mut rt).panics, 1);
+    }
+
+    #[test]
+    pub(crate) fn malformed_and_unrouted_events_are_terminal() {
+        let mut rt = runtime();
+        submit(&rt, 0, &[0xa1, 0x00]);
+        let done = next_completion(&rt);
+        assert_eq!(done.kind, TANDEM_OUTCOME_TERM);
+        assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "decode");
+        release(&rt, done.reply_slot);
+
+        submit(&rt, 1, &envelope("nobody.home", b""));
+        let done = next_completion(&rt);
+        assert_eq!(done.kind, TANDEM_OUTCOME_TERM);
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            "no_route"
+        );
+        release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+}

@@ -1,0 +1,255 @@
+//! Tests' harness: the runtime driven from Rust the way Go drives it: envelopes written into
+//! request slots, descriptors pushed on the submission ring, completions popped from the other.
+
+pub(crate) use std::sync::Arc;
+pub(crate) use std::sync::atomic::Ordering::Relaxed;
+pub(crate) use std::time::{Duration, Instant};
+
+pub(crate) use crate::config::{Config, Error};
+pub(crate) use crate::envelope::{self, Envelope};
+pub(crate) use crate::handler::{Context, Event, Handler, HandlerError, Outcome, Registry};
+pub(crate) use crate::layout::*;
+pub(crate) use crate::runtime::Runtime;
+pub(crate) use crate::shared::now_ns;
+pub(crate) use crate::stats::Stats;
+pub(crate) use crate::sync::Ordering;
+
+pub(crate) struct Echo;
+impl Handler for Echo {
+    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+        Outcome::Reply(ev.data().to_vec())
+    }
+}
+pub(crate) struct Boom;
+impl Handler for Boom {
+    async fn handle(&self, _ev: &Event, _cx: &Context) -> Outcome {
+        panic!("boom")
+    }
+}
+pub(crate) struct Forever;
+impl Handler for Forever {
+    async fn handle(&self, _ev: &Event, _cx: &Context) -> Outcome {
+        std::future::pending::<()>().await;
+        Outcome::Ack
+    }
+}
+pub(crate) struct ColdStart;
+impl Handler for ColdStart {
+    async fn handle(&self, _ev: &Event, _cx: &Context) -> Outcome {
+        Outcome::Ack
+    }
+    async fn warm_up(&self) -> Result<(), HandlerError> {
+        Err(HandlerError::with_code("unavailable", "cache unreachable"))
+    }
+}
+
+pub(crate) struct Nap;
+impl Handler for Nap {
+    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        Outcome::Reply(ev.data().to_vec())
+    }
+}
+
+pub(crate) struct Fork;
+impl Handler for Fork {
+    async fn handle(&self, ev: &Event, cx: &Context) -> Outcome {
+        for i in 0..3 {
+            let id = format!("{}/{i}", ev.id());
+            if let Err(e) = cx.emit(&ev.follow_up("child", &id, ev.data())).await {
+                return Outcome::Term(HandlerError::new(e.to_string()));
+            }
+        }
+        Outcome::Ack
+    }
+}
+
+pub(crate) struct Patient;
+impl Handler for Patient {
+    async fn handle(&self, _ev: &Event, cx: &Context) -> Outcome {
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            cx.in_progress(Duration::from_millis(60)).await;
+        }
+        Outcome::Ack
+    }
+}
+pub(crate) struct Watcher(pub(crate) Arc<std::sync::atomic::AtomicBool>);
+impl Handler for Watcher {
+    async fn handle(&self, _ev: &Event, cx: &Context) -> Outcome {
+        let (token, fired) = (cx.cancellation().clone(), self.0.clone());
+        tokio::spawn(async move {
+            token.cancelled().await;
+            fired.store(true, Relaxed);
+        });
+        std::future::pending::<()>().await;
+        Outcome::Ack
+    }
+}
+
+pub(crate) struct Spray;
+impl Handler for Spray {
+    async fn handle(&self, ev: &Event, cx: &Context) -> Outcome {
+        for ty in ["echo", "boom"] {
+            let id = format!("{}/{ty}", ev.id());
+            if let Err(e) = cx.emit(&ev.follow_up(ty, &id, b"local")).await {
+                return Outcome::Term(HandlerError::new(e.to_string()));
+            }
+        }
+        Outcome::Ack
+    }
+}
+
+/// A runtime sized for tests: 4 slots each way, 1 KiB each.
+pub(crate) fn small() -> Config {
+    Config {
+        workers: 2,
+        sq_capacity: 16,
+        cq_capacity: 8,
+        req_slots: 4,
+        rep_slots: 4,
+        req_slot_size: 1024,
+        rep_slot_size: 1024,
+        ..Config::default()
+    }
+}
+
+pub(crate) fn runtime() -> Runtime {
+    let mut reg = Registry::new();
+    reg.register("fork", "fork", Fork)
+        .register("patient", "patient", Patient)
+        .register("spray", "spray", Spray);
+    reg.register("echo", "echo", Echo)
+        .register("boom", "boom", Boom)
+        .register("forever", "forever", Forever)
+        .register_inline("echo.inline", "echo-inline", Echo)
+        .register_inline("boom.inline", "boom-inline", Boom)
+        .register_inline("nap.inline", "nap-inline", Nap)
+        .register_inline("forever.inline", "forever-inline", Forever);
+    let cfg = Config {
+        spin: Duration::from_micros(20),
+        ..small()
+    };
+    let mut rt = Runtime::new(cfg, reg).expect("runtime");
+    rt.start().expect("start");
+    rt
+}
+
+pub(crate) fn envelope(ty: &str, data: &[u8]) -> Vec<u8> {
+    envelope::encode_to_vec(&Envelope {
+        id: "1",
+        source: "/test",
+        ty,
+        specversion: "1.0",
+        data,
+        ..Envelope::default()
+    })
+}
+
+/// Plays Go's part: writes `bytes` into request slot `slot` and publishes it.
+pub(crate) fn submit(rt: &Runtime, slot: u32, bytes: &[u8]) {
+    submit_to(rt, slot, bytes, 0)
+}
+
+/// As `submit`, naming the handler (1 + its index in event-type order; 0: by type).
+pub(crate) fn submit_to(rt: &Runtime, slot: u32, bytes: &[u8], route: u32) {
+    let s = &rt.shared;
+    let off = s.layout.req_arena + slot as usize * s.layout.req_stride;
+    // SAFETY: Go (this test) owns the slot until it publishes it below.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), s.region.base().add(off), bytes.len()) };
+    assert!(s.sq.push(|d| {
+        d.kind.store(TANDEM_SQE_EVENT, Ordering::Relaxed);
+        d.slot.store(slot, Ordering::Relaxed);
+        d.len.store(bytes.len() as u32, Ordering::Relaxed);
+        d.token.store(u64::from(slot) | 7 << 32, Ordering::Relaxed);
+        d.flags.store(route, Ordering::Relaxed);
+    }));
+    if s.sq.take_wakeup() {
+        s.wake_rust.signal();
+    }
+}
+
+pub(crate) fn release(rt: &Runtime, reply_slot: u32) {
+    let s = &rt.shared;
+    assert!(s.sq.push(|d| {
+        d.kind.store(TANDEM_SQE_RELEASE, Ordering::Relaxed);
+        d.slot.store(reply_slot, Ordering::Relaxed);
+    }));
+    if s.sq.take_wakeup() {
+        s.wake_rust.signal();
+    }
+}
+
+pub(crate) struct Done {
+    pub(crate) kind: u32,
+    pub(crate) slot: u32,
+    pub(crate) token: u64,
+    pub(crate) reply_slot: u32,
+    pub(crate) reply: Vec<u8>,
+    pub(crate) len: u32,
+    pub(crate) flags: u32,
+}
+
+pub(crate) fn next_completion(rt: &Runtime) -> Done {
+    let s = &rt.shared;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = s.cq.pop(|d| {
+            (
+                d.kind.load(Ordering::Relaxed),
+                d.slot.load(Ordering::Relaxed),
+                d.token.load(Ordering::Relaxed),
+                d.reply_slot.load(Ordering::Relaxed),
+                d.reply_len.load(Ordering::Relaxed),
+                d.len.load(Ordering::Relaxed),
+                d.flags.load(Ordering::Relaxed),
+            )
+        });
+        if let Some((kind, slot, token, reply_slot, len, elen, flags)) = got {
+            let reply = if reply_slot == TANDEM_NO_SLOT {
+                Vec::new()
+            } else {
+                // SAFETY: the completion lent this reply slot to us (Go's role).
+                unsafe { s.reply_buf(reply_slot)[..len as usize].to_vec() }
+            };
+            return Done {
+                kind,
+                slot,
+                token,
+                reply_slot,
+                reply,
+                len: elen,
+                flags,
+            };
+        }
+        assert!(Instant::now() < deadline, "no completion within 10 s");
+        std::thread::yield_now();
+    }
+}
+
+/// Asserts every slot came back to its owner, with no protocol violation.
+pub(crate) fn assert_no_buffer_held(rt: &Runtime) -> Stats {
+    let st = rt.stats();
+    assert_eq!(
+        (st.requests_held, st.replies_lent, st.violations),
+        (0, 0, 0),
+        "{st:?}"
+    );
+    st
+}
+
+pub(crate) fn assert_whole(rt: &mut Runtime) -> Stats {
+    rt.shutdown(Duration::from_secs(1));
+    assert_no_buffer_held(rt)
+}
+
+pub(crate) fn with_deadline(ty: &str, in_ms: i64) -> Vec<u8> {
+    envelope::encode_to_vec(&Envelope {
+        id: "1",
+        source: "/test",
+        ty,
+        specversion: "1.0",
+        deadline: Some(now_ns() as i64 + in_ms * 1_000_000),
+        ..Envelope::default()
+    })
+}
