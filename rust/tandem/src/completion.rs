@@ -1,175 +1,213 @@
-//! Reply-slot lending and completion publishing.
+//! The completion ring's one producer path: every record Rust publishes (a handler's outcome,
+//! a progress record, an emitted event, a local event's failure, a log batch) is a
+//! [`Completion`] value, and [`Completions::publish`] is the only code that writes one into
+//! the ring.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::envelope::{self, ErrorEnvelope};
-use crate::handler::{Context, HandlerError, Outcome};
+use crate::envelope::{self, Envelope, ErrorEnvelope};
 use crate::layout::*;
-use crate::shared::*;
+use crate::outcome::{EmitError, HandlerError, Outcome};
+use crate::ring::Ring;
+use crate::slots::{LentReply, ReplySlots, ReplyWriter, RequestSlots};
+use crate::stats::Counters;
 use crate::sync::Ordering;
+use crate::wake::EventFd;
 
-pub(crate) fn error_bytes(error: &HandlerError, handler: &str) -> Vec<u8> {
-    let env = error_envelope(error, handler);
-    let mut out = vec![0u8; envelope::error_encoded_len(&env)];
-    let n = envelope::encode_error_into(&env, &mut out).unwrap_or(0);
-    out.truncate(n);
-    out
+/// Unix time in nanoseconds, the unit of deadlines and of the completions' timestamps.
+pub(crate) fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
-pub(crate) fn error_envelope<'a>(error: &'a HandlerError, handler: &'a str) -> ErrorEnvelope<'a> {
-    ErrorEnvelope {
-        code: &error.code,
-        message: &error.message,
-        retry: error.retry,
-        runtime: "rust",
-        handler,
+fn saturating_ns(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+/// One completion record, built per kind of outcome and consumed by [`Completions::publish`].
+#[must_use = "a completion does nothing until published"]
+pub(crate) struct Completion {
+    token: u64,
+    kind: u32,
+    /// The request slot this record hands back to Go.
+    request: Option<u32>,
+    reply: Option<LentReply>,
+    started_ns: u64,
+    finished_ns: u64,
+    aux: u64,
+    /// A forwarded local event: its envelope's length, and its outcome.
+    event_len: u32,
+    flags: u32,
+}
+
+impl Completion {
+    fn new(kind: u32) -> Completion {
+        Completion {
+            token: 0,
+            kind,
+            request: None,
+            reply: None,
+            started_ns: 0,
+            finished_ns: 0,
+            aux: 0,
+            event_len: 0,
+            flags: 0,
+        }
+    }
+
+    /// The handler is still working on the event of `token`: extend its deadline by
+    /// `extend`. Releases nothing.
+    pub(crate) fn progress(token: u64, extend: Duration) -> Completion {
+        Completion {
+            token,
+            aux: saturating_ns(extend),
+            ..Completion::new(TANDEM_OUTCOME_IN_PROGRESS)
+        }
+    }
+
+    /// An event a handler emitted, in `reply`, for Go to route.
+    pub(crate) fn emitted(reply: LentReply) -> Completion {
+        Completion {
+            reply: Some(reply),
+            ..Completion::new(TANDEM_CQE_EMIT)
+        }
+    }
+
+    /// A batch of log records in `reply`.
+    pub(crate) fn logs(reply: LentReply) -> Completion {
+        Completion {
+            reply: Some(reply),
+            ..Completion::new(TANDEM_CQE_LOG)
+        }
+    }
+
+    /// An event routed inside Rust that failed: `reply` holds its envelope (`event_len`
+    /// bytes) followed by its error envelope; Go retries or dead-letters it.
+    pub(crate) fn forwarded(reply: LentReply, event_len: u32, run: &Finished) -> Completion {
+        let (outcome, aux) = run.kind_and_aux();
+        Completion {
+            reply: Some(reply),
+            event_len,
+            flags: outcome,
+            aux,
+            started_ns: run.started_ns,
+            finished_ns: run.finished_ns,
+            ..Completion::new(TANDEM_CQE_EMIT)
+        }
     }
 }
 
-impl Shared {
-    /// # Safety
-    /// Rust must own request slot `slot` for as long as the returned slice is used.
-    pub(crate) unsafe fn request_bytes<'a>(&self, slot: u32, len: u32) -> &'a [u8] {
-        let off = self.layout.req_arena + slot as usize * self.layout.req_stride;
-        // SAFETY: slot < req_slots and len <= req_slot_size were checked, so the range lies in
-        // the region; Go wrote it before publishing the descriptor (release/acquire on seq) and
-        // does not touch it until the completion hands it back.
-        unsafe { std::slice::from_raw_parts(self.region.base().add(off), len as usize) }
-    }
+/// A handler's run, as a completion reports it.
+pub(crate) struct Finished {
+    pub(crate) outcome: Outcome,
+    /// The handler's name ("" when none ran).
+    pub(crate) handler: Arc<str>,
+    pub(crate) started_ns: u64,
+    pub(crate) finished_ns: u64,
+}
 
-    /// # Safety
-    /// Rust must own reply slot `slot` (taken from the free list, not yet published).
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn reply_buf<'a>(&self, slot: u32) -> &'a mut [u8] {
-        let off = self.layout.rep_arena + slot as usize * self.layout.rep_stride;
-        // SAFETY: slot < rep_slots; the slot is exclusively ours until published.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.region.base().add(off),
-                self.cfg.rep_slot_size as usize,
-            )
-        }
-    }
-
-    pub(crate) fn release_reply(&self, slot: u32) {
-        if slot >= self.cfg.rep_slots
-            || self.rep_owner[slot as usize].swap(OWNER_RUST, Ordering::AcqRel) != OWNER_GO
-        {
-            self.counters.violations.fetch_add(1, Relaxed);
-            return;
-        }
-        self.rep_free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(slot);
-        self.counters.replies_lent.fetch_sub(1, Relaxed);
-        self.counters.releases.fetch_add(1, Relaxed);
-        self.rep_permits.add_permits(1);
-    }
-
-    /// Takes a reply slot, waiting (without blocking a thread) while all are lent to Go.
-    pub(crate) async fn take_reply_slot(&self) -> u32 {
-        match self.rep_permits.acquire().await {
-            Ok(p) => p.forget(),
-            Err(_) => unreachable!("the reply semaphore is never closed"),
-        }
-        self.rep_free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .expect("a permit guarantees a free reply slot")
-    }
-
-    /// Writes the outcome's reply or error envelope into a reply slot, hands the request slot
-    /// back to Go and publishes the completion, waking Go if it is parked.
-    pub(crate) async fn complete(
-        &self,
-        token: u64,
-        slot: u32,
-        outcome: Outcome,
-        handler: &str,
-        started: u64,
-        finished: u64,
-    ) {
-        let (mut kind, aux) = match &outcome {
+impl Finished {
+    /// The record's outcome code and its `aux` (the retry delay).
+    fn kind_and_aux(&self) -> (u32, u64) {
+        match &self.outcome {
             Outcome::Ack | Outcome::Reply(_) => (TANDEM_OUTCOME_ACK, 0),
-            Outcome::Retry { after, .. } => (
-                TANDEM_OUTCOME_RETRY,
-                after.as_nanos().min(u64::MAX as u128) as u64,
-            ),
+            Outcome::Retry { after, .. } => (TANDEM_OUTCOME_RETRY, saturating_ns(*after)),
             Outcome::Term(_) => (TANDEM_OUTCOME_TERM, 0),
-        };
-        let mut reply = (TANDEM_NO_SLOT, 0u32);
-        let payload_len = match &outcome {
-            Outcome::Reply(v) if !v.is_empty() => Some(v.len()),
-            Outcome::Retry { .. } | Outcome::Term(_) => Some(0),
-            _ => None,
-        };
-        if payload_len.is_some() {
-            let rs = self.take_reply_slot().await;
-            // SAFETY: `rs` came off the free list, so Rust owns it until published below.
-            let buf = unsafe { self.reply_buf(rs) };
-            let written = match &outcome {
-                Outcome::Reply(v) if v.len() <= buf.len() => {
-                    buf[..v.len()].copy_from_slice(v);
-                    v.len()
-                }
-                Outcome::Reply(v) => {
-                    kind = TANDEM_OUTCOME_TERM;
-                    let e = HandlerError::with_code(
-                        "reply_too_large",
-                        format!(
-                            "reply of {} bytes exceeds the {}-byte reply slot",
-                            v.len(),
-                            buf.len()
-                        ),
-                    );
-                    write_error(buf, &e, handler)
-                }
-                Outcome::Retry { error, .. } | Outcome::Term(error) => {
-                    write_error(buf, error, handler)
-                }
-                Outcome::Ack => 0,
-            };
-            self.rep_owner[rs as usize].store(OWNER_GO, Ordering::Release);
-            self.counters.replies_lent.fetch_add(1, Relaxed);
-            reply = (rs, written as u32);
         }
-        if self.req_owner[slot as usize].swap(OWNER_GO, Ordering::AcqRel) != OWNER_RUST {
-            self.counters.violations.fetch_add(1, Relaxed);
+    }
+}
+
+/// Routes emitted events to a Rust handler without a trip through Go; implemented by the
+/// runtime, held weakly so the completions do not keep the runtime alive.
+pub(crate) trait LocalDispatch: Send + Sync {
+    /// Runs `ev` in the handler at `index` (1 + its place in event-type order).
+    fn dispatch(self: Arc<Self>, ev: &Envelope<'_>, index: u32);
+}
+
+/// The event types whose emitted events stay in Rust, and where they go.
+pub(crate) struct LocalRoutes {
+    pub(crate) by_type: HashMap<String, u32>,
+    pub(crate) to: Weak<dyn LocalDispatch>,
+}
+
+/// The completion ring with the reply slots its records lend and the request slots they hand
+/// back. Shared by every task of a runtime (`&self` methods, safe from any thread).
+pub(crate) struct Completions {
+    cq: Ring,
+    wake_go: EventFd,
+    pub(crate) requests: RequestSlots,
+    pub(crate) replies: ReplySlots,
+    counters: Arc<Counters>,
+    local: OnceLock<LocalRoutes>,
+}
+
+impl Completions {
+    pub(crate) fn new(
+        cq: Ring,
+        wake_go: EventFd,
+        requests: RequestSlots,
+        replies: ReplySlots,
+        counters: Arc<Counters>,
+    ) -> Completions {
+        Completions {
+            cq,
+            wake_go,
+            requests,
+            replies,
+            counters,
+            local: OnceLock::new(),
         }
-        self.counters.requests_held.fetch_sub(1, Relaxed);
-        self.publish_completion(token, kind, slot, reply, started, finished, aux, (0, 0))
-            .await;
-        self.counters.completed.fetch_add(1, Relaxed);
     }
 
-    /// Publishes one completion record and wakes Go if its poller is parked.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn publish_completion(
-        &self,
-        token: u64,
-        kind: u32,
-        slot: u32,
-        reply: (u32, u32),
-        started: u64,
-        finished: u64,
-        aux: u64,
-        len_flags: (u32, u32),
-    ) {
+    pub(crate) fn wake_go(&self) -> &EventFd {
+        &self.wake_go
+    }
+
+    pub(crate) fn depth(&self) -> u64 {
+        self.cq.len()
+    }
+
+    /// The completion ring, for tests playing Go's poller.
+    #[cfg(test)]
+    pub(crate) fn ring(&self) -> &Ring {
+        &self.cq
+    }
+
+    /// Sets the local routes, once. Returns false if they were set already.
+    pub(crate) fn set_local(&self, routes: LocalRoutes) -> bool {
+        self.local.set(routes).is_ok()
+    }
+
+    /// Takes a reply slot to write into, waiting while every slot is lent to Go.
+    pub(crate) async fn reply(&self) -> ReplyWriter<'_> {
+        self.replies.take().await
+    }
+
+    /// Publishes one record: hands its request slot back to Go, pushes it, and wakes Go if its
+    /// poller is parked. The only writer of the completion ring.
+    pub(crate) async fn publish(&self, c: Completion) {
+        if let Some(slot) = c.request {
+            self.requests.give_back(slot);
+        }
+        let slot = c.request.unwrap_or(TANDEM_NO_SLOT);
+        let (reply_slot, reply_len) = c.reply.map_or((TANDEM_NO_SLOT, 0), |r| (r.slot, r.len));
         loop {
             let pushed = self.cq.push(|d| {
-                d.token.store(token, Ordering::Relaxed);
-                d.kind.store(kind, Ordering::Relaxed);
+                d.token.store(c.token, Ordering::Relaxed);
+                d.kind.store(c.kind, Ordering::Relaxed);
                 d.slot.store(slot, Ordering::Relaxed);
-                d.len.store(len_flags.0, Ordering::Relaxed);
-                d.flags.store(len_flags.1, Ordering::Relaxed);
-                d.reply_slot.store(reply.0, Ordering::Relaxed);
-                d.reply_len.store(reply.1, Ordering::Relaxed);
-                d.started_ns.store(started, Ordering::Relaxed);
-                d.finished_ns.store(finished, Ordering::Relaxed);
-                d.aux.store(aux, Ordering::Relaxed);
+                d.len.store(c.event_len, Ordering::Relaxed);
+                d.flags.store(c.flags, Ordering::Relaxed);
+                d.reply_slot.store(reply_slot, Ordering::Relaxed);
+                d.reply_len.store(reply_len, Ordering::Relaxed);
+                d.started_ns.store(c.started_ns, Ordering::Relaxed);
+                d.finished_ns.store(c.finished_ns, Ordering::Relaxed);
+                d.aux.store(c.aux, Ordering::Relaxed);
             });
             if pushed {
                 break;
@@ -182,81 +220,119 @@ impl Shared {
             self.counters.go_wakeups.fetch_add(1, Relaxed);
             self.wake_go.signal();
         }
-    }
-}
-
-impl Context {
-    /// Tells the runtime the handler is still working: pushes the event's deadline back to
-    /// `extend` from now (never earlier than it was), and tells Go with a progress record.
-    /// Without a deadline (no route timeout, none from the submitter) there is nothing to
-    /// extend and only the record is sent.
-    pub async fn in_progress(&self, extend: Duration) {
-        if let Some(deadline) = &self.deadline {
-            let until =
-                (now_ns() as i64).saturating_add(extend.as_nanos().min(i64::MAX as u128) as i64);
-            deadline.fetch_max(until, Relaxed);
-        }
-        if self.token != 0 {
-            let aux = extend.as_nanos().min(u64::MAX as u128) as u64;
-            self.shared
-                .publish_completion(
-                    self.token,
-                    TANDEM_OUTCOME_IN_PROGRESS,
-                    TANDEM_NO_SLOT,
-                    (TANDEM_NO_SLOT, 0),
-                    0,
-                    0,
-                    aux,
-                    (0, 0),
-                )
-                .await;
+        if c.request.is_some() {
+            self.counters.completed.fetch_add(1, Relaxed);
         }
     }
 
-    /// Emits a follow-up event (see [`Event::follow_up`]): it goes to Go in a reply slot on
-    /// the completion ring, and Go routes it like a submitted one, to a handler in either
-    /// runtime, with retries and dead letters. Waits (without blocking a thread) while every
-    /// reply slot is lent to Go: emitters are throttled, never dropped. Returns once the event
-    /// is published.
-    pub async fn emit(&self, ev: &envelope::Envelope<'_>) -> Result<(), crate::handler::EmitError> {
-        use crate::handler::EmitError;
-        for (what, v) in [("an id", ev.id), ("a source", ev.source), ("a type", ev.ty)] {
-            if v.is_empty() {
-                return Err(EmitError::Invalid(what));
+    /// Completes the event in request slot `slot` (submitted with `token`): writes its reply
+    /// or error envelope into a reply slot and publishes the outcome, handing the slot back.
+    pub(crate) async fn finish(&self, token: u64, slot: u32, run: Finished) {
+        let (mut kind, aux) = run.kind_and_aux();
+        let reply = match &run.outcome {
+            Outcome::Ack => None,
+            Outcome::Reply(v) if v.is_empty() => None,
+            Outcome::Reply(v) => {
+                let mut w = self.reply().await;
+                let buf = w.buf();
+                let n = if v.len() <= buf.len() {
+                    buf[..v.len()].copy_from_slice(v);
+                    v.len()
+                } else {
+                    kind = TANDEM_OUTCOME_TERM;
+                    let e = HandlerError::with_code(
+                        "reply_too_large",
+                        format!(
+                            "reply of {} bytes exceeds the {}-byte reply slot",
+                            v.len(),
+                            buf.len()
+                        ),
+                    );
+                    write_error(buf, &e, &run.handler)
+                };
+                Some(w.lend(n))
             }
-        }
-        let sh = &self.shared;
+            Outcome::Retry { error, .. } | Outcome::Term(error) => {
+                let mut w = self.reply().await;
+                let n = write_error(w.buf(), error, &run.handler);
+                Some(w.lend(n))
+            }
+        };
+        self.publish(Completion {
+            token,
+            request: Some(slot),
+            reply,
+            started_ns: run.started_ns,
+            finished_ns: run.finished_ns,
+            aux,
+            ..Completion::new(kind)
+        })
+        .await;
+    }
+
+    /// Emits `ev`: to the Rust handler of its type if it has a local route, else to Go in a
+    /// reply slot. Waits while every reply slot is lent to Go.
+    pub(crate) async fn emit(&self, ev: &Envelope<'_>) -> Result<(), EmitError> {
         let needed = envelope::encoded_len(ev);
-        if needed > sh.cfg.rep_slot_size as usize {
+        if needed > self.replies.size() {
             return Err(EmitError::TooLarge { needed });
         }
-        if let Some(&index) = sh.local.get().and_then(|m| m.get(ev.ty)) {
-            sh.dispatch_local(ev, index);
-            return Ok(());
+        if let Some(routes) = self.local.get() {
+            if let Some(&index) = routes.by_type.get(ev.ty) {
+                if let Some(to) = routes.to.upgrade() {
+                    to.dispatch(ev, index);
+                }
+                return Ok(());
+            }
         }
-        let rs = sh.take_reply_slot().await;
-        // SAFETY: `rs` came off the free list, so Rust owns it until published below.
-        let buf = unsafe { sh.reply_buf(rs) };
-        let n = envelope::encode_into(ev, buf).unwrap_or(0);
-        sh.rep_owner[rs as usize].store(OWNER_GO, Ordering::Release);
-        sh.counters.replies_lent.fetch_add(1, Relaxed);
-        sh.counters.emitted.fetch_add(1, Relaxed);
-        sh.publish_completion(
-            0,
-            TANDEM_CQE_EMIT,
-            TANDEM_NO_SLOT,
-            (rs, n as u32),
-            0,
-            0,
-            0,
-            (0, 0),
-        )
-        .await;
+        let mut w = self.reply().await;
+        let n = envelope::encode_into(ev, w.buf()).unwrap_or(0);
+        let reply = w.lend(n);
+        self.counters.emitted.fetch_add(1, Relaxed);
+        self.publish(Completion::emitted(reply)).await;
         Ok(())
     }
+
+    /// Hands a failed local event to Go: its envelope followed by its error envelope, in one
+    /// reply slot.
+    pub(crate) async fn forward_failure(&self, event: &[u8], run: &Finished) {
+        let error = match &run.outcome {
+            Outcome::Retry { error, .. } | Outcome::Term(error) => error,
+            Outcome::Ack | Outcome::Reply(_) => return,
+        };
+        let mut w = self.reply().await;
+        let buf = w.buf();
+        let n = event.len().min(buf.len());
+        buf[..n].copy_from_slice(&event[..n]);
+        let m = write_error(&mut buf[n..], error, &run.handler);
+        let reply = w.lend(n + m);
+        self.counters.local_forwarded.fetch_add(1, Relaxed);
+        self.publish(Completion::forwarded(reply, n as u32, run))
+            .await;
+    }
 }
+
+/// An error envelope of Rust's, as its own bytes (the direct-call paths).
+pub(crate) fn error_bytes(error: &HandlerError, handler: &str) -> Vec<u8> {
+    let env = error_envelope(error, handler);
+    let mut out = vec![0u8; envelope::error_encoded_len(&env)];
+    let n = envelope::encode_error_into(&env, &mut out).unwrap_or(0);
+    out.truncate(n);
+    out
+}
+
+fn error_envelope<'a>(error: &'a HandlerError, handler: &'a str) -> ErrorEnvelope<'a> {
+    ErrorEnvelope {
+        code: &error.code,
+        message: &error.message,
+        retry: error.retry,
+        runtime: "rust",
+        handler,
+    }
+}
+
 /// Encodes an error envelope into a reply slot, shortening the message if it does not fit.
-pub(crate) fn write_error(buf: &mut [u8], error: &HandlerError, handler: &str) -> usize {
+fn write_error(buf: &mut [u8], error: &HandlerError, handler: &str) -> usize {
     let mut env = error_envelope(error, handler);
     loop {
         if let Ok(n) = envelope::encode_error_into(&env, buf) {

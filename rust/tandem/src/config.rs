@@ -4,8 +4,8 @@
 use std::io;
 use std::time::Duration;
 
-use crate::handler::HandlerError;
 use crate::layout::{TANDEM_CACHE_LINE, tandem_desc, tandem_ring_header};
+use crate::outcome::HandlerError;
 use crate::shm::align_up;
 
 /// How a runtime is sized. Capacities are powers of two; see [`Config::validate`].
@@ -199,4 +199,15 @@ mod tests {
         };
         assert!(matches!(cfg.validate(), Err(Error::InvalidConfig(_))));
     }
+}
+
+/// Where the parts of a runtime's shared region are: what the C layout reports.
+#[cfg_attr(not(feature = "exports"), allow(dead_code))]
+pub(crate) struct RegionInfo<'a> {
+    pub(crate) base: *mut u8,
+    pub(crate) size: usize,
+    pub(crate) layout: RegionLayout,
+    pub(crate) cfg: &'a Config,
+    pub(crate) wake_rust_fd: i32,
+    pub(crate) wake_go_fd: i32,
 }

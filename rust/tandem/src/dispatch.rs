@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 
-use crate::envelope::{self};
-use crate::handler::{Context, Event, HandlerError, Outcome, Route};
-use crate::shared::*;
+use crate::completion::{Finished, now_ns};
+use crate::envelope;
+use crate::handler::{Context, Event, Route};
+use crate::outcome::{HandlerError, Outcome};
+use crate::shared::Shared;
 
 /// One event, decoded and routed, or the reason it cannot run.
 pub(crate) enum Job {
@@ -58,14 +60,17 @@ pub(crate) fn prepare(shared: &Shared, bytes: &'static [u8], route: u32) -> Job 
 }
 
 /// Runs a job's handler, containing panics and honouring cancellation.
-pub(crate) async fn run(
-    shared: &Arc<Shared>,
-    job: Job,
-    token: u64,
-) -> (Outcome, Arc<str>, u64, u64) {
+pub(crate) async fn run(shared: &Shared, job: Job, token: u64) -> Finished {
     let (route, ev) = match job {
         Job::Run(route, ev) => (route, ev),
-        Job::Refuse(err) => return (Outcome::Term(err), Arc::from(""), 0, 0),
+        Job::Refuse(err) => {
+            return Finished {
+                outcome: Outcome::Term(err),
+                handler: Arc::from(""),
+                started_ns: 0,
+                finished_ns: 0,
+            };
+        }
     };
     // The envelope's deadline (set by Go from the route's timeout or by the submitter) bounds
     // the whole delivery, waiting for a concurrency permit included.
@@ -75,7 +80,12 @@ pub(crate) async fn run(
     };
     let deadline = ev.envelope().deadline;
     if deadline.is_some_and(|d| d <= now_ns() as i64) {
-        return (timeout(), route.name, 0, 0);
+        return Finished {
+            outcome: timeout(),
+            handler: route.name,
+            started_ns: 0,
+            finished_ns: 0,
+        };
     }
     // With a deadline the event gets a token of its own, fired at the deadline, and a deadline
     // the handler may push back (Context::in_progress).
@@ -99,7 +109,7 @@ pub(crate) async fn run(
     let cx = Context {
         handler: route.name.clone(),
         cancel: cancel.clone(),
-        shared: shared.clone(),
+        completions: shared.completions.clone(),
         token,
         deadline: deadline.clone(),
     };
@@ -152,10 +162,15 @@ pub(crate) async fn run(
         }
     };
     drop(ev);
-    (outcome, route.name, started, now_ns())
+    Finished {
+        outcome,
+        handler: route.name,
+        started_ns: started,
+        finished_ns: now_ns(),
+    }
 }
 
-pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         format!("handler panicked: {s}")
     } else if let Some(s) = p.downcast_ref::<String>() {

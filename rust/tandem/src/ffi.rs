@@ -172,6 +172,32 @@ fn status_of(e: &Error) -> tandem_status {
     }
 }
 
+/// The runtime's shared region as the C ABI describes it.
+fn c_layout(rt: &Runtime) -> tandem_layout {
+    let r = rt.region_info();
+    let l = r.layout;
+    tandem_layout {
+        base: r.base,
+        size: r.size as u64,
+        sq_header: l.sq_header as u64,
+        sq_cells: l.sq_cells as u64,
+        cq_header: l.cq_header as u64,
+        cq_cells: l.cq_cells as u64,
+        req_arena: l.req_arena as u64,
+        rep_arena: l.rep_arena as u64,
+        req_stride: l.req_stride as u64,
+        rep_stride: l.rep_stride as u64,
+        sq_capacity: r.cfg.sq_capacity,
+        cq_capacity: r.cfg.cq_capacity,
+        req_slot_size: r.cfg.req_slot_size,
+        req_slots: r.cfg.req_slots,
+        rep_slot_size: r.cfg.rep_slot_size,
+        rep_slots: r.cfg.rep_slots,
+        wake_rust_fd: r.wake_rust_fd,
+        wake_go_fd: r.wake_go_fd,
+    }
+}
+
 /// Runs `f`, turning a panic into `TANDEM_ERR_PANIC` with its message as the last error.
 fn guard(f: impl FnOnce() -> tandem_status) -> tandem_status {
     match catch_unwind(AssertUnwindSafe(f)) {
@@ -259,7 +285,7 @@ pub unsafe extern "C" fn tandem_runtime_create(
         match Runtime::new(config, registry) {
             Ok(rt) => {
                 // SAFETY: writable per the contract.
-                unsafe { layout_out.write(rt.c_layout()) };
+                unsafe { layout_out.write(c_layout(&rt)) };
                 let boxed = Box::new(tandem_runtime { inner: rt });
                 // SAFETY: writable per the contract; ownership passes to the caller.
                 unsafe { out.write(Box::into_raw(boxed)) };

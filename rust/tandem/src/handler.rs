@@ -1,17 +1,19 @@
 //! What a Rust handler implements and what it receives: [`Handler`], [`Event`], [`Context`],
 //! [`Outcome`] and [`HandlerError`].
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::envelope::{Envelope, Extensions, RetryPolicy};
+use crate::completion::{Completion, Completions, now_ns};
+use crate::envelope::{Envelope, Extensions};
+use crate::outcome::{EmitError, HandlerError, Outcome};
 
 /// An async event handler run by the tokio runtime, one task per event.
 ///
@@ -251,15 +253,19 @@ impl fmt::Debug for Event {
     }
 }
 
-/// What a handler sees besides the event: its name and the cancellation signal.
+/// What a handler sees besides the event: its name, the cancellation signal, and the way
+/// out for progress records and emitted events. Borrowed by one handler call; its methods
+/// take `&self` and may run concurrently from tasks the handler spawns.
 pub struct Context {
     pub(crate) handler: Arc<str>,
     pub(crate) cancel: CancellationToken,
-    pub(crate) shared: Arc<crate::shared::Shared>,
+    /// Where progress records and emitted events go: the runtime's completion side, the only
+    /// part of the runtime a handler reaches.
+    pub(crate) completions: Arc<Completions>,
     /// The event's token on the rings (0 for a direct call), for progress records.
     pub(crate) token: u64,
     /// The event's deadline in Unix ns, which `in_progress` may push back.
-    pub(crate) deadline: Option<Arc<std::sync::atomic::AtomicI64>>,
+    pub(crate) deadline: Option<Arc<AtomicI64>>,
 }
 
 impl Context {
@@ -273,84 +279,36 @@ impl Context {
     pub fn cancellation(&self) -> &CancellationToken {
         &self.cancel
     }
-}
 
-/// Why [`Context::emit`] failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EmitError {
-    /// The encoded envelope exceeds the reply slot size (`needed` bytes).
-    TooLarge {
-        /// The encoded size.
-        needed: usize,
-    },
-    /// A required attribute (id, source, type) is empty.
-    Invalid(&'static str),
-}
+    /// Tells the runtime the handler is still working: pushes the event's deadline back to
+    /// `extend` from now (never earlier than it was), and tells Go with a progress record.
+    /// Without a deadline (no route timeout, none from the submitter) there is nothing to
+    /// extend and only the record is sent.
+    pub async fn in_progress(&self, extend: Duration) {
+        if let Some(deadline) = &self.deadline {
+            let until =
+                (now_ns() as i64).saturating_add(extend.as_nanos().min(i64::MAX as u128) as i64);
+            deadline.fetch_max(until, Relaxed);
+        }
+        if self.token != 0 {
+            self.completions
+                .publish(Completion::progress(self.token, extend))
+                .await;
+        }
+    }
 
-impl fmt::Display for EmitError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EmitError::TooLarge { needed } => {
-                write!(f, "emitted event of {needed} bytes exceeds the reply slot")
+    /// Emits a follow-up event (see [`Event::follow_up`]): it goes to Go in a reply slot on
+    /// the completion ring, and Go routes it like a submitted one, to a handler in either
+    /// runtime, with retries and dead letters. An event type Go routes to a Rust handler with
+    /// no policy of Go's own stays in Rust instead. Waits (without blocking a thread) while
+    /// every reply slot is lent to Go: emitters are throttled, never dropped. Returns once the
+    /// event is published.
+    pub async fn emit(&self, ev: &Envelope<'_>) -> Result<(), EmitError> {
+        for (what, v) in [("an id", ev.id), ("a source", ev.source), ("a type", ev.ty)] {
+            if v.is_empty() {
+                return Err(EmitError::Invalid(what));
             }
-            EmitError::Invalid(what) => write!(f, "emitted event lacks {what}"),
         }
+        self.completions.emit(ev).await
     }
 }
-
-impl std::error::Error for EmitError {}
-
-/// A handler's verdict on one event.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Done, nothing to say back.
-    Ack,
-    /// Done, with a reply payload for the submitter (request/reply).
-    Reply(Vec<u8>),
-    /// Failed; deliver again after `after` (the Go side applies its retry policy).
-    Retry {
-        /// Suggested delay before the next delivery.
-        after: Duration,
-        /// Why.
-        error: HandlerError,
-    },
-    /// Failed for good: dead-letter it, never retry.
-    Term(HandlerError),
-}
-
-/// An error a handler reports; it crosses to Go as an error envelope.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HandlerError {
-    /// A short machine-readable code, e.g. "handler", "timeout", "invalid_input".
-    pub code: Cow<'static, str>,
-    /// A human-readable message.
-    pub message: String,
-    /// An optional retry policy that overrides the route's default.
-    pub retry: Option<RetryPolicy>,
-}
-
-impl HandlerError {
-    /// An error with code "handler".
-    pub fn new(message: impl Into<String>) -> HandlerError {
-        HandlerError::with_code("handler", message)
-    }
-    /// An error with the given code.
-    pub fn with_code(
-        code: impl Into<Cow<'static, str>>,
-        message: impl Into<String>,
-    ) -> HandlerError {
-        HandlerError {
-            code: code.into(),
-            message: message.into(),
-            retry: None,
-        }
-    }
-}
-
-impl fmt::Display for HandlerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
-    }
-}
-
-impl std::error::Error for HandlerError {}

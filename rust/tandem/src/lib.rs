@@ -23,11 +23,13 @@ mod handler;
 pub mod layout;
 mod local;
 mod logs;
+mod outcome;
 mod poller;
 mod ring;
 mod runtime;
 mod shared;
 mod shm;
+mod slots;
 mod stats;
 mod sync;
 #[cfg(all(test, not(loom)))]
@@ -35,7 +37,8 @@ mod testing;
 mod wake;
 
 pub use config::{Config, Error};
-pub use handler::{Context, EmitError, Event, Handler, HandlerError, Outcome, Registry};
+pub use handler::{Context, Event, Handler, Registry};
+pub use outcome::{EmitError, HandlerError, Outcome};
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub use ring::BenchRing;

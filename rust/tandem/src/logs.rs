@@ -18,9 +18,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::layout::{TANDEM_CQE_LOG, TANDEM_NO_SLOT};
-use crate::shared::{OWNER_GO, Shared};
-use crate::sync::Ordering;
+use tokio_util::sync::CancellationToken;
+
+use crate::completion::{Completion, Completions};
 use minicbor::encode::Encoder;
 use minicbor::encode::write::Cursor;
 use tracing::field::{Field, Visit};
@@ -248,43 +248,27 @@ pub(crate) static LOGS_WAITING: tokio::sync::Notify = tokio::sync::Notify::const
 
 /// Forwards Rust's log records to Go in batches, each in a reply slot on the completion ring.
 /// It sleeps until records wait, then gathers for a millisecond so a burst travels together.
-pub(crate) async fn forward_logs(shared: Arc<Shared>) {
+/// Once `stop` fires it sends what is left and returns.
+pub(crate) async fn forward(completions: Arc<Completions>, stop: CancellationToken) {
     loop {
-        let stopping = shared.stopping.load(Ordering::SeqCst);
-        if !crate::logs::pending() {
-            if stopping {
+        if !pending() {
+            if stop.is_cancelled() {
                 return;
             }
-            // Records of every runtime in the process share one queue and one signal; the stop
-            // signal is this runtime's own.
             tokio::select! {
                 _ = LOGS_WAITING.notified() => {}
-                _ = shared.log_stop.notified() => {}
+                _ = stop.cancelled() => {}
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let (batch, dropped) = crate::logs::take(1024);
+        let (batch, dropped) = take(1024);
         if batch.is_empty() && dropped == 0 {
             continue;
         }
-        let rs = shared.take_reply_slot().await;
-        // SAFETY: `rs` came off the free list, so Rust owns it until published below.
-        let buf = unsafe { shared.reply_buf(rs) };
-        let (used, rest) = crate::logs::encode(batch, dropped, buf);
-        crate::logs::put_back(rest);
-        shared.rep_owner[rs as usize].store(OWNER_GO, Ordering::Release);
-        shared.counters.replies_lent.fetch_add(1, Relaxed);
-        shared
-            .publish_completion(
-                0,
-                TANDEM_CQE_LOG,
-                TANDEM_NO_SLOT,
-                (rs, used as u32),
-                0,
-                0,
-                0,
-                (0, 0),
-            )
-            .await;
+        let mut w = completions.reply().await;
+        let (used, rest) = encode(batch, dropped, w.buf());
+        put_back(rest);
+        let reply = w.lend(used);
+        completions.publish(Completion::logs(reply)).await;
     }
 }

@@ -86,7 +86,7 @@ pub(crate) fn drain_submissions(
                     start_event(shared, token, slot, len, route, cx)
                 }
             }
-            TANDEM_SQE_RELEASE => shared.release_reply(slot),
+            TANDEM_SQE_RELEASE => shared.completions.replies.release(slot),
             _ => {
                 shared.counters.violations.fetch_add(1, Relaxed);
             }
@@ -103,26 +103,20 @@ pub(crate) fn start_event(
     route: u32,
     cx: &mut std::task::Context<'_>,
 ) {
-    if slot >= shared.cfg.req_slots || len > shared.cfg.req_slot_size {
-        // Nothing valid to release; Go never sends this, so count it and drop the record.
-        shared.counters.violations.fetch_add(1, Relaxed);
+    let requests = &shared.completions.requests;
+    if !requests.take(slot, len) {
+        // Nothing valid to release; Go never sends this, so it is counted and dropped.
         return;
     }
-    if shared.req_owner[slot as usize].swap(OWNER_RUST, Ordering::AcqRel) != OWNER_GO {
-        shared.counters.violations.fetch_add(1, Relaxed);
-    }
-    shared.counters.received.fetch_add(1, Relaxed);
-    shared.counters.requests_held.fetch_add(1, Relaxed);
-    // SAFETY: Rust owns request slot `slot` from the swap above until `complete` hands it
-    // back, after the job (and every borrow of these bytes) has finished.
-    let bytes: &'static [u8] = unsafe { shared.request_bytes(slot, len) };
+    // SAFETY: Rust owns request slot `slot` from `take` until `finish` hands it back, after
+    // the job (and every borrow of these bytes) has finished.
+    let bytes: &'static [u8] = unsafe { requests.bytes(slot, len) };
     let job = prepare(shared, bytes, route);
     let inline = job.inline();
     let sh = shared.clone();
     let task = async move {
-        let (outcome, handler, started, finished) = run(&sh, job, token).await;
-        sh.complete(token, slot, outcome, &handler, started, finished)
-            .await;
+        let finished = run(&sh, job, token).await;
+        sh.completions.finish(token, slot, finished).await;
     };
     if inline {
         // Run the handler on the poller until it first waits: a handler that finishes without

@@ -10,32 +10,30 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::completion::*;
-use crate::config::{Config, Error};
-use crate::dispatch::*;
-use crate::handler::{Outcome, Registry};
+use crate::completion::{Finished, LocalDispatch, LocalRoutes, error_bytes};
+use crate::config::{Config, Error, RegionInfo};
+use crate::dispatch::{prepare, run};
+use crate::handler::Registry;
 use crate::layout::*;
-use crate::logs::*;
-use crate::poller::*;
-use crate::ring::Ring;
-use crate::shared::*;
-use crate::shm::Region;
-use crate::stats::{Counters, Stats};
-use crate::sync::{AtomicU32, Ordering};
-use crate::wake::EventFd;
+use crate::outcome::Outcome;
+use crate::poller::{drain_submissions, poll_submissions};
+use crate::shared::Shared;
+use crate::stats::Stats;
+use crate::sync::Ordering;
 
 /// How long shutdown waits for cancelled handlers to stop before it stops without them.
 const ABANDON_AFTER: Duration = Duration::from_secs(5);
 
+/// A Rust runtime: the shared region and, once started, tokio, the poller and the log
+/// forwarder.
+///
 /// Created and driven by one thread at a time (the C exports serialise calls); the shared
 /// region is then used concurrently by Go and by the tokio workers.
 pub struct Runtime {
@@ -43,6 +41,7 @@ pub struct Runtime {
     tokio: Option<tokio::runtime::Runtime>,
     poller: Option<tokio::task::JoinHandle<()>>,
     logs: Option<tokio::task::JoinHandle<()>>,
+    log_stop: CancellationToken,
     state: RunState,
 }
 
@@ -58,82 +57,29 @@ impl Runtime {
     pub fn new(cfg: Config, mut registry: Registry) -> Result<Runtime, Error> {
         cfg.validate()?;
         registry.seal();
-        let layout = cfg.region_layout();
-        let region = Region::map(layout.size)?;
-        let base = region.base();
-        // SAFETY: the offsets come from `region_layout`, lie inside the fresh zeroed mapping and
-        // are cache-line aligned; the rings live in the same `Shared` as the region, and nothing
-        // uses them after it is dropped (the rings have no drop glue).
-        let (sq, cq) = unsafe {
-            (
-                Ring::init(
-                    base.add(layout.sq_header).cast(),
-                    base.add(layout.sq_cells).cast(),
-                    cfg.sq_capacity,
-                ),
-                Ring::init(
-                    base.add(layout.cq_header).cast(),
-                    base.add(layout.cq_cells).cast(),
-                    cfg.cq_capacity,
-                ),
-            )
-        };
-        let owners = |n: u32, who: u32| (0..n).map(|_| AtomicU32::new(who)).collect::<Vec<_>>();
-        let shared = Shared {
-            layout,
-            sq,
-            cq,
-            wake_rust: EventFd::new()?,
-            wake_go: EventFd::new()?,
-            req_owner: owners(cfg.req_slots, OWNER_GO).into_boxed_slice(),
-            rep_owner: owners(cfg.rep_slots, OWNER_RUST).into_boxed_slice(),
-            rep_free: Mutex::new((0..cfg.rep_slots).rev().collect()),
-            rep_permits: Semaphore::new(cfg.rep_slots as usize),
-            counters: Counters::default(),
-            registry,
-            cancel: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            stopping: AtomicBool::new(false),
-            consumer: Mutex::new(()),
-            local: std::sync::OnceLock::new(),
-            log_stop: tokio::sync::Notify::new(),
-            cfg,
-            region,
-        };
+        let shared = Shared::new(cfg, registry)?;
         crate::logs::install();
         Ok(Runtime {
             shared: Arc::new(shared),
             tokio: None,
             poller: None,
             logs: None,
+            log_stop: CancellationToken::new(),
             state: RunState::Created,
         })
     }
 
-    /// The region's layout as the C ABI describes it.
-    #[cfg(feature = "exports")]
-    pub(crate) fn c_layout(&self) -> crate::ffi::tandem_layout {
+    /// Where the shared region's parts are, for the C layout.
+    #[cfg_attr(not(feature = "exports"), allow(dead_code))]
+    pub(crate) fn region_info(&self) -> RegionInfo<'_> {
         let s = &self.shared;
-        let l = s.layout;
-        crate::ffi::tandem_layout {
+        RegionInfo {
             base: s.region.base(),
-            size: s.region.len() as u64,
-            sq_header: l.sq_header as u64,
-            sq_cells: l.sq_cells as u64,
-            cq_header: l.cq_header as u64,
-            cq_cells: l.cq_cells as u64,
-            req_arena: l.req_arena as u64,
-            rep_arena: l.rep_arena as u64,
-            req_stride: l.req_stride as u64,
-            rep_stride: l.rep_stride as u64,
-            sq_capacity: s.cfg.sq_capacity,
-            cq_capacity: s.cfg.cq_capacity,
-            req_slot_size: s.cfg.req_slot_size,
-            req_slots: s.cfg.req_slots,
-            rep_slot_size: s.cfg.rep_slot_size,
-            rep_slots: s.cfg.rep_slots,
+            size: s.region.len(),
+            layout: s.layout,
+            cfg: &s.cfg,
             wake_rust_fd: s.wake_rust.raw(),
-            wake_go_fd: s.wake_go.raw(),
+            wake_go_fd: s.completions.wake_go().raw(),
         }
     }
 
@@ -161,10 +107,13 @@ impl Runtime {
             };
             local.insert(t.to_owned(), i);
         }
-        self.shared
-            .local
-            .set(local)
-            .map_err(|_| Error::State("local routes are set once"))
+        let to: std::sync::Weak<dyn LocalDispatch> = Arc::downgrade(&self.shared) as _;
+        let routes = LocalRoutes { by_type: local, to };
+        if self.shared.completions.set_local(routes) {
+            Ok(())
+        } else {
+            Err(Error::State("local routes are set once"))
+        }
     }
 
     /// The event types this runtime has handlers for.
@@ -209,7 +158,10 @@ impl Runtime {
                 .map_err(io::Error::from)?
         };
         self.poller = Some(rt.spawn(poll_submissions(self.shared.clone(), afd)));
-        self.logs = Some(rt.spawn(forward_logs(self.shared.clone())));
+        self.logs = Some(rt.spawn(crate::logs::forward(
+            self.shared.completions.clone(),
+            self.log_stop.clone(),
+        )));
         self.tokio = Some(rt);
         self.state = RunState::Running;
         Ok(())
@@ -228,6 +180,7 @@ impl Runtime {
         let shared = self.shared.clone();
         let poller = self.poller.take();
         let log_task = self.logs.take();
+        let log_stop = self.log_stop.clone();
         rt.block_on(async move {
             // Count events, not tasks: an event is held from the moment the poller takes it
             // until its completion is published, even while it is being handed to a task. The
@@ -257,7 +210,7 @@ impl Runtime {
                 let _ = p.await;
             }
             // A last batch of log records, then the forwarder stops.
-            shared.log_stop.notify_one();
+            log_stop.cancel();
             if let Some(l) = log_task {
                 let _ = l.await;
             }
@@ -281,7 +234,7 @@ impl Runtime {
                 drain_submissions(s, usize::MAX, None);
             }
         }
-        s.counters.snapshot(s.sq.len(), s.cq.len())
+        s.counters.snapshot(s.sq.len(), s.completions.depth())
     }
 
     /// Runs the handler for one encoded envelope on this thread, blocking until it finishes:
@@ -296,7 +249,9 @@ impl Runtime {
         let bytes: &'static [u8] =
             unsafe { std::mem::transmute::<&[u8], &'static [u8]>(envelope_bytes) };
         let outcome = rt.block_on(async {
-            let (outcome, handler, _, _) = run(&shared, prepare(&shared, bytes, 0), 0).await;
+            let Finished {
+                outcome, handler, ..
+            } = run(&shared, prepare(&shared, bytes, 0), 0).await;
             (outcome, handler)
         });
         let (outcome, handler) = outcome;
@@ -367,7 +322,9 @@ impl Runtime {
             // SAFETY: the boxed bytes outlive the job, which `run` consumes before they drop.
             let view: &'static [u8] =
                 unsafe { std::mem::transmute::<&[u8], &'static [u8]>(&bytes) };
-            let (outcome, handler, _, _) = run(&shared, prepare(&shared, view, 0), 0).await;
+            let Finished {
+                outcome, handler, ..
+            } = run(&shared, prepare(&shared, view, 0), 0).await;
             let (code, out) = match outcome {
                 Outcome::Ack => (TANDEM_OUTCOME_ACK, Vec::new()),
                 Outcome::Reply(v) => (TANDEM_OUTCOME_ACK, v),

@@ -5,12 +5,13 @@ pub(crate) use std::sync::Arc;
 pub(crate) use std::sync::atomic::Ordering::Relaxed;
 pub(crate) use std::time::{Duration, Instant};
 
+pub(crate) use crate::completion::now_ns;
 pub(crate) use crate::config::{Config, Error};
 pub(crate) use crate::envelope::{self, Envelope};
-pub(crate) use crate::handler::{Context, Event, Handler, HandlerError, Outcome, Registry};
+pub(crate) use crate::handler::{Context, Event, Handler, Registry};
 pub(crate) use crate::layout::*;
+pub(crate) use crate::outcome::{HandlerError, Outcome};
 pub(crate) use crate::runtime::Runtime;
-pub(crate) use crate::shared::now_ns;
 pub(crate) use crate::stats::Stats;
 pub(crate) use crate::sync::Ordering;
 
@@ -154,9 +155,7 @@ pub(crate) fn submit(rt: &Runtime, slot: u32, bytes: &[u8]) {
 /// As `submit`, naming the handler (1 + its index in event-type order; 0: by type).
 pub(crate) fn submit_to(rt: &Runtime, slot: u32, bytes: &[u8], route: u32) {
     let s = &rt.shared;
-    let off = s.layout.req_arena + slot as usize * s.layout.req_stride;
-    // SAFETY: Go (this test) owns the slot until it publishes it below.
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), s.region.base().add(off), bytes.len()) };
+    s.completions.requests.write_as_go(slot, bytes);
     assert!(s.sq.push(|d| {
         d.kind.store(TANDEM_SQE_EVENT, Ordering::Relaxed);
         d.slot.store(slot, Ordering::Relaxed);
@@ -194,7 +193,7 @@ pub(crate) fn next_completion(rt: &Runtime) -> Done {
     let s = &rt.shared;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let got = s.cq.pop(|d| {
+        let got = s.completions.ring().pop(|d| {
             (
                 d.kind.load(Ordering::Relaxed),
                 d.slot.load(Ordering::Relaxed),
@@ -209,8 +208,7 @@ pub(crate) fn next_completion(rt: &Runtime) -> Done {
             let reply = if reply_slot == TANDEM_NO_SLOT {
                 Vec::new()
             } else {
-                // SAFETY: the completion lent this reply slot to us (Go's role).
-                unsafe { s.reply_buf(reply_slot)[..len as usize].to_vec() }
+                s.completions.replies.read_as_go(reply_slot, len)
             };
             return Done {
                 kind,

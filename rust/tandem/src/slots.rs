@@ -1,0 +1,231 @@
+//! The two slab arenas of the shared region and who owns each slot.
+//!
+//! A request slot is Go's until it publishes an event naming it, then Rust's until the
+//! completion naming it is published. A reply slot is Rust's until a completion lends it to
+//! Go, then Go's until a release record hands it back. Every hand-over swaps the slot's owner
+//! flag, so a slot handed over by a side that did not own it is counted as a violation
+//! instead of being acted on twice.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+
+use crate::config::{Config, RegionLayout};
+use crate::shm::Region;
+use crate::stats::Counters;
+use crate::sync::{AtomicU32, Ordering};
+
+const OWNER_GO: u32 = 0;
+const OWNER_RUST: u32 = 1;
+
+fn owners(n: u32, who: u32) -> Box<[AtomicU32]> {
+    (0..n).map(|_| AtomicU32::new(who)).collect()
+}
+
+/// The request arena: where Go writes the events it submits.
+pub(crate) struct RequestSlots {
+    region: Arc<Region>,
+    arena: usize,
+    stride: usize,
+    size: u32,
+    owner: Box<[AtomicU32]>,
+    counters: Arc<Counters>,
+}
+
+impl RequestSlots {
+    pub(crate) fn new(
+        region: Arc<Region>,
+        layout: &RegionLayout,
+        cfg: &Config,
+        counters: Arc<Counters>,
+    ) -> RequestSlots {
+        RequestSlots {
+            region,
+            arena: layout.req_arena,
+            stride: layout.req_stride,
+            size: cfg.req_slot_size,
+            owner: owners(cfg.req_slots, OWNER_GO),
+            counters,
+        }
+    }
+
+    /// Takes slot `slot` (holding `len` bytes) from Go. Returns false, counting a violation,
+    /// if the descriptor names no valid slot: there is then nothing to complete.
+    pub(crate) fn take(&self, slot: u32, len: u32) -> bool {
+        if slot as usize >= self.owner.len() || len > self.size {
+            self.counters.violations.fetch_add(1, Relaxed);
+            return false;
+        }
+        if self.owner[slot as usize].swap(OWNER_RUST, Ordering::AcqRel) != OWNER_GO {
+            self.counters.violations.fetch_add(1, Relaxed);
+        }
+        self.counters.received.fetch_add(1, Relaxed);
+        self.counters.requests_held.fetch_add(1, Relaxed);
+        true
+    }
+
+    /// Hands slot `slot` back to Go; the caller publishes the completion naming it next.
+    pub(crate) fn give_back(&self, slot: u32) {
+        if self.owner[slot as usize].swap(OWNER_GO, Ordering::AcqRel) != OWNER_RUST {
+            self.counters.violations.fetch_add(1, Relaxed);
+        }
+        self.counters.requests_held.fetch_sub(1, Relaxed);
+    }
+
+    /// The first `len` bytes of slot `slot`.
+    ///
+    /// # Safety
+    /// Rust must own the slot (taken, not given back) for as long as the slice is used, and
+    /// `slot`, `len` must have passed [`RequestSlots::take`].
+    pub(crate) unsafe fn bytes<'a>(&self, slot: u32, len: u32) -> &'a [u8] {
+        let off = self.arena + slot as usize * self.stride;
+        // SAFETY: `take` checked slot < req_slots and len <= req_slot_size, so the range lies
+        // in the region; Go wrote it before publishing the descriptor (release/acquire on seq)
+        // and does not touch it until the completion hands it back.
+        unsafe { std::slice::from_raw_parts(self.region.base().add(off), len as usize) }
+    }
+
+    /// Plays Go's part in tests: writes `bytes` at the start of slot `slot`.
+    #[cfg(test)]
+    pub(crate) fn write_as_go(&self, slot: u32, bytes: &[u8]) {
+        assert!(bytes.len() <= self.size as usize);
+        let off = self.arena + slot as usize * self.stride;
+        // SAFETY: the test plays Go, which owns the slot until it publishes it; the range lies
+        // in the region (checked above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.region.base().add(off), bytes.len())
+        };
+    }
+}
+
+/// The reply arena: where Rust writes replies, error envelopes, emitted events and log
+/// batches, lending each slot to Go with the completion that names it.
+pub(crate) struct ReplySlots {
+    region: Arc<Region>,
+    arena: usize,
+    stride: usize,
+    size: usize,
+    owner: Box<[AtomicU32]>,
+    free: Mutex<Vec<u32>>,
+    permits: Semaphore,
+    counters: Arc<Counters>,
+}
+
+impl ReplySlots {
+    pub(crate) fn new(
+        region: Arc<Region>,
+        layout: &RegionLayout,
+        cfg: &Config,
+        counters: Arc<Counters>,
+    ) -> ReplySlots {
+        ReplySlots {
+            region,
+            arena: layout.rep_arena,
+            stride: layout.rep_stride,
+            size: cfg.rep_slot_size as usize,
+            owner: owners(cfg.rep_slots, OWNER_RUST),
+            free: Mutex::new((0..cfg.rep_slots).rev().collect()),
+            permits: Semaphore::new(cfg.rep_slots as usize),
+            counters,
+        }
+    }
+
+    /// Usable bytes per slot.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Takes a free slot to write into, waiting (without blocking a thread) while every slot
+    /// is lent to Go: writers are throttled, never refused.
+    pub(crate) async fn take(&self) -> ReplyWriter<'_> {
+        match self.permits.acquire().await {
+            Ok(p) => p.forget(),
+            Err(_) => unreachable!("the reply semaphore is never closed"),
+        }
+        let index = self
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .expect("a permit guarantees a free reply slot");
+        ReplyWriter { slots: self, index }
+    }
+
+    /// Takes slot `slot` back from Go (a release record). A slot Go does not hold, or out of
+    /// range, is counted as a violation and ignored.
+    pub(crate) fn release(&self, slot: u32) {
+        if slot as usize >= self.owner.len()
+            || self.owner[slot as usize].swap(OWNER_RUST, Ordering::AcqRel) != OWNER_GO
+        {
+            self.counters.violations.fetch_add(1, Relaxed);
+            return;
+        }
+        self.counters.replies_lent.fetch_sub(1, Relaxed);
+        self.counters.releases.fetch_add(1, Relaxed);
+        self.put_free(slot);
+    }
+
+    fn put_free(&self, slot: u32) {
+        self.free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(slot);
+        self.permits.add_permits(1);
+    }
+
+    /// The first `len` bytes of a slot lent to Go, read as Go would (tests play Go).
+    #[cfg(test)]
+    pub(crate) fn read_as_go(&self, slot: u32, len: u32) -> Vec<u8> {
+        assert!(len as usize <= self.size && (slot as usize) < self.owner.len());
+        let off = self.arena + slot as usize * self.stride;
+        // SAFETY: the slot is lent to the test, which plays Go; the range lies in the region.
+        unsafe { std::slice::from_raw_parts(self.region.base().add(off), len as usize).to_vec() }
+    }
+}
+
+/// One reply slot Rust holds to write into: taken by [`ReplySlots::take`], then lent to Go by
+/// [`ReplyWriter::lend`]. Dropped without lending, the slot returns to the free list.
+pub(crate) struct ReplyWriter<'a> {
+    slots: &'a ReplySlots,
+    index: u32,
+}
+
+impl ReplyWriter<'_> {
+    /// The whole slot, to write into.
+    pub(crate) fn buf(&mut self) -> &mut [u8] {
+        let s = self.slots;
+        let off = s.arena + self.index as usize * s.stride;
+        // SAFETY: index < rep_slots, so the range lies in the region; the slot came off the
+        // free list, so this writer holds it exclusively until `lend` or drop, and the
+        // returned borrow of `self` ends before either.
+        unsafe { std::slice::from_raw_parts_mut(s.region.base().add(off), s.size) }
+    }
+
+    /// Lends the slot to Go holding its first `len` bytes. The returned value goes into the
+    /// completion that names it, which Go reads only after it is published.
+    pub(crate) fn lend(self, len: usize) -> LentReply {
+        let s = self.slots;
+        let slot = self.index;
+        std::mem::forget(self);
+        s.owner[slot as usize].store(OWNER_GO, Ordering::Release);
+        s.counters.replies_lent.fetch_add(1, Relaxed);
+        LentReply {
+            slot,
+            len: len.min(s.size) as u32,
+        }
+    }
+}
+
+impl Drop for ReplyWriter<'_> {
+    fn drop(&mut self) {
+        self.slots.put_free(self.index);
+    }
+}
+
+/// A reply slot lent to Go, and the bytes of it in use: what a completion record names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LentReply {
+    pub(crate) slot: u32,
+    pub(crate) len: u32,
+}
