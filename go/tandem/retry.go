@@ -112,27 +112,13 @@ func (r *Runtime) redeliver(idx uint32) {
 	delete(r.retries.waiting, idx)
 	s := &r.slots[idx]
 	w := s.w.Load() // orders the poller's writes to the slot before ours
-	ev, err := DecodeEvent(r.requestBuf(idx)[:s.length])
-	var out []byte
-	if err == nil {
-		ev.Attempt = s.attempt + 1
-		if s.route != nil && s.route.opts.timeout > 0 {
-			ev.Deadline = time.Now().Add(s.route.opts.timeout)
-		}
-		if EncodedEventSize(ev) > r.cfg.MaxEventSize {
-			err = ErrEventTooLarge
-		} else {
-			out, err = AppendEvent(r.requestBuf(idx), ev)
-		}
-	}
-	if err != nil {
-		he := &HandlerError{Outcome: OutcomeTerm, EventType: s.eventType, Envelope: ErrorEnvelope{
-			Code: "redelivery", Message: "cannot re-encode the event for its next attempt: " + err.Error(), Runtime: "go"}}
-		r.deadLetter(idx, he, ReasonTerm)
-		return
+	// The envelope stays as it is; only the delivery header changes.
+	deadline := r.deliveryDeadline(idx)
+	if s.route != nil && s.route.opts.timeout > 0 {
+		deadline = time.Now().Add(s.route.opts.timeout)
 	}
 	s.attempt++
-	s.length = uint32(len(out))
+	r.writeDelivery(idx, s.attempt, deadline)
 	token := uint64(s.gen)<<32 | uint64(idx)
 	var flags uint32
 	if s.route != nil {
@@ -141,7 +127,7 @@ func (r *Runtime) redeliver(idx uint32) {
 	// Nothing of the slot is read after it is handed to Rust: its completion may free it.
 	s.owner.Store(slotRust)
 	s.w.Store(w)
-	r.publish(idx, uint32(len(out)), flags, token)
+	r.publish(idx, s.length, flags, token)
 }
 
 // cancelRetries stops every pending redelivery and settles its event as retryable.

@@ -195,11 +195,10 @@ func (r *Runtime) submitRust(ctx context.Context, rt *route, ev *Event, w *waite
 	var sc trace.SpanContext
 	if r.tr.on() {
 		e := *ev
-		e.Attempt, e.Deadline = attempt, deadline
 		sc = r.tr.publish(ctx, rt, ev, &e)
 		out, err = AppendEvent(buf, &e)
 	} else {
-		out, err = appendDelivery(buf, ev, attempt, deadline)
+		out, err = AppendEvent(buf, ev)
 	}
 	if err != nil || unsafe.SliceData(out) != unsafe.SliceData(buf) {
 		r.putSlot(idx)
@@ -220,6 +219,7 @@ func (r *Runtime) submitRust(ctx context.Context, rt *route, ev *Event, w *waite
 		r.met.submit(rt)
 	}
 	token := uint64(s.gen)<<32 | uint64(idx)
+	r.writeDelivery(idx, attempt, deadline)
 	s.owner.Store(slotRust)
 	s.w.Store(w) // last write before publishing: the poller's load orders everything above
 	r.pending.Add(1)
@@ -289,11 +289,38 @@ func (r *Runtime) putSlot(idx uint32) {
 	r.free <- idx
 }
 
-// requestBuf is request slot idx as an empty slice over shared memory, capacity MaxEventSize.
+// requestBuf is the envelope of request slot idx (after its delivery header) as an empty
+// slice over shared memory, capacity MaxEventSize.
 func (r *Runtime) requestBuf(idx uint32) []byte {
+	p := unsafe.Add(r.requestSlot(idx), abi.DeliverySize)
+	return unsafe.Slice((*byte)(p), r.layout.ReqSlotSize)[:0]
+}
+
+func (r *Runtime) requestSlot(idx uint32) unsafe.Pointer {
 	l := &r.layout
-	p := unsafe.Add(l.Base, l.ReqArena+uint64(idx)*l.ReqStride)
-	return unsafe.Slice((*byte)(p), l.ReqSlotSize)[:0]
+	return unsafe.Add(l.Base, l.ReqArena+uint64(idx)*l.ReqStride)
+}
+
+// writeDelivery writes the delivery header of request slot idx: this delivery's number and
+// deadline (zero: none), which Rust reads instead of the envelope's. Go owns the slot.
+func (r *Runtime) writeDelivery(idx uint32, attempt uint32, deadline time.Time) {
+	p := r.requestSlot(idx)
+	var ns uint64
+	if !deadline.IsZero() {
+		ns = uint64(max(deadline.UnixNano(), 1))
+	}
+	*(*uint64)(unsafe.Add(p, abi.DeliveryDeadlineNs)) = ns
+	*(*uint32)(unsafe.Add(p, abi.DeliveryAttempt)) = attempt
+	*(*uint32)(unsafe.Add(p, abi.DeliveryFlags)) = 0
+}
+
+// deliveryDeadline reads back the deadline of the delivery header of request slot idx.
+func (r *Runtime) deliveryDeadline(idx uint32) time.Time {
+	ns := *(*uint64)(unsafe.Add(r.requestSlot(idx), abi.DeliveryDeadlineNs))
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(ns))
 }
 
 func (r *Runtime) replyBytes(slot, n uint32) []byte {
@@ -369,6 +396,7 @@ func (r *Runtime) submitRaw(raw []byte, eventType string, w *waiter) error {
 		return err
 	}
 	n := copy(r.requestBuf(idx)[:len(raw)], raw)
+	r.writeDelivery(idx, 1, time.Time{})
 	s := &r.slots[idx]
 	s.eventType = eventType
 	s.route, s.dones = nil, nil
@@ -381,17 +409,6 @@ func (r *Runtime) submitRaw(raw []byte, eventType string, w *waiter) error {
 	r.submitted.Add(1)
 	r.publish(idx, uint32(n), 0, token)
 	return nil
-}
-
-// appendDelivery encodes ev as delivery number attempt with the given deadline, without
-// touching ev.
-func appendDelivery(dst []byte, ev *Event, attempt uint32, deadline time.Time) ([]byte, error) {
-	if ev.Attempt == attempt && ev.Deadline.Equal(deadline) {
-		return AppendEvent(dst, ev)
-	}
-	e := *ev
-	e.Attempt, e.Deadline = attempt, deadline
-	return AppendEvent(dst, &e)
 }
 
 var runtimeGosched = runtime.Gosched

@@ -387,7 +387,7 @@ mod tests {
     pub(crate) fn in_progress_pushes_the_deadline_back_and_tells_go() {
         let mut rt = runtime();
         // 3 × 20 ms of work against a 30 ms deadline, extended by 60 ms after each step.
-        submit(&rt, 0, &with_deadline("patient", 30));
+        submit_delivery(&rt, 0, &envelope("patient", b""), 0, due_in(30));
         for _ in 0..3 {
             let done = next_completion(&rt);
             assert_eq!(done.kind, TANDEM_OUTCOME_IN_PROGRESS);

@@ -4,7 +4,7 @@
 use std::io;
 use std::time::Duration;
 
-use crate::layout::{TANDEM_CACHE_LINE, tandem_desc, tandem_ring_header};
+use crate::layout::{TANDEM_CACHE_LINE, tandem_delivery, tandem_desc, tandem_ring_header};
 use crate::outcome::HandlerError;
 use crate::shm::align_up;
 
@@ -17,7 +17,8 @@ pub struct Config {
     pub sq_capacity: u32,
     /// Completion ring cells; at least `req_slots`, so a completion never finds it full.
     pub cq_capacity: u32,
-    /// Bytes per request slot: the largest envelope Go may submit.
+    /// The largest envelope Go may submit; each request slot holds a `tandem_delivery`
+    /// header and then up to this many bytes.
     pub req_slot_size: u32,
     /// Request slots: the most events in flight at once.
     pub req_slots: u32,
@@ -146,7 +147,11 @@ impl Config {
         let sq_cells = take(desc * self.sq_capacity as usize, line);
         let cq_header = take(header, line);
         let cq_cells = take(desc * self.cq_capacity as usize, line);
-        let req_slot = align_up(self.req_slot_size as usize, line);
+        // A request slot is its delivery header, then an envelope of up to req_slot_size.
+        let req_slot = align_up(
+            std::mem::size_of::<tandem_delivery>() + self.req_slot_size as usize,
+            line,
+        );
         let rep_slot = align_up(self.rep_slot_size as usize, line);
         let req_arena = take(req_slot * self.req_slots as usize, 4096);
         let rep_arena = take(rep_slot * self.rep_slots as usize, 4096);

@@ -12,6 +12,7 @@ use crate::envelope;
 use crate::handler::{Context, Event, Route};
 use crate::outcome::{HandlerError, Outcome};
 use crate::shared::Shared;
+use crate::slots::Delivery;
 
 /// One event, decoded and routed, or the reason it cannot run.
 pub(crate) enum Job {
@@ -30,8 +31,14 @@ impl Job {
 }
 
 /// Decodes and routes one envelope: to handler `route - 1` (in event-type order) when Go
-/// chose one, else by the envelope's type.
-pub(crate) fn prepare(shared: &Shared, bytes: &'static [u8], route: u32) -> Job {
+/// chose one, else by the envelope's type. `delivery` is the request slot's header; without
+/// one (no slot) the envelope's attempt and deadline stand in.
+pub(crate) fn prepare(
+    shared: &Shared,
+    bytes: &'static [u8],
+    delivery: Option<Delivery>,
+    route: u32,
+) -> Job {
     let env = match envelope::decode(bytes) {
         Ok(env) => env,
         Err(e) => {
@@ -56,7 +63,10 @@ pub(crate) fn prepare(shared: &Shared, bytes: &'static [u8], route: u32) -> Job 
     };
     // SAFETY: the caller keeps `bytes` valid until the job is dropped; Event's accessors
     // borrow from &self, so the 'static never escapes.
-    Job::Run(route.clone(), unsafe { Event::from_envelope(env) })
+    let delivery = delivery.unwrap_or_else(|| Delivery::of_envelope(&env));
+    Job::Run(route.clone(), unsafe {
+        Event::from_envelope(env, delivery)
+    })
 }
 
 /// Runs a job's handler, containing panics and honouring cancellation.
@@ -72,13 +82,13 @@ pub(crate) async fn run(shared: &Shared, job: Job, token: u64) -> Finished {
             };
         }
     };
-    // The envelope's deadline (set by Go from the route's timeout or by the submitter) bounds
+    // The delivery's deadline (set by Go from the route's timeout or by the submitter) bounds
     // the whole delivery, waiting for a concurrency permit included.
     let timeout = || Outcome::Retry {
         after: Duration::ZERO,
         error: HandlerError::with_code("timeout", "the event's deadline passed"),
     };
-    let deadline = ev.envelope().deadline;
+    let deadline = ev.deadline();
     if deadline.is_some_and(|d| d <= now_ns() as i64) {
         return Finished {
             outcome: timeout(),
@@ -133,7 +143,7 @@ pub(crate) async fn run(shared: &Shared, job: Job, token: u64) -> Finished {
             event_type = env.ty,
             correlation_id = env.correlationid.unwrap_or(env.id),
             trace_id,
-            attempt = env.attempt,
+            attempt = ev.attempt(),
         );
         tracing::Instrument::instrument(
             AssertUnwindSafe(route.handler.call(&ev, &cx)).catch_unwind(),
@@ -271,34 +281,68 @@ mod tests {
     }
 
     #[test]
-    pub(crate) fn the_envelope_deadline_cancels_the_handler_as_a_timeout() {
+    fn the_delivery_deadline_cancels_the_handler_as_a_timeout() {
         let mut rt = runtime();
-        let deadline = now_ns() as i64 + 20_000_000;
-        let bytes = envelope::encode_to_vec(&Envelope {
-            id: "1",
-            source: "/test",
-            ty: "forever",
-            specversion: "1.0",
-            deadline: Some(deadline),
-            ..Envelope::default()
-        });
-        submit(&rt, 0, &bytes);
+        submit_delivery(&rt, 0, &envelope("forever", b""), 0, due_in(20));
         let done = next_completion(&rt);
         assert_eq!(done.kind, TANDEM_OUTCOME_RETRY);
         assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "timeout");
         release(&rt, done.reply_slot);
         // A deadline already past: refused at once, the handler never runs.
-        let bytes = envelope::encode_to_vec(&Envelope {
-            id: "2",
+        let past = Delivery {
+            attempt: 1,
+            deadline: Some(1),
+        };
+        submit_delivery(&rt, 1, &envelope("echo", b""), 0, past);
+        let done = next_completion(&rt);
+        assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "timeout");
+        release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+
+    struct Facts;
+    impl Handler for Facts {
+        async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+            Outcome::Reply(format!("{} {:?}", ev.attempt(), ev.deadline()).into_bytes())
+        }
+    }
+
+    #[test]
+    fn the_slot_header_not_the_envelope_gives_attempt_and_deadline() {
+        let mut reg = Registry::new();
+        reg.register("facts", "facts", Facts);
+        let mut rt = Runtime::new(small(), reg).unwrap();
+        rt.start().unwrap();
+        // The envelope says attempt 9 and a deadline long past; the header of this delivery
+        // says attempt 2 and none: the handler runs and sees the header's.
+        let stale = envelope::encode_to_vec(&Envelope {
+            id: "1",
             source: "/test",
-            ty: "echo",
+            ty: "facts",
             specversion: "1.0",
+            attempt: 9,
             deadline: Some(1),
             ..Envelope::default()
         });
-        submit(&rt, 1, &bytes);
+        let second = Delivery {
+            attempt: 2,
+            deadline: None,
+        };
+        submit_delivery(&rt, 0, &stale, 0, second);
         let done = next_completion(&rt);
-        assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "timeout");
+        assert_eq!(
+            (done.kind, done.reply.as_slice()),
+            (TANDEM_OUTCOME_ACK, &b"2 None"[..])
+        );
+        release(&rt, done.reply_slot);
+        let due = now_ns() as i64 + 60_000_000_000;
+        let third = Delivery {
+            attempt: 3,
+            deadline: Some(due),
+        };
+        submit_delivery(&rt, 1, &stale, 0, third);
+        let done = next_completion(&rt);
+        assert_eq!(done.reply, format!("3 Some({due})").into_bytes());
         release(&rt, done.reply_slot);
         assert_whole(&mut rt);
     }
@@ -335,7 +379,7 @@ mod tests {
         reg.register("watch", "watch", Watcher(fired.clone()));
         let mut rt = Runtime::new(small(), reg).unwrap();
         rt.start().unwrap();
-        submit(&rt, 0, &with_deadline("watch", 20));
+        submit_delivery(&rt, 0, &envelope("watch", b""), 0, due_in(20));
         let done = next_completion(&rt);
         assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "timeout");
         release(&rt, done.reply_slot);

@@ -48,7 +48,8 @@ pub struct tandem_config {
     pub sq_capacity: u32,
     /// Completion ring cells (power of two, >= req_slots).
     pub cq_capacity: u32,
-    /// Bytes per request slot.
+    /// Bytes of the largest envelope a request slot holds (its `tandem_delivery` header not
+    /// counted).
     pub req_slot_size: u32,
     /// Request slots.
     pub req_slots: u32,
@@ -79,11 +80,12 @@ pub struct tandem_layout {
     pub cq_header: u64,
     /// Offset of the completion ring's first `tandem_desc`.
     pub cq_cells: u64,
-    /// Offset of request slot 0; slot i is at `req_arena + i * req_stride`.
+    /// Offset of request slot 0; slot i is at `req_arena + i * req_stride`: its
+    /// `tandem_delivery` header, then the envelope at `sizeof(tandem_delivery)`.
     pub req_arena: u64,
     /// Offset of reply slot 0; slot i is at `rep_arena + i * rep_stride`.
     pub rep_arena: u64,
-    /// Distance between request slots (>= req_slot_size).
+    /// Distance between request slots (>= sizeof(tandem_delivery) + req_slot_size).
     pub req_stride: u64,
     /// Distance between reply slots (>= rep_slot_size).
     pub rep_stride: u64,
@@ -91,7 +93,7 @@ pub struct tandem_layout {
     pub sq_capacity: u32,
     /// Completion ring cells.
     pub cq_capacity: u32,
-    /// Usable bytes per request slot.
+    /// Bytes of the largest envelope a request slot holds, after its header.
     pub req_slot_size: u32,
     /// Request slots.
     pub req_slots: u32,

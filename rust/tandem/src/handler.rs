@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::completion::{Completion, Completions, now_ns};
 use crate::envelope::{Envelope, Extensions};
 use crate::outcome::{EmitError, HandlerError, Outcome};
+use crate::slots::Delivery;
 
 /// An async event handler run by the tokio runtime, one task per event.
 ///
@@ -178,19 +179,21 @@ pub struct Event {
     // Borrows the request slot, which the runtime keeps owned by Rust until this value is
     // dropped (see runtime::run_event); the 'static is never handed out.
     env: Envelope<'static>,
+    delivery: Delivery,
 }
 
 impl Event {
     /// # Safety
     /// The bytes `env` borrows must stay valid and unchanged for the life of the returned value.
-    pub(crate) unsafe fn from_envelope(env: Envelope<'_>) -> Event {
+    pub(crate) unsafe fn from_envelope(env: Envelope<'_>, delivery: Delivery) -> Event {
         // SAFETY: the caller keeps the bytes alive for the Event's life; the accessors only
         // hand out borrows of &self.
         let env = unsafe { std::mem::transmute::<Envelope<'_>, Envelope<'static>>(env) };
-        Event { env }
+        Event { env, delivery }
     }
 
-    /// The whole decoded envelope, borrowing the event.
+    /// The whole decoded envelope, borrowing the event. Its `attempt` and `deadline` are the
+    /// submitter's; [`Event::attempt`] and [`Event::deadline`] are this delivery's.
     pub fn envelope(&self) -> &Envelope<'_> {
         &self.env
     }
@@ -210,9 +213,16 @@ impl Event {
     pub fn data(&self) -> &[u8] {
         self.env.data
     }
-    /// Delivery attempt, counted from 1 by the Go side (0 when the submitter left it unset).
+    /// This delivery's number, from 1: Go's count, written beside the envelope for each
+    /// delivery (an event emitted and routed inside Rust carries its envelope's count).
     pub fn attempt(&self) -> u32 {
-        self.env.attempt
+        self.delivery.attempt
+    }
+    /// This delivery's deadline, Unix nanoseconds, if it has one: Go's, written beside the
+    /// envelope for each delivery (an event routed inside Rust carries its envelope's). The
+    /// runtime cancels the handler when it passes; [`Context::in_progress`] pushes it back.
+    pub fn deadline(&self) -> Option<i64> {
+        self.delivery.deadline
     }
     /// The correlation id, if any.
     pub fn correlation_id(&self) -> Option<&str> {

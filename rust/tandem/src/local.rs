@@ -28,7 +28,7 @@ impl LocalDispatch for Shared {
             // has finished (the job is consumed by `run` below); a Box's contents never move.
             let view: &'static [u8] =
                 unsafe { std::mem::transmute::<&[u8], &'static [u8]>(&bytes) };
-            let finished = run(&sh, prepare(&sh, view, index), 0).await;
+            let finished = run(&sh, prepare(&sh, view, None, index), 0).await;
             match finished.outcome {
                 Outcome::Ack | Outcome::Reply(_) => {
                     sh.counters.local_acked.fetch_add(1, Relaxed);

@@ -109,9 +109,10 @@ pub(crate) fn start_event(
         return;
     }
     // SAFETY: Rust owns request slot `slot` from `take` until `finish` hands it back, after
-    // the job (and every borrow of these bytes) has finished.
-    let bytes: &'static [u8] = unsafe { requests.bytes(slot, len) };
-    let job = prepare(shared, bytes, route);
+    // the job (and every borrow of these bytes) has finished; `take` checked slot and len.
+    let (bytes, delivery): (&'static [u8], _) =
+        unsafe { (requests.bytes(slot, len), requests.delivery(slot)) };
+    let job = prepare(shared, bytes, Some(delivery), route);
     let inline = job.inline();
     let sh = shared.clone();
     let task = async move {

@@ -251,7 +251,7 @@ impl Runtime {
         let outcome = rt.block_on(async {
             let Finished {
                 outcome, handler, ..
-            } = run(&shared, prepare(&shared, bytes, 0), 0).await;
+            } = run(&shared, prepare(&shared, bytes, None, 0), 0).await;
             (outcome, handler)
         });
         let (outcome, handler) = outcome;
@@ -324,7 +324,7 @@ impl Runtime {
                 unsafe { std::mem::transmute::<&[u8], &'static [u8]>(&bytes) };
             let Finished {
                 outcome, handler, ..
-            } = run(&shared, prepare(&shared, view, 0), 0).await;
+            } = run(&shared, prepare(&shared, view, None, 0), 0).await;
             let (code, out) = match outcome {
                 Outcome::Ack => (TANDEM_OUTCOME_ACK, Vec::new()),
                 Outcome::Reply(v) => (TANDEM_OUTCOME_ACK, v),

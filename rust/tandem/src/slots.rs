@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, RegionLayout};
+use crate::envelope::Envelope;
+use crate::layout::tandem_delivery;
 use crate::shm::Region;
 use crate::stats::Counters;
 use crate::sync::{AtomicU32, Ordering};
@@ -23,7 +25,31 @@ fn owners(n: u32, who: u32) -> Box<[AtomicU32]> {
     (0..n).map(|_| AtomicU32::new(who)).collect()
 }
 
-/// The request arena: where Go writes the events it submits.
+/// Where a request slot's envelope starts: after its delivery header.
+const ENVELOPE_AT: usize = std::mem::size_of::<tandem_delivery>();
+
+/// The per-delivery facts of one event: from its request slot's header, or, for an event
+/// with no slot (emitted and routed inside Rust, or a direct call), from its envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Delivery {
+    /// The delivery number, from 1 (0: unset, for an envelope that leaves it unset).
+    pub(crate) attempt: u32,
+    /// The delivery's deadline, Unix nanoseconds.
+    pub(crate) deadline: Option<i64>,
+}
+
+impl Delivery {
+    /// The facts an envelope carries, for an event that has no request slot.
+    pub(crate) fn of_envelope(env: &Envelope<'_>) -> Delivery {
+        Delivery {
+            attempt: env.attempt,
+            deadline: env.deadline,
+        }
+    }
+}
+
+/// The request arena: where Go writes the events it submits, each a `tandem_delivery` header
+/// and then the envelope.
 pub(crate) struct RequestSlots {
     region: Arc<Region>,
     arena: usize,
@@ -73,29 +99,60 @@ impl RequestSlots {
         self.counters.requests_held.fetch_sub(1, Relaxed);
     }
 
-    /// The first `len` bytes of slot `slot`.
+    fn slot_ptr(&self, slot: u32) -> *mut u8 {
+        // SAFETY: callers pass a slot that passed `take` (or, in tests, a valid index), so the
+        // offset lies inside the region.
+        unsafe {
+            self.region
+                .base()
+                .add(self.arena + slot as usize * self.stride)
+        }
+    }
+
+    /// The envelope in slot `slot`, `len` bytes.
     ///
     /// # Safety
     /// Rust must own the slot (taken, not given back) for as long as the slice is used, and
     /// `slot`, `len` must have passed [`RequestSlots::take`].
     pub(crate) unsafe fn bytes<'a>(&self, slot: u32, len: u32) -> &'a [u8] {
-        let off = self.arena + slot as usize * self.stride;
-        // SAFETY: `take` checked slot < req_slots and len <= req_slot_size, so the range lies
-        // in the region; Go wrote it before publishing the descriptor (release/acquire on seq)
-        // and does not touch it until the completion hands it back.
-        unsafe { std::slice::from_raw_parts(self.region.base().add(off), len as usize) }
+        // SAFETY: `take` checked slot < req_slots and len <= req_slot_size, and the stride
+        // holds the header and req_slot_size bytes, so the range lies in the region; Go wrote
+        // it before publishing the descriptor (release/acquire on seq) and does not touch it
+        // until the completion hands it back.
+        unsafe { std::slice::from_raw_parts(self.slot_ptr(slot).add(ENVELOPE_AT), len as usize) }
     }
 
-    /// Plays Go's part in tests: writes `bytes` at the start of slot `slot`.
+    /// The delivery header of slot `slot`.
+    ///
+    /// # Safety
+    /// As for [`RequestSlots::bytes`]: Rust owns the slot, which passed `take`.
+    pub(crate) unsafe fn delivery(&self, slot: u32) -> Delivery {
+        // SAFETY: the header is at the slot's start, which is cache-line aligned (the arena is
+        // page aligned, the stride a multiple of 64); Go wrote it before publishing.
+        let h = unsafe { self.slot_ptr(slot).cast::<tandem_delivery>().read() };
+        Delivery {
+            attempt: h.attempt,
+            deadline: (h.deadline_ns != 0).then_some(h.deadline_ns.min(i64::MAX as u64) as i64),
+        }
+    }
+
+    /// Plays Go's part in tests: writes the delivery header and the envelope `bytes` into
+    /// slot `slot`.
     #[cfg(test)]
-    pub(crate) fn write_as_go(&self, slot: u32, bytes: &[u8]) {
-        assert!(bytes.len() <= self.size as usize);
-        let off = self.arena + slot as usize * self.stride;
-        // SAFETY: the test plays Go, which owns the slot until it publishes it; the range lies
-        // in the region (checked above).
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.region.base().add(off), bytes.len())
+    pub(crate) fn write_as_go(&self, slot: u32, delivery: Delivery, bytes: &[u8]) {
+        assert!(bytes.len() <= self.size as usize && (slot as usize) < self.owner.len());
+        let header = tandem_delivery {
+            deadline_ns: delivery.deadline.map_or(0, |d| d.max(1) as u64),
+            attempt: delivery.attempt,
+            flags: 0,
         };
+        let p = self.slot_ptr(slot);
+        // SAFETY: the test plays Go, which owns the slot until it publishes it; the header and
+        // the envelope fit the stride (checked above), and the slot start is aligned.
+        unsafe {
+            p.cast::<tandem_delivery>().write(header);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(ENVELOPE_AT), bytes.len());
+        }
     }
 }
 

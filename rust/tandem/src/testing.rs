@@ -12,6 +12,7 @@ pub(crate) use crate::handler::{Context, Event, Handler, Registry};
 pub(crate) use crate::layout::*;
 pub(crate) use crate::outcome::{HandlerError, Outcome};
 pub(crate) use crate::runtime::Runtime;
+pub(crate) use crate::slots::Delivery;
 pub(crate) use crate::stats::Stats;
 pub(crate) use crate::sync::Ordering;
 
@@ -154,8 +155,35 @@ pub(crate) fn submit(rt: &Runtime, slot: u32, bytes: &[u8]) {
 
 /// As `submit`, naming the handler (1 + its index in event-type order; 0: by type).
 pub(crate) fn submit_to(rt: &Runtime, slot: u32, bytes: &[u8], route: u32) {
+    submit_delivery(rt, slot, bytes, route, first_delivery())
+}
+
+/// The header Go writes for a first delivery with no deadline.
+pub(crate) fn first_delivery() -> Delivery {
+    Delivery {
+        attempt: 1,
+        deadline: None,
+    }
+}
+
+/// A first delivery due `ms` milliseconds from now.
+pub(crate) fn due_in(ms: i64) -> Delivery {
+    Delivery {
+        attempt: 1,
+        deadline: Some(now_ns() as i64 + ms * 1_000_000),
+    }
+}
+
+/// As `submit_to`, with the delivery header Go writes beside the envelope.
+pub(crate) fn submit_delivery(
+    rt: &Runtime,
+    slot: u32,
+    bytes: &[u8],
+    route: u32,
+    delivery: Delivery,
+) {
     let s = &rt.shared;
-    s.completions.requests.write_as_go(slot, bytes);
+    s.completions.requests.write_as_go(slot, delivery, bytes);
     assert!(s.sq.push(|d| {
         d.kind.store(TANDEM_SQE_EVENT, Ordering::Relaxed);
         d.slot.store(slot, Ordering::Relaxed);
@@ -239,15 +267,4 @@ pub(crate) fn assert_no_buffer_held(rt: &Runtime) -> Stats {
 pub(crate) fn assert_whole(rt: &mut Runtime) -> Stats {
     rt.shutdown(Duration::from_secs(1));
     assert_no_buffer_held(rt)
-}
-
-pub(crate) fn with_deadline(ty: &str, in_ms: i64) -> Vec<u8> {
-    envelope::encode_to_vec(&Envelope {
-        id: "1",
-        source: "/test",
-        ty,
-        specversion: "1.0",
-        deadline: Some(now_ns() as i64 + in_ms * 1_000_000),
-        ..Envelope::default()
-    })
 }
