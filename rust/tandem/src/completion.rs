@@ -12,7 +12,7 @@ use crate::envelope::{self, Envelope, ErrorEnvelope};
 use crate::layout::*;
 use crate::outcome::{EmitError, HandlerError, Outcome};
 use crate::ring::Ring;
-use crate::slots::{LentReply, ReplySlots, ReplyWriter, RequestSlots};
+use crate::slots::{LentReply, ReplySlots, ReplyWriter, RequestSlot, RequestSlots};
 use crate::stats::Counters;
 use crate::sync::Ordering;
 use crate::wake::EventFd;
@@ -35,7 +35,7 @@ pub(crate) struct Completion {
     token: u64,
     kind: u32,
     /// The request slot this record hands back to Go.
-    request: Option<u32>,
+    request: Option<RequestSlot>,
     reply: Option<LentReply>,
     started_ns: u64,
     finished_ns: u64,
@@ -140,7 +140,7 @@ pub(crate) struct LocalRoutes {
 pub(crate) struct Completions {
     cq: Ring,
     wake_go: EventFd,
-    pub(crate) requests: RequestSlots,
+    pub(crate) requests: Arc<RequestSlots>,
     pub(crate) replies: ReplySlots,
     counters: Arc<Counters>,
     local: OnceLock<LocalRoutes>,
@@ -157,7 +157,7 @@ impl Completions {
         Completions {
             cq,
             wake_go,
-            requests,
+            requests: Arc::new(requests),
             replies,
             counters,
             local: OnceLock::new(),
@@ -190,11 +190,9 @@ impl Completions {
 
     /// Publishes one record: hands its request slot back to Go, pushes it, and wakes Go if its
     /// poller is parked. The only writer of the completion ring.
-    pub(crate) async fn publish(&self, c: Completion) {
-        if let Some(slot) = c.request {
-            self.requests.give_back(slot);
-        }
-        let slot = c.request.unwrap_or(TANDEM_NO_SLOT);
+    pub(crate) async fn publish(&self, mut c: Completion) {
+        let request = c.request.take().map(RequestSlot::give_back);
+        let slot = request.unwrap_or(TANDEM_NO_SLOT);
         let (reply_slot, reply_len) = c.reply.map_or((TANDEM_NO_SLOT, 0), |r| (r.slot, r.len));
         loop {
             let pushed = self.cq.push(|d| {
@@ -220,14 +218,15 @@ impl Completions {
             self.counters.go_wakeups.fetch_add(1, Relaxed);
             self.wake_go.signal();
         }
-        if c.request.is_some() {
+        if request.is_some() {
             self.counters.completed.fetch_add(1, Relaxed);
         }
     }
 
-    /// Completes the event in request slot `slot` (submitted with `token`): writes its reply
-    /// or error envelope into a reply slot and publishes the outcome, handing the slot back.
-    pub(crate) async fn finish(&self, token: u64, slot: u32, run: Finished) {
+    /// Completes the event in request slot `slot`: writes its reply or error envelope into a
+    /// reply slot and publishes the outcome, handing the slot back.
+    pub(crate) async fn finish(&self, slot: RequestSlot, run: Finished) {
+        let token = slot.token();
         let (mut kind, aux) = run.kind_and_aux();
         let reply = match &run.outcome {
             Outcome::Ack => None,

@@ -12,48 +12,29 @@ use crate::envelope;
 use crate::handler::{Context, Event, Route};
 use crate::outcome::{HandlerError, Outcome};
 use crate::shared::Shared;
-use crate::slots::Delivery;
+use crate::slots::{Delivery, RequestSlot};
 
-/// One event, decoded and routed, or the reason it cannot run.
-pub(crate) enum Job {
-    Run(Route, Event),
-    Refuse(HandlerError),
-}
-
-impl Job {
-    /// Refusals complete at once; handlers registered inline run on the poller first.
-    pub(crate) fn inline(&self) -> bool {
-        match self {
-            Job::Run(route, _) => route.inline,
-            Job::Refuse(_) => true,
-        }
-    }
-}
+/// One event, decoded and routed (the handler and the event borrowing its bytes), or the
+/// reason it cannot run.
+pub(crate) type Job<'a> = Result<(Route, Event<'a>), HandlerError>;
 
 /// Decodes and routes one envelope: to handler `route - 1` (in event-type order) when Go
 /// chose one, else by the envelope's type. `delivery` is the request slot's header; without
 /// one (no slot) the envelope's attempt and deadline stand in.
-pub(crate) fn prepare(
+pub(crate) fn prepare<'a>(
     shared: &Shared,
-    bytes: &'static [u8],
+    bytes: &'a [u8],
     delivery: Option<Delivery>,
     route: u32,
-) -> Job {
-    let env = match envelope::decode(bytes) {
-        Ok(env) => env,
-        Err(e) => {
-            return Job::Refuse(HandlerError::with_code(
-                "decode",
-                format!("malformed envelope: {e}"),
-            ));
-        }
-    };
+) -> Job<'a> {
+    let env = envelope::decode(bytes)
+        .map_err(|e| HandlerError::with_code("decode", format!("malformed envelope: {e}")))?;
     let found = match route {
         0 => shared.registry.route(env.ty),
         n => shared.registry.route_at(n as usize - 1),
     };
     let Some(route) = found else {
-        return Job::Refuse(HandlerError::with_code(
+        return Err(HandlerError::with_code(
             "no_route",
             format!(
                 "no Rust handler for event type {:?} (route {route})",
@@ -61,19 +42,56 @@ pub(crate) fn prepare(
             ),
         ));
     };
-    // SAFETY: the caller keeps `bytes` valid until the job is dropped; Event's accessors
-    // borrow from &self, so the 'static never escapes.
     let delivery = delivery.unwrap_or_else(|| Delivery::of_envelope(&env));
-    Job::Run(route.clone(), unsafe {
-        Event::from_envelope(env, delivery)
-    })
+    Ok((route.clone(), Event::new(env, delivery)))
+}
+
+/// Whether the event runs on the poller first: handlers registered inline do, and so do
+/// refusals, which complete at once. Decodes only when Go did not name the handler.
+fn runs_inline(shared: &Shared, slot: &RequestSlot, route: u32) -> bool {
+    match route {
+        0 => prepare(shared, slot.envelope(), None, 0).is_ok_and(|(r, _)| r.inline),
+        n => shared
+            .registry
+            .route_at(n as usize - 1)
+            .is_none_or(|r| r.inline),
+    }
+}
+
+/// Runs the event in `slot` (routed by `route`, as `prepare` reads it) and publishes its
+/// completion, which hands the slot back. The task owns the guard, and the event borrows from
+/// it inside the task, so the slot stays Rust's for as long as anything reads it.
+pub(crate) fn dispatch_slot(
+    shared: &Arc<Shared>,
+    slot: RequestSlot,
+    route: u32,
+    cx: &mut std::task::Context<'_>,
+) {
+    let inline = runs_inline(shared, &slot, route);
+    let sh = shared.clone();
+    let task = async move {
+        let job = prepare(&sh, slot.envelope(), Some(slot.delivery()), route);
+        let finished = run(&sh, job, slot.token()).await;
+        sh.completions.finish(slot, finished).await;
+    };
+    if inline {
+        // Run the handler on the poller until it first waits: a handler that finishes without
+        // waiting costs no task. One that waits moves, boxed, into a task of its own, whose
+        // first poll registers its own waker (the poller's may be woken once, spuriously).
+        let mut task = Box::pin(task);
+        if task.as_mut().poll(cx).is_pending() {
+            shared.tracker.spawn(task);
+        }
+    } else {
+        shared.tracker.spawn(task);
+    }
 }
 
 /// Runs a job's handler, containing panics and honouring cancellation.
-pub(crate) async fn run(shared: &Shared, job: Job, token: u64) -> Finished {
+pub(crate) async fn run(shared: &Shared, job: Job<'_>, token: u64) -> Finished {
     let (route, ev) = match job {
-        Job::Run(route, ev) => (route, ev),
-        Job::Refuse(err) => {
+        Ok(run) => run,
+        Err(err) => {
             return Finished {
                 outcome: Outcome::Term(err),
                 handler: Arc::from(""),
@@ -171,7 +189,6 @@ pub(crate) async fn run(shared: &Shared, job: Job, token: u64) -> Finished {
             timeout()
         }
     };
-    drop(ev);
     Finished {
         outcome,
         handler: route.name,
@@ -200,7 +217,7 @@ mod tests {
         peak: Arc<std::sync::atomic::AtomicUsize>,
     }
     impl Handler for Gauge {
-        async fn handle(&self, _ev: &Event, _cx: &Context) -> Outcome {
+        async fn handle(&self, _ev: &Event<'_>, _cx: &Context) -> Outcome {
             let now = self.active.fetch_add(1, Relaxed) + 1;
             self.peak.fetch_max(now, Relaxed);
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -302,7 +319,7 @@ mod tests {
 
     struct Facts;
     impl Handler for Facts {
-        async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+        async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
             Outcome::Reply(format!("{} {:?}", ev.attempt(), ev.deadline()).into_bytes())
         }
     }

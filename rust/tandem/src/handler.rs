@@ -25,7 +25,7 @@ use crate::slots::Delivery;
 /// use tandem::{Context, Event, Handler, Outcome};
 /// struct Echo;
 /// impl Handler for Echo {
-///     async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+///     async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
 ///         Outcome::Reply(ev.data().to_vec())
 ///     }
 /// }
@@ -33,7 +33,7 @@ use crate::slots::Delivery;
 pub trait Handler: Send + Sync + 'static {
     /// Handles one event. The event's bytes stay valid until the returned future finishes;
     /// the runtime releases them to Go with the completion.
-    fn handle(&self, ev: &Event, cx: &Context) -> impl Future<Output = Outcome> + Send;
+    fn handle(&self, ev: &Event<'_>, cx: &Context) -> impl Future<Output = Outcome> + Send;
 
     /// Wires dependencies once, before warm-up. An error fails `Start` naming this handler.
     fn init(&self) -> Result<(), HandlerError> {
@@ -53,14 +53,14 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Object-safe form of [`Handler`], used by the registry.
 pub(crate) trait DynHandler: Send + Sync + 'static {
-    fn call<'a>(&'a self, ev: &'a Event, cx: &'a Context) -> BoxFuture<'a, Outcome>;
+    fn call<'a>(&'a self, ev: &'a Event<'_>, cx: &'a Context) -> BoxFuture<'a, Outcome>;
     fn init(&self) -> Result<(), HandlerError>;
     fn warm_up(&self) -> BoxFuture<'_, Result<(), HandlerError>>;
     fn close(&self);
 }
 
 impl<H: Handler> DynHandler for H {
-    fn call<'a>(&'a self, ev: &'a Event, cx: &'a Context) -> BoxFuture<'a, Outcome> {
+    fn call<'a>(&'a self, ev: &'a Event<'_>, cx: &'a Context) -> BoxFuture<'a, Outcome> {
         Box::pin(self.handle(ev, cx))
     }
     fn init(&self) -> Result<(), HandlerError> {
@@ -173,28 +173,23 @@ impl Registry {
     }
 }
 
-/// One event, borrowed from its request slot in the shared arena. Handlers see it by reference;
-/// its bytes are released to Go when the handler's future has finished.
-pub struct Event {
-    // Borrows the request slot, which the runtime keeps owned by Rust until this value is
-    // dropped (see runtime::run_event); the 'static is never handed out.
-    env: Envelope<'static>,
+/// One event, borrowed from its request slot in the shared arena (or, for an event routed
+/// inside Rust, from its owned envelope). Handlers see it by reference; the slot is released to
+/// Go with the completion, which the runtime publishes only after the handler's future, and
+/// every borrow of this value, has ended: the lifetime `'a` is the slot's.
+pub struct Event<'a> {
+    env: Envelope<'a>,
     delivery: Delivery,
 }
 
-impl Event {
-    /// # Safety
-    /// The bytes `env` borrows must stay valid and unchanged for the life of the returned value.
-    pub(crate) unsafe fn from_envelope(env: Envelope<'_>, delivery: Delivery) -> Event {
-        // SAFETY: the caller keeps the bytes alive for the Event's life; the accessors only
-        // hand out borrows of &self.
-        let env = unsafe { std::mem::transmute::<Envelope<'_>, Envelope<'static>>(env) };
+impl<'a> Event<'a> {
+    pub(crate) fn new(env: Envelope<'a>, delivery: Delivery) -> Event<'a> {
         Event { env, delivery }
     }
 
     /// The whole decoded envelope, borrowing the event. Its `attempt` and `deadline` are the
     /// submitter's; [`Event::attempt`] and [`Event::deadline`] are this delivery's.
-    pub fn envelope(&self) -> &Envelope<'_> {
+    pub fn envelope(&self) -> &Envelope<'a> {
         &self.env
     }
     /// CloudEvents `id`.
@@ -233,7 +228,7 @@ impl Event {
     /// correlation id (or this event's id when it has none), names this event as its cause,
     /// continues its trace, and comes from the same source. Every field may be changed before
     /// emitting.
-    pub fn follow_up<'a>(&'a self, ty: &'a str, id: &'a str, data: &'a [u8]) -> Envelope<'a> {
+    pub fn follow_up<'b>(&'b self, ty: &'b str, id: &'b str, data: &'b [u8]) -> Envelope<'b> {
         Envelope {
             id,
             source: self.env.source,
@@ -253,7 +248,7 @@ impl Event {
     }
 }
 
-impl fmt::Debug for Event {
+impl fmt::Debug for Event<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Event")
             .field("id", &self.env.id)

@@ -24,11 +24,8 @@ impl LocalDispatch for Shared {
         self.counters.local_held.fetch_add(1, Relaxed);
         let sh = self.clone();
         self.tracker.spawn(async move {
-            // SAFETY: the boxed bytes live in this task until after the job that borrows them
-            // has finished (the job is consumed by `run` below); a Box's contents never move.
-            let view: &'static [u8] =
-                unsafe { std::mem::transmute::<&[u8], &'static [u8]>(&bytes) };
-            let finished = run(&sh, prepare(&sh, view, None, index), 0).await;
+            // The task owns the bytes; the event borrows them inside it.
+            let finished = run(&sh, prepare(&sh, &bytes, None, index), 0).await;
             match finished.outcome {
                 Outcome::Ack | Outcome::Reply(_) => {
                     sh.counters.local_acked.fetch_add(1, Relaxed);

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 
-use crate::dispatch::*;
-use crate::layout::*;
-use crate::shared::*;
+use crate::dispatch::dispatch_slot;
+use crate::layout::{TANDEM_SQE_EVENT, TANDEM_SQE_RELEASE};
+use crate::shared::Shared;
 use crate::sync::Ordering;
 
 /// The poller: drains the submission ring in batches, busy-polls an empty ring for
@@ -82,8 +82,13 @@ pub(crate) fn drain_submissions(
         n += 1;
         match kind {
             TANDEM_SQE_EVENT if cx.is_some() => {
-                if let Some(cx) = cx.as_deref_mut() {
-                    start_event(shared, token, slot, len, route, cx)
+                // A descriptor naming no valid slot is counted and dropped: there is nothing
+                // to complete.
+                if let (Some(cx), Some(slot)) = (
+                    cx.as_deref_mut(),
+                    shared.completions.requests.take(slot, len, token),
+                ) {
+                    dispatch_slot(shared, slot, route, cx)
                 }
             }
             TANDEM_SQE_RELEASE => shared.completions.replies.release(slot),
@@ -93,43 +98,6 @@ pub(crate) fn drain_submissions(
         }
     }
     n
-}
-
-pub(crate) fn start_event(
-    shared: &Arc<Shared>,
-    token: u64,
-    slot: u32,
-    len: u32,
-    route: u32,
-    cx: &mut std::task::Context<'_>,
-) {
-    let requests = &shared.completions.requests;
-    if !requests.take(slot, len) {
-        // Nothing valid to release; Go never sends this, so it is counted and dropped.
-        return;
-    }
-    // SAFETY: Rust owns request slot `slot` from `take` until `finish` hands it back, after
-    // the job (and every borrow of these bytes) has finished; `take` checked slot and len.
-    let (bytes, delivery): (&'static [u8], _) =
-        unsafe { (requests.bytes(slot, len), requests.delivery(slot)) };
-    let job = prepare(shared, bytes, Some(delivery), route);
-    let inline = job.inline();
-    let sh = shared.clone();
-    let task = async move {
-        let finished = run(&sh, job, token).await;
-        sh.completions.finish(token, slot, finished).await;
-    };
-    if inline {
-        // Run the handler on the poller until it first waits: a handler that finishes without
-        // waiting costs no task. One that waits moves, boxed, into a task of its own, whose
-        // first poll registers its own waker (the poller's may be woken once, spuriously).
-        let mut task = Box::pin(task);
-        if task.as_mut().poll(cx).is_pending() {
-            shared.tracker.spawn(task);
-        }
-    } else {
-        shared.tracker.spawn(task);
-    }
 }
 
 #[cfg(all(test, not(loom)))]

@@ -245,9 +245,7 @@ impl Runtime {
             return Err(Error::State("not running"));
         };
         let shared = self.shared.clone();
-        // SAFETY: `envelope_bytes` outlives the job, which is consumed inside block_on.
-        let bytes: &'static [u8] =
-            unsafe { std::mem::transmute::<&[u8], &'static [u8]>(envelope_bytes) };
+        let bytes = envelope_bytes;
         let outcome = rt.block_on(async {
             let Finished {
                 outcome, handler, ..
@@ -318,10 +316,7 @@ impl Runtime {
         };
         let shared = self.shared.clone();
         rt.spawn(async move {
-            let bytes = envelope_bytes.into_boxed_slice();
-            // SAFETY: the boxed bytes outlive the job, which `run` consumes before they drop.
-            let view: &'static [u8] =
-                unsafe { std::mem::transmute::<&[u8], &'static [u8]>(&bytes) };
+            let view = &envelope_bytes[..];
             let Finished {
                 outcome, handler, ..
             } = run(&shared, prepare(&shared, view, None, 0), 0).await;

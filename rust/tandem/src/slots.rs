@@ -76,63 +76,34 @@ impl RequestSlots {
         }
     }
 
-    /// Takes slot `slot` (holding `len` bytes) from Go. Returns false, counting a violation,
-    /// if the descriptor names no valid slot: there is then nothing to complete.
-    pub(crate) fn take(&self, slot: u32, len: u32) -> bool {
+    /// Takes slot `slot` (an envelope of `len` bytes, submitted with `token`) from Go: the
+    /// returned guard owns it until its completion is published. Returns None, counting a
+    /// violation, if the descriptor names no valid slot: there is then nothing to complete.
+    pub(crate) fn take(self: &Arc<Self>, slot: u32, len: u32, token: u64) -> Option<RequestSlot> {
         if slot as usize >= self.owner.len() || len > self.size {
             self.counters.violations.fetch_add(1, Relaxed);
-            return false;
+            return None;
         }
         if self.owner[slot as usize].swap(OWNER_RUST, Ordering::AcqRel) != OWNER_GO {
             self.counters.violations.fetch_add(1, Relaxed);
         }
         self.counters.received.fetch_add(1, Relaxed);
         self.counters.requests_held.fetch_add(1, Relaxed);
-        true
-    }
-
-    /// Hands slot `slot` back to Go; the caller publishes the completion naming it next.
-    pub(crate) fn give_back(&self, slot: u32) {
-        if self.owner[slot as usize].swap(OWNER_GO, Ordering::AcqRel) != OWNER_RUST {
-            self.counters.violations.fetch_add(1, Relaxed);
-        }
-        self.counters.requests_held.fetch_sub(1, Relaxed);
+        Some(RequestSlot {
+            slots: self.clone(),
+            index: slot,
+            len,
+            token,
+        })
     }
 
     fn slot_ptr(&self, slot: u32) -> *mut u8 {
-        // SAFETY: callers pass a slot that passed `take` (or, in tests, a valid index), so the
-        // offset lies inside the region.
+        assert!((slot as usize) < self.owner.len());
+        // SAFETY: slot < req_slots (asserted), so the offset lies inside the region.
         unsafe {
             self.region
                 .base()
                 .add(self.arena + slot as usize * self.stride)
-        }
-    }
-
-    /// The envelope in slot `slot`, `len` bytes.
-    ///
-    /// # Safety
-    /// Rust must own the slot (taken, not given back) for as long as the slice is used, and
-    /// `slot`, `len` must have passed [`RequestSlots::take`].
-    pub(crate) unsafe fn bytes<'a>(&self, slot: u32, len: u32) -> &'a [u8] {
-        // SAFETY: `take` checked slot < req_slots and len <= req_slot_size, and the stride
-        // holds the header and req_slot_size bytes, so the range lies in the region; Go wrote
-        // it before publishing the descriptor (release/acquire on seq) and does not touch it
-        // until the completion hands it back.
-        unsafe { std::slice::from_raw_parts(self.slot_ptr(slot).add(ENVELOPE_AT), len as usize) }
-    }
-
-    /// The delivery header of slot `slot`.
-    ///
-    /// # Safety
-    /// As for [`RequestSlots::bytes`]: Rust owns the slot, which passed `take`.
-    pub(crate) unsafe fn delivery(&self, slot: u32) -> Delivery {
-        // SAFETY: the header is at the slot's start, which is cache-line aligned (the arena is
-        // page aligned, the stride a multiple of 64); Go wrote it before publishing.
-        let h = unsafe { self.slot_ptr(slot).cast::<tandem_delivery>().read() };
-        Delivery {
-            attempt: h.attempt,
-            deadline: (h.deadline_ns != 0).then_some(h.deadline_ns.min(i64::MAX as u64) as i64),
         }
     }
 
@@ -152,6 +123,90 @@ impl RequestSlots {
         unsafe {
             p.cast::<tandem_delivery>().write(header);
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(ENVELOPE_AT), bytes.len());
+        }
+    }
+}
+
+/// One request slot Rust owns: from the moment the poller takes it off the submission ring
+/// until the completion naming it is published, which consumes the guard
+/// ([`RequestSlot::give_back`]). The handler's [`Event`](crate::Event) borrows the envelope
+/// from the guard, so the compiler keeps the slot owned while the event is read; a task that
+/// needs `'static` moves the guard in and builds the event inside.
+///
+/// Dropping a guard without giving it back is a bug: the slot would stay Rust's with no
+/// completion to tell Go. In debug builds it panics; in release builds it counts a violation
+/// and leaves the slot with Rust (it shows in `Stats::requests_held`, and Go settles the event
+/// as abandoned at shutdown). The runtime gives every slot back, cancelled or not; only a
+/// handler stuck past shutdown keeps its guard, and its task is never dropped early.
+pub(crate) struct RequestSlot {
+    slots: Arc<RequestSlots>,
+    index: u32,
+    len: u32,
+    token: u64,
+}
+
+impl RequestSlot {
+    /// The submitter's token, echoed in the completion.
+    pub(crate) fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// The envelope, borrowed from the slot for as long as the guard is borrowed.
+    pub(crate) fn envelope(&self) -> &[u8] {
+        let p = self.slots.slot_ptr(self.index);
+        // SAFETY: `take` checked len <= req_slot_size, and the stride holds the header and
+        // req_slot_size bytes, so the range lies in the region. Go wrote it before publishing
+        // the descriptor (release/acquire on its seq) and does not touch it until the
+        // completion hands the slot back, which consumes this guard: the borrow of `self`
+        // cannot outlive that.
+        unsafe { std::slice::from_raw_parts(p.add(ENVELOPE_AT), self.len as usize) }
+    }
+
+    /// The delivery header Go wrote for this delivery.
+    pub(crate) fn delivery(&self) -> Delivery {
+        let p = self.slots.slot_ptr(self.index);
+        // SAFETY: the header is at the slot's start, which is aligned for it (the arena is page
+        // aligned, the stride a multiple of 64); Go wrote it before publishing and leaves it
+        // alone while the guard lives.
+        let h = unsafe { p.cast::<tandem_delivery>().read() };
+        Delivery {
+            attempt: h.attempt,
+            deadline: (h.deadline_ns != 0).then_some(h.deadline_ns.min(i64::MAX as u64) as i64),
+        }
+    }
+
+    /// Hands the slot back to Go and returns its index, for the completion that names it,
+    /// which the caller publishes next.
+    pub(crate) fn give_back(self) -> u32 {
+        let slots = &self.slots;
+        if slots.owner[self.index as usize].swap(OWNER_GO, Ordering::AcqRel) != OWNER_RUST {
+            slots.counters.violations.fetch_add(1, Relaxed);
+        }
+        slots.counters.requests_held.fetch_sub(1, Relaxed);
+        let index = self.index;
+        // The guard's work is done; its Drop (the not-completed check) must not run.
+        drop(disarm(self));
+        index
+    }
+}
+
+/// Forgets a given-back guard, releasing its `Arc` without running its `Drop`.
+fn disarm(slot: RequestSlot) -> Arc<RequestSlots> {
+    let slot = std::mem::ManuallyDrop::new(slot);
+    // SAFETY: `slot` is never used or dropped again (ManuallyDrop), so its `Arc` is moved out
+    // exactly once.
+    unsafe { std::ptr::read(&slot.slots) }
+}
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        self.slots.counters.violations.fetch_add(1, Relaxed);
+        if !std::thread::panicking() {
+            debug_assert!(
+                false,
+                "request slot {} dropped without a completion (token {:#x})",
+                self.index, self.token
+            );
         }
     }
 }
@@ -285,4 +340,61 @@ impl Drop for ReplyWriter<'_> {
 pub(crate) struct LentReply {
     pub(crate) slot: u32,
     pub(crate) len: u32,
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn request_slots() -> (Arc<RequestSlots>, Arc<Counters>) {
+        let cfg = Config {
+            req_slots: 2,
+            req_slot_size: 256,
+            ..Config::default()
+        };
+        let layout = cfg.region_layout();
+        let region = Arc::new(Region::map(layout.size).expect("mapping"));
+        let counters = Arc::new(Counters::default());
+        let slots = RequestSlots::new(region, &layout, &cfg, counters.clone());
+        (Arc::new(slots), counters)
+    }
+
+    #[test]
+    fn a_guard_reads_its_slot_and_gives_it_back_once() {
+        let (slots, counters) = request_slots();
+        let delivery = Delivery {
+            attempt: 3,
+            deadline: Some(42),
+        };
+        slots.write_as_go(1, delivery, b"envelope");
+        let guard = slots.take(1, 8, 7).expect("a valid slot");
+        assert_eq!(
+            (guard.envelope(), guard.delivery(), guard.token()),
+            (&b"envelope"[..], delivery, 7)
+        );
+        assert_eq!(counters.requests_held.load(Relaxed), 1);
+        assert_eq!(guard.give_back(), 1);
+        let held = counters.requests_held.load(Relaxed);
+        assert_eq!((held, counters.violations.load(Relaxed)), (0, 0));
+        // Go takes it and submits it again: a fresh hand-over, no violation.
+        assert!(slots.take(1, 0, 8).expect("again").give_back() == 1);
+        assert_eq!(counters.violations.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_descriptor_naming_no_valid_slot_gives_no_guard() {
+        let (slots, counters) = request_slots();
+        assert!(slots.take(2, 0, 1).is_none(), "slot out of range");
+        assert!(slots.take(0, 257, 1).is_none(), "longer than a slot");
+        assert_eq!(counters.violations.load(Relaxed), 2);
+        assert_eq!(counters.requests_held.load(Relaxed), 0);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "dropped without a completion")]
+    fn dropping_a_guard_without_its_completion_is_caught_in_debug_builds() {
+        let (slots, _) = request_slots();
+        drop(slots.take(0, 0, 1));
+    }
 }

@@ -18,26 +18,26 @@ pub(crate) use crate::sync::Ordering;
 
 pub(crate) struct Echo;
 impl Handler for Echo {
-    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+    async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
         Outcome::Reply(ev.data().to_vec())
     }
 }
 pub(crate) struct Boom;
 impl Handler for Boom {
-    async fn handle(&self, _ev: &Event, _cx: &Context) -> Outcome {
+    async fn handle(&self, _ev: &Event<'_>, _cx: &Context) -> Outcome {
         panic!("boom")
     }
 }
 pub(crate) struct Forever;
 impl Handler for Forever {
-    async fn handle(&self, _ev: &Event, _cx: &Context) -> Outcome {
+    async fn handle(&self, _ev: &Event<'_>, _cx: &Context) -> Outcome {
         std::future::pending::<()>().await;
         Outcome::Ack
     }
 }
 pub(crate) struct ColdStart;
 impl Handler for ColdStart {
-    async fn handle(&self, _ev: &Event, _cx: &Context) -> Outcome {
+    async fn handle(&self, _ev: &Event<'_>, _cx: &Context) -> Outcome {
         Outcome::Ack
     }
     async fn warm_up(&self) -> Result<(), HandlerError> {
@@ -47,7 +47,7 @@ impl Handler for ColdStart {
 
 pub(crate) struct Nap;
 impl Handler for Nap {
-    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+    async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
         tokio::time::sleep(Duration::from_millis(5)).await;
         Outcome::Reply(ev.data().to_vec())
     }
@@ -55,7 +55,7 @@ impl Handler for Nap {
 
 pub(crate) struct Fork;
 impl Handler for Fork {
-    async fn handle(&self, ev: &Event, cx: &Context) -> Outcome {
+    async fn handle(&self, ev: &Event<'_>, cx: &Context) -> Outcome {
         for i in 0..3 {
             let id = format!("{}/{i}", ev.id());
             if let Err(e) = cx.emit(&ev.follow_up("child", &id, ev.data())).await {
@@ -68,7 +68,7 @@ impl Handler for Fork {
 
 pub(crate) struct Patient;
 impl Handler for Patient {
-    async fn handle(&self, _ev: &Event, cx: &Context) -> Outcome {
+    async fn handle(&self, _ev: &Event<'_>, cx: &Context) -> Outcome {
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(20)).await;
             cx.in_progress(Duration::from_millis(60)).await;
@@ -78,7 +78,7 @@ impl Handler for Patient {
 }
 pub(crate) struct Watcher(pub(crate) Arc<std::sync::atomic::AtomicBool>);
 impl Handler for Watcher {
-    async fn handle(&self, _ev: &Event, cx: &Context) -> Outcome {
+    async fn handle(&self, _ev: &Event<'_>, cx: &Context) -> Outcome {
         let (token, fired) = (cx.cancellation().clone(), self.0.clone());
         tokio::spawn(async move {
             token.cancelled().await;
@@ -91,7 +91,7 @@ impl Handler for Watcher {
 
 pub(crate) struct Spray;
 impl Handler for Spray {
-    async fn handle(&self, ev: &Event, cx: &Context) -> Outcome {
+    async fn handle(&self, ev: &Event<'_>, cx: &Context) -> Outcome {
         for ty in ["echo", "boom"] {
             let id = format!("{}/{ty}", ev.id());
             if let Err(e) = cx.emit(&ev.follow_up(ty, &id, b"local")).await {
