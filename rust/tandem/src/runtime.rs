@@ -22,6 +22,7 @@ use crate::config::{Config, Error, RegionInfo};
 use crate::dispatch::{prepare, run};
 use crate::handler::Registry;
 use crate::layout::*;
+use crate::logs::LogQueue;
 use crate::outcome::Outcome;
 use crate::poller::{drain_submissions, poll_submissions};
 use crate::shared::Shared;
@@ -42,6 +43,8 @@ pub struct Runtime {
     poller: Option<tokio::task::JoinHandle<()>>,
     logs: Option<tokio::task::JoinHandle<()>>,
     log_stop: CancellationToken,
+    /// This runtime's log records, waiting for the forwarder.
+    log_queue: Arc<LogQueue>,
     state: RunState,
 }
 
@@ -65,6 +68,7 @@ impl Runtime {
             poller: None,
             logs: None,
             log_stop: CancellationToken::new(),
+            log_queue: Arc::default(),
             state: RunState::Created,
         })
     }
@@ -127,13 +131,18 @@ impl Runtime {
             return Err(Error::State("start called twice"));
         }
         // No signal handlers: tokio installs them only for tokio::signal, which tandem never
-        // uses, because Go owns the process's signals.
+        // uses, because Go owns the process's signals. Every worker thread works for this
+        // runtime, so the records logged on it reach this runtime's log queue.
+        let queue = self.log_queue.clone();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.shared.cfg.workers)
             .thread_name("tandem-worker")
+            .on_thread_start(move || crate::logs::work_for(Some(queue.clone())))
+            .on_thread_stop(|| crate::logs::work_for(None))
             .enable_io()
             .enable_time()
             .build()?;
+        let _logs = crate::logs::enter(&self.log_queue);
         for (_, route) in self.shared.registry.routes() {
             route.handler.init().map_err(|error| Error::Init {
                 handler: route.name.to_string(),
@@ -159,6 +168,7 @@ impl Runtime {
         };
         self.poller = Some(rt.spawn(poll_submissions(self.shared.clone(), afd)));
         self.logs = Some(rt.spawn(crate::logs::forward(
+            self.log_queue.clone(),
             self.shared.completions.clone(),
             self.log_stop.clone(),
         )));
@@ -177,6 +187,7 @@ impl Runtime {
             return;
         }
         let Some(rt) = self.tokio.take() else { return };
+        let _logs = crate::logs::enter(&self.log_queue);
         let shared = self.shared.clone();
         let poller = self.poller.take();
         let log_task = self.logs.take();
@@ -246,6 +257,7 @@ impl Runtime {
         };
         let shared = self.shared.clone();
         let bytes = envelope_bytes;
+        let _logs = crate::logs::enter(&self.log_queue);
         let outcome = rt.block_on(async {
             let Finished {
                 outcome, handler, ..

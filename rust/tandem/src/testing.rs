@@ -217,44 +217,88 @@ pub(crate) struct Done {
     pub(crate) flags: u32,
 }
 
-pub(crate) fn next_completion(rt: &Runtime) -> Done {
+/// The next completion record, if one is waiting.
+fn try_completion(rt: &Runtime) -> Option<Done> {
     let s = &rt.shared;
+    let (kind, slot, token, reply_slot, len, elen, flags) = s.completions.ring().pop(|d| {
+        (
+            d.kind.load(Ordering::Relaxed),
+            d.slot.load(Ordering::Relaxed),
+            d.token.load(Ordering::Relaxed),
+            d.reply_slot.load(Ordering::Relaxed),
+            d.reply_len.load(Ordering::Relaxed),
+            d.len.load(Ordering::Relaxed),
+            d.flags.load(Ordering::Relaxed),
+        )
+    })?;
+    let reply = if reply_slot == TANDEM_NO_SLOT {
+        Vec::new()
+    } else {
+        s.completions.replies.read_as_go(reply_slot, len)
+    };
+    Some(Done {
+        kind,
+        slot,
+        token,
+        reply_slot,
+        reply,
+        len: elen,
+        flags,
+    })
+}
+
+/// The next completion that is not a log batch (Go's poller hands those to its logger; a
+/// test running beside one that enables logs may see them). Log batches are released.
+pub(crate) fn next_completion(rt: &Runtime) -> Done {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let got = s.completions.ring().pop(|d| {
-            (
-                d.kind.load(Ordering::Relaxed),
-                d.slot.load(Ordering::Relaxed),
-                d.token.load(Ordering::Relaxed),
-                d.reply_slot.load(Ordering::Relaxed),
-                d.reply_len.load(Ordering::Relaxed),
-                d.len.load(Ordering::Relaxed),
-                d.flags.load(Ordering::Relaxed),
-            )
-        });
-        if let Some((kind, slot, token, reply_slot, len, elen, flags)) = got {
-            let reply = if reply_slot == TANDEM_NO_SLOT {
-                Vec::new()
-            } else {
-                s.completions.replies.read_as_go(reply_slot, len)
-            };
-            return Done {
-                kind,
-                slot,
-                token,
-                reply_slot,
-                reply,
-                len: elen,
-                flags,
-            };
+        match try_completion(rt) {
+            Some(done) if done.kind == TANDEM_CQE_LOG => release(rt, done.reply_slot),
+            Some(done) => return done,
+            None => {
+                assert!(Instant::now() < deadline, "no completion within 10 s");
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// The next completion of any kind, log batches included.
+pub(crate) fn next_any(rt: &Runtime) -> Done {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(done) = try_completion(rt) {
+            return done;
         }
         assert!(Instant::now() < deadline, "no completion within 10 s");
         std::thread::yield_now();
     }
 }
 
+/// Decodes a log batch as Go does: the dropped count, then one map per record.
+pub(crate) fn log_messages(batch: &[u8]) -> Vec<String> {
+    let mut d = minicbor::Decoder::new(batch);
+    d.u64().expect("dropped count");
+    let mut out = Vec::new();
+    while d.position() < batch.len() {
+        let n = d.map().expect("record").expect("definite map");
+        for _ in 0..n {
+            match d.u8().expect("key") {
+                2 => out.push(d.str().expect("message").to_owned()),
+                _ => d.skip().expect("value"),
+            }
+        }
+    }
+    out
+}
+
 /// Asserts every slot came back to its owner, with no protocol violation.
 pub(crate) fn assert_no_buffer_held(rt: &Runtime) -> Stats {
+    // Log batches published at shutdown go back as Go's poller would release them.
+    while let Some(done) = try_completion(rt) {
+        assert_eq!(done.kind, TANDEM_CQE_LOG, "a completion nobody consumed");
+        release(rt, done.reply_slot);
+    }
     let st = rt.stats();
     assert_eq!(
         (st.requests_held, st.replies_lent, st.violations),
