@@ -355,7 +355,7 @@ mod tests {
     use crate::testing::*;
 
     #[test]
-    pub(crate) fn emitted_events_reach_go_before_their_parents_completion() {
+    fn emitted_events_reach_go_before_their_parents_completion() {
         let mut rt = runtime();
         submit(&rt, 0, &envelope("fork", b"payload"));
         let mut ids = Vec::new();
@@ -383,7 +383,7 @@ mod tests {
     }
 
     #[test]
-    pub(crate) fn in_progress_pushes_the_deadline_back_and_tells_go() {
+    fn in_progress_pushes_the_deadline_back_and_tells_go() {
         let mut rt = runtime();
         // 3 × 20 ms of work against a 30 ms deadline, extended by 60 ms after each step.
         submit_delivery(&rt, 0, &envelope("patient", b""), 0, due_in(30));

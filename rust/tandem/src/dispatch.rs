@@ -227,7 +227,7 @@ mod tests {
     }
 
     #[test]
-    pub(crate) fn inline_handlers_complete_on_the_poller_or_move_to_a_task() {
+    fn inline_handlers_complete_on_the_poller_or_move_to_a_task() {
         let mut rt = runtime();
         submit(&rt, 0, &envelope("echo.inline", b"quick"));
         let done = next_completion(&rt);
@@ -270,7 +270,7 @@ mod tests {
     }
 
     #[test]
-    pub(crate) fn go_may_name_the_handler_whatever_the_event_type() {
+    fn go_may_name_the_handler_whatever_the_event_type() {
         let mut rt = runtime();
         let types = rt
             .event_types()
@@ -365,7 +365,7 @@ mod tests {
     }
 
     #[test]
-    pub(crate) fn a_route_limit_bounds_its_concurrent_events() {
+    fn a_route_limit_bounds_its_concurrent_events() {
         let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut reg = Registry::new();
         reg.register(
@@ -390,13 +390,14 @@ mod tests {
     }
 
     #[test]
-    pub(crate) fn the_deadline_fires_the_events_cancellation_token() {
+    fn the_deadline_fires_the_events_cancellation_token() {
         let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut reg = Registry::new();
         reg.register("watch", "watch", Watcher(fired.clone()));
         let mut rt = Runtime::new(small(), reg).unwrap();
         rt.start().unwrap();
-        submit_delivery(&rt, 0, &envelope("watch", b""), 0, due_in(20));
+        // Long enough that the handler starts (and spawns its watcher) before the deadline.
+        submit_delivery(&rt, 0, &envelope("watch", b""), 0, due_in(250));
         let done = next_completion(&rt);
         assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "timeout");
         release(&rt, done.reply_slot);
@@ -409,7 +410,7 @@ mod tests {
     }
 
     #[test]
-    pub(crate) fn panic_becomes_terminal_error_envelope() {
+    fn panic_becomes_terminal_error_envelope() {
         let mut rt = runtime();
         submit(&rt, 0, &envelope("boom", b""));
         let done = next_completion(&rt);
@@ -430,7 +431,7 @@ mod tests {
     }
 
     #[test]
-    pub(crate) fn malformed_and_unrouted_events_are_terminal() {
+    fn malformed_and_unrouted_events_are_terminal() {
         let mut rt = runtime();
         submit(&rt, 0, &[0xa1, 0x00]);
         let done = next_completion(&rt);

@@ -21,7 +21,7 @@ impl LocalDispatch for Shared {
         first.attempt = first.attempt.max(1); // attempt counts deliveries, from 1
         let bytes: Box<[u8]> = envelope::encode_to_vec(&first).into_boxed_slice();
         self.counters.local_dispatched.fetch_add(1, Relaxed);
-        self.counters.local_held.fetch_add(1, Relaxed);
+        self.counters.hold(&self.counters.local_held);
         let sh = self.clone();
         self.tracker.spawn(async move {
             // The task owns the bytes; the event borrows them inside it.
@@ -34,7 +34,7 @@ impl LocalDispatch for Shared {
                     sh.completions.forward_failure(&bytes, &finished).await;
                 }
             }
-            sh.counters.local_held.fetch_sub(1, Relaxed);
+            sh.counters.unhold(&sh.counters.local_held);
         });
     }
 }

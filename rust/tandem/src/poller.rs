@@ -106,7 +106,7 @@ mod tests {
     use crate::testing::*;
 
     #[test]
-    pub(crate) fn double_release_and_bad_slots_are_counted_not_acted_on() {
+    fn double_release_and_bad_slots_are_counted_not_acted_on() {
         let mut rt = runtime();
         submit(&rt, 2, &envelope("echo", b"x"));
         let done = next_completion(&rt);

@@ -11,8 +11,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
@@ -197,23 +196,16 @@ impl Runtime {
             // until its completion is published, even while it is being handed to a task. The
             // poller keeps running meanwhile, so reply slots Go releases come back and no
             // completion waits for one in vain.
-            let held = || {
-                shared.counters.requests_held.load(Relaxed)
-                    + shared.counters.local_held.load(Relaxed)
-            };
-            let deadline = Instant::now() + grace;
-            while held() > 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_micros(200)).await;
-            }
-            if held() > 0 {
+            let counters = &shared.counters;
+            if tokio::time::timeout(grace, counters.until_idle())
+                .await
+                .is_err()
+            {
                 // Cancelled handlers stop at their next await. One stuck in synchronous code
                 // never does; after a bound the runtime stops without it, and Go settles its
                 // event as retryable ("abandoned").
                 shared.cancel.cancel();
-                let bound = Instant::now() + ABANDON_AFTER;
-                while held() > 0 && Instant::now() < bound {
-                    tokio::time::sleep(Duration::from_micros(200)).await;
-                }
+                let _ = tokio::time::timeout(ABANDON_AFTER, counters.until_idle()).await;
             }
             shared.stopping.store(true, Ordering::SeqCst);
             shared.wake_rust.signal();
@@ -373,6 +365,28 @@ mod tests {
         }
         let st = assert_whole(&mut rt);
         assert_eq!((st.received, st.completed, st.releases), (20, 20, 20));
+    }
+
+    #[test]
+    fn shutdown_returns_when_the_last_event_completes_not_at_the_grace() {
+        let mut rt = runtime();
+        submit(&rt, 0, &envelope("nap.inline", b"slow"));
+        while rt.stats().received < 1 {
+            std::thread::yield_now();
+        }
+        let began = Instant::now();
+        rt.shutdown(Duration::from_secs(60));
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "shutdown waited out its grace"
+        );
+        let done = next_completion(&rt);
+        assert_eq!(
+            (done.kind, done.reply.as_slice()),
+            (TANDEM_OUTCOME_ACK, &b"slow"[..])
+        );
+        release(&rt, done.reply_slot);
+        assert_no_buffer_held(&rt);
     }
 
     #[test]

@@ -88,7 +88,7 @@ impl RequestSlots {
             self.counters.violations.fetch_add(1, Relaxed);
         }
         self.counters.received.fetch_add(1, Relaxed);
-        self.counters.requests_held.fetch_add(1, Relaxed);
+        self.counters.hold(&self.counters.requests_held);
         Some(RequestSlot {
             slots: self.clone(),
             index: slot,
@@ -182,7 +182,7 @@ impl RequestSlot {
         if slots.owner[self.index as usize].swap(OWNER_GO, Ordering::AcqRel) != OWNER_RUST {
             slots.counters.violations.fetch_add(1, Relaxed);
         }
-        slots.counters.requests_held.fetch_sub(1, Relaxed);
+        slots.counters.unhold(&slots.counters.requests_held);
         let index = self.index;
         // The guard's work is done; its Drop (the not-completed check) must not run.
         drop(disarm(self));

@@ -1,7 +1,10 @@
 //! The runtime's counters: relaxed atomics bumped where things happen, and the [`Stats`]
 //! snapshot read from them.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+
+use tokio::sync::Notify;
 
 /// Counters read by `stats`; relaxed, since they are reports, not synchronisation.
 #[derive(Default)]
@@ -20,6 +23,8 @@ pub(crate) struct Counters {
     pub(crate) local_acked: AtomicU64,
     pub(crate) local_forwarded: AtomicU64,
     pub(crate) local_held: AtomicU64,
+    /// Woken when the last held event (request slot or local event) is let go.
+    idle: Notify,
 }
 
 /// A snapshot of a runtime's counters.
@@ -59,6 +64,39 @@ pub struct Stats {
 }
 
 impl Counters {
+    /// Events held now: request slots Rust owns and events running inside Rust.
+    pub(crate) fn held(&self) -> u64 {
+        self.requests_held.load(SeqCst) + self.local_held.load(SeqCst)
+    }
+
+    /// Starts holding one event in `which` (`requests_held` or `local_held`).
+    pub(crate) fn hold(&self, which: &AtomicU64) {
+        which.fetch_add(1, SeqCst);
+    }
+
+    /// Stops holding one event in `which`, waking [`Counters::until_idle`] when none is left.
+    pub(crate) fn unhold(&self, which: &AtomicU64) {
+        // SeqCst: of two counters let go at once, the later decrement sees both at zero.
+        which.fetch_sub(1, SeqCst);
+        if self.held() == 0 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Returns once no event is held.
+    pub(crate) async fn until_idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            // Registered before the check, so a let-go between the two is not missed.
+            idle.as_mut().enable();
+            if self.held() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
     /// A snapshot; the ring depths come from the caller, who owns the rings.
     pub(crate) fn snapshot(&self, sq_depth: u64, cq_depth: u64) -> Stats {
         Stats {
