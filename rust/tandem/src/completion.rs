@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::code;
 use crate::envelope::{self, Envelope, ErrorEnvelope};
 use crate::layout::*;
 use crate::outcome::{EmitError, HandlerError, Outcome};
@@ -240,7 +241,7 @@ impl Completions {
                 } else {
                     kind = TANDEM_OUTCOME_TERM;
                     let e = HandlerError::with_code(
-                        "reply_too_large",
+                        code::REPLY_TOO_LARGE,
                         format!(
                             "reply of {} bytes exceeds the {}-byte reply slot",
                             v.len(),

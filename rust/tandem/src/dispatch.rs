@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 
+use crate::code;
 use crate::completion::{Finished, now_ns};
 use crate::envelope;
 use crate::handler::{Context, Event, Route};
@@ -28,14 +29,14 @@ pub(crate) fn prepare<'a>(
     route: u32,
 ) -> Job<'a> {
     let env = envelope::decode(bytes)
-        .map_err(|e| HandlerError::with_code("decode", format!("malformed envelope: {e}")))?;
+        .map_err(|e| HandlerError::with_code(code::DECODE, format!("malformed envelope: {e}")))?;
     let found = match route {
         0 => shared.registry.route(env.ty),
         n => shared.registry.route_at(n as usize - 1),
     };
     let Some(route) = found else {
         return Err(HandlerError::with_code(
-            "no_route",
+            code::NO_ROUTE,
             format!(
                 "no Rust handler for event type {:?} (route {route})",
                 env.ty
@@ -104,7 +105,7 @@ pub(crate) async fn run(shared: &Shared, job: Job<'_>, token: u64) -> Finished {
     // the whole delivery, waiting for a concurrency permit included.
     let timeout = || Outcome::Retry {
         after: Duration::ZERO,
-        error: HandlerError::with_code("timeout", "the event's deadline passed"),
+        error: HandlerError::with_code(code::TIMEOUT, "the event's deadline passed"),
     };
     let deadline = ev.deadline();
     if deadline.is_some_and(|d| d <= now_ns() as i64) {
@@ -177,12 +178,12 @@ pub(crate) async fn run(shared: &Shared, job: Job<'_>, token: u64) -> Finished {
                 shared.counters.panics.fetch_add(1, Relaxed);
                 let message = panic_message(&*panic);
                 tracing::error!(handler = &*route.name, event_id = ev.id(), "{message}");
-                Outcome::Term(HandlerError::with_code("panic", message))
+                Outcome::Term(HandlerError::with_code(code::PANIC, message))
             }
         },
         _ = shared.cancel.cancelled() => Outcome::Retry {
             after: Duration::ZERO,
-            error: HandlerError::with_code("cancelled", "the runtime shut down before the handler finished"),
+            error: HandlerError::with_code(code::CANCELLED, "the runtime shut down before the handler finished"),
         },
         _ = expired => {
             cancel.cancel();
@@ -251,7 +252,10 @@ mod tests {
         // A panic inline is contained like one in a task.
         submit(&rt, 3, &envelope("boom.inline", b""));
         let done = next_completion(&rt);
-        assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "panic");
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            code::PANIC
+        );
         release(&rt, done.reply_slot);
         // An inline handler that never finishes is cancelled at shutdown, never lost.
         submit(&rt, 0, &envelope("forever.inline", b""));
@@ -263,7 +267,7 @@ mod tests {
         assert_eq!(done.kind, TANDEM_OUTCOME_RETRY);
         assert_eq!(
             envelope::decode_error(&done.reply).unwrap().code,
-            "cancelled"
+            code::CANCELLED
         );
         release(&rt, done.reply_slot);
         assert_no_buffer_held(&rt);
@@ -291,7 +295,7 @@ mod tests {
         let done = next_completion(&rt);
         assert_eq!(
             envelope::decode_error(&done.reply).unwrap().code,
-            "no_route"
+            code::NO_ROUTE
         );
         release(&rt, done.reply_slot);
         assert_whole(&mut rt);
@@ -303,7 +307,10 @@ mod tests {
         submit_delivery(&rt, 0, &envelope("forever", b""), 0, due_in(20));
         let done = next_completion(&rt);
         assert_eq!(done.kind, TANDEM_OUTCOME_RETRY);
-        assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "timeout");
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            code::TIMEOUT
+        );
         release(&rt, done.reply_slot);
         // A deadline already past: refused at once, the handler never runs.
         let past = Delivery {
@@ -312,7 +319,10 @@ mod tests {
         };
         submit_delivery(&rt, 1, &envelope("echo", b""), 0, past);
         let done = next_completion(&rt);
-        assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "timeout");
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            code::TIMEOUT
+        );
         release(&rt, done.reply_slot);
         assert_whole(&mut rt);
     }
@@ -399,7 +409,10 @@ mod tests {
         // Long enough that the handler starts (and spawns its watcher) before the deadline.
         submit_delivery(&rt, 0, &envelope("watch", b""), 0, due_in(250));
         let done = next_completion(&rt);
-        assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "timeout");
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            code::TIMEOUT
+        );
         release(&rt, done.reply_slot);
         let until = Instant::now() + Duration::from_secs(10);
         while !fired.load(Relaxed) {
@@ -418,7 +431,7 @@ mod tests {
         let err = envelope::decode_error(&done.reply).expect("error envelope");
         assert_eq!(
             (err.code, err.runtime, err.handler),
-            ("panic", "rust", "boom")
+            (code::PANIC, "rust", "boom")
         );
         assert!(err.message.contains("boom"), "{}", err.message);
         release(&rt, done.reply_slot);
@@ -436,7 +449,10 @@ mod tests {
         submit(&rt, 0, &[0xa1, 0x00]);
         let done = next_completion(&rt);
         assert_eq!(done.kind, TANDEM_OUTCOME_TERM);
-        assert_eq!(envelope::decode_error(&done.reply).unwrap().code, "decode");
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            code::DECODE
+        );
         release(&rt, done.reply_slot);
 
         submit(&rt, 1, &envelope("nobody.home", b""));
@@ -444,7 +460,7 @@ mod tests {
         assert_eq!(done.kind, TANDEM_OUTCOME_TERM);
         assert_eq!(
             envelope::decode_error(&done.reply).unwrap().code,
-            "no_route"
+            code::NO_ROUTE
         );
         release(&rt, done.reply_slot);
         assert_whole(&mut rt);

@@ -13,6 +13,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![allow(non_camel_case_types)]
 
+pub mod code;
 mod completion;
 mod config;
 mod dispatch;

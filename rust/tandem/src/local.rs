@@ -42,6 +42,7 @@ impl LocalDispatch for Shared {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::code;
     use crate::testing::*;
 
     #[test]
@@ -74,7 +75,7 @@ mod tests {
             ("boom", "1/boom", 1, Some("1"))
         );
         let err = envelope::decode_error(error).expect("forwarded error");
-        assert_eq!((err.code, done.flags), ("panic", TANDEM_OUTCOME_TERM));
+        assert_eq!((err.code, done.flags), (code::PANIC, TANDEM_OUTCOME_TERM));
         release(&rt, done.reply_slot);
         let st = assert_whole(&mut rt);
         assert_eq!(

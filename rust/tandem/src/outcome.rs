@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
+use crate::code;
 use crate::envelope::RetryPolicy;
 
 /// Why [`Context::emit`] failed.
@@ -64,7 +65,7 @@ pub struct HandlerError {
 impl HandlerError {
     /// An error with code "handler".
     pub fn new(message: impl Into<String>) -> HandlerError {
-        HandlerError::with_code("handler", message)
+        HandlerError::with_code(code::HANDLER, message)
     }
     /// An error with the given code.
     pub fn with_code(

@@ -347,6 +347,7 @@ impl Drop for Runtime {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::code;
     use crate::testing::*;
 
     #[test]
@@ -403,7 +404,7 @@ mod tests {
             assert_eq!(done.kind, TANDEM_OUTCOME_RETRY);
             assert_eq!(
                 envelope::decode_error(&done.reply).unwrap().code,
-                "cancelled"
+                code::CANCELLED
             );
             release(&rt, done.reply_slot);
         }
