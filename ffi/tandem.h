@@ -8,6 +8,8 @@
  *   caller reads and writes the region under the ring protocol (docs/ring.md) and never frees it.
  * - A request slot is owned by Go until Go publishes a TANDEM_SQE_EVENT naming it, then by Rust
  *   until the completion naming it (tandem_desc.slot) is consumed by Go: that record is its release.
+ *   It holds a tandem_delivery header (this delivery's attempt and deadline), then the envelope,
+ *   which Go never rewrites between deliveries: a redelivery writes a new header only.
  * - A reply slot is owned by Rust until a completion names it in reply_slot, then by Go until
  *   Go publishes a TANDEM_SQE_RELEASE naming it.
  * - Buffers passed to exports (config, out-parameters, byte buffers) stay the caller's and are
@@ -26,7 +28,7 @@
 /*
  The ABI version of this build. A loader refuses a library whose version differs.
  */
-#define TANDEM_ABI_VERSION 1
+#define TANDEM_ABI_VERSION 2
 
 /*
  Size of one cache line on the targets tandem supports; indices sit on lines of their own.
@@ -39,7 +41,8 @@
 #define TANDEM_NO_SLOT UINT32_MAX
 
 /*
- Submission descriptor kind: an event envelope in request slot `slot`, `len` bytes.
+ Submission descriptor kind: an event in request slot `slot`: a `tandem_delivery` header,
+ then the envelope, `len` bytes.
  */
 #define TANDEM_SQE_EVENT 1
 
@@ -120,7 +123,8 @@ typedef struct {
    */
   uint32_t cq_capacity;
   /*
-   Bytes per request slot.
+   Bytes of the largest envelope a request slot holds (its `tandem_delivery` header not
+   counted).
    */
   uint32_t req_slot_size;
   /*
@@ -174,7 +178,8 @@ typedef struct {
    */
   uint64_t cq_cells;
   /*
-   Offset of request slot 0; slot i is at `req_arena + i * req_stride`.
+   Offset of request slot 0; slot i is at `req_arena + i * req_stride`: its
+   `tandem_delivery` header, then the envelope at `sizeof(tandem_delivery)`.
    */
   uint64_t req_arena;
   /*
@@ -182,7 +187,7 @@ typedef struct {
    */
   uint64_t rep_arena;
   /*
-   Distance between request slots (>= req_slot_size).
+   Distance between request slots (>= sizeof(tandem_delivery) + req_slot_size).
    */
   uint64_t req_stride;
   /*
@@ -198,7 +203,7 @@ typedef struct {
    */
   uint32_t cq_capacity;
   /*
-   Usable bytes per request slot.
+   Bytes of the largest envelope a request slot holds, after its header.
    */
   uint32_t req_slot_size;
   /*
@@ -350,7 +355,8 @@ typedef struct {
    */
   uint32_t slot;
   /*
-   Submission event: envelope length in bytes.
+   Submission event: envelope length in bytes (the `tandem_delivery` header before it not
+   counted).
    */
   uint32_t len;
   /*
@@ -381,6 +387,25 @@ typedef struct {
    */
   uint64_t aux;
 } tandem_desc;
+
+/*
+ Per-delivery facts Go writes at the start of a request slot, beside the envelope (which
+ follows at offset sizeof(tandem_delivery) and is never rewritten between deliveries).
+ */
+typedef struct {
+  /*
+   The delivery's deadline, Unix nanoseconds; 0: none. Authoritative over the envelope's.
+   */
+  uint64_t deadline_ns;
+  /*
+   The delivery number, from 1. Authoritative over the envelope's attempt.
+   */
+  uint32_t attempt;
+  /*
+   Reserved, 0.
+   */
+  uint32_t flags;
+} tandem_delivery;
 
 /*
  Success.

@@ -18,7 +18,7 @@ import (
 )
 
 // Version is the ABI version this package was built against (TANDEM_ABI_VERSION).
-const Version uint32 = 1
+const Version uint32 = 2
 
 // expectedVersion is what Load requires of the library; a variable so tests can pretend to
 // be built against another version.
@@ -340,6 +340,16 @@ const (
 	RingTail       uintptr = 0
 	RingHead       uintptr = 64
 	RingParked     uintptr = 128
+)
+
+// Offsets in tandem_delivery, the header at the start of every request slot: the facts of
+// one delivery (its deadline and number), which Go writes before each publish. The envelope
+// follows at DeliverySize and is never rewritten between deliveries.
+const (
+	DeliverySize       uintptr = 16
+	DeliveryDeadlineNs uintptr = 0 // uint64, Unix ns; 0: none
+	DeliveryAttempt    uintptr = 8 // uint32, from 1
+	DeliveryFlags      uintptr = 12
 )
 
 // PretendVersion makes CheckVersion and Create act as if this build needed ABI version v,

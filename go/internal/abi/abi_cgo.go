@@ -118,6 +118,11 @@ func layoutMismatches() []string {
 	check("sizeof(tandem_ring_header)", RingHeaderSize, unsafe.Sizeof(ch))
 	check("tandem_ring_header.head", RingHead, unsafe.Offsetof(ch.head))
 	check("tandem_ring_header.parked", RingParked, unsafe.Offsetof(ch.parked))
+	var cv C.tandem_delivery
+	check("sizeof(tandem_delivery)", DeliverySize, unsafe.Sizeof(cv))
+	check("tandem_delivery.deadline_ns", DeliveryDeadlineNs, unsafe.Offsetof(cv.deadline_ns))
+	check("tandem_delivery.attempt", DeliveryAttempt, unsafe.Offsetof(cv.attempt))
+	check("tandem_delivery.flags", DeliveryFlags, unsafe.Offsetof(cv.flags))
 	check("TANDEM_ABI_VERSION", uintptr(Version), uintptr(C.TANDEM_ABI_VERSION))
 	return bad
 }

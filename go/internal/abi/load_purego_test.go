@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -47,7 +48,7 @@ func TestLoadRefusesWrongLibrariesWithTypedErrors(t *testing.T) {
 			"#include <stdint.h>\nuint32_t tandem_abi_version(void) { return 999; }\n"),
 			ErrABIMismatch, []string{"v999.so", "999", "./build.sh"}},
 		{"missing export", buildLibrary(t, dir, "partial",
-			"#include <stdint.h>\nuint32_t tandem_abi_version(void) { return 1; }\n"+
+			"#include <stdint.h>\nuint32_t tandem_abi_version(void) { return "+strconv.Itoa(int(Version))+"; }\n"+
 				"uintptr_t tandem_last_error(char *b, uintptr_t n) { return 0; }\n"),
 			ErrMissingSymbol, []string{"partial.so", "tandem_runtime_create", "./build.sh"}},
 	}

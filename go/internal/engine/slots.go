@@ -90,7 +90,7 @@ func (s *slots) base(idx uint32) unsafe.Pointer {
 
 // buffer is request slot idx's envelope area as an empty slice, capacity MaxEventSize.
 func (s *slots) buffer(idx uint32) []byte {
-	p := unsafe.Add(s.base(idx), abi.DeliveryHeaderSize)
+	p := unsafe.Add(s.base(idx), abi.DeliverySize)
 	return unsafe.Slice((*byte)(p), s.layout.ReqSlotSize)[:0]
 }
 
@@ -102,8 +102,8 @@ func (s *slots) envelope(idx, n uint32) []byte {
 // writeHeader writes a delivery's facts into its slot's header (tandem_delivery), beside the
 // envelope it never rewrites.
 func (s *slots) writeHeader(d *Delivery) {
-	h := unsafe.Slice((*byte)(s.base(d.slot)), abi.DeliveryHeaderSize)
-	binary.LittleEndian.PutUint64(h[abi.DeliveryDeadline:], uint64(d.deadline))
+	h := unsafe.Slice((*byte)(s.base(d.slot)), abi.DeliverySize)
+	binary.LittleEndian.PutUint64(h[abi.DeliveryDeadlineNs:], uint64(d.deadline))
 	binary.LittleEndian.PutUint32(h[abi.DeliveryAttempt:], d.attempt)
 	binary.LittleEndian.PutUint32(h[abi.DeliveryFlags:], 0)
 }

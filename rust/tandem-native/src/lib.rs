@@ -12,7 +12,7 @@ use tandem::{Context, Event, Handler, HandlerError, Outcome, Registry};
 /// Acknowledges and does nothing: the boundary's own cost.
 pub struct Noop;
 impl Handler for Noop {
-    async fn handle(&self, _ev: &Event, _cx: &Context) -> Outcome {
+    async fn handle(&self, _ev: &Event<'_>, _cx: &Context) -> Outcome {
         Outcome::Ack
     }
 }
@@ -20,7 +20,7 @@ impl Handler for Noop {
 /// Replies with the payload unchanged.
 pub struct Echo;
 impl Handler for Echo {
-    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+    async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
         Outcome::Reply(ev.data().to_vec())
     }
 }
@@ -28,7 +28,7 @@ impl Handler for Echo {
 /// Replies with the payload's ASCII letters upper-cased.
 pub struct Upper;
 impl Handler for Upper {
-    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+    async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
         Outcome::Reply(ev.data().to_ascii_uppercase())
     }
 }
@@ -37,7 +37,7 @@ impl Handler for Upper {
 /// `rounds` extension, default 1), as 8 big-endian bytes.
 pub struct Hash;
 impl Handler for Hash {
-    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+    async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
         let rounds = ev
             .extensions()
             .get("rounds")
@@ -57,7 +57,7 @@ impl Handler for Hash {
 /// Async: awaits a tokio timer of `sleep_ms` milliseconds (extension, default 1), then acks.
 pub struct Sleep;
 impl Handler for Sleep {
-    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+    async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
         let ms = ev
             .extensions()
             .get("sleep_ms")
@@ -72,7 +72,7 @@ impl Handler for Sleep {
 /// anything else acks.
 pub struct Fail;
 impl Handler for Fail {
-    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+    async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
         match ev.data() {
             b"retry" => Outcome::Retry {
                 after: Duration::from_millis(10),
@@ -88,7 +88,7 @@ impl Handler for Fail {
 /// the attempt number in decimal: the retry path end to end.
 pub struct Flaky;
 impl Handler for Flaky {
-    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+    async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
         let succeed_at = ev
             .extensions()
             .get("succeed_at")
@@ -112,7 +112,7 @@ impl Handler for Flaky {
 /// in the follow-up's own `next`, then acks. Without `next` it only acks.
 pub struct Relay;
 impl Handler for Relay {
-    async fn handle(&self, ev: &Event, cx: &Context) -> Outcome {
+    async fn handle(&self, ev: &Event<'_>, cx: &Context) -> Outcome {
         let Some(route) = ev.extensions().get("next") else {
             return Outcome::Ack;
         };
@@ -135,7 +135,7 @@ impl Handler for Relay {
 /// Panics on demand (payload "panic"), to prove the panic is contained.
 pub struct Panic;
 impl Handler for Panic {
-    async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+    async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
         if ev.data() == b"panic" {
             panic!("asked to panic");
         }

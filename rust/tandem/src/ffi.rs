@@ -11,9 +11,10 @@ use std::ffi::c_char;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
+use crate::config::{Config, Error};
 use crate::handler::Registry;
 use crate::layout::TANDEM_ABI_VERSION;
-use crate::runtime::{Config, Error, Runtime};
+use crate::runtime::Runtime;
 
 /// Status code returned by every fallible export.
 pub type tandem_status = i32;
@@ -47,7 +48,8 @@ pub struct tandem_config {
     pub sq_capacity: u32,
     /// Completion ring cells (power of two, >= req_slots).
     pub cq_capacity: u32,
-    /// Bytes per request slot.
+    /// Bytes of the largest envelope a request slot holds (its `tandem_delivery` header not
+    /// counted).
     pub req_slot_size: u32,
     /// Request slots.
     pub req_slots: u32,
@@ -78,11 +80,12 @@ pub struct tandem_layout {
     pub cq_header: u64,
     /// Offset of the completion ring's first `tandem_desc`.
     pub cq_cells: u64,
-    /// Offset of request slot 0; slot i is at `req_arena + i * req_stride`.
+    /// Offset of request slot 0; slot i is at `req_arena + i * req_stride`: its
+    /// `tandem_delivery` header, then the envelope at `sizeof(tandem_delivery)`.
     pub req_arena: u64,
     /// Offset of reply slot 0; slot i is at `rep_arena + i * rep_stride`.
     pub rep_arena: u64,
-    /// Distance between request slots (>= req_slot_size).
+    /// Distance between request slots (>= sizeof(tandem_delivery) + req_slot_size).
     pub req_stride: u64,
     /// Distance between reply slots (>= rep_slot_size).
     pub rep_stride: u64,
@@ -90,7 +93,7 @@ pub struct tandem_layout {
     pub sq_capacity: u32,
     /// Completion ring cells.
     pub cq_capacity: u32,
-    /// Usable bytes per request slot.
+    /// Bytes of the largest envelope a request slot holds, after its header.
     pub req_slot_size: u32,
     /// Request slots.
     pub req_slots: u32,
@@ -168,6 +171,32 @@ fn status_of(e: &Error) -> tandem_status {
         Error::Io(_) => TANDEM_ERR_IO,
         Error::Init { .. } => TANDEM_ERR_INIT,
         Error::State(_) => TANDEM_ERR_STATE,
+    }
+}
+
+/// The runtime's shared region as the C ABI describes it.
+fn c_layout(rt: &Runtime) -> tandem_layout {
+    let r = rt.region_info();
+    let l = r.layout;
+    tandem_layout {
+        base: r.base,
+        size: r.size as u64,
+        sq_header: l.sq_header as u64,
+        sq_cells: l.sq_cells as u64,
+        cq_header: l.cq_header as u64,
+        cq_cells: l.cq_cells as u64,
+        req_arena: l.req_arena as u64,
+        rep_arena: l.rep_arena as u64,
+        req_stride: l.req_stride as u64,
+        rep_stride: l.rep_stride as u64,
+        sq_capacity: r.cfg.sq_capacity,
+        cq_capacity: r.cfg.cq_capacity,
+        req_slot_size: r.cfg.req_slot_size,
+        req_slots: r.cfg.req_slots,
+        rep_slot_size: r.cfg.rep_slot_size,
+        rep_slots: r.cfg.rep_slots,
+        wake_rust_fd: r.wake_rust_fd,
+        wake_go_fd: r.wake_go_fd,
     }
 }
 
@@ -258,7 +287,7 @@ pub unsafe extern "C" fn tandem_runtime_create(
         match Runtime::new(config, registry) {
             Ok(rt) => {
                 // SAFETY: writable per the contract.
-                unsafe { layout_out.write(rt.c_layout()) };
+                unsafe { layout_out.write(c_layout(&rt)) };
                 let boxed = Box::new(tandem_runtime { inner: rt });
                 // SAFETY: writable per the contract; ownership passes to the caller.
                 unsafe { out.write(Box::into_raw(boxed)) };

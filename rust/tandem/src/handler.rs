@@ -1,17 +1,20 @@
 //! What a Rust handler implements and what it receives: [`Handler`], [`Event`], [`Context`],
 //! [`Outcome`] and [`HandlerError`].
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::envelope::{Envelope, Extensions, RetryPolicy};
+use crate::completion::{Completion, Completions, now_ns};
+use crate::envelope::{Envelope, Extensions};
+use crate::outcome::{EmitError, HandlerError, Outcome};
+use crate::slots::Delivery;
 
 /// An async event handler run by the tokio runtime, one task per event.
 ///
@@ -22,7 +25,7 @@ use crate::envelope::{Envelope, Extensions, RetryPolicy};
 /// use tandem::{Context, Event, Handler, Outcome};
 /// struct Echo;
 /// impl Handler for Echo {
-///     async fn handle(&self, ev: &Event, _cx: &Context) -> Outcome {
+///     async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
 ///         Outcome::Reply(ev.data().to_vec())
 ///     }
 /// }
@@ -30,7 +33,7 @@ use crate::envelope::{Envelope, Extensions, RetryPolicy};
 pub trait Handler: Send + Sync + 'static {
     /// Handles one event. The event's bytes stay valid until the returned future finishes;
     /// the runtime releases them to Go with the completion.
-    fn handle(&self, ev: &Event, cx: &Context) -> impl Future<Output = Outcome> + Send;
+    fn handle(&self, ev: &Event<'_>, cx: &Context) -> impl Future<Output = Outcome> + Send;
 
     /// Wires dependencies once, before warm-up. An error fails `Start` naming this handler.
     fn init(&self) -> Result<(), HandlerError> {
@@ -50,14 +53,14 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Object-safe form of [`Handler`], used by the registry.
 pub(crate) trait DynHandler: Send + Sync + 'static {
-    fn call<'a>(&'a self, ev: &'a Event, cx: &'a Context) -> BoxFuture<'a, Outcome>;
+    fn call<'a>(&'a self, ev: &'a Event<'_>, cx: &'a Context) -> BoxFuture<'a, Outcome>;
     fn init(&self) -> Result<(), HandlerError>;
     fn warm_up(&self) -> BoxFuture<'_, Result<(), HandlerError>>;
     fn close(&self);
 }
 
 impl<H: Handler> DynHandler for H {
-    fn call<'a>(&'a self, ev: &'a Event, cx: &'a Context) -> BoxFuture<'a, Outcome> {
+    fn call<'a>(&'a self, ev: &'a Event<'_>, cx: &'a Context) -> BoxFuture<'a, Outcome> {
         Box::pin(self.handle(ev, cx))
     }
     fn init(&self) -> Result<(), HandlerError> {
@@ -170,26 +173,23 @@ impl Registry {
     }
 }
 
-/// One event, borrowed from its request slot in the shared arena. Handlers see it by reference;
-/// its bytes are released to Go when the handler's future has finished.
-pub struct Event {
-    // Borrows the request slot, which the runtime keeps owned by Rust until this value is
-    // dropped (see runtime::run_event); the 'static is never handed out.
-    env: Envelope<'static>,
+/// One event, borrowed from its request slot in the shared arena (or, for an event routed
+/// inside Rust, from its owned envelope). Handlers see it by reference; the slot is released to
+/// Go with the completion, which the runtime publishes only after the handler's future, and
+/// every borrow of this value, has ended: the lifetime `'a` is the slot's.
+pub struct Event<'a> {
+    env: Envelope<'a>,
+    delivery: Delivery,
 }
 
-impl Event {
-    /// # Safety
-    /// The bytes `env` borrows must stay valid and unchanged for the life of the returned value.
-    pub(crate) unsafe fn from_envelope(env: Envelope<'_>) -> Event {
-        // SAFETY: the caller keeps the bytes alive for the Event's life; the accessors only
-        // hand out borrows of &self.
-        let env = unsafe { std::mem::transmute::<Envelope<'_>, Envelope<'static>>(env) };
-        Event { env }
+impl<'a> Event<'a> {
+    pub(crate) fn new(env: Envelope<'a>, delivery: Delivery) -> Event<'a> {
+        Event { env, delivery }
     }
 
-    /// The whole decoded envelope, borrowing the event.
-    pub fn envelope(&self) -> &Envelope<'_> {
+    /// The whole decoded envelope, borrowing the event. Its `attempt` and `deadline` are the
+    /// submitter's; [`Event::attempt`] and [`Event::deadline`] are this delivery's.
+    pub fn envelope(&self) -> &Envelope<'a> {
         &self.env
     }
     /// CloudEvents `id`.
@@ -208,9 +208,16 @@ impl Event {
     pub fn data(&self) -> &[u8] {
         self.env.data
     }
-    /// Delivery attempt, counted from 1 by the Go side (0 when the submitter left it unset).
+    /// This delivery's number, from 1: Go's count, written beside the envelope for each
+    /// delivery (an event emitted and routed inside Rust carries its envelope's count).
     pub fn attempt(&self) -> u32 {
-        self.env.attempt
+        self.delivery.attempt
+    }
+    /// This delivery's deadline, Unix nanoseconds, if it has one: Go's, written beside the
+    /// envelope for each delivery (an event routed inside Rust carries its envelope's). The
+    /// runtime cancels the handler when it passes; [`Context::in_progress`] pushes it back.
+    pub fn deadline(&self) -> Option<i64> {
+        self.delivery.deadline
     }
     /// The correlation id, if any.
     pub fn correlation_id(&self) -> Option<&str> {
@@ -221,7 +228,7 @@ impl Event {
     /// correlation id (or this event's id when it has none), names this event as its cause,
     /// continues its trace, and comes from the same source. Every field may be changed before
     /// emitting.
-    pub fn follow_up<'a>(&'a self, ty: &'a str, id: &'a str, data: &'a [u8]) -> Envelope<'a> {
+    pub fn follow_up<'b>(&'b self, ty: &'b str, id: &'b str, data: &'b [u8]) -> Envelope<'b> {
         Envelope {
             id,
             source: self.env.source,
@@ -241,7 +248,7 @@ impl Event {
     }
 }
 
-impl fmt::Debug for Event {
+impl fmt::Debug for Event<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Event")
             .field("id", &self.env.id)
@@ -251,15 +258,19 @@ impl fmt::Debug for Event {
     }
 }
 
-/// What a handler sees besides the event: its name and the cancellation signal.
+/// What a handler sees besides the event: its name, the cancellation signal, and the way
+/// out for progress records and emitted events. Borrowed by one handler call; its methods
+/// take `&self` and may run concurrently from tasks the handler spawns.
 pub struct Context {
     pub(crate) handler: Arc<str>,
     pub(crate) cancel: CancellationToken,
-    pub(crate) shared: Arc<crate::runtime::Shared>,
+    /// Where progress records and emitted events go: the runtime's completion side, the only
+    /// part of the runtime a handler reaches.
+    pub(crate) completions: Arc<Completions>,
     /// The event's token on the rings (0 for a direct call), for progress records.
     pub(crate) token: u64,
     /// The event's deadline in Unix ns, which `in_progress` may push back.
-    pub(crate) deadline: Option<Arc<std::sync::atomic::AtomicI64>>,
+    pub(crate) deadline: Option<Arc<AtomicI64>>,
 }
 
 impl Context {
@@ -273,84 +284,36 @@ impl Context {
     pub fn cancellation(&self) -> &CancellationToken {
         &self.cancel
     }
-}
 
-/// Why [`Context::emit`] failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EmitError {
-    /// The encoded envelope exceeds the reply slot size (`needed` bytes).
-    TooLarge {
-        /// The encoded size.
-        needed: usize,
-    },
-    /// A required attribute (id, source, type) is empty.
-    Invalid(&'static str),
-}
+    /// Tells the runtime the handler is still working: pushes the event's deadline back to
+    /// `extend` from now (never earlier than it was), and tells Go with a progress record.
+    /// Without a deadline (no route timeout, none from the submitter) there is nothing to
+    /// extend and only the record is sent.
+    pub async fn in_progress(&self, extend: Duration) {
+        if let Some(deadline) = &self.deadline {
+            let until =
+                (now_ns() as i64).saturating_add(extend.as_nanos().min(i64::MAX as u128) as i64);
+            deadline.fetch_max(until, Relaxed);
+        }
+        if self.token != 0 {
+            self.completions
+                .publish(Completion::progress(self.token, extend))
+                .await;
+        }
+    }
 
-impl fmt::Display for EmitError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EmitError::TooLarge { needed } => {
-                write!(f, "emitted event of {needed} bytes exceeds the reply slot")
+    /// Emits a follow-up event (see [`Event::follow_up`]): it goes to Go in a reply slot on
+    /// the completion ring, and Go routes it like a submitted one, to a handler in either
+    /// runtime, with retries and dead letters. An event type Go routes to a Rust handler with
+    /// no policy of Go's own stays in Rust instead. Waits (without blocking a thread) while
+    /// every reply slot is lent to Go: emitters are throttled, never dropped. Returns once the
+    /// event is published.
+    pub async fn emit(&self, ev: &Envelope<'_>) -> Result<(), EmitError> {
+        for (what, v) in [("an id", ev.id), ("a source", ev.source), ("a type", ev.ty)] {
+            if v.is_empty() {
+                return Err(EmitError::Invalid(what));
             }
-            EmitError::Invalid(what) => write!(f, "emitted event lacks {what}"),
         }
+        self.completions.emit(ev).await
     }
 }
-
-impl std::error::Error for EmitError {}
-
-/// A handler's verdict on one event.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Done, nothing to say back.
-    Ack,
-    /// Done, with a reply payload for the submitter (request/reply).
-    Reply(Vec<u8>),
-    /// Failed; deliver again after `after` (the Go side applies its retry policy).
-    Retry {
-        /// Suggested delay before the next delivery.
-        after: Duration,
-        /// Why.
-        error: HandlerError,
-    },
-    /// Failed for good: dead-letter it, never retry.
-    Term(HandlerError),
-}
-
-/// An error a handler reports; it crosses to Go as an error envelope.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HandlerError {
-    /// A short machine-readable code, e.g. "handler", "timeout", "invalid_input".
-    pub code: Cow<'static, str>,
-    /// A human-readable message.
-    pub message: String,
-    /// An optional retry policy that overrides the route's default.
-    pub retry: Option<RetryPolicy>,
-}
-
-impl HandlerError {
-    /// An error with code "handler".
-    pub fn new(message: impl Into<String>) -> HandlerError {
-        HandlerError::with_code("handler", message)
-    }
-    /// An error with the given code.
-    pub fn with_code(
-        code: impl Into<Cow<'static, str>>,
-        message: impl Into<String>,
-    ) -> HandlerError {
-        HandlerError {
-            code: code.into(),
-            message: message.into(),
-            retry: None,
-        }
-    }
-}
-
-impl fmt::Display for HandlerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
-    }
-}
-
-impl std::error::Error for HandlerError {}

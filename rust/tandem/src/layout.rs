@@ -8,7 +8,7 @@
 use crate::sync::{AtomicU32, AtomicU64};
 
 /// The ABI version of this build. A loader refuses a library whose version differs.
-pub const TANDEM_ABI_VERSION: u32 = 1;
+pub const TANDEM_ABI_VERSION: u32 = 2;
 
 /// Size of one cache line on the targets tandem supports; indices sit on lines of their own.
 pub const TANDEM_CACHE_LINE: usize = 64;
@@ -22,7 +22,8 @@ pub const TANDEM_NO_SLOT: u32 = u32::MAX;
 #[doc(hidden)]
 pub const TANDEM_PROBE_STOP: u64 = 4_294_967_296;
 
-/// Submission descriptor kind: an event envelope in request slot `slot`, `len` bytes.
+/// Submission descriptor kind: an event in request slot `slot`: a `tandem_delivery` header,
+/// then the envelope, `len` bytes.
 pub const TANDEM_SQE_EVENT: u32 = 1;
 /// Submission descriptor kind: Go hands reply slot `slot` back to Rust.
 pub const TANDEM_SQE_RELEASE: u32 = 2;
@@ -90,7 +91,8 @@ pub struct tandem_desc {
     /// Submission event: the request slot. Submission release: the reply slot returned.
     /// Completion: the request slot this record releases back to Go.
     pub slot: AtomicU32,
-    /// Submission event: envelope length in bytes.
+    /// Submission event: envelope length in bytes (the `tandem_delivery` header before it not
+    /// counted).
     pub len: AtomicU32,
     /// Submission event: 0 to route by the envelope's type, or 1 + the index of the handler to
     /// run (in `tandem_event_types` order), so Go's routing table (wildcards, aliases) picks
@@ -109,7 +111,20 @@ pub struct tandem_desc {
     pub aux: AtomicU64,
 }
 
+/// Per-delivery facts Go writes at the start of a request slot, beside the envelope (which
+/// follows at offset sizeof(tandem_delivery) and is never rewritten between deliveries).
+#[repr(C)]
+pub struct tandem_delivery {
+    /// The delivery's deadline, Unix nanoseconds; 0: none. Authoritative over the envelope's.
+    pub deadline_ns: u64,
+    /// The delivery number, from 1. Authoritative over the envelope's attempt.
+    pub attempt: u32,
+    /// Reserved, 0.
+    pub flags: u32,
+}
+
 #[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<tandem_desc>() == TANDEM_CACHE_LINE);
+const _: () = assert!(core::mem::size_of::<tandem_delivery>() == 16);
 #[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<tandem_ring_header>() == 3 * TANDEM_CACHE_LINE);

@@ -13,23 +13,38 @@
 #![warn(missing_docs, unreachable_pub)]
 #![allow(non_camel_case_types)]
 
+pub mod code;
+mod completion;
+mod config;
+mod dispatch;
 pub mod envelope;
 #[cfg(feature = "exports")]
 pub mod ffi;
 mod handler;
 pub mod layout;
+mod local;
 mod logs;
+mod outcome;
+mod poller;
 mod ring;
 mod runtime;
+mod shared;
 mod shm;
+mod slots;
+mod stats;
 mod sync;
+#[cfg(all(test, not(loom)))]
+mod testing;
 mod wake;
 
-pub use handler::{Context, EmitError, Event, Handler, HandlerError, Outcome, Registry};
+pub use config::{Config, Error};
+pub use handler::{Context, Event, Handler, Registry};
+pub use outcome::{EmitError, HandlerError, Outcome};
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub use ring::BenchRing;
-pub use runtime::{Config, Error, Runtime, Stats};
+pub use runtime::Runtime;
+pub use stats::Stats;
 
 /// Names the function that registers this library's handlers; the C exports call it when a
 /// runtime is created. Use it exactly once, in the crate that builds the staticlib/cdylib.

@@ -4,25 +4,42 @@
 //! records carry the event's id, correlation id, trace id and attempt (the runtime runs every
 //! handler inside an `event` span with those fields).
 //!
-//! The first runtime installs a global subscriber, unless the process already has one. Records
-//! wait in a bounded queue; past its bound they are dropped and counted, and the count travels
-//! with the next batch, so Go logs how many were lost: nothing is dropped silently. The level
-//! follows Go's: Go sets the least severe level its logger writes.
+//! Each runtime owns its [`LogQueue`] and forwards only its own records, so two runtimes in one
+//! process never see each other's logs. The `tracing` subscriber, though, is process-global:
+//! the first runtime installs it (unless the process already has one), and it routes each
+//! record to the queue of the runtime that produced it. That is decided by where the record is
+//! logged: on a runtime's tokio worker threads (handlers, the poller, tasks a handler spawns
+//! there) the thread names its runtime, set when tokio starts the thread; on a thread that
+//! blocks on a runtime (start's warm-up, a direct call) a scope ([`enter`]) names it while it
+//! runs; and a span created in such a context keeps the queue in its extensions, so a record
+//! logged inside that span on any other thread still reaches the same runtime. A record with
+//! none of these belongs to no runtime and is not forwarded.
+//!
+//! Records wait in a bounded queue; past its bound they are dropped and counted, and the count
+//! travels with the next batch, so Go logs how many were lost: nothing is dropped silently.
+//! The level follows Go's: Go sets the least severe level its logger writes. The level stays
+//! process-wide (`tandem_set_log_level` names no runtime) because it configures the one
+//! subscriber, whose callsite interest cache is process-wide too.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use minicbor::encode::Encoder;
 use minicbor::encode::write::Cursor;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record as SpanRecord};
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::completion::{Completion, Completions};
 
 /// Levels as Go numbers them for Rust: 0 trace, 1 debug, 2 info, 3 warn, 4 error, 5 off.
 pub(crate) const LEVEL_OFF: u8 = 5;
@@ -37,8 +54,11 @@ fn level_number(l: &Level) -> u8 {
     }
 }
 
-/// The records waiting for Go.
+/// The records a queue holds at most.
 const QUEUE_MAX: usize = 8192;
+
+/// The least severe level forwarded, for the process's one subscriber.
+static MIN_LEVEL: AtomicU8 = AtomicU8::new(LEVEL_OFF);
 
 /// One log record.
 pub(crate) struct LogRecord {
@@ -49,71 +69,140 @@ pub(crate) struct LogRecord {
     fields: Vec<(&'static str, String)>,
 }
 
-struct Queue {
+/// One runtime's records waiting for Go, and the signal that wakes its forwarder. Shared by
+/// the subscriber (any thread pushes) and the runtime's forwarder (which takes).
+#[derive(Default)]
+pub(crate) struct LogQueue {
     records: Mutex<VecDeque<LogRecord>>,
     dropped: AtomicU64,
-    min_level: AtomicU8,
-    installed: AtomicBool,
+    waiting: Notify,
 }
 
-static QUEUE: Queue = Queue {
-    records: Mutex::new(VecDeque::new()),
-    dropped: AtomicU64::new(0),
-    min_level: AtomicU8::new(LEVEL_OFF),
-    installed: AtomicBool::new(false),
-};
+impl LogQueue {
+    fn push(&self, rec: LogRecord) {
+        let mut q = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= QUEUE_MAX {
+            self.dropped.fetch_add(1, Relaxed);
+            return;
+        }
+        let first = q.is_empty();
+        q.push_back(rec);
+        drop(q);
+        if first {
+            self.waiting.notify_one();
+        }
+    }
 
-/// Sets the least severe level forwarded to Go (`LEVEL_OFF` forwards nothing).
-#[cfg_attr(not(feature = "exports"), allow(dead_code))]
+    /// Takes the waiting records (at most `max`) and the count dropped since the last take.
+    fn take(&self, max: usize) -> (Vec<LogRecord>, u64) {
+        let mut q = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let n = q.len().min(max);
+        let batch: Vec<LogRecord> = q.drain(..n).collect();
+        drop(q);
+        (batch, self.dropped.swap(0, Relaxed))
+    }
+
+    /// Puts records that did not fit a batch back at the front, oldest first.
+    fn put_back(&self, records: Vec<LogRecord>) {
+        let mut q = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        for r in records.into_iter().rev() {
+            q.push_front(r);
+        }
+    }
+
+    fn pending(&self) -> bool {
+        !self
+            .records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+}
+
+thread_local! {
+    /// The queue of the runtime this thread works for, if any.
+    static CURRENT: RefCell<Option<Arc<LogQueue>>> = const { RefCell::new(None) };
+}
+
+/// Names the runtime a thread works for, for its whole life: tokio's worker threads, from
+/// `on_thread_start`.
+pub(crate) fn work_for(queue: Option<Arc<LogQueue>>) {
+    CURRENT.with(|c| *c.borrow_mut() = queue);
+}
+
+/// Names the runtime the calling thread works for until the returned scope drops (a thread
+/// blocking on the runtime, e.g. for warm-up).
+pub(crate) fn enter(queue: &Arc<LogQueue>) -> Scope {
+    Scope(CURRENT.with(|c| c.borrow_mut().replace(queue.clone())))
+}
+
+/// Restores the thread's previous runtime when dropped.
+pub(crate) struct Scope(Option<Arc<LogQueue>>);
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        CURRENT.with(|c| *c.borrow_mut() = prev);
+    }
+}
+
+fn current() -> Option<Arc<LogQueue>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Sets the least severe level forwarded to Go (`LEVEL_OFF` forwards nothing), for every
+/// runtime of the process.
+#[cfg_attr(not(any(test, feature = "exports")), allow(dead_code))]
 pub(crate) fn set_level(level: u8) {
-    QUEUE.min_level.store(level.min(LEVEL_OFF), Relaxed);
+    MIN_LEVEL.store(level.min(LEVEL_OFF), Relaxed);
     tracing::callsite::rebuild_interest_cache();
 }
 
 /// Installs the forwarding subscriber as the process's global one, once. Returns false if
 /// another subscriber was there first (then Rust's records go to it, not to Go).
 pub(crate) fn install() -> bool {
-    if QUEUE.installed.swap(true, Relaxed) {
-        return true;
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
+    *INSTALLED.get_or_init(|| {
+        let subscriber = tracing_subscriber::registry().with(GoLayer);
+        tracing::subscriber::set_global_default(subscriber).is_ok()
+    })
+}
+
+/// Forwards one runtime's log records to Go in batches, each in a reply slot on the completion
+/// ring. It sleeps until records wait, then gathers for a millisecond so a burst travels
+/// together. Once `stop` fires it sends what is left and returns.
+pub(crate) async fn forward(
+    queue: Arc<LogQueue>,
+    completions: Arc<Completions>,
+    stop: CancellationToken,
+) {
+    loop {
+        if !queue.pending() {
+            if stop.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                _ = queue.waiting.notified() => {}
+                _ = stop.cancelled() => {}
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (batch, dropped) = queue.take(1024);
+        if batch.is_empty() && dropped == 0 {
+            continue;
+        }
+        let mut w = completions.reply().await;
+        let (used, rest) = encode(batch, dropped, w.buf());
+        queue.put_back(rest);
+        let reply = w.lend(used);
+        completions.publish(Completion::logs(reply)).await;
     }
-    let subscriber = tracing_subscriber::registry().with(GoLayer);
-    tracing::subscriber::set_global_default(subscriber).is_ok()
-}
-
-/// Takes the waiting records (at most `max`) and the count dropped since the last take.
-pub(crate) fn take(max: usize) -> (Vec<LogRecord>, u64) {
-    let mut q = QUEUE.records.lock().unwrap_or_else(|p| p.into_inner());
-    let n = q.len().min(max);
-    let batch: Vec<LogRecord> = q.drain(..n).collect();
-    drop(q);
-    (batch, QUEUE.dropped.swap(0, Relaxed))
-}
-
-/// Puts records that did not fit a batch back at the front, oldest first.
-pub(crate) fn put_back(records: Vec<LogRecord>) {
-    let mut q = QUEUE.records.lock().unwrap_or_else(|p| p.into_inner());
-    for r in records.into_iter().rev() {
-        q.push_front(r);
-    }
-}
-
-/// Whether records are waiting.
-pub(crate) fn pending() -> bool {
-    !QUEUE
-        .records
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .is_empty()
 }
 
 /// Encodes as many records as fit into `out` as a CBOR sequence: first the dropped count
 /// (uint), then one map per record {0: level, 1: target, 2: message, 3: time ns, 4: {field:
 /// value}}. Returns the bytes used and the records that did not fit.
-pub(crate) fn encode(
-    records: Vec<LogRecord>,
-    dropped: u64,
-    out: &mut [u8],
-) -> (usize, Vec<LogRecord>) {
+fn encode(records: Vec<LogRecord>, dropped: u64, out: &mut [u8]) -> (usize, Vec<LogRecord>) {
     let mut enc = Encoder::new(Cursor::new(out));
     if enc.u64(dropped).is_err() {
         return (0, records);
@@ -173,6 +262,9 @@ impl Visit for Collect {
     }
 }
 
+/// The runtime a span was created for, kept in its extensions.
+struct SpanQueue(Arc<LogQueue>);
+
 struct GoLayer;
 
 impl<S> Layer<S> for GoLayer
@@ -180,14 +272,18 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn enabled(&self, meta: &Metadata<'_>, _: Context<'_, S>) -> bool {
-        level_number(meta.level()) >= QUEUE.min_level.load(Relaxed)
+        level_number(meta.level()) >= MIN_LEVEL.load(Relaxed)
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let mut c = Collect::default();
         attrs.record(&mut c);
         if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(SpanFields(c.fields));
+            let mut ext = span.extensions_mut();
+            ext.insert(SpanFields(c.fields));
+            if let Some(q) = current() {
+                ext.insert(SpanQueue(q));
+            }
         }
     }
 
@@ -204,15 +300,23 @@ where
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let mut c = Collect::default();
         event.record(&mut c);
+        let mut queue = None;
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
-                if let Some(f) = span.extensions().get::<SpanFields>() {
+                let ext = span.extensions();
+                if let Some(f) = ext.get::<SpanFields>() {
                     c.fields.extend(f.0.iter().cloned());
+                }
+                if let Some(q) = ext.get::<SpanQueue>() {
+                    queue = Some(q.0.clone()); // the innermost span's runtime wins
                 }
             }
         }
+        let Some(queue) = queue.or_else(current) else {
+            return; // logged outside every runtime: nobody to forward it to
+        };
         let meta = event.metadata();
-        let rec = LogRecord {
+        queue.push(LogRecord {
             level: level_number(meta.level()),
             target: meta.target(),
             message: c.message,
@@ -221,17 +325,60 @@ where
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0),
             fields: c.fields,
-        };
-        let mut q = QUEUE.records.lock().unwrap_or_else(|p| p.into_inner());
-        if q.len() >= QUEUE_MAX {
-            QUEUE.dropped.fetch_add(1, Relaxed);
-            return;
+        });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::testing::*;
+
+    struct Chatty(&'static str);
+    impl Handler for Chatty {
+        async fn handle(&self, _ev: &Event<'_>, _cx: &Context) -> Outcome {
+            let who = self.0;
+            tracing::info!("{who} in its handler");
+            // A task the handler spawns runs on the same runtime's workers.
+            let _ = tokio::spawn(async move { tracing::info!("{who} in a task") }).await;
+            Outcome::Ack
         }
-        let first = q.is_empty();
-        q.push_back(rec);
-        drop(q);
-        if first {
-            crate::runtime::LOGS_WAITING.notify_one();
+    }
+
+    fn chatty(who: &'static str) -> Runtime {
+        let mut reg = Registry::new();
+        reg.register("chatty", "chatty", Chatty(who));
+        let mut rt = Runtime::new(small(), reg).unwrap();
+        rt.start().unwrap();
+        rt
+    }
+
+    #[test]
+    fn two_runtimes_never_see_each_others_logs() {
+        super::set_level(2); // info
+        let (mut a, mut b) = (chatty("a"), chatty("b"));
+        for rt in [&a, &b] {
+            submit(rt, 0, &envelope("chatty", b""));
         }
+        for (rt, who) in [(&a, "a"), (&b, "b")] {
+            let (mut acked, mut seen) = (false, Vec::new());
+            while !acked || seen.len() < 2 {
+                let done = next_any(rt);
+                match done.kind {
+                    TANDEM_CQE_LOG => seen.extend(log_messages(&done.reply)),
+                    TANDEM_OUTCOME_ACK => acked = true,
+                    other => panic!("unexpected completion kind {other}"),
+                }
+                if done.reply_slot != TANDEM_NO_SLOT {
+                    release(rt, done.reply_slot);
+                }
+            }
+            seen.sort();
+            assert_eq!(
+                seen,
+                [format!("{who} in a task"), format!("{who} in its handler")]
+            );
+        }
+        assert_whole(&mut a);
+        assert_whole(&mut b);
     }
 }

@@ -1,0 +1,400 @@
+//! The completion ring's one producer path: every record Rust publishes (a handler's outcome,
+//! a progress record, an emitted event, a local event's failure, a log batch) is a
+//! [`Completion`] value, and [`Completions::publish`] is the only code that writes one into
+//! the ring.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::code;
+use crate::envelope::{self, Envelope, ErrorEnvelope};
+use crate::layout::*;
+use crate::outcome::{EmitError, HandlerError, Outcome};
+use crate::ring::Ring;
+use crate::slots::{LentReply, ReplySlots, ReplyWriter, RequestSlot, RequestSlots};
+use crate::stats::Counters;
+use crate::sync::Ordering;
+use crate::wake::EventFd;
+
+/// Unix time in nanoseconds, the unit of deadlines and of the completions' timestamps.
+pub(crate) fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn saturating_ns(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+/// One completion record, built per kind of outcome and consumed by [`Completions::publish`].
+#[must_use = "a completion does nothing until published"]
+pub(crate) struct Completion {
+    token: u64,
+    kind: u32,
+    /// The request slot this record hands back to Go.
+    request: Option<RequestSlot>,
+    reply: Option<LentReply>,
+    started_ns: u64,
+    finished_ns: u64,
+    aux: u64,
+    /// A forwarded local event: its envelope's length, and its outcome.
+    event_len: u32,
+    flags: u32,
+}
+
+impl Completion {
+    fn new(kind: u32) -> Completion {
+        Completion {
+            token: 0,
+            kind,
+            request: None,
+            reply: None,
+            started_ns: 0,
+            finished_ns: 0,
+            aux: 0,
+            event_len: 0,
+            flags: 0,
+        }
+    }
+
+    /// The handler is still working on the event of `token`: extend its deadline by
+    /// `extend`. Releases nothing.
+    pub(crate) fn progress(token: u64, extend: Duration) -> Completion {
+        Completion {
+            token,
+            aux: saturating_ns(extend),
+            ..Completion::new(TANDEM_OUTCOME_IN_PROGRESS)
+        }
+    }
+
+    /// An event a handler emitted, in `reply`, for Go to route.
+    pub(crate) fn emitted(reply: LentReply) -> Completion {
+        Completion {
+            reply: Some(reply),
+            ..Completion::new(TANDEM_CQE_EMIT)
+        }
+    }
+
+    /// A batch of log records in `reply`.
+    pub(crate) fn logs(reply: LentReply) -> Completion {
+        Completion {
+            reply: Some(reply),
+            ..Completion::new(TANDEM_CQE_LOG)
+        }
+    }
+
+    /// An event routed inside Rust that failed: `reply` holds its envelope (`event_len`
+    /// bytes) followed by its error envelope; Go retries or dead-letters it.
+    pub(crate) fn forwarded(reply: LentReply, event_len: u32, run: &Finished) -> Completion {
+        let (outcome, aux) = run.kind_and_aux();
+        Completion {
+            reply: Some(reply),
+            event_len,
+            flags: outcome,
+            aux,
+            started_ns: run.started_ns,
+            finished_ns: run.finished_ns,
+            ..Completion::new(TANDEM_CQE_EMIT)
+        }
+    }
+}
+
+/// A handler's run, as a completion reports it.
+pub(crate) struct Finished {
+    pub(crate) outcome: Outcome,
+    /// The handler's name ("" when none ran).
+    pub(crate) handler: Arc<str>,
+    pub(crate) started_ns: u64,
+    pub(crate) finished_ns: u64,
+}
+
+impl Finished {
+    /// The record's outcome code and its `aux` (the retry delay).
+    fn kind_and_aux(&self) -> (u32, u64) {
+        match &self.outcome {
+            Outcome::Ack | Outcome::Reply(_) => (TANDEM_OUTCOME_ACK, 0),
+            Outcome::Retry { after, .. } => (TANDEM_OUTCOME_RETRY, saturating_ns(*after)),
+            Outcome::Term(_) => (TANDEM_OUTCOME_TERM, 0),
+        }
+    }
+}
+
+/// Routes emitted events to a Rust handler without a trip through Go; implemented by the
+/// runtime, held weakly so the completions do not keep the runtime alive.
+pub(crate) trait LocalDispatch: Send + Sync {
+    /// Runs `ev` in the handler at `index` (1 + its place in event-type order).
+    fn dispatch(self: Arc<Self>, ev: &Envelope<'_>, index: u32);
+}
+
+/// The event types whose emitted events stay in Rust, and where they go.
+pub(crate) struct LocalRoutes {
+    pub(crate) by_type: HashMap<String, u32>,
+    pub(crate) to: Weak<dyn LocalDispatch>,
+}
+
+/// The completion ring with the reply slots its records lend and the request slots they hand
+/// back. Shared by every task of a runtime (`&self` methods, safe from any thread).
+pub(crate) struct Completions {
+    cq: Ring,
+    wake_go: EventFd,
+    pub(crate) requests: Arc<RequestSlots>,
+    pub(crate) replies: ReplySlots,
+    counters: Arc<Counters>,
+    local: OnceLock<LocalRoutes>,
+}
+
+impl Completions {
+    pub(crate) fn new(
+        cq: Ring,
+        wake_go: EventFd,
+        requests: RequestSlots,
+        replies: ReplySlots,
+        counters: Arc<Counters>,
+    ) -> Completions {
+        Completions {
+            cq,
+            wake_go,
+            requests: Arc::new(requests),
+            replies,
+            counters,
+            local: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn wake_go(&self) -> &EventFd {
+        &self.wake_go
+    }
+
+    pub(crate) fn depth(&self) -> u64 {
+        self.cq.len()
+    }
+
+    /// The completion ring, for tests playing Go's poller.
+    #[cfg(test)]
+    pub(crate) fn ring(&self) -> &Ring {
+        &self.cq
+    }
+
+    /// Sets the local routes, once. Returns false if they were set already.
+    pub(crate) fn set_local(&self, routes: LocalRoutes) -> bool {
+        self.local.set(routes).is_ok()
+    }
+
+    /// Takes a reply slot to write into, waiting while every slot is lent to Go.
+    pub(crate) async fn reply(&self) -> ReplyWriter<'_> {
+        self.replies.take().await
+    }
+
+    /// Publishes one record: hands its request slot back to Go, pushes it, and wakes Go if its
+    /// poller is parked. The only writer of the completion ring.
+    pub(crate) async fn publish(&self, mut c: Completion) {
+        let request = c.request.take().map(RequestSlot::give_back);
+        let slot = request.unwrap_or(TANDEM_NO_SLOT);
+        let (reply_slot, reply_len) = c.reply.map_or((TANDEM_NO_SLOT, 0), |r| (r.slot, r.len));
+        loop {
+            let pushed = self.cq.push(|d| {
+                d.token.store(c.token, Ordering::Relaxed);
+                d.kind.store(c.kind, Ordering::Relaxed);
+                d.slot.store(slot, Ordering::Relaxed);
+                d.len.store(c.event_len, Ordering::Relaxed);
+                d.flags.store(c.flags, Ordering::Relaxed);
+                d.reply_slot.store(reply_slot, Ordering::Relaxed);
+                d.reply_len.store(reply_len, Ordering::Relaxed);
+                d.started_ns.store(c.started_ns, Ordering::Relaxed);
+                d.finished_ns.store(c.finished_ns, Ordering::Relaxed);
+                d.aux.store(c.aux, Ordering::Relaxed);
+            });
+            if pushed {
+                break;
+            }
+            // Completions alone never fill the ring (cq_capacity >= req_slots); emitted events
+            // can, and then wait here for Go's poller, which never waits on Rust.
+            tokio::task::yield_now().await;
+        }
+        if self.cq.take_wakeup() {
+            self.counters.go_wakeups.fetch_add(1, Relaxed);
+            self.wake_go.signal();
+        }
+        if request.is_some() {
+            self.counters.completed.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Completes the event in request slot `slot`: writes its reply or error envelope into a
+    /// reply slot and publishes the outcome, handing the slot back.
+    pub(crate) async fn finish(&self, slot: RequestSlot, run: Finished) {
+        let token = slot.token();
+        let (mut kind, aux) = run.kind_and_aux();
+        let reply = match &run.outcome {
+            Outcome::Ack => None,
+            Outcome::Reply(v) if v.is_empty() => None,
+            Outcome::Reply(v) => {
+                let mut w = self.reply().await;
+                let buf = w.buf();
+                let n = if v.len() <= buf.len() {
+                    buf[..v.len()].copy_from_slice(v);
+                    v.len()
+                } else {
+                    kind = TANDEM_OUTCOME_TERM;
+                    let e = HandlerError::with_code(
+                        code::REPLY_TOO_LARGE,
+                        format!(
+                            "reply of {} bytes exceeds the {}-byte reply slot",
+                            v.len(),
+                            buf.len()
+                        ),
+                    );
+                    write_error(buf, &e, &run.handler)
+                };
+                Some(w.lend(n))
+            }
+            Outcome::Retry { error, .. } | Outcome::Term(error) => {
+                let mut w = self.reply().await;
+                let n = write_error(w.buf(), error, &run.handler);
+                Some(w.lend(n))
+            }
+        };
+        self.publish(Completion {
+            token,
+            request: Some(slot),
+            reply,
+            started_ns: run.started_ns,
+            finished_ns: run.finished_ns,
+            aux,
+            ..Completion::new(kind)
+        })
+        .await;
+    }
+
+    /// Emits `ev`: to the Rust handler of its type if it has a local route, else to Go in a
+    /// reply slot. Waits while every reply slot is lent to Go.
+    pub(crate) async fn emit(&self, ev: &Envelope<'_>) -> Result<(), EmitError> {
+        let needed = envelope::encoded_len(ev);
+        if needed > self.replies.size() {
+            return Err(EmitError::TooLarge { needed });
+        }
+        if let Some(routes) = self.local.get() {
+            if let Some(&index) = routes.by_type.get(ev.ty) {
+                if let Some(to) = routes.to.upgrade() {
+                    to.dispatch(ev, index);
+                }
+                return Ok(());
+            }
+        }
+        let mut w = self.reply().await;
+        let n = envelope::encode_into(ev, w.buf()).unwrap_or(0);
+        let reply = w.lend(n);
+        self.counters.emitted.fetch_add(1, Relaxed);
+        self.publish(Completion::emitted(reply)).await;
+        Ok(())
+    }
+
+    /// Hands a failed local event to Go: its envelope followed by its error envelope, in one
+    /// reply slot.
+    pub(crate) async fn forward_failure(&self, event: &[u8], run: &Finished) {
+        let error = match &run.outcome {
+            Outcome::Retry { error, .. } | Outcome::Term(error) => error,
+            Outcome::Ack | Outcome::Reply(_) => return,
+        };
+        let mut w = self.reply().await;
+        let buf = w.buf();
+        let n = event.len().min(buf.len());
+        buf[..n].copy_from_slice(&event[..n]);
+        let m = write_error(&mut buf[n..], error, &run.handler);
+        let reply = w.lend(n + m);
+        self.counters.local_forwarded.fetch_add(1, Relaxed);
+        self.publish(Completion::forwarded(reply, n as u32, run))
+            .await;
+    }
+}
+
+/// An error envelope of Rust's, as its own bytes (the direct-call paths).
+#[cfg(feature = "bench-internals")]
+pub(crate) fn error_bytes(error: &HandlerError, handler: &str) -> Vec<u8> {
+    let env = error_envelope(error, handler);
+    let mut out = vec![0u8; envelope::error_encoded_len(&env)];
+    let n = envelope::encode_error_into(&env, &mut out).unwrap_or(0);
+    out.truncate(n);
+    out
+}
+
+fn error_envelope<'a>(error: &'a HandlerError, handler: &'a str) -> ErrorEnvelope<'a> {
+    ErrorEnvelope {
+        code: &error.code,
+        message: &error.message,
+        retry: error.retry,
+        runtime: "rust",
+        handler,
+    }
+}
+
+/// Encodes an error envelope into a reply slot, shortening the message if it does not fit.
+fn write_error(buf: &mut [u8], error: &HandlerError, handler: &str) -> usize {
+    let mut env = error_envelope(error, handler);
+    loop {
+        if let Ok(n) = envelope::encode_error_into(&env, buf) {
+            return n;
+        }
+        if env.message.is_empty() {
+            env.handler = "";
+            return envelope::encode_error_into(&env, buf).unwrap_or(0);
+        }
+        let mut cut = env.message.len() / 2;
+        while !env.message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        env.message = &env.message[..cut];
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+
+    #[test]
+    fn emitted_events_reach_go_before_their_parents_completion() {
+        let mut rt = runtime();
+        submit(&rt, 0, &envelope("fork", b"payload"));
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let done = next_completion(&rt);
+            assert_eq!(done.kind, TANDEM_CQE_EMIT);
+            assert_eq!(
+                done.slot, TANDEM_NO_SLOT,
+                "an emit record releases no request slot"
+            );
+            let child = envelope::decode(&done.reply).expect("emitted envelope");
+            assert_eq!((child.ty, child.data), ("child", &b"payload"[..]));
+            assert_eq!(
+                (child.causationid, child.correlationid),
+                (Some("1"), Some("1"))
+            );
+            ids.push(child.id.to_owned());
+            release(&rt, done.reply_slot);
+        }
+        assert_eq!(ids, ["1/0", "1/1", "1/2"]);
+        let done = next_completion(&rt);
+        assert_eq!((done.kind, done.slot), (TANDEM_OUTCOME_ACK, 0));
+        let st = assert_whole(&mut rt);
+        assert_eq!((st.emitted, st.releases), (3, 3));
+    }
+
+    #[test]
+    fn in_progress_pushes_the_deadline_back_and_tells_go() {
+        let mut rt = runtime();
+        // 3 × 20 ms of work against a 30 ms deadline, extended by 60 ms after each step.
+        submit_delivery(&rt, 0, &envelope("patient", b""), 0, due_in(30));
+        for _ in 0..3 {
+            let done = next_completion(&rt);
+            assert_eq!(done.kind, TANDEM_OUTCOME_IN_PROGRESS);
+            assert_eq!(done.token, 7 << 32, "the progress record names the event");
+        }
+        assert_eq!(next_completion(&rt).kind, TANDEM_OUTCOME_ACK);
+        assert_whole(&mut rt);
+    }
+}

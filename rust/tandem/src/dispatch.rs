@@ -1,0 +1,468 @@
+//! Running a handler: routing, deadlines, cancellation, panics, inline or in a task.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+
+use crate::code;
+use crate::completion::{Finished, now_ns};
+use crate::envelope;
+use crate::handler::{Context, Event, Route};
+use crate::outcome::{HandlerError, Outcome};
+use crate::shared::Shared;
+use crate::slots::{Delivery, RequestSlot};
+
+/// One event, decoded and routed (the handler and the event borrowing its bytes), or the
+/// reason it cannot run.
+pub(crate) type Job<'a> = Result<(Route, Event<'a>), HandlerError>;
+
+/// Decodes and routes one envelope: to handler `route - 1` (in event-type order) when Go
+/// chose one, else by the envelope's type. `delivery` is the request slot's header; without
+/// one (no slot) the envelope's attempt and deadline stand in.
+pub(crate) fn prepare<'a>(
+    shared: &Shared,
+    bytes: &'a [u8],
+    delivery: Option<Delivery>,
+    route: u32,
+) -> Job<'a> {
+    let env = envelope::decode(bytes)
+        .map_err(|e| HandlerError::with_code(code::DECODE, format!("malformed envelope: {e}")))?;
+    let found = match route {
+        0 => shared.registry.route(env.ty),
+        n => shared.registry.route_at(n as usize - 1),
+    };
+    let Some(route) = found else {
+        return Err(HandlerError::with_code(
+            code::NO_ROUTE,
+            format!(
+                "no Rust handler for event type {:?} (route {route})",
+                env.ty
+            ),
+        ));
+    };
+    let delivery = delivery.unwrap_or_else(|| Delivery::of_envelope(&env));
+    Ok((route.clone(), Event::new(env, delivery)))
+}
+
+/// Whether the event runs on the poller first: handlers registered inline do, and so do
+/// refusals, which complete at once. Decodes only when Go did not name the handler.
+fn runs_inline(shared: &Shared, slot: &RequestSlot, route: u32) -> bool {
+    match route {
+        0 => prepare(shared, slot.envelope(), None, 0).is_ok_and(|(r, _)| r.inline),
+        n => shared
+            .registry
+            .route_at(n as usize - 1)
+            .is_none_or(|r| r.inline),
+    }
+}
+
+/// Runs the event in `slot` (routed by `route`, as `prepare` reads it) and publishes its
+/// completion, which hands the slot back. The task owns the guard, and the event borrows from
+/// it inside the task, so the slot stays Rust's for as long as anything reads it.
+pub(crate) fn dispatch_slot(
+    shared: &Arc<Shared>,
+    slot: RequestSlot,
+    route: u32,
+    cx: &mut std::task::Context<'_>,
+) {
+    let inline = runs_inline(shared, &slot, route);
+    let sh = shared.clone();
+    let task = async move {
+        let job = prepare(&sh, slot.envelope(), Some(slot.delivery()), route);
+        let finished = run(&sh, job, slot.token()).await;
+        sh.completions.finish(slot, finished).await;
+    };
+    if inline {
+        // Run the handler on the poller until it first waits: a handler that finishes without
+        // waiting costs no task. One that waits moves, boxed, into a task of its own, whose
+        // first poll registers its own waker (the poller's may be woken once, spuriously).
+        let mut task = Box::pin(task);
+        if task.as_mut().poll(cx).is_pending() {
+            shared.tracker.spawn(task);
+        }
+    } else {
+        shared.tracker.spawn(task);
+    }
+}
+
+/// Runs a job's handler, containing panics and honouring cancellation.
+pub(crate) async fn run(shared: &Shared, job: Job<'_>, token: u64) -> Finished {
+    let (route, ev) = match job {
+        Ok(run) => run,
+        Err(err) => {
+            return Finished {
+                outcome: Outcome::Term(err),
+                handler: Arc::from(""),
+                started_ns: 0,
+                finished_ns: 0,
+            };
+        }
+    };
+    // The delivery's deadline (set by Go from the route's timeout or by the submitter) bounds
+    // the whole delivery, waiting for a concurrency permit included.
+    let timeout = || Outcome::Retry {
+        after: Duration::ZERO,
+        error: HandlerError::with_code(code::TIMEOUT, "the event's deadline passed"),
+    };
+    let deadline = ev.deadline();
+    if deadline.is_some_and(|d| d <= now_ns() as i64) {
+        return Finished {
+            outcome: timeout(),
+            handler: route.name,
+            started_ns: 0,
+            finished_ns: 0,
+        };
+    }
+    // With a deadline the event gets a token of its own, fired at the deadline, and a deadline
+    // the handler may push back (Context::in_progress).
+    let deadline = deadline.map(|d| Arc::new(std::sync::atomic::AtomicI64::new(d)));
+    let cancel = match deadline {
+        Some(_) => shared.cancel.child_token(),
+        None => shared.cancel.clone(),
+    };
+    let expired = async {
+        let Some(deadline) = &deadline else {
+            return std::future::pending().await;
+        };
+        loop {
+            let left = deadline.load(Relaxed).saturating_sub(now_ns() as i64);
+            if left <= 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_nanos(left as u64)).await;
+        }
+    };
+    let cx = Context {
+        handler: route.name.clone(),
+        cancel: cancel.clone(),
+        completions: shared.completions.clone(),
+        token,
+        deadline: deadline.clone(),
+    };
+    let mut started = 0;
+    let handler = async {
+        let _permit = match &route.limit {
+            Some(limit) => limit.acquire().await.ok(),
+            None => None,
+        };
+        started = now_ns();
+        let env = ev.envelope();
+        let trace_id = env
+            .traceparent
+            .and_then(|tp| tp.get(3..35))
+            .unwrap_or_default();
+        let span = tracing::info_span!(
+            "event",
+            runtime = "rust",
+            handler = &*route.name,
+            event_id = env.id,
+            event_type = env.ty,
+            correlation_id = env.correlationid.unwrap_or(env.id),
+            trace_id,
+            attempt = ev.attempt(),
+        );
+        tracing::Instrument::instrument(
+            AssertUnwindSafe(route.handler.call(&ev, &cx)).catch_unwind(),
+            span,
+        )
+        .await
+    };
+    let outcome = tokio::select! {
+        biased;
+        r = handler => match r {
+            Ok(o) => o,
+            Err(panic) => {
+                shared.counters.panics.fetch_add(1, Relaxed);
+                let message = panic_message(&*panic);
+                tracing::error!(handler = &*route.name, event_id = ev.id(), "{message}");
+                Outcome::Term(HandlerError::with_code(code::PANIC, message))
+            }
+        },
+        _ = shared.cancel.cancelled() => Outcome::Retry {
+            after: Duration::ZERO,
+            error: HandlerError::with_code(code::CANCELLED, "the runtime shut down before the handler finished"),
+        },
+        _ = expired => {
+            cancel.cancel();
+            timeout()
+        }
+    };
+    Finished {
+        outcome,
+        handler: route.name,
+        started_ns: started,
+        finished_ns: now_ns(),
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        format!("handler panicked: {s}")
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        format!("handler panicked: {s}")
+    } else {
+        "handler panicked".to_owned()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+
+    struct Gauge {
+        active: Arc<std::sync::atomic::AtomicUsize>,
+        peak: Arc<std::sync::atomic::AtomicUsize>,
+    }
+    impl Handler for Gauge {
+        async fn handle(&self, _ev: &Event<'_>, _cx: &Context) -> Outcome {
+            let now = self.active.fetch_add(1, Relaxed) + 1;
+            self.peak.fetch_max(now, Relaxed);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            self.active.fetch_sub(1, Relaxed);
+            Outcome::Ack
+        }
+    }
+
+    #[test]
+    fn inline_handlers_complete_on_the_poller_or_move_to_a_task() {
+        let mut rt = runtime();
+        submit(&rt, 0, &envelope("echo.inline", b"quick"));
+        let done = next_completion(&rt);
+        assert_eq!(
+            (done.kind, done.reply.as_slice()),
+            (TANDEM_OUTCOME_ACK, &b"quick"[..])
+        );
+        release(&rt, done.reply_slot);
+        // Waits on a timer: moves into a task at its first await and still completes.
+        submit(&rt, 1, &envelope("nap.inline", b"slow"));
+        submit(&rt, 2, &envelope("echo.inline", b"fast"));
+        let first = next_completion(&rt);
+        let second = next_completion(&rt);
+        assert_eq!(
+            first.reply, b"fast",
+            "a waiting inline handler must not hold up the next"
+        );
+        assert_eq!(second.reply, b"slow");
+        release(&rt, first.reply_slot);
+        release(&rt, second.reply_slot);
+        // A panic inline is contained like one in a task.
+        submit(&rt, 3, &envelope("boom.inline", b""));
+        let done = next_completion(&rt);
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            code::PANIC
+        );
+        release(&rt, done.reply_slot);
+        // An inline handler that never finishes is cancelled at shutdown, never lost.
+        submit(&rt, 0, &envelope("forever.inline", b""));
+        while rt.stats().received < 5 {
+            std::thread::yield_now();
+        }
+        rt.shutdown(Duration::from_millis(20));
+        let done = next_completion(&rt);
+        assert_eq!(done.kind, TANDEM_OUTCOME_RETRY);
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            code::CANCELLED
+        );
+        release(&rt, done.reply_slot);
+        assert_no_buffer_held(&rt);
+    }
+
+    #[test]
+    fn go_may_name_the_handler_whatever_the_event_type() {
+        let mut rt = runtime();
+        let types = rt
+            .event_types()
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>();
+        let echo = types.iter().position(|t| t == "echo").unwrap() as u32 + 1;
+        // A wildcard route in Go ("order.*" -> echo) sends types Rust has no handler for.
+        submit_to(&rt, 0, &envelope("order.created", b"routed"), echo);
+        let done = next_completion(&rt);
+        assert_eq!(
+            (done.kind, done.reply.as_slice()),
+            (TANDEM_OUTCOME_ACK, &b"routed"[..])
+        );
+        release(&rt, done.reply_slot);
+        // An index past the handlers is refused, not guessed.
+        submit_to(&rt, 1, &envelope("echo", b"x"), 999);
+        let done = next_completion(&rt);
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            code::NO_ROUTE
+        );
+        release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+
+    #[test]
+    fn the_delivery_deadline_cancels_the_handler_as_a_timeout() {
+        let mut rt = runtime();
+        submit_delivery(&rt, 0, &envelope("forever", b""), 0, due_in(20));
+        let done = next_completion(&rt);
+        assert_eq!(done.kind, TANDEM_OUTCOME_RETRY);
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            code::TIMEOUT
+        );
+        release(&rt, done.reply_slot);
+        // A deadline already past: refused at once, the handler never runs.
+        let past = Delivery {
+            attempt: 1,
+            deadline: Some(1),
+        };
+        submit_delivery(&rt, 1, &envelope("echo", b""), 0, past);
+        let done = next_completion(&rt);
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            code::TIMEOUT
+        );
+        release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+
+    struct Facts;
+    impl Handler for Facts {
+        async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
+            Outcome::Reply(format!("{} {:?}", ev.attempt(), ev.deadline()).into_bytes())
+        }
+    }
+
+    #[test]
+    fn the_slot_header_not_the_envelope_gives_attempt_and_deadline() {
+        let mut reg = Registry::new();
+        reg.register("facts", "facts", Facts);
+        let mut rt = Runtime::new(small(), reg).unwrap();
+        rt.start().unwrap();
+        // The envelope says attempt 9 and a deadline long past; the header of this delivery
+        // says attempt 2 and none: the handler runs and sees the header's.
+        let stale = envelope::encode_to_vec(&Envelope {
+            id: "1",
+            source: "/test",
+            ty: "facts",
+            specversion: "1.0",
+            attempt: 9,
+            deadline: Some(1),
+            ..Envelope::default()
+        });
+        let second = Delivery {
+            attempt: 2,
+            deadline: None,
+        };
+        submit_delivery(&rt, 0, &stale, 0, second);
+        let done = next_completion(&rt);
+        assert_eq!(
+            (done.kind, done.reply.as_slice()),
+            (TANDEM_OUTCOME_ACK, &b"2 None"[..])
+        );
+        release(&rt, done.reply_slot);
+        let due = now_ns() as i64 + 60_000_000_000;
+        let third = Delivery {
+            attempt: 3,
+            deadline: Some(due),
+        };
+        submit_delivery(&rt, 1, &stale, 0, third);
+        let done = next_completion(&rt);
+        assert_eq!(done.reply, format!("3 Some({due})").into_bytes());
+        release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+
+    #[test]
+    fn a_route_limit_bounds_its_concurrent_events() {
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut reg = Registry::new();
+        reg.register(
+            "gauge",
+            "gauge",
+            Gauge {
+                active: Arc::default(),
+                peak: peak.clone(),
+            },
+        )
+        .limit("gauge", 1);
+        let mut rt = Runtime::new(small(), reg).unwrap();
+        rt.start().unwrap();
+        for slot in 0..4 {
+            submit(&rt, slot, &envelope("gauge", b""));
+        }
+        for _ in 0..4 {
+            assert_eq!(next_completion(&rt).kind, TANDEM_OUTCOME_ACK);
+        }
+        assert_eq!(peak.load(Relaxed), 1, "the limit of 1 was exceeded");
+        assert_whole(&mut rt);
+    }
+
+    #[test]
+    fn the_deadline_fires_the_events_cancellation_token() {
+        let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut reg = Registry::new();
+        reg.register("watch", "watch", Watcher(fired.clone()));
+        let mut rt = Runtime::new(small(), reg).unwrap();
+        rt.start().unwrap();
+        // Long enough that the handler starts (and spawns its watcher) before the deadline.
+        submit_delivery(&rt, 0, &envelope("watch", b""), 0, due_in(250));
+        let done = next_completion(&rt);
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            code::TIMEOUT
+        );
+        release(&rt, done.reply_slot);
+        let until = Instant::now() + Duration::from_secs(10);
+        while !fired.load(Relaxed) {
+            assert!(Instant::now() < until, "the token never fired");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_whole(&mut rt);
+    }
+
+    #[test]
+    fn panic_becomes_terminal_error_envelope() {
+        let mut rt = runtime();
+        submit(&rt, 0, &envelope("boom", b""));
+        let done = next_completion(&rt);
+        assert_eq!(done.kind, TANDEM_OUTCOME_TERM);
+        let err = envelope::decode_error(&done.reply).expect("error envelope");
+        assert_eq!(
+            (err.code, err.runtime, err.handler),
+            (code::PANIC, "rust", "boom")
+        );
+        assert!(err.message.contains("boom"), "{}", err.message);
+        release(&rt, done.reply_slot);
+        // Still serving after the panic.
+        submit(&rt, 1, &envelope("echo", b"alive"));
+        let done = next_completion(&rt);
+        assert_eq!(done.reply, b"alive");
+        release(&rt, done.reply_slot);
+        assert_eq!(assert_whole(&mut rt).panics, 1);
+    }
+
+    #[test]
+    fn malformed_and_unrouted_events_are_terminal() {
+        let mut rt = runtime();
+        submit(&rt, 0, &[0xa1, 0x00]);
+        let done = next_completion(&rt);
+        assert_eq!(done.kind, TANDEM_OUTCOME_TERM);
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            code::DECODE
+        );
+        release(&rt, done.reply_slot);
+
+        submit(&rt, 1, &envelope("nobody.home", b""));
+        let done = next_completion(&rt);
+        assert_eq!(done.kind, TANDEM_OUTCOME_TERM);
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            code::NO_ROUTE
+        );
+        release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+}

@@ -1,0 +1,84 @@
+//! The state a runtime's tasks share: the submission side, the completion side, the handlers,
+//! the counters and the signals of shutdown.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::completion::Completions;
+use crate::config::{Config, Error, RegionLayout};
+use crate::handler::Registry;
+use crate::ring::Ring;
+use crate::shm::Region;
+use crate::slots::{ReplySlots, RequestSlots};
+use crate::stats::Counters;
+use crate::wake::EventFd;
+
+/// What the runtime's tasks share. One per runtime, behind an `Arc`; every field is safe to
+/// use from any thread.
+pub(crate) struct Shared {
+    pub(crate) region: Arc<Region>,
+    pub(crate) layout: RegionLayout,
+    pub(crate) cfg: Config,
+    pub(crate) sq: Ring,
+    pub(crate) wake_rust: EventFd,
+    pub(crate) completions: Arc<Completions>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) registry: Registry,
+    /// Fired when shutdown gives up on the handlers still running.
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) stopping: AtomicBool,
+    /// Held by whoever consumes the submission ring: the poller, or `stats` once stopped.
+    pub(crate) consumer: Mutex<()>,
+}
+
+impl Shared {
+    /// Maps the shared region and lays out the rings and arenas in it.
+    pub(crate) fn new(cfg: Config, registry: Registry) -> Result<Shared, Error> {
+        let layout = cfg.region_layout();
+        let region = Arc::new(Region::map(layout.size)?);
+        let base = region.base();
+        // SAFETY: the offsets come from `region_layout`, lie inside the fresh zeroed mapping and
+        // are cache-line aligned; the rings are kept beside an `Arc` of the region (in `Shared`
+        // and in `Completions`), so the mapping outlives them (the rings have no drop glue).
+        let (sq, cq) = unsafe {
+            (
+                Ring::init(
+                    base.add(layout.sq_header).cast(),
+                    base.add(layout.sq_cells).cast(),
+                    cfg.sq_capacity,
+                ),
+                Ring::init(
+                    base.add(layout.cq_header).cast(),
+                    base.add(layout.cq_cells).cast(),
+                    cfg.cq_capacity,
+                ),
+            )
+        };
+        let counters = Arc::new(Counters::default());
+        let completions = Completions::new(
+            cq,
+            EventFd::new()?,
+            RequestSlots::new(region.clone(), &layout, &cfg, counters.clone()),
+            ReplySlots::new(region.clone(), &layout, &cfg, counters.clone()),
+            counters.clone(),
+        );
+        Ok(Shared {
+            region,
+            layout,
+            sq,
+            wake_rust: EventFd::new()?,
+            completions: Arc::new(completions),
+            counters,
+            registry,
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            stopping: AtomicBool::new(false),
+            consumer: Mutex::new(()),
+            cfg,
+        })
+    }
+}

@@ -1,0 +1,400 @@
+//! The two slab arenas of the shared region and who owns each slot.
+//!
+//! A request slot is Go's until it publishes an event naming it, then Rust's until the
+//! completion naming it is published. A reply slot is Rust's until a completion lends it to
+//! Go, then Go's until a release record hands it back. Every hand-over swaps the slot's owner
+//! flag, so a slot handed over by a side that did not own it is counted as a violation
+//! instead of being acted on twice.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+
+use crate::config::{Config, RegionLayout};
+use crate::envelope::Envelope;
+use crate::layout::tandem_delivery;
+use crate::shm::Region;
+use crate::stats::Counters;
+use crate::sync::{AtomicU32, Ordering};
+
+const OWNER_GO: u32 = 0;
+const OWNER_RUST: u32 = 1;
+
+fn owners(n: u32, who: u32) -> Box<[AtomicU32]> {
+    (0..n).map(|_| AtomicU32::new(who)).collect()
+}
+
+/// Where a request slot's envelope starts: after its delivery header.
+const ENVELOPE_AT: usize = std::mem::size_of::<tandem_delivery>();
+
+/// The per-delivery facts of one event: from its request slot's header, or, for an event
+/// with no slot (emitted and routed inside Rust, or a direct call), from its envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Delivery {
+    /// The delivery number, from 1 (0: unset, for an envelope that leaves it unset).
+    pub(crate) attempt: u32,
+    /// The delivery's deadline, Unix nanoseconds.
+    pub(crate) deadline: Option<i64>,
+}
+
+impl Delivery {
+    /// The facts an envelope carries, for an event that has no request slot.
+    pub(crate) fn of_envelope(env: &Envelope<'_>) -> Delivery {
+        Delivery {
+            attempt: env.attempt,
+            deadline: env.deadline,
+        }
+    }
+}
+
+/// The request arena: where Go writes the events it submits, each a `tandem_delivery` header
+/// and then the envelope.
+pub(crate) struct RequestSlots {
+    region: Arc<Region>,
+    arena: usize,
+    stride: usize,
+    size: u32,
+    owner: Box<[AtomicU32]>,
+    counters: Arc<Counters>,
+}
+
+impl RequestSlots {
+    pub(crate) fn new(
+        region: Arc<Region>,
+        layout: &RegionLayout,
+        cfg: &Config,
+        counters: Arc<Counters>,
+    ) -> RequestSlots {
+        RequestSlots {
+            region,
+            arena: layout.req_arena,
+            stride: layout.req_stride,
+            size: cfg.req_slot_size,
+            owner: owners(cfg.req_slots, OWNER_GO),
+            counters,
+        }
+    }
+
+    /// Takes slot `slot` (an envelope of `len` bytes, submitted with `token`) from Go: the
+    /// returned guard owns it until its completion is published. Returns None, counting a
+    /// violation, if the descriptor names no valid slot: there is then nothing to complete.
+    pub(crate) fn take(self: &Arc<Self>, slot: u32, len: u32, token: u64) -> Option<RequestSlot> {
+        if slot as usize >= self.owner.len() || len > self.size {
+            self.counters.violations.fetch_add(1, Relaxed);
+            return None;
+        }
+        if self.owner[slot as usize].swap(OWNER_RUST, Ordering::AcqRel) != OWNER_GO {
+            self.counters.violations.fetch_add(1, Relaxed);
+        }
+        self.counters.received.fetch_add(1, Relaxed);
+        self.counters.hold(&self.counters.requests_held);
+        Some(RequestSlot {
+            slots: self.clone(),
+            index: slot,
+            len,
+            token,
+        })
+    }
+
+    fn slot_ptr(&self, slot: u32) -> *mut u8 {
+        assert!((slot as usize) < self.owner.len());
+        // SAFETY: slot < req_slots (asserted), so the offset lies inside the region.
+        unsafe {
+            self.region
+                .base()
+                .add(self.arena + slot as usize * self.stride)
+        }
+    }
+
+    /// Plays Go's part in tests: writes the delivery header and the envelope `bytes` into
+    /// slot `slot`.
+    #[cfg(test)]
+    pub(crate) fn write_as_go(&self, slot: u32, delivery: Delivery, bytes: &[u8]) {
+        assert!(bytes.len() <= self.size as usize && (slot as usize) < self.owner.len());
+        let header = tandem_delivery {
+            deadline_ns: delivery.deadline.map_or(0, |d| d.max(1) as u64),
+            attempt: delivery.attempt,
+            flags: 0,
+        };
+        let p = self.slot_ptr(slot);
+        // SAFETY: the test plays Go, which owns the slot until it publishes it; the header and
+        // the envelope fit the stride (checked above), and the slot start is aligned.
+        unsafe {
+            p.cast::<tandem_delivery>().write(header);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(ENVELOPE_AT), bytes.len());
+        }
+    }
+}
+
+/// One request slot Rust owns: from the moment the poller takes it off the submission ring
+/// until the completion naming it is published, which consumes the guard
+/// ([`RequestSlot::give_back`]). The handler's [`Event`](crate::Event) borrows the envelope
+/// from the guard, so the compiler keeps the slot owned while the event is read; a task that
+/// needs `'static` moves the guard in and builds the event inside.
+///
+/// Dropping a guard without giving it back is a bug: the slot would stay Rust's with no
+/// completion to tell Go. In debug builds it panics; in release builds it counts a violation
+/// and leaves the slot with Rust (it shows in `Stats::requests_held`, and Go settles the event
+/// as abandoned at shutdown). The runtime gives every slot back, cancelled or not; only a
+/// handler stuck past shutdown keeps its guard, and its task is never dropped early.
+pub(crate) struct RequestSlot {
+    slots: Arc<RequestSlots>,
+    index: u32,
+    len: u32,
+    token: u64,
+}
+
+impl RequestSlot {
+    /// The submitter's token, echoed in the completion.
+    pub(crate) fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// The envelope, borrowed from the slot for as long as the guard is borrowed.
+    pub(crate) fn envelope(&self) -> &[u8] {
+        let p = self.slots.slot_ptr(self.index);
+        // SAFETY: `take` checked len <= req_slot_size, and the stride holds the header and
+        // req_slot_size bytes, so the range lies in the region. Go wrote it before publishing
+        // the descriptor (release/acquire on its seq) and does not touch it until the
+        // completion hands the slot back, which consumes this guard: the borrow of `self`
+        // cannot outlive that.
+        unsafe { std::slice::from_raw_parts(p.add(ENVELOPE_AT), self.len as usize) }
+    }
+
+    /// The delivery header Go wrote for this delivery.
+    pub(crate) fn delivery(&self) -> Delivery {
+        let p = self.slots.slot_ptr(self.index);
+        // SAFETY: the header is at the slot's start, which is aligned for it (the arena is page
+        // aligned, the stride a multiple of 64); Go wrote it before publishing and leaves it
+        // alone while the guard lives.
+        let h = unsafe { p.cast::<tandem_delivery>().read() };
+        Delivery {
+            attempt: h.attempt,
+            deadline: (h.deadline_ns != 0).then_some(h.deadline_ns.min(i64::MAX as u64) as i64),
+        }
+    }
+
+    /// Hands the slot back to Go and returns its index, for the completion that names it,
+    /// which the caller publishes next.
+    pub(crate) fn give_back(self) -> u32 {
+        let slots = &self.slots;
+        if slots.owner[self.index as usize].swap(OWNER_GO, Ordering::AcqRel) != OWNER_RUST {
+            slots.counters.violations.fetch_add(1, Relaxed);
+        }
+        slots.counters.unhold(&slots.counters.requests_held);
+        let index = self.index;
+        // The guard's work is done; its Drop (the not-completed check) must not run.
+        drop(disarm(self));
+        index
+    }
+}
+
+/// Forgets a given-back guard, releasing its `Arc` without running its `Drop`.
+fn disarm(slot: RequestSlot) -> Arc<RequestSlots> {
+    let slot = std::mem::ManuallyDrop::new(slot);
+    // SAFETY: `slot` is never used or dropped again (ManuallyDrop), so its `Arc` is moved out
+    // exactly once.
+    unsafe { std::ptr::read(&slot.slots) }
+}
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        self.slots.counters.violations.fetch_add(1, Relaxed);
+        if !std::thread::panicking() {
+            debug_assert!(
+                false,
+                "request slot {} dropped without a completion (token {:#x})",
+                self.index, self.token
+            );
+        }
+    }
+}
+
+/// The reply arena: where Rust writes replies, error envelopes, emitted events and log
+/// batches, lending each slot to Go with the completion that names it.
+pub(crate) struct ReplySlots {
+    region: Arc<Region>,
+    arena: usize,
+    stride: usize,
+    size: usize,
+    owner: Box<[AtomicU32]>,
+    free: Mutex<Vec<u32>>,
+    permits: Semaphore,
+    counters: Arc<Counters>,
+}
+
+impl ReplySlots {
+    pub(crate) fn new(
+        region: Arc<Region>,
+        layout: &RegionLayout,
+        cfg: &Config,
+        counters: Arc<Counters>,
+    ) -> ReplySlots {
+        ReplySlots {
+            region,
+            arena: layout.rep_arena,
+            stride: layout.rep_stride,
+            size: cfg.rep_slot_size as usize,
+            owner: owners(cfg.rep_slots, OWNER_RUST),
+            free: Mutex::new((0..cfg.rep_slots).rev().collect()),
+            permits: Semaphore::new(cfg.rep_slots as usize),
+            counters,
+        }
+    }
+
+    /// Usable bytes per slot.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Takes a free slot to write into, waiting (without blocking a thread) while every slot
+    /// is lent to Go: writers are throttled, never refused.
+    pub(crate) async fn take(&self) -> ReplyWriter<'_> {
+        match self.permits.acquire().await {
+            Ok(p) => p.forget(),
+            Err(_) => unreachable!("the reply semaphore is never closed"),
+        }
+        let index = self
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .expect("a permit guarantees a free reply slot");
+        ReplyWriter { slots: self, index }
+    }
+
+    /// Takes slot `slot` back from Go (a release record). A slot Go does not hold, or out of
+    /// range, is counted as a violation and ignored.
+    pub(crate) fn release(&self, slot: u32) {
+        if slot as usize >= self.owner.len()
+            || self.owner[slot as usize].swap(OWNER_RUST, Ordering::AcqRel) != OWNER_GO
+        {
+            self.counters.violations.fetch_add(1, Relaxed);
+            return;
+        }
+        self.counters.replies_lent.fetch_sub(1, Relaxed);
+        self.counters.releases.fetch_add(1, Relaxed);
+        self.put_free(slot);
+    }
+
+    fn put_free(&self, slot: u32) {
+        self.free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(slot);
+        self.permits.add_permits(1);
+    }
+
+    /// The first `len` bytes of a slot lent to Go, read as Go would (tests play Go).
+    #[cfg(test)]
+    pub(crate) fn read_as_go(&self, slot: u32, len: u32) -> Vec<u8> {
+        assert!(len as usize <= self.size && (slot as usize) < self.owner.len());
+        let off = self.arena + slot as usize * self.stride;
+        // SAFETY: the slot is lent to the test, which plays Go; the range lies in the region.
+        unsafe { std::slice::from_raw_parts(self.region.base().add(off), len as usize).to_vec() }
+    }
+}
+
+/// One reply slot Rust holds to write into: taken by [`ReplySlots::take`], then lent to Go by
+/// [`ReplyWriter::lend`]. Dropped without lending, the slot returns to the free list.
+pub(crate) struct ReplyWriter<'a> {
+    slots: &'a ReplySlots,
+    index: u32,
+}
+
+impl ReplyWriter<'_> {
+    /// The whole slot, to write into.
+    pub(crate) fn buf(&mut self) -> &mut [u8] {
+        let s = self.slots;
+        let off = s.arena + self.index as usize * s.stride;
+        // SAFETY: index < rep_slots, so the range lies in the region; the slot came off the
+        // free list, so this writer holds it exclusively until `lend` or drop, and the
+        // returned borrow of `self` ends before either.
+        unsafe { std::slice::from_raw_parts_mut(s.region.base().add(off), s.size) }
+    }
+
+    /// Lends the slot to Go holding its first `len` bytes. The returned value goes into the
+    /// completion that names it, which Go reads only after it is published.
+    pub(crate) fn lend(self, len: usize) -> LentReply {
+        let s = self.slots;
+        let slot = self.index;
+        std::mem::forget(self);
+        s.owner[slot as usize].store(OWNER_GO, Ordering::Release);
+        s.counters.replies_lent.fetch_add(1, Relaxed);
+        LentReply {
+            slot,
+            len: len.min(s.size) as u32,
+        }
+    }
+}
+
+impl Drop for ReplyWriter<'_> {
+    fn drop(&mut self) {
+        self.slots.put_free(self.index);
+    }
+}
+
+/// A reply slot lent to Go, and the bytes of it in use: what a completion record names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LentReply {
+    pub(crate) slot: u32,
+    pub(crate) len: u32,
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn request_slots() -> (Arc<RequestSlots>, Arc<Counters>) {
+        let cfg = Config {
+            req_slots: 2,
+            req_slot_size: 256,
+            ..Config::default()
+        };
+        let layout = cfg.region_layout();
+        let region = Arc::new(Region::map(layout.size).expect("mapping"));
+        let counters = Arc::new(Counters::default());
+        let slots = RequestSlots::new(region, &layout, &cfg, counters.clone());
+        (Arc::new(slots), counters)
+    }
+
+    #[test]
+    fn a_guard_reads_its_slot_and_gives_it_back_once() {
+        let (slots, counters) = request_slots();
+        let delivery = Delivery {
+            attempt: 3,
+            deadline: Some(42),
+        };
+        slots.write_as_go(1, delivery, b"envelope");
+        let guard = slots.take(1, 8, 7).expect("a valid slot");
+        assert_eq!(
+            (guard.envelope(), guard.delivery(), guard.token()),
+            (&b"envelope"[..], delivery, 7)
+        );
+        assert_eq!(counters.requests_held.load(Relaxed), 1);
+        assert_eq!(guard.give_back(), 1);
+        let held = counters.requests_held.load(Relaxed);
+        assert_eq!((held, counters.violations.load(Relaxed)), (0, 0));
+        // Go takes it and submits it again: a fresh hand-over, no violation.
+        assert!(slots.take(1, 0, 8).expect("again").give_back() == 1);
+        assert_eq!(counters.violations.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_descriptor_naming_no_valid_slot_gives_no_guard() {
+        let (slots, counters) = request_slots();
+        assert!(slots.take(2, 0, 1).is_none(), "slot out of range");
+        assert!(slots.take(0, 257, 1).is_none(), "longer than a slot");
+        assert_eq!(counters.violations.load(Relaxed), 2);
+        assert_eq!(counters.requests_held.load(Relaxed), 0);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "dropped without a completion")]
+    fn dropping_a_guard_without_its_completion_is_caught_in_debug_builds() {
+        let (slots, _) = request_slots();
+        drop(slots.take(0, 0, 1));
+    }
+}

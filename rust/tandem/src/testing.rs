@@ -1,0 +1,314 @@
+//! Tests' harness: the runtime driven from Rust the way Go drives it: envelopes written into
+//! request slots, descriptors pushed on the submission ring, completions popped from the other.
+
+pub(crate) use std::sync::Arc;
+pub(crate) use std::sync::atomic::Ordering::Relaxed;
+pub(crate) use std::time::{Duration, Instant};
+
+pub(crate) use crate::completion::now_ns;
+pub(crate) use crate::config::{Config, Error};
+pub(crate) use crate::envelope::{self, Envelope};
+pub(crate) use crate::handler::{Context, Event, Handler, Registry};
+pub(crate) use crate::layout::*;
+pub(crate) use crate::outcome::{HandlerError, Outcome};
+pub(crate) use crate::runtime::Runtime;
+pub(crate) use crate::slots::Delivery;
+pub(crate) use crate::stats::Stats;
+pub(crate) use crate::sync::Ordering;
+
+pub(crate) struct Echo;
+impl Handler for Echo {
+    async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
+        Outcome::Reply(ev.data().to_vec())
+    }
+}
+pub(crate) struct Boom;
+impl Handler for Boom {
+    async fn handle(&self, _ev: &Event<'_>, _cx: &Context) -> Outcome {
+        panic!("boom")
+    }
+}
+pub(crate) struct Forever;
+impl Handler for Forever {
+    async fn handle(&self, _ev: &Event<'_>, _cx: &Context) -> Outcome {
+        std::future::pending::<()>().await;
+        Outcome::Ack
+    }
+}
+pub(crate) struct ColdStart;
+impl Handler for ColdStart {
+    async fn handle(&self, _ev: &Event<'_>, _cx: &Context) -> Outcome {
+        Outcome::Ack
+    }
+    async fn warm_up(&self) -> Result<(), HandlerError> {
+        Err(HandlerError::with_code("unavailable", "cache unreachable"))
+    }
+}
+
+pub(crate) struct Nap;
+impl Handler for Nap {
+    async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        Outcome::Reply(ev.data().to_vec())
+    }
+}
+
+pub(crate) struct Fork;
+impl Handler for Fork {
+    async fn handle(&self, ev: &Event<'_>, cx: &Context) -> Outcome {
+        for i in 0..3 {
+            let id = format!("{}/{i}", ev.id());
+            if let Err(e) = cx.emit(&ev.follow_up("child", &id, ev.data())).await {
+                return Outcome::Term(HandlerError::new(e.to_string()));
+            }
+        }
+        Outcome::Ack
+    }
+}
+
+pub(crate) struct Patient;
+impl Handler for Patient {
+    async fn handle(&self, _ev: &Event<'_>, cx: &Context) -> Outcome {
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            cx.in_progress(Duration::from_millis(60)).await;
+        }
+        Outcome::Ack
+    }
+}
+pub(crate) struct Watcher(pub(crate) Arc<std::sync::atomic::AtomicBool>);
+impl Handler for Watcher {
+    async fn handle(&self, _ev: &Event<'_>, cx: &Context) -> Outcome {
+        let (token, fired) = (cx.cancellation().clone(), self.0.clone());
+        tokio::spawn(async move {
+            token.cancelled().await;
+            fired.store(true, Relaxed);
+        });
+        std::future::pending::<()>().await;
+        Outcome::Ack
+    }
+}
+
+pub(crate) struct Spray;
+impl Handler for Spray {
+    async fn handle(&self, ev: &Event<'_>, cx: &Context) -> Outcome {
+        for ty in ["echo", "boom"] {
+            let id = format!("{}/{ty}", ev.id());
+            if let Err(e) = cx.emit(&ev.follow_up(ty, &id, b"local")).await {
+                return Outcome::Term(HandlerError::new(e.to_string()));
+            }
+        }
+        Outcome::Ack
+    }
+}
+
+/// A runtime sized for tests: 4 slots each way, 1 KiB each.
+pub(crate) fn small() -> Config {
+    Config {
+        workers: 2,
+        sq_capacity: 16,
+        cq_capacity: 8,
+        req_slots: 4,
+        rep_slots: 4,
+        req_slot_size: 1024,
+        rep_slot_size: 1024,
+        ..Config::default()
+    }
+}
+
+pub(crate) fn runtime() -> Runtime {
+    let mut reg = Registry::new();
+    reg.register("fork", "fork", Fork)
+        .register("patient", "patient", Patient)
+        .register("spray", "spray", Spray);
+    reg.register("echo", "echo", Echo)
+        .register("boom", "boom", Boom)
+        .register("forever", "forever", Forever)
+        .register_inline("echo.inline", "echo-inline", Echo)
+        .register_inline("boom.inline", "boom-inline", Boom)
+        .register_inline("nap.inline", "nap-inline", Nap)
+        .register_inline("forever.inline", "forever-inline", Forever);
+    let cfg = Config {
+        spin: Duration::from_micros(20),
+        ..small()
+    };
+    let mut rt = Runtime::new(cfg, reg).expect("runtime");
+    rt.start().expect("start");
+    rt
+}
+
+pub(crate) fn envelope(ty: &str, data: &[u8]) -> Vec<u8> {
+    envelope::encode_to_vec(&Envelope {
+        id: "1",
+        source: "/test",
+        ty,
+        specversion: "1.0",
+        data,
+        ..Envelope::default()
+    })
+}
+
+/// Plays Go's part: writes `bytes` into request slot `slot` and publishes it.
+pub(crate) fn submit(rt: &Runtime, slot: u32, bytes: &[u8]) {
+    submit_to(rt, slot, bytes, 0)
+}
+
+/// As `submit`, naming the handler (1 + its index in event-type order; 0: by type).
+pub(crate) fn submit_to(rt: &Runtime, slot: u32, bytes: &[u8], route: u32) {
+    submit_delivery(rt, slot, bytes, route, first_delivery())
+}
+
+/// The header Go writes for a first delivery with no deadline.
+pub(crate) fn first_delivery() -> Delivery {
+    Delivery {
+        attempt: 1,
+        deadline: None,
+    }
+}
+
+/// A first delivery due `ms` milliseconds from now.
+pub(crate) fn due_in(ms: i64) -> Delivery {
+    Delivery {
+        attempt: 1,
+        deadline: Some(now_ns() as i64 + ms * 1_000_000),
+    }
+}
+
+/// As `submit_to`, with the delivery header Go writes beside the envelope.
+pub(crate) fn submit_delivery(
+    rt: &Runtime,
+    slot: u32,
+    bytes: &[u8],
+    route: u32,
+    delivery: Delivery,
+) {
+    let s = &rt.shared;
+    s.completions.requests.write_as_go(slot, delivery, bytes);
+    assert!(s.sq.push(|d| {
+        d.kind.store(TANDEM_SQE_EVENT, Ordering::Relaxed);
+        d.slot.store(slot, Ordering::Relaxed);
+        d.len.store(bytes.len() as u32, Ordering::Relaxed);
+        d.token.store(u64::from(slot) | 7 << 32, Ordering::Relaxed);
+        d.flags.store(route, Ordering::Relaxed);
+    }));
+    if s.sq.take_wakeup() {
+        s.wake_rust.signal();
+    }
+}
+
+pub(crate) fn release(rt: &Runtime, reply_slot: u32) {
+    let s = &rt.shared;
+    assert!(s.sq.push(|d| {
+        d.kind.store(TANDEM_SQE_RELEASE, Ordering::Relaxed);
+        d.slot.store(reply_slot, Ordering::Relaxed);
+    }));
+    if s.sq.take_wakeup() {
+        s.wake_rust.signal();
+    }
+}
+
+pub(crate) struct Done {
+    pub(crate) kind: u32,
+    pub(crate) slot: u32,
+    pub(crate) token: u64,
+    pub(crate) reply_slot: u32,
+    pub(crate) reply: Vec<u8>,
+    pub(crate) len: u32,
+    pub(crate) flags: u32,
+}
+
+/// The next completion record, if one is waiting.
+fn try_completion(rt: &Runtime) -> Option<Done> {
+    let s = &rt.shared;
+    let (kind, slot, token, reply_slot, len, elen, flags) = s.completions.ring().pop(|d| {
+        (
+            d.kind.load(Ordering::Relaxed),
+            d.slot.load(Ordering::Relaxed),
+            d.token.load(Ordering::Relaxed),
+            d.reply_slot.load(Ordering::Relaxed),
+            d.reply_len.load(Ordering::Relaxed),
+            d.len.load(Ordering::Relaxed),
+            d.flags.load(Ordering::Relaxed),
+        )
+    })?;
+    let reply = if reply_slot == TANDEM_NO_SLOT {
+        Vec::new()
+    } else {
+        s.completions.replies.read_as_go(reply_slot, len)
+    };
+    Some(Done {
+        kind,
+        slot,
+        token,
+        reply_slot,
+        reply,
+        len: elen,
+        flags,
+    })
+}
+
+/// The next completion that is not a log batch (Go's poller hands those to its logger; a
+/// test running beside one that enables logs may see them). Log batches are released.
+pub(crate) fn next_completion(rt: &Runtime) -> Done {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match try_completion(rt) {
+            Some(done) if done.kind == TANDEM_CQE_LOG => release(rt, done.reply_slot),
+            Some(done) => return done,
+            None => {
+                assert!(Instant::now() < deadline, "no completion within 10 s");
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// The next completion of any kind, log batches included.
+pub(crate) fn next_any(rt: &Runtime) -> Done {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(done) = try_completion(rt) {
+            return done;
+        }
+        assert!(Instant::now() < deadline, "no completion within 10 s");
+        std::thread::yield_now();
+    }
+}
+
+/// Decodes a log batch as Go does: the dropped count, then one map per record.
+pub(crate) fn log_messages(batch: &[u8]) -> Vec<String> {
+    let mut d = minicbor::Decoder::new(batch);
+    d.u64().expect("dropped count");
+    let mut out = Vec::new();
+    while d.position() < batch.len() {
+        let n = d.map().expect("record").expect("definite map");
+        for _ in 0..n {
+            match d.u8().expect("key") {
+                2 => out.push(d.str().expect("message").to_owned()),
+                _ => d.skip().expect("value"),
+            }
+        }
+    }
+    out
+}
+
+/// Asserts every slot came back to its owner, with no protocol violation.
+pub(crate) fn assert_no_buffer_held(rt: &Runtime) -> Stats {
+    // Log batches published at shutdown go back as Go's poller would release them.
+    while let Some(done) = try_completion(rt) {
+        assert_eq!(done.kind, TANDEM_CQE_LOG, "a completion nobody consumed");
+        release(rt, done.reply_slot);
+    }
+    let st = rt.stats();
+    assert_eq!(
+        (st.requests_held, st.replies_lent, st.violations),
+        (0, 0, 0),
+        "{st:?}"
+    );
+    st
+}
+
+pub(crate) fn assert_whole(rt: &mut Runtime) -> Stats {
+    rt.shutdown(Duration::from_secs(1));
+    assert_no_buffer_held(rt)
+}
