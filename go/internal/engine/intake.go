@@ -132,15 +132,17 @@ func (e *Engine) intakeGo(ctx context.Context, rt *Route, ev *envelope.Event, or
 	}
 	d.nextDeadline(time.Now())
 	d.event.Attempt, d.event.Deadline = d.attempt, unixTime(d.deadline)
-	e.pending.Add(1) // before the enqueue: a worker may settle it at once
+	// Counted in before the enqueue: a worker may settle it at once.
+	e.obs.stamp(d)
+	e.pending.Add(1)
 	err := rt.pool.enqueue(ctx, d, rt.Overload)
 	switch {
 	case err == nil:
-		e.obs.accepted(d)
+		e.obs.count(rt)
 		e.budget.Deposit(time.Now())
 		return nil
 	case errors.Is(err, ErrShed):
-		e.obs.accepted(d)
+		e.obs.count(rt)
 		d.waiter = nil // the submitter learns it from the error
 		e.deadLetter(d, failure(OutcomeTerm, ev.Type, envelope.CodeShed, fmt.Sprintf("route %q was full", rt.Pattern), rt.Name), deadletter.ReasonShed)
 		return err

@@ -33,11 +33,22 @@ func (o *observer) init(e *Engine) { o.e = e }
 
 // accepted: a new delivery entered intake (from any origin).
 func (o *observer) accepted(d *Delivery) {
-	o.submitted.Add(1)
+	o.stamp(d)
+	o.count(d.route)
+}
+
+// stamp marks the delivery's intake time, for the latency histogram; before the delivery is
+// handed on, since its handler may settle it at once.
+func (o *observer) stamp(d *Delivery) {
 	if o.metrics.on {
 		d.submittedAt = nanotime()
-		o.metrics.submit(d.route)
 	}
+}
+
+// count counts an event in on its route; it reads nothing of the delivery.
+func (o *observer) count(rt *Route) {
+	o.submitted.Add(1)
+	o.metrics.submit(rt)
 }
 
 // rejected: intake refused an event before it became a delivery.
