@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math"
 	"time"
 	"unsafe"
 
@@ -119,7 +118,7 @@ func (e *Engine) intakeRust(ctx context.Context, rt *Route, ev *envelope.Event, 
 
 // intakeGo copies ev and queues it for the route's workers.
 func (e *Engine) intakeGo(ctx context.Context, rt *Route, ev *envelope.Event, origin Origin, w Waiter) error {
-	if err := validate(ev); err != nil {
+	if err := envelope.Validate(ev); err != nil {
 		e.log.Warn("tandem: invalid event", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
 		return err
 	}
@@ -204,28 +203,6 @@ func (e *Engine) SubmitRaw(raw []byte, eventType string, w Waiter) error {
 	e.accepted(d)
 	e.publish(d)
 	return nil
-}
-
-// validate checks what the encoder would refuse, for a Go route's event (never encoded).
-func validate(ev *envelope.Event) error {
-	switch {
-	case ev.ID == "":
-		return fmt.Errorf("%w: ID is empty", envelope.ErrInvalidEvent)
-	case ev.Source == "":
-		return fmt.Errorf("%w: Source is empty", envelope.ErrInvalidEvent)
-	case ev.Type == "":
-		return fmt.Errorf("%w: Type is empty", envelope.ErrInvalidEvent)
-	case !unixNanos(ev.Time):
-		return fmt.Errorf("%w: Time %v is outside int64 Unix nanoseconds", envelope.ErrInvalidEvent, ev.Time)
-	case !unixNanos(ev.Deadline):
-		return fmt.Errorf("%w: Deadline %v is outside int64 Unix nanoseconds", envelope.ErrInvalidEvent, ev.Deadline)
-	}
-	return nil
-}
-
-// unixNanos reports whether t is zero or representable as int64 Unix nanoseconds.
-func unixNanos(t time.Time) bool {
-	return t.IsZero() || (!t.Before(time.Unix(0, math.MinInt64)) && !t.After(time.Unix(0, math.MaxInt64)))
 }
 
 // cloneEvent copies ev so the submitter may reuse its buffers once intake returns.

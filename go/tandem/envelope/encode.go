@@ -169,7 +169,11 @@ func validTime(t time.Time) bool {
 	return t.IsZero() || (!t.Before(minUnixNano) && !t.After(maxUnixNano))
 }
 
-func validateEvent(ev *Event) error {
+// Validate reports, as ErrInvalidEvent wrapped with the field, why ev could not be encoded:
+// a required attribute empty, or a time outside int64 Unix nanoseconds. AppendEvent applies
+// the same rules; a Go route validates an event it never encodes with it. Safe for
+// concurrent use.
+func Validate(ev *Event) error {
 	switch {
 	case ev == nil:
 		return fmt.Errorf("%w: nil", ErrInvalidEvent)
@@ -272,7 +276,7 @@ func (s *eventScratch) fill(ev *Event) {
 // is returned unchanged. When dst has room for EncodedEventSize(ev) more bytes the
 // envelope is written into dst's array and nothing is allocated. Safe for concurrent use.
 func AppendEvent(dst []byte, ev *Event) ([]byte, error) {
-	if err := validateEvent(ev); err != nil {
+	if err := Validate(ev); err != nil {
 		return dst, err
 	}
 	s := eventScratchPool.Get().(*eventScratch)
@@ -322,7 +326,7 @@ func EncodedEventSize(ev *Event) int {
 // MarshalEvent returns the canonical envelope of ev in a new slice: the bytes
 // AppendEvent(nil, ev) returns. Prefer AppendEvent on hot paths. Safe for concurrent use.
 func MarshalEvent(ev *Event) ([]byte, error) {
-	if err := validateEvent(ev); err != nil {
+	if err := Validate(ev); err != nil {
 		return nil, err
 	}
 	var s eventScratch
