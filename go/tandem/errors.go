@@ -87,12 +87,16 @@ type Outcome uint8
 
 const (
 	// OutcomeAck: handled.
-	OutcomeAck = Outcome(engine.OutcomeAck)
+	OutcomeAck Outcome = iota
 	// OutcomeRetry: failed, deliver again later.
-	OutcomeRetry = Outcome(engine.OutcomeRetry)
+	OutcomeRetry
 	// OutcomeTerm: failed for good; dead-letter, never retry.
-	OutcomeTerm = Outcome(engine.OutcomeTerm)
+	OutcomeTerm
 )
+
+// The engine numbers outcomes as the façade does (a compile-time check).
+var _ [0]struct{} = [int(OutcomeTerm) - int(engine.OutcomeTerm)]struct{}{}
+var _ [0]struct{} = [int(OutcomeRetry) - int(engine.OutcomeRetry)]struct{}{}
 
 func (o Outcome) String() string { return engine.Outcome(o).String() }
 

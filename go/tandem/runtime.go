@@ -16,20 +16,24 @@ type State int32
 
 const (
 	// Registered: New returned; routes may be added; nothing runs yet.
-	Registered = State(engine.Registered)
+	Registered State = iota
 	// Initialized: every Go handler's Init succeeded (Start in progress).
-	Initialized = State(engine.Initialized)
+	Initialized
 	// WarmingUp: handlers are priming caches and connections (Start in progress).
-	WarmingUp = State(engine.WarmingUp)
+	WarmingUp
 	// Running: accepting events.
-	Running = State(engine.Running)
+	Running
 	// Draining: Shutdown has stopped intake and is finishing in-flight events.
-	Draining = State(engine.Draining)
+	Draining
 	// Stopped: every event is settled and every buffer released.
-	Stopped = State(engine.Stopped)
+	Stopped
 	// Failed: Start failed; Shutdown still releases what was allocated.
-	Failed = State(engine.Failed)
+	Failed
 )
+
+// The engine numbers its states as the façade does (a compile-time check).
+var _ [0]struct{} = [int(Failed) - int(engine.Failed)]struct{}{}
+var _ [0]struct{} = [int(Draining) - int(engine.Draining)]struct{}{}
 
 func (s State) String() string {
 	switch s {
