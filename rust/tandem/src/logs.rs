@@ -126,6 +126,7 @@ thread_local! {
 
 /// Names the runtime a thread works for, for its whole life: tokio's worker threads, from
 /// `on_thread_start`.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn work_for(queue: Option<Arc<LogQueue>>) {
     CURRENT.with(|c| *c.borrow_mut() = queue);
 }
