@@ -174,7 +174,7 @@ impl Completions {
     }
 
     /// The completion ring, for tests playing Go's poller.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn ring(&self) -> &Ring {
         &self.cq
     }

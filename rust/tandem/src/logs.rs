@@ -153,7 +153,7 @@ fn current() -> Option<Arc<LogQueue>> {
 
 /// Sets the least severe level forwarded to Go (`LEVEL_OFF` forwards nothing), for every
 /// runtime of the process.
-#[cfg_attr(not(any(test, feature = "exports")), allow(dead_code))]
+#[cfg_attr(not(any(all(test, not(loom)), feature = "exports")), allow(dead_code))]
 pub(crate) fn set_level(level: u8) {
     MIN_LEVEL.store(level.min(LEVEL_OFF), Relaxed);
     tracing::callsite::rebuild_interest_cache();
