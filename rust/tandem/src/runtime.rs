@@ -24,7 +24,9 @@ use crate::completion::{Finished, LocalDispatch, LocalRoutes, error_bytes};
 use crate::config::{Config, Error, RegionInfo};
 use crate::dispatch::{prepare, run};
 use crate::handler::Registry;
-use crate::layout::*;
+use crate::layout::{
+    TANDEM_OUTCOME_ACK, TANDEM_OUTCOME_RETRY, TANDEM_OUTCOME_TERM, TANDEM_PROBE_STOP,
+};
 use crate::logs::LogQueue;
 use crate::outcome::Outcome;
 use crate::poller::{drain_submissions, poll_submissions};
