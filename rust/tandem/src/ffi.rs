@@ -454,8 +454,9 @@ pub unsafe extern "C" fn tandem_set_local_routes(
 }
 
 /// Sets the least severe level of the Rust log records forwarded to Go (0 trace, 1 debug,
-/// 2 info, 3 warn, 4 error, 5 or more: none). Process-wide: the records of every runtime go
-/// through one subscriber. Go calls it at start and whenever its logger's level changes.
+/// 2 info, 3 warn, 4 error, 5 or more: none). Process-wide, since the records of every
+/// runtime go through one subscriber (which hands each to the runtime that produced it). Go
+/// calls it at start and whenever its logger's level changes.
 #[unsafe(no_mangle)]
 pub extern "C" fn tandem_set_log_level(level: u32) {
     let _ = guard(|| {

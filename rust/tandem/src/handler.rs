@@ -1,5 +1,6 @@
 //! What a Rust handler implements and what it receives: [`Handler`], [`Event`], [`Context`],
-//! [`Outcome`] and [`HandlerError`].
+//! and the [`Registry`] that routes event types to handlers. A handler's [`Context`] reaches
+//! the runtime only through its completion side (progress records, emitted events).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -176,7 +177,8 @@ impl Registry {
 /// One event, borrowed from its request slot in the shared arena (or, for an event routed
 /// inside Rust, from its owned envelope). Handlers see it by reference; the slot is released to
 /// Go with the completion, which the runtime publishes only after the handler's future, and
-/// every borrow of this value, has ended: the lifetime `'a` is the slot's.
+/// every borrow of this value, has ended: the lifetime `'a` is the slot's. Read-only and
+/// `Sync`: the futures of one handler may read it concurrently.
 pub struct Event<'a> {
     env: Envelope<'a>,
     delivery: Delivery,
@@ -213,9 +215,10 @@ impl<'a> Event<'a> {
     pub fn attempt(&self) -> u32 {
         self.delivery.attempt
     }
-    /// This delivery's deadline, Unix nanoseconds, if it has one: Go's, written beside the
-    /// envelope for each delivery (an event routed inside Rust carries its envelope's). The
-    /// runtime cancels the handler when it passes; [`Context::in_progress`] pushes it back.
+    /// The deadline this delivery arrived with, Unix nanoseconds, if it has one: Go's,
+    /// written beside the envelope for each delivery (an event routed inside Rust carries its
+    /// envelope's). The runtime cancels the handler when it passes, unless
+    /// [`Context::in_progress`] pushed it back (which this value does not show).
     pub fn deadline(&self) -> Option<i64> {
         self.delivery.deadline
     }
@@ -259,8 +262,8 @@ impl fmt::Debug for Event<'_> {
 }
 
 /// What a handler sees besides the event: its name, the cancellation signal, and the way
-/// out for progress records and emitted events. Borrowed by one handler call; its methods
-/// take `&self` and may run concurrently from tasks the handler spawns.
+/// out for progress records and emitted events. Lent to one handler call; it is `Sync`, so
+/// the futures of one handler may share it and call its methods concurrently.
 pub struct Context {
     pub(crate) handler: Arc<str>,
     pub(crate) cancel: CancellationToken,

@@ -126,6 +126,7 @@ thread_local! {
 
 /// Names the runtime a thread works for, for its whole life: tokio's worker threads, from
 /// `on_thread_start`.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn work_for(queue: Option<Arc<LogQueue>>) {
     CURRENT.with(|c| *c.borrow_mut() = queue);
 }
@@ -152,7 +153,7 @@ fn current() -> Option<Arc<LogQueue>> {
 
 /// Sets the least severe level forwarded to Go (`LEVEL_OFF` forwards nothing), for every
 /// runtime of the process.
-#[cfg_attr(not(any(test, feature = "exports")), allow(dead_code))]
+#[cfg_attr(not(any(all(test, not(loom)), feature = "exports")), allow(dead_code))]
 pub(crate) fn set_level(level: u8) {
     MIN_LEVEL.store(level.min(LEVEL_OFF), Relaxed);
     tracing::callsite::rebuild_interest_cache();

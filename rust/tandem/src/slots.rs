@@ -109,7 +109,7 @@ impl RequestSlots {
 
     /// Plays Go's part in tests: writes the delivery header and the envelope `bytes` into
     /// slot `slot`.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn write_as_go(&self, slot: u32, delivery: Delivery, bytes: &[u8]) {
         assert!(bytes.len() <= self.size as usize && (slot as usize) < self.owner.len());
         let header = tandem_delivery {
@@ -287,7 +287,7 @@ impl ReplySlots {
     }
 
     /// The first `len` bytes of a slot lent to Go, read as Go would (tests play Go).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn read_as_go(&self, slot: u32, len: u32) -> Vec<u8> {
         assert!(len as usize <= self.size && (slot as usize) < self.owner.len());
         let off = self.arena + slot as usize * self.stride;

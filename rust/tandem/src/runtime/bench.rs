@@ -11,7 +11,9 @@ use super::Runtime;
 use crate::completion::{Finished, error_bytes};
 use crate::config::Error;
 use crate::dispatch::{prepare, run};
-use crate::layout::*;
+use crate::layout::{
+    TANDEM_OUTCOME_ACK, TANDEM_OUTCOME_RETRY, TANDEM_OUTCOME_TERM, TANDEM_PROBE_STOP,
+};
 use crate::outcome::Outcome;
 
 impl Runtime {
