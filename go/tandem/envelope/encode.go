@@ -12,28 +12,23 @@ import (
 	"github.com/tandemrt/tandem/go/internal/cborx"
 )
 
-// Encoding goes through fxamacker/cbor with core deterministic encoding (cborx.Enc),
-// which is the canonical form of ffi/envelope.cddl. Only the size (EncodedEventSize) is
-// computed by hand: fxamacker has no size function, and the submit path must know
-// whether an event fits its slot before encoding into it.
-//
-// The append functions reach zero allocations by reusing, from a pool, the wire struct
-// (it escapes into the encoder), the slots its time pointers point at, and a
-// bytes.Buffer wrapped around the caller's slice, so the bytes land in dst itself.
-// BenchmarkAppendEvent (envelope_test.go: fullEvent, 256 bytes of data, into a caller's
-// buffer), 2-vCPU VM shared with other builds, Go 1.26, fxamacker v2.10.0, ranges over
-// runs:
+// Events are encoded by a hand-written append encoder (append.go): the submit path encodes
+// every event straight into a request slot, and fxamacker/cbor, although it reaches zero
+// allocations there too (its UserBufferEncMode around a pooled wire struct), takes 3-6x as
+// long. BenchmarkAppendEvent (envelope_test.go: fullEvent, 256 bytes of data, into a
+// caller's buffer), 2-vCPU VM, Go 1.26, fxamacker v2.10.0, ranges over runs:
 //
 //	                            no extensions                4 extensions
-//	AppendEvent (pooled)        235-440 ns    0 B  0 allocs  390-460 ns    0 B  0 allocs
+//	hand-written AppendEvent     67-76 ns    0 B  0 allocs  170-180 ns    0 B  0 allocs
+//	fxamacker, pooled           235-440 ns    0 B  0 allocs  390-460 ns    0 B  0 allocs
 //	fxamacker, no pool          440-500 ns  352 B  1 alloc   600-700 ns  352 B  1 alloc
-//	hand-written (before)        67-76 ns    0 B  0 allocs  170-180 ns    0 B  0 allocs
 //
-// The last row is the hand-written append encoder this replaced (go/tandem/envelope.go
-// before the envelope package; measured in the same runs). It went because fxamacker
-// reaches zero allocations too, and one encoder is one thing to get right; it is 2-3x
-// faster, so bring it back (with its byte-equality tests against MarshalEvent) if those
-// ~200 ns per event show in an end-to-end benchmark.
+// End to end the difference showed: with fxamacker on the submit path, `go test -bench
+// Submit` in bench/ measured the submit p50 at 491 ns against 270 ns, interleaved runs
+// (docs/benchmarks.md). MarshalEvent and the error envelope (off the hot path) go through
+// fxamacker with core deterministic encoding (cborx.Enc), the canonical form of
+// ffi/envelope.cddl, and TestAppendEventMatchesMarshalEvent holds the two encoders to the
+// same bytes.
 
 // envelopeVersion is the major version every v1 envelope carries under key 0.
 const envelopeVersion = 1
@@ -233,14 +228,11 @@ var bufEnc = func() cbor.UserBufferEncMode {
 	return m
 }()
 
-// eventScratch is what encoding an Event needs besides dst; see the comment at the top.
+// eventScratch is the wire struct of an Event and the time values its pointers point at.
 type eventScratch struct {
 	w              wireEvent
 	time, deadline int64
-	buf            bytes.Buffer
 }
-
-var eventScratchPool = sync.Pool{New: func() any { return new(eventScratch) }}
 
 // fill sets s.w to ev, its time pointers pointing into s.
 func (s *eventScratch) fill(ev *Event) {
@@ -269,27 +261,6 @@ func (s *eventScratch) fill(ev *Event) {
 	if !ev.Deadline.IsZero() {
 		s.deadline, s.w.Deadline = ev.Deadline.UnixNano(), &s.deadline
 	}
-}
-
-// AppendEvent appends the canonical envelope of ev to dst and returns the extended
-// slice. It validates ev before writing anything: on error (ErrInvalidEvent, wrapped) dst
-// is returned unchanged. When dst has room for EncodedEventSize(ev) more bytes the
-// envelope is written into dst's array and nothing is allocated. Safe for concurrent use.
-func AppendEvent(dst []byte, ev *Event) ([]byte, error) {
-	if err := Validate(ev); err != nil {
-		return dst, err
-	}
-	s := eventScratchPool.Get().(*eventScratch)
-	s.fill(ev)
-	s.buf = *bytes.NewBuffer(dst)
-	err := bufEnc.MarshalToBuffer(&s.w, &s.buf)
-	out := s.buf.Bytes()
-	*s = eventScratch{} // the pool must not keep the caller's event or buffer alive
-	eventScratchPool.Put(s)
-	if err != nil {
-		return dst, err
-	}
-	return out, nil
 }
 
 // EncodedEventSize returns the exact number of bytes AppendEvent appends for ev, so a

@@ -345,9 +345,8 @@ func randomEvent(r *rand.Rand) *Event {
 	return ev
 }
 
-// TestAppendEventMatchesMarshalEvent: the pooled append path and the plain one give the
-// same bytes (a scratch reused from the pool carries nothing over), EncodedEventSize
-// predicts them, and they round-trip.
+// TestAppendEventMatchesMarshalEvent: the hand-written encoder and fxamacker's (MarshalEvent)
+// give the same bytes, EncodedEventSize predicts them, and they round-trip.
 func TestAppendEventMatchesMarshalEvent(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := range 3000 {
@@ -451,8 +450,8 @@ func TestAppendEventDoesNotAllocate(t *testing.T) {
 }
 
 // BenchmarkAppendEvent encodes one event into a caller's buffer, as the submit path does
-// into a request slot: AppendEvent (fxamacker with pooled scratch), and fxamacker without
-// the pool, for comparison. The numbers are quoted in encode.go.
+// into a request slot: AppendEvent (hand-written), and fxamacker into a caller's buffer, for
+// comparison. The numbers are quoted in encode.go.
 func BenchmarkAppendEvent(b *testing.B) {
 	for _, n := range []int{0, 4} {
 		ev := fullEvent(n)
@@ -503,8 +502,7 @@ func BenchmarkDecodeEvent(b *testing.B) {
 	}
 }
 
-// TestAppendEventConcurrent: encoders running at once never see each other's pooled
-// scratch (run it with -race).
+// TestAppendEventConcurrent: encoders running at once share nothing (run it with -race).
 func TestAppendEventConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	for g := range 8 {
