@@ -40,8 +40,11 @@ func (p *pool) start() {
 	}
 }
 
+// spawnLocked starts a worker, idle from the start: a worker on its way to its first
+// receive counts as idle, so one event does not grow the pool by a second worker.
 func (p *pool) spawnLocked() {
 	p.workers++
+	p.idle.Add(1)
 	p.wg.Add(1)
 	go p.work()
 }
@@ -89,7 +92,6 @@ func (p *pool) work() {
 	timer := time.NewTimer(p.route.Idle)
 	defer timer.Stop()
 	for {
-		p.idle.Add(1)
 		select {
 		case d, ok := <-p.queue:
 			p.idle.Add(-1)
@@ -98,12 +100,13 @@ func (p *pool) work() {
 				return
 			}
 			p.e.runGo(d)
+			p.idle.Add(1)
 			timer.Reset(p.route.Idle)
 		case <-timer.C:
-			p.idle.Add(-1)
 			p.mu.Lock()
 			if p.workers > p.route.MinWorkers {
 				p.workers--
+				p.idle.Add(-1)
 				p.mu.Unlock()
 				return
 			}
