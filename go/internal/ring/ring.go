@@ -139,5 +139,7 @@ func (r *Ring) Unpark() { atomic.StoreUint32(r.u32(abi.RingParked), 0) }
 // this caller must wake it (exactly one producer wins).
 func (r *Ring) TakeWakeup() bool {
 	parked := r.u32(abi.RingParked)
-	return atomic.LoadUint32(parked) == 1 && atomic.SwapUint32(parked, 0) == 1
+	// A compare-and-swap, not a swap: losing the race writes nothing, so it can never land
+	// after (and undo) a consumer's re-arm (rust/tandem/src/ring.rs has the same).
+	return atomic.LoadUint32(parked) == 1 && atomic.CompareAndSwapUint32(parked, 1, 0)
 }

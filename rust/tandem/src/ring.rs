@@ -136,7 +136,18 @@ impl Ring {
     pub(crate) fn take_wakeup(&self) -> bool {
         fence(Ordering::SeqCst);
         let parked = &self.header().parked;
-        parked.load(Ordering::Relaxed) == 1 && parked.swap(0, Ordering::SeqCst) == 1
+        // A compare-and-swap, not a swap: losing the race writes nothing, so it can never
+        // land after (and undo) a consumer's re-arm.
+        parked.load(Ordering::Relaxed) == 1
+            && parked
+                .compare_exchange(1, 0, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Whether the consumer's parked flag is up, for tests of the wake-up handshake.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn is_parked(&self) -> bool {
+        self.header().parked.load(Ordering::SeqCst) == 1
     }
 
     /// Number of descriptors published and not yet consumed (approximate under concurrency).
@@ -499,8 +510,8 @@ mod loom_tests {
     use super::HeapRing;
     use crate::layout::tandem_desc;
     use crate::sync::Ordering::{Relaxed, SeqCst};
-    use loom::sync::Arc;
     use loom::sync::atomic::{AtomicU32, AtomicU64};
+    use loom::sync::{Arc, Mutex};
     use loom::thread;
 
     /// Payload derived from the token; written with relaxed stores, as production does.
@@ -780,6 +791,120 @@ mod loom_tests {
             }
             assert_eq!(received, 2);
         });
+    }
+
+    /// The crossing (kick.rs): the consumer has parked, and each producer that wins the
+    /// wake-up duty drains the ring itself instead of waking it: it takes the consumer's role
+    /// if free, drains, lets go, and re-arms the parked flag for the sleeper, looping while
+    /// the re-check finds more. With nobody ever writing the eventfd, no value may be left
+    /// behind, and the sleeper must end re-armed so the next producer crosses again.
+    #[test]
+    fn loom_kick_strands_nothing() {
+        loom::model(|| {
+            let ring = Arc::new(HeapRing::new(2));
+            let consumer = Arc::new(Mutex::new(()));
+            let received = Arc::new(AtomicU32::new(0));
+            assert!(ring.prepare_park(), "the poller parks on an empty ring");
+            let producers: Vec<_> = (0..2)
+                .map(|p| {
+                    let (ring, consumer, received) =
+                        (ring.clone(), consumer.clone(), received.clone());
+                    thread::spawn(move || {
+                        assert!(ring.push(|d| fill(d, token(p, 0))));
+                        if ring.take_wakeup() {
+                            kick(&ring, &consumer, &received);
+                        }
+                    })
+                })
+                .collect();
+            for p in producers {
+                p.join().unwrap();
+            }
+            assert_eq!(received.load(SeqCst), 2, "a submission was stranded");
+            assert!(ring.is_empty());
+            assert_eq!(
+                ring.header().parked.load(SeqCst),
+                1,
+                "the sleeping consumer must be left re-armed"
+            );
+        });
+    }
+
+    /// The crossing against an awake consumer: the poller loop (drain under the consumer's
+    /// role, re-check in prepare_park, sleep on the eventfd) and two producers that kick when
+    /// they win the duty. Everything arrives exactly once, and the poller is never left
+    /// asleep with a value in the ring.
+    #[test]
+    fn loom_kick_and_poller_share_the_consumer_role() {
+        loom::model(|| {
+            let ring = Arc::new(HeapRing::new(2));
+            let consumer = Arc::new(Mutex::new(()));
+            let received = Arc::new(AtomicU32::new(0));
+            let done = Arc::new(AtomicU32::new(0));
+            let producers: Vec<_> = (0..2)
+                .map(|p| {
+                    let (ring, consumer, received, done) = (
+                        ring.clone(),
+                        consumer.clone(),
+                        received.clone(),
+                        done.clone(),
+                    );
+                    thread::spawn(move || {
+                        assert!(ring.push(|d| fill(d, token(p, 0))));
+                        if ring.take_wakeup() {
+                            kick(&ring, &consumer, &received);
+                        }
+                        done.fetch_add(1, SeqCst);
+                    })
+                })
+                .collect();
+            loop {
+                {
+                    let _role = consumer.lock().unwrap();
+                    while ring.pop(read).is_some() {
+                        received.fetch_add(1, SeqCst);
+                    }
+                }
+                if received.load(SeqCst) == 2 {
+                    break;
+                }
+                if !ring.prepare_park() {
+                    continue;
+                }
+                // Asleep: kicks never write the eventfd, so sleep until every producer is
+                // done, then nothing may be waiting.
+                while done.load(SeqCst) < 2 {
+                    thread::yield_now();
+                }
+                assert!(
+                    ring.is_empty(),
+                    "the poller sleeps with a value in the ring"
+                );
+                break;
+            }
+            for p in producers {
+                p.join().unwrap();
+            }
+            assert_eq!(received.load(SeqCst), 2);
+        });
+    }
+
+    /// A producer's kick, as kick.rs does it: take the consumer's role if free (else its
+    /// holder re-checks after letting go), drain, let go, re-arm; again while the re-check
+    /// finds more.
+    fn kick(ring: &HeapRing, consumer: &Mutex<()>, received: &AtomicU32) {
+        loop {
+            let Ok(role) = consumer.try_lock() else {
+                return;
+            };
+            while ring.pop(read).is_some() {
+                received.fetch_add(1, SeqCst);
+            }
+            drop(role);
+            if ring.prepare_park() {
+                return;
+            }
+        }
     }
 }
 
