@@ -41,6 +41,13 @@
 #define TANDEM_NO_SLOT UINT32_MAX
 
 /*
+ In the result of `tandem_runtime_kick`: completions published during the call found Go's
+ poller parked, and the caller now holds the duty to consume the completion ring (or wake
+ its poller). The low 32 bits count the submission records the call consumed.
+ */
+#define TANDEM_KICK_GO_WAKE_OWED 4294967296
+
+/*
  Submission descriptor kind: an event in request slot `slot`: a `tandem_delivery` header,
  then the envelope, `len` bytes.
  */
@@ -292,6 +299,11 @@ typedef struct {
    Descriptors waiting in the completion ring.
    */
   uint64_t cq_depth;
+  /*
+   Kicks (`tandem_runtime_kick`) that woke the poller to take over the submission ring,
+   because kicks came faster than its spin window or in a burst.
+   */
+  uint64_t handovers;
 } tandem_stats;
 
 /*
@@ -319,8 +331,9 @@ typedef struct {
    */
   uint64_t _pad_head[7];
   /*
-   1 while the consumer is parked on its eventfd: a producer that swaps it to 0 must write
-   the eventfd once.
+   1 while the consumer is parked on its eventfd: the producer that turns it to 0 (by
+   compare-and-swap) must see the ring consumed: write the eventfd, or cross
+   (`tandem_runtime_kick`).
    */
   uint32_t parked;
   /*
@@ -496,6 +509,22 @@ tandem_status tandem_runtime_start(tandem_runtime *rt);
  `rt` must come from `tandem_runtime_create` and not be freed.
  */
 tandem_status tandem_runtime_shutdown(tandem_runtime *rt, uint64_t grace_ns);
+
+/*
+ Runs the submission step on the calling thread: for a submitter that published a
+ descriptor and won the submission ring's wake-up duty (its consumer was parked), in place
+ of writing the eventfd. It drains the ring here (an inline handler runs to completion, or
+ to its first wait and then continues as a task; a task handler is spawned on tokio) and
+ re-arms the parked flag for the sleeping poller. Returns, when non-negative, the number of
+ records consumed, plus `TANDEM_KICK_GO_WAKE_OWED` when a completion published during the
+ call found Go's poller parked: the caller must then consume the completion ring itself (or
+ wake its poller). Negative: minus a `TANDEM_ERR_*` status; the caller then writes the
+ eventfd as before. Safe from any thread while the runtime runs.
+
+ # Safety
+ `rt` must be a live runtime.
+ */
+int64_t tandem_runtime_kick(const tandem_runtime *rt);
 
 /*
  Fills `*out` with the runtime's counters. After shutdown it first consumes the release

@@ -42,6 +42,11 @@ func BenchmarkCall(b *testing.B) {
 }
 
 func TestCallDoesNotAllocate(t *testing.T) {
+	if raceDetector && LinkMode() == "purego" {
+		// Under the race detector the purego call of a crossing allocates (the checked
+		// pointer conversion of its argument); the production builds are checked without it.
+		t.Skip("allocation counts of a purego crossing are not meaningful under -race")
+	}
 	rt := newRuntime(t, Config{})
 	ctx := context.Background()
 	ev := event("demo.noop", "alloc", make([]byte, 64))

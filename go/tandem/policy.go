@@ -30,7 +30,6 @@ type Policy interface {
 	Admit(ctx context.Context, ev *Event) (done func(err error), err error)
 }
 
-
 // isDuplicate reports whether err, a policy's refusal, says the event was handled before.
 // The code, not a sentinel, is the contract, so that any policy can say it.
 func isDuplicate(err error) bool {

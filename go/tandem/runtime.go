@@ -192,8 +192,15 @@ type Stats struct {
 	// GoParks counts times the Go completion poller parked.
 	GoParks uint64
 	// FFICalls counts calls into the Rust library this process has made (every runtime's):
-	// a handful per runtime, none per event.
+	// a handful per runtime, plus one per Crossing.
 	FFICalls uint64
+	// Crossings counts submissions that found the Rust poller parked and ran its submission
+	// step on the submitter's thread (one call into the library) instead of waking it. Under
+	// load the poller is awake and events cross through the rings with no call.
+	Crossings uint64
+	// CompletionsByCaller counts completions a submitter settled itself, because they
+	// arrived during its crossing while the Go poller was parked: no wake for either poller.
+	CompletionsByCaller uint64
 	// GoWorkers is the number of worker goroutines across the Go routes' pools.
 	GoWorkers int
 	// Rust holds the Rust side's counters (final ones after Shutdown).
@@ -232,6 +239,10 @@ type RustStats struct {
 	SQDepth uint64
 	// CQDepth is the completion ring's occupancy.
 	CQDepth uint64
+	// Handovers counts crossings that woke the Rust poller to take over, because events came
+	// faster than its spin window or in a burst: from then on they go through the ring with
+	// no call into the library.
+	Handovers uint64
 }
 
 // Stats returns a snapshot of the counters. After Shutdown the Rust counters are final:
@@ -239,22 +250,23 @@ type RustStats struct {
 func (r *Runtime) Stats() Stats {
 	s := r.e.Stats()
 	return Stats{
-		Submitted:        s.Submitted,
-		Completed:        s.Completed,
-		Cancelled:        s.Cancelled,
-		Emitted:          s.Emitted,
-		Retried:          s.Retried,
-		ToRust:           s.ToRust,
-		DeadLettered:     s.DeadLettered,
-		InFlight:         s.InFlight,
-		FreeRequestSlots: s.FreeRequestSlots,
-		RepliesHeld:      s.RepliesHeld,
-		Violations:       s.Violations,
-		RustWakeups:      s.RustWakeups,
-		GoParks:          s.GoParks,
-		FFICalls:         s.FFICalls,
-		GoWorkers:        s.GoWorkers,
-		Rust:             RustStats(s.Rust),
+		Submitted:           s.Submitted,
+		Completed:           s.Completed,
+		Cancelled:           s.Cancelled,
+		Emitted:             s.Emitted,
+		Retried:             s.Retried,
+		ToRust:              s.ToRust,
+		DeadLettered:        s.DeadLettered,
+		InFlight:            s.InFlight,
+		FreeRequestSlots:    s.FreeRequestSlots,
+		RepliesHeld:         s.RepliesHeld,
+		Violations:          s.Violations,
+		RustWakeups:         s.RustWakeups,
+		GoParks:             s.GoParks,
+		FFICalls:            s.FFICalls,
+		Crossings:           s.Crossings,
+		CompletionsByCaller: s.CompletionsByCaller,
+		GoWorkers:           s.GoWorkers,
+		Rust:                RustStats(s.Rust),
 	}
 }
-

@@ -101,6 +101,7 @@ type Stats struct {
 	LocalForwarded  uint64
 	SQDepth         uint64
 	CQDepth         uint64
+	Handovers       uint64
 }
 
 // Errors returned by the bindings; the public package maps them to its own sentinels.
@@ -351,6 +352,23 @@ const (
 	DeliveryAttempt    uintptr = 8 // uint32, from 1
 	DeliveryFlags      uintptr = 12
 )
+
+// KickGoWakeOwed is TANDEM_KICK_GO_WAKE_OWED: in Kick's result, the caller now holds the
+// duty to consume the completion ring (its poller is parked and was not woken).
+const KickGoWakeOwed int64 = 1 << 32
+
+// Kick runs the runtime's submission step on the calling thread (tandem_runtime_kick), for
+// a submitter that won the submission ring's wake-up duty: drained counts the records it
+// consumed; goWakeOwed says the caller must consume the completion ring itself. On an error
+// (the runtime is not running) nothing ran: wake the poller by its eventfd instead.
+func Kick(h Handle) (drained uint32, goWakeOwed bool, err error) {
+	calls.Add(1)
+	r := kick(h)
+	if r < 0 {
+		return 0, false, statusError("tandem_runtime_kick", int32(-r), "")
+	}
+	return uint32(r), r&KickGoWakeOwed != 0, nil
+}
 
 // PretendVersion makes CheckVersion and Create act as if this build needed ABI version v,
 // until the returned function restores it. For tests of the refusal path only.

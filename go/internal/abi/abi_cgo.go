@@ -71,6 +71,8 @@ func eventTypes(h Handle, buf []byte) (uintptr, int32) {
 	return uintptr(n), int32(st)
 }
 
+func kick(h Handle) int64 { return int64(C.tandem_runtime_kick(rt(h))) }
+
 func free(h Handle) { C.tandem_runtime_free(rt(h)) }
 
 func setLogLevel(level uint32) { C.tandem_set_log_level(C.uint32_t(level)) }
@@ -103,6 +105,7 @@ func layoutMismatches() []string {
 	var cs C.tandem_stats
 	check("sizeof(tandem_stats)", unsafe.Sizeof(gs), unsafe.Sizeof(cs))
 	check("tandem_stats.cq_depth", unsafe.Offsetof(gs.CQDepth), unsafe.Offsetof(cs.cq_depth))
+	check("tandem_stats.handovers", unsafe.Offsetof(gs.Handovers), unsafe.Offsetof(cs.handovers))
 	var cd C.tandem_desc
 	check("sizeof(tandem_desc)", DescSize, unsafe.Sizeof(cd))
 	check("tandem_desc.token", DescToken, unsafe.Offsetof(cd.token))
@@ -124,5 +127,6 @@ func layoutMismatches() []string {
 	check("tandem_delivery.attempt", DeliveryAttempt, unsafe.Offsetof(cv.attempt))
 	check("tandem_delivery.flags", DeliveryFlags, unsafe.Offsetof(cv.flags))
 	check("TANDEM_ABI_VERSION", uintptr(Version), uintptr(C.TANDEM_ABI_VERSION))
+	check("TANDEM_KICK_GO_WAKE_OWED", uintptr(KickGoWakeOwed), uintptr(C.TANDEM_KICK_GO_WAKE_OWED))
 	return bad
 }

@@ -33,8 +33,11 @@ type library struct {
 	stats      func(h unsafe.Pointer, out unsafe.Pointer) int32
 	eventTypes func(h unsafe.Pointer, buf unsafe.Pointer, n uintptr, outLen unsafe.Pointer) int32
 	free       func(h unsafe.Pointer)
-	setLocal   func(h unsafe.Pointer, types unsafe.Pointer, n uintptr) int32
-	logLevel   func(level uint32)
+	// kick is called per crossing (on the hot path at idle), so through SyscallN, which
+	// does not allocate, rather than a RegisterFunc wrapper, which does.
+	kick     uintptr
+	setLocal func(h unsafe.Pointer, types unsafe.Pointer, n uintptr) int32
+	logLevel func(level uint32)
 }
 
 var (
@@ -113,6 +116,12 @@ func open(path string) (*library, error) {
 			return fail(err)
 		}
 	}
+	sym, err := purego.Dlsym(h, "tandem_runtime_kick")
+	if err != nil || sym == 0 {
+		return fail(&LoadError{Path: path, Symbol: "tandem_runtime_kick", Err: ErrMissingSymbol,
+			Hint: "not a tandem library of this version: rebuild with ./build.sh"})
+	}
+	l.kick = sym
 	return l, nil
 }
 
@@ -165,6 +174,11 @@ func eventTypes(h Handle, buf []byte) (uintptr, int32) {
 	var n uintptr
 	st := loaded().eventTypes(unsafe.Pointer(h), unsafe.Pointer(unsafe.SliceData(buf)), uintptr(len(buf)), unsafe.Pointer(&n))
 	return n, st
+}
+
+func kick(h Handle) int64 {
+	r, _, _ := purego.SyscallN(loaded().kick, uintptr(unsafe.Pointer(h)))
+	return int64(r)
 }
 
 func free(h Handle) { loaded().free(unsafe.Pointer(h)) }

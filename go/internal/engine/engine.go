@@ -88,9 +88,13 @@ type Engine struct {
 	replies  []atomic.Uint32 // 1 while Go holds reply slot i
 	goWake   *os.File        // a dup of the Go eventfd, registered with the netpoller
 	pollDone chan struct{}
+	// cqOwner is held by whoever consumes the completion ring: the poller, or a publisher
+	// settling completions itself (crossing.go).
+	cqOwner  atomic.Uint32
 	stopPoll atomic.Bool
 	// rustStopping is set before tokio stops: a delivery still waiting for a slot is then
-	// settled as cancelled rather than published to a runtime that will not run it.
+	// settled as cancelled rather than published to a runtime that will not run it, and no
+	// publisher crosses into the library any more.
 	rustStopping atomic.Bool
 	freed        atomic.Bool
 
@@ -367,7 +371,9 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	for _, p := range e.pools {
 		p.stop()
 	}
+	e.lifeMu.Lock() // no crossing is in flight from here (crossing.go)
 	e.rustStopping.Store(true)
+	e.lifeMu.Unlock()
 	if err := abi.Shutdown(e.h, uint64(grace)); err != nil {
 		e.log.Error("tandem: Rust shutdown", zap.Error(err))
 	}
@@ -428,6 +434,9 @@ func (e *Engine) abandonInFlight() {
 // release takes back reply slots the application still holds, reads the final counters and
 // frees the Rust runtime.
 func (e *Engine) release() {
+	e.lifeMu.Lock()
+	e.rustStopping.Store(true) // Rust is stopped or never started: nobody crosses into it
+	e.lifeMu.Unlock()
 	for i := range e.replies {
 		if e.replies[i].CompareAndSwap(1, 0) {
 			e.pushRelease(uint32(i))

@@ -20,7 +20,8 @@ import (
 //	events.rejected (+reason)                          counters, by route and runtime
 //	handler.duration, event.latency (submit → settle)   histograms in seconds
 //	events.in_flight, ring.occupancy (+ring), wakeups (+side), buffers.outstanding (+kind),
-//	workers (+route), breaker.state (+route; 0 closed, 1 half-open, 2 open)
+//	workers (+route), breaker.state (+route; 0 closed, 1 half-open, 2 open),
+//	crossings, completions.by_caller (crossing.go)
 //	                                                     observed at each collection
 type metrics struct {
 	on                                           bool
@@ -74,7 +75,11 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 	outstanding, err4 := m.Int64ObservableGauge("tandem.buffers.outstanding", metric.WithDescription("Slots lent across the boundary."))
 	workers, err5 := m.Int64ObservableGauge("tandem.workers", metric.WithDescription("Worker goroutines of a Go route."))
 	breakers, err6 := m.Int64ObservableGauge("tandem.breaker.state", metric.WithDescription("Circuit breaker state: 0 closed, 1 half-open, 2 open."))
-	for _, e := range []error{err1, err2, err3, err4, err5, err6} {
+	crossings, err7 := m.Int64ObservableCounter("tandem.crossings",
+		metric.WithDescription("Submission steps a submitter ran on its own thread instead of waking the parked Rust poller."))
+	byCaller, err8 := m.Int64ObservableCounter("tandem.completions.by_caller",
+		metric.WithDescription("Completions a submitter settled itself instead of waking the parked Go poller."))
+	for _, e := range []error{err1, err2, err3, err4, err5, err6, err7, err8} {
 		if e != nil {
 			return e
 		}
@@ -86,6 +91,8 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 		o.ObserveInt64(occupancy, int64(s.Rust.CQDepth), metric.WithAttributes(attribute.String("ring", "completion")))
 		o.ObserveInt64(wakeups, int64(s.RustWakeups), metric.WithAttributes(attribute.String("side", "rust")))
 		o.ObserveInt64(wakeups, int64(s.Rust.GoWakeups), metric.WithAttributes(attribute.String("side", "go")))
+		o.ObserveInt64(crossings, int64(s.Crossings))
+		o.ObserveInt64(byCaller, int64(s.CompletionsByCaller))
 		o.ObserveInt64(outstanding, int64(s.Rust.RequestsHeld), metric.WithAttributes(attribute.String("kind", "request")))
 		o.ObserveInt64(outstanding, int64(s.Rust.RepliesLent), metric.WithAttributes(attribute.String("kind", "reply")))
 		for _, rt := range e.router.all {
@@ -97,7 +104,7 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 			}
 		}
 		return nil
-	}, inflight, occupancy, wakeups, outstanding, workers, breakers)
+	}, inflight, occupancy, wakeups, outstanding, workers, breakers, crossings, byCaller)
 	if err != nil {
 		return err
 	}

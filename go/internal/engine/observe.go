@@ -24,6 +24,9 @@ type observer struct {
 
 	submitted, completed, cancels, retries, emitted, toRust atomic.Uint64
 	deadLetters, violations, rustWakeups, goParks           atomic.Uint64
+	// crossings counts submission steps run on a publisher's thread; byCaller completions
+	// a publisher settled itself (crossing.go).
+	crossings, byCaller atomic.Uint64
 
 	metrics
 	tracer trace.Tracer

@@ -13,27 +13,25 @@ import (
 	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
-// poll is the completion poller, the completion ring's single consumer. It drains in
-// batches, busy-polls an empty ring for SpinWindow (yielding its P between checks, so on a
+// poll is the completion poller, the completion ring's consumer whenever no publisher holds
+// that role (crossing.go). It drains in batches, busy-polls an empty ring for SpinWindow (yielding its P between checks, so on a
 // small machine the handlers still run), then parks on the Go eventfd through the netpoller.
 func (e *Engine) poll() {
 	defer close(e.pollDone)
-	const batch = 256
 	var d ring.Desc
 	var buf [8]byte
 	var idleSince time.Time
 	for {
-		n := 0
-		for n < batch && e.cq.Pop(&d) {
-			e.complete(&d)
-			n++
-		}
-		if n > 0 {
+		if n := e.pollTurn(&d); n > 0 {
 			idleSince = time.Time{}
 			continue
 		}
 		if e.stopPoll.Load() {
-			return
+			if e.cqOwner.Load() == cqFree && e.cq.Empty() {
+				return
+			}
+			runtime.Gosched() // a publisher is settling the last completions
+			continue
 		}
 		if e.cfg.SpinWindow > 0 {
 			now := time.Now()

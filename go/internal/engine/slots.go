@@ -109,7 +109,8 @@ func (s *slots) writeHeader(d *Delivery) {
 }
 
 // publish hands a delivery whose envelope is in its slot to Rust: the header, then the
-// descriptor on the submission ring, waking the Rust poller if it is parked. Nothing of the
+// descriptor on the submission ring; if the Rust poller is parked, the submission step runs
+// here instead of waking it (crossing.go). Nothing of the
 // delivery is read after the push: its completion may settle it at once.
 func (e *Engine) publish(d *Delivery) {
 	sl := &e.slots.table[d.slot]
@@ -126,6 +127,6 @@ func (e *Engine) publish(d *Delivery) {
 		gosched()
 	}
 	if e.sq.TakeWakeup() {
-		e.wakeRust()
+		e.crossToRust()
 	}
 }

@@ -8,6 +8,7 @@ type Stats struct {
 	InFlight                                                                int64
 	FreeRequestSlots, RepliesHeld, GoWorkers                                int
 	Violations, RustWakeups, GoParks, FFICalls                              uint64
+	Crossings, CompletionsByCaller                                          uint64
 	Rust                                                                    abi.Stats
 }
 
@@ -15,18 +16,20 @@ type Stats struct {
 func (e *Engine) Stats() Stats {
 	o := &e.obs
 	s := Stats{
-		Submitted:    o.submitted.Load(),
-		Completed:    o.completed.Load(),
-		Cancelled:    o.cancels.Load(),
-		Retried:      o.retries.Load(),
-		Emitted:      o.emitted.Load(),
-		ToRust:       o.toRust.Load(),
-		DeadLettered: o.deadLetters.Load(),
-		InFlight:     e.pending.Load(),
-		Violations:   o.violations.Load(),
-		RustWakeups:  o.rustWakeups.Load(),
-		GoParks:      o.goParks.Load(),
-		FFICalls:     abi.Calls(),
+		Submitted:           o.submitted.Load(),
+		Completed:           o.completed.Load(),
+		Cancelled:           o.cancels.Load(),
+		Retried:             o.retries.Load(),
+		Emitted:             o.emitted.Load(),
+		ToRust:              o.toRust.Load(),
+		DeadLettered:        o.deadLetters.Load(),
+		InFlight:            e.pending.Load(),
+		Violations:          o.violations.Load(),
+		RustWakeups:         o.rustWakeups.Load(),
+		GoParks:             o.goParks.Load(),
+		FFICalls:            abi.Calls(),
+		Crossings:           o.crossings.Load(),
+		CompletionsByCaller: o.byCaller.Load(),
 	}
 	for i := range e.replies {
 		if e.replies[i].Load() == 1 {

@@ -218,7 +218,9 @@ impl Completions {
             // can, and then wait here for Go's poller, which never waits on Rust.
             tokio::task::yield_now().await;
         }
-        if self.cq.take_wakeup() {
+        // On a kicking thread the duty to wake Go goes back to the Go caller, which consumes
+        // the ring itself (crate::kick).
+        if self.cq.take_wakeup() && !crate::kick::defer_go_wake() {
             self.counters.go_wakeups.fetch_add(1, Relaxed);
             self.wake_go.signal();
         }

@@ -4,7 +4,8 @@
 //!
 //! Every export catches panics (a Rust panic never unwinds into Go) and returns a status code;
 //! results travel through out-parameters. Calls on one runtime must not overlap, except
-//! `tandem_runtime_stats`, which may run from any thread while it runs.
+//! `tandem_runtime_stats` and `tandem_runtime_kick`, which may run from any thread while it
+//! runs.
 
 use std::cell::RefCell;
 use std::ffi::c_char;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use crate::config::{Config, Error};
 use crate::handler::Registry;
-use crate::layout::TANDEM_ABI_VERSION;
+use crate::layout::{TANDEM_ABI_VERSION, TANDEM_KICK_GO_WAKE_OWED};
 use crate::runtime::Runtime;
 
 /// Status code returned by every fallible export.
@@ -140,6 +141,9 @@ pub struct tandem_stats {
     pub sq_depth: u64,
     /// Descriptors waiting in the completion ring.
     pub cq_depth: u64,
+    /// Kicks (`tandem_runtime_kick`) that woke the poller to take over the submission ring,
+    /// because kicks came faster than its spin window or in a burst.
+    pub handovers: u64,
 }
 
 /// A runtime; opaque to C. Created by `tandem_runtime_create`, freed by `tandem_runtime_free`.
@@ -341,6 +345,47 @@ pub unsafe extern "C" fn tandem_runtime_shutdown(
     })
 }
 
+/// Runs the submission step on the calling thread: for a submitter that published a
+/// descriptor and won the submission ring's wake-up duty (its consumer was parked), in place
+/// of writing the eventfd. It drains the ring here (an inline handler runs to completion, or
+/// to its first wait and then continues as a task; a task handler is spawned on tokio) and
+/// re-arms the parked flag for the sleeping poller. Returns, when non-negative, the number of
+/// records consumed, plus `TANDEM_KICK_GO_WAKE_OWED` when a completion published during the
+/// call found Go's poller parked: the caller must then consume the completion ring itself (or
+/// wake its poller). Negative: minus a `TANDEM_ERR_*` status; the caller then writes the
+/// eventfd as before. Safe from any thread while the runtime runs.
+///
+/// # Safety
+/// `rt` must be a live runtime.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tandem_runtime_kick(rt: *const tandem_runtime) -> i64 {
+    let status = std::cell::Cell::new(0i64);
+    let st = guard(|| {
+        // SAFETY: a live runtime per the contract.
+        let Some(rt) = (unsafe { rt.as_ref() }) else {
+            set_last_error("tandem_runtime_kick: null runtime");
+            return TANDEM_ERR_INVALID_ARG;
+        };
+        match rt.inner.kick() {
+            Ok(k) => {
+                let owed = if k.go_wake_owed {
+                    TANDEM_KICK_GO_WAKE_OWED
+                } else {
+                    0
+                };
+                status.set(i64::from(k.drained) | owed);
+                TANDEM_OK
+            }
+            Err(e) => status_of(&e),
+        }
+    });
+    if st == TANDEM_OK {
+        status.get()
+    } else {
+        -i64::from(st)
+    }
+}
+
 /// Fills `*out` with the runtime's counters. After shutdown it first consumes the release
 /// records left in the submission ring, so the outstanding counts are final.
 ///
@@ -374,6 +419,7 @@ pub unsafe extern "C" fn tandem_runtime_stats(
             local_forwarded: s.local_forwarded,
             sq_depth: s.sq_depth,
             cq_depth: s.cq_depth,
+            handovers: s.handovers,
         };
         // SAFETY: writable per the contract.
         unsafe { out.write(stats) };

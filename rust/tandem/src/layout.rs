@@ -22,6 +22,11 @@ pub const TANDEM_NO_SLOT: u32 = u32::MAX;
 #[doc(hidden)]
 pub const TANDEM_PROBE_STOP: u64 = 4_294_967_296;
 
+/// In the result of `tandem_runtime_kick`: completions published during the call found Go's
+/// poller parked, and the caller now holds the duty to consume the completion ring (or wake
+/// its poller). The low 32 bits count the submission records the call consumed.
+pub const TANDEM_KICK_GO_WAKE_OWED: i64 = 4_294_967_296;
+
 /// Submission descriptor kind: an event in request slot `slot`: a `tandem_delivery` header,
 /// then the envelope, `len` bytes.
 pub const TANDEM_SQE_EVENT: u32 = 1;
@@ -68,8 +73,9 @@ pub struct tandem_ring_header {
     pub head: AtomicU64,
     /// Padding to the end of the cache line.
     pub _pad_head: [u64; 7],
-    /// 1 while the consumer is parked on its eventfd: a producer that swaps it to 0 must write
-    /// the eventfd once.
+    /// 1 while the consumer is parked on its eventfd: the producer that turns it to 0 (by
+    /// compare-and-swap) must see the ring consumed: write the eventfd, or cross
+    /// (`tandem_runtime_kick`).
     pub parked: AtomicU32,
     /// Padding to the end of the cache line.
     pub _pad_parked: [u32; 15],

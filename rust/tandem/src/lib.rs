@@ -21,6 +21,7 @@ pub mod envelope;
 #[cfg(feature = "exports")]
 pub mod ffi;
 mod handler;
+mod kick;
 pub mod layout;
 mod local;
 mod logs;
@@ -39,6 +40,7 @@ mod wake;
 
 pub use config::{Config, Error};
 pub use handler::{Context, Event, Handler, Registry};
+pub use kick::Kicked;
 pub use outcome::{EmitError, HandlerError, Outcome};
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]

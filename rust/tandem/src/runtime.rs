@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::completion::{LocalDispatch, LocalRoutes};
 use crate::config::{Config, Error, RegionInfo};
 use crate::handler::Registry;
+use crate::kick::Kicked;
 use crate::logs::LogQueue;
 use crate::poller::{drain_submissions, poll_submissions};
 use crate::shared::Shared;
@@ -183,6 +184,18 @@ impl Runtime {
         self.tokio = Some(rt);
         self.state = RunState::Running;
         Ok(())
+    }
+
+    /// Runs the submission step on the calling thread, for a submitter that found the poller
+    /// parked (crate::kick): it drains the submission ring here, inline handlers included,
+    /// and re-arms the poller's parked flag. Safe to call from any thread while running.
+    pub fn kick(&self) -> Result<Kicked, Error> {
+        let Some(rt) = self.tokio.as_ref() else {
+            return Err(Error::State("not running"));
+        };
+        let _enter = rt.enter();
+        let _logs = crate::logs::enter(&self.log_queue);
+        Ok(crate::kick::kick(&self.shared))
     }
 
     /// Lets in-flight handlers run for up to `grace`, cancels the rest (each completes as a

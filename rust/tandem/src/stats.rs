@@ -23,6 +23,7 @@ pub(crate) struct Counters {
     pub(crate) local_acked: AtomicU64,
     pub(crate) local_forwarded: AtomicU64,
     pub(crate) local_held: AtomicU64,
+    pub(crate) handovers: AtomicU64,
     /// Woken when the last held event (request slot or local event) is let go.
     idle: Notify,
 }
@@ -61,6 +62,9 @@ pub struct Stats {
     pub sq_depth: u64,
     /// Descriptors waiting in the completion ring.
     pub cq_depth: u64,
+    /// Kicks (`tandem_runtime_kick`) that woke the poller to take over the submission ring,
+    /// because kicks came faster than its spin window or in a burst.
+    pub handovers: u64,
 }
 
 impl Counters {
@@ -115,6 +119,7 @@ impl Counters {
             local_forwarded: self.local_forwarded.load(Relaxed),
             sq_depth,
             cq_depth,
+            handovers: self.handovers.load(Relaxed),
         }
     }
 }

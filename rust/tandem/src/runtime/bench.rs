@@ -41,7 +41,8 @@ impl Runtime {
             Outcome::Retry { error, .. } => (TANDEM_OUTCOME_RETRY, error_bytes(&error, &handler)),
             Outcome::Term(error) => (TANDEM_OUTCOME_TERM, error_bytes(&error, &handler)),
         })
-    }}
+    }
+}
 
 impl Runtime {
     /// Starts the wake probe: a task that waits on eventfd `ping` through tokio's reactor and

@@ -1,0 +1,101 @@
+package engine
+
+import (
+	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/internal/ring"
+)
+
+// The crossing. A thread wake costs tens of microseconds on small VMs, many round trips'
+// worth, so when the other side sleeps the side that has work does it itself:
+//
+//   - Submission: a publisher that wins the submission ring's wake-up duty (the Rust poller
+//     is parked) makes one call into the library instead of writing the eventfd, and the
+//     submission step runs on its own thread (rust/tandem/src/kick.rs): an inline handler
+//     completes before the call returns.
+//   - Completion: completions published during that call do not wake Go's parked poller;
+//     the duty comes back with the call, and the publisher consumes the completion ring
+//     itself: a Call settles its own reply without a netpoller wake.
+//
+// Under load both pollers are awake (spinning or draining), no duty is won, and events go
+// through the rings with no call per event. The ring's parked-flag handshake decides which
+// path an event takes; the counters say how often each was taken (Stats).
+//
+// Who may consume the completion ring: whoever holds cqOwner, the poller or a publisher
+// discharging a wake duty. Every holder re-checks the ring after letting go (the poller in
+// PreparePark before it parks, a publisher in its re-arm), and every completion pushed after
+// a successful re-check finds the parked flag set and carries the duty again: nothing is
+// stranded, and at most one goroutine consumes at a time.
+
+// completionBatch bounds how many completions one turn of a consumer settles; a publisher
+// that finds more hands the rest to the poller.
+const completionBatch = 256
+
+// cqOwner states.
+const (
+	cqFree uint32 = iota
+	cqHeld
+)
+
+// crossToRust discharges the duty to wake the parked Rust poller by running its submission
+// step on this goroutine's thread: one call into the library in place of a thread wake.
+func (e *Engine) crossToRust() {
+	// The read lock keeps the crossing out of tokio's shutdown (which takes it for writing
+	// before it stops Rust): a call into the library never overlaps it.
+	e.lifeMu.RLock()
+	if e.rustStopping.Load() {
+		e.lifeMu.RUnlock()
+		e.wakeRust()
+		return
+	}
+	_, owed, err := abi.Kick(e.h)
+	e.lifeMu.RUnlock()
+	if err != nil {
+		e.wakeRust() // not running (stopping): the poller takes it
+		return
+	}
+	e.obs.crossings.Add(1)
+	if owed {
+		e.consumeCompletions()
+	}
+}
+
+// consumeCompletions takes the completion poller's role while completions wait, for a
+// goroutine that holds the duty to wake the parked poller: it settles them here, then
+// re-arms the parked flag on the poller's behalf. A burst goes to the poller instead.
+func (e *Engine) consumeCompletions() {
+	var d ring.Desc
+	for {
+		if !e.cqOwner.CompareAndSwap(cqFree, cqHeld) {
+			return // the holder re-checks the ring after it lets go
+		}
+		n := 0
+		for n < completionBatch && e.cq.Pop(&d) {
+			e.complete(&d)
+			n++
+		}
+		e.cqOwner.Store(cqFree)
+		e.obs.byCaller.Add(uint64(n))
+		if n == completionBatch {
+			e.wakeGo()
+			return
+		}
+		if e.cq.PreparePark() {
+			return
+		}
+	}
+}
+
+// pollTurn is one turn of the poller at the completion ring: up to completionBatch
+// completions settled, unless a publisher holds the consumer's role.
+func (e *Engine) pollTurn(d *ring.Desc) int {
+	if !e.cqOwner.CompareAndSwap(cqFree, cqHeld) {
+		return 0
+	}
+	n := 0
+	for n < completionBatch && e.cq.Pop(d) {
+		e.complete(d)
+		n++
+	}
+	e.cqOwner.Store(cqFree)
+	return n
+}
