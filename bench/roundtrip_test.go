@@ -420,9 +420,12 @@ func drain(b *testing.B, rt *tandem.Runtime) {
 
 // BenchmarkIdleWake is a round trip that starts with both sides parked: before each op the
 // benchmark sleeps (timer stopped) long enough for the Go completion poller and the Rust
-// poller to leave their spin windows and block on their eventfds. Each op then pays one
-// wake each way. eventfd-pingpong-go is the floor for that in Go alone: two goroutines,
-// each blocked in the netpoller on an eventfd of its own, wake each other once.
+// poller to leave their spin windows and block on their eventfds. Without the crossing each
+// op pays one wake each way; with it (docs/boundary.md), an inline handler's op wakes
+// nobody: the caller runs the submission step and settles its own completion, and a task
+// handler's op wakes a tokio worker and Go's poller. eventfd-pingpong-go is the floor for a
+// wake each way in Go alone: two goroutines, each blocked in the netpoller on an eventfd of
+// its own, wake each other once.
 //
 // Every op costs idleGap of wall time: run it with -benchtime=Nx (README.md).
 func BenchmarkIdleWake(b *testing.B) {

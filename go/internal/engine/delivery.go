@@ -79,11 +79,12 @@ func (d *Delivery) reset(rt *Route, origin Origin, ev *envelope.Event, w Waiter)
 }
 
 // nextDeadline sets the deadline of the delivery about to start: the event's own, brought
-// forward to the route's timeout from now.
-func (d *Delivery) nextDeadline(now time.Time) {
+// forward to the route's timeout from now. It reads the clock only for a route with a
+// timeout.
+func (d *Delivery) nextDeadline() {
 	d.deadline = d.eventDeadline
 	if d.route != nil && d.route.Timeout > 0 {
-		if t := now.Add(d.route.Timeout).UnixNano(); d.deadline == 0 || t < d.deadline {
+		if t := time.Now().Add(d.route.Timeout).UnixNano(); d.deadline == 0 || t < d.deadline {
 			d.deadline = t
 		}
 	}
@@ -197,7 +198,7 @@ func (e *Engine) settleRetryable(d *Delivery, f *Failure) {
 // touched: a Rust route's slot is republished with a new delivery header.
 func (e *Engine) redeliver(d *Delivery) {
 	d.attempt++
-	d.nextDeadline(time.Now())
+	d.nextDeadline()
 	e.dispatch(d)
 }
 

@@ -110,7 +110,7 @@ func (e *Engine) intakeRust(ctx context.Context, rt *Route, ev *envelope.Event, 
 		return err
 	}
 	d.slot, d.length = idx, uint32(len(out))
-	d.nextDeadline(time.Now())
+	d.nextDeadline()
 	e.accepted(d)
 	e.publish(d)
 	return nil
@@ -129,7 +129,7 @@ func (e *Engine) intakeGo(ctx context.Context, rt *Route, ev *envelope.Event, or
 	if e.obs.tracing() {
 		d.trace = e.obs.publish(ctx, rt, ev, d.event)
 	}
-	d.nextDeadline(time.Now())
+	d.nextDeadline()
 	d.event.Attempt, d.event.Deadline = d.attempt, unixTime(d.deadline)
 	// Counted in before the enqueue: a worker may settle it at once.
 	e.obs.stamp(d)
