@@ -3,6 +3,7 @@
 //! [`Completion`] value, and [`Completions::publish`] is the only code that writes one into
 //! the ring.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock, Weak};
@@ -31,6 +32,47 @@ pub(crate) fn now_ns() -> u64 {
 
 fn saturating_ns(d: Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+thread_local! {
+    /// Set while a [`DeferGoWake`] lives on this thread: 0 not deferring; 1 deferring; 2
+    /// deferring, and a wake is owed.
+    static DEFERRING: Cell<u8> = const { Cell::new(0) };
+}
+
+/// While it lives, completions published on this thread that win the duty to wake Go's
+/// parked poller leave the duty to the caller instead of writing the eventfd (a kick's
+/// caller, which consumes the completion ring itself: crate::kick).
+pub(crate) struct DeferGoWake(());
+
+impl DeferGoWake {
+    pub(crate) fn begin() -> DeferGoWake {
+        DEFERRING.with(|k| k.set(1));
+        DeferGoWake(())
+    }
+
+    /// Whether a completion published meanwhile left the wake to the caller.
+    pub(crate) fn owed(&self) -> bool {
+        DEFERRING.with(|k| k.get() == 2)
+    }
+}
+
+impl Drop for DeferGoWake {
+    fn drop(&mut self) {
+        DEFERRING.with(|k| k.set(0));
+    }
+}
+
+/// Called by `publish` when it won the duty to wake Go's poller: true if a [`DeferGoWake`]
+/// on this thread takes the duty instead.
+fn defer_go_wake() -> bool {
+    DEFERRING.with(|k| {
+        if k.get() == 0 {
+            return false;
+        }
+        k.set(2);
+        true
+    })
 }
 
 /// One completion record, built per kind of outcome and consumed by [`Completions::publish`].
@@ -220,7 +262,7 @@ impl Completions {
         }
         // On a kicking thread the duty to wake Go goes back to the Go caller, which consumes
         // the ring itself (crate::kick).
-        if self.cq.take_wakeup() && !crate::kick::defer_go_wake() {
+        if self.cq.take_wakeup() && !defer_go_wake() {
             self.counters.go_wakeups.fetch_add(1, Relaxed);
             self.wake_go.signal();
         }
