@@ -39,7 +39,6 @@ func call(ctx context.Context, e *engine.Engine, ev *Event) (Reply, error) {
 		callWaiters.Put(w)
 		return Reply{}, err
 	}
-	e.AwaitOwn(w) // settle our own completion while Go's poller sleeps
 	select {
 	case <-w.ch:
 	case <-ctx.Done():
@@ -138,9 +137,6 @@ type callWaiter struct {
 }
 
 var callWaiters = sync.Pool{New: func() any { return &callWaiter{ch: make(chan struct{}, 1)} }}
-
-// Settled reports whether the event has settled (engine.AwaitOwn asks).
-func (w *callWaiter) Settled() bool { return w.state.Load() != waiting }
 
 func (w *callWaiter) Settle(err error, reply engine.Reply) {
 	w.err, w.reply = err, reply

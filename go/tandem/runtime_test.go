@@ -430,23 +430,21 @@ func TestReleaseAfterShutdownIsHarmless(t *testing.T) {
 }
 
 // An idle runtime parks both pollers. An event then crosses instead of waking the Rust
-// poller; a task handler's completion, published by a tokio worker for a submitter that does
-// not wait on its own thread (Submit), wakes Go's poller through its eventfd.
+// poller; a task handler's completion, published by a tokio worker, wakes Go's poller
+// through its eventfd.
 func TestIdleRuntimeParksBothSides(t *testing.T) {
 	rt := newRuntime(t, Config{SpinWindow: 20 * time.Microsecond})
 	ctx := context.Background()
 	for i := range 5 {
-		receipt, err := rt.Submit(ctx, event("demo.noop", fmt.Sprint(i), nil))
+		reply, err := rt.Call(ctx, event("demo.noop", fmt.Sprint(i), nil))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := receipt.Wait(ctx); err != nil {
-			t.Fatal(err)
-		}
+		reply.Release()
 		time.Sleep(5 * time.Millisecond) // far past the spin window: both pollers park
 	}
 	s := rt.Stats()
-	// The first submit may find the Rust poller still in its spin window after Start.
+	// The first call may find the Rust poller still in its spin window after Start.
 	if s.Rust.Parks == 0 || s.GoParks == 0 || s.Crossings < 4 || s.Rust.GoWakeups == 0 {
 		t.Fatalf("idle pollers did not park, cross and wake: %+v", s)
 	}
@@ -596,35 +594,6 @@ func TestBadInputIsLogged(t *testing.T) {
 			t.Errorf("no log line %q", msg)
 		}
 	}
-}
-
-// A task handler's completion is published by a tokio worker, not on the caller's thread. At
-// idle the waiting Call then takes the completion ring's wake-up duty itself and settles its
-// reply as it arrives: Go's poller is not woken either (only the tokio worker is). The spin
-// window bounds that wait; a generous one keeps this test clear of a slow worker wake.
-func TestIdleCallToATaskHandlerSettlesItsOwnReply(t *testing.T) {
-	rt := newRuntime(t, Config{SpinWindow: 2 * time.Millisecond})
-	ctx := context.Background()
-	for i := range 5 {
-		time.Sleep(20 * time.Millisecond) // past both spin windows: both pollers park
-		before := rt.Stats()
-		reply, err := rt.Call(ctx, event("demo.noop", fmt.Sprint(i), nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		reply.Release()
-		after := rt.Stats()
-		if d := after.Rust.GoWakeups - before.Rust.GoWakeups; d != 0 {
-			t.Errorf("idle call %d to a task handler woke Go's poller %d times", i, d)
-		}
-		if d := after.CompletionsByCaller - before.CompletionsByCaller; d != 1 {
-			t.Errorf("idle call %d: the caller settled %d completions itself, want 1", i, d)
-		}
-		if d := after.RustWakeups - before.RustWakeups; d != 0 {
-			t.Errorf("idle call %d woke the Rust poller %d times", i, d)
-		}
-	}
-	shutdownClean(t, rt)
 }
 
 // Traffic that comes and goes makes the pollers park and wake all the time, so events take

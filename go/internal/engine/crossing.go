@@ -37,35 +37,24 @@ const (
 )
 
 // crossToRust discharges the duty to wake the parked Rust poller by running its submission
-// step on this goroutine's thread: one call into the library in place of a thread wake. w is
-// the waiter of the event just published: a Call waiting on this goroutine also takes Go's
-// completion duty before it crosses, so that its reply, even from a task handler finishing on
-// a tokio worker, wakes nobody on Go's side (awaitHeld).
-func (e *Engine) crossToRust(w Waiter) {
-	awaiting, _ := w.(Settled)
-	tookCQ := awaiting != nil && e.cfg.SpinWindow > 0 && e.cq.TakeWakeup()
+// step on this goroutine's thread: one call into the library in place of a thread wake.
+func (e *Engine) crossToRust() {
 	// The read lock keeps the crossing out of tokio's shutdown (which takes it for writing
 	// before it stops Rust): a call into the library never overlaps it.
 	e.lifeMu.RLock()
 	if e.rustStopping.Load() {
 		e.lifeMu.RUnlock()
 		e.wakeRust()
-		if tookCQ {
-			e.consumeCompletions()
-		}
 		return
 	}
 	_, owed, err := abi.Kick(e.h)
 	e.lifeMu.RUnlock()
 	if err != nil {
 		e.wakeRust() // not running (stopping): the poller takes it
-	} else {
-		e.obs.crossings.Add(1)
+		return
 	}
-	switch {
-	case tookCQ:
-		e.awaitHeld(awaiting)
-	case owed:
+	e.obs.crossings.Add(1)
+	if owed {
 		e.consumeCompletions()
 	}
 }
@@ -109,41 +98,4 @@ func (e *Engine) pollTurn(d *ring.Desc) int {
 	}
 	e.cqOwner.Store(cqFree)
 	return n
-}
-
-// Settled is what AwaitOwn asks a waiter: whether its event has settled.
-type Settled interface{ Settled() bool }
-
-// AwaitOwn lets a caller that waits for its own completion consume the completion ring while
-// Go's poller sleeps, instead of having the poller woken for it: it takes the ring's wake-up
-// duty and settles what arrives (awaitHeld). It returns at once when the poller is awake or
-// w has settled already.
-func (e *Engine) AwaitOwn(w Settled) {
-	if w.Settled() || e.cfg.SpinWindow <= 0 || !e.cq.TakeWakeup() {
-		return
-	}
-	e.awaitHeld(w)
-}
-
-// awaitHeld runs with the completion ring's wake-up duty held (Go's poller sleeps and no
-// producer will wake it): it settles what arrives until w has settled or the spin window has
-// passed, then hands the duty back by re-arming the flag for the sleeping poller.
-func (e *Engine) awaitHeld(w Settled) {
-	deadline := nanotime() + int64(e.cfg.SpinWindow)
-	var d ring.Desc
-	for !w.Settled() && nanotime() < deadline {
-		if e.cqOwner.CompareAndSwap(cqFree, cqHeld) {
-			n := 0
-			for n < completionBatch && e.cq.Pop(&d) {
-				e.complete(&d)
-				n++
-			}
-			e.cqOwner.Store(cqFree)
-			e.obs.byCaller.Add(uint64(n))
-		}
-		if !w.Settled() {
-			gosched()
-		}
-	}
-	e.consumeCompletions() // what is left, then the re-arm
 }

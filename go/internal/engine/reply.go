@@ -74,7 +74,7 @@ func (e *Engine) pushRelease(slot uint32) {
 		gosched()
 	}
 	if e.sq.TakeWakeup() {
-		e.crossToRust(nil)
+		e.crossToRust()
 	}
 }
 

@@ -116,7 +116,7 @@ func (e *Engine) publish(d *Delivery) {
 	sl := &e.slots.table[d.slot]
 	e.slots.writeHeader(d)
 	token := uint64(sl.gen)<<32 | uint64(d.slot)
-	idx, length, flags, w := d.slot, d.length, d.route.RustIndex, d.waiter
+	idx, length, flags := d.slot, d.length, d.route.RustIndex
 	if !sl.owner.CompareAndSwap(slotGo, slotRust) {
 		e.violation("published a request slot Go did not hold", idx)
 	}
@@ -127,6 +127,6 @@ func (e *Engine) publish(d *Delivery) {
 		gosched()
 	}
 	if e.sq.TakeWakeup() {
-		e.crossToRust(w)
+		e.crossToRust()
 	}
 }
