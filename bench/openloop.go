@@ -385,6 +385,39 @@ func RunOpenLoop(ctx context.Context, name string, c LoadContender, cfg OpenLoop
 	return s, nil
 }
 
+// RunAtRates starts contender c and offers it each of rates (ops/s) for cfg.Step, open loop,
+// then stops it: the same absolute rates for every contender, so their latencies compare
+// at equal load (RunOpenLoop's fractions are of each contender's own saturation). A run
+// that could not keep up shows it in Achieved and in its tail.
+func RunAtRates(ctx context.Context, name string, c LoadContender, rates []float64, cfg OpenLoopConfig) (s Sweep, err error) {
+	cfg = cfg.withDefaults()
+	s = Sweep{Contender: name, Workers: cfg.Workers}
+	op, stop, err := c()
+	if err != nil {
+		return s, err
+	}
+	defer func() {
+		if serr := stop(); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+	// A short warm-up, so the first rate does not pay for cold caches and pools.
+	if _, err := loadClosedLoop(ctx, op, cfg.Workers, cfg.Burst/5, cfg.Burst/5); err != nil {
+		return s, fmt.Errorf("warm-up: %w", err)
+	}
+	hs := newLoadHists(cfg.Workers)
+	for _, rate := range rates {
+		r := openLoopRun(ctx, op, rate, cfg.Step, hs)
+		cfg.Logf("%-12s offered %8.0f achieved %8.0f ops/s  p50 %-9v p99 %-9v p99.9 %-9v errors %d",
+			name, r.Offered, r.Achieved, r.P50, r.P99, r.P999, r.Errors)
+		s.Runs = append(s.Runs, r)
+		if err := ctx.Err(); err != nil {
+			return s, err
+		}
+	}
+	return s, nil
+}
+
 // loadBurst is what a closed-loop burst counted in its measured window.
 type loadBurst struct {
 	ops    int

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"flag"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -52,6 +53,36 @@ func BenchmarkOpenLoop(b *testing.B) {
 			}
 			for unit, v := range SweepSummary(s) {
 				b.ReportMetric(v, unit)
+			}
+		})
+	}
+}
+
+// openLoopRates are the absolute rates BenchmarkOpenLoopRates offers every contender.
+var openLoopRates = []float64{1000, 10000, 100000}
+
+// BenchmarkOpenLoopRates is latency at equal load: every contender is offered the same
+// absolute rates (1k, 10k and 100k ops/s), open loop, each op timed from its intended start.
+// The metrics are p50-ns@RATE, p99-ns@RATE and achieved-ops/s@RATE per rate.
+func BenchmarkOpenLoopRates(b *testing.B) {
+	step, smoke := openLoopStep()
+	cfg := OpenLoopConfig{Step: step, Logf: b.Logf}
+	if smoke {
+		cfg.Burst = 50 * time.Millisecond
+	}
+	for _, name := range slices.Sorted(maps.Keys(LoadContenders)) {
+		b.Run(name, func(b *testing.B) {
+			s := oneShot(b, func() (Sweep, error) {
+				return RunAtRates(context.Background(), name, LoadContenders[name], openLoopRates, cfg)
+			})
+			for _, r := range s.Runs {
+				if r.Errors > 0 {
+					b.Errorf("%.0f ops/s: %d of %d ops failed, first: %s", r.Offered, r.Errors, r.Ops, r.FirstErr)
+				}
+				at := fmt.Sprintf("@%.0fk", r.Offered/1000)
+				b.ReportMetric(float64(r.P50.Nanoseconds()), "p50-ns"+at)
+				b.ReportMetric(float64(r.P99.Nanoseconds()), "p99-ns"+at)
+				b.ReportMetric(r.Achieved, "achieved-ops/s"+at)
 			}
 		})
 	}

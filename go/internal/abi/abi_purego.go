@@ -176,8 +176,16 @@ func eventTypes(h Handle, buf []byte) (uintptr, int32) {
 	return n, st
 }
 
+// kickArgs holds SyscallN's argument slice, whose backing array would otherwise escape to
+// the heap on every crossing. The handle points into C memory: a uintptr keeps nothing alive
+// that the garbage collector manages.
+var kickArgs = sync.Pool{New: func() any { return new([1]uintptr) }}
+
 func kick(h Handle) int64 {
-	r, _, _ := purego.SyscallN(loaded().kick, uintptr(unsafe.Pointer(h)))
+	args := kickArgs.Get().(*[1]uintptr)
+	args[0] = uintptr(unsafe.Pointer(h))
+	r, _, _ := purego.SyscallN(loaded().kick, args[:]...)
+	kickArgs.Put(args)
 	return int64(r)
 }
 

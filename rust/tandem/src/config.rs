@@ -28,6 +28,27 @@ pub struct Config {
     pub rep_slots: u32,
     /// How long the poller busy-polls an empty ring before it parks.
     pub spin: Duration,
+    /// Whether submitters that cross (crate::kick) hand the ring back to the poller when
+    /// they come closer together than `spin`, so that under load the poller spins and events
+    /// go through the ring with no call. `None` decides by the machine: only with at least
+    /// 4 cores, since on fewer a spinning poller takes a core from
+    /// the handlers and the submitters, and crossing (one call per event, no thread) costs
+    /// less.
+    pub handover: Option<bool>,
+}
+
+/// The cores a machine needs before a poller may spin under load (see `Config::handover`):
+/// one for the poller, the rest for Go and the handlers.
+pub(crate) const SPARE_CORES_FOR_A_POLLER: usize = 4;
+
+impl Config {
+    /// Whether kicks hand the ring back to the poller under load (`handover`, or the
+    /// machine's core count).
+    pub(crate) fn hands_over(&self) -> bool {
+        self.handover.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get()) >= SPARE_CORES_FOR_A_POLLER
+        })
+    }
 }
 
 impl Default for Config {
@@ -41,6 +62,7 @@ impl Default for Config {
             rep_slot_size: 64 << 10,
             rep_slots: 1024,
             spin: Duration::from_micros(50),
+            handover: None,
         }
     }
 }

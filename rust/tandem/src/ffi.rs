@@ -285,6 +285,7 @@ pub unsafe extern "C" fn tandem_runtime_create(
             rep_slot_size: c.rep_slot_size,
             rep_slots: c.rep_slots,
             spin: Duration::from_nanos(c.spin_ns),
+            handover: None,
         };
         let mut registry = Registry::new();
         tandem_register_handlers(&mut registry);

@@ -445,6 +445,7 @@ mod kick_tests {
         reg.register_inline("echo.inline", "echo-inline", Echo);
         let cfg = Config {
             spin: Duration::from_millis(50),
+            handover: Some(true),
             ..small()
         };
         let mut rt = Runtime::new(cfg, reg).expect("runtime");

@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     /// When the last kick began (Unix ns): the arrival gap that decides whether a kick hands
     /// the ring back to the poller.
     pub(crate) last_kick_ns: AtomicU64,
+    /// `cfg.hands_over()`, decided once.
+    pub(crate) hands_over: bool,
 }
 
 impl Shared {
@@ -83,6 +85,7 @@ impl Shared {
             stopping: AtomicBool::new(false),
             consumer: Mutex::new(()),
             last_kick_ns: AtomicU64::new(0),
+            hands_over: cfg.hands_over(),
             cfg,
         })
     }
