@@ -81,9 +81,11 @@ pub(crate) fn dispatch_slot(
         // first poll registers its own waker (the poller's may be woken once, spuriously).
         let mut task = Box::pin(task);
         if task.as_mut().poll(cx).is_pending() {
+            shared.counters.spawned.fetch_add(1, Relaxed);
             shared.tracker.spawn(task);
         }
     } else {
+        shared.counters.spawned.fetch_add(1, Relaxed);
         shared.tracker.spawn(task);
     }
 }

@@ -8,13 +8,15 @@
 //! inline handler runs to completion there, or to its first wait and then continues as a
 //! task; a task handler is spawned), and re-arms the parked flag on the sleeping poller's
 //! behalf, so the next submitter crosses again. This is io_uring's inline submission when no
-//! SQPOLL thread is awake. On a machine with cores to spare (`Config::handover`), kicks that
-//! come closer together than the poller's spin window (a rate at which it would have stayed
-//! awake) wake the poller instead: from then on events go through the ring with no call,
-//! until the poller parks again. On a small machine they keep crossing: a spinning poller
-//! would take a core from the handlers and the submitters (on 2 cores, a p99 of 1.5 ms
-//! against 30 µs at 100k events/s), while a crossing costs a call and no thread. A burst
-//! (a kick that drains `MAX_PER_KICK` records) wakes the poller on any machine.
+//! SQPOLL thread is awake. When kicks come closer together than the poller's spin window (a
+//! rate at which it would have stayed awake), the kick may wake the poller instead: from then
+//! on events go through the ring with no call, until the poller parks again. It does when its
+//! events went to tasks (each task spawned from outside tokio wakes a worker; the poller, on a
+//! worker, runs them without), and, for events whose handlers completed inline, only on a
+//! machine with cores to spare (`Config::handover`): on a small one a spinning poller takes a
+//! core from the handlers and the submitters (on 2 cores, a p99 of 0.6-1.5 ms against
+//! 24-31 µs at 100k events/s), while a crossing costs a call and no thread. A burst (a kick
+//! that drains `MAX_PER_KICK` records) wakes the poller on any machine.
 //!
 //! Completions published on the kicking thread do not wake Go's poller either: the wake-up
 //! duty goes back to the caller ([`Kicked::go_wake_owed`]), which consumes the completion
@@ -61,7 +63,8 @@ pub(crate) fn kick(shared: &Arc<Shared>) -> Kicked {
     // crossing: one call each is cheaper than waking a thread for each.
     let now = now_ns();
     let gap = now.saturating_sub(shared.last_kick_ns.swap(now, Ordering::Relaxed));
-    let frequent = u128::from(gap) < shared.cfg.spin.as_nanos() && shared.hands_over;
+    let frequent = u128::from(gap) < shared.cfg.spin.as_nanos();
+    let spawned = shared.counters.spawned.load(Relaxed);
     // Nobody needs waking when a handler run here first waits: it moves into a task, whose
     // first poll registers the task's own waker.
     let mut cx = Context::from_waker(Waker::noop());
@@ -74,7 +77,12 @@ pub(crate) fn kick(shared: &Arc<Shared>) -> Kicked {
         let left = MAX_PER_KICK.saturating_sub(drained as usize);
         drained += drain_submissions(shared, left, Some(&mut cx)) as u32;
         drop(consumer);
-        if frequent || drained as usize >= MAX_PER_KICK || shared.stopping.load(Ordering::SeqCst) {
+        // Tasks spawned from here wake a tokio worker each; the poller, on a worker, runs
+        // them without. So frequent kicks that spawn hand over on any machine; frequent
+        // kicks whose handlers all completed inline only where a core is to spare.
+        let spawning = shared.counters.spawned.load(Relaxed) != spawned;
+        let hand_over = frequent && (shared.hands_over || spawning);
+        if hand_over || drained as usize >= MAX_PER_KICK || shared.stopping.load(Ordering::SeqCst) {
             // Load, a burst, or the runtime stopping: the poller takes over from here.
             shared.counters.handovers.fetch_add(1, Relaxed);
             shared.wake_rust.signal();

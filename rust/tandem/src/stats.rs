@@ -24,6 +24,8 @@ pub(crate) struct Counters {
     pub(crate) local_forwarded: AtomicU64,
     pub(crate) local_held: AtomicU64,
     pub(crate) handovers: AtomicU64,
+    /// Events that went to a task of their own (not completed inline), for the kick's choice.
+    pub(crate) spawned: AtomicU64,
     /// Woken when the last held event (request slot or local event) is let go.
     idle: Notify,
 }
