@@ -51,7 +51,7 @@ pub struct Kicked {
 /// Records one kick must find (its own among them) to take submitters for concurrent enough
 /// that the poller, batching them, costs less than their calls: two or three callers at once
 /// keep crossing (each call settles its own), dozens hand over.
-const CONCURRENT_KICK: u32 = 8;
+const CONCURRENT_KICK: u32 = 32;
 
 /// The most submission records one kick consumes: past it the poller is woken to take over,
 /// so a burst never holds the caller's thread for long.
