@@ -68,6 +68,7 @@ pub fn start_runtime(workers: usize) -> Result<Runtime, tandem::Error> {
         rep_slot_size: 256,
         rep_slots: 1,
         spin: Duration::ZERO,
+        ..Config::default()
     };
     let mut rt = Runtime::new(cfg, registry)?;
     rt.start()?;
