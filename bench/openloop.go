@@ -353,23 +353,34 @@ func RunOpenLoopAll(ctx context.Context, cs map[string]LoadContender, cfg OpenLo
 func RunOpenLoop(ctx context.Context, name string, c LoadContender, cfg OpenLoopConfig) (s Sweep, err error) {
 	cfg = cfg.withDefaults()
 	s = Sweep{Contender: name, Workers: cfg.Workers}
+	err = withContender(c, func(op LoadOp) error { return sweepFractions(ctx, name, op, cfg, &s) })
+	return s, err
+}
+
+// withContender starts c, runs f with its op, and stops it: f's error first, else stop's.
+func withContender(c LoadContender, f func(LoadOp) error) (err error) {
 	op, stop, err := c()
 	if err != nil {
-		return s, err
+		return err
 	}
 	defer func() {
 		if serr := stop(); serr != nil && err == nil {
 			err = serr
 		}
 	}()
+	return f(op)
+}
+
+// sweepFractions measures op's saturation, then offers each of cfg.Fractions of it.
+func sweepFractions(ctx context.Context, name string, op LoadOp, cfg OpenLoopConfig, s *Sweep) error {
 	burst, err := loadClosedLoop(ctx, op, cfg.Workers, cfg.Burst/5, cfg.Burst)
 	if err != nil {
-		return s, fmt.Errorf("saturation burst: %w", err)
+		return fmt.Errorf("saturation burst: %w", err)
 	}
 	s.Saturation = burst.rate()
 	cfg.Logf("%-12s saturation %.0f ops/s (%d workers, closed loop)", name, s.Saturation, cfg.Workers)
 	if s.Saturation <= 0 {
-		return s, errors.New("saturation burst completed no op")
+		return errors.New("saturation burst completed no op")
 	}
 	hs := newLoadHists(cfg.Workers)
 	for _, f := range cfg.Fractions {
@@ -379,10 +390,10 @@ func RunOpenLoop(ctx context.Context, name string, c LoadContender, cfg OpenLoop
 			name, 100*f, r.Offered, r.Achieved, r.P50, r.P99, r.P999, r.CorrectedP99, r.Errors)
 		s.Runs = append(s.Runs, r)
 		if err := ctx.Err(); err != nil {
-			return s, err
+			return err
 		}
 	}
-	return s, nil
+	return nil
 }
 
 // RunAtRates starts contender c and offers it each of rates (ops/s) for cfg.Step, open loop,
@@ -392,30 +403,24 @@ func RunOpenLoop(ctx context.Context, name string, c LoadContender, cfg OpenLoop
 func RunAtRates(ctx context.Context, name string, c LoadContender, rates []float64, cfg OpenLoopConfig) (s Sweep, err error) {
 	cfg = cfg.withDefaults()
 	s = Sweep{Contender: name, Workers: cfg.Workers}
-	op, stop, err := c()
-	if err != nil {
-		return s, err
-	}
-	defer func() {
-		if serr := stop(); serr != nil && err == nil {
-			err = serr
+	err = withContender(c, func(op LoadOp) error {
+		// A short warm-up, so the first rate does not pay for cold caches and pools.
+		if _, err := loadClosedLoop(ctx, op, cfg.Workers, cfg.Burst/5, cfg.Burst/5); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
 		}
-	}()
-	// A short warm-up, so the first rate does not pay for cold caches and pools.
-	if _, err := loadClosedLoop(ctx, op, cfg.Workers, cfg.Burst/5, cfg.Burst/5); err != nil {
-		return s, fmt.Errorf("warm-up: %w", err)
-	}
-	hs := newLoadHists(cfg.Workers)
-	for _, rate := range rates {
-		r := openLoopRun(ctx, op, rate, cfg.Step, hs)
-		cfg.Logf("%-12s offered %8.0f achieved %8.0f ops/s  p50 %-9v p99 %-9v p99.9 %-9v errors %d",
-			name, r.Offered, r.Achieved, r.P50, r.P99, r.P999, r.Errors)
-		s.Runs = append(s.Runs, r)
-		if err := ctx.Err(); err != nil {
-			return s, err
+		hs := newLoadHists(cfg.Workers)
+		for _, rate := range rates {
+			r := openLoopRun(ctx, op, rate, cfg.Step, hs)
+			cfg.Logf("%-12s offered %8.0f achieved %8.0f ops/s  p50 %-9v p99 %-9v p99.9 %-9v errors %d",
+				name, r.Offered, r.Achieved, r.P50, r.P99, r.P999, r.Errors)
+			s.Runs = append(s.Runs, r)
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 		}
-	}
-	return s, nil
+		return nil
+	})
+	return s, err
 }
 
 // loadBurst is what a closed-loop burst counted in its measured window.
