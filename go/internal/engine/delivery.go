@@ -13,19 +13,6 @@ import (
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
-// Origin says where a delivery came from. It changes nothing in the lifecycle; logs and
-// metrics name it.
-type Origin uint8
-
-const (
-	// FromSubmit: Submit, Call, or Emit from a Go handler.
-	FromSubmit Origin = iota
-	// FromRust: an event a Rust handler emitted, routed by Go.
-	FromRust
-	// FromRustLocal: an event routed inside Rust whose handler failed; Go takes it over.
-	FromRustLocal
-)
-
 // noSlot marks a delivery whose envelope is not in a request slot.
 const noSlot = ^uint32(0)
 
@@ -42,8 +29,7 @@ const noSlot = ^uint32(0)
 // ring and then the completion poller, a Go worker, the retry table, the dispatch queue),
 // handed over through channels and the ring's release/acquire, so its fields need no lock.
 type Delivery struct {
-	route  *Route
-	origin Origin
+	route *Route
 	// attempt is this delivery's number, from 1; limit the last one a handler's retry advice
 	// allows (0: the route's schedule decides).
 	attempt, limit uint32
@@ -68,8 +54,8 @@ type Delivery struct {
 }
 
 // reset readies a delivery for a new event, keeping nothing of the last one.
-func (d *Delivery) reset(rt *Route, origin Origin, ev *envelope.Event, w Waiter) {
-	*d = Delivery{route: rt, origin: origin, slot: noSlot, waiter: w}
+func (d *Delivery) reset(rt *Route, ev *envelope.Event, w Waiter) {
+	*d = Delivery{route: rt, slot: noSlot, waiter: w}
 	d.firstAttempt = ev.Attempt
 	d.attempt = max(ev.Attempt, 1)
 	d.id, d.source, d.typ = ev.ID, ev.Source, ev.Type
@@ -89,9 +75,6 @@ func (d *Delivery) nextDeadline() {
 		}
 	}
 }
-
-// Attempt is the delivery's number, from 1.
-func (d *Delivery) Attempt() uint32 { return d.attempt }
 
 // accepted counts a new delivery in: from here it is pending until final.
 func (e *Engine) accepted(d *Delivery) {

@@ -256,9 +256,6 @@ func (e *Engine) AddRoute(rt *Route) error {
 // Routes are every route, in the order they were added.
 func (e *Engine) Routes() []*Route { return e.router.all }
 
-// Match is the route an event type goes to, or nil.
-func (e *Engine) Match(typ string) *Route { return e.router.match(typ) }
-
 // Start starts tokio and the Rust handlers, then the Go side: the completion poller, the
 // dispatch queue, the dead-letter writer and the worker pools. The façade has run the Go
 // handlers' Init and WarmUp already; the state becomes Running.

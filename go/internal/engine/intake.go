@@ -21,12 +21,12 @@ import (
 // Errors: ErrClosed, ErrNoRoute, ErrEventTooLarge, envelope.ErrInvalidEvent, ErrOverloaded,
 // ErrShed (the event was dead-lettered), a policy's refusal, or ctx's error.
 func (e *Engine) Submit(ctx context.Context, ev *envelope.Event, w Waiter) error {
-	return e.intake(ctx, ev, nil, FromSubmit, w)
+	return e.intake(ctx, ev, nil, w)
 }
 
 // intake is the one way in for a new event, whatever its origin. raw, when not nil, is ev's
 // envelope already encoded (by Rust), copied into the slot instead of encoded again.
-func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, origin Origin, w Waiter) error {
+func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w Waiter) error {
 	e.gate.RLock()
 	defer e.gate.RUnlock()
 	if e.State() != Running {
@@ -40,13 +40,13 @@ func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, ori
 		return fmt.Errorf("%w: %q", ErrNoRoute, ev.Type)
 	}
 	if rt.IsRust() {
-		return e.intakeRust(ctx, rt, ev, raw, origin, w)
+		return e.intakeRust(ctx, rt, ev, raw, w)
 	}
-	return e.intakeGo(ctx, rt, ev, origin, w)
+	return e.intakeGo(ctx, rt, ev, w)
 }
 
 // intakeRust encodes ev (or copies raw) into a request slot and publishes it.
-func (e *Engine) intakeRust(ctx context.Context, rt *Route, ev *envelope.Event, raw []byte, origin Origin, w Waiter) error {
+func (e *Engine) intakeRust(ctx context.Context, rt *Route, ev *envelope.Event, raw []byte, w Waiter) error {
 	size := len(raw)
 	if raw == nil {
 		size = envelope.EncodedEventSize(ev)
@@ -79,12 +79,12 @@ func (e *Engine) intakeRust(ctx context.Context, rt *Route, ev *envelope.Event, 
 			done(err)
 		}
 		if errors.Is(err, ErrShed) {
-			e.shed(rt, ev, raw, origin)
+			e.shed(rt, ev, raw)
 		}
 		return err
 	}
 	d := &e.slots.table[idx].own
-	d.reset(rt, origin, ev, w)
+	d.reset(rt, ev, w)
 	d.done = done
 	buf := e.slots.buffer(idx)
 	var out []byte
@@ -117,13 +117,13 @@ func (e *Engine) intakeRust(ctx context.Context, rt *Route, ev *envelope.Event, 
 }
 
 // intakeGo copies ev and queues it for the route's workers.
-func (e *Engine) intakeGo(ctx context.Context, rt *Route, ev *envelope.Event, origin Origin, w Waiter) error {
+func (e *Engine) intakeGo(ctx context.Context, rt *Route, ev *envelope.Event, w Waiter) error {
 	if err := envelope.Validate(ev); err != nil {
 		e.log.Warn("tandem: invalid event", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
 		return err
 	}
 	d := &Delivery{}
-	d.reset(rt, origin, ev, w)
+	d.reset(rt, ev, w)
 	owned := cloneEvent(ev)
 	d.event = &owned
 	if e.obs.tracing() {
@@ -153,9 +153,9 @@ func (e *Engine) intakeGo(ctx context.Context, rt *Route, ev *envelope.Event, or
 }
 
 // shed dead-letters an event a full Rust route shed. Its submitter learns it from ErrShed.
-func (e *Engine) shed(rt *Route, ev *envelope.Event, raw []byte, origin Origin) {
+func (e *Engine) shed(rt *Route, ev *envelope.Event, raw []byte) {
 	d := &Delivery{}
-	d.reset(rt, origin, ev, nil)
+	d.reset(rt, ev, nil)
 	if raw == nil {
 		raw, _ = envelope.MarshalEvent(ev)
 	}
@@ -166,9 +166,9 @@ func (e *Engine) shed(rt *Route, ev *envelope.Event, raw []byte, origin Origin) 
 
 // deadLetterUnaccepted dead-letters an event no route took (an emitted one: nobody waits
 // to be told). raw is its envelope when known.
-func (e *Engine) deadLetterUnaccepted(ev *envelope.Event, raw []byte, origin Origin, reason deadletter.Reason, f *Failure) {
+func (e *Engine) deadLetterUnaccepted(ev *envelope.Event, raw []byte, reason deadletter.Reason, f *Failure) {
 	d := &Delivery{}
-	d.reset(e.router.match(ev.Type), origin, ev, nil)
+	d.reset(e.router.match(ev.Type), ev, nil)
 	if raw == nil {
 		raw, _ = envelope.MarshalEvent(ev)
 	}
@@ -195,7 +195,7 @@ func (e *Engine) SubmitRaw(raw []byte, eventType string, w Waiter) error {
 		return err
 	}
 	d := &e.slots.table[idx].own
-	d.reset(rt, FromSubmit, &envelope.Event{Type: eventType}, w)
+	d.reset(rt, &envelope.Event{Type: eventType}, w)
 	d.slot, d.length = idx, uint32(len(append(e.slots.buffer(idx), raw...)))
 	route := *rt
 	route.RustIndex = 0 // route by the envelope's own type, as a raw submission says nothing else

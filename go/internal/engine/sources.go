@@ -138,7 +138,7 @@ func (e *Engine) redeliverFromQueue(d *Delivery) {
 // routeEmitted routes an event a Rust handler emitted. One that cannot be routed (no route,
 // shutting down) is dead-lettered: nobody waits for it to say so.
 func (e *Engine) routeEmitted(ev *envelope.Event, raw []byte) {
-	err := e.intake(e.goCtx, ev, raw, FromRust, nil)
+	err := e.intake(e.goCtx, ev, raw, nil)
 	if err == nil || errors.Is(err, ErrShed) {
 		return // accepted, or already dead-lettered by the shed
 	}
@@ -152,7 +152,7 @@ func (e *Engine) routeEmitted(ev *envelope.Event, raw []byte) {
 		reason, code = deadletter.ReasonTerm, envelope.CodeInvalid
 	}
 	f := failure(OutcomeTerm, ev.Type, code, "routing an event a Rust handler emitted: "+err.Error(), "")
-	e.deadLetterUnaccepted(ev, raw, FromRust, reason, f)
+	e.deadLetterUnaccepted(ev, raw, reason, f)
 }
 
 // onEmit takes an event a Rust handler emitted: it decodes it (to route it), copies its
@@ -172,12 +172,12 @@ func (e *Engine) onEmit(c *ring.Desc) {
 	if err != nil {
 		f := &Failure{Outcome: OutcomeTerm, Envelope: envelope.ErrorEnvelope{Code: envelope.CodeDecode,
 			Message: "a Rust handler emitted a malformed envelope: " + err.Error(), Runtime: "rust"}}
-		e.deadLetterUnaccepted(&envelope.Event{}, raw, FromRust, deadletter.ReasonDecode, f)
+		e.deadLetterUnaccepted(&envelope.Event{}, raw, deadletter.ReasonDecode, f)
 		return
 	}
 	if !e.queue.push(queued{ev: ev, raw: raw}, false) {
 		f := failure(OutcomeTerm, ev.Type, envelope.CodeShed, "too many emitted events waiting to be routed", "")
-		e.deadLetterUnaccepted(ev, raw, FromRust, deadletter.ReasonShed, f)
+		e.deadLetterUnaccepted(ev, raw, deadletter.ReasonShed, f)
 	}
 }
 
@@ -198,12 +198,12 @@ func (e *Engine) onLocalFailure(c *ring.Desc, raw []byte) {
 	}
 	ev, err := envelope.DecodeEvent(env)
 	if err != nil {
-		e.deadLetterUnaccepted(&envelope.Event{}, env, FromRustLocal, deadletter.ReasonDecode, f)
+		e.deadLetterUnaccepted(&envelope.Event{}, env, deadletter.ReasonDecode, f)
 		return
 	}
 	f.EventType = ev.Type
 	d := &Delivery{}
-	d.reset(e.router.match(ev.Type), FromRustLocal, ev, nil)
+	d.reset(e.router.match(ev.Type), ev, nil)
 	d.raw = env
 	e.accepted(d)
 	e.failed(d, f)
