@@ -54,15 +54,9 @@ type LoadError struct {
 	Hint string
 }
 
+// Error says it as the bindings do, whose type this one mirrors.
 func (e *LoadError) Error() string {
-	msg := fmt.Sprintf("tandem: loading %s: %v", e.Path, e.Err)
-	if e.Symbol != "" {
-		msg += " " + e.Symbol
-	}
-	if e.Hint != "" {
-		msg += ": " + e.Hint
-	}
-	return msg
+	return "tandem: " + (&abi.LoadError{Path: e.Path, Symbol: e.Symbol, Err: e.Err, Hint: e.Hint}).Error()
 }
 
 // Unwrap returns the cause.

@@ -265,13 +265,7 @@ mod tests {
             std::thread::yield_now();
         }
         rt.shutdown(Duration::from_millis(20));
-        let done = next_completion(&rt);
-        assert_eq!(done.kind, TANDEM_OUTCOME_RETRY);
-        assert_eq!(
-            envelope::decode_error(&done.reply).unwrap().code,
-            code::CANCELLED
-        );
-        release(&rt, done.reply_slot);
+        expect_cancelled(&rt);
         assert_no_buffer_held(&rt);
     }
 

@@ -272,7 +272,6 @@ impl Drop for Runtime {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::code;
     use crate::layout::*;
     use crate::testing::*;
 
@@ -326,13 +325,7 @@ mod tests {
         }
         rt.shutdown(Duration::from_millis(20));
         for _ in 0..2 {
-            let done = next_completion(&rt);
-            assert_eq!(done.kind, TANDEM_OUTCOME_RETRY);
-            assert_eq!(
-                envelope::decode_error(&done.reply).unwrap().code,
-                code::CANCELLED
-            );
-            release(&rt, done.reply_slot);
+            expect_cancelled(&rt);
         }
         assert_no_buffer_held(&rt);
     }

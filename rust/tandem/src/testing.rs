@@ -263,6 +263,18 @@ pub(crate) fn next_completion(rt: &Runtime) -> Done {
     }
 }
 
+/// Takes the next completion, which must be a retryable "cancelled" (a handler stopped at
+/// shutdown), and releases its reply slot.
+pub(crate) fn expect_cancelled(rt: &Runtime) {
+    let done = next_completion(rt);
+    assert_eq!(done.kind, TANDEM_OUTCOME_RETRY);
+    assert_eq!(
+        crate::envelope::decode_error(&done.reply).unwrap().code,
+        crate::code::CANCELLED
+    );
+    release(rt, done.reply_slot);
+}
+
 /// The next completion of any kind, log batches included.
 pub(crate) fn next_any(rt: &Runtime) -> Done {
     let deadline = Instant::now() + Duration::from_secs(10);
