@@ -28,7 +28,7 @@
 /*
  The ABI version of this build. A loader refuses a library whose version differs.
  */
-#define TANDEM_ABI_VERSION 2
+#define TANDEM_ABI_VERSION 3
 
 /*
  Size of one cache line on the targets tandem supports; indices sit on lines of their own.
@@ -97,6 +97,14 @@
  The request slot is not released by this record.
  */
 #define TANDEM_OUTCOME_IN_PROGRESS 3
+
+/*
+ In `tandem_delivery.flags`: the submitter blocks until this delivery's outcome (a Call).
+ A crossing (`tandem_runtime_kick`) may then run the handler on the submitter's thread until
+ its first wait, whether it was registered inline or as a task: that thread waits anyway,
+ and a task would cost a thread wake.
+ */
+#define TANDEM_DELIVERY_WAITED 1
 
 /*
  A runtime; opaque to C. Created by `tandem_runtime_create`, freed by `tandem_runtime_free`.
@@ -304,6 +312,11 @@ typedef struct {
    because kicks came faster than its spin window or in a burst.
    */
   uint64_t handovers;
+  /*
+   Tasks spawned on a submitter's thread during a kick: each wakes a tokio worker if
+   none is awake.
+   */
+  uint64_t task_wakes;
 } tandem_stats;
 
 /*
@@ -337,9 +350,18 @@ typedef struct {
    */
   uint32_t parked;
   /*
+   Submission ring only: Rust writers waiting for a free reply slot. While it is 0 a
+   release record (`TANDEM_SQE_RELEASE`) is lazy: its producer leaves a parked consumer
+   asleep and the record is consumed with the next event, so handing a reply back at
+   idle costs no call and no wake. While it is not 0 a release wakes the consumer like an
+   event. Rust raises it (sequentially consistent) before it wakes the consumer and waits;
+   Go reads it after pushing a release.
+   */
+  uint32_t hungry;
+  /*
    Padding to the end of the cache line.
    */
-  uint32_t _pad_parked[15];
+  uint32_t _pad_parked[14];
 } tandem_ring_header;
 
 /*
@@ -415,7 +437,7 @@ typedef struct {
    */
   uint32_t attempt;
   /*
-   Reserved, 0.
+   `TANDEM_DELIVERY_*` bits; the others are reserved, 0.
    */
   uint32_t flags;
 } tandem_delivery;

@@ -136,6 +136,9 @@ type callWaiter struct {
 	reply engine.Reply
 }
 
+// Blocks marks the waiter engine.Blocking: its Call blocks until Settle.
+func (w *callWaiter) Blocks() {}
+
 var callWaiters = sync.Pool{New: func() any { return &callWaiter{ch: make(chan struct{}, 1)} }}
 
 func (w *callWaiter) Settle(err error, reply engine.Reply) {

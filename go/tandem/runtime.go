@@ -243,6 +243,10 @@ type RustStats struct {
 	// faster than its spin window or in a burst: from then on they go through the ring with
 	// no call into the library.
 	Handovers uint64
+	// TaskWakes counts handlers a crossing moved into a task because they waited before
+	// finishing: each wakes a tokio worker if none is awake. With RustWakeups and
+	// Rust.GoWakeups, it is every thread wake an event can cost.
+	TaskWakes uint64
 }
 
 // Stats returns a snapshot of the counters. After Shutdown the Rust counters are final:

@@ -431,22 +431,25 @@ func TestReleaseAfterShutdownIsHarmless(t *testing.T) {
 }
 
 // An idle runtime parks both pollers. An event then crosses instead of waking the Rust
-// poller; a task handler's completion, published by a tokio worker, wakes Go's poller
+// poller; submitted without waiting on it (Submit), its task handler goes to a task, which
+// wakes a tokio worker, and its completion, published by that worker, wakes Go's poller
 // through its eventfd.
 func TestIdleRuntimeParksBothSides(t *testing.T) {
 	rt := newRuntime(t, Config{SpinWindow: 20 * time.Microsecond})
 	ctx := context.Background()
 	for i := range 5 {
-		reply, err := rt.Call(ctx, event("demo.noop", fmt.Sprint(i), nil))
+		receipt, err := rt.Submit(ctx, event("demo.noop", fmt.Sprint(i), nil))
 		if err != nil {
 			t.Fatal(err)
 		}
-		reply.Release()
+		if err := receipt.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
 		time.Sleep(5 * time.Millisecond) // far past the spin window: both pollers park
 	}
 	s := rt.Stats()
 	// The first call may find the Rust poller still in its spin window after Start.
-	if s.Rust.Parks == 0 || s.GoParks == 0 || s.Crossings < 4 || s.Rust.GoWakeups == 0 {
+	if s.Rust.Parks == 0 || s.GoParks == 0 || s.Crossings < 4 || s.Rust.GoWakeups == 0 || s.Rust.TaskWakes < 4 {
 		t.Fatalf("idle pollers did not park, cross and wake: %+v", s)
 	}
 	shutdownClean(t, rt)
@@ -501,52 +504,52 @@ func TestRingsMakeNoFFICallPerEventUnderLoad(t *testing.T) {
 }
 
 // At idle both pollers are parked. A Call then neither wakes the Rust poller nor waits for
-// Go's: it crosses once (one call into the library runs the inline handler on the caller's
-// thread) and settles its own completion. Releasing a reply crosses too, to hand the slot
-// back, and still wakes nobody.
+// Go's: it crosses once (one call into the library runs the handler on the caller's thread,
+// inline or task handler, since the caller waits anyway) and settles its own completion.
+// Releasing a reply wakes nobody and makes no call: the release waits in the ring for the
+// next event.
 func TestIdleCallCrossesInsteadOfWaking(t *testing.T) {
 	rt := newRuntime(t, Config{})
 	ctx := context.Background()
-	for i := range 5 {
+	idleCall := func(what string, ev *Event, want string) {
+		t.Helper()
 		time.Sleep(20 * time.Millisecond) // both pollers park: their spin windows are 50 µs
 		before := rt.Stats()
-		reply, err := rt.Call(ctx, event("demo.noop.inline", fmt.Sprint(i), nil))
-		if err != nil || len(reply.Data()) != 0 {
-			t.Fatalf("noop: %q, %v", reply.Data(), err)
-		}
-		after := rt.Stats()
-		if d := after.Crossings - before.Crossings; d != 1 {
-			t.Errorf("idle call %d: %d crossings, want 1", i, d)
-		}
-		if d := after.FFICalls - before.FFICalls - 1; d != 1 { // - 1: Stats' own call
-			t.Errorf("idle call %d: %d FFI calls, want 1", i, d)
-		}
-		if d := after.CompletionsByCaller - before.CompletionsByCaller; d != 1 {
-			t.Errorf("idle call %d: the caller settled %d completions itself, want 1", i, d)
-		}
-		if d := after.RustWakeups - before.RustWakeups; d != 0 {
-			t.Errorf("idle call %d woke the Rust poller %d times", i, d)
-		}
-		if d := after.Rust.GoWakeups - before.Rust.GoWakeups; d != 0 {
-			t.Errorf("idle call %d woke the Go poller %d times", i, d)
-		}
-
-		time.Sleep(20 * time.Millisecond)
-		before = rt.Stats()
-		reply, err = rt.Call(ctx, event("demo.echo", fmt.Sprint(i), []byte("idle")))
-		if err != nil || string(reply.Data()) != "idle" {
-			t.Fatalf("echo: %q, %v", reply.Data(), err)
+		reply, err := rt.Call(ctx, ev)
+		if err != nil || string(reply.Data()) != want {
+			t.Fatalf("%s: %q, %v", what, reply.Data(), err)
 		}
 		reply.Release()
-		after = rt.Stats()
-		if d := after.Crossings - before.Crossings; d != 2 {
-			t.Errorf("idle echo %d: %d crossings (the call and the release), want 2", i, d)
+		after := rt.Stats()
+		if d := after.Crossings - before.Crossings; d != 1 {
+			t.Errorf("%s: %d crossings, want 1", what, d)
 		}
-		if d := after.RustWakeups + after.Rust.GoWakeups - before.RustWakeups - before.Rust.GoWakeups; d != 0 {
-			t.Errorf("idle echo %d woke a poller %d times", i, d)
+		if d := after.FFICalls - before.FFICalls - 1; d != 1 { // - 1: Stats' own call
+			t.Errorf("%s: %d FFI calls, want 1", what, d)
+		}
+		if d := after.CompletionsByCaller - before.CompletionsByCaller; d != 1 {
+			t.Errorf("%s: the caller settled %d completions itself, want 1", what, d)
+		}
+		if d := after.RustWakeups - before.RustWakeups; d != 0 {
+			t.Errorf("%s woke the Rust poller %d times", what, d)
+		}
+		if d := after.Rust.GoWakeups - before.Rust.GoWakeups; d != 0 {
+			t.Errorf("%s woke the Go poller %d times", what, d)
+		}
+		if d := after.Rust.TaskWakes - before.Rust.TaskWakes; d != 0 {
+			t.Errorf("%s woke a tokio worker %d times", what, d)
 		}
 	}
-	shutdownClean(t, rt)
+	for i := range 5 {
+		id := fmt.Sprint(i)
+		idleCall("idle inline call "+id, event("demo.noop.inline", id, nil), "")
+		idleCall("idle task call "+id, event("demo.noop", id, nil), "")
+		idleCall("idle echo "+id, event("demo.echo", id, []byte("idle")), "idle")
+	}
+	s := shutdownClean(t, rt)
+	if s.Rust.Releases != 5 {
+		t.Fatalf("Rust took back %d reply slots, want the 5 echoes' (lazy releases are consumed by Shutdown at the latest)", s.Rust.Releases)
+	}
 }
 
 // An idle runtime parks both pollers: over a quiet half second the process burns almost no

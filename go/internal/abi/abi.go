@@ -18,7 +18,7 @@ import (
 )
 
 // Version is the ABI version this package was built against (TANDEM_ABI_VERSION).
-const Version uint32 = 2
+const Version uint32 = 3
 
 // expectedVersion is what Load requires of the library; a variable so tests can pretend to
 // be built against another version.
@@ -102,6 +102,7 @@ type Stats struct {
 	SQDepth         uint64
 	CQDepth         uint64
 	Handovers       uint64
+	TaskWakes       uint64
 }
 
 // Errors returned by the bindings; the public package maps them to its own sentinels.
@@ -341,6 +342,7 @@ const (
 	RingTail       uintptr = 0
 	RingHead       uintptr = 64
 	RingParked     uintptr = 128
+	RingHungry     uintptr = 132
 )
 
 // Offsets in tandem_delivery, the header at the start of every request slot: the facts of
@@ -351,6 +353,10 @@ const (
 	DeliveryDeadlineNs uintptr = 0 // uint64, Unix ns; 0: none
 	DeliveryAttempt    uintptr = 8 // uint32, from 1
 	DeliveryFlags      uintptr = 12
+
+	// DeliveryWaited is TANDEM_DELIVERY_WAITED, in the flags: the submitter blocks until the
+	// outcome (a Call), so a crossing may run the handler on its thread, task handler or not.
+	DeliveryWaited uint32 = 1
 )
 
 // KickGoWakeOwed is TANDEM_KICK_GO_WAKE_OWED: in Kick's result, the caller now holds the

@@ -106,6 +106,7 @@ func layoutMismatches() []string {
 	check("sizeof(tandem_stats)", unsafe.Sizeof(gs), unsafe.Sizeof(cs))
 	check("tandem_stats.cq_depth", unsafe.Offsetof(gs.CQDepth), unsafe.Offsetof(cs.cq_depth))
 	check("tandem_stats.handovers", unsafe.Offsetof(gs.Handovers), unsafe.Offsetof(cs.handovers))
+	check("tandem_stats.task_wakes", unsafe.Offsetof(gs.TaskWakes), unsafe.Offsetof(cs.task_wakes))
 	var cd C.tandem_desc
 	check("sizeof(tandem_desc)", DescSize, unsafe.Sizeof(cd))
 	check("tandem_desc.token", DescToken, unsafe.Offsetof(cd.token))
@@ -121,12 +122,14 @@ func layoutMismatches() []string {
 	check("sizeof(tandem_ring_header)", RingHeaderSize, unsafe.Sizeof(ch))
 	check("tandem_ring_header.head", RingHead, unsafe.Offsetof(ch.head))
 	check("tandem_ring_header.parked", RingParked, unsafe.Offsetof(ch.parked))
+	check("tandem_ring_header.hungry", RingHungry, unsafe.Offsetof(ch.hungry))
 	var cv C.tandem_delivery
 	check("sizeof(tandem_delivery)", DeliverySize, unsafe.Sizeof(cv))
 	check("tandem_delivery.deadline_ns", DeliveryDeadlineNs, unsafe.Offsetof(cv.deadline_ns))
 	check("tandem_delivery.attempt", DeliveryAttempt, unsafe.Offsetof(cv.attempt))
 	check("tandem_delivery.flags", DeliveryFlags, unsafe.Offsetof(cv.flags))
 	check("TANDEM_ABI_VERSION", uintptr(Version), uintptr(C.TANDEM_ABI_VERSION))
+	check("TANDEM_DELIVERY_WAITED", uintptr(DeliveryWaited), uintptr(C.TANDEM_DELIVERY_WAITED))
 	check("TANDEM_KICK_GO_WAKE_OWED", uintptr(KickGoWakeOwed), uintptr(C.TANDEM_KICK_GO_WAKE_OWED))
 	return bad
 }

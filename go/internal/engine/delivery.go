@@ -46,6 +46,7 @@ type Delivery struct {
 	event  *envelope.Event
 
 	waiter Waiter
+	waited bool // the waiter is Blocking
 	done   func(error)
 
 	trace       trace.SpanContext // the publish span, parent of each delivery's span
@@ -56,6 +57,7 @@ type Delivery struct {
 // reset readies a delivery for a new event, keeping nothing of the last one.
 func (d *Delivery) reset(rt *Route, ev *envelope.Event, w Waiter) {
 	*d = Delivery{route: rt, slot: noSlot, waiter: w}
+	_, d.waited = w.(Blocking)
 	d.firstAttempt = ev.Attempt
 	d.attempt = max(ev.Attempt, 1)
 	d.id, d.source, d.typ = ev.ID, ev.Source, ev.Type

@@ -69,11 +69,18 @@ func (e *Engine) releaseReply(slot uint32) {
 	e.pushRelease(slot)
 }
 
+// pushRelease hands reply slot `slot` back to Rust through the submission ring. Lazily: a
+// sleeping consumer is left asleep and takes the record with the next event, so releasing a
+// reply at idle costs no call and no wake. Only while a Rust writer waits for a reply slot
+// (the ring is hungry) does a release wake the consumer, or cross, like an event. Push, then
+// the read of hungry, against Rust's raise of hungry, then its look at the parked flag (both
+// sequentially consistent): either this release sees the writer waiting, or the writer's
+// wake-up finds the record in the ring.
 func (e *Engine) pushRelease(slot uint32) {
 	for !e.sq.Push(abi.SQERelease, slot, 0, 0, 0) {
 		gosched()
 	}
-	if e.sq.TakeWakeup() {
+	if e.sq.Hungry() && e.sq.TakeWakeup() {
 		e.crossToRust()
 	}
 }

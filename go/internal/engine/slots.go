@@ -105,7 +105,11 @@ func (s *slots) writeHeader(d *Delivery) {
 	h := unsafe.Slice((*byte)(s.base(d.slot)), abi.DeliverySize)
 	binary.LittleEndian.PutUint64(h[abi.DeliveryDeadlineNs:], uint64(d.deadline))
 	binary.LittleEndian.PutUint32(h[abi.DeliveryAttempt:], d.attempt)
-	binary.LittleEndian.PutUint32(h[abi.DeliveryFlags:], 0)
+	var flags uint32
+	if d.waited {
+		flags = abi.DeliveryWaited
+	}
+	binary.LittleEndian.PutUint32(h[abi.DeliveryFlags:], flags)
 }
 
 // publish hands a delivery whose envelope is in its slot to Rust: the header, then the

@@ -114,3 +114,11 @@ const (
 type Waiter interface {
 	Settle(err error, reply Reply)
 }
+
+// Blocking is a Waiter whose caller blocks until Settle (a Call). A crossing may then run
+// the event's Rust handler on the caller's thread until its first wait, task handler or not
+// (TANDEM_DELIVERY_WAITED): the thread waits anyway, and a task would cost a worker's wake.
+type Blocking interface {
+	Waiter
+	Blocks()
+}

@@ -135,6 +135,12 @@ func (r *Ring) PreparePark() bool {
 // Unpark lowers the parked flag after a wake-up.
 func (r *Ring) Unpark() { atomic.StoreUint32(r.u32(abi.RingParked), 0) }
 
+// Hungry reports whether someone waits for what only the consumer can free: on the
+// submission ring, Rust writers waiting for a reply slot (tandem_ring_header.hungry). A
+// producer of a release record reads it after Push: while nobody is hungry the record can
+// wait for the consumer's next pass, and a parked consumer is left asleep.
+func (r *Ring) Hungry() bool { return atomic.LoadUint32(r.u32(abi.RingHungry)) != 0 }
+
 // TakeWakeup is the producer's half, called after Push: true if the consumer was parked and
 // this caller must wake it (exactly one producer wins).
 func (r *Ring) TakeWakeup() bool {

@@ -168,6 +168,23 @@ impl Finished {
     }
 }
 
+/// One writer waiting for a reply slot, counted in the submission ring's header for as long
+/// as it waits (also when its future is dropped).
+struct Hungry<'a>(&'a Ring);
+
+impl<'a> Hungry<'a> {
+    fn new(sq: &'a Ring) -> Hungry<'a> {
+        sq.hunger();
+        Hungry(sq)
+    }
+}
+
+impl Drop for Hungry<'_> {
+    fn drop(&mut self) {
+        self.0.fed();
+    }
+}
+
 /// Routes emitted events to a Rust handler without a trip through Go; implemented by the
 /// runtime, held weakly so the completions do not keep the runtime alive.
 pub(crate) trait LocalDispatch: Send + Sync {
@@ -186,6 +203,10 @@ pub(crate) struct LocalRoutes {
 pub(crate) struct Completions {
     cq: Ring,
     wake_go: EventFd,
+    /// The submission ring and its consumer's eventfd, for a writer waiting on a reply slot:
+    /// Go's releases come back through that ring.
+    sq: Ring,
+    wake_rust: Arc<EventFd>,
     pub(crate) requests: Arc<RequestSlots>,
     pub(crate) replies: ReplySlots,
     counters: Arc<Counters>,
@@ -196,6 +217,7 @@ impl Completions {
     pub(crate) fn new(
         cq: Ring,
         wake_go: EventFd,
+        (sq, wake_rust): (Ring, Arc<EventFd>),
         requests: RequestSlots,
         replies: ReplySlots,
         counters: Arc<Counters>,
@@ -203,6 +225,8 @@ impl Completions {
         Completions {
             cq,
             wake_go,
+            sq,
+            wake_rust,
             requests: Arc::new(requests),
             replies,
             counters,
@@ -229,8 +253,19 @@ impl Completions {
         self.local.set(routes).is_ok()
     }
 
-    /// Takes a reply slot to write into, waiting while every slot is lent to Go.
+    /// Takes a reply slot to write into, waiting while every slot is lent to Go. Go hands a
+    /// slot back lazily while no writer waits (its release record stays in the submission
+    /// ring until the next event), so a writer about to wait says so in the ring's header
+    /// (`hungry`: from then on every release wakes the consumer) and wakes the consumer for
+    /// the releases already there.
     pub(crate) async fn reply(&self) -> ReplyWriter<'_> {
+        if let Some(w) = self.replies.try_take() {
+            return w;
+        }
+        let _hungry = Hungry::new(&self.sq);
+        if self.sq.take_wakeup() {
+            self.wake_rust.signal();
+        }
         self.replies.take().await
     }
 

@@ -12,6 +12,7 @@ use crate::completion::{Finished, now_ns};
 use crate::envelope;
 use crate::handler::{Context, Event, Route};
 use crate::outcome::{HandlerError, Outcome};
+use crate::poller::Drainer;
 use crate::shared::Shared;
 use crate::slots::{Delivery, RequestSlot};
 
@@ -67,8 +68,13 @@ pub(crate) fn dispatch_slot(
     slot: RequestSlot,
     route: u32,
     cx: &mut std::task::Context<'_>,
+    by: Drainer,
 ) {
-    let inline = runs_inline(shared, &slot, route);
+    // A blocked submitter's own thread runs its event's handler, whatever its kind, as far
+    // as the handler goes without waiting (io_uring's DEFER_TASKRUN): a task handler that
+    // finishes at once then costs no worker wake.
+    let inline =
+        (by == Drainer::Caller && slot.delivery().waited) || runs_inline(shared, &slot, route);
     let sh = shared.clone();
     let task = async move {
         let job = prepare(&sh, slot.envelope(), Some(slot.delivery()), route);
@@ -81,13 +87,21 @@ pub(crate) fn dispatch_slot(
         // first poll registers its own waker (the poller's may be woken once, spuriously).
         let mut task = Box::pin(task);
         if task.as_mut().poll(cx).is_pending() {
-            shared.counters.spawned.fetch_add(1, Relaxed);
-            shared.tracker.spawn(task);
+            spawn(shared, task, by);
         }
     } else {
-        shared.counters.spawned.fetch_add(1, Relaxed);
-        shared.tracker.spawn(task);
+        spawn(shared, task, by);
     }
+}
+
+/// Moves an event's handler into a task of its own. From a submitter's thread that wakes a
+/// tokio worker (counted): the poller, on a worker, spawns without.
+fn spawn(shared: &Shared, task: impl Future<Output = ()> + Send + 'static, by: Drainer) {
+    shared.counters.spawned.fetch_add(1, Relaxed);
+    if by == Drainer::Caller {
+        shared.counters.task_wakes.fetch_add(1, Relaxed);
+    }
+    shared.tracker.spawn(task);
 }
 
 /// Runs a job's handler, containing panics and honouring cancellation.
@@ -312,6 +326,7 @@ mod tests {
         let past = Delivery {
             attempt: 1,
             deadline: Some(1),
+            waited: false,
         };
         submit_delivery(&rt, 1, &envelope("echo", b""), 0, past);
         let done = next_completion(&rt);
@@ -350,6 +365,7 @@ mod tests {
         let second = Delivery {
             attempt: 2,
             deadline: None,
+            waited: false,
         };
         submit_delivery(&rt, 0, &stale, 0, second);
         let done = next_completion(&rt);
@@ -362,6 +378,7 @@ mod tests {
         let third = Delivery {
             attempt: 3,
             deadline: Some(due),
+            waited: false,
         };
         submit_delivery(&rt, 1, &stale, 0, third);
         let done = next_completion(&rt);

@@ -144,6 +144,9 @@ pub struct tandem_stats {
     /// Kicks (`tandem_runtime_kick`) that woke the poller to take over the submission ring,
     /// because kicks came faster than its spin window or in a burst.
     pub handovers: u64,
+    /// Tasks spawned on a submitter's thread during a kick: each wakes a tokio worker if
+    /// none is awake.
+    pub task_wakes: u64,
 }
 
 /// A runtime; opaque to C. Created by `tandem_runtime_create`, freed by `tandem_runtime_free`.
@@ -421,6 +424,7 @@ pub unsafe extern "C" fn tandem_runtime_stats(
             sq_depth: s.sq_depth,
             cq_depth: s.cq_depth,
             handovers: s.handovers,
+            task_wakes: s.task_wakes,
         };
         // SAFETY: writable per the contract.
         unsafe { out.write(stats) };

@@ -34,7 +34,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Waker};
 
 use crate::completion::{DeferGoWake, now_ns};
-use crate::poller::drain_submissions;
+use crate::poller::{Drainer, drain_submissions};
 use crate::shared::Shared;
 use crate::sync::Ordering;
 
@@ -81,7 +81,7 @@ pub(crate) fn kick(shared: &Arc<Shared>) -> Kicked {
             break;
         };
         let left = MAX_PER_KICK.saturating_sub(drained as usize);
-        drained += drain_submissions(shared, left, Some(&mut cx)) as u32;
+        drained += drain_submissions(shared, left, Some((&mut cx, Drainer::Caller))) as u32;
         drop(consumer);
         // Tasks spawned from here wake a tokio worker each; the poller, on a worker, runs
         // them without. So frequent kicks that spawn hand over on any machine; frequent

@@ -8,7 +8,7 @@
 use crate::sync::{AtomicU32, AtomicU64};
 
 /// The ABI version of this build. A loader refuses a library whose version differs.
-pub const TANDEM_ABI_VERSION: u32 = 2;
+pub const TANDEM_ABI_VERSION: u32 = 3;
 
 /// Size of one cache line on the targets tandem supports; indices sit on lines of their own.
 pub const TANDEM_CACHE_LINE: usize = 64;
@@ -77,8 +77,15 @@ pub struct tandem_ring_header {
     /// compare-and-swap) must see the ring consumed: write the eventfd, or cross
     /// (`tandem_runtime_kick`).
     pub parked: AtomicU32,
+    /// Submission ring only: Rust writers waiting for a free reply slot. While it is 0 a
+    /// release record (`TANDEM_SQE_RELEASE`) is lazy: its producer leaves a parked consumer
+    /// asleep and the record is consumed with the next event, so handing a reply back at
+    /// idle costs no call and no wake. While it is not 0 a release wakes the consumer like an
+    /// event. Rust raises it (sequentially consistent) before it wakes the consumer and waits;
+    /// Go reads it after pushing a release.
+    pub hungry: AtomicU32,
     /// Padding to the end of the cache line.
-    pub _pad_parked: [u32; 15],
+    pub _pad_parked: [u32; 14],
 }
 
 /// One ring cell: a sequence number (Vyukov's bounded queue) and a fixed-size descriptor.
@@ -125,9 +132,15 @@ pub struct tandem_delivery {
     pub deadline_ns: u64,
     /// The delivery number, from 1. Authoritative over the envelope's attempt.
     pub attempt: u32,
-    /// Reserved, 0.
+    /// `TANDEM_DELIVERY_*` bits; the others are reserved, 0.
     pub flags: u32,
 }
+
+/// In `tandem_delivery.flags`: the submitter blocks until this delivery's outcome (a Call).
+/// A crossing (`tandem_runtime_kick`) may then run the handler on the submitter's thread until
+/// its first wait, whether it was registered inline or as a task: that thread waits anyway,
+/// and a task would cost a thread wake.
+pub const TANDEM_DELIVERY_WAITED: u32 = 1;
 
 #[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<tandem_desc>() == TANDEM_CACHE_LINE);

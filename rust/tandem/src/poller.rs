@@ -21,7 +21,7 @@ pub(crate) async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>)
     loop {
         let n = std::future::poll_fn(|cx| {
             let _g = shared.consumer.lock().unwrap_or_else(|p| p.into_inner());
-            std::task::Poll::Ready(drain_submissions(&shared, BATCH, Some(cx)))
+            std::task::Poll::Ready(drain_submissions(&shared, BATCH, Some((cx, Drainer::Poller))))
         })
         .await;
         if n > 0 {
@@ -58,12 +58,24 @@ pub(crate) async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>)
     }
 }
 
-/// Consumes up to `max` submissions. The poller passes its task context and events start;
+/// Who drains the submission ring, which decides where a task handler starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drainer {
+    /// The poller, on a tokio worker: it must move on to the next event, so only handlers
+    /// registered inline run on it (until their first wait).
+    Poller,
+    /// A submitter's thread, in a crossing: an event whose submitter blocks on its outcome
+    /// (`TANDEM_DELIVERY_WAITED`) runs here until its first wait whatever its handler, since
+    /// the thread waits anyway and a task would cost a worker's wake.
+    Caller,
+}
+
+/// Consumes up to `max` submissions. The drainer passes its task context and events start;
 /// without one (a stopped runtime) only release records are expected and processed.
 pub(crate) fn drain_submissions(
     shared: &Arc<Shared>,
     max: usize,
-    cx: Option<&mut std::task::Context<'_>>,
+    cx: Option<(&mut std::task::Context<'_>, Drainer)>,
 ) -> usize {
     let mut cx = cx;
     let mut n = 0;
@@ -84,11 +96,11 @@ pub(crate) fn drain_submissions(
             TANDEM_SQE_EVENT if cx.is_some() => {
                 // A descriptor naming no valid slot is counted and dropped: there is nothing
                 // to complete.
-                if let (Some(cx), Some(slot)) = (
-                    cx.as_deref_mut(),
+                if let (Some((cx, by)), Some(slot)) = (
+                    cx.as_mut(),
                     shared.completions.requests.take(slot, len, token),
                 ) {
-                    dispatch_slot(shared, slot, route, cx)
+                    dispatch_slot(shared, slot, route, cx, *by)
                 }
             }
             TANDEM_SQE_RELEASE => shared.completions.replies.release(slot),

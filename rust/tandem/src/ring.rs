@@ -44,8 +44,42 @@ impl Ring {
         ring.header().head.store(0, Ordering::Relaxed);
         ring.header().tail.store(0, Ordering::Relaxed);
         ring.header().parked.store(0, Ordering::Relaxed);
+        ring.header().hungry.store(0, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         ring
+    }
+
+    /// A second view of the same ring, for another part of the runtime.
+    ///
+    /// # Safety
+    /// As `init`'s contract: the memory must outlive the new view too.
+    pub(crate) unsafe fn alias(&self) -> Ring {
+        Ring {
+            hdr: self.hdr,
+            cells: self.cells,
+            mask: self.mask,
+        }
+    }
+
+    /// Counts one more waiter for what only the consumer can free (the submission ring's
+    /// reply slots, `tandem_ring_header::hungry`); producers read it after they push.
+    pub(crate) fn hunger(&self) {
+        self.header().hungry.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Counts one waiter fewer.
+    pub(crate) fn fed(&self) {
+        self.header().hungry.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether someone waits for what only the consumer can free, as Go reads it after pushing
+    /// a release (tests play Go): its push and this read are sequentially consistent (Go's
+    /// atomics are), so either it sees the waiter, or the waiter's raise and wake-up come
+    /// after the push and find the release.
+    #[cfg(test)]
+    pub(crate) fn is_hungry(&self) -> bool {
+        fence(Ordering::SeqCst);
+        self.header().hungry.load(Ordering::SeqCst) != 0
     }
 
     fn header(&self) -> &tandem_ring_header {
@@ -182,7 +216,8 @@ impl HeapRing {
             head: AtomicU64::new(0),
             _pad_head: [0; 7],
             parked: AtomicU32::new(0),
-            _pad_parked: [0; 15],
+            hungry: AtomicU32::new(0),
+            _pad_parked: [0; 14],
         }));
         let cells: Box<[tandem_desc]> = (0..capacity)
             .map(|_| tandem_desc {
@@ -790,6 +825,68 @@ mod loom_tests {
                 p.join().unwrap();
             }
             assert_eq!(received, 2);
+        });
+    }
+
+    /// Lazy releases (completion.rs; go/internal/engine/reply.go): the consumer is parked; a
+    /// producer of a release record (Go) wakes it only if it then sees a writer hungry, and a
+    /// writer out of reply slots raises hungry, then wakes the consumer itself if it is parked.
+    /// Whatever the interleaving, the consumer never sleeps for good with the release in the
+    /// ring while the writer waits for it.
+    #[test]
+    fn loom_a_hungry_writer_is_never_left_beside_a_lazy_release() {
+        loom::model(|| {
+            let ring = Arc::new(HeapRing::new(2));
+            let eventfd = Arc::new(AtomicU64::new(0));
+            let done = Arc::new(AtomicU32::new(0));
+            assert!(ring.prepare_park(), "the poller parks on an empty ring");
+            let releaser = {
+                let (ring, eventfd, done) = (ring.clone(), eventfd.clone(), done.clone());
+                thread::spawn(move || {
+                    assert!(ring.push(|d| fill(d, token(0, 0))));
+                    if ring.is_hungry() && ring.take_wakeup() {
+                        eventfd.fetch_add(1, SeqCst);
+                    }
+                    done.fetch_add(1, SeqCst);
+                })
+            };
+            let writer = {
+                let (ring, eventfd, done) = (ring.clone(), eventfd.clone(), done.clone());
+                thread::spawn(move || {
+                    ring.hunger();
+                    if ring.take_wakeup() {
+                        eventfd.fetch_add(1, SeqCst);
+                    }
+                    done.fetch_add(1, SeqCst);
+                })
+            };
+            'outer: loop {
+                // Asleep on the eventfd.
+                loop {
+                    if eventfd.swap(0, SeqCst) > 0 {
+                        break;
+                    }
+                    if done.load(SeqCst) == 2 && eventfd.load(SeqCst) == 0 {
+                        assert!(
+                            ring.is_empty(),
+                            "asleep for good while a hungry writer waits for the release"
+                        );
+                        break 'outer;
+                    }
+                    thread::yield_now();
+                }
+                ring.unpark();
+                loop {
+                    if ring.pop(read).is_some() {
+                        break 'outer;
+                    }
+                    if ring.prepare_park() {
+                        break;
+                    }
+                }
+            }
+            releaser.join().unwrap();
+            writer.join().unwrap();
         });
     }
 

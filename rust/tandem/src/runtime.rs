@@ -353,16 +353,20 @@ mod kick_tests {
     use crate::config::Config;
     use crate::handler::Registry;
     use crate::layout::{TANDEM_OUTCOME_ACK, TANDEM_SQE_EVENT};
+    use crate::slots::Delivery;
     use crate::sync::Ordering;
     use crate::testing::*;
 
     /// Publishes like Go: the header, the envelope, the descriptor; true if this publisher
     /// won the wake-up duty (the poller is parked).
     fn publish(rt: &Runtime, slot: u32, bytes: &[u8]) -> bool {
+        publish_delivery(rt, slot, bytes, first_delivery())
+    }
+
+    /// As `publish`, with the delivery header given.
+    fn publish_delivery(rt: &Runtime, slot: u32, bytes: &[u8], delivery: Delivery) -> bool {
         let s = &rt.shared;
-        s.completions
-            .requests
-            .write_as_go(slot, first_delivery(), bytes);
+        s.completions.requests.write_as_go(slot, delivery, bytes);
         assert!(s.sq.push(|d| {
             d.kind.store(TANDEM_SQE_EVENT, Ordering::Relaxed);
             d.slot.store(slot, Ordering::Relaxed);
@@ -404,6 +408,94 @@ mod kick_tests {
             // The test's release wakes the poller the old way; the next round waits for it
             // to park again.
             release(&rt, done.reply_slot);
+        }
+        assert_whole(&mut rt);
+    }
+
+    #[test]
+    fn a_blocked_callers_task_handler_runs_on_its_thread_until_it_waits() {
+        let mut rt = runtime();
+        let waited = Delivery {
+            waited: true,
+            ..first_delivery()
+        };
+        let wakes = |rt: &Runtime| {
+            let c = &rt.shared.counters;
+            (
+                c.spawned.load(Ordering::Relaxed),
+                c.task_wakes.load(Ordering::Relaxed),
+            )
+        };
+        // "echo" is a task handler. Its submitter blocks on the outcome: the kick runs it to
+        // completion on the calling thread, with no task and no worker woken.
+        wait_parked(&rt);
+        assert!(publish_delivery(&rt, 0, &envelope("echo", b"w"), waited));
+        rt.kick().expect("kick");
+        assert_eq!(wakes(&rt), (0, 0), "a handler that never waited took a task");
+        let done = next_completion(&rt);
+        assert_eq!(
+            (done.kind, done.reply.as_slice()),
+            (TANDEM_OUTCOME_ACK, &b"w"[..])
+        );
+        release(&rt, done.reply_slot);
+        // A submitter that does not block (Submit): the handler goes to a task, as on the
+        // poller, and the worker's wake is counted.
+        wait_parked(&rt);
+        assert!(publish(&rt, 1, &envelope("echo", b"s")));
+        rt.kick().expect("kick");
+        assert_eq!(wakes(&rt), (1, 1));
+        let done = next_completion(&rt);
+        assert_eq!(done.reply, b"s");
+        release(&rt, done.reply_slot);
+        // Blocked, but the handler waits (a timer): it runs here to its first wait, then
+        // moves into a task, which finishes it.
+        wait_parked(&rt);
+        assert!(publish_delivery(&rt, 2, &envelope("nap", b"n"), waited));
+        rt.kick().expect("kick");
+        assert_eq!(wakes(&rt), (2, 2));
+        let done = next_completion(&rt);
+        assert_eq!(done.reply, b"n");
+        release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+
+    #[test]
+    fn releases_wait_in_the_ring_until_a_writer_needs_a_reply_slot() {
+        let mut rt = runtime(); // 4 reply slots
+        let mut held: Vec<u32> = (0..4)
+            .map(|slot| {
+                submit(&rt, slot, &envelope("echo", b"h"));
+                next_completion(&rt).reply_slot
+            })
+            .collect();
+        // Every reply slot is Go's. A fifth reply's writer waits, and says so.
+        submit(&rt, 0, &envelope("echo", b"fifth"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !rt.shared.sq.is_hungry() {
+            assert!(Instant::now() < deadline, "the waiting writer never said so");
+            std::thread::yield_now();
+        }
+        // Go's next release then reaches Rust at once (woken, or taken by a consumer awake).
+        release_lazily(&rt, held.pop().unwrap());
+        let done = next_completion(&rt);
+        assert_eq!(done.reply, b"fifth");
+        assert!(!rt.shared.sq.is_hungry(), "the writer is fed");
+        held.push(done.reply_slot);
+        // Nobody waits: a release at idle wakes nobody and waits in the ring...
+        wait_parked(&rt);
+        let parks = rt.stats().parks;
+        assert!(!release_lazily(&rt, held.pop().unwrap()));
+        assert_eq!(rt.stats().sq_depth, 1, "the release waits in the ring");
+        assert!(rt.shared.sq.is_parked(), "the consumer sleeps on");
+        // ... until the next event's crossing takes it with the event.
+        let releases = rt.stats().releases;
+        assert!(publish(&rt, 1, &envelope("echo.inline", b"next")));
+        assert_eq!(rt.kick().expect("kick").drained, 2);
+        assert_eq!(rt.stats().releases, releases + 1);
+        assert_eq!(rt.stats().parks, parks);
+        held.push(next_completion(&rt).reply_slot);
+        for slot in held {
+            release(&rt, slot);
         }
         assert_whole(&mut rt);
     }

@@ -23,7 +23,7 @@ pub(crate) struct Shared {
     pub(crate) layout: RegionLayout,
     pub(crate) cfg: Config,
     pub(crate) sq: Ring,
-    pub(crate) wake_rust: EventFd,
+    pub(crate) wake_rust: Arc<EventFd>,
     pub(crate) completions: Arc<Completions>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) registry: Registry,
@@ -65,9 +65,13 @@ impl Shared {
             )
         };
         let counters = Arc::new(Counters::default());
+        let wake_rust = Arc::new(EventFd::new()?);
+        // SAFETY: the completions keep an `Arc` of the region too (through their slots).
+        let sq_view = unsafe { sq.alias() };
         let completions = Completions::new(
             cq,
             EventFd::new()?,
+            (sq_view, wake_rust.clone()),
             RequestSlots::new(region.clone(), &layout, &cfg, counters.clone()),
             ReplySlots::new(region.clone(), &layout, &cfg, counters.clone()),
             counters.clone(),
@@ -76,7 +80,7 @@ impl Shared {
             region,
             layout,
             sq,
-            wake_rust: EventFd::new()?,
+            wake_rust,
             completions: Arc::new(completions),
             counters,
             registry,

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{Config, RegionLayout};
 use crate::envelope::Envelope;
-use crate::layout::tandem_delivery;
+use crate::layout::{TANDEM_DELIVERY_WAITED, tandem_delivery};
 use crate::shm::Region;
 use crate::stats::Counters;
 use crate::sync::{AtomicU32, Ordering};
@@ -36,6 +36,8 @@ pub(crate) struct Delivery {
     pub(crate) attempt: u32,
     /// The delivery's deadline, Unix nanoseconds.
     pub(crate) deadline: Option<i64>,
+    /// The submitter blocks until the outcome (`TANDEM_DELIVERY_WAITED`).
+    pub(crate) waited: bool,
 }
 
 impl Delivery {
@@ -44,6 +46,7 @@ impl Delivery {
         Delivery {
             attempt: env.attempt,
             deadline: env.deadline,
+            waited: false,
         }
     }
 }
@@ -115,7 +118,11 @@ impl RequestSlots {
         let header = tandem_delivery {
             deadline_ns: delivery.deadline.map_or(0, |d| d.max(1) as u64),
             attempt: delivery.attempt,
-            flags: 0,
+            flags: if delivery.waited {
+                TANDEM_DELIVERY_WAITED
+            } else {
+                0
+            },
         };
         let p = self.slot_ptr(slot);
         // SAFETY: the test plays Go, which owns the slot until it publishes it; the header and
@@ -172,6 +179,7 @@ impl RequestSlot {
         Delivery {
             attempt: h.attempt,
             deadline: (h.deadline_ns != 0).then_some(h.deadline_ns.min(i64::MAX as u64) as i64),
+            waited: h.flags & TANDEM_DELIVERY_WAITED != 0,
         }
     }
 
@@ -251,10 +259,23 @@ impl ReplySlots {
     /// Takes a free slot to write into, waiting (without blocking a thread) while every slot
     /// is lent to Go: writers are throttled, never refused.
     pub(crate) async fn take(&self) -> ReplyWriter<'_> {
+        if let Some(w) = self.try_take() {
+            return w;
+        }
         match self.permits.acquire().await {
             Ok(p) => p.forget(),
             Err(_) => unreachable!("the reply semaphore is never closed"),
         }
+        self.pop_free()
+    }
+
+    /// Takes a free slot if there is one now.
+    pub(crate) fn try_take(&self) -> Option<ReplyWriter<'_>> {
+        self.permits.try_acquire().ok()?.forget();
+        Some(self.pop_free())
+    }
+
+    fn pop_free(&self) -> ReplyWriter<'_> {
         let index = self
             .free
             .lock()
@@ -365,6 +386,7 @@ mod tests {
         let delivery = Delivery {
             attempt: 3,
             deadline: Some(42),
+            waited: false,
         };
         slots.write_as_go(1, delivery, b"envelope");
         let guard = slots.take(1, 8, 7).expect("a valid slot");

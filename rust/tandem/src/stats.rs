@@ -26,6 +26,7 @@ pub(crate) struct Counters {
     pub(crate) handovers: AtomicU64,
     /// Events that went to a task of their own (not completed inline), for the kick's choice.
     pub(crate) spawned: AtomicU64,
+    pub(crate) task_wakes: AtomicU64,
     /// Woken when the last held event (request slot or local event) is let go.
     idle: Notify,
 }
@@ -67,6 +68,9 @@ pub struct Stats {
     /// Kicks (`tandem_runtime_kick`) that woke the poller to take over the submission ring,
     /// because kicks came faster than its spin window or in a burst.
     pub handovers: u64,
+    /// Tasks spawned on a submitter's thread during a crossing (a handler that waited before
+    /// finishing): each wakes a tokio worker if none is awake, the crossing's only thread wake.
+    pub task_wakes: u64,
 }
 
 impl Counters {
@@ -122,6 +126,7 @@ impl Counters {
             sq_depth,
             cq_depth,
             handovers: self.handovers.load(Relaxed),
+            task_wakes: self.task_wakes.load(Relaxed),
         }
     }
 }

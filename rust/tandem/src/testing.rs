@@ -124,6 +124,7 @@ pub(crate) fn runtime() -> Runtime {
     reg.register("echo", "echo", Echo)
         .register("boom", "boom", Boom)
         .register("forever", "forever", Forever)
+        .register("nap", "nap", Nap)
         .register_inline("echo.inline", "echo-inline", Echo)
         .register_inline("boom.inline", "boom-inline", Boom)
         .register_inline("nap.inline", "nap-inline", Nap)
@@ -163,6 +164,7 @@ pub(crate) fn first_delivery() -> Delivery {
     Delivery {
         attempt: 1,
         deadline: None,
+        waited: false,
     }
 }
 
@@ -171,6 +173,7 @@ pub(crate) fn due_in(ms: i64) -> Delivery {
     Delivery {
         attempt: 1,
         deadline: Some(now_ns() as i64 + ms * 1_000_000),
+        waited: false,
     }
 }
 
@@ -205,6 +208,21 @@ pub(crate) fn release(rt: &Runtime, reply_slot: u32) {
     if s.sq.take_wakeup() {
         s.wake_rust.signal();
     }
+}
+
+/// Releases like Go: lazily, waking the consumer only while a writer waits for a reply slot.
+/// True if it woke the consumer.
+pub(crate) fn release_lazily(rt: &Runtime, reply_slot: u32) -> bool {
+    let s = &rt.shared;
+    assert!(s.sq.push(|d| {
+        d.kind.store(TANDEM_SQE_RELEASE, Ordering::Relaxed);
+        d.slot.store(reply_slot, Ordering::Relaxed);
+    }));
+    let wake = s.sq.is_hungry() && s.sq.take_wakeup();
+    if wake {
+        s.wake_rust.signal();
+    }
+    wake
 }
 
 pub(crate) struct Done {
