@@ -20,7 +20,7 @@ import (
 // the spread says by how much.
 
 // GoalsConfig shapes RunGoals. Zero fields take the defaults, which keep a run of 5 rounds
-// under about three minutes on two cores.
+// under about two and a half minutes on two cores.
 type GoalsConfig struct {
 	// Rounds is how many times every measurement runs (default 5).
 	Rounds int
@@ -38,8 +38,11 @@ type GoalsConfig struct {
 	// it (default 500 ms); Workers the goroutines of bursts and open loops (default 64).
 	Burst   time.Duration
 	Workers int
-	// Step is how long each open-loop rate is offered (default 400 ms).
-	Step time.Duration
+	// Step is how long each open-loop rate is offered (default 600 ms), or long enough for
+	// StepOps ops if that is longer (default 1000), so that a low rate's p99 is not its
+	// few slowest ops.
+	Step    time.Duration
+	StepOps int
 	// Fractions of rings' saturation (same round) and absolute Rates (ops/s) offered to every
 	// open-loop contender (defaults 1%, 10%, 25%, 50% and 1k, 10k, 100k, 300k).
 	Fractions []float64
@@ -60,13 +63,14 @@ type GoalsConfig struct {
 func (c GoalsConfig) withDefaults() GoalsConfig {
 	if c.Quick {
 		q := GoalsConfig{Rounds: 1, IdleOps: 20, Serial: 30 * time.Millisecond, Burst: 50 * time.Millisecond,
-			Step: 50 * time.Millisecond, InFlight: 500, InFlightBatches: 1,
+			Step: 50 * time.Millisecond, StepOps: 20, InFlight: 500, InFlightBatches: 1,
 			IdleCPUBurst: 20 * time.Millisecond, IdleCPUWait: 100 * time.Millisecond}
 		c.Rounds = cmp0(c.Rounds, q.Rounds)
 		c.IdleOps = cmp0(c.IdleOps, q.IdleOps)
 		c.Serial = cmp0(c.Serial, q.Serial)
 		c.Burst = cmp0(c.Burst, q.Burst)
 		c.Step = cmp0(c.Step, q.Step)
+		c.StepOps = cmp0(c.StepOps, q.StepOps)
 		c.InFlight = cmp0(c.InFlight, q.InFlight)
 		c.InFlightBatches = cmp0(c.InFlightBatches, q.InFlightBatches)
 		c.IdleCPUBurst = cmp0(c.IdleCPUBurst, q.IdleCPUBurst)
@@ -78,7 +82,8 @@ func (c GoalsConfig) withDefaults() GoalsConfig {
 	c.Serial = cmp0(c.Serial, 300*time.Millisecond)
 	c.Burst = cmp0(c.Burst, 500*time.Millisecond)
 	c.Workers = cmp0(c.Workers, 64)
-	c.Step = cmp0(c.Step, 400*time.Millisecond)
+	c.Step = cmp0(c.Step, 600*time.Millisecond)
+	c.StepOps = cmp0(c.StepOps, 1000)
 	if len(c.Fractions) == 0 {
 		c.Fractions = []float64{0.01, 0.10, 0.25, 0.50}
 	}
@@ -245,7 +250,11 @@ func (g *goalRun) skip(name string, err error) bool {
 		return false
 	}
 	if _, ok := g.skipped[name]; !ok {
-		g.skipped[name] = err.Error()
+		why := err.Error()
+		if errors.Is(err, errNeedsCgo) {
+			why = "needs cgo, and this is the purego mode or CGO_ENABLED=0"
+		}
+		g.skipped[name] = why
 		g.cfg.Logf("%-26s skipped: %v", name, err)
 	}
 	return true
@@ -336,9 +345,9 @@ type goalTargetDef struct {
 
 func (g *goalRun) targetDefs() []goalTargetDef {
 	fig := func(name, contender, unit string) figureKey { return figureKey{name + "/" + contender, unit} }
-	wakeNote := "Go→Rust and Rust→Go poller wakes; tokio task wakes not counted (this build's Stats has no Rust.TaskWakes)"
+	wakeNote := "Go→Rust and Rust→Go poller wakes; tokio task wakes not counted: this build's Stats has no Rust.TaskWakes"
 	if taskWakesCounted {
-		wakeNote = "Go→Rust and Rust→Go poller wakes and tokio task wakes"
+		wakeNote = "Go→Rust and Rust→Go poller wakes, and tokio task wakes"
 	}
 	defs := []goalTargetDef{
 		{id: "idle-inline-p50", goal: 1, what: "idle round trip, inline handler: rings p50 / direct serial p50",

@@ -317,7 +317,8 @@ func (g *goalRun) openLoop(ctx context.Context, c string, load LoadContender, ri
 			if rate.fraction > 0 {
 				offered = rate.fraction * ringsSat
 			}
-			r := openLoopRun(ctx, op, offered, g.cfg.Step, hs)
+			step := max(g.cfg.Step, time.Duration(float64(g.cfg.StepOps)/offered*float64(time.Second)))
+			r := openLoopRun(ctx, op, offered, step, hs)
 			if r.Errors > 0 {
 				return fmt.Errorf("%s/s offered: %d of %d ops failed, first: %s", FormatRate(offered), r.Errors, r.Ops, r.FirstErr)
 			}

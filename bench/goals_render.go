@@ -48,7 +48,7 @@ func (g Goals) Markdown() string {
 		w("| %d | %s: %s | %s | %s | %s | %d | %.2f / %.2f |\n", t.Goal, t.ID, mdEscape(what), t.BoundString(),
 			measured, verdict, len(t.Value.Rounds), before, during)
 	}
-	w("\n")
+	w("\n%s\n\n", g.verdictSummary())
 	if len(g.Skipped) > 0 {
 		w("Skipped contenders: ")
 		var s []string
@@ -93,9 +93,32 @@ func (g Goals) Table() string {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", t.Goal, t.ID, t.BoundString(), med, spread, verdict)
 	}
 	tw.Flush()
+	fmt.Fprintln(&b, g.verdictSummary())
 	before, during := g.loadMedians()
 	fmt.Fprintf(&b, "%d round(s); load average (1 min) before %.2f, during %.2f (medians)\n", len(g.Rounds), before, during)
 	return b.String()
+}
+
+// verdictSummary counts the verdicts and names the targets not met: for a ratio, where the
+// contender still wins.
+func (g Goals) verdictSummary() string {
+	var met, notMeasured int
+	var lost []string
+	for _, t := range g.Targets {
+		switch t.Status {
+		case Met:
+			met++
+		case NotMet:
+			lost = append(lost, t.ID)
+		default:
+			notMeasured++
+		}
+	}
+	s := fmt.Sprintf("Met %d of %d targets, %d not measured.", met, len(g.Targets), notMeasured)
+	if len(lost) > 0 {
+		s += " Not met: " + strings.Join(lost, ", ") + "."
+	}
+	return s
 }
 
 // spreadString is the min–max of a target's values, the unit left to the median beside it.
@@ -136,12 +159,13 @@ func (g Goals) WriteBenchFormat(out io.Writer) error {
 	return err
 }
 
-// benchValue prints a value as go test would: no exponent for ordinary magnitudes.
+// benchValue prints a value as go test would: whole numbers from 1000 up, four significant
+// digits below.
 func benchValue(v float64) string {
-	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
+	if (v == math.Trunc(v) || math.Abs(v) >= 1000) && math.Abs(v) < 1e15 {
 		return fmt.Sprintf("%.0f", v)
 	}
-	return fmt.Sprintf("%.4g", v)
+	return strconv.FormatFloat(v, 'g', 4, 64)
 }
 
 // benchUnit is a target's unit as one benchmark-format token.
@@ -171,6 +195,10 @@ func roundFor(d time.Duration) time.Duration {
 	switch {
 	case d >= 100*time.Millisecond:
 		return time.Millisecond
+	case d >= 10*time.Millisecond:
+		return 100 * time.Microsecond
+	case d >= time.Millisecond:
+		return 10 * time.Microsecond
 	case d >= 100*time.Microsecond:
 		return time.Microsecond
 	case d >= 10*time.Microsecond:
