@@ -19,8 +19,8 @@ import (
 // work moves absolute figures from round to round; a ratio within a round moves much less, and
 // the spread says by how much.
 
-// GoalsConfig shapes RunGoals. Zero fields take the defaults, which keep a run of 5 rounds
-// under about two and a half minutes on two cores.
+// GoalsConfig shapes RunGoals, which reads a copy of it. Zero fields take the defaults, which
+// keep a run of 5 rounds under about two and a half minutes on two cores.
 type GoalsConfig struct {
 	// Rounds is how many times every measurement runs (default 5).
 	Rounds int
@@ -109,7 +109,8 @@ func cmp0[T int | time.Duration](v, def T) T {
 }
 
 // Goals is what RunGoals measured: every target's verdict, every figure behind them, and the
-// rounds with the load average around each. Read-only once returned; safe to share.
+// rounds with the load average around each. It and its parts are plain values, read-only once
+// returned: safe to share between goroutines.
 type Goals struct {
 	Rounds  []GoalRound
 	Targets []GoalTarget

@@ -43,6 +43,7 @@ func main() {
 	quick := flag.Bool("quick", false, "short steps and small resource runs, to check the program")
 	loadBefore := flag.String("load-before", "", "the load average when ./build.sh bench started (else read now, after the suites)")
 	goals := flag.Bool("goals", true, "measure issue 10's goals in interleaved rounds first (-quick: one tiny round)")
+	goalsRounds := flag.Int("goals-rounds", 0, "the goals' rounds; 0: 5, or 1 with -quick (benchstat wants 6 or more per file for a confidence interval)")
 	goalsBench := flag.String("goals-bench", "goals.txt", "where in -out to write the goals' rounds as Go benchmark lines, for benchstat (empty: nowhere)")
 	var benchFiles listFlag
 	flag.Var(&benchFiles, "bench-file", "go test -bench output to include (repeatable)")
@@ -70,7 +71,7 @@ func main() {
 	var err error
 	if *goals {
 		log.Printf("goals: every contender in every round, the order reversed each round")
-		g, err := bench.RunGoals(context.Background(), bench.GoalsConfig{Quick: *quick, Logf: log.Printf})
+		g, err := bench.RunGoals(context.Background(), bench.GoalsConfig{Rounds: *goalsRounds, Quick: *quick, Logf: log.Printf})
 		if err != nil {
 			log.Fatalf("goals: %v", err)
 		}
