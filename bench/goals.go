@@ -251,11 +251,7 @@ func (g *goalRun) skip(name string, err error) bool {
 		return false
 	}
 	if _, ok := g.skipped[name]; !ok {
-		why := err.Error()
-		if errors.Is(err, errNeedsCgo) {
-			why = "needs cgo, and this is the purego mode or CGO_ENABLED=0"
-		}
-		g.skipped[name] = why
+		g.skipped[name] = strings.TrimPrefix(err.Error(), ErrUnavailable.Error()+": ")
 		g.cfg.Logf("%-26s skipped: %v", name, err)
 	}
 	return true

@@ -127,3 +127,36 @@ func TestGoalsQuick(t *testing.T) {
 	}
 	t.Logf("\n%s", g.Table())
 }
+
+// A target's ratio is taken within each round and its verdict follows the median of those
+// ratios; a target whose contender was skipped is not measured, whatever rings did.
+func TestGoalTargetsFromRounds(t *testing.T) {
+	g := &goalRun{cfg: GoalsConfig{}.withDefaults(), skipped: map[string]string{goalCallback: "needs cgo"}}
+	ringsP50 := []float64{100, 300, 200}
+	// Ratios 1, 1, 4 in the rounds: median 1, met; the medians' ratio, 200/100, would miss.
+	directP50 := []float64{100, 300, 50}
+	for i := range ringsP50 {
+		g.rounds = append(g.rounds, map[figureKey]float64{})
+		g.record("serial/rings", "p50-ns", ringsP50[i])
+		g.record("serial/direct", "p50-ns", directP50[i])
+		g.record("inflight/rings", "events/s", 1000)
+		g.record("idle-cpu/rings", "cpu-pct", []float64{0.05, 0.2, 0.08}[i])
+	}
+	got := map[string]GoalTarget{}
+	for _, tg := range g.targets() {
+		got[tg.ID] = tg
+	}
+	serial := got["serial-p50"]
+	if serial.Status != Met || serial.Value.Median != 1 || serial.Value.Min != 1 || serial.Value.Max != 4 {
+		t.Errorf("serial-p50: %s, median %v (%v–%v), want met at 1 (1–4)", serial.Status, serial.Value.Median, serial.Value.Min, serial.Value.Max)
+	}
+	if cpu := got["idle-cpu"]; cpu.Status != Met || cpu.Value.Median != 0.08 {
+		t.Errorf("idle-cpu: %s at %v, want met at 0.08", cpu.Status, cpu.Value.Median)
+	}
+	if cb := got["inflight-vs-callback"]; cb.Status != NotMeasured || !strings.Contains(cb.Reason, "needs cgo") {
+		t.Errorf("inflight-vs-callback: %s (%q), want not measured because callback was skipped", cb.Status, cb.Reason)
+	}
+	if d := got["inflight-vs-direct"]; d.Status != NotMeasured || d.Reason == "" {
+		t.Errorf("inflight-vs-direct: %s (%q), want not measured with a reason", d.Status, d.Reason)
+	}
+}
