@@ -1,8 +1,11 @@
-// Command report runs tandem's latency-under-load sweep and resource measurements against
-// every contender, folds in `go test -bench` output files, and writes REPORT.md with an
-// SVG chart of p99 latency against offered load.
+// Command report measures the goals of tandem's crossing in interleaved rounds (bench.RunGoals,
+// the report's first section and its goal table), runs the latency-under-load sweep and
+// resource measurements against every contender, folds in `go test -bench` output files, and
+// writes REPORT.md with an SVG chart of p99 latency against offered load, and goals.txt with
+// the goals' rounds as benchmark lines for benchstat.
 //
 //	go run ./report -out results -bench-file results/cgo.txt -bench-file results/purego.txt
+//	go run ./report -quick -out /tmp/report   # one tiny round of everything: checks the program
 //
 // Every figure in the report comes from this one run (and the bench files given), so the
 // ratios hold on a noisy machine even where the absolute numbers move.
@@ -39,6 +42,9 @@ func main() {
 	suiteStart := flag.Int64("suite-start", 0, "Unix time the whole ./build.sh bench started, to report its wall time")
 	quick := flag.Bool("quick", false, "short steps and small resource runs, to check the program")
 	loadBefore := flag.String("load-before", "", "the load average when ./build.sh bench started (else read now, after the suites)")
+	goals := flag.Bool("goals", true, "measure issue 10's goals in interleaved rounds first (-quick: one tiny round)")
+	goalsRounds := flag.Int("goals-rounds", 0, "the goals' rounds; 0: 5, or 1 with -quick (benchstat wants 6 or more per file for a confidence interval)")
+	goalsBench := flag.String("goals-bench", "goals.txt", "where in -out to write the goals' rounds as Go benchmark lines, for benchstat (empty: nowhere)")
 	var benchFiles listFlag
 	flag.Var(&benchFiles, "bench-file", "go test -bench output to include (repeatable)")
 	flag.Parse()
@@ -63,6 +69,14 @@ func main() {
 	}
 
 	var err error
+	if *goals {
+		log.Printf("goals: every contender in every round, the order reversed each round")
+		g, err := bench.RunGoals(context.Background(), bench.GoalsConfig{Rounds: *goalsRounds, Quick: *quick, Logf: log.Printf})
+		if err != nil {
+			log.Fatalf("goals: %v", err)
+		}
+		r.goals = &g
+	}
 	log.Printf("open loop: %d contenders, %v per rate", len(bench.LoadContenders), cfg.Step)
 	r.sweeps, err = bench.RunOpenLoopAll(context.Background(), bench.LoadContenders, cfg)
 	if err != nil {
@@ -126,6 +140,21 @@ func main() {
 	}
 	if err := os.WriteFile(filepath.Join(*out, "REPORT.md"), []byte(r.markdown()), 0o644); err != nil {
 		log.Fatal(err)
+	}
+	if r.goals != nil && *goalsBench != "" {
+		f, err := os.Create(filepath.Join(*out, *goalsBench))
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := r.goals.WriteBenchFormat(f); err != nil {
+			log.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if r.goals != nil {
+		fmt.Print(r.goals.Table())
 	}
 	fmt.Print(r.ratios())
 	log.Printf("wrote %s and %s in %v", filepath.Join(*out, "REPORT.md"), filepath.Join(*out, "latency.svg"), r.elapsed.Round(time.Second))

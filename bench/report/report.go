@@ -14,6 +14,7 @@ import (
 // report is everything one run measured.
 type report struct {
 	machine     machine
+	goals       *bench.Goals // nil when -goals=false
 	sweeps      []bench.Sweep
 	floor       []bench.RateRun // the generator with a no-op op, at tandem's offered rates
 	idle        []bench.IdleCPUResult
@@ -112,6 +113,9 @@ func (r *report) markdown() string {
 		w("cores, spinning pollers suffer most from it. Rerun on a quiet machine before quoting absolutes.\n\n")
 	}
 
+	if r.goals != nil {
+		w("%s", r.goals.Markdown())
+	}
 	r.writeOpenLoop(w)
 	r.writeChain(w)
 	r.writeResources(w)
