@@ -178,7 +178,10 @@ type Stats struct {
 	Submitted uint64
 	// Completed counts events whose outcome is final (acknowledged, failed or dead-lettered).
 	Completed uint64
-	// Cancelled counts deliveries cancelled at shutdown (settled as retryable).
+	// Cancelled counts events Shutdown settled without an outcome of their own, each once:
+	// cut short in a handler of either runtime, queued, or waiting for a retry (settled as
+	// retryable with code "cancelled", or "abandoned" for a Rust handler that did not stop),
+	// or dead-lettered as cancelled when nobody waited for them.
 	Cancelled uint64
 	// Emitted counts events Rust handlers emitted to Go.
 	Emitted uint64
