@@ -90,6 +90,12 @@ func TestAnEventPastItsDeadlineIsDeadLetteredAsExpired(t *testing.T) {
 			t.Fatalf("%s: Call = %v, want a timeout dead-lettered as expired", c.runtime, err)
 		}
 	}
+	// An event already past its deadline is not run at all.
+	ev := event("late.go", "past", nil)
+	ev.Deadline = time.Now().Add(-time.Millisecond)
+	if _, err := rt.Call(ctx, ev); !errors.As(err, new(*HandlerError)) || !strings.Contains(err.Error(), "before the handler ran") {
+		t.Fatalf("an event past its deadline: %v, want a timeout without running", err)
+	}
 	if n := goRuns.Load(); n != 1 {
 		t.Errorf("the Go handler ran %d times, want 1", n)
 	}
@@ -98,8 +104,8 @@ func TestAnEventPastItsDeadlineIsDeadLetteredAsExpired(t *testing.T) {
 		t.Errorf("%d redeliveries scheduled past an event's deadline", s.Retried)
 	}
 	letters := sink.Records()
-	if len(letters) != 2 {
-		t.Fatalf("%d dead letters, want 2", len(letters))
+	if len(letters) != 3 {
+		t.Fatalf("%d dead letters, want 3", len(letters))
 	}
 	for _, dl := range letters {
 		ev, err := envelope.DecodeEvent(dl.Envelope)

@@ -158,6 +158,12 @@ func (e *Engine) runGo(d *Delivery) {
 		e.settleRetryable(d, failure(OutcomeRetry, d.typ, envelope.CodeCancelled, "the runtime shut down before the handler ran", rt.Name))
 		return
 	}
+	if d.deadline != 0 && d.deadline <= time.Now().UnixNano() {
+		// Past its deadline before it starts (the event's own, waiting in the queue): it
+		// times out without running, as in Rust.
+		e.failed(d, failure(OutcomeRetry, d.typ, envelope.CodeTimeout, "the event's deadline passed before the handler ran", rt.Name))
+		return
+	}
 	hc := &HandlerContext{Context: e.goCtx, e: e, d: d}
 	if e.obs.tracing() {
 		ctx, span := e.obs.startProcess(e.goCtx, rt, d.event)
