@@ -25,6 +25,9 @@ var (
 	ErrNoHandlerContext = errors.New("tandem: not a handler's context")
 	// ErrClosed: the runtime is not running (not started, draining or stopped).
 	ErrClosed = engine.ErrClosed
+	// ErrAlreadyStarted: Start was called again on a runtime that is starting or running;
+	// the runtime is unaffected.
+	ErrAlreadyStarted = engine.ErrAlreadyStarted
 	// ErrNoRoute: no handler is routed for the event's type.
 	ErrNoRoute = engine.ErrNoRoute
 	// ErrABIMismatch: the linked library implements another ABI version; rebuild both sides

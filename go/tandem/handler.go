@@ -14,7 +14,8 @@ import (
 // runs its handler on several workers at once.
 type Handler interface {
 	// Handle returns the event's outcome. ctx is done when the event's deadline or the route's
-	// timeout passes, or at shutdown past its grace; a handler should stop then.
+	// timeout passes, or at shutdown past its grace; a handler should stop then: a result
+	// returned past the deadline is a timeout, whatever it says.
 	Handle(ctx context.Context, ev *Event) Result
 }
 

@@ -50,7 +50,9 @@ func WithQueue(n int) RouteOption { return func(o *routeOptions) { o.queue = n }
 
 // WithTimeout bounds each delivery: a Go handler's context is done after d; a Rust handler's
 // delivery carries the deadline and its task is cancelled then. The outcome is a Retry with
-// code "timeout" (so the retry schedule decides what follows).
+// code "timeout" (so the retry schedule decides what follows), the same in both runtimes: a
+// Go handler that ignores its context and returns after d has timed out whatever it returns,
+// as a Rust handler's late result is never seen.
 func WithTimeout(d time.Duration) RouteOption { return func(o *routeOptions) { o.timeout = d } }
 
 // WithRetry sets the route's retry schedule (default Config.Retry).

@@ -107,10 +107,19 @@ func (r *Runtime) RustTypes() []string {
 // Start runs every Go handler's Init and WarmUp, starts tokio and runs every Rust handler's
 // init and warm-up, then starts the pollers and worker pools. It returns when the runtime is
 // Running, or fails (wrapping ErrStart) naming the handler that did not start; the runtime is
-// then Failed and Shutdown releases it. Routes must be added before Start.
+// then Failed and Shutdown releases it. Routes must be added before Start. A runtime starts
+// once: Start again returns ErrAlreadyStarted while it is starting or running, ErrClosed
+// once it failed or Shutdown began.
 func (r *Runtime) Start() error {
 	if !r.e.Transition(engine.Registered, engine.Initialized) {
-		return fmt.Errorf("%w: Start called in state %s", ErrClosed, r.State())
+		switch st := r.State(); st {
+		case Initialized, WarmingUp, Running:
+			return fmt.Errorf("%w: Start called again (state %s)", ErrAlreadyStarted, st)
+		case Failed:
+			return fmt.Errorf("%w: Start called after a failed Start; Shutdown releases the runtime", ErrClosed)
+		default:
+			return fmt.Errorf("%w: Start called after Shutdown (state %s)", ErrClosed, st)
+		}
 	}
 	fail := func(err error) error {
 		r.e.SetState(engine.Failed)
@@ -169,7 +178,10 @@ type Stats struct {
 	Submitted uint64
 	// Completed counts events whose outcome is final (acknowledged, failed or dead-lettered).
 	Completed uint64
-	// Cancelled counts deliveries cancelled at shutdown (settled as retryable).
+	// Cancelled counts events Shutdown settled without an outcome of their own, each once:
+	// cut short in a handler of either runtime, queued, or waiting for a retry (settled as
+	// retryable with code "cancelled", or "abandoned" for a Rust handler that did not stop),
+	// or dead-lettered as cancelled when nobody waited for them.
 	Cancelled uint64
 	// Emitted counts events Rust handlers emitted to Go.
 	Emitted uint64

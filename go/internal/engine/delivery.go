@@ -91,7 +91,7 @@ func (e *Engine) acked(d *Delivery, reply Reply) {
 }
 
 // failed takes a delivery's failure: a terminal one is dead-lettered; a retryable one is
-// judged and redelivered, dead-lettered, or (shutting down) settled as retryable.
+// judged and redelivered, dead-lettered, or (shutting down) settled as cancelled.
 func (e *Engine) failed(d *Delivery, f *Failure) {
 	if f.EventType == "" {
 		f.EventType = d.typ
@@ -103,24 +103,25 @@ func (e *Engine) failed(d *Delivery, f *Failure) {
 	v := e.judge(d, f)
 	switch {
 	case v.settle:
-		e.settleRetryable(d, f)
+		e.settleRetryable(d, cancelledAfter(f))
 	case v.reason != "":
 		e.deadLetter(d, f, v.reason)
-	case !e.retries.schedule(d, v.delay):
-		e.settleRetryable(d, f)
+	case !e.retries.schedule(d, v.delay, f):
+		e.settleRetryable(d, cancelledAfter(f))
 	}
 }
 
 // verdict is what a retryable failure becomes.
 type verdict struct {
-	settle bool              // shutting down: settle as retryable, no redelivery
+	settle bool              // shutting down: settle as cancelled, no redelivery
 	reason deadletter.Reason // dead-letter it for this reason; "" means redeliver after delay
 	delay  time.Duration
 }
 
 // judge decides a retryable failure the same way whichever runtime ran the handler: the
 // shutdown rule, the attempt limit (the route's, or the handler's advice of n more attempts,
-// which the delivery remembers), the retry budget, then the backoff.
+// which the delivery remembers), the event's own deadline (no delivery starts past it), the
+// retry budget, then the backoff.
 func (e *Engine) judge(d *Delivery, f *Failure) verdict {
 	if e.State() == Draining || e.goCtx.Err() != nil {
 		return verdict{settle: true}
@@ -140,14 +141,19 @@ func (e *Engine) judge(d *Delivery, f *Failure) verdict {
 	if d.limit > 0 {
 		exhausted = d.attempt >= d.limit
 	}
-	now := time.Now()
-	switch {
-	case exhausted:
+	if exhausted {
 		return verdict{reason: deadletter.ReasonMaxAttempts}
+	}
+	now := time.Now()
+	delay := b.Delay(d.attempt, advice, now, rand.Float64)
+	// The budget is asked last, so an event that is not retried spends none of it.
+	switch {
+	case d.eventDeadline != 0 && now.Add(delay).UnixNano() >= d.eventDeadline:
+		return verdict{reason: deadletter.ReasonExpired}
 	case !e.budget.Withdraw(now):
 		return verdict{reason: deadletter.ReasonRetryBudget}
 	}
-	return verdict{delay: b.Delay(d.attempt, advice, now, rand.Float64)}
+	return verdict{delay: delay}
 }
 
 func (e *Engine) backoff(rt *Route) retry.Backoff {
@@ -169,14 +175,33 @@ func terminalReason(f *Failure) deadletter.Reason {
 }
 
 // settleRetryable ends a delivery that may succeed later but will not be redelivered here
-// (the runtime is stopping): its submitter learns it may retry. With nobody waiting (an
-// emitted event) it is dead-lettered as cancelled instead, so it is never lost.
+// (the runtime is stopping), f saying why (code cancelled, or abandoned): its submitter
+// learns it may retry. With nobody waiting (an emitted event) it is dead-lettered as
+// cancelled instead, so it is never lost. Either way it counts once as cancelled.
 func (e *Engine) settleRetryable(d *Delivery, f *Failure) {
 	if d.waiter == nil {
 		e.deadLetter(d, f, deadletter.ReasonCancelled)
 		return
 	}
+	e.obs.cancelled()
 	e.finish(d, f, Reply{})
+}
+
+// cancelledAfter is what a retryable failure becomes when shutdown prevents its next
+// attempt: a cancellation (as the submitter is told of every event shutdown cuts short)
+// that names the failure in its message. A failure that is a cancellation already stays
+// as it is.
+func cancelledAfter(f *Failure) *Failure {
+	switch f.Envelope.Code {
+	case envelope.CodeCancelled, envelope.CodeAbandoned:
+		return f
+	}
+	last := f.Envelope
+	c := *f
+	c.RetryAfter = 0
+	c.Envelope = envelope.ErrorEnvelope{Code: envelope.CodeCancelled, Runtime: last.Runtime, Handler: last.Handler,
+		Message: "the runtime shut down before the next attempt; the last one failed: " + last.Code + ": " + last.Message}
+	return &c
 }
 
 // redeliver sends a delivery back to its route as its next attempt. The envelope is not
@@ -212,7 +237,6 @@ func (e *Engine) dispatch(d *Delivery) {
 		d.event.Attempt = d.attempt
 		d.event.Deadline = unixTime(d.deadline)
 		if err := rt.pool.enqueue(context.Background(), d, Block); err != nil {
-			e.obs.cancelled()
 			e.settleRetryable(d, failure(OutcomeRetry, d.typ, envelope.CodeCancelled, "the runtime shut down before the next attempt", rt.Name))
 		}
 	}

@@ -130,7 +130,7 @@ func newRouteMetrics(rt *Route) *routeMetrics {
 		termRec:     []metric.RecordOption{set(attribute.String("outcome", "term"))},
 		deadReasons: map[deadletter.Reason][]metric.AddOption{},
 	}
-	for _, reason := range []deadletter.Reason{deadletter.ReasonTerm, deadletter.ReasonMaxAttempts, deadletter.ReasonDecode, deadletter.ReasonNoRoute, deadletter.ReasonShed, deadletter.ReasonCancelled, deadletter.ReasonRetryBudget} {
+	for _, reason := range []deadletter.Reason{deadletter.ReasonTerm, deadletter.ReasonMaxAttempts, deadletter.ReasonDecode, deadletter.ReasonNoRoute, deadletter.ReasonShed, deadletter.ReasonCancelled, deadletter.ReasonRetryBudget, deadletter.ReasonExpired} {
 		m.deadReasons[reason] = []metric.AddOption{set(attribute.String("reason", string(reason)))}
 	}
 	return m

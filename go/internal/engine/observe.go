@@ -63,12 +63,16 @@ func (o *observer) retried(d *Delivery) {
 	o.metrics.retry(d.route)
 }
 
-// cancelled: shutdown ended a delivery (or a Rust handler reported its cancellation).
+// cancelled: shutdown settled an event without an outcome of its own, as retryable. An
+// event dead-lettered as cancelled counts in deadLettered instead, so each counts once.
 func (o *observer) cancelled() { o.cancels.Add(1) }
 
 // deadLettered: a delivery's outcome is a dead letter.
 func (o *observer) deadLettered(d *Delivery, reason deadletter.Reason) {
 	o.deadLetters.Add(1)
+	if reason == deadletter.ReasonCancelled {
+		o.cancelled()
+	}
 	if d.span != nil {
 		d.span.AddEvent("tandem.dead_lettered", trace.WithAttributes(attribute.String("tandem.dead_letter.reason", string(reason))))
 	}

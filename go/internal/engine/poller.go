@@ -141,8 +141,6 @@ func (e *Engine) rustFailure(c *ring.Desc, d *Delivery, reply *Reply) *Failure {
 	reply.Release()
 	*reply = Reply{}
 	switch f.Envelope.Code {
-	case envelope.CodeCancelled:
-		e.obs.cancelled()
 	case envelope.CodeDecode, envelope.CodeNoRoute:
 		e.log.Error("tandem: Rust refused an event", zap.String("runtime", "rust"), zap.String("code", f.Envelope.Code),
 			zap.String("event_type", d.typ), zap.String("message", f.Envelope.Message))

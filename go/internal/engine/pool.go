@@ -99,7 +99,7 @@ func (p *pool) work() {
 				p.exit()
 				return
 			}
-			p.e.runGo(d)
+			p.run(d)
 			p.idle.Add(1)
 			timer.Reset(p.route.Idle)
 		case <-timer.C:
@@ -114,6 +114,24 @@ func (p *pool) work() {
 			timer.Reset(p.route.Idle)
 		}
 	}
+}
+
+// run runs one delivery on this worker. A handler that calls runtime.Goexit ends the
+// worker's goroutine with it (runGo has settled the delivery by then): a new worker takes
+// its place, so the route keeps its workers and what is queued is still served, even when
+// the pool is stopping.
+func (p *pool) run(d *Delivery) {
+	exited := true
+	defer func() {
+		if exited {
+			p.mu.Lock()
+			p.workers--
+			p.spawnLocked()
+			p.mu.Unlock()
+		}
+	}()
+	p.e.runGo(d)
+	exited = false
 }
 
 func (p *pool) exit() {
@@ -136,9 +154,14 @@ func (p *pool) stop() {
 func (e *Engine) runGo(d *Delivery) {
 	rt := d.route
 	if e.goCtx.Err() != nil {
-		// Stopping past its grace: the event settles as retryable without running.
-		e.obs.cancelled()
+		// Stopping past its grace: the event settles as cancelled without running.
 		e.settleRetryable(d, failure(OutcomeRetry, d.typ, envelope.CodeCancelled, "the runtime shut down before the handler ran", rt.Name))
+		return
+	}
+	if d.deadline != 0 && d.deadline <= time.Now().UnixNano() {
+		// Past its deadline before it starts (the event's own, waiting in the queue): it
+		// times out without running, as in Rust.
+		e.failed(d, failure(OutcomeRetry, d.typ, envelope.CodeTimeout, "the event's deadline passed before the handler ran", rt.Name))
 		return
 	}
 	hc := &HandlerContext{Context: e.goCtx, e: e, d: d}
@@ -155,7 +178,36 @@ func (e *Engine) runGo(d *Delivery) {
 		defer stop()
 	}
 	start := e.obs.clock()
+	returned := false
+	defer func() {
+		if !returned {
+			// The handler called runtime.Goexit: the goroutine ends once the deferred calls
+			// have run, so the delivery is settled here or never (pool.run replaces the
+			// worker). recover sees no panic then: invokeGo has recovered every panic.
+			e.log.Error("tandem: Go handler called runtime.Goexit", zap.String("runtime", "go"), zap.String("handler", rt.Name),
+				zap.String("event_type", d.typ), zap.String("event_id", d.id))
+			e.goOutcome(d, hc, Result{Outcome: OutcomeRetry, Error: envelope.ErrorEnvelope{Code: envelope.CodeGoexit,
+				Message: "the handler's goroutine exited (runtime.Goexit) before it returned", Runtime: "go", Handler: rt.Name}}, start)
+		}
+	}()
 	res := e.invokeGo(hc, rt, d.event)
+	returned = true
+	e.goOutcome(d, hc, res, start)
+}
+
+// goOutcome settles a Go delivery with its handler's result. A result that comes after the
+// delivery's deadline is a retryable timeout whatever it says, as for a Rust handler, whose
+// task is no longer polled past its deadline.
+func (e *Engine) goOutcome(d *Delivery, hc *HandlerContext, res Result, start time.Time) {
+	rt := d.route
+	if hc.expired.Load() {
+		env := res.Error
+		if res.Outcome != OutcomeRetry {
+			env = envelope.ErrorEnvelope{Message: "the event's deadline passed before the handler returned", Runtime: "go", Handler: rt.Name}
+		}
+		env.Code = envelope.CodeTimeout
+		res = Result{Outcome: OutcomeRetry, Error: env}
+	}
 	e.obs.delivered(rt, res.Outcome, start)
 	switch res.Outcome {
 	case OutcomeAck:
@@ -163,9 +215,6 @@ func (e *Engine) runGo(d *Delivery) {
 		e.acked(d, Reply{data: res.Reply})
 	case OutcomeRetry, OutcomeTerm:
 		f := &Failure{Outcome: res.Outcome, RetryAfter: res.After, EventType: d.typ, Envelope: res.Error}
-		if res.Outcome == OutcomeRetry && hc.Err() != nil && e.goCtx.Err() == nil {
-			f.Envelope.Code = envelope.CodeTimeout
-		}
 		e.obs.spanOutcome(d.span, f)
 		e.failed(d, f)
 	default:

@@ -121,7 +121,6 @@ func (e *Engine) redeliverFromQueue(d *Delivery) {
 		err = ErrClosed
 	}
 	if err != nil {
-		e.obs.cancelled()
 		e.settleRetryable(d, failure(OutcomeRetry, d.typ, envelope.CodeCancelled, "the runtime shut down before the next attempt", d.route.name()))
 		return
 	}

@@ -21,6 +21,8 @@ var (
 	ErrInvalidRoute = errors.New("tandem: invalid route")
 	// ErrClosed: the runtime is not running.
 	ErrClosed = errors.New("tandem: runtime is not running")
+	// ErrAlreadyStarted: Start was called on a runtime already started.
+	ErrAlreadyStarted = errors.New("tandem: runtime already started")
 	// ErrNoRoute: no handler is routed for the event's type.
 	ErrNoRoute = errors.New("tandem: no route for event type")
 	// ErrABIMismatch: the linked library implements another ABI version.

@@ -21,6 +21,9 @@ const (
 	ReasonMaxAttempts Reason = "max_attempts"
 	// ReasonRetryBudget: the retry budget refused a retry (a failing dependency, most likely).
 	ReasonRetryBudget Reason = "retry_budget"
+	// ReasonExpired: the event's own deadline (Event.Deadline) passed, or would pass before
+	// its next delivery: it is not retried.
+	ReasonExpired Reason = "expired"
 	// ReasonDecode: the envelope could not be decoded.
 	ReasonDecode Reason = "decode"
 	// ReasonNoRoute: no handler is routed for the event's type.

@@ -9,6 +9,9 @@ const (
 	CodeHandler = "handler"
 	// CodePanic: the handler panicked.
 	CodePanic = "panic"
+	// CodeGoexit: a Go handler's goroutine exited (runtime.Goexit, as t.FailNow does)
+	// before the handler returned (retryable).
+	CodeGoexit = "goexit"
 	// CodeTimeout: the delivery's deadline passed.
 	CodeTimeout = "timeout"
 	// CodeCancelled: the runtime shut down before the event finished (retryable).
@@ -44,7 +47,7 @@ const (
 // concurrent use.
 func Codes() []string {
 	return []string{
-		CodeHandler, CodePanic, CodeTimeout, CodeCancelled, CodeAbandoned, CodeDecode,
+		CodeHandler, CodePanic, CodeGoexit, CodeTimeout, CodeCancelled, CodeAbandoned, CodeDecode,
 		CodeNoRoute, CodeInvalid, CodeOverloaded, CodeShed, CodeReplyTooLarge,
 		CodeCircuitOpen, CodeRateLimited, CodeDuplicate, CodeProtocol, CodeUnknown,
 	}

@@ -34,6 +34,8 @@ type Event struct {
 	// Attempt counts previous deliveries; 0 on the first.
 	Attempt uint32
 	// Deadline is when the handler's result stops being useful; encoded as Unix nanoseconds.
+	// It bounds every delivery of the event: tandem cuts a delivery short at it and does not
+	// retry past it (the event is dead-lettered as expired).
 	Deadline       time.Time
 	IdempotencyKey string
 	PartitionKey   string

@@ -10,6 +10,9 @@
 pub const HANDLER: &str = "handler";
 /// The handler panicked.
 pub const PANIC: &str = "panic";
+/// A Go handler's goroutine exited (`runtime.Goexit`) before the handler returned
+/// (retryable). Go gives it; a Rust handler never does.
+pub const GOEXIT: &str = "goexit";
 /// The delivery's deadline passed.
 pub const TIMEOUT: &str = "timeout";
 /// The runtime shut down before the event finished (retryable).
@@ -40,9 +43,10 @@ pub const PROTOCOL: &str = "protocol";
 pub const UNKNOWN: &str = "unknown";
 
 /// Every code above, in the order of the `tandem-code` rule.
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 17] = [
     HANDLER,
     PANIC,
+    GOEXIT,
     TIMEOUT,
     CANCELLED,
     ABANDONED,
