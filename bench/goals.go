@@ -342,10 +342,7 @@ type goalTargetDef struct {
 
 func (g *goalRun) targetDefs() []goalTargetDef {
 	fig := func(name, contender, unit string) figureKey { return figureKey{name + "/" + contender, unit} }
-	wakeNote := "Go→Rust and Rust→Go poller wakes; tokio task wakes not counted: this build's Stats has no Rust.TaskWakes"
-	if taskWakesCounted {
-		wakeNote = "Go→Rust and Rust→Go poller wakes, and tokio task wakes"
-	}
+	wakeNote := "Go→Rust and Rust→Go poller wakes, and tokio workers woken for a task"
 	defs := []goalTargetDef{
 		{id: "idle-inline-p50", goal: 1, what: "idle round trip, inline handler: rings p50 / direct serial p50",
 			atMost: true, bound: 1.5, tandem: fig("idle-inline", goalRings, "p50-ns"), contender: fig("serial", goalDirect, "p50-ns"), needs: goalDirect},

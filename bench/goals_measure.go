@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -209,13 +208,11 @@ func (g *goalRun) ringsRoundTrips(ctx context.Context, rt *tandem.Runtime, gap t
 		n := float64(g.cfg.IdleOps)
 		rust := float64(after.RustWakeups-before.RustWakeups) / n
 		goW := float64(after.Rust.GoWakeups-before.Rust.GoWakeups) / n
-		task := float64(taskWakes(after)-taskWakes(before)) / n
+		task := float64(after.Rust.TaskWakes-before.Rust.TaskWakes) / n
 		name := m.name + "/" + goalRings
 		g.record(name, "rust-wakes/op", rust)
 		g.record(name, "go-wakes/op", goW)
-		if taskWakesCounted {
-			g.record(name, "task-wakes/op", task)
-		}
+		g.record(name, "task-wakes/op", task)
 		g.record(name, "wakes/op", rust+goW+task)
 		g.recordLatency(name, h, fmt.Sprintf("wakes/op %.2f (Go→Rust %.2f, Rust→Go %.2f, tokio tasks %.2f)", rust+goW+task, rust, goW, task))
 	}
@@ -230,19 +227,6 @@ func (g *goalRun) ringsRoundTrips(ctx context.Context, rt *tandem.Runtime, gap t
 
 // noopTaskType is the demo no-op handler registered as a task per event.
 const noopTaskType = "demo.noop"
-
-// taskWakesCounted says whether this build's Stats counts the tokio worker wakes that a
-// spawn from outside the runtime causes (Rust.TaskWakes). The goals read the field by
-// name so that they build with and without it; this is the one place that knows it.
-var taskWakesCounted = reflect.ValueOf(tandem.RustStats{}).FieldByName("TaskWakes").IsValid()
-
-// taskWakes is s.Rust.TaskWakes where the field exists, else 0.
-func taskWakes(s tandem.Stats) uint64 {
-	if !taskWakesCounted {
-		return 0
-	}
-	return reflect.ValueOf(s.Rust).FieldByName("TaskWakes").Uint()
-}
 
 // idleRun times ops of op, each after gap of quiet, so that both sides have parked.
 func idleRun(ctx context.Context, op LoadOp, ops int, gap time.Duration) (*hdrhistogram.Histogram, error) {
