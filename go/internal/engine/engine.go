@@ -91,6 +91,9 @@ type Engine struct {
 	// cqOwner is held by whoever consumes the completion ring: the poller, or a publisher
 	// settling completions itself (crossing.go).
 	cqOwner  atomic.Uint32
+	// lastYield is when a caller that settled others' completions last yielded its P
+	// (nanotime): see crossing.go's fairness rule.
+	lastYield atomic.Int64
 	stopPoll atomic.Bool
 	// rustStopping is set before tokio stops: a delivery still waiting for a slot is then
 	// settled as cancelled rather than published to a runtime that will not run it, and no
