@@ -18,7 +18,7 @@ import (
 // (nil: nobody waits) learns the final outcome. ev is not retained: a Rust route's event is
 // encoded into a request slot, a Go route's is copied.
 //
-// Errors: ErrClosed, ErrNoRoute, ErrEventTooLarge, envelope.ErrInvalidEvent, ErrOverloaded,
+// Errors: ErrClosed, envelope.ErrInvalidEvent, ErrNoRoute, *EventTooLargeError, ErrOverloaded,
 // ErrShed (the event was dead-lettered), a policy's refusal, or ctx's error.
 func (e *Engine) Submit(ctx context.Context, ev *envelope.Event, w Waiter) error {
 	return e.intake(ctx, ev, nil, w)

@@ -6,6 +6,7 @@ import (
 	"math"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
 
@@ -165,9 +166,10 @@ func validTime(t time.Time) bool {
 }
 
 // Validate reports, as ErrInvalidEvent wrapped with the field, why ev could not be encoded:
-// a required attribute empty, or a time outside int64 Unix nanoseconds. AppendEvent applies
-// the same rules; a Go route validates an event it never encodes with it. Safe for
-// concurrent use.
+// a required attribute empty, text that is not valid UTF-8 (which every decoder rejects as
+// invalid_utf8), or a time outside int64 Unix nanoseconds. AppendEvent and MarshalEvent
+// apply the same rules, and the runtime applies them to every event submitted or emitted,
+// for either runtime's handlers. Safe for concurrent use.
 func Validate(ev *Event) error {
 	switch {
 	case ev == nil:
@@ -182,6 +184,25 @@ func Validate(ev *Event) error {
 		return fmt.Errorf("%w: Time %v is outside int64 Unix nanoseconds", ErrInvalidEvent, ev.Time)
 	case !validTime(ev.Deadline):
 		return fmt.Errorf("%w: Deadline %v is outside int64 Unix nanoseconds", ErrInvalidEvent, ev.Deadline)
+	}
+	for _, f := range [...]struct{ name, value string }{
+		{"ID", ev.ID}, {"Source", ev.Source}, {"Type", ev.Type}, {"SpecVersion", ev.SpecVersion},
+		{"Subject", ev.Subject}, {"DataContentType", ev.DataContentType}, {"DataSchema", ev.DataSchema},
+		{"CorrelationID", ev.CorrelationID}, {"CausationID", ev.CausationID},
+		{"TraceParent", ev.TraceParent}, {"TraceState", ev.TraceState},
+		{"IdempotencyKey", ev.IdempotencyKey}, {"PartitionKey", ev.PartitionKey},
+	} {
+		if !utf8.ValidString(f.value) {
+			return fmt.Errorf("%w: %s %q is not valid UTF-8", ErrInvalidEvent, f.name, f.value)
+		}
+	}
+	for k, v := range ev.Extensions {
+		switch {
+		case !utf8.ValidString(k):
+			return fmt.Errorf("%w: Extensions key %q is not valid UTF-8", ErrInvalidEvent, k)
+		case !utf8.ValidString(v):
+			return fmt.Errorf("%w: Extensions[%q] %q is not valid UTF-8", ErrInvalidEvent, k, v)
+		}
 	}
 	return nil
 }

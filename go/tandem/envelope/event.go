@@ -65,9 +65,10 @@ type ErrorEnvelope struct {
 	Handler string
 }
 
-// ErrInvalidEvent is returned (wrapped, naming the field) by AppendEvent and
-// MarshalEvent when an Event cannot be encoded: a required field is empty or a time is
-// outside the range of int64 Unix nanoseconds (years 1678 to 2262).
+// ErrInvalidEvent is returned (wrapped, naming the field) by Validate, AppendEvent and
+// MarshalEvent when an Event cannot be encoded: a required field is empty, a text field
+// (an extension's key or value included) is not valid UTF-8, or a time is outside the
+// range of int64 Unix nanoseconds (years 1678 to 2262).
 var ErrInvalidEvent = errors.New("tandem: invalid event")
 
 // ErrInvalidErrorEnvelope is returned (wrapped, naming the field) by

@@ -76,3 +76,55 @@ func TestMaxEventSizeIsInclusiveAndEncodedEventSizePredictsIt(t *testing.T) {
 		})
 	}
 }
+
+// Submit, Call and a Go handler's Emit refuse an event the envelope cannot carry with
+// envelope.ErrInvalidEvent naming the field, before routing (an empty Type is invalid, not
+// unroutable) and before it takes a slot or reaches either runtime.
+func TestInvalidEventsAreRefusedAtSubmit(t *testing.T) {
+	rt := newRegistered(t, Config{})
+	emitted := make(chan error, 1)
+	if err := rt.Handle("go.echo", "echo", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		return AckReply(ev.Data)
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Handle("go.emit", "emitter", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		emitted <- Emit(ctx, &Event{ID: "e", Source: "/test", Type: "demo.echo", Extensions: map[string]string{"k": "\xff"}})
+		return Ack()
+	})); err != nil {
+		t.Fatal(err)
+	}
+	start(t, rt)
+	ctx := context.Background()
+	for _, typ := range []string{"demo.echo", "go.echo"} {
+		for _, tc := range []struct {
+			name  string
+			ev    *Event
+			field string
+		}{
+			{"empty type", &Event{ID: "1", Source: "/test"}, "Type is empty"},
+			{"id not UTF-8", &Event{ID: "\xc3\x28", Source: "/test", Type: typ}, "ID"},
+			{"source not UTF-8", &Event{ID: "1", Source: "/\xff", Type: typ}, "Source"},
+			{"subject not UTF-8", &Event{ID: "1", Source: "/test", Type: typ, Subject: "\xed\xa0\x80"}, "Subject"},
+			{"extension key not UTF-8", &Event{ID: "1", Source: "/test", Type: typ, Extensions: map[string]string{"\xfe": "v"}}, "Extensions key"},
+			{"extension value not UTF-8", &Event{ID: "1", Source: "/test", Type: typ, Extensions: map[string]string{"k": "\xff"}}, `Extensions["k"]`},
+		} {
+			_, err := rt.Submit(ctx, tc.ev)
+			_, cerr := rt.Call(ctx, tc.ev)
+			for _, err := range []error{err, cerr} {
+				if !errors.Is(err, envelope.ErrInvalidEvent) || errors.Is(err, ErrNoRoute) || !strings.Contains(err.Error(), tc.field) {
+					t.Errorf("%s, %s: %v, want envelope.ErrInvalidEvent naming %s", typ, tc.name, err, tc.field)
+				}
+			}
+		}
+	}
+	s := rt.Stats()
+	if s.Submitted != 0 || s.ToRust != 0 {
+		t.Errorf("refused events were accepted: submitted %d, published to Rust %d", s.Submitted, s.ToRust)
+	}
+	mustSubmit(t, rt, event("go.emit", "1", nil))
+	if err := <-emitted; !errors.Is(err, envelope.ErrInvalidEvent) || !strings.Contains(err.Error(), `Extensions["k"]`) {
+		t.Errorf("Emit: %v, want envelope.ErrInvalidEvent naming the extension", err)
+	}
+	shutdownClean(t, rt)
+}
