@@ -31,7 +31,11 @@ type Event struct {
 	// TraceParent and TraceState are the W3C trace context headers, verbatim.
 	TraceParent string
 	TraceState  string
-	// Attempt counts previous deliveries; 0 on the first.
+	// Attempt is the delivery number, from 1: a handler sees 1 on the first delivery, 2 on
+	// the first retry. A submitter leaves it 0 (encoded as absent; delivered as 1), or sets
+	// the number of the delivery it makes when it redelivers an event (a broker's delivery
+	// count): the runtime counts on from there. The envelope keeps the submitter's value;
+	// each delivery's number travels beside it (docs/boundary.md).
 	Attempt uint32
 	// Deadline is when the handler's result stops being useful; encoded as Unix nanoseconds.
 	Deadline       time.Time
