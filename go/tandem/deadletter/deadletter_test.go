@@ -335,6 +335,41 @@ func TestReadFileSkipsUnknownKeys(t *testing.T) {
 	}
 }
 
+func TestReadFileKeepsRecordsWithUnknownKeysAtTheInt64Limit(t *testing.T) {
+	// Keys either side of math.MaxInt64, and keys one float64 cannot tell apart, are distinct
+	// keys (as Rust's decoder holds): such a record is read, and so is the rest of the file,
+	// its error envelope's retry map included.
+	letters := sampleLetters(t)
+	path := filepath.Join(t.TempDir(), "dlq.cbor")
+	writeLetters(t, path, letters[:1])
+	errEnv, err := cborx.Enc.Marshal(map[uint64]any{0: 1, 1: "handler", 3: map[uint64]any{0: 2, 1<<63 - 1: 0, 1 << 63: 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := cborx.Enc.Marshal(map[uint64]any{
+		keyV: 1, keyReason: "term", keyTime: int64(42), keyEventID: "x", keyError: errEnv,
+		1<<63 - 1: "a", 1 << 63: "b", 1<<64 - 1: "c", 1<<64 - 2: "d",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(rec); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	writeLetters(t, path, letters[1:2])
+	got := readLetters(t, path)
+	want := []Record{letters[0], {Reason: ReasonTerm, Time: time.Unix(0, 42).UTC(), EventID: "x",
+		Error: &envelope.ErrorEnvelope{Code: "handler", Retry: &envelope.RetryPolicy{Attempts: 2}}}, letters[1]}
+	if got.TornBytes != 0 || !reflect.DeepEqual(got.Records, want) {
+		t.Fatalf("got %+v (torn %d), want %+v", got.Records, got.TornBytes, want)
+	}
+}
+
 func TestOpenFileTruncatesTornTail(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dlq.cbor")
 	letters := sampleLetters(t)
