@@ -128,3 +128,33 @@ func TestInvalidEventsAreRefusedAtSubmit(t *testing.T) {
 	}
 	shutdownClean(t, rt)
 }
+
+// MaxEventSize and MaxReplySize take 256 B to 64 MiB, both ends included, as Config says.
+func TestSizeLimitsTakeTheDocumentedRange(t *testing.T) {
+	for _, tc := range []struct {
+		cfg Config
+		ok  bool
+	}{
+		{Config{MaxEventSize: 255}, false},
+		{Config{MaxEventSize: 256}, true},
+		{Config{MaxEventSize: 64 << 20, MaxInFlight: 1}, true},
+		{Config{MaxEventSize: 64<<20 + 1, MaxInFlight: 1}, false},
+		{Config{MaxReplySize: 255}, false},
+		{Config{MaxReplySize: 256}, true},
+		{Config{MaxReplySize: 64 << 20, ReplySlots: 1}, true},
+		{Config{MaxReplySize: 64<<20 + 1, ReplySlots: 1}, false},
+	} {
+		rt, err := New(tc.cfg)
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("MaxEventSize %d, MaxReplySize %d: %v", tc.cfg.MaxEventSize, tc.cfg.MaxReplySize, err)
+		case !tc.ok && !errors.Is(err, ErrInvalidConfig):
+			t.Errorf("MaxEventSize %d, MaxReplySize %d: %v, want ErrInvalidConfig", tc.cfg.MaxEventSize, tc.cfg.MaxReplySize, err)
+		}
+		if rt != nil {
+			if err := rt.Shutdown(context.Background()); err != nil {
+				t.Errorf("Shutdown: %v", err)
+			}
+		}
+	}
+}
