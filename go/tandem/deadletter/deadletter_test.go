@@ -370,6 +370,23 @@ func TestReadFileKeepsRecordsWithUnknownKeysAtTheInt64Limit(t *testing.T) {
 	}
 }
 
+func TestRecordTextThatIsNotUTF8IsWrittenReadable(t *testing.T) {
+	// A Go handler's error message may hold any bytes; the letter is kept and the file stays
+	// readable, the bad bytes shown as U+FFFD.
+	path := filepath.Join(t.TempDir(), "dlq.cbor")
+	letters := sampleLetters(t)
+	bad := Record{Reason: ReasonTerm, EventID: "e\xff", Route: "r\xc0", Time: time.Unix(0, 1).UTC(),
+		Error: &envelope.ErrorEnvelope{Code: "handler", Message: "boom \xff", Runtime: "go", Handler: "h\xed\xa0\x80"}}
+	writeLetters(t, path, []Record{letters[0], bad, letters[1]})
+	got := readLetters(t, path)
+	fixed := bad
+	fixed.EventID, fixed.Route = "e\uFFFD", "r\uFFFD"
+	fixed.Error = &envelope.ErrorEnvelope{Code: "handler", Message: "boom \uFFFD", Runtime: "go", Handler: "h\uFFFD"}
+	if want := []Record{letters[0], fixed, letters[1]}; len(got.Records) != 3 || !reflect.DeepEqual(got.Records, want) {
+		t.Fatalf("got %+v, want the second to be %+v with error %+v", got.Records, fixed, fixed.Error)
+	}
+}
+
 func TestOpenFileTruncatesTornTail(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dlq.cbor")
 	letters := sampleLetters(t)

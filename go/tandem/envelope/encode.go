@@ -340,6 +340,13 @@ func validateErrorEnvelope(e *ErrorEnvelope) error {
 	case e.Retry != nil && !validTime(e.Retry.NotBefore):
 		return fmt.Errorf("%w: Retry.NotBefore %v is outside int64 Unix nanoseconds", ErrInvalidErrorEnvelope, e.Retry.NotBefore)
 	}
+	for _, f := range [...]struct{ name, value string }{
+		{"Code", e.Code}, {"Message", e.Message}, {"Runtime", e.Runtime}, {"Handler", e.Handler},
+	} {
+		if !utf8.ValidString(f.value) {
+			return fmt.Errorf("%w: %s %q is not valid UTF-8", ErrInvalidErrorEnvelope, f.name, f.value)
+		}
+	}
 	return nil
 }
 

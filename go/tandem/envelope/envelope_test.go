@@ -285,9 +285,13 @@ func TestEventEncodeRejectsInvalid(t *testing.T) {
 
 func TestErrorEnvelopeEncodeRejectsInvalid(t *testing.T) {
 	for name, e := range map[string]*ErrorEnvelope{
-		"nil":              nil,
-		"no code":          {Message: "m"},
-		"negative backoff": {Code: "c", Retry: &RetryPolicy{Backoff: -1}},
+		"nil":               nil,
+		"no code":           {Message: "m"},
+		"negative backoff":  {Code: "c", Retry: &RetryPolicy{Backoff: -1}},
+		"code not UTF-8":    {Code: "c\xff"},
+		"message not UTF-8": {Code: "c", Message: "boom \xff"},
+		"runtime not UTF-8": {Code: "c", Runtime: "\xc0\xaf"},
+		"handler not UTF-8": {Code: "c", Handler: "h\xed\xa0\x80"},
 	} {
 		if _, err := MarshalErrorEnvelope(e); !errors.Is(err, ErrInvalidErrorEnvelope) {
 			t.Errorf("%s: MarshalErrorEnvelope error %v", name, err)

@@ -77,5 +77,6 @@ var ErrInvalidEvent = errors.New("tandem: invalid event")
 
 // ErrInvalidErrorEnvelope is returned (wrapped, naming the field) by
 // MarshalErrorEnvelope and AppendErrorEnvelope when an ErrorEnvelope cannot be
-// encoded: Code is empty, Retry.Backoff is negative or a time is out of range.
+// encoded: Code is empty, a text field is not valid UTF-8, Retry.Backoff is negative or a
+// time is out of range.
 var ErrInvalidErrorEnvelope = errors.New("tandem: invalid error envelope")
