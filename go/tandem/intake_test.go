@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -82,6 +83,10 @@ func TestMaxEventSizeIsInclusiveAndEncodedEventSizePredictsIt(t *testing.T) {
 // unroutable) and before it takes a slot or reaches either runtime.
 func TestInvalidEventsAreRefusedAtSubmit(t *testing.T) {
 	rt := newRegistered(t, Config{})
+	counter := &countingPolicy{}
+	if err := rt.HandleRust("rust.echo", "demo.echo", WithPolicy(counter)); err != nil {
+		t.Fatal(err)
+	}
 	emitted := make(chan error, 1)
 	if err := rt.Handle("go.echo", "echo", HandlerFunc(func(ctx context.Context, ev *Event) Result {
 		return AckReply(ev.Data)
@@ -96,7 +101,7 @@ func TestInvalidEventsAreRefusedAtSubmit(t *testing.T) {
 	}
 	start(t, rt)
 	ctx := context.Background()
-	for _, typ := range []string{"demo.echo", "go.echo"} {
+	for _, typ := range []string{"demo.echo", "rust.echo", "go.echo"} {
 		for _, tc := range []struct {
 			name  string
 			ev    *Event
@@ -119,8 +124,9 @@ func TestInvalidEventsAreRefusedAtSubmit(t *testing.T) {
 		}
 	}
 	s := rt.Stats()
-	if s.Submitted != 0 || s.ToRust != 0 {
-		t.Errorf("refused events were accepted: submitted %d, published to Rust %d", s.Submitted, s.ToRust)
+	if s.Submitted != 0 || s.ToRust != 0 || counter.admitted.Load() != 0 {
+		t.Errorf("refused events were accepted: submitted %d, published to Rust %d, admitted by a policy %d",
+			s.Submitted, s.ToRust, counter.admitted.Load())
 	}
 	mustSubmit(t, rt, event("go.emit", "1", nil))
 	if err := <-emitted; !errors.Is(err, envelope.ErrInvalidEvent) || !strings.Contains(err.Error(), `Extensions["k"]`) {
@@ -157,4 +163,14 @@ func TestSizeLimitsTakeTheDocumentedRange(t *testing.T) {
 			}
 		}
 	}
+}
+
+// countingPolicy admits every event and counts them.
+type countingPolicy struct{ admitted atomic.Int64 }
+
+func (p *countingPolicy) Wrap(next Handler) Handler { return next }
+
+func (p *countingPolicy) Admit(context.Context, *Event) (func(error), error) {
+	p.admitted.Add(1)
+	return func(error) {}, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tandemrt/tandem/go/internal/unchecked"
 	"github.com/tandemrt/tandem/go/tandem/deadletter"
 	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
@@ -97,24 +98,26 @@ func (e *Engine) intakeRust(ctx context.Context, rt *Route, ev *envelope.Event, 
 	d.reset(rt, ev, w)
 	d.done = done
 	buf := e.slots.buffer(idx)
-	var out []byte
-	switch {
-	case e.obs.tracing():
-		traced := *ev
-		d.trace = e.obs.publish(ctx, rt, ev, &traced)
-		out, err = envelope.AppendEvent(buf, &traced)
-		if err == nil && unsafe.SliceData(out) != unsafe.SliceData(buf) {
+	out, traced := buf, false
+	if e.obs.tracing() {
+		withTrace := *ev
+		d.trace = e.obs.publish(ctx, rt, ev, &withTrace)
+		// Checked again: the trace context comes from the propagator, not from ev.
+		out, err = envelope.AppendEvent(buf, &withTrace)
+		traced = err == nil && unsafe.SliceData(out) == unsafe.SliceData(buf)
+		if !traced {
 			// The size limit is the caller's event, which fits: the trace context tandem adds
 			// must not refuse it. Rust's process span still joins the trace, through d.trace;
 			// only what the Rust handler reads of the trace context is ev's own.
-			e.log.Debug("tandem: no room for the trace context in the request slot; sending the event without it",
-				zap.String("event_type", ev.Type), zap.String("event_id", ev.ID))
-			out, err = encodeEvent(buf, ev, raw)
+			e.log.Debug("tandem: the trace context does not fit the request slot; sending the event without it",
+				zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
+			err = nil
 		}
-	default:
-		out, err = encodeEvent(buf, ev, raw)
 	}
-	if err == nil && unsafe.SliceData(out) != unsafe.SliceData(buf) {
+	if !traced {
+		out = encodeEvent(buf, ev, raw)
+	}
+	if unsafe.SliceData(out) != unsafe.SliceData(buf) {
 		// Only a caller that changes ev while Submit reads it gets here.
 		err = &EventTooLargeError{Size: len(out), Max: e.cfg.MaxEventSize}
 	}
@@ -133,13 +136,16 @@ func (e *Engine) intakeRust(ctx context.Context, rt *Route, ev *envelope.Event, 
 	return nil
 }
 
-// encodeEvent writes ev's envelope into buf: raw when the event came encoded, else ev
-// encoded.
-func encodeEvent(buf []byte, ev *envelope.Event, raw []byte) ([]byte, error) {
+// appendValidEvent is envelope.AppendEvent without the checks intake has made.
+var appendValidEvent = unchecked.AppendEvent.(func([]byte, *envelope.Event) []byte)
+
+// encodeEvent writes ev's envelope into buf: raw when the event came encoded, else ev, which
+// intake validated, encoded.
+func encodeEvent(buf []byte, ev *envelope.Event, raw []byte) []byte {
 	if raw != nil {
-		return append(buf, raw...), nil
+		return append(buf, raw...)
 	}
-	return envelope.AppendEvent(buf, ev)
+	return appendValidEvent(buf, ev)
 }
 
 // intakeGo copies ev and queues it for the route's workers.

