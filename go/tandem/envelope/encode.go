@@ -328,9 +328,10 @@ func (s *eventScratch) fill(ev *Event) {
 }
 
 // EncodedEventSize returns the exact number of bytes AppendEvent appends for ev, so a
-// caller can check that a buffer (a ring slot) has room before encoding. For an ev that
-// AppendEvent rejects the result is meaningless. It does not allocate. Safe for
-// concurrent use.
+// caller can check that a buffer (a ring slot) has room before encoding. It is what the
+// runtime holds to Config.MaxEventSize: an event to a Rust handler is accepted exactly when
+// EncodedEventSize(ev) <= MaxEventSize. For an ev that AppendEvent rejects the result is
+// meaningless. It does not allocate. Safe for concurrent use.
 func EncodedEventSize(ev *Event) int {
 	n := headSize(eventFieldCount(ev)) + 2 // map head, key 0, version 1
 	n += 1 + textSize(ev.ID)
