@@ -10,7 +10,7 @@
 // know, and report every rejection as a *DecodeError whose Kind is shared with the Rust
 // decoder.
 //
-// Encoders accept exactly what decoders accept: Validate (which AppendEvent and
+// Encoders write nothing the decoders reject: Validate (which AppendEvent and
 // MarshalEvent apply) refuses, with ErrInvalidEvent naming the field, an event the decoders
 // would reject: a required attribute empty, text that is not UTF-8, a time out of range.
 //
