@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -89,6 +90,37 @@ func TestGoHandlerRetriesThenSucceedsWithAttemptsCounted(t *testing.T) {
 	s := assertInvariant(t, rt)
 	if fmt.Sprint(seen) != "[1 2 3]" || s.Retried != 2 {
 		t.Fatalf("deliveries %v, retried %d", seen, s.Retried)
+	}
+}
+
+// A Go handler's error message may hold any bytes: its dead letter is written, and the file
+// stays readable for the records before and after it.
+func TestAGoErrorThatIsNotUTF8IsDeadLetteredReadably(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dlq.cbor")
+	sink, err := deadletter.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := newRegistered(t, Config{DeadLetters: sink})
+	rt.Handle("bad", "bad", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		return Term(errors.New("boom \xff" + ev.ID))
+	}))
+	start(t, rt)
+	for _, id := range []string{"1", "2", "3"} {
+		if _, err := rt.Call(context.Background(), event("bad", id, nil)); err == nil {
+			t.Fatalf("Call %s succeeded", id)
+		}
+	}
+	assertInvariant(t, rt)
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := deadletter.ReadFile(path)
+	if err != nil || len(f.Records) != 3 {
+		t.Fatalf("ReadFile: %v, %d records, want 3", err, len(f.Records))
+	}
+	if dl := f.Records[1]; dl.EventID != "2" || dl.Error == nil || dl.Error.Message != "boom \uFFFD2" {
+		t.Errorf("dead letter %+v, error %+v", dl, dl.Error)
 	}
 }
 

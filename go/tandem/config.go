@@ -45,14 +45,20 @@ type Config struct {
 	// MaxInFlight is the number of request slots: events submitted and not yet completed
 	// (default 1024). When all are taken, Overload applies.
 	MaxInFlight int
-	// MaxEventSize is the largest encoded envelope, in bytes (default 64 KiB). A larger event
-	// fails Submit with ErrEventTooLarge.
+	// MaxEventSize is the largest envelope of an event to a Rust handler, in bytes: 256 B to
+	// 64 MiB (default 64 KiB; New refuses other values with ErrInvalidConfig). Every request
+	// slot holds one such envelope, so the request slots take MaxInFlight × MaxEventSize of
+	// shared memory. The bound is inclusive and measured by envelope.EncodedEventSize of the
+	// event as submitted (the trace context tandem adds is not counted): Submit, Call and
+	// Emit refuse a larger event with an *EventTooLargeError (ErrEventTooLarge). A Go
+	// route's event is copied, never encoded, and is not bounded by it.
 	MaxEventSize int
 	// ReplySlots is the number of reply slots Rust writes replies and error envelopes into
 	// (default MaxInFlight). A Reply holds one until Release.
 	ReplySlots int
-	// MaxReplySize is the largest reply in bytes (default 64 KiB); a larger reply completes
-	// as a terminal error with code "reply_too_large".
+	// MaxReplySize is the largest reply of a Rust handler in bytes: 256 B to 64 MiB
+	// (default 64 KiB; New refuses other values with ErrInvalidConfig). A larger reply
+	// completes as a terminal error with code "reply_too_large".
 	MaxReplySize int
 	// SpinWindow is how long each side busy-polls an empty ring before it parks on its
 	// eventfd (default 50µs; negative: park at once). Within the window a round trip costs

@@ -36,7 +36,8 @@ var (
 	// ErrLibrary: the Rust library could not be loaded (purego mode): missing file, not a
 	// library, or a missing export. The error names the file; errors.As with *LoadError.
 	ErrLibrary = engine.ErrLibrary
-	// ErrEventTooLarge: the encoded event exceeds Config.MaxEventSize.
+	// ErrEventTooLarge: the encoded event exceeds Config.MaxEventSize. The error is an
+	// *EventTooLargeError, which says both sizes.
 	ErrEventTooLarge = engine.ErrEventTooLarge
 	// ErrInvalidConfig: a Config value is out of range.
 	ErrInvalidConfig = engine.ErrInvalidConfig
@@ -44,6 +45,13 @@ var (
 	// library refused); the wrapped message names the cause.
 	ErrStart = engine.ErrStart
 )
+
+// EventTooLargeError is the error Submit, Call and Emit return for an event whose envelope
+// is larger than Config.MaxEventSize; errors.Is(err, ErrEventTooLarge) holds. Size is the
+// envelope's length in bytes, envelope.EncodedEventSize(ev), and Max is MaxEventSize: an
+// event is accepted exactly when Size <= Max (tracing on or off; the trace context tandem
+// adds is not counted). A plain value, safe to share.
+type EventTooLargeError = engine.EventTooLargeError
 
 // LoadError says which library file failed to load, why, and what to do (purego mode).
 type LoadError struct {

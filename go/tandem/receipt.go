@@ -12,8 +12,9 @@ import (
 // the event is accepted. The returned Receipt settles when the outcome is final. ev is not
 // retained: a Rust route's event is encoded straight into shared memory, a Go route's copied.
 //
-// Errors: ErrClosed (not running), ErrNoRoute (no handler for ev.Type), ErrEventTooLarge,
-// envelope.ErrInvalidEvent (a required attribute missing), ErrOverloaded (the route is full
+// Errors: ErrClosed (not running), envelope.ErrInvalidEvent (a required attribute empty,
+// text that is not UTF-8: see envelope.Validate), ErrNoRoute (no handler for ev.Type),
+// ErrEventTooLarge (an *EventTooLargeError), ErrOverloaded (the route is full
 // and its policy is Reject), ErrShed (full, Shed: dead-lettered), a policy's refusal, or
 // ctx's error (policy Block).
 func (r *Runtime) Submit(ctx context.Context, ev *Event) (*Receipt, error) {

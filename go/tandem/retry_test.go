@@ -35,6 +35,32 @@ func TestRetriesUntilTheHandlerSucceeds(t *testing.T) {
 	}
 }
 
+// Event.Attempt is the delivery number, from 1, in either runtime: a handler sees 1 on the
+// first delivery of an event submitted with Attempt 0, and an event that comes with a
+// number (a source's redelivery) is delivered as that one.
+func TestAttemptIsTheDeliveryNumberFrom1(t *testing.T) {
+	rt := newRegistered(t, Config{})
+	if err := rt.Handle("go.attempt", "attempt", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		return AckReply([]byte(fmt.Sprint(ev.Attempt)))
+	})); err != nil {
+		t.Fatal(err)
+	}
+	start(t, rt)
+	ctx := context.Background()
+	for submitted, want := range map[uint32]string{0: "1", 1: "1", 7: "7"} {
+		goEv, rustEv := event("go.attempt", "1", nil), flaky("1", 1)
+		goEv.Attempt, rustEv.Attempt = submitted, submitted
+		for _, ev := range []*Event{goEv, rustEv} {
+			reply, err := rt.Call(ctx, ev)
+			if err != nil || string(reply.Data()) != want {
+				t.Errorf("%s submitted with Attempt %d: the handler saw %q (%v), want %s", ev.Type, submitted, reply.Data(), err, want)
+			}
+			reply.Release()
+		}
+	}
+	shutdownClean(t, rt)
+}
+
 func TestExhaustedRetriesAreDeadLetteredOnceWithTheLastDelivery(t *testing.T) {
 	sink := deadletter.NewMemorySink()
 	rt := newRuntime(t, Config{Retry: retry.Backoff{MaxAttempts: 3, Initial: time.Millisecond}, DeadLetters: sink})

@@ -62,6 +62,19 @@ func TestDecodeSkipsUnknownKeysAboveInt64(t *testing.T) {
 	if err != nil || present != 0b11 || len(got) != 1 || got[0] != 1 {
 		t.Fatalf("Decode = %b, %v, keys %v; want keys 0 and 1 present, 1 handed over", present, err, got)
 	}
+	// Distinct keys are distinct however close: either side of math.MaxInt64, equal as
+	// float64, or equal in their low 63 bits. Rust's decoder holds the same.
+	for _, keys := range []string{
+		"1b7fffffffffffffff 00 1b8000000000000000 00",
+		"1b8000000000000000 00 1b7fffffffffffffff 00",
+		"1bffffffffffffffff 00 1bfffffffffffffffe 00",
+		"13 00 1b8000000000000013 00",
+	} {
+		in := mustHex(t, "a3 0001"+keys)
+		if _, err := Decode(in, testShapes, func(uint64, []byte) error { return nil }); err != nil {
+			t.Errorf("keys %s: %v, want them skipped as distinct", keys, err)
+		}
+	}
 	dup := mustHex(t, "a3 0001 1bffffffffffffffff 01 1bffffffffffffffff 02")
 	if _, err := Decode(dup, testShapes, func(uint64, []byte) error { return nil }); err == nil ||
 		AsError(err).Kind != KindDuplicateKey {

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tandemrt/tandem/go/internal/unchecked"
 	"github.com/tandemrt/tandem/go/tandem/deadletter"
 	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
@@ -18,20 +19,30 @@ import (
 // (nil: nobody waits) learns the final outcome. ev is not retained: a Rust route's event is
 // encoded into a request slot, a Go route's is copied.
 //
-// Errors: ErrClosed, ErrNoRoute, ErrEventTooLarge, envelope.ErrInvalidEvent, ErrOverloaded,
+// Errors: ErrClosed, envelope.ErrInvalidEvent, ErrNoRoute, *EventTooLargeError, ErrOverloaded,
 // ErrShed (the event was dead-lettered), a policy's refusal, or ctx's error.
 func (e *Engine) Submit(ctx context.Context, ev *envelope.Event, w Waiter) error {
 	return e.intake(ctx, ev, nil, w)
 }
 
 // intake is the one way in for a new event, whatever its origin. raw, when not nil, is ev's
-// envelope already encoded (by Rust), copied into the slot instead of encoded again.
+// envelope already encoded (by Rust) and decoded by envelope.DecodeEvent, copied into the
+// slot instead of encoded again.
 func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w Waiter) error {
 	e.gate.RLock()
 	defer e.gate.RUnlock()
 	if e.State() != Running {
 		e.log.Debug("tandem: submit refused: not running", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID))
 		return ErrClosed
+	}
+	if raw == nil {
+		// Before routing: an event without a type is invalid, not unroutable. An envelope
+		// that came encoded (raw) was decoded with the same rules.
+		if err := envelope.Validate(ev); err != nil {
+			e.obs.rejected("invalid")
+			e.log.Warn("tandem: invalid event", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
+			return err
+		}
 	}
 	rt := e.router.match(ev.Type)
 	if rt == nil {
@@ -55,7 +66,7 @@ func (e *Engine) intakeRust(ctx context.Context, rt *Route, ev *envelope.Event, 
 		e.obs.rejected("too_large")
 		e.log.Warn("tandem: event too large", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID),
 			zap.Int("size", size), zap.Int("max", e.cfg.MaxEventSize))
-		return fmt.Errorf("%w: %d bytes encoded, MaxEventSize is %d", ErrEventTooLarge, size, e.cfg.MaxEventSize)
+		return &EventTooLargeError{Size: size, Max: e.cfg.MaxEventSize}
 	}
 	var done func(error)
 	if rt.Admit != nil {
@@ -87,26 +98,35 @@ func (e *Engine) intakeRust(ctx context.Context, rt *Route, ev *envelope.Event, 
 	d.reset(rt, ev, w)
 	d.done = done
 	buf := e.slots.buffer(idx)
-	var out []byte
-	switch {
-	case e.obs.tracing():
-		traced := *ev
-		d.trace = e.obs.publish(ctx, rt, ev, &traced)
-		out, err = envelope.AppendEvent(buf, &traced)
-	case raw != nil:
-		out = append(buf, raw...)
-	default:
-		out, err = envelope.AppendEvent(buf, ev)
+	out, traced := buf, false
+	if e.obs.tracing() {
+		withTrace := *ev
+		d.trace = e.obs.publish(ctx, rt, ev, &withTrace)
+		// Checked again: the trace context comes from the propagator, not from ev.
+		out, err = envelope.AppendEvent(buf, &withTrace)
+		traced = err == nil && unsafe.SliceData(out) == unsafe.SliceData(buf)
+		if !traced {
+			// The size limit is the caller's event, which fits: the trace context tandem adds
+			// must not refuse it. Rust's process span still joins the trace, through d.trace;
+			// only what the Rust handler reads of the trace context is ev's own.
+			e.log.Debug("tandem: the trace context does not fit the request slot; sending the event without it",
+				zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
+			err = nil
+		}
 	}
-	if err == nil && unsafe.SliceData(out) != unsafe.SliceData(buf) {
-		err = fmt.Errorf("%w: the trace context made it outgrow MaxEventSize (%d)", ErrEventTooLarge, e.cfg.MaxEventSize)
+	if !traced {
+		out = encodeEvent(buf, ev, raw)
+	}
+	if unsafe.SliceData(out) != unsafe.SliceData(buf) {
+		// Only a caller that changes ev while Submit reads it gets here.
+		err = &EventTooLargeError{Size: len(out), Max: e.cfg.MaxEventSize}
 	}
 	if err != nil {
 		e.slots.free(idx)
 		if done != nil {
 			done(err)
 		}
-		e.log.Warn("tandem: invalid event", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
+		e.log.Warn("tandem: event refused", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
 		return err
 	}
 	d.slot, d.length = idx, uint32(len(out))
@@ -116,12 +136,20 @@ func (e *Engine) intakeRust(ctx context.Context, rt *Route, ev *envelope.Event, 
 	return nil
 }
 
+// appendValidEvent is envelope.AppendEvent without the checks intake has made.
+var appendValidEvent = unchecked.AppendEvent.(func([]byte, *envelope.Event) []byte)
+
+// encodeEvent writes ev's envelope into buf: raw when the event came encoded, else ev, which
+// intake validated, encoded.
+func encodeEvent(buf []byte, ev *envelope.Event, raw []byte) []byte {
+	if raw != nil {
+		return append(buf, raw...)
+	}
+	return appendValidEvent(buf, ev)
+}
+
 // intakeGo copies ev and queues it for the route's workers.
 func (e *Engine) intakeGo(ctx context.Context, rt *Route, ev *envelope.Event, w Waiter) error {
-	if err := envelope.Validate(ev); err != nil {
-		e.log.Warn("tandem: invalid event", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
-		return err
-	}
 	d := &Delivery{}
 	d.reset(rt, ev, w)
 	owned := cloneEvent(ev)

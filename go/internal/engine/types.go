@@ -29,7 +29,8 @@ var (
 	ErrABIMismatch = errors.New("tandem: ABI version mismatch")
 	// ErrLibrary: the Rust library could not be loaded (purego mode).
 	ErrLibrary = errors.New("tandem: cannot load the Rust library")
-	// ErrEventTooLarge: the encoded event exceeds the request slot.
+	// ErrEventTooLarge: the encoded event exceeds MaxEventSize; the error is an
+	// *EventTooLargeError.
 	ErrEventTooLarge = errors.New("tandem: event too large")
 	// ErrInvalidConfig: a configuration value is out of range.
 	ErrInvalidConfig = errors.New("tandem: invalid config")
@@ -39,6 +40,24 @@ var (
 	// the event is acknowledged without running its handler.
 	ErrAcked = errors.New("tandem: acknowledged by a policy")
 )
+
+// EventTooLargeError is the error intake returns for an event whose envelope is larger than
+// MaxEventSize; errors.Is(err, ErrEventTooLarge) holds. A plain value, safe to share.
+type EventTooLargeError struct {
+	// Size is the envelope's length in bytes: envelope.EncodedEventSize of the event, or
+	// the length of an envelope that arrived encoded.
+	Size int
+	// Max is MaxEventSize.
+	Max int
+}
+
+// Error says both sizes.
+func (e *EventTooLargeError) Error() string {
+	return fmt.Sprintf("tandem: event too large: %d bytes encoded, MaxEventSize is %d", e.Size, e.Max)
+}
+
+// Is reports whether target is ErrEventTooLarge.
+func (e *EventTooLargeError) Is(target error) bool { return target == ErrEventTooLarge }
 
 // Outcome is a handler's verdict on one delivery.
 type Outcome uint8

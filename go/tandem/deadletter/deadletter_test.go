@@ -335,6 +335,58 @@ func TestReadFileSkipsUnknownKeys(t *testing.T) {
 	}
 }
 
+func TestReadFileKeepsRecordsWithUnknownKeysAtTheInt64Limit(t *testing.T) {
+	// Keys either side of math.MaxInt64, and keys one float64 cannot tell apart, are distinct
+	// keys (as Rust's decoder holds): such a record is read, and so is the rest of the file,
+	// its error envelope's retry map included.
+	letters := sampleLetters(t)
+	path := filepath.Join(t.TempDir(), "dlq.cbor")
+	writeLetters(t, path, letters[:1])
+	errEnv, err := cborx.Enc.Marshal(map[uint64]any{0: 1, 1: "handler", 3: map[uint64]any{0: 2, 1<<63 - 1: 0, 1 << 63: 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := cborx.Enc.Marshal(map[uint64]any{
+		keyV: 1, keyReason: "term", keyTime: int64(42), keyEventID: "x", keyError: errEnv,
+		1<<63 - 1: "a", 1 << 63: "b", 1<<64 - 1: "c", 1<<64 - 2: "d",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(rec); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	writeLetters(t, path, letters[1:2])
+	got := readLetters(t, path)
+	want := []Record{letters[0], {Reason: ReasonTerm, Time: time.Unix(0, 42).UTC(), EventID: "x",
+		Error: &envelope.ErrorEnvelope{Code: "handler", Retry: &envelope.RetryPolicy{Attempts: 2}}}, letters[1]}
+	if got.TornBytes != 0 || !reflect.DeepEqual(got.Records, want) {
+		t.Fatalf("got %+v (torn %d), want %+v", got.Records, got.TornBytes, want)
+	}
+}
+
+func TestRecordTextThatIsNotUTF8IsWrittenReadable(t *testing.T) {
+	// A Go handler's error message may hold any bytes; the letter is kept and the file stays
+	// readable, the bad bytes shown as U+FFFD.
+	path := filepath.Join(t.TempDir(), "dlq.cbor")
+	letters := sampleLetters(t)
+	bad := Record{Reason: ReasonTerm, EventID: "e\xff", Route: "r\xc0", Time: time.Unix(0, 1).UTC(),
+		Error: &envelope.ErrorEnvelope{Code: "handler", Message: "boom \xff", Runtime: "go", Handler: "h\xed\xa0\x80"}}
+	writeLetters(t, path, []Record{letters[0], bad, letters[1]})
+	got := readLetters(t, path)
+	fixed := bad
+	fixed.EventID, fixed.Route = "e\uFFFD", "r\uFFFD"
+	fixed.Error = &envelope.ErrorEnvelope{Code: "handler", Message: "boom \uFFFD", Runtime: "go", Handler: "h\uFFFD"}
+	if want := []Record{letters[0], fixed, letters[1]}; len(got.Records) != 3 || !reflect.DeepEqual(got.Records, want) {
+		t.Fatalf("got %+v, want the second to be %+v with error %+v", got.Records, fixed, fixed.Error)
+	}
+}
+
 func TestOpenFileTruncatesTornTail(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dlq.cbor")
 	letters := sampleLetters(t)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/tandemrt/tandem/go/internal/cborx"
@@ -59,6 +60,12 @@ type wireRecord struct {
 	Envelope  []byte `cbor:"9,keyasint,omitempty"`
 }
 
+// validUTF8 replaces what is not UTF-8 in s with U+FFFD. A record's text is diagnostic and
+// comes from anywhere (a Go handler's error message, a route's name); written as it is, it
+// would make the record, and every record after it, unreadable to both decoders, and
+// refusing it would lose the letter.
+func validUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+
 // marshalRecord encodes dl as one canonical record, stamping a zero Time with now.
 func marshalRecord(dl *Record, now time.Time) ([]byte, error) {
 	if dl == nil {
@@ -76,17 +83,19 @@ func marshalRecord(dl *Record, now time.Time) ([]byte, error) {
 	}
 	w := wireRecord{
 		V:         recordVersion,
-		Reason:    string(dl.Reason),
+		Reason:    validUTF8(string(dl.Reason)),
 		Attempts:  dl.Attempts,
-		EventID:   dl.EventID,
-		EventType: dl.EventType,
-		Source:    dl.Source,
-		Route:     dl.Route,
+		EventID:   validUTF8(dl.EventID),
+		EventType: validUTF8(dl.EventType),
+		Source:    validUTF8(dl.Source),
+		Route:     validUTF8(dl.Route),
 		Time:      t.UnixNano(),
 		Envelope:  dl.Envelope,
 	}
 	if dl.Error != nil {
-		b, err := envelope.MarshalErrorEnvelope(dl.Error)
+		e := *dl.Error
+		e.Code, e.Message, e.Runtime, e.Handler = validUTF8(e.Code), validUTF8(e.Message), validUTF8(e.Runtime), validUTF8(e.Handler)
+		b, err := envelope.MarshalErrorEnvelope(&e)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidRecord, err)
 		}

@@ -10,6 +10,10 @@
 // know, and report every rejection as a *DecodeError whose Kind is shared with the Rust
 // decoder.
 //
+// Encoders write nothing the decoders reject: Validate (which AppendEvent and
+// MarshalEvent apply) refuses, with ErrInvalidEvent naming the field, an event the decoders
+// would reject: a required attribute empty, text that is not UTF-8, a time out of range.
+//
 // # Zero copy and buffers
 //
 // AppendEvent and AppendErrorEnvelope write into the caller's slice: given room

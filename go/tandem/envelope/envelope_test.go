@@ -228,35 +228,70 @@ func TestGoldenEnvelopes(t *testing.T) {
 }
 
 func TestEventEncodeRejectsInvalid(t *testing.T) {
-	valid := Event{ID: "1", Source: "s", Type: "t"}
-	for name, mutate := range map[string]func(*Event){
-		"no id":            func(e *Event) { e.ID = "" },
-		"no source":        func(e *Event) { e.Source = "" },
-		"no type":          func(e *Event) { e.Type = "" },
-		"time too late":    func(e *Event) { e.Time = time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC) },
-		"deadline too old": func(e *Event) { e.Deadline = time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC) },
+	valid := Event{ID: "1", Source: "s", Type: "t", Extensions: map[string]string{"k": "v"}}
+	const bad = "a\xffb" // not UTF-8: the decoders of both runtimes refuse it as invalid_utf8
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Event)
+		field  string // what the error must name
+	}{
+		{"no id", func(e *Event) { e.ID = "" }, "ID is empty"},
+		{"no source", func(e *Event) { e.Source = "" }, "Source is empty"},
+		{"no type", func(e *Event) { e.Type = "" }, "Type is empty"},
+		{"time too late", func(e *Event) { e.Time = time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC) }, "Time"},
+		{"deadline too old", func(e *Event) { e.Deadline = time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC) }, "Deadline"},
+		{"id not UTF-8", func(e *Event) { e.ID = bad }, "ID"},
+		{"source not UTF-8", func(e *Event) { e.Source = bad }, "Source"},
+		{"type not UTF-8", func(e *Event) { e.Type = bad }, "Type"},
+		{"specversion not UTF-8", func(e *Event) { e.SpecVersion = bad }, "SpecVersion"},
+		{"subject not UTF-8", func(e *Event) { e.Subject = bad }, "Subject"},
+		{"datacontenttype not UTF-8", func(e *Event) { e.DataContentType = bad }, "DataContentType"},
+		{"dataschema not UTF-8", func(e *Event) { e.DataSchema = bad }, "DataSchema"},
+		{"correlationid not UTF-8", func(e *Event) { e.CorrelationID = bad }, "CorrelationID"},
+		{"causationid not UTF-8", func(e *Event) { e.CausationID = bad }, "CausationID"},
+		{"traceparent not UTF-8", func(e *Event) { e.TraceParent = bad }, "TraceParent"},
+		{"tracestate not UTF-8", func(e *Event) { e.TraceState = bad }, "TraceState"},
+		{"idempotencykey not UTF-8", func(e *Event) { e.IdempotencyKey = bad }, "IdempotencyKey"},
+		{"partitionkey not UTF-8", func(e *Event) { e.PartitionKey = bad }, "PartitionKey"},
+		{"extension key not UTF-8", func(e *Event) { e.Extensions = map[string]string{"k": "v", bad: "v"} }, "Extensions key"},
+		{"extension value not UTF-8", func(e *Event) { e.Extensions = map[string]string{"k": bad} }, `Extensions["k"]`},
+		{"surrogate half", func(e *Event) { e.Subject = "\xed\xa0\x80" }, "Subject"},
+		{"overlong encoding", func(e *Event) { e.Subject = "\xc0\xaf" }, "Subject"},
 	} {
 		ev := valid
-		mutate(&ev)
+		tc.mutate(&ev)
+		if err := Validate(&ev); !errors.Is(err, ErrInvalidEvent) || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%s: Validate = %v, want ErrInvalidEvent naming %s", tc.name, err, tc.field)
+		}
 		dst := []byte("keep")
 		out, err := AppendEvent(dst, &ev)
 		if !errors.Is(err, ErrInvalidEvent) || string(out) != "keep" {
-			t.Errorf("%s: AppendEvent = %q, %v", name, out, err)
+			t.Errorf("%s: AppendEvent = %q, %v", tc.name, out, err)
 		}
 		if _, err := MarshalEvent(&ev); !errors.Is(err, ErrInvalidEvent) {
-			t.Errorf("%s: MarshalEvent error %v", name, err)
+			t.Errorf("%s: MarshalEvent error %v", tc.name, err)
 		}
 	}
 	if _, err := AppendEvent(nil, nil); !errors.Is(err, ErrInvalidEvent) {
 		t.Errorf("nil event: %v", err)
 	}
+	// Valid UTF-8 beyond ASCII passes.
+	ev := valid
+	ev.Subject, ev.Extensions = "événement-☃", map[string]string{"clé": "😀"}
+	if err := Validate(&ev); err != nil {
+		t.Errorf("valid UTF-8: %v", err)
+	}
 }
 
 func TestErrorEnvelopeEncodeRejectsInvalid(t *testing.T) {
 	for name, e := range map[string]*ErrorEnvelope{
-		"nil":              nil,
-		"no code":          {Message: "m"},
-		"negative backoff": {Code: "c", Retry: &RetryPolicy{Backoff: -1}},
+		"nil":               nil,
+		"no code":           {Message: "m"},
+		"negative backoff":  {Code: "c", Retry: &RetryPolicy{Backoff: -1}},
+		"code not UTF-8":    {Code: "c\xff"},
+		"message not UTF-8": {Code: "c", Message: "boom \xff"},
+		"runtime not UTF-8": {Code: "c", Runtime: "\xc0\xaf"},
+		"handler not UTF-8": {Code: "c", Handler: "h\xed\xa0\x80"},
 	} {
 		if _, err := MarshalErrorEnvelope(e); !errors.Is(err, ErrInvalidErrorEnvelope) {
 			t.Errorf("%s: MarshalErrorEnvelope error %v", name, err)

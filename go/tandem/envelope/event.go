@@ -31,7 +31,11 @@ type Event struct {
 	// TraceParent and TraceState are the W3C trace context headers, verbatim.
 	TraceParent string
 	TraceState  string
-	// Attempt counts previous deliveries; 0 on the first.
+	// Attempt is the delivery number, from 1: a handler sees 1 on the first delivery, 2 on
+	// the first retry. A submitter leaves it 0 (encoded as absent; delivered as 1), or sets
+	// the number of the delivery it makes when it redelivers an event (a broker's delivery
+	// count): the runtime counts on from there. The envelope keeps the submitter's value;
+	// each delivery's number travels beside it (docs/boundary.md).
 	Attempt uint32
 	// Deadline is when the handler's result stops being useful; encoded as Unix nanoseconds.
 	// It bounds every delivery of the event: tandem cuts a delivery short at it and does not
@@ -67,12 +71,14 @@ type ErrorEnvelope struct {
 	Handler string
 }
 
-// ErrInvalidEvent is returned (wrapped, naming the field) by AppendEvent and
-// MarshalEvent when an Event cannot be encoded: a required field is empty or a time is
-// outside the range of int64 Unix nanoseconds (years 1678 to 2262).
+// ErrInvalidEvent is returned (wrapped, naming the field) by Validate, AppendEvent and
+// MarshalEvent when an Event cannot be encoded: a required field is empty, a text field
+// (an extension's key or value included) is not valid UTF-8, or a time is outside the
+// range of int64 Unix nanoseconds (years 1678 to 2262).
 var ErrInvalidEvent = errors.New("tandem: invalid event")
 
 // ErrInvalidErrorEnvelope is returned (wrapped, naming the field) by
 // MarshalErrorEnvelope and AppendErrorEnvelope when an ErrorEnvelope cannot be
-// encoded: Code is empty, Retry.Backoff is negative or a time is out of range.
+// encoded: Code is empty, a text field is not valid UTF-8, Retry.Backoff is negative or a
+// time is out of range.
 var ErrInvalidErrorEnvelope = errors.New("tandem: invalid error envelope")

@@ -17,12 +17,14 @@ pub struct Config {
     pub sq_capacity: u32,
     /// Completion ring cells; at least `req_slots`, so a completion never finds it full.
     pub cq_capacity: u32,
-    /// The largest envelope Go may submit; each request slot holds a `tandem_delivery`
-    /// header and then up to this many bytes.
+    /// The largest envelope Go may submit, in bytes: 256 B..=64 MiB (default 64 KiB; Go's
+    /// `Config.MaxEventSize`). Each request slot holds a `tandem_delivery` header and then up
+    /// to this many bytes.
     pub req_slot_size: u32,
     /// Request slots: the most events in flight at once.
     pub req_slots: u32,
-    /// Bytes per reply slot: the largest reply or error envelope.
+    /// Bytes per reply slot, the largest reply or error envelope: 256 B..=64 MiB (default
+    /// 64 KiB; Go's `Config.MaxReplySize`).
     pub rep_slot_size: u32,
     /// Reply slots.
     pub rep_slots: u32,

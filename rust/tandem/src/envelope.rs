@@ -713,7 +713,9 @@ pub struct Envelope<'a> {
     pub traceparent: Option<&'a str>,
     /// W3C `tracestate` (key 12).
     pub tracestate: Option<&'a str>,
-    /// How many deliveries came before this one (key 13).
+    /// The delivery number as the envelope's writer set it, from 1; 0 (absent) means the
+    /// first delivery (key 13). A handler reads its delivery's number from
+    /// [`Event::attempt`](crate::Event::attempt), which is 1 on the first delivery.
     pub attempt: u32,
     /// When the result stops being useful, as Unix nanoseconds (key 14).
     pub deadline: Option<i64>,

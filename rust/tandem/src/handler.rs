@@ -210,8 +210,9 @@ impl<'a> Event<'a> {
     pub fn data(&self) -> &[u8] {
         self.env.data
     }
-    /// This delivery's number, from 1: Go's count, written beside the envelope for each
-    /// delivery (an event emitted and routed inside Rust carries its envelope's count).
+    /// This delivery's number, from 1: 1 on the first delivery, 2 on the first retry. Go
+    /// counts and writes it beside the envelope for each delivery; an event emitted and
+    /// routed inside Rust is delivered as its envelope's `attempt`, or 1 when that is unset.
     pub fn attempt(&self) -> u32 {
         self.delivery.attempt
     }

@@ -90,6 +90,35 @@ mod tests {
     }
 
     #[test]
+    fn a_handler_sees_attempt_1_on_the_first_delivery_from_go_or_from_rust() {
+        let mut rt = runtime();
+        rt.set_local_routes(["probe"]).unwrap();
+        // From Go: the first delivery's header says 1.
+        submit(&rt, 0, &envelope("probe", b""));
+        let done = next_completion(&rt);
+        let err = envelope::decode_error(&done.reply).expect("error envelope");
+        assert_eq!((done.kind, err.message), (TANDEM_OUTCOME_TERM, "attempt 1"));
+        release(&rt, done.reply_slot);
+        // Emitted and routed inside Rust: no header, and the envelope sets no attempt.
+        submit(&rt, 1, &envelope("relay", b"probe"));
+        let mut forwarded = None;
+        for _ in 0..2 {
+            let done = next_completion(&rt);
+            if done.kind == TANDEM_CQE_EMIT {
+                forwarded = Some(done);
+            } else {
+                assert_eq!(done.kind, TANDEM_OUTCOME_ACK, "the relay acks");
+            }
+        }
+        let done = forwarded.expect("the probe's failure reaches Go");
+        let (_, error) = done.reply.split_at(done.len as usize);
+        let err = envelope::decode_error(error).expect("forwarded error");
+        assert_eq!(err.message, "attempt 1");
+        release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+
+    #[test]
     fn local_routes_name_registered_handlers() {
         let rt = runtime();
         assert!(matches!(

@@ -102,6 +102,28 @@ impl Handler for Spray {
     }
 }
 
+/// Fails every delivery, terminally, with the message "attempt N": the failure reaches Go
+/// with the delivery number the handler saw.
+pub(crate) struct Probe;
+impl Handler for Probe {
+    async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
+        Outcome::Term(HandlerError::new(format!("attempt {}", ev.attempt())))
+    }
+}
+
+/// Emits one follow-up, of the type its data names.
+pub(crate) struct Relay;
+impl Handler for Relay {
+    async fn handle(&self, ev: &Event<'_>, cx: &Context) -> Outcome {
+        let ty = std::str::from_utf8(ev.data()).unwrap_or("");
+        let id = format!("{}/{ty}", ev.id());
+        if let Err(e) = cx.emit(&ev.follow_up(ty, &id, b"")).await {
+            return Outcome::Term(HandlerError::new(e.to_string()));
+        }
+        Outcome::Ack
+    }
+}
+
 /// A runtime sized for tests: 4 slots each way, 1 KiB each.
 pub(crate) fn small() -> Config {
     Config {
@@ -120,7 +142,9 @@ pub(crate) fn runtime() -> Runtime {
     let mut reg = Registry::new();
     reg.register("fork", "fork", Fork)
         .register("patient", "patient", Patient)
-        .register("spray", "spray", Spray);
+        .register("spray", "spray", Spray)
+        .register("probe", "probe", Probe)
+        .register("relay", "relay", Relay);
     reg.register("echo", "echo", Echo)
         .register("boom", "boom", Boom)
         .register("forever", "forever", Forever)
