@@ -107,6 +107,13 @@
 #define TANDEM_DELIVERY_WAITED 1
 
 /*
+ In `tandem_delivery.flags`: Go records this delivery's handler time (metrics or tracing
+ are on): the completion carries `started_ns` and `finished_ns`. Without it they are 0 and
+ the handler runs with no clock read.
+ */
+#define TANDEM_DELIVERY_TIMED 2
+
+/*
  A runtime; opaque to C. Created by `tandem_runtime_create`, freed by `tandem_runtime_free`.
  */
 typedef struct tandem_runtime tandem_runtime;

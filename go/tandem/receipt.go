@@ -40,13 +40,18 @@ func call(ctx context.Context, e *engine.Engine, ev *Event) (Reply, error) {
 		callWaiters.Put(w)
 		return Reply{}, err
 	}
-	select {
-	case <-w.ch:
-	case <-ctx.Done():
-		if w.state.CompareAndSwap(waiting, abandoned) {
-			return Reply{}, ctx.Err()
+	// A Call that crossed into an idle runtime has usually settled its own event by now: it
+	// then takes the outcome without a channel operation. Otherwise it says it blocks, and the
+	// settlement signals it.
+	if w.state.CompareAndSwap(waiting, blocked) {
+		select {
+		case <-w.ch:
+		case <-ctx.Done():
+			if w.state.CompareAndSwap(blocked, abandoned) {
+				return Reply{}, ctx.Err()
+			}
+			<-w.ch
 		}
-		<-w.ch
 	}
 	reply, err := w.reply, w.err
 	w.reply, w.err = engine.Reply{}, nil
@@ -100,12 +105,14 @@ func (p *Reply) Data() []byte { return p.r.Data() }
 // Release hands the reply slot back to Rust. A second call does nothing.
 func (p *Reply) Release() { p.r.Release() }
 
-// Waiter states: a Call's waiter is abandoned when its context ends first; the settlement
-// then releases the reply and recycles the waiter.
+// Waiter states: a Call's waiter is blocked once its Call waits for the signal, and
+// abandoned when its context ends first; the settlement then releases the reply and recycles
+// the waiter.
 const (
 	waiting uint32 = iota
 	settled
 	abandoned
+	blocked
 )
 
 // receiptWaiter is a Receipt's side of the settlement: it copies the reply out.
@@ -131,7 +138,7 @@ func (w *receiptWaiter) Settle(err error, reply engine.Reply) {
 
 // callWaiter is a Call's side of the settlement, pooled: a Call allocates nothing.
 type callWaiter struct {
-	ch    chan struct{} // receives one value per settlement
+	ch    chan struct{} // receives one value per settlement the Call blocked for
 	state atomic.Uint32
 	err   error
 	reply engine.Reply
@@ -144,13 +151,16 @@ var callWaiters = sync.Pool{New: func() any { return &callWaiter{ch: make(chan s
 
 func (w *callWaiter) Settle(err error, reply engine.Reply) {
 	w.err, w.reply = err, reply
-	if !w.state.CompareAndSwap(waiting, settled) {
+	switch {
+	case w.state.CompareAndSwap(waiting, settled):
+		// The Call has not begun to wait: it finds the outcome without a signal.
+	case w.state.CompareAndSwap(blocked, settled):
+		w.ch <- struct{}{}
+	default:
 		// The Call gave up waiting: release for it and recycle the waiter.
 		reply.Release()
 		w.err, w.reply = nil, engine.Reply{}
 		w.state.Store(waiting)
 		callWaiters.Put(w)
-		return
 	}
-	w.ch <- struct{}{}
 }

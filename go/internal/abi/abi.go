@@ -357,6 +357,9 @@ const (
 	// DeliveryWaited is TANDEM_DELIVERY_WAITED, in the flags: the submitter blocks until the
 	// outcome (a Call), so a crossing may run the handler on its thread, task handler or not.
 	DeliveryWaited uint32 = 1
+	// DeliveryTimed is TANDEM_DELIVERY_TIMED: Rust records the handler's start and end times
+	// in the completion (started_ns, finished_ns); without it they are 0.
+	DeliveryTimed uint32 = 2
 )
 
 // KickGoWakeOwed is TANDEM_KICK_GO_WAKE_OWED: in Kick's result, the caller now holds the

@@ -82,7 +82,9 @@ func (d *Delivery) nextDeadline() {
 func (e *Engine) accepted(d *Delivery) {
 	e.obs.accepted(d)
 	e.pending.Add(1)
-	e.budget.Deposit(time.Now())
+	// A monotonic reading (one clock read; time.Now takes two): the budget only measures
+	// time between its own readings.
+	e.budget.Deposit(monotonicNow())
 }
 
 // acked settles an acknowledged delivery.

@@ -127,6 +127,10 @@ func (o *observer) spanOutcome(span trace.Span, f *Failure) {
 
 func (o *observer) tracing() bool { return o.tracer != nil }
 
+// timesRust says whether a Rust handler's start and end times are read: for the metrics'
+// handler duration and the tracing spans. Without either Rust reads no clock for an event.
+func (o *observer) timesRust() bool { return o.metrics.on || o.tracer != nil }
+
 // close unregisters the metrics callback.
 func (o *observer) close() {
 	if o.metrics.reg != nil {
@@ -136,6 +140,10 @@ func (o *observer) close() {
 
 // nanotime is a monotonic clock reading in nanoseconds.
 func nanotime() int64 { return int64(time.Since(clockBase)) }
+
+// monotonicNow is a time.Time read from the monotonic clock alone, for measuring spans of
+// time: half the clock reads of time.Now.
+func monotonicNow() time.Time { return clockBase.Add(time.Duration(nanotime())) }
 
 var clockBase = time.Now()
 

@@ -109,6 +109,9 @@ func (s *slots) writeHeader(d *Delivery) {
 	if d.waited {
 		flags = abi.DeliveryWaited
 	}
+	if s.e.obs.timesRust() {
+		flags |= abi.DeliveryTimed
+	}
 	binary.LittleEndian.PutUint32(h[abi.DeliveryFlags:], flags)
 }
 

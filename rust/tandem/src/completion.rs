@@ -9,6 +9,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::code;
 use crate::envelope::{self, Envelope, ErrorEnvelope};
 use crate::layout::{
@@ -207,6 +209,9 @@ pub(crate) struct Completions {
     /// Go's releases come back through that ring.
     sq: Ring,
     wake_rust: Arc<EventFd>,
+    /// The runtime's cancellation token: what a handler's context watches when its event
+    /// has no deadline (and so no token of its own).
+    cancel: CancellationToken,
     pub(crate) requests: Arc<RequestSlots>,
     pub(crate) replies: ReplySlots,
     counters: Arc<Counters>,
@@ -218,6 +223,7 @@ impl Completions {
         cq: Ring,
         wake_go: EventFd,
         (sq, wake_rust): (Ring, Arc<EventFd>),
+        cancel: CancellationToken,
         requests: RequestSlots,
         replies: ReplySlots,
         counters: Arc<Counters>,
@@ -227,11 +233,17 @@ impl Completions {
             wake_go,
             sq,
             wake_rust,
+            cancel,
             requests: Arc::new(requests),
             replies,
             counters,
             local: OnceLock::new(),
         }
+    }
+
+    /// The runtime's cancellation token.
+    pub(crate) fn cancel(&self) -> &CancellationToken {
+        &self.cancel
     }
 
     pub(crate) fn wake_go(&self) -> &EventFd {

@@ -189,6 +189,11 @@ impl<'a> Event<'a> {
         Event { env, delivery }
     }
 
+    /// Whether Go wants this delivery's handler time (`TANDEM_DELIVERY_TIMED`).
+    pub(crate) fn timed(&self) -> bool {
+        self.delivery.timed
+    }
+
     /// The whole decoded envelope, borrowing the event. Its `attempt` and `deadline` are the
     /// submitter's; [`Event::attempt`] and [`Event::deadline`] are this delivery's.
     pub fn envelope(&self) -> &Envelope<'a> {
@@ -267,7 +272,9 @@ impl fmt::Debug for Event<'_> {
 /// the futures of one handler may share it and call its methods concurrently.
 pub struct Context {
     pub(crate) handler: Arc<str>,
-    pub(crate) cancel: CancellationToken,
+    /// The event's own token (a child of the runtime's) when it has a deadline; else the
+    /// runtime's, reached through `completions`, so an event without one clones no token.
+    pub(crate) cancel: Option<CancellationToken>,
     /// Where progress records and emitted events go: the runtime's completion side, the only
     /// part of the runtime a handler reaches.
     pub(crate) completions: Arc<Completions>,
@@ -286,7 +293,9 @@ impl Context {
     /// timeout), or at shutdown past its grace. The runtime stops polling the handler's future
     /// then; a handler that spawns work of its own should watch this token.
     pub fn cancellation(&self) -> &CancellationToken {
-        &self.cancel
+        self.cancel
+            .as_ref()
+            .unwrap_or_else(|| self.completions.cancel())
     }
 
     /// Tells the runtime the handler is still working: pushes the event's deadline back to

@@ -142,6 +142,11 @@ pub struct tandem_delivery {
 /// and a task would cost a thread wake.
 pub const TANDEM_DELIVERY_WAITED: u32 = 1;
 
+/// In `tandem_delivery.flags`: Go records this delivery's handler time (metrics or tracing
+/// are on): the completion carries `started_ns` and `finished_ns`. Without it they are 0 and
+/// the handler runs with no clock read.
+pub const TANDEM_DELIVERY_TIMED: u32 = 2;
+
 #[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<tandem_desc>() == TANDEM_CACHE_LINE);
 const _: () = assert!(core::mem::size_of::<tandem_delivery>() == 16);

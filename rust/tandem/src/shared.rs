@@ -68,10 +68,12 @@ impl Shared {
         let wake_rust = Arc::new(EventFd::new()?);
         // SAFETY: the completions keep an `Arc` of the region too (through their slots).
         let sq_view = unsafe { sq.alias() };
+        let cancel = CancellationToken::new();
         let completions = Completions::new(
             cq,
             EventFd::new()?,
             (sq_view, wake_rust.clone()),
+            cancel.clone(),
             RequestSlots::new(region.clone(), &layout, &cfg, counters.clone()),
             ReplySlots::new(region.clone(), &layout, &cfg, counters.clone()),
             counters.clone(),
@@ -84,7 +86,7 @@ impl Shared {
             completions: Arc::new(completions),
             counters,
             registry,
-            cancel: CancellationToken::new(),
+            cancel,
             tracker: TaskTracker::new(),
             stopping: AtomicBool::new(false),
             consumer: Mutex::new(()),

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{Config, RegionLayout};
 use crate::envelope::Envelope;
-use crate::layout::{TANDEM_DELIVERY_WAITED, tandem_delivery};
+use crate::layout::{TANDEM_DELIVERY_TIMED, TANDEM_DELIVERY_WAITED, tandem_delivery};
 use crate::shm::Region;
 use crate::stats::Counters;
 use crate::sync::{AtomicU32, Ordering};
@@ -38,6 +38,8 @@ pub(crate) struct Delivery {
     pub(crate) deadline: Option<i64>,
     /// The submitter blocks until the outcome (`TANDEM_DELIVERY_WAITED`).
     pub(crate) waited: bool,
+    /// Go wants the handler's start and end times (`TANDEM_DELIVERY_TIMED`).
+    pub(crate) timed: bool,
 }
 
 impl Delivery {
@@ -47,6 +49,8 @@ impl Delivery {
             attempt: env.attempt,
             deadline: env.deadline,
             waited: false,
+            // Nobody reads the handler time of an event with no slot (it completes in Rust).
+            timed: false,
         }
     }
 }
@@ -122,6 +126,10 @@ impl RequestSlots {
                 TANDEM_DELIVERY_WAITED
             } else {
                 0
+            } | if delivery.timed {
+                TANDEM_DELIVERY_TIMED
+            } else {
+                0
             },
         };
         let p = self.slot_ptr(slot);
@@ -180,6 +188,7 @@ impl RequestSlot {
             attempt: h.attempt,
             deadline: (h.deadline_ns != 0).then_some(h.deadline_ns.min(i64::MAX as u64) as i64),
             waited: h.flags & TANDEM_DELIVERY_WAITED != 0,
+            timed: h.flags & TANDEM_DELIVERY_TIMED != 0,
         }
     }
 
@@ -387,6 +396,7 @@ mod tests {
             attempt: 3,
             deadline: Some(42),
             waited: false,
+            timed: true,
         };
         slots.write_as_go(1, delivery, b"envelope");
         let guard = slots.take(1, 8, 7).expect("a valid slot");

@@ -189,6 +189,7 @@ pub(crate) fn first_delivery() -> Delivery {
         attempt: 1,
         deadline: None,
         waited: false,
+        timed: true,
     }
 }
 
@@ -198,6 +199,7 @@ pub(crate) fn due_in(ms: i64) -> Delivery {
         attempt: 1,
         deadline: Some(now_ns() as i64 + ms * 1_000_000),
         waited: false,
+        timed: true,
     }
 }
 
