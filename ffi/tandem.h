@@ -48,6 +48,13 @@
 #define TANDEM_KICK_GO_WAKE_OWED 4294967296
 
 /*
+ In the flags of `tandem_runtime_kick`: this crossing came sooner after the previous one
+ than the poller's spin window (a rate at which the poller would have stayed awake). The
+ caller measures the gap, with a clock reading it takes anyway.
+ */
+#define TANDEM_KICK_FREQUENT 1
+
+/*
  Submission descriptor kind: an event in request slot `slot`: a `tandem_delivery` header,
  then the envelope, `len` bytes.
  */
@@ -548,12 +555,14 @@ tandem_status tandem_runtime_shutdown(tandem_runtime *rt, uint64_t grace_ns);
  records consumed, plus `TANDEM_KICK_GO_WAKE_OWED` when a completion published during the
  call found Go's poller parked: the caller must then consume the completion ring itself (or
  wake its poller). Negative: minus a `TANDEM_ERR_*` status; the caller then writes the
- eventfd as before. Safe from any thread while the runtime runs.
+ eventfd as before. `flags`: `TANDEM_KICK_FREQUENT` when this crossing followed the
+ previous one within the spin window, which may hand the ring back to the poller (one
+ wake) instead. Safe from any thread while the runtime runs.
 
  # Safety
  `rt` must be a live runtime.
  */
-int64_t tandem_runtime_kick(const tandem_runtime *rt);
+int64_t tandem_runtime_kick(const tandem_runtime *rt, uint32_t flags);
 
 /*
  Fills `*out` with the runtime's counters. After shutdown it first consumes the release

@@ -366,13 +366,23 @@ const (
 // duty to consume the completion ring (its poller is parked and was not woken).
 const KickGoWakeOwed int64 = 1 << 32
 
+// KickFrequent is TANDEM_KICK_FREQUENT, Kick's flag: this crossing followed the previous
+// one within the spin window.
+const KickFrequent uint32 = 1
+
 // Kick runs the runtime's submission step on the calling thread (tandem_runtime_kick), for
 // a submitter that won the submission ring's wake-up duty: drained counts the records it
 // consumed; goWakeOwed says the caller must consume the completion ring itself. On an error
 // (the runtime is not running) nothing ran: wake the poller by its eventfd instead.
-func Kick(h Handle) (drained uint32, goWakeOwed bool, err error) {
+// frequent says this crossing followed the previous one within the spin window
+// (KickFrequent).
+func Kick(h Handle, frequent bool) (drained uint32, goWakeOwed bool, err error) {
 	calls.Add(1)
-	r := kick(h)
+	var flags uint32
+	if frequent {
+		flags = KickFrequent
+	}
+	r := kick(h, flags)
 	if r < 0 {
 		return 0, false, statusError("tandem_runtime_kick", int32(-r), "")
 	}

@@ -71,7 +71,9 @@ func eventTypes(h Handle, buf []byte) (uintptr, int32) {
 	return uintptr(n), int32(st)
 }
 
-func kick(h Handle) int64 { return int64(C.tandem_runtime_kick(rt(h))) }
+func kick(h Handle, flags uint32) int64 {
+	return int64(C.tandem_runtime_kick(rt(h), C.uint32_t(flags)))
+}
 
 func free(h Handle) { C.tandem_runtime_free(rt(h)) }
 
@@ -132,5 +134,6 @@ func layoutMismatches() []string {
 	check("TANDEM_DELIVERY_WAITED", uintptr(DeliveryWaited), uintptr(C.TANDEM_DELIVERY_WAITED))
 	check("TANDEM_DELIVERY_TIMED", uintptr(DeliveryTimed), uintptr(C.TANDEM_DELIVERY_TIMED))
 	check("TANDEM_KICK_GO_WAKE_OWED", uintptr(KickGoWakeOwed), uintptr(C.TANDEM_KICK_GO_WAKE_OWED))
+	check("TANDEM_KICK_FREQUENT", uintptr(KickFrequent), uintptr(C.TANDEM_KICK_FREQUENT))
 	return bad
 }

@@ -179,11 +179,11 @@ func eventTypes(h Handle, buf []byte) (uintptr, int32) {
 // kickArgs holds SyscallN's argument slice, whose backing array would otherwise escape to
 // the heap on every crossing. The handle points into C memory: a uintptr keeps nothing alive
 // that the garbage collector manages.
-var kickArgs = sync.Pool{New: func() any { return new([1]uintptr) }}
+var kickArgs = sync.Pool{New: func() any { return new([2]uintptr) }}
 
-func kick(h Handle) int64 {
-	args := kickArgs.Get().(*[1]uintptr)
-	args[0] = uintptr(unsafe.Pointer(h))
+func kick(h Handle, flags uint32) int64 {
+	args := kickArgs.Get().(*[2]uintptr)
+	args[0], args[1] = uintptr(unsafe.Pointer(h)), uintptr(flags)
 	r, _, _ := purego.SyscallN(loaded().kick, args[:]...)
 	kickArgs.Put(args)
 	return int64(r)

@@ -47,7 +47,9 @@ const (
 
 // crossToRust discharges the duty to wake the parked Rust poller by running its submission
 // step on this goroutine's thread: one call into the library in place of a thread wake.
-func (e *Engine) crossToRust() {
+// now is a recent nanotime reading (the event's intake): crossings closer together than the
+// spin window tell Rust so, which may hand the ring back to its poller.
+func (e *Engine) crossToRust(now int64) {
 	// The read lock keeps the crossing out of tokio's shutdown (which takes it for writing
 	// before it stops Rust): a call into the library never overlaps it.
 	e.lifeMu.RLock()
@@ -56,7 +58,8 @@ func (e *Engine) crossToRust() {
 		e.wakeRust()
 		return
 	}
-	_, owed, err := abi.Kick(e.h)
+	frequent := now-e.lastCross.Swap(now) < int64(e.cfg.SpinWindow)
+	_, owed, err := abi.Kick(e.h, frequent)
 	e.lifeMu.RUnlock()
 	if err != nil {
 		e.wakeRust() // not running (stopping): the poller takes it

@@ -52,6 +52,7 @@ type Delivery struct {
 	trace       trace.SpanContext // the publish span, parent of each delivery's span
 	span        trace.Span        // the current delivery's span while its outcome is handled
 	submittedAt int64             // nanotime at intake, for the latency histogram (0: metrics off)
+	intakeAt    int64             // nanotime of this delivery's intake or redelivery
 }
 
 // reset readies a delivery for a new event, keeping nothing of the last one.
@@ -82,9 +83,10 @@ func (d *Delivery) nextDeadline() {
 func (e *Engine) accepted(d *Delivery) {
 	e.obs.accepted(d)
 	e.pending.Add(1)
-	// A monotonic reading (one clock read; time.Now takes two): the budget only measures
-	// time between its own readings.
-	e.budget.Deposit(monotonicNow())
+	// One monotonic reading (time.Now takes two) for the budget, which only measures time
+	// between its own readings, and for the crossing's gap.
+	d.intakeAt = nanotime()
+	e.budget.Deposit(clockBase.Add(time.Duration(d.intakeAt)))
 }
 
 // acked settles an acknowledged delivery.
@@ -210,6 +212,7 @@ func cancelledAfter(f *Failure) *Failure {
 // touched: a Rust route's slot is republished with a new delivery header.
 func (e *Engine) redeliver(d *Delivery) {
 	d.attempt++
+	d.intakeAt = nanotime()
 	d.nextDeadline()
 	e.dispatch(d)
 }

@@ -94,6 +94,8 @@ type Engine struct {
 	// lastYield is when a caller that settled others' completions last yielded its P
 	// (nanotime): see crossing.go's fairness rule.
 	lastYield atomic.Int64
+	// lastCross is when the last crossing began (nanotime), for the gap between crossings.
+	lastCross atomic.Int64
 	stopPoll atomic.Bool
 	// rustStopping is set before tokio stops: a delivery still waiting for a slot is then
 	// settled as cancelled rather than published to a runtime that will not run it, and no

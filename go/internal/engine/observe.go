@@ -141,10 +141,6 @@ func (o *observer) close() {
 // nanotime is a monotonic clock reading in nanoseconds.
 func nanotime() int64 { return int64(time.Since(clockBase)) }
 
-// monotonicNow is a time.Time read from the monotonic clock alone, for measuring spans of
-// time: half the clock reads of time.Now.
-func monotonicNow() time.Time { return clockBase.Add(time.Duration(nanotime())) }
-
 var clockBase = time.Now()
 
 var _ = context.Background

@@ -134,6 +134,6 @@ func (e *Engine) publish(d *Delivery) {
 		gosched()
 	}
 	if e.sq.TakeWakeup() {
-		e.crossToRust()
+		e.crossToRust(d.intakeAt)
 	}
 }

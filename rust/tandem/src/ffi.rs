@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::config::{Config, Error};
 use crate::handler::Registry;
-use crate::layout::{TANDEM_ABI_VERSION, TANDEM_KICK_GO_WAKE_OWED};
+use crate::layout::{TANDEM_ABI_VERSION, TANDEM_KICK_FREQUENT, TANDEM_KICK_GO_WAKE_OWED};
 use crate::runtime::Runtime;
 
 /// Status code returned by every fallible export.
@@ -357,12 +357,14 @@ pub unsafe extern "C" fn tandem_runtime_shutdown(
 /// records consumed, plus `TANDEM_KICK_GO_WAKE_OWED` when a completion published during the
 /// call found Go's poller parked: the caller must then consume the completion ring itself (or
 /// wake its poller). Negative: minus a `TANDEM_ERR_*` status; the caller then writes the
-/// eventfd as before. Safe from any thread while the runtime runs.
+/// eventfd as before. `flags`: `TANDEM_KICK_FREQUENT` when this crossing followed the
+/// previous one within the spin window, which may hand the ring back to the poller (one
+/// wake) instead. Safe from any thread while the runtime runs.
 ///
 /// # Safety
 /// `rt` must be a live runtime.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn tandem_runtime_kick(rt: *const tandem_runtime) -> i64 {
+pub unsafe extern "C" fn tandem_runtime_kick(rt: *const tandem_runtime, flags: u32) -> i64 {
     let status = std::cell::Cell::new(0i64);
     let st = guard(|| {
         // SAFETY: a live runtime per the contract.
@@ -370,7 +372,7 @@ pub unsafe extern "C" fn tandem_runtime_kick(rt: *const tandem_runtime) -> i64 {
             set_last_error("tandem_runtime_kick: null runtime");
             return TANDEM_ERR_INVALID_ARG;
         };
-        match rt.inner.kick() {
+        match rt.inner.kick(flags & TANDEM_KICK_FREQUENT != 0) {
             Ok(k) => {
                 let owed = if k.go_wake_owed {
                     TANDEM_KICK_GO_WAKE_OWED

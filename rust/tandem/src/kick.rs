@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Waker};
 
-use crate::completion::{DeferGoWake, now_ns};
+use crate::completion::DeferGoWake;
 use crate::poller::{Drainer, drain_submissions};
 use crate::shared::Shared;
 use crate::sync::Ordering;
@@ -61,15 +61,14 @@ const MAX_PER_KICK: usize = 256;
 /// context (to spawn the tasks of handlers that wait), then re-arms the parked flag for the
 /// sleeping poller. The caller won the ring's wake-up duty ([`crate::ring::Ring::take_wakeup`]):
 /// this discharges it.
-pub(crate) fn kick(shared: &Arc<Shared>) -> Kicked {
+///
+/// `frequent`: this kick came sooner after the previous one than the poller's spin window
+/// (the caller measures it). Arrivals that close would have kept the poller awake: a crossing
+/// may then hand the ring back to the poller (one wake) instead of re-arming, and the events
+/// that follow go through the ring with no call at all. Sparser arrivals keep crossing: one
+/// call each is cheaper than waking a thread for each.
+pub(crate) fn kick(shared: &Arc<Shared>, frequent: bool) -> Kicked {
     let deferred = DeferGoWake::begin();
-    // Arrivals closer together than the poller's spin window would have kept it awake: a
-    // crossing then hands the ring back to the poller (one wake) instead of re-arming, and
-    // the events that follow go through the ring with no call at all. Sparser arrivals keep
-    // crossing: one call each is cheaper than waking a thread for each.
-    let now = now_ns();
-    let gap = now.saturating_sub(shared.last_kick_ns.swap(now, Ordering::Relaxed));
-    let frequent = u128::from(gap) < shared.cfg.spin.as_nanos();
     let spawned = shared.counters.spawned.load(Relaxed);
     // Nobody needs waking when a handler run here first waits: it moves into a task, whose
     // first poll registers the task's own waker.

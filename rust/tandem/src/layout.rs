@@ -27,6 +27,11 @@ pub const TANDEM_PROBE_STOP: u64 = 4_294_967_296;
 /// its poller). The low 32 bits count the submission records the call consumed.
 pub const TANDEM_KICK_GO_WAKE_OWED: i64 = 4_294_967_296;
 
+/// In the flags of `tandem_runtime_kick`: this crossing came sooner after the previous one
+/// than the poller's spin window (a rate at which the poller would have stayed awake). The
+/// caller measures the gap, with a clock reading it takes anyway.
+pub const TANDEM_KICK_FREQUENT: u32 = 1;
+
 /// Submission descriptor kind: an event in request slot `slot`: a `tandem_delivery` header,
 /// then the envelope, `len` bytes.
 pub const TANDEM_SQE_EVENT: u32 = 1;

@@ -189,13 +189,13 @@ impl Runtime {
     /// Runs the submission step on the calling thread, for a submitter that found the poller
     /// parked (crate::kick): it drains the submission ring here, inline handlers included,
     /// and re-arms the poller's parked flag. Safe to call from any thread while running.
-    pub fn kick(&self) -> Result<Kicked, Error> {
+    pub fn kick(&self, frequent: bool) -> Result<Kicked, Error> {
         let Some(rt) = self.tokio.as_ref() else {
             return Err(Error::State("not running"));
         };
         let _enter = rt.enter();
         let _logs = crate::logs::enter(&self.log_queue);
-        Ok(crate::kick::kick(&self.shared))
+        Ok(crate::kick::kick(&self.shared, frequent))
     }
 
     /// Lets in-flight handlers run for up to `grace`, cancels the rest (each completes as a
@@ -393,7 +393,7 @@ mod kick_tests {
             wait_parked(&rt);
             let parks = rt.stats().parks;
             assert!(publish(&rt, round % 4, &envelope("echo.inline", b"kicked")));
-            let k = rt.kick().expect("kick");
+            let k = rt.kick(false).expect("kick");
             assert_eq!(k.drained, 1);
             assert!(
                 rt.shared.sq.is_parked(),
@@ -430,7 +430,7 @@ mod kick_tests {
         // completion on the calling thread, with no task and no worker woken.
         wait_parked(&rt);
         assert!(publish_delivery(&rt, 0, &envelope("echo", b"w"), waited));
-        rt.kick().expect("kick");
+        rt.kick(false).expect("kick");
         assert_eq!(wakes(&rt), (0, 0), "a handler that never waited took a task");
         let done = next_completion(&rt);
         assert_eq!(
@@ -442,7 +442,7 @@ mod kick_tests {
         // poller, and the worker's wake is counted.
         wait_parked(&rt);
         assert!(publish(&rt, 1, &envelope("echo", b"s")));
-        rt.kick().expect("kick");
+        rt.kick(false).expect("kick");
         assert_eq!(wakes(&rt), (1, 1));
         let done = next_completion(&rt);
         assert_eq!(done.reply, b"s");
@@ -451,7 +451,7 @@ mod kick_tests {
         // moves into a task, which finishes it.
         wait_parked(&rt);
         assert!(publish_delivery(&rt, 2, &envelope("nap", b"n"), waited));
-        rt.kick().expect("kick");
+        rt.kick(false).expect("kick");
         assert_eq!(wakes(&rt), (2, 2));
         let done = next_completion(&rt);
         assert_eq!(done.reply, b"n");
@@ -490,7 +490,7 @@ mod kick_tests {
         // ... until the next event's crossing takes it with the event.
         let releases = rt.stats().releases;
         assert!(publish(&rt, 1, &envelope("echo.inline", b"next")));
-        assert_eq!(rt.kick().expect("kick").drained, 2);
+        assert_eq!(rt.kick(false).expect("kick").drained, 2);
         assert_eq!(rt.stats().releases, releases + 1);
         assert_eq!(rt.stats().parks, parks);
         held.push(next_completion(&rt).reply_slot);
@@ -508,7 +508,7 @@ mod kick_tests {
         assert!(rt.shared.completions.ring().prepare_park());
         let go_wakeups = rt.stats().go_wakeups;
         assert!(publish(&rt, 0, &envelope("echo.inline", b"x")));
-        let k = rt.kick().expect("kick");
+        let k = rt.kick(false).expect("kick");
         assert!(
             k.go_wake_owed,
             "the completion found Go parked: the duty is the caller's"
@@ -537,7 +537,7 @@ mod kick_tests {
         rt.start().expect("start");
         wait_parked(&rt);
         assert!(publish(&rt, 0, &envelope("echo.inline", b"a")));
-        rt.kick().expect("first kick");
+        rt.kick(false).expect("first kick");
         assert_eq!(
             rt.stats().handovers,
             0,
@@ -547,7 +547,7 @@ mod kick_tests {
         // At once again (the reply is kept, so no release wakes the poller in between): the
         // arrival gap is inside the spin window.
         assert!(publish(&rt, 1, &envelope("echo.inline", b"b")));
-        rt.kick().expect("second kick");
+        rt.kick(true).expect("second kick");
         assert_eq!(
             rt.stats().handovers,
             1,

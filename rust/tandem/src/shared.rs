@@ -1,7 +1,7 @@
 //! The state a runtime's tasks share: the submission side, the completion side, the handlers,
 //! the counters and the signals of shutdown.
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
@@ -34,9 +34,6 @@ pub(crate) struct Shared {
     /// Held by whoever consumes the submission ring: the poller, a kicker (crate::kick), or
     /// `stats` once stopped.
     pub(crate) consumer: Mutex<()>,
-    /// When the last kick began (Unix ns): the arrival gap that decides whether a kick hands
-    /// the ring back to the poller.
-    pub(crate) last_kick_ns: AtomicU64,
     /// `cfg.hands_over()`, decided once.
     pub(crate) hands_over: bool,
 }
@@ -90,7 +87,6 @@ impl Shared {
             tracker: TaskTracker::new(),
             stopping: AtomicBool::new(false),
             consumer: Mutex::new(()),
-            last_kick_ns: AtomicU64::new(0),
             hands_over: cfg.hands_over(),
             cfg,
         })
