@@ -148,6 +148,12 @@ func (g *goalRun) roundTrips(ctx context.Context, cfg tandem.Config, c string) e
 			return err
 		}
 		h, rate, err := serialRun(ctx, op, g.cfg.Serial)
+		// Not a target's divisor: the same direct call after the same quiet gap as the rings'
+		// idle round trip, so the report shows what a cold cache costs any crossing.
+		var idle *hdrhistogram.Histogram
+		if err == nil {
+			idle, err = idleRun(ctx, op, g.cfg.IdleOps, gap)
+		}
 		if serr := stop(); err == nil {
 			err = serr
 		}
@@ -156,6 +162,7 @@ func (g *goalRun) roundTrips(ctx context.Context, cfg tandem.Config, c string) e
 		}
 		g.record("serial/"+c, "ops/s", rate)
 		g.recordLatency("serial/"+c, h, "")
+		g.recordLatency("idle-inline/"+c, idle, "")
 		return nil
 	case goalProbe:
 		n, err := newNativeRuntime(cfg)

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/binary"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -31,27 +32,45 @@ type requestSlot struct {
 
 // slots are the request slots: a free list, each slot's owner word, and views of the
 // shared region (a delivery header, then the envelope).
+//
+// The free list is a stack: the slot freed last, whose lines are still in the caches and
+// whose page is still in the TLB on both sides, is taken first. (A queue hands out the slot
+// idle longest: at idle, every event then starts with cache and TLB misses on a slot of its
+// own, microseconds of a round trip that is otherwise one.) tokens counts the free slots, so
+// that a submitter can wait for one under the Block policy.
 type slots struct {
-	e        *Engine
-	layout   *abi.Layout
-	freeList chan uint32
-	table    []requestSlot
+	e      *Engine
+	layout *abi.Layout
+	tokens chan struct{}
+	mu     sync.Mutex
+	stack  []uint32
+	table  []requestSlot
 }
 
 func (s *slots) init(e *Engine, l *abi.Layout) {
 	s.e, s.layout = e, l
-	s.freeList = make(chan uint32, l.ReqSlots)
+	s.tokens = make(chan struct{}, l.ReqSlots)
+	s.stack = make([]uint32, 0, l.ReqSlots)
 	for i := range l.ReqSlots {
-		s.freeList <- i
+		s.tokens <- struct{}{}
+		s.stack = append(s.stack, l.ReqSlots-1-i) // slot 0 on top
 	}
 	s.table = make([]requestSlot, l.ReqSlots)
 }
 
+// pop takes the most recently freed slot; the caller holds one of tokens.
+func (s *slots) pop() uint32 {
+	s.mu.Lock()
+	idx := s.stack[len(s.stack)-1]
+	s.stack = s.stack[:len(s.stack)-1]
+	s.mu.Unlock()
+	return idx
+}
+
 // acquire takes a free request slot, applying the overload policy when there is none.
 func (s *slots) acquire(ctx context.Context, policy Overload, closing <-chan struct{}) (uint32, error) {
-	var idx uint32
 	select {
-	case idx = <-s.freeList:
+	case <-s.tokens:
 	default:
 		switch policy {
 		case Reject:
@@ -60,13 +79,14 @@ func (s *slots) acquire(ctx context.Context, policy Overload, closing <-chan str
 			return 0, ErrShed
 		}
 		select {
-		case idx = <-s.freeList:
+		case <-s.tokens:
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		case <-closing:
 			return 0, ErrClosed
 		}
 	}
+	idx := s.pop()
 	if !s.table[idx].owner.CompareAndSwap(slotFree, slotGo) {
 		s.e.violation("request slot taken from the free list was not free", idx)
 	}
@@ -79,7 +99,10 @@ func (s *slots) free(idx uint32) {
 	sl.d.Store(nil)
 	sl.gen++
 	sl.owner.Store(slotFree)
-	s.freeList <- idx
+	s.mu.Lock()
+	s.stack = append(s.stack, idx)
+	s.mu.Unlock()
+	s.tokens <- struct{}{}
 }
 
 // base is the start of request slot idx: its delivery header.
@@ -123,7 +146,7 @@ func (e *Engine) publish(d *Delivery) {
 	sl := &e.slots.table[d.slot]
 	e.slots.writeHeader(d)
 	token := uint64(sl.gen)<<32 | uint64(d.slot)
-	idx, length, flags := d.slot, d.length, d.route.RustIndex
+	idx, length, flags, at := d.slot, d.length, d.route.RustIndex, d.intakeAt
 	if !sl.owner.CompareAndSwap(slotGo, slotRust) {
 		e.violation("published a request slot Go did not hold", idx)
 	}
@@ -134,6 +157,6 @@ func (e *Engine) publish(d *Delivery) {
 		gosched()
 	}
 	if e.sq.TakeWakeup() {
-		e.crossToRust(d.intakeAt)
+		e.crossToRust(at)
 	}
 }
