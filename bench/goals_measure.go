@@ -95,7 +95,7 @@ func (g *goalRun) runRound(ctx context.Context, cfg tandem.Config, order []strin
 		},
 		// Goal 5: what rings costs once load stops.
 		func() error {
-			res, err := MeasureIdleCPU(goalRings, RingsLoad, g.cfg.Workers, g.cfg.IdleCPUBurst, g.cfg.IdleCPUWait)
+			res, err := MeasureIdleCPU(goalRings, RingsLoad, g.cfg.Workers, g.cfg.IdleCPUBurst, g.cfg.IdleCPUSettle, g.cfg.IdleCPUWait)
 			if err != nil {
 				return fmt.Errorf("idle CPU: %w", err)
 			}

@@ -684,8 +684,10 @@ type IdleCPUResult struct {
 func (r IdleCPUResult) Cores() float64 { return r.CPU.Seconds() / r.Idle.Seconds() }
 
 // MeasureIdleCPU starts c, runs it closed-loop from workers goroutines for burst, stops
-// issuing, and reads getrusage(RUSAGE_SELF) on both sides of the following idle period.
-func MeasureIdleCPU(name string, c LoadContender, workers int, burst, idle time.Duration) (res IdleCPUResult, err error) {
+// issuing, lets settle pass (the pollers' spin windows, a garbage collection, pools
+// shrinking: what load leaves behind), and reads getrusage(RUSAGE_SELF) on both sides of
+// the idle period that follows.
+func MeasureIdleCPU(name string, c LoadContender, workers int, burst, settle, idle time.Duration) (res IdleCPUResult, err error) {
 	op, stop, err := c()
 	if err != nil {
 		return res, err
@@ -699,6 +701,7 @@ func MeasureIdleCPU(name string, c LoadContender, workers int, burst, idle time.
 	if err != nil {
 		return res, err
 	}
+	time.Sleep(settle)
 	before, err := loadCPU()
 	if err != nil {
 		return res, err

@@ -56,14 +56,14 @@ const longEnv = "TANDEM_BENCH_LONG"
 // ResourceSizes are the sizes of the resource measurements: full, or small enough for
 // ./build.sh test's -benchtime=1x smoke run.
 type resourceSizes struct {
-	idleBurst, idle  time.Duration
-	threadEvents     int
-	rssEvents, every int
+	idleBurst, idleSettle, idle time.Duration
+	threadEvents                int
+	rssEvents, every            int
 }
 
 func resourceSizesFor(smoke bool) resourceSizes {
 	z := resourceSizes{
-		idleBurst: 300 * time.Millisecond, idle: time.Second,
+		idleBurst: 300 * time.Millisecond, idleSettle: time.Second, idle: time.Second,
 		threadEvents: 10000,
 		rssEvents:    200_000, every: 20_000,
 	}
@@ -71,7 +71,7 @@ func resourceSizesFor(smoke bool) resourceSizes {
 		z.rssEvents, z.every = 10_000_000, 1_000_000
 	}
 	if smoke {
-		z.idleBurst, z.idle = 50*time.Millisecond, 200*time.Millisecond
+		z.idleBurst, z.idleSettle, z.idle = 50*time.Millisecond, 0, 200*time.Millisecond
 		z.threadEvents = 1000
 		if os.Getenv(longEnv) != "1" {
 			z.rssEvents, z.every = 20_000, 5_000
@@ -89,7 +89,7 @@ func BenchmarkIdleCPU(b *testing.B) {
 	for _, name := range slices.Sorted(maps.Keys(LoadContenders)) {
 		b.Run(name, func(b *testing.B) {
 			r := oneShot(b, func() (IdleCPUResult, error) {
-				return MeasureIdleCPU(name, LoadContenders[name], 64, z.idleBurst, z.idle)
+				return MeasureIdleCPU(name, LoadContenders[name], 64, z.idleBurst, z.idleSettle, z.idle)
 			})
 			b.ReportMetric(100*r.Cores(), "idle-cpu-%")
 			b.ReportMetric(float64(r.BurstOps)/z.idleBurst.Seconds(), "burst-ops/s")

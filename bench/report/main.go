@@ -58,14 +58,14 @@ func main() {
 	}
 
 	cfg := bench.OpenLoopConfig{Step: *step, Logf: log.Printf}
-	idle, idleBurst := time.Second, 300*time.Millisecond
+	idle, idleBurst, idleSettle := time.Second, 300*time.Millisecond, time.Second
 	threadEvents, rssEvents, rssEvery := 10000, 200_000, 20_000
 	if r.longRSS {
 		rssEvents, rssEvery = 10_000_000, 1_000_000
 	}
 	if *quick {
 		cfg.Step, cfg.Burst = 100*time.Millisecond, 100*time.Millisecond
-		idle, idleBurst, threadEvents, rssEvents, rssEvery = 200*time.Millisecond, 50*time.Millisecond, 1000, 20_000, 5_000
+		idle, idleBurst, idleSettle, threadEvents, rssEvents, rssEvery = 200*time.Millisecond, 50*time.Millisecond, 0, 1000, 20_000, 5_000
 	}
 
 	var err error
@@ -92,7 +92,7 @@ func main() {
 		}
 	}
 	for _, name := range sortedNames() {
-		res, err := bench.MeasureIdleCPU(name, bench.LoadContenders[name], 64, idleBurst, idle)
+		res, err := bench.MeasureIdleCPU(name, bench.LoadContenders[name], 64, idleBurst, idleSettle, idle)
 		if err != nil {
 			r.idleSkipped = append(r.idleSkipped, name+": "+err.Error())
 			continue
