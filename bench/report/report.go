@@ -289,8 +289,9 @@ func stepOf(ss []bench.Sweep) string {
 
 func (r *report) writeResources(w func(string, ...any)) {
 	w("## Resources\n\n### Idle CPU after load stops\n\n")
-	w("CPU time of the whole process (getrusage: Go and Rust threads) over the idle period right\n")
-	w("after a closed-loop burst, as a share of one core. The sidecar's own process is not counted.\n\n")
+	w("CPU time of the whole process (getrusage: Go and Rust threads) over the idle period that\n")
+	w("begins one second after a closed-loop burst stops, as a share of one core. The sidecar's own\n")
+	w("process is not counted.\n\n")
 	w("| contender | burst | idle period | CPU used | share of a core |\n|---|---:|---:|---:|---:|\n")
 	for _, i := range r.idle {
 		w("| %s | %d ops | %v | %v | %.2f%% |\n", i.Contender, i.BurstOps, i.Idle.Round(time.Millisecond), i.CPU.Round(10*time.Microsecond), 100*i.Cores())
