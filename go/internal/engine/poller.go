@@ -14,16 +14,20 @@ import (
 )
 
 // poll is the completion poller, the completion ring's consumer whenever no publisher holds
-// that role (crossing.go). It drains in batches, busy-polls an empty ring for SpinWindow (yielding its P between checks, so on a
-// small machine the handlers still run), then parks on the Go eventfd through the netpoller.
+// that role (crossing.go). It drains in batches, busy-polls an empty ring for as long as the
+// arrivals it sees suggest the next one is near (spinWindow; yielding its P between checks,
+// so on a small machine the handlers still run), then parks on the Go eventfd through the
+// netpoller.
 func (e *Engine) poll() {
 	defer close(e.pollDone)
 	var d ring.Desc
 	var buf [8]byte
-	var idleSince time.Time
+	var idleSince int64
+	sp := spinner{max: int64(e.cfg.SpinWindow)}
 	for {
 		if n := e.pollTurn(&d); n > 0 {
-			idleSince = time.Time{}
+			sp.arrived(nanotime())
+			idleSince = 0
 			continue
 		}
 		if e.stopPoll.Load() {
@@ -33,16 +37,16 @@ func (e *Engine) poll() {
 			runtime.Gosched() // a publisher is settling the last completions
 			continue
 		}
-		if e.cfg.SpinWindow > 0 {
-			now := time.Now()
-			if idleSince.IsZero() {
+		if w := sp.window(); w > 0 {
+			now := nanotime()
+			if idleSince == 0 {
 				idleSince = now
 			}
-			if now.Sub(idleSince) < e.cfg.SpinWindow {
+			if now-idleSince < w {
 				runtime.Gosched()
 				continue
 			}
-			idleSince = time.Time{}
+			idleSince = 0
 		}
 		if !e.cq.PreparePark() {
 			continue
@@ -151,4 +155,45 @@ func (e *Engine) rustFailure(c *ring.Desc, d *Delivery, reply *Reply) *Failure {
 	e.log.Debug("tandem: handler failed", zap.String("runtime", "rust"), zap.String("handler", f.Envelope.Handler),
 		zap.String("event_type", d.typ), zap.String("outcome", f.Outcome.String()), zap.String("code", f.Envelope.Code))
 	return f
+}
+
+// spinner sizes a poller's spin window from the gaps between the arrivals it sees (Aeron's
+// idle strategies, fitted to the load): spinning pays only when the next arrival is likely
+// to come within the window. Arrivals closer together than max: spin twice the average gap
+// (long enough to catch the next, no longer), so a stream that stops is followed by a short
+// spin, not a whole window. Arrivals sparser than max: no spin at all, since the poller would
+// park before the next anyway, and each spin is a core's worth of CPU thrown away. The average
+// is an exponentially weighted one (1/8 per arrival), with each gap counted as at most twice
+// max, so a long idle spell is forgotten after a few close arrivals. Not safe for concurrent
+// use: one per poller.
+type spinner struct {
+	max  int64 // the configured spin window, ns; 0 or less: never spin
+	avg  int64 // the average gap, ns; 0 until two arrivals were seen
+	last int64 // the last arrival, nanotime
+}
+
+// arrived records an arrival at now (nanotime).
+func (s *spinner) arrived(now int64) {
+	if s.last != 0 {
+		gap := min(now-s.last, 2*s.max)
+		if s.avg == 0 {
+			s.avg = gap
+		} else {
+			s.avg += (gap - s.avg) / 8
+		}
+	}
+	s.last = now
+}
+
+// window is how long to spin on an empty ring before parking, ns.
+func (s *spinner) window() int64 {
+	switch {
+	case s.max <= 0:
+		return 0
+	case s.avg == 0:
+		return s.max // nothing learned yet
+	case s.avg > s.max:
+		return 0
+	}
+	return min(2*s.avg, s.max)
 }

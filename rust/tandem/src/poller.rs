@@ -13,11 +13,14 @@ use crate::layout::{TANDEM_SQE_EVENT, TANDEM_SQE_RELEASE};
 use crate::shared::Shared;
 use crate::sync::Ordering;
 
-/// The poller: drains the submission ring in batches, busy-polls an empty ring for
-/// `cfg.spin`, then parks on the eventfd until Go wakes it.
+/// The poller: drains the submission ring in batches, busy-polls an empty ring for as long as
+/// the arrivals it sees suggest the next one is near (at most `cfg.spin`; [`Spinner`]), then
+/// parks on the eventfd until Go wakes it.
 pub(crate) async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>) {
     const BATCH: usize = 256;
     let mut idle_since: Option<Instant> = None;
+    let epoch = Instant::now();
+    let mut spinner = Spinner::new(shared.cfg.spin);
     loop {
         let n = std::future::poll_fn(|cx| {
             let _g = shared.consumer.lock().unwrap_or_else(|p| p.into_inner());
@@ -25,6 +28,7 @@ pub(crate) async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>)
         })
         .await;
         if n > 0 {
+            spinner.arrived(epoch.elapsed());
             idle_since = None;
             // Let the tasks just spawned run on this worker before the next batch.
             tokio::task::yield_now().await;
@@ -34,7 +38,7 @@ pub(crate) async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>)
             return;
         }
         let now = Instant::now();
-        if now.duration_since(*idle_since.get_or_insert(now)) < shared.cfg.spin {
+        if now.duration_since(*idle_since.get_or_insert(now)) < spinner.window() {
             tokio::task::yield_now().await;
             continue;
         }
@@ -55,6 +59,59 @@ pub(crate) async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>)
             Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
         }
         shared.sq.unpark();
+    }
+}
+
+/// Sizes a poller's spin window from the gaps between the arrivals it sees (Aeron's idle
+/// strategies, fitted to the load): spinning pays only when the next arrival is likely to
+/// come within the window. Arrivals closer together than `max`: spin twice the average gap,
+/// so a stream that stops is followed by a short spin, not a whole window. Arrivals sparser
+/// than `max`: no spin, since the poller would park before the next anyway. The average
+/// weighs each arrival 1/8, and counts a gap as at most twice `max`, so a long idle spell is
+/// forgotten after a few close arrivals. Go's completion poller sizes its spin the same way
+/// (go/internal/engine/poller.go).
+#[derive(Debug)]
+pub(crate) struct Spinner {
+    max: Duration,
+    /// The average gap; zero until two arrivals were seen.
+    avg: Duration,
+    /// The last arrival, as time since the poller began.
+    last: Option<Duration>,
+}
+
+impl Spinner {
+    pub(crate) fn new(max: Duration) -> Spinner {
+        Spinner {
+            max,
+            avg: Duration::ZERO,
+            last: None,
+        }
+    }
+
+    /// Records an arrival at `now` (time since the poller began).
+    pub(crate) fn arrived(&mut self, now: Duration) {
+        if let Some(last) = self.last {
+            let gap = now.saturating_sub(last).min(2 * self.max);
+            self.avg = if self.avg.is_zero() {
+                gap
+            } else if gap >= self.avg {
+                self.avg + (gap - self.avg) / 8
+            } else {
+                self.avg - (self.avg - gap) / 8
+            };
+        }
+        self.last = Some(now);
+    }
+
+    /// How long to spin on an empty ring before parking.
+    pub(crate) fn window(&self) -> Duration {
+        if self.max.is_zero() || self.avg > self.max {
+            Duration::ZERO
+        } else if self.avg.is_zero() {
+            self.max
+        } else {
+            (2 * self.avg).min(self.max)
+        }
     }
 }
 
@@ -116,6 +173,35 @@ pub(crate) fn drain_submissions(
 mod tests {
     use super::*;
     use crate::testing::*;
+
+    #[test]
+    fn the_spin_window_fits_the_arrivals() {
+        let us = Duration::from_micros;
+        let mut s = Spinner::new(us(50));
+        assert_eq!(s.window(), us(50), "before any arrival: the configured window");
+        let mut now = us(1);
+        for _ in 0..50 {
+            now += us(5);
+            s.arrived(now);
+        }
+        assert_eq!(s.window(), us(10), "arrivals every 5 µs: spin twice that");
+        for _ in 0..50 {
+            now += us(200);
+            s.arrived(now);
+        }
+        assert_eq!(s.window(), Duration::ZERO, "arrivals every 200 µs: no spin");
+        now += Duration::from_secs(10);
+        s.arrived(now);
+        let close = (1..=40)
+            .find(|_| {
+                now += us(5);
+                s.arrived(now);
+                s.window() > Duration::ZERO
+            })
+            .expect("close arrivals after an idle spell bring the spin back");
+        assert!(close <= 10, "took {close} arrivals");
+        assert_eq!(Spinner::new(Duration::ZERO).window(), Duration::ZERO);
+    }
 
     #[test]
     fn double_release_and_bad_slots_are_counted_not_acted_on() {
