@@ -160,11 +160,11 @@ func (s GoalStatus) String() string {
 	return "not measured"
 }
 
-// GoalTarget is one target of issue 10 and how this run fared against it.
+// GoalTarget is one latency target of the crossing and how this run fared against it.
 type GoalTarget struct {
 	// ID names the target in tables and in the benchmark-format lines: "idle-inline-p50".
 	ID string
-	// Goal is the issue's number for the target (1 to 5).
+	// Goal numbers the target's group (1 to 5: idle round trips, the idle task handler, the open loop, serial and saturation, idle CPU).
 	Goal int
 	// What says what is compared: "rings idle p50 / direct serial p50".
 	What string
@@ -261,7 +261,7 @@ func (g *goalRun) skip(name string, err error) bool {
 	return true
 }
 
-// RunGoals measures issue 10's targets of tandem's crossing (see GoalsConfig for the shape of
+// RunGoals measures the targets of tandem's crossing (see GoalsConfig for the shape of
 // the run and docs/benchmarks.md for each target) in cfg.Rounds rounds, the contenders'
 // order reversed every other round, and returns each target's verdict with the figures behind
 // it. A contender this build cannot run (direct and callback without cgo) is skipped and the

@@ -9,7 +9,7 @@ import (
 )
 
 // TestGoalsQuick runs the goals once, tiny, and checks what the report relies on: every
-// target of issue 10 is there, each with a finite value or "not measured" and a reason,
+// latency target of the crossing is there, each with a finite value or "not measured" and a reason,
 // never met without a measurement; every row renders; the benchmark-format lines parse.
 // It checks the structure, not the figures, which a quick run on a shared machine cannot
 // vouch for.

@@ -42,9 +42,10 @@ func main() {
 	suiteStart := flag.Int64("suite-start", 0, "Unix time the whole ./build.sh bench started, to report its wall time")
 	quick := flag.Bool("quick", false, "short steps and small resource runs, to check the program")
 	loadBefore := flag.String("load-before", "", "the load average when ./build.sh bench started (else read now, after the suites)")
-	goals := flag.Bool("goals", true, "measure issue 10's goals in interleaved rounds first (-quick: one tiny round)")
+	goals := flag.Bool("goals", true, "measure the crossing's latency goals in interleaved rounds first (-quick: one tiny round)")
 	goalsRounds := flag.Int("goals-rounds", 0, "the goals' rounds; 0: 5, or 1 with -quick (benchstat wants 6 or more per file for a confidence interval)")
 	goalsBench := flag.String("goals-bench", "goals.txt", "where in -out to write the goals' rounds as Go benchmark lines, for benchstat (empty: nowhere)")
+	onlyGoals := flag.Bool("only-goals", false, "measure the goals and print their table, nothing else (no REPORT.md)")
 	var benchFiles listFlag
 	flag.Var(&benchFiles, "bench-file", "go test -bench output to include (repeatable)")
 	flag.Parse()
@@ -76,6 +77,25 @@ func main() {
 			log.Fatalf("goals: %v", err)
 		}
 		r.goals = &g
+		if *onlyGoals {
+			if *goalsBench != "" {
+				if err := os.MkdirAll(*out, 0o755); err != nil {
+					log.Fatal(err)
+				}
+				f, err := os.Create(filepath.Join(*out, *goalsBench))
+				if err != nil {
+					log.Fatal(err)
+				}
+				if err := g.WriteBenchFormat(f); err != nil {
+					log.Fatal(err)
+				}
+				if err := f.Close(); err != nil {
+					log.Fatal(err)
+				}
+			}
+			fmt.Print(g.Table())
+			return
+		}
 	}
 	log.Printf("open loop: %d contenders, %v per rate", len(bench.LoadContenders), cfg.Step)
 	r.sweeps, err = bench.RunOpenLoopAll(context.Background(), bench.LoadContenders, cfg)
