@@ -96,6 +96,9 @@ type Engine struct {
 	lastYield atomic.Int64
 	// lastCross is when the last crossing began (nanotime), for the gap between crossings.
 	lastCross atomic.Int64
+	// roomy: the machine has cores to spare for a spinning poller beside the other
+	// (spareCoresForAPoller, as Rust's Config::handover decides by default).
+	roomy bool
 	stopPoll atomic.Bool
 	// rustStopping is set before tokio stops: a delivery still waiting for a slot is then
 	// settled as cancelled rather than published to a runtime that will not run it, and no
@@ -152,7 +155,7 @@ func New(cfg Config) (*Engine, error) {
 	case err != nil:
 		return nil, fmt.Errorf("tandem: creating the Rust runtime: %w", err)
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, h: h, layout: layout}
+	e := &Engine{cfg: cfg, log: cfg.Logger, h: h, layout: layout, roomy: runtime.NumCPU() >= spareCoresForAPoller}
 	if err := e.init(); err != nil {
 		abi.Free(h)
 		return nil, err

@@ -37,7 +37,9 @@ func (e *Engine) poll() {
 			runtime.Gosched() // a publisher is settling the last completions
 			continue
 		}
-		if w := sp.window(); w > 0 {
+		// On a small machine two busy pollers would take both cores from the handlers and
+		// the callers: this one spins only while Rust's is parked.
+		if w := sp.window(); w > 0 && (e.roomy || e.sq.Parked()) {
 			now := nanotime()
 			if idleSince == 0 {
 				idleSince = now
@@ -156,6 +158,11 @@ func (e *Engine) rustFailure(c *ring.Desc, d *Delivery, reply *Reply) *Failure {
 		zap.String("event_type", d.typ), zap.String("outcome", f.Outcome.String()), zap.String("code", f.Envelope.Code))
 	return f
 }
+
+// spareCoresForAPoller is the core count from which a poller may spin while the other side's
+// is awake too: one core each for the pollers, the rest for Go and the handlers (Rust's
+// SPARE_CORES_FOR_A_POLLER decides its side the same way).
+const spareCoresForAPoller = 4
 
 // spinner sizes a poller's spin window from the gaps between the arrivals it sees (Aeron's
 // idle strategies, fitted to the load): spinning pays only when the next arrival is likely

@@ -132,6 +132,10 @@ func (r *Ring) PreparePark() bool {
 	return false
 }
 
+// Parked reports whether the consumer's parked flag is up (a snapshot): for the other
+// side's poller deciding whether to spin.
+func (r *Ring) Parked() bool { return atomic.LoadUint32(r.u32(abi.RingParked)) == 1 }
+
 // Unpark lowers the parked flag after a wake-up.
 func (r *Ring) Unpark() { atomic.StoreUint32(r.u32(abi.RingParked), 0) }
 

@@ -254,6 +254,11 @@ impl Completions {
         self.cq.len()
     }
 
+    /// Whether Go's completion poller is parked (a snapshot).
+    pub(crate) fn go_parked(&self) -> bool {
+        self.cq.is_parked()
+    }
+
     /// The completion ring, for tests playing Go's poller.
     #[cfg(all(test, not(loom)))]
     pub(crate) fn ring(&self) -> &Ring {

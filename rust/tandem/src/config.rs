@@ -28,7 +28,10 @@ pub struct Config {
     pub rep_slot_size: u32,
     /// Reply slots.
     pub rep_slots: u32,
-    /// How long the poller busy-polls an empty ring before it parks.
+    /// The longest the poller busy-polls an empty ring before it parks: it spins twice the
+    /// gap it sees between arrivals, not at all when they are sparser than this, and, on a
+    /// machine without cores to spare (`handover`), only while Go's completion poller is
+    /// parked.
     pub spin: Duration,
     /// Whether submitters that cross (crate::kick) hand the ring back to the poller when
     /// they come closer together than `spin`, so that under load the poller spins and events

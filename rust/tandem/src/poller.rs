@@ -37,8 +37,15 @@ pub(crate) async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>)
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
+        // On a small machine two busy pollers would take both cores from the handlers and the
+        // submitters: this one spins only while Go's is parked.
+        let window = if shared.hands_over || shared.completions.go_parked() {
+            spinner.window()
+        } else {
+            Duration::ZERO
+        };
         let now = Instant::now();
-        if now.duration_since(*idle_since.get_or_insert(now)) < spinner.window() {
+        if now.duration_since(*idle_since.get_or_insert(now)) < window {
             tokio::task::yield_now().await;
             continue;
         }

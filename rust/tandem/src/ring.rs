@@ -178,8 +178,8 @@ impl Ring {
                 .is_ok()
     }
 
-    /// Whether the consumer's parked flag is up, for tests of the wake-up handshake.
-    #[cfg(all(test, not(loom)))]
+    /// Whether the consumer's parked flag is up: a snapshot, for the other side's poller
+    /// deciding whether to spin, and tests of the wake-up handshake.
     pub(crate) fn is_parked(&self) -> bool {
         self.header().parked.load(Ordering::SeqCst) == 1
     }

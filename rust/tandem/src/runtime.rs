@@ -501,6 +501,37 @@ mod kick_tests {
     }
 
     #[test]
+    fn on_a_small_machine_the_poller_spins_only_while_gos_is_parked() {
+        let mut reg = Registry::new();
+        reg.register_inline("echo.inline", "echo-inline", Echo);
+        // A spin window of a minute: a poller that spins is still awake long after the test.
+        let cfg = Config {
+            spin: Duration::from_secs(60),
+            handover: Some(false),
+            ..small()
+        };
+        let mut rt = Runtime::new(cfg, reg).expect("runtime");
+        rt.start().expect("start");
+        // Go's poller (played by the test) is awake: the Rust poller parks at once, after
+        // start and after each event, however long its spin window. (How long it spins
+        // while Go's is parked is the spinner's, tested in poller.rs.)
+        wait_parked(&rt);
+        let parks = rt.stats().parks;
+        submit(&rt, 0, &envelope("echo.inline", b"a"));
+        let done = next_completion(&rt);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rt.stats().parks == parks {
+            assert!(
+                Instant::now() < deadline,
+                "the poller spun beside an awake Go poller"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+
+    #[test]
     fn completions_published_while_kicking_defer_the_go_wake() {
         let mut rt = runtime();
         wait_parked(&rt);
