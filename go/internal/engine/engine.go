@@ -90,7 +90,7 @@ type Engine struct {
 	pollDone chan struct{}
 	// cqOwner is held by whoever consumes the completion ring: the poller, or a publisher
 	// settling completions itself (crossing.go).
-	cqOwner  atomic.Uint32
+	cqOwner atomic.Uint32
 	// lastYield is when a caller that settled others' completions last yielded its P
 	// (nanotime): see crossing.go's fairness rule.
 	lastYield atomic.Int64
@@ -98,7 +98,7 @@ type Engine struct {
 	lastCross atomic.Int64
 	// roomy: the machine has cores to spare for a spinning poller beside the other
 	// (spareCoresForAPoller, as Rust's Config::handover decides by default).
-	roomy bool
+	roomy    bool
 	stopPoll atomic.Bool
 	// rustStopping is set before tokio stops: a delivery still waiting for a slot is then
 	// settled as cancelled rather than published to a runtime that will not run it, and no
