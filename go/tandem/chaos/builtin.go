@@ -162,8 +162,12 @@ func setupBuiltin(rt *tandem.Runtime) error {
 		func() error { return overloadGo(rt, "chaos.go.block", sleeper(overloadWork), tandem.Block) },
 		func() error { return overloadGo(rt, "chaos.go.reject", sleeper(overloadWork), tandem.Reject) },
 		func() error { return overloadGo(rt, "chaos.go.shed", sleeper(overloadWork), tandem.Shed) },
-		func() error { return rt.HandleRust("chaos.rust.block", "demo.sleep", tandem.WithOverload(tandem.Block)) },
-		func() error { return rt.HandleRust("chaos.rust.reject", "demo.sleep", tandem.WithOverload(tandem.Reject)) },
+		func() error {
+			return rt.HandleRust("chaos.rust.block", "demo.sleep", tandem.WithOverload(tandem.Block))
+		},
+		func() error {
+			return rt.HandleRust("chaos.rust.reject", "demo.sleep", tandem.WithOverload(tandem.Reject))
+		},
 		func() error { return rt.HandleRust("chaos.rust.shed", "demo.sleep", tandem.WithOverload(tandem.Shed)) },
 		func() error {
 			return rt.Handle("chaos.go.breaker", "chaos-breaker", failing, tandem.WithRetry(shortRetry),
@@ -177,7 +181,9 @@ func setupBuiltin(rt *tandem.Runtime) error {
 			return rt.Handle("chaos.go.call", "chaos-call", sleeper(3*time.Millisecond), tandem.WithOverload(tandem.Reject),
 				tandem.WithWorkers(1, 8))
 		},
-		func() error { return rt.HandleRust("chaos.rust.call", "demo.sleep", tandem.WithOverload(tandem.Reject)) },
+		func() error {
+			return rt.HandleRust("chaos.rust.call", "demo.sleep", tandem.WithOverload(tandem.Reject))
+		},
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {

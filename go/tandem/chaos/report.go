@@ -44,7 +44,7 @@ type Second struct {
 
 // Latency summarises the latency of every answer, from its due time.
 type Latency struct {
-	Count              int64
+	Count               int64
 	P50, P99, P999, Max time.Duration
 }
 
