@@ -17,8 +17,10 @@ type Report struct {
 	Scenario, Profile string
 	// Duration is how long events were offered; Elapsed the whole run, drain included.
 	Duration, Elapsed time.Duration
-	// Restarts counts mid-flight Shutdowns followed by a new runtime.
+	// Restarts counts mid-flight Shutdowns followed by a new runtime; RestartsAt says when
+	// each began, from the run's start.
 	Restarts   int
+	RestartsAt []time.Duration
 	Seconds    []Second
 	Tally      Tally
 	Invariants []Invariant
@@ -123,8 +125,8 @@ type series struct {
 // with the restarts marked.
 func (r *Report) TimelineSVG() string {
 	const (
-		width, left, right, top = 900, 70, 190, 40
-		panelH, gap             = 230, 50
+		width, left, right, top = 900, 70, 190, 50
+		panelH, gap             = 230, 50 // the rates' panel and the latency panel
 		plotW                   = width - left - right
 		height                  = top + 2*panelH + gap + 50
 	)
@@ -132,7 +134,8 @@ func (r *Report) TimelineSVG() string {
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	w(`<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
 	w(`<rect width="100%%" height="100%%" fill="white"/>` + "\n")
-	w(`<text x="%d" y="22" font-size="15" font-weight="bold">tandem chaos: %s, %s</text>`+"\n", left-40, esc(r.Scenario), esc(r.Profile))
+	w(`<text x="%d" y="18" font-size="15" font-weight="bold">tandem chaos: scenario %s, %d restarts (dashed)</text>`+"\n", left-40, esc(r.Scenario), r.Restarts)
+	w(`<text x="%d" y="32" font-size="10" fill="#444">%s</text>`+"\n", left-40, esc(r.Profile))
 	if len(r.Seconds) == 0 {
 		w(`<text x="%d" y="%d">no data</text></svg>`+"\n", left, top+20)
 		return b.String()
@@ -157,6 +160,10 @@ func (r *Report) TimelineSVG() string {
 			w(`<text x="%d" y="%.1f" text-anchor="end" dominant-baseline="middle">%s</text>`+"\n", left-6, y, format(v))
 		}
 		w(`<text x="%d" y="%d" font-weight="bold">%s</text>`+"\n", left, y0-6, esc(title))
+		for _, at := range r.RestartsAt {
+			x := left + float64(at)/float64(r.Seconds[n-1].At)*plotW
+			w(`<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#444" stroke-dasharray="4 3"/>`+"\n", x, y0, x, y0+panelH)
+		}
 		for i, s := range ss {
 			var pts []string
 			for j, sec := range r.Seconds {

@@ -249,6 +249,7 @@ func (r *runner) restartLoop(ctx context.Context, rep *Report) error {
 		case <-t.C:
 		}
 		old := r.cur.Load()
+		at := time.Since(r.started)
 		// Events offered meanwhile meet the old runtime, draining: ErrClosed.
 		r.stop(old, r.o.RestartGrace)
 		rt, err := r.start()
@@ -258,9 +259,10 @@ func (r *runner) restartLoop(ctx context.Context, rep *Report) error {
 		r.cur.Store(rt)
 		r.mu.Lock()
 		rep.Restarts++
+		rep.RestartsAt = append(rep.RestartsAt, at)
 		r.mu.Unlock()
 		r.logf("restart %d at %v: Shutdown with %v of grace, then a new runtime", rep.Restarts,
-			time.Since(r.started).Round(time.Millisecond), r.o.RestartGrace)
+			at.Round(time.Millisecond), r.o.RestartGrace)
 	}
 }
 
