@@ -34,7 +34,7 @@ func chaosMain(args []string, stdout, stderr io.Writer) int {
 	sinkSlow := fs.Float64("sink-slow", 0.05, "share of dead-letter writes delayed by -sink-delay (with sink-slow on)")
 	sinkDelay := fs.Duration("sink-delay", 5*time.Millisecond, "the delay of a slow dead-letter write")
 	restarts := fs.Int("restarts", 2, "mid-flight Shutdowns, each followed by a new runtime, evenly spread (with restart on)")
-	maxInFlight := fs.Int("max-in-flight", 128, "request slots (Config.MaxInFlight): small, so bursts fill them and the Rust overload policies act")
+	maxInFlight := fs.Int("max-in-flight", 64, "request slots (Config.MaxInFlight): small, so bursts fill them and the Rust overload policies act")
 	seed := fs.Uint64("seed", 1, "seed of every random choice")
 	out := fs.String("out", "chaos-report", "directory for timeline.svg and report.md (empty: none)")
 	quiet := fs.Bool("q", false, "do not print the per-second lines")

@@ -45,15 +45,19 @@ type Faults struct {
 // healthy, so every fault is seen within seconds at a few hundred events per second.
 func AllFaults() Faults {
 	return Faults{GoPanic: 0.02, GoExit: 0.02, RustPanic: 0.02, Slow: 0.01, RetryStorm: 0.03,
-		Overload: 0.12, Breaker: 0.05, CancelSubmit: 0.04, CancelCall: 0.04}
+		Overload: 0.18, Breaker: 0.05, CancelSubmit: 0.04, CancelCall: 0.04}
 }
 
 // The Builtin scenario's route timeouts and schedules: short, so a fault settles within
 // milliseconds and a run of seconds sees many.
 const (
 	builtinTimeout = 20 * time.Millisecond
-	// overloadWork is how long an overload route's handler takes.
-	overloadWork = 2 * time.Millisecond
+	// overloadWork is how long a Go overload route's handler takes: each route serves 50
+	// events/s, which the square profile's bursts at 10× -rate exceed.
+	overloadWork = 20 * time.Millisecond
+	// overloadSleep is how long a Rust overload route's handler holds its request slot (the
+	// demo.sleep extension, ms): bursts then take every slot of a small Config.MaxInFlight.
+	overloadSleep = "200"
 )
 
 var (
@@ -106,9 +110,9 @@ func Builtin(f Faults) Scenario {
 		{Name: "go overload Block", Weight: f.Overload / 6, Event: ev("chaos.go.block", "")},
 		{Name: "go overload Reject", Weight: f.Overload / 6, Event: ev("chaos.go.reject", "")},
 		{Name: "go overload Shed", Weight: f.Overload / 6, Event: ev("chaos.go.shed", "")},
-		{Name: "rust overload Block", Weight: f.Overload / 6, Event: ev("chaos.rust.block", "", "sleep_ms", "40")},
-		{Name: "rust overload Reject", Weight: f.Overload / 6, Event: ev("chaos.rust.reject", "", "sleep_ms", "40")},
-		{Name: "rust overload Shed", Weight: f.Overload / 6, Event: ev("chaos.rust.shed", "", "sleep_ms", "40")},
+		{Name: "rust overload Block", Weight: f.Overload / 6, Event: ev("chaos.rust.block", "", "sleep_ms", overloadSleep)},
+		{Name: "rust overload Reject", Weight: f.Overload / 6, Event: ev("chaos.rust.reject", "", "sleep_ms", overloadSleep)},
+		{Name: "rust overload Shed", Weight: f.Overload / 6, Event: ev("chaos.rust.shed", "", "sleep_ms", overloadSleep)},
 		{Name: "go breaker", Weight: f.Breaker / 2, Event: breakerEvent("chaos.go.breaker", "fail")},
 		{Name: "rust breaker", Weight: f.Breaker / 2, Event: breakerEvent("chaos.rust.breaker", "term")},
 		{Name: "cancel at Submit", Weight: f.CancelSubmit, Event: ev("chaos.go.block", ""),
@@ -193,10 +197,10 @@ func setupBuiltin(rt *tandem.Runtime) error {
 	return nil
 }
 
-// overloadGo registers a Go route of one worker behind a queue of 4 events: past about
+// overloadGo registers a Go route of one worker behind a queue of 2 events: past about
 // 1/overloadWork events per second it is full and its policy decides.
 func overloadGo(rt *tandem.Runtime, typ string, h tandem.Handler, p tandem.OverloadPolicy) error {
-	return rt.Handle(typ, typ, h, tandem.WithOverload(p), tandem.WithQueue(4), tandem.WithWorkers(1, 1),
+	return rt.Handle(typ, typ, h, tandem.WithOverload(p), tandem.WithQueue(2), tandem.WithWorkers(1, 1),
 		tandem.WithRetry(shortRetry))
 }
 
