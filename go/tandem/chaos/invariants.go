@@ -46,9 +46,19 @@ type Tally struct {
 	// FollowUps: the scenario's handlers submit events of their own (Scenario.FollowUps).
 	FollowUps bool
 
+	// Kinds breaks the harness's counts down by Traffic kind, in the scenario's order, to
+	// show which faults a run exercised. Check does not read it.
+	Kinds []KindTally
+
 	// GoroutinesBefore and GoroutinesAfter are the process's goroutines before the first
 	// runtime and after the last Shutdown (the harness's own finished, after a grace).
 	GoroutinesBefore, GoroutinesAfter int
+}
+
+// KindTally is what became of the events of one Traffic kind.
+type KindTally struct {
+	Name                                                         string
+	Offered, Acked, DeadLettered, Rejected, Cancelled, Abandoned uint64
 }
 
 // RuntimeCounts are the tandem.Stats fields the invariants read, summed over runtimes.

@@ -68,6 +68,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	r := &runner{o: o, giveUp: make(chan struct{}), hist: newHist(), all: newHist()}
 	r.sink = NewFaultySink(o.Config.DeadLetters, o.Sink, o.Seed)
 	r.weights = make([]float64, len(o.Scenario.Traffic))
+	r.kinds = make([]kindCounts, len(o.Scenario.Traffic))
 	for i, t := range o.Scenario.Traffic {
 		r.total += t.Weight
 		r.weights[i] = r.total
@@ -171,12 +172,14 @@ type runner struct {
 	mu       sync.Mutex
 	finished RuntimeCounts // summed over the runtimes already shut down
 	deadIDs  []string      // events answered as dead letters
-	leftIDs  []string      // abandoned Calls' events
+	left     []leftCall    // abandoned Calls
 	example  string
 
 	offered, acked, dead, rejected, cancelled, abandoned atomic.Uint64
 	unclear, twice, misdelivered, unsettled              atomic.Uint64
 	waiting                                              atomic.Int64 // events waiting for an answer
+
+	kinds []kindCounts // by Traffic index
 
 	pending sync.WaitGroup
 	giveUp  chan struct{}
@@ -291,7 +294,8 @@ func (r *runner) offer(ctx context.Context) {
 		} else if ctx.Err() != nil {
 			return
 		}
-		tr := &r.o.Scenario.Traffic[r.pick(rng)]
+		kind := r.pick(rng)
+		tr := &r.o.Scenario.Traffic[kind]
 		ev := tr.Event(rng)
 		ev.ID = strconv.FormatUint(seq, 10)
 		if ev.Source == "" {
@@ -316,7 +320,7 @@ func (r *runner) offer(ctx context.Context) {
 		}
 		r.pending.Add(1)
 		r.waiting.Add(1)
-		go r.fire(ev, tr, due, cancelAfter)
+		go r.fire(ev, kind, due, cancelAfter)
 	}
 }
 
@@ -331,8 +335,10 @@ func (r *runner) pick(rng *rand.Rand) int {
 }
 
 // fire offers one event and counts its answer.
-func (r *runner) fire(ev tandem.Event, tr *Traffic, due time.Time, cancelAfter time.Duration) {
+func (r *runner) fire(ev tandem.Event, kind int, due time.Time, cancelAfter time.Duration) {
 	defer r.pending.Done()
+	tr, k := &r.o.Scenario.Traffic[kind], &r.kinds[kind]
+	k.offered.Add(1)
 	defer r.waiting.Add(-1)
 	rt := r.cur.Load()
 	ctx := context.Background()
@@ -351,12 +357,12 @@ func (r *runner) fire(ev tandem.Event, tr *Traffic, due time.Time, cancelAfter t
 			}
 			reply.Release()
 		}
-		r.answer(ev.ID, err, ctx.Err() != nil && isContextErr(err), due)
+		r.answer(ev.ID, kind, err, ctx.Err() != nil && isContextErr(err), due)
 		return
 	}
 	receipt, err := rt.Submit(ctx, &ev)
 	if err != nil {
-		r.refused(ev.ID, err, due)
+		r.refused(ev.ID, k, err, due)
 		return
 	}
 	select {
@@ -369,18 +375,20 @@ func (r *runner) fire(ev tandem.Event, tr *Traffic, due time.Time, cancelAfter t
 	if again := receipt.Wait(context.Background()); again != err {
 		r.twice.Add(1)
 	}
-	r.answer(ev.ID, err, false, due)
+	r.answer(ev.ID, kind, err, false, due)
 }
 
 // refused counts a Submit's refusal: a dead letter when shed, else rejected at submit.
-func (r *runner) refused(id string, err error, due time.Time) {
+func (r *runner) refused(id string, k *kindCounts, err error, due time.Time) {
 	if errors.Is(err, tandem.ErrShed) {
 		r.dead.Add(1)
+		k.dead.Add(1)
 		r.noteDead(id)
 		r.completed(due)
 		return
 	}
 	r.rejected.Add(1)
+	k.rejected.Add(1)
 	r.secRejected.Add(1)
 	r.observe(due)
 	if !isRefusal(err) {
@@ -390,32 +398,37 @@ func (r *runner) refused(id string, err error, due time.Time) {
 
 // answer counts a final answer (a Receipt's, or a Call's: which may also be a refusal).
 // abandoned says a Call's context ended first.
-func (r *runner) answer(id string, err error, abandoned bool, due time.Time) {
+func (r *runner) answer(id string, kind int, err error, abandoned bool, due time.Time) {
+	k := &r.kinds[kind]
 	var he *tandem.HandlerError
 	switch {
 	case err == nil:
 		r.acked.Add(1)
+		k.acked.Add(1)
 		r.completed(due)
 	case abandoned:
 		r.abandoned.Add(1)
+		k.abandoned.Add(1)
 		r.mu.Lock()
-		r.leftIDs = append(r.leftIDs, id)
+		r.left = append(r.left, leftCall{id, kind})
 		r.mu.Unlock()
 		r.observe(due)
 	case errors.As(err, &he):
 		switch {
 		case he.DeadLetter != "":
 			r.dead.Add(1)
+			k.dead.Add(1)
 			r.noteDead(id)
 		case he.Code() == envelope.CodeCancelled || he.Code() == envelope.CodeAbandoned:
 			r.cancelled.Add(1)
+			k.cancelled.Add(1)
 		default:
 			r.noteUnclear(err)
 			return
 		}
 		r.completed(due)
 	default:
-		r.refused(id, err, due)
+		r.refused(id, k, err, due)
 	}
 }
 
@@ -517,18 +530,38 @@ func (r *runner) tally() Tally {
 		Runtime: r.finished, Sink: r.sink.Counts(), SinkFailuresLogged: r.logged.Load(),
 		FollowUps: r.o.Scenario.FollowUps,
 	}
-	for _, id := range r.leftIDs {
-		if r.sink.Records(id) > 0 {
+	kinds := make([]KindTally, len(r.kinds))
+	for i := range r.kinds {
+		k := &r.kinds[i]
+		kinds[i] = KindTally{Name: r.o.Scenario.Traffic[i].Name, Offered: k.offered.Load(), Acked: k.acked.Load(),
+			DeadLettered: k.dead.Load(), Rejected: k.rejected.Load(), Cancelled: k.cancelled.Load(), Abandoned: k.abandoned.Load()}
+	}
+	for _, c := range r.left {
+		if r.sink.Records(c.id) > 0 {
 			t.Abandoned--
 			t.DeadLettered++
+			kinds[c.kind].Abandoned--
+			kinds[c.kind].DeadLettered++
 		}
 	}
+	t.Kinds = kinds
 	for _, id := range r.deadIDs {
 		if r.sink.Records(id) == 0 {
 			t.MissingDeadLetters++
 		}
 	}
 	return t
+}
+
+// kindCounts are the outcomes of one Traffic kind's events.
+type kindCounts struct {
+	offered, acked, dead, rejected, cancelled, abandoned atomic.Uint64
+}
+
+// leftCall is a Call abandoned by its caller: its event's ID and Traffic kind.
+type leftCall struct {
+	id   string
+	kind int
 }
 
 // settleGoroutines waits up to grace for the goroutine count to come back to before, and
