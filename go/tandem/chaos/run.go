@@ -217,13 +217,16 @@ func (r *runner) start() (*tandem.Runtime, error) {
 	return rt, nil
 }
 
-// stop shuts rt down with grace for in-flight events and adds its final counts.
-func (r *runner) stop(rt *tandem.Runtime, grace time.Duration) {
+// stop shuts rt down with grace for in-flight events, adds its final counts, and returns
+// how long Shutdown took.
+func (r *runner) stop(rt *tandem.Runtime, grace time.Duration) time.Duration {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	began := time.Now()
 	// Shutdown's error says events were cancelled, which is what a mid-flight stop is for;
 	// their answers are counted where they arrive.
 	_ = rt.Shutdown(ctx)
+	took := time.Since(began)
 	s := rt.Stats()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -238,6 +241,7 @@ func (r *runner) stop(rt *tandem.Runtime, grace time.Duration) {
 	f.InFlight += s.InFlight
 	f.Violations += s.Violations
 	f.RustViolations += s.Rust.Violations
+	return took
 }
 
 // restartLoop shuts the runtime down mid-flight every RestartEvery and starts a new one,
@@ -254,7 +258,7 @@ func (r *runner) restartLoop(ctx context.Context, rep *Report) error {
 		old := r.cur.Load()
 		at := time.Since(r.started)
 		// Events offered meanwhile meet the old runtime, draining: ErrClosed.
-		r.stop(old, r.o.RestartGrace)
+		took := r.stop(old, r.o.RestartGrace)
 		rt, err := r.start()
 		if err != nil {
 			return err
@@ -264,8 +268,8 @@ func (r *runner) restartLoop(ctx context.Context, rep *Report) error {
 		rep.Restarts++
 		rep.RestartsAt = append(rep.RestartsAt, at)
 		r.mu.Unlock()
-		r.logf("restart %d at %v: Shutdown with %v of grace, then a new runtime", rep.Restarts,
-			at.Round(time.Millisecond), r.o.RestartGrace)
+		r.logf("restart %d at %v: Shutdown with %v of grace took %v, then a new runtime", rep.Restarts,
+			at.Round(time.Millisecond), r.o.RestartGrace, took.Round(time.Millisecond))
 	}
 }
 
