@@ -12,7 +12,7 @@ import (
 
 // Faults switches the Builtin scenario's faults on, each with a rate: the share (0..1) of
 // the scenario's events that carry it; the rest is healthy traffic to Go and Rust handlers.
-// The zero value is healthy traffic only.
+// The zero value is healthy traffic only. A plain value.
 type Faults struct {
 	// GoPanic: a Go handler panics (settled as a terminal "panic" failure, dead-lettered).
 	GoPanic float64

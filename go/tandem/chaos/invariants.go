@@ -55,13 +55,14 @@ type Tally struct {
 	GoroutinesBefore, GoroutinesAfter int
 }
 
-// KindTally is what became of the events of one Traffic kind.
+// KindTally is what became of the events of one Traffic kind. A plain value.
 type KindTally struct {
 	Name                                                         string
 	Offered, Acked, DeadLettered, Rejected, Cancelled, Abandoned uint64
 }
 
-// RuntimeCounts are the tandem.Stats fields the invariants read, summed over runtimes.
+// RuntimeCounts are the tandem.Stats fields the invariants read, summed over runtimes. A
+// plain value.
 type RuntimeCounts struct {
 	Submitted, DeadLettered, Cancelled, Retried uint64
 	// Outstanding buffers and events after Shutdown: all 0 when nothing leaked.
@@ -72,6 +73,7 @@ type RuntimeCounts struct {
 }
 
 // Invariant is one check of a run: its name, whether it holds, and the numbers behind it.
+// A plain value.
 type Invariant struct {
 	Name   string
 	Holds  bool

@@ -29,7 +29,7 @@ type Report struct {
 	Goroutines string
 }
 
-// Second is one second of a run.
+// Second is one second of a run. A plain value.
 type Second struct {
 	// At is the end of the second, from the run's start.
 	At time.Duration
@@ -44,7 +44,7 @@ type Second struct {
 	P99 time.Duration
 }
 
-// Latency summarises the latency of every answer, from its due time.
+// Latency summarises the latency of every answer, from its due time. A plain value.
 type Latency struct {
 	Count               int64
 	P50, P99, P999, Max time.Duration

@@ -25,7 +25,8 @@ import (
 	"github.com/tandemrt/tandem/go/tandem/policy"
 )
 
-// Options configure a run. The zero value of each field takes the default it names.
+// Options configure a run. The zero value of each field takes the default it names. Run
+// reads Options and keeps no reference to them once it returns.
 type Options struct {
 	// Scenario is what the run exercises (default Builtin(AllFaults())).
 	Scenario Scenario

@@ -12,6 +12,7 @@ import (
 )
 
 // SinkFaults makes a FaultySink fail or stall. The zero value passes every write through.
+// A plain value.
 type SinkFaults struct {
 	// FailRate is the share (0..1) of writes that fail with ErrSinkFault without reaching
 	// the wrapped sink.
