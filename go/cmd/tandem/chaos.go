@@ -33,7 +33,8 @@ func chaosMain(args []string, stdout, stderr io.Writer) int {
 	sinkFail := fs.Float64("sink-fail", 0.05, "share of dead-letter writes that fail (with sink-fail on)")
 	sinkSlow := fs.Float64("sink-slow", 0.05, "share of dead-letter writes delayed by -sink-delay (with sink-slow on)")
 	sinkDelay := fs.Duration("sink-delay", 5*time.Millisecond, "the delay of a slow dead-letter write")
-	restarts := fs.Int("restarts", 2, "mid-flight Shutdowns, each followed by a new runtime, evenly spread (with restart on)")
+	restartEvery := fs.Duration("restart-every", 20*time.Second, "shut the runtime down mid-flight this often and start a new one (with restart on; 0: never)")
+	restartGrace := fs.Duration("restart-grace", 10*time.Millisecond, "how long a restart's Shutdown lets in-flight events finish before cancelling them")
 	maxInFlight := fs.Int("max-in-flight", 64, "request slots (Config.MaxInFlight): small, so bursts fill them and the Rust overload policies act")
 	seed := fs.Uint64("seed", 1, "seed of every random choice")
 	out := fs.String("out", "chaos-report", "directory for timeline.svg and report.md (empty: none)")
@@ -42,9 +43,9 @@ func chaosMain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	on, err := parseFaults(*faults)
-	if err != nil || *duration <= 0 || *rate <= 0 || *restarts < 0 || *maxInFlight <= 0 {
+	if err != nil || *duration <= 0 || *rate <= 0 || *restartEvery < 0 || *restartGrace <= 0 || *maxInFlight <= 0 {
 		if err == nil {
-			err = errors.New("-duration, -rate and -max-in-flight must be positive, -restarts not negative")
+			err = errors.New("-duration, -rate, -max-in-flight and -restart-grace must be positive, -restart-every not negative")
 		}
 		fmt.Fprintln(stderr, "tandem chaos:", err)
 		return 2
@@ -101,8 +102,8 @@ func chaosMain(args []string, stdout, stderr io.Writer) int {
 	if on["sink-slow"] {
 		o.Sink.SlowRate, o.Sink.Delay = *sinkSlow, *sinkDelay
 	}
-	if on["restart"] && *restarts > 0 {
-		o.RestartEvery = offering / time.Duration(*restarts+1)
+	if on["restart"] {
+		o.RestartEvery, o.RestartGrace = *restartEvery, *restartGrace
 	}
 	if !*quiet {
 		o.Log = stdout

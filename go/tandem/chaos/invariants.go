@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Tally is what became of a run's events, as the harness saw them and as the runtimes and
@@ -55,10 +56,12 @@ type Tally struct {
 	GoroutinesBefore, GoroutinesAfter int
 }
 
-// KindTally is what became of the events of one Traffic kind. A plain value.
+// KindTally is what became of the events of one Traffic kind, and the p99 latency of their
+// answers from their due times. A plain value.
 type KindTally struct {
 	Name                                                         string
 	Offered, Acked, DeadLettered, Rejected, Cancelled, Abandoned uint64
+	P99                                                          time.Duration
 }
 
 // RuntimeCounts are the tandem.Stats fields the invariants read, summed over runtimes. A

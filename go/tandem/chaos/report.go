@@ -74,9 +74,10 @@ func (r *Report) Summary() string {
 	fmt.Fprintf(&b, "  sink                 %d received, %d stored, %d failed\n", t.Sink.Writes, t.Sink.Stored, t.Sink.Failed)
 	fmt.Fprintf(&b, "  latency from due     p50 %v  p99 %v  p99.9 %v  max %v (%d answers)\n",
 		r.Latency.P50, r.Latency.P99, r.Latency.P999, r.Latency.Max, r.Latency.Count)
-	b.WriteString("\nby kind                        offered    acked     dead rejected cancelled abandoned\n")
+	b.WriteString("\nby kind                        offered    acked     dead rejected cancelled abandoned        p99\n")
 	for _, k := range t.Kinds {
-		fmt.Fprintf(&b, "  %-26s %9d %8d %8d %8d %9d %9d\n", k.Name, k.Offered, k.Acked, k.DeadLettered, k.Rejected, k.Cancelled, k.Abandoned)
+		fmt.Fprintf(&b, "  %-26s %9d %8d %8d %8d %9d %9d %10s\n", k.Name, k.Offered, k.Acked, k.DeadLettered, k.Rejected,
+			k.Cancelled, k.Abandoned, fmtDuration(k.P99))
 	}
 	b.WriteString("\ninvariants:\n")
 	b.WriteString(Table(r.Invariants))

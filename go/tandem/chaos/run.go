@@ -70,6 +70,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	r.sink = NewFaultySink(o.Config.DeadLetters, o.Sink, o.Seed)
 	r.weights = make([]float64, len(o.Scenario.Traffic))
 	r.kinds = make([]kindCounts, len(o.Scenario.Traffic))
+	for i := range r.kinds {
+		r.kinds[i].hist = newHist()
+	}
 	for i, t := range o.Scenario.Traffic {
 		r.total += t.Weight
 		r.weights[i] = r.total
@@ -389,13 +392,13 @@ func (r *runner) refused(id string, k *kindCounts, err error, due time.Time) {
 		r.dead.Add(1)
 		k.dead.Add(1)
 		r.noteDead(id)
-		r.completed(due)
+		r.completed(k, due)
 		return
 	}
 	r.rejected.Add(1)
 	k.rejected.Add(1)
 	r.secRejected.Add(1)
-	r.observe(due)
+	r.observe(k, due)
 	if !isRefusal(err) {
 		r.noteUnclear(err)
 	}
@@ -410,14 +413,14 @@ func (r *runner) answer(id string, kind int, err error, abandoned bool, due time
 	case err == nil:
 		r.acked.Add(1)
 		k.acked.Add(1)
-		r.completed(due)
+		r.completed(k, due)
 	case abandoned:
 		r.abandoned.Add(1)
 		k.abandoned.Add(1)
 		r.mu.Lock()
 		r.left = append(r.left, leftCall{id, kind})
 		r.mu.Unlock()
-		r.observe(due)
+		r.observe(k, due)
 	case errors.As(err, &he):
 		switch {
 		case he.DeadLetter != "":
@@ -431,7 +434,7 @@ func (r *runner) answer(id string, kind int, err error, abandoned bool, due time
 			r.noteUnclear(err)
 			return
 		}
-		r.completed(due)
+		r.completed(k, due)
 	default:
 		r.refused(id, k, err, due)
 	}
@@ -464,17 +467,18 @@ func isContextErr(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
-func (r *runner) completed(due time.Time) {
+func (r *runner) completed(k *kindCounts, due time.Time) {
 	r.secCompleted.Add(1)
-	r.observe(due)
+	r.observe(k, due)
 }
 
 // observe records an answer's latency from its due time.
-func (r *runner) observe(due time.Time) {
+func (r *runner) observe(k *kindCounts, due time.Time) {
 	v := int64(time.Since(due))
 	r.histMu.Lock()
 	_ = r.hist.RecordValue(v)
 	_ = r.all.RecordValue(v)
+	_ = k.hist.RecordValue(v)
 	r.histMu.Unlock()
 }
 
@@ -539,7 +543,8 @@ func (r *runner) tally() Tally {
 	for i := range r.kinds {
 		k := &r.kinds[i]
 		kinds[i] = KindTally{Name: r.o.Scenario.Traffic[i].Name, Offered: k.offered.Load(), Acked: k.acked.Load(),
-			DeadLettered: k.dead.Load(), Rejected: k.rejected.Load(), Cancelled: k.cancelled.Load(), Abandoned: k.abandoned.Load()}
+			DeadLettered: k.dead.Load(), Rejected: k.rejected.Load(), Cancelled: k.cancelled.Load(), Abandoned: k.abandoned.Load(),
+			P99: time.Duration(k.hist.ValueAtQuantile(99))}
 	}
 	for _, c := range r.left {
 		if r.sink.Records(c.id) > 0 {
@@ -561,6 +566,7 @@ func (r *runner) tally() Tally {
 // kindCounts are the outcomes of one Traffic kind's events.
 type kindCounts struct {
 	offered, acked, dead, rejected, cancelled, abandoned atomic.Uint64
+	hist                                                 *hdrhistogram.Histogram // guarded by runner.histMu
 }
 
 // leftCall is a Call abandoned by its caller: its event's ID and Traffic kind.
