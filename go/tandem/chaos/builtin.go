@@ -36,8 +36,9 @@ type Faults struct {
 	Breaker float64
 	// CancelSubmit: Submits to the blocking Go route whose context ends within 3 ms.
 	CancelSubmit float64
-	// CancelCall: Calls whose context ends within 5 ms, to a Go route and a Rust route
-	// (demo.sleep) that reject when full.
+	// CancelCall: Calls whose context ends within 5 ms: to the blocking Go overload route
+	// (the context may end before the event is accepted or after), and to a Go route and a
+	// Rust route (demo.sleep) that reject when full.
 	CancelCall float64
 }
 
@@ -117,9 +118,11 @@ func Builtin(f Faults) Scenario {
 		{Name: "rust breaker", Weight: f.Breaker / 2, Event: breakerEvent("chaos.rust.breaker", "term")},
 		{Name: "cancel at Submit", Weight: f.CancelSubmit, Event: ev("chaos.go.block", ""),
 			Cancel: 1, CancelWithin: 3 * time.Millisecond},
-		{Name: "cancel at Call (go)", Weight: f.CancelCall / 2, Event: ev("chaos.go.call", ""), Call: true,
+		{Name: "cancel at Call (go Block)", Weight: f.CancelCall / 3, Event: ev("chaos.go.block", ""), Call: true,
 			Cancel: 1, CancelWithin: 5 * time.Millisecond},
-		{Name: "cancel at Call (rust)", Weight: f.CancelCall / 2, Event: ev("chaos.rust.call", "", "sleep_ms", "3"), Call: true,
+		{Name: "cancel at Call (go Reject)", Weight: f.CancelCall / 3, Event: ev("chaos.go.call", ""), Call: true,
+			Cancel: 1, CancelWithin: 5 * time.Millisecond},
+		{Name: "cancel at Call (rust)", Weight: f.CancelCall / 3, Event: ev("chaos.rust.call", "", "sleep_ms", "3"), Call: true,
 			Cancel: 1, CancelWithin: 5 * time.Millisecond},
 	}
 	kept := traffic[:0]

@@ -22,9 +22,9 @@ type Tally struct {
 	Rejected uint64
 	// Cancelled: settled by Shutdown as retryable ("cancelled" or "abandoned").
 	Cancelled uint64
-	// Abandoned: Calls whose caller stopped waiting (its context ended) after the event was
-	// accepted, and whose event the sink did not receive: acknowledged or cancelled at
-	// shutdown, which only the runtime knows.
+	// Abandoned: Calls whose caller stopped waiting (tandem.ErrAbandoned: its context ended
+	// after the event was accepted), and whose event the sink did not receive: acknowledged
+	// or cancelled at shutdown, which only the runtime knows.
 	Abandoned uint64
 	// Unsettled: receipts and Calls with no answer after the last Shutdown and a grace.
 	Unsettled uint64

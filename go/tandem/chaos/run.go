@@ -365,7 +365,9 @@ func (r *runner) fire(ev tandem.Event, kind int, due time.Time, cancelAfter time
 			}
 			reply.Release()
 		}
-		r.answer(ev.ID, kind, err, ctx.Err() != nil && isContextErr(err), due)
+		// ErrAbandoned: accepted, and the caller stopped waiting; the context's error
+		// alone: refused while waiting for room.
+		r.answer(ev.ID, kind, err, errors.Is(err, tandem.ErrAbandoned), due)
 		return
 	}
 	receipt, err := rt.Submit(ctx, &ev)
@@ -405,7 +407,7 @@ func (r *runner) refused(id string, k *kindCounts, err error, due time.Time) {
 }
 
 // answer counts a final answer (a Receipt's, or a Call's: which may also be a refusal).
-// abandoned says a Call's context ended first.
+// abandoned says a Call's context ended after its event was accepted.
 func (r *runner) answer(id string, kind int, err error, abandoned bool, due time.Time) {
 	k := &r.kinds[kind]
 	var he *tandem.HandlerError

@@ -40,12 +40,9 @@ type Traffic struct {
 	// Runtime.Submit and a Receipt.
 	Call bool
 	// Cancel is the share (0..1) of these events whose caller's context ends after a
-	// random delay up to CancelWithin: at Submit, a route that blocks for room gives up;
-	// at Call, the caller stops waiting. A Call's context error does not say whether the
-	// event was accepted before it ended, so the harness counts it as accepted and
-	// abandoned by its caller: give Cancel to Calls only on routes whose overload policy is
-	// Reject or Shed, which never wait (Block would make the tally disagree with the
-	// runtime's, and the run fail).
+	// random delay up to CancelWithin: at Submit, or at Call before the event is accepted,
+	// a route that blocks for room gives up (rejected at submit); at Call after it, the
+	// caller stops waiting (tandem.ErrAbandoned: abandoned by the caller).
 	Cancel       float64
 	CancelWithin time.Duration
 	// ReplyIsData says the handler replies with the event's data (an echo): the harness
