@@ -20,6 +20,9 @@ func TestChaosCommandRunsEveryFault(t *testing.T) {
 	if strings.Contains(s, "BROKEN") || strings.Count(s, "\nok  ") != 9 {
 		t.Fatalf("want 9 invariants holding:\n%s", s)
 	}
+	if !strings.Contains(s, ", 2 restarts") {
+		t.Errorf("want two restarts in a short run:\n%s", s)
+	}
 	for _, kind := range []string{"go panic", "go goexit", "rust panic", "rust retry storm", "go overload Shed", "cancel at Call (rust)"} {
 		if !strings.Contains(s, kind) {
 			t.Errorf("the report does not list %q:\n%s", kind, s)
