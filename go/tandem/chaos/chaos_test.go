@@ -2,6 +2,8 @@ package chaos_test
 
 import (
 	"context"
+	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,5 +80,36 @@ func TestHealthyTrafficIsAcknowledged(t *testing.T) {
 	})
 	if tl := rep.Tally; tl.Acked != tl.Offered || tl.Offered == 0 {
 		t.Fatalf("%d of %d acknowledged", tl.Acked, tl.Offered)
+	}
+}
+
+// A restart whose new runtime fails to set up ends the run with that error, and the report
+// still balances: the runtime that was shut down is counted once.
+func TestFailedRestartEndsTheRunAndStillBalances(t *testing.T) {
+	setups := 0
+	sc := chaos.Scenario{
+		Name: "one-shot",
+		Setup: func(rt *tandem.Runtime) error {
+			if setups++; setups > 1 {
+				return errors.New("no second runtime")
+			}
+			return rt.Handle("ok.*", "ok", tandem.HandlerFunc(func(context.Context, *tandem.Event) tandem.Result {
+				return tandem.Ack()
+			}))
+		},
+		Traffic: []chaos.Traffic{{Name: "ok", Weight: 1, Event: func(*rand.Rand) tandem.Event {
+			return tandem.Event{Type: "ok.event"}
+		}}},
+	}
+	rep, err := chaos.Run(context.Background(), chaos.Options{Scenario: sc, Profile: chaos.Steady(200),
+		Duration: 2 * time.Second, RestartEvery: 500 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "no second runtime") {
+		t.Fatalf("Run = %v, want the setup's error", err)
+	}
+	if err := rep.Err(); err != nil {
+		t.Fatalf("%v\n%s", err, rep.Summary())
+	}
+	if rep.Tally.Offered == 0 || rep.Tally.Acked == 0 {
+		t.Fatalf("nothing ran before the restart:\n%s", rep.Summary())
 	}
 }

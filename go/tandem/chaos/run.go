@@ -101,7 +101,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		restarts.Add(1)
 		go func() {
 			defer restarts.Done()
-			restartErr <- r.restartLoop(offerCtx, rep)
+			err := r.restartLoop(offerCtx, rep)
+			if err != nil {
+				stopOffering() // no runtime to offer to
+			}
+			restartErr <- err
 		}()
 	}
 	r.offer(offerCtx)
@@ -117,7 +121,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	for r.waiting.Load() > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	r.stop(r.cur.Load(), o.Drain)
+	if !r.curStopped.Load() {
+		r.stop(r.cur.Load(), o.Drain)
+	}
 	// An answer still missing now will not come: Shutdown settles every event.
 	waited := make(chan struct{})
 	go func() { r.pending.Wait(); close(waited) }()
@@ -165,13 +171,15 @@ func (o *Options) defaults() {
 
 // runner is one run's state. Its counters are atomics: the event goroutines update them.
 type runner struct {
-	o       Options
-	sink    *FaultySink
-	logged  atomic.Uint64 // sink failures the runtime logged
-	cur     atomic.Pointer[tandem.Runtime]
-	weights []float64
-	total   float64
-	started time.Time
+	o      Options
+	sink   *FaultySink
+	logged atomic.Uint64 // sink failures the runtime logged
+	cur    atomic.Pointer[tandem.Runtime]
+	// curStopped: cur was shut down and no new runtime replaced it (a restart failed).
+	curStopped atomic.Bool
+	weights    []float64
+	total      float64
+	started    time.Time
 
 	mu       sync.Mutex
 	finished RuntimeCounts // summed over the runtimes already shut down
@@ -263,11 +271,13 @@ func (r *runner) restartLoop(ctx context.Context, rep *Report) error {
 		at := time.Since(r.started)
 		// Events offered meanwhile meet the old runtime, draining: ErrClosed.
 		took := r.stop(old, r.o.RestartGrace)
+		r.curStopped.Store(true)
 		rt, err := r.start()
 		if err != nil {
 			return err
 		}
 		r.cur.Store(rt)
+		r.curStopped.Store(false)
 		r.mu.Lock()
 		rep.Restarts++
 		rep.RestartsAt = append(rep.RestartsAt, at)
