@@ -8,12 +8,18 @@
 #                        workspace and bench/sidecar; loom models too), the header
 #                        check, go vet, go test -race, cgocheck2, the Go suite again in the
 #                        purego mode (CGO_ENABLED=0, and -race), the static-binary check,
-#                        and each benchmark once
+#                        a 60-second chaos run of every fault, and each benchmark once
 #   ./build.sh bench     build the library and bench/sidecar, then the benchmark suite in
 #                        bench/, in the cgo and the purego mode, then
 #                        purego's figures as ratios of cgo's (args go to go test), then the
 #                        open-loop sweep and resources into bench/results/REPORT.md, and
 #                        tandem's ratio against each contender
+#   ./build.sh chaos     build, then the Rust sanitizers where a nightly toolchain with
+#                        rust-src exists (ThreadSanitizer over the ring and the FFI tests,
+#                        AddressSanitizer over the envelope and the slots; else a line saying
+#                        they were skipped), then a 10-minute chaos run of every profile and
+#                        every fault: bin/tandem chaos -duration 10m -out chaos-report (args
+#                        after `chaos` go to it); it fails when an invariant breaks
 #   ./build.sh header    regenerate ffi/tandem.h from the Rust exports
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -81,6 +87,31 @@ check_static() {
   echo "bin/tandem-purego runs beside bin/libtandem_native.so"
 }
 
+# sanitizers runs the Rust tests under ThreadSanitizer (the ring, the FFI entry points and the
+# runtime they drive) and AddressSanitizer (the envelope codec, the request and reply slots)
+# when a nightly toolchain with rust-src is installed: both need -Zbuild-std, an instrumented
+# std. Without one it says so and how to get it; the rest of the chaos command still runs.
+sanitizers() {
+  local target
+  target="$(uname -m)-unknown-linux-gnu"
+  if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "sanitizers skipped: no nightly toolchain (rustup toolchain install nightly --component rust-src)"
+    return
+  fi
+  if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+    echo "sanitizers skipped: the nightly toolchain lacks rust-src, which -Zbuild-std needs (rustup component add rust-src --toolchain nightly)"
+    return
+  fi
+  say "ThreadSanitizer: the ring and the FFI tests (cargo +nightly, -Zbuild-std)"
+  RUSTFLAGS="-Zsanitizer=thread" RUSTDOCFLAGS="-Zsanitizer=thread" CARGO_TARGET_DIR=target/tsan \
+    cargo +nightly test -Zbuild-std --target "$target" -p tandem --lib -- ring ffi runtime
+  say "AddressSanitizer: the envelope and the slots (cargo +nightly, -Zbuild-std)"
+  RUSTFLAGS="-Zsanitizer=address" RUSTDOCFLAGS="-Zsanitizer=address" CARGO_TARGET_DIR=target/asan \
+    cargo +nightly test -Zbuild-std --target "$target" -p tandem --lib -- envelope slots
+  RUSTFLAGS="-Zsanitizer=address" RUSTDOCFLAGS="-Zsanitizer=address" CARGO_TARGET_DIR=target/asan \
+    cargo +nightly test -Zbuild-std --target "$target" -p tandem --test envelope_golden --test envelope_prop
+}
+
 # compare_modes prints, per benchmark present in both files, purego's events/s and p50 as a
 # ratio of cgo's.
 compare_modes() {
@@ -146,13 +177,16 @@ case "$cmd" in
     say "go test -race, purego mode (-tags tandem_purego)"
     TANDEM_LIB="$lib" go test -race -count=1 -tags tandem_purego ./go/...
     check_static
+    say "chaos: 60 seconds of every fault (bin/tandem chaos)"
+    chaos_out=$(mktemp -d)
+    bin/tandem chaos -duration 60s -q -out "$chaos_out" || die "chaos: an invariant broke (report in $chaos_out)"
     if [ -f bench/go.mod ]; then
       say "benchmarks, once each (-benchtime=1x)"
       (cd bench && go test -run '^$' -bench . -benchtime=1x ./...)
       (cd bench && TANDEM_LIB="$lib" go test -tags tandem_purego -run '^$' -bench . -benchtime=1x ./...)
     fi
     say "all tests passed"
-    echo "suites: 11 passed, 0 failed"
+    echo "suites: 12 passed, 0 failed"
     ;;
   bench)
     need; build_rust; build_sidecar
@@ -174,11 +208,17 @@ case "$cmd" in
       -suite-start "$bench_start" -load-before "$load_start")
     say "./build.sh bench took $(($(date +%s) - bench_start))s"
     ;;
+  chaos)
+    need; build_rust; build_go
+    sanitizers
+    say "bin/tandem chaos -duration 10m -out chaos-report $*"
+    bin/tandem chaos -duration 10m -out chaos-report "$@"
+    ;;
   header)
     say "regenerating ffi/tandem.h"
     TANDEM_BLESS=1 cargo test --locked -p tandem --test header
     ;;
   *)
-    die "unknown command '$cmd' (build | run | test | bench | header)"
+    die "unknown command '$cmd' (build | run | test | bench | chaos | header)"
     ;;
 esac

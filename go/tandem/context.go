@@ -55,7 +55,8 @@ func Emit(ctx context.Context, ev *Event) error {
 }
 
 // Call is request/reply from inside a handler: it routes ev (filled in as Emit does) and
-// waits for its handler's reply, in either runtime. Release the Reply.
+// waits for its handler's reply, in either runtime. Release the Reply. Its errors are
+// Runtime.Call's (ErrAbandoned when ctx ends after the event was accepted).
 func Call(ctx context.Context, ev *Event) (Reply, error) {
 	hc, ok := engine.FromContext(ctx)
 	if !ok {

@@ -20,6 +20,12 @@ var (
 	// ErrInvalidRoute: a route pattern or option is malformed, or a route was added after
 	// Start.
 	ErrInvalidRoute = engine.ErrInvalidRoute
+	// ErrAbandoned: Call's context ended after its event was accepted: the event still
+	// settles (acknowledged, retried or dead-lettered; its reply released), only the caller
+	// stopped waiting for it. errors.Is(err, ctx.Err()) holds too. A Call whose context ends
+	// before its event is accepted (a Block route with no room) returns ctx's error alone:
+	// that event was never submitted.
+	ErrAbandoned = errors.New("tandem: stopped waiting for an accepted event's outcome")
 	// ErrNoHandlerContext: Emit, InProgress or the package-level Call was given a context
 	// that does not come from a Go handler.
 	ErrNoHandlerContext = errors.New("tandem: not a handler's context")

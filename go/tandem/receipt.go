@@ -2,6 +2,7 @@ package tandem
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -28,8 +29,10 @@ func (r *Runtime) Submit(ctx context.Context, ev *Event) (*Receipt, error) {
 // Call submits ev and waits for the handler's reply: request/reply over the rings (or a Go
 // route). The Reply of a Rust handler is read in place from shared memory and must be
 // released (Reply.Release); an empty reply needs no release but allows it. A failed handler
-// returns a *HandlerError. If ctx ends first Call returns ctx's error; the event still
-// settles, and its reply is released for you.
+// returns a *HandlerError. If ctx ends once the event is accepted, Call returns an error
+// matching both ErrAbandoned and ctx's error; the event still settles, and its reply is
+// released for you. If ctx ends while Submit waits for room (policy Block), Call returns
+// ctx's error alone: the event was not accepted.
 func (r *Runtime) Call(ctx context.Context, ev *Event) (Reply, error) {
 	return call(ctx, r.e, ev)
 }
@@ -48,7 +51,7 @@ func call(ctx context.Context, e *engine.Engine, ev *Event) (Reply, error) {
 		case <-w.ch:
 		case <-ctx.Done():
 			if w.state.CompareAndSwap(blocked, abandoned) {
-				return Reply{}, ctx.Err()
+				return Reply{}, fmt.Errorf("%w: %w", ErrAbandoned, ctx.Err())
 			}
 			<-w.ch
 		}

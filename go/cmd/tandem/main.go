@@ -1,7 +1,9 @@
-// Command tandem runs tandem's demo pipeline and reads dead-letter files.
+// Command tandem runs tandem's demo pipeline, reads dead-letter files and runs the chaos
+// harness.
 //
 //	tandem run [-events N] [-concurrency C] [-payload BYTES] [-dlq PATH] [-v]
 //	tandem dlq list | show N | replay ...
+//	tandem chaos [-duration D] [-profile P] [-rate R] [-faults LIST] [-out DIR] ...
 //
 // The demo composes Go and Rust handlers: a Go handler calls a Rust handler and emits a
 // follow-up to a second Go handler, a wildcard route sends payments to a flaky Rust handler
@@ -45,6 +47,8 @@ func main() {
 		}
 	case "dlq":
 		os.Exit(dlqMain(os.Args[2:], os.Stdout, os.Stderr))
+	case "chaos":
+		os.Exit(chaosMain(os.Args[2:], os.Stdout, os.Stderr))
 	case "-h", "-help", "--help", "help":
 		usage(os.Stdout)
 	default:
@@ -57,6 +61,7 @@ func main() {
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: tandem run [-events N] [-concurrency C] [-payload BYTES] [-dlq PATH] [-v]")
 	fmt.Fprintln(w, "       tandem dlq list | show N | replay [-type T] [-dry-run]  [-file PATH]")
+	fmt.Fprintln(w, "       tandem chaos [-duration 60s] [-profile mix|steady|sine|square|step|replay] [-rate N] [-trace FILE] [-faults all|none|LIST] [-out DIR]")
 }
 
 // The demo's event types beyond the bundled demo.* ones.
