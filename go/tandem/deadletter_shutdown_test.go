@@ -39,9 +39,6 @@ func (s *stalledSink) Write(ctx context.Context, r *deadletter.Record) error {
 // harness (a sink delaying half its writes by 200 ms: a restart's Shutdown with 10 ms of
 // grace took 5.6 s, and every Submit meanwhile failed with ErrClosed).
 func TestShutdownDoesNotWaitOutAStalledDeadLetterSink(t *testing.T) {
-	t.Skip("issue: Shutdown waits for every queued dead letter to be written, each write bounded only by " +
-		"the engine's 10 s sink timeout (go/internal/engine/deadletters.go), whatever Shutdown's context says: " +
-		"a stalled sink holds Shutdown for up to 10 s per queued dead letter (the queue holds 1024)")
 	core, logs := observer.New(zapcore.ErrorLevel)
 	sink := &stalledSink{entered: make(chan struct{})}
 	rt, err := New(Config{DeadLetters: sink, Logger: zap.New(core)})

@@ -28,11 +28,17 @@ type deadJob struct {
 type deadLetters struct {
 	e    *Engine
 	jobs chan deadJob
+	// writes is the parent of every write's context: cancelled when Shutdown's context
+	// ends, so that a stalled sink cannot hold Shutdown past its deadline. The letters still
+	// queued then fail at once and are written to the log in full.
+	writes context.Context
+	abort  context.CancelFunc
 }
 
 func (q *deadLetters) init(e *Engine) {
 	q.e = e
 	q.jobs = make(chan deadJob, deadLetterQueue)
+	q.writes, q.abort = context.WithCancel(context.Background())
 }
 
 func (q *deadLetters) queue(j deadJob) { q.jobs <- j }
@@ -54,7 +60,7 @@ func (q *deadLetters) run() {
 		if sink := e.cfg.DeadLetters; sink == nil {
 			e.log.Error("tandem: dead letter (no sink configured)", fields...)
 		} else {
-			ctx, cancel := context.WithTimeout(context.Background(), sinkTimeout)
+			ctx, cancel := context.WithTimeout(q.writes, sinkTimeout)
 			if err := sink.Write(ctx, rec); err != nil {
 				e.log.Error("tandem: dead-letter sink failed; the dead letter is only in this log line",
 					append(fields, zap.Error(err), zap.Binary("envelope", rec.Envelope))...)

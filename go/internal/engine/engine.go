@@ -396,7 +396,12 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	}
 	close(e.logLevelDone)
 	e.dead.close() // the poller, the workers, the queue and the retry table are gone
+	// A sink that stalls does not hold Shutdown past its context: from its deadline on, the
+	// letters still queued fail at once and go to the log in full.
+	stopWaiting := context.AfterFunc(ctx, e.dead.abort)
 	e.background.Wait()
+	stopWaiting()
+	e.dead.abort()
 	e.obs.close()
 	e.release()
 	e.SetState(Stopped)
