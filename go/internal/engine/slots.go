@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"encoding/binary"
-	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -42,29 +41,61 @@ type slots struct {
 	e      *Engine
 	layout *abi.Layout
 	tokens chan struct{}
-	mu     sync.Mutex
-	stack  []uint32
+	stack  freeStack
 	table  []requestSlot
 }
 
 func (s *slots) init(e *Engine, l *abi.Layout) {
 	s.e, s.layout = e, l
 	s.tokens = make(chan struct{}, l.ReqSlots)
-	s.stack = make([]uint32, 0, l.ReqSlots)
+	s.stack.next = make([]atomic.Uint32, l.ReqSlots)
 	for i := range l.ReqSlots {
 		s.tokens <- struct{}{}
-		s.stack = append(s.stack, l.ReqSlots-1-i) // slot 0 on top
+		s.stack.push(l.ReqSlots - 1 - i) // slot 0 on top
 	}
 	s.table = make([]requestSlot, l.ReqSlots)
 }
 
-// pop takes the most recently freed slot; the caller holds one of tokens.
+// pop takes the most recently freed slot; the caller holds one of tokens, so there is one.
 func (s *slots) pop() uint32 {
-	s.mu.Lock()
-	idx := s.stack[len(s.stack)-1]
-	s.stack = s.stack[:len(s.stack)-1]
-	s.mu.Unlock()
+	idx, ok := s.stack.pop()
+	if !ok {
+		s.e.violation("a token for a request slot, but no free slot", 0)
+	}
 	return idx
+}
+
+// freeStack is a lock-free stack of slot indices (Treiber's): many goroutines push and pop
+// at once without a lock, which under contention would park them. head packs a tag, bumped
+// by every change, above the top index + 1 (0: empty), so that a pop whose view of the top
+// went stale (popped and pushed again meanwhile: ABA) fails its compare-and-swap.
+type freeStack struct {
+	head atomic.Uint64
+	next []atomic.Uint32 // next[i]: the index + 1 below slot i on the stack (0: none)
+}
+
+func (f *freeStack) push(idx uint32) {
+	for {
+		old := f.head.Load()
+		f.next[idx].Store(uint32(old))
+		if f.head.CompareAndSwap(old, (old>>32+1)<<32|uint64(idx+1)) {
+			return
+		}
+	}
+}
+
+func (f *freeStack) pop() (uint32, bool) {
+	for {
+		old := f.head.Load()
+		top := uint32(old)
+		if top == 0 {
+			return 0, false
+		}
+		next := f.next[top-1].Load()
+		if f.head.CompareAndSwap(old, (old>>32+1)<<32|uint64(next)) {
+			return top - 1, true
+		}
+	}
 }
 
 // acquire takes a free request slot, applying the overload policy when there is none.
@@ -99,9 +130,7 @@ func (s *slots) free(idx uint32) {
 	sl.d.Store(nil)
 	sl.gen++
 	sl.owner.Store(slotFree)
-	s.mu.Lock()
-	s.stack = append(s.stack, idx)
-	s.mu.Unlock()
+	s.stack.push(idx)
 	s.tokens <- struct{}{}
 }
 
