@@ -1,11 +1,8 @@
 //! Running a handler: routing, deadlines, cancellation, panics, inline or in a task.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-
-use futures_util::FutureExt;
 
 use crate::code;
 use crate::completion::{Finished, now_ns};
@@ -166,11 +163,8 @@ pub(crate) async fn run(shared: &Shared, job: Job<'_>, token: u64) -> Finished {
             trace_id,
             attempt = ev.attempt(),
         );
-        tracing::Instrument::instrument(
-            AssertUnwindSafe(route.handler.call(&ev, &cx)).catch_unwind(),
-            span,
-        )
-        .await
+        tracing::Instrument::instrument(crate::panics::contain(route.handler.call(&ev, &cx)), span)
+            .await
     };
     let outcome = tokio::select! {
         biased;
@@ -178,8 +172,14 @@ pub(crate) async fn run(shared: &Shared, job: Job<'_>, token: u64) -> Finished {
             Ok(o) => o,
             Err(panic) => {
                 shared.counters.panics.fetch_add(1, Relaxed);
-                let message = panic_message(&*panic);
-                tracing::error!(handler = &*route.name, event_id = ev.id(), "{message}");
+                let message = format!("handler panicked: {}", panic.message);
+                tracing::error!(
+                    handler = &*route.name,
+                    event_id = ev.id(),
+                    location = panic.location.as_deref(),
+                    backtrace = panic.backtrace.as_deref(),
+                    "{message}"
+                );
                 Outcome::Term(HandlerError::with_code(code::PANIC, message))
             }
         },
@@ -197,16 +197,6 @@ pub(crate) async fn run(shared: &Shared, job: Job<'_>, token: u64) -> Finished {
         handler: route.name,
         started_ns: started,
         finished_ns: now_ns(),
-    }
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        format!("handler panicked: {s}")
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        format!("handler panicked: {s}")
-    } else {
-        "handler panicked".to_owned()
     }
 }
 

@@ -5,7 +5,8 @@
 //! `config` and `stats` (error codes, a handler's verdict, sizes, counters); `slots` (the two
 //! arenas: the request-slot guard, reply writers); `completion` (the one path that publishes
 //! completion records); `handler` (what a handler implements and receives); `logs` (each
-//! runtime's log records, forwarded to Go); `shared` (what the runtime's tasks share);
+//! runtime's log records, forwarded to Go); `panics` (handler panics contained and reported
+//! through the logs, not on stderr); `shared` (what the runtime's tasks share);
 //! `dispatch` (running one handler: deadlines, cancellation, panics, inline or in a task);
 //! `local` (emitted events routed inside Rust); `poller` (the submission ring); then this
 //! module, and `ffi` (the C exports) above it.
@@ -65,6 +66,7 @@ impl Runtime {
         registry.seal();
         let shared = Shared::new(cfg, registry)?;
         crate::logs::install();
+        crate::panics::install();
         Ok(Runtime {
             shared: Arc::new(shared),
             tokio: None,

@@ -289,17 +289,53 @@ pub(crate) fn next_any(rt: &Runtime) -> Done {
 
 /// Decodes a log batch as Go does: the dropped count, then one map per record.
 pub(crate) fn log_messages(batch: &[u8]) -> Vec<String> {
+    log_records(batch).into_iter().map(|r| r.message).collect()
+}
+
+/// One log record as Go reads it.
+pub(crate) struct LogLine {
+    pub(crate) level: u8,
+    pub(crate) message: String,
+    pub(crate) fields: Vec<(String, String)>,
+}
+
+impl LogLine {
+    pub(crate) fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Decodes a log batch's records, level, message and fields.
+pub(crate) fn log_records(batch: &[u8]) -> Vec<LogLine> {
     let mut d = minicbor::Decoder::new(batch);
     d.u64().expect("dropped count");
     let mut out = Vec::new();
     while d.position() < batch.len() {
         let n = d.map().expect("record").expect("definite map");
+        let mut line = LogLine {
+            level: 0,
+            message: String::new(),
+            fields: Vec::new(),
+        };
         for _ in 0..n {
             match d.u8().expect("key") {
-                2 => out.push(d.str().expect("message").to_owned()),
+                0 => line.level = d.u8().expect("level"),
+                2 => line.message = d.str().expect("message").to_owned(),
+                4 => {
+                    let m = d.map().expect("fields").expect("definite map");
+                    for _ in 0..m {
+                        let k = d.str().expect("field name").to_owned();
+                        line.fields
+                            .push((k, d.str().expect("field value").to_owned()));
+                    }
+                }
                 _ => d.skip().expect("value"),
             }
         }
+        out.push(line);
     }
     out
 }
