@@ -132,6 +132,11 @@ func (r *Ring) PreparePark() bool {
 	return false
 }
 
+// Parked reports whether the consumer's parked flag is raised: it sleeps, or is about to,
+// and the next producer must wake it (or cross). Tests wait on it rather than sleep past a
+// spin window.
+func (r *Ring) Parked() bool { return atomic.LoadUint32(r.u32(abi.RingParked)) == 1 }
+
 // Unpark lowers the parked flag after a wake-up.
 func (r *Ring) Unpark() { atomic.StoreUint32(r.u32(abi.RingParked), 0) }
 
