@@ -299,9 +299,7 @@ mod tests {
     fn shutdown_returns_when_the_last_event_completes_not_at_the_grace() {
         let mut rt = runtime();
         submit(&rt, 0, &envelope("nap.inline", b"slow"));
-        while rt.stats().received < 1 {
-            std::thread::yield_now();
-        }
+        wait_until("the poller to take the event", || rt.stats().received >= 1);
         let began = Instant::now();
         rt.shutdown(Duration::from_secs(60));
         assert!(
@@ -322,9 +320,9 @@ mod tests {
         let mut rt = runtime();
         submit(&rt, 0, &envelope("forever", b""));
         submit(&rt, 1, &envelope("forever", b""));
-        while rt.stats().received < 2 {
-            std::thread::yield_now();
-        }
+        wait_until("the poller to take both events", || {
+            rt.stats().received >= 2
+        });
         rt.shutdown(Duration::from_millis(20));
         for _ in 0..2 {
             expect_cancelled(&rt);

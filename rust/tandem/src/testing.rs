@@ -66,24 +66,36 @@ impl Handler for Fork {
     }
 }
 
+/// Tells Go three times that it is still working, each pushing its deadline 10 s past that
+/// moment, then outlives the deadline it was given and acks.
 pub(crate) struct Patient;
 impl Handler for Patient {
-    async fn handle(&self, _ev: &Event<'_>, cx: &Context) -> Outcome {
+    async fn handle(&self, ev: &Event<'_>, cx: &Context) -> Outcome {
+        let given = ev.deadline();
         for _ in 0..3 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            cx.in_progress(Duration::from_millis(60)).await;
+            cx.in_progress(Duration::from_secs(10)).await;
+        }
+        if let Some(given) = given {
+            let left = given.saturating_sub(now_ns() as i64).max(0) as u64;
+            tokio::time::sleep(Duration::from_nanos(left) + Duration::from_millis(10)).await;
         }
         Outcome::Ack
     }
 }
-pub(crate) struct Watcher(pub(crate) Arc<std::sync::atomic::AtomicBool>);
+/// Spawns a task that sets `fired` when the event's cancellation token fires, sets
+/// `started`, and never finishes.
+pub(crate) struct Watcher {
+    pub(crate) started: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) fired: Arc<std::sync::atomic::AtomicBool>,
+}
 impl Handler for Watcher {
     async fn handle(&self, _ev: &Event<'_>, cx: &Context) -> Outcome {
-        let (token, fired) = (cx.cancellation().clone(), self.0.clone());
+        let (token, fired) = (cx.cancellation().clone(), self.fired.clone());
         tokio::spawn(async move {
             token.cancelled().await;
             fired.store(true, Relaxed);
         });
+        self.started.store(true, Relaxed);
         std::future::pending::<()>().await;
         Outcome::Ack
     }
@@ -116,8 +128,24 @@ pub(crate) fn small() -> Config {
     }
 }
 
+/// Waits until the test opens the gate (`notify_one`, which may come first), then replies
+/// with the event's data.
+pub(crate) struct Gate(pub(crate) Arc<tokio::sync::Notify>);
+impl Handler for Gate {
+    async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
+        self.0.notified().await;
+        Outcome::Reply(ev.data().to_vec())
+    }
+}
+
 pub(crate) fn runtime() -> Runtime {
+    runtime_with(|_| {})
+}
+
+/// The test runtime, with more handlers registered by `more`.
+pub(crate) fn runtime_with(more: impl FnOnce(&mut Registry)) -> Runtime {
     let mut reg = Registry::new();
+    more(&mut reg);
     reg.register("fork", "fork", Fork)
         .register("patient", "patient", Patient)
         .register("spray", "spray", Spray);
@@ -260,6 +288,18 @@ pub(crate) fn next_completion(rt: &Runtime) -> Done {
                 std::thread::yield_now();
             }
         }
+    }
+}
+
+/// Waits, up to 10 s, until `cond` holds; fails naming `what` it waited for.
+pub(crate) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "after 10 s, still waiting for {what}"
+        );
+        std::thread::yield_now();
     }
 }
 
