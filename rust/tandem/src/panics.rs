@@ -100,7 +100,7 @@ impl Drop for Scope {
 /// Runs `f`, containing a panic: the hook records it rather than print it, and it comes back
 /// as a [`Panic`] for the caller to log. A panic `f` raised and caught itself is logged here,
 /// as a warning, for nobody else will.
-pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Panic> {
+fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Panic> {
     let result = {
         let _scope = Scope::enter();
         std::panic::catch_unwind(AssertUnwindSafe(f))
