@@ -1,7 +1,13 @@
 package tandem
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -68,5 +74,47 @@ func TestRustRecordsFollowTheLoggersLevel(t *testing.T) {
 	assertInvariant(t, rt)
 	if n := logs.FilterMessage("relaying").Len(); n != 0 {
 		t.Fatalf("%d info records from Rust reached a warn-level logger", n)
+	}
+}
+
+// A Rust handler's panic reaches the zap logger as a record naming the handler, the event
+// and where it panicked, and Rust's default panic hook writes nothing to stderr. The test
+// runs itself in a process of its own, whose stderr it reads.
+func TestRustHandlerPanicIsLoggedNotPrinted(t *testing.T) {
+	if os.Getenv("TANDEM_TEST_RUST_PANIC") == "1" {
+		rustHandlerPanics(t)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRustHandlerPanicIsLoggedNotPrinted$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "TANDEM_TEST_RUST_PANIC=1", "RUST_BACKTRACE=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil || !strings.Contains(stdout.String(), "--- PASS: TestRustHandlerPanicIsLoggedNotPrinted") {
+		t.Fatalf("the test in a process of its own: %v\nstdout:\n%s\nstderr:\n%s", err, &stdout, &stderr)
+	}
+	if strings.Contains(stderr.String(), "asked to panic") || strings.Contains(stderr.String(), "panicked at") {
+		t.Fatalf("a Rust handler's panic was written to stderr:\n%s", &stderr)
+	}
+}
+
+func rustHandlerPanics(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	rt := newRegistered(t, Config{Logger: zap.New(core)})
+	start(t, rt)
+	_, err := rt.Call(context.Background(), event("demo.panic", "p-1", []byte("panic")))
+	var he *HandlerError
+	if !errors.As(err, &he) || he.Code() != "panic" {
+		t.Fatalf("Call = %v, want a *HandlerError with code panic", err)
+	}
+	assertInvariant(t, rt) // the last batch of Rust records is flushed at shutdown
+	entries := logs.FilterMessage("handler panicked: asked to panic").All()
+	if len(entries) != 1 {
+		t.Fatalf("%d records %q, want 1 (all: %v)", len(entries), "handler panicked: asked to panic", logs.All())
+	}
+	e := entries[0]
+	f := e.ContextMap()
+	if e.Level != zapcore.ErrorLevel || f["runtime"] != "rust" || f["handler"] != "panic" || f["event_id"] != "p-1" ||
+		!strings.Contains(fmt.Sprint(f["location"]), "lib.rs:") || f["backtrace"] == nil {
+		t.Errorf("the record: level %v, fields %v", e.Level, f)
 	}
 }

@@ -154,9 +154,7 @@ func TestShutdownSettlesEventsWaitingForARetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for rt.Stats().Retried == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(t, "the first attempt to fail and be scheduled for a retry", func() bool { return rt.Stats().Retried != 0 })
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if err := rt.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {

@@ -142,8 +142,8 @@ func dlqList(args []string, out, stderr io.Writer) error {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "#\ttime\treason\ttype\tid\tattempts\terror")
 	for i, dl := range df.Records {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", i, dl.Time.Format(time.RFC3339), dl.Reason,
-			orDash(dl.EventType), orDash(dl.EventID), dl.Attempts, oneLine(errorSummary(dl.Error)))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", i, dl.Time.Format(time.RFC3339), text(string(dl.Reason)),
+			text(dl.EventType), text(dl.EventID), dl.Attempts, errorSummary(dl.Error))
 	}
 	tw.Flush()
 	fmt.Fprintf(out, "%d dead letters, %d torn bytes skipped\n", len(df.Records), df.TornBytes)
@@ -179,24 +179,26 @@ func dlqShow(args []string, out, stderr io.Writer) error {
 
 func showLetter(w io.Writer, i, n int, dl *deadletter.Record) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	// Names and values reach the terminal as written here: text() is applied to every
+	// string that came from the file.
 	field := func(indent int, name string, value any) {
-		fmt.Fprintf(tw, "%s%s\t%s\n", strings.Repeat("  ", indent), oneLine(name), oneLine(fmt.Sprint(value)))
+		fmt.Fprintf(tw, "%s%s\t%v\n", strings.Repeat("  ", indent), name, value)
 	}
 	fmt.Fprintf(tw, "dead letter %d of %d\n", i, n)
-	field(1, "reason", dl.Reason)
+	field(1, "reason", text(string(dl.Reason)))
 	field(1, "time", dl.Time.Format(time.RFC3339Nano))
 	field(1, "attempts", dl.Attempts)
-	field(1, "route", orDash(dl.Route))
-	field(1, "event id", orDash(dl.EventID))
-	field(1, "event type", orDash(dl.EventType))
-	field(1, "source", orDash(dl.Source))
+	field(1, "route", text(dl.Route))
+	field(1, "event id", text(dl.EventID))
+	field(1, "event type", text(dl.EventType))
+	field(1, "source", text(dl.Source))
 	if e := dl.Error; e == nil {
 		field(1, "error", "-")
 	} else {
-		field(1, "error", e.Code)
-		field(2, "message", orDash(e.Message))
-		field(2, "runtime", orDash(e.Runtime))
-		field(2, "handler", orDash(e.Handler))
+		field(1, "error", text(e.Code))
+		field(2, "message", text(e.Message))
+		field(2, "runtime", text(e.Runtime))
+		field(2, "handler", text(e.Handler))
 		if r := e.Retry; r != nil {
 			nb := "-"
 			if !r.NotBefore.IsZero() {
@@ -208,7 +210,7 @@ func showLetter(w io.Writer, i, n int, dl *deadletter.Record) {
 	field(1, "envelope", fmt.Sprintf("%d bytes", len(dl.Envelope)))
 	ev, err := envelope.DecodeEvent(dl.Envelope)
 	if err != nil {
-		field(2, "decode", err)
+		field(2, "decode", text(err.Error()))
 		tw.Flush()
 		dumpBytes(w, "    ", dl.Envelope)
 		return
@@ -221,7 +223,7 @@ func showLetter(w io.Writer, i, n int, dl *deadletter.Record) {
 		{"idempotencykey", ev.IdempotencyKey}, {"partitionkey", ev.PartitionKey},
 	} {
 		if f.value != "" {
-			field(2, f.name, f.value)
+			field(2, f.name, text(f.value))
 		}
 	}
 	if !ev.Time.IsZero() {
@@ -239,7 +241,7 @@ func showLetter(w io.Writer, i, n int, dl *deadletter.Record) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		field(2, "ext "+k, ev.Extensions[k])
+		field(2, "ext "+text(k), text(ev.Extensions[k]))
 	}
 	field(2, "data", fmt.Sprintf("%d bytes", len(ev.Data)))
 	tw.Flush()
@@ -339,20 +341,20 @@ func dlqReplay(args []string, out, stderr io.Writer) error {
 	for _, p := range picks {
 		if p.err != nil {
 			skipped++
-			fmt.Fprintf(out, "%d\tskipped: the envelope does not decode: %v\n", p.index, p.err)
+			fmt.Fprintf(out, "%d\tskipped: the envelope does not decode: %s\n", p.index, text(p.err.Error()))
 			continue
 		}
 		if *dryRun {
-			fmt.Fprintf(out, "%d\twould replay %s %s\n", p.index, p.ev.Type, p.ev.ID)
+			fmt.Fprintf(out, "%d\twould replay %s %s\n", p.index, text(p.ev.Type), text(p.ev.ID))
 			continue
 		}
 		if err := replayOne(rt, p.ev, *timeout); err != nil {
 			failed++
-			fmt.Fprintf(out, "%d\t%s %s\tfailed: %v\n", p.index, p.ev.Type, p.ev.ID, err)
+			fmt.Fprintf(out, "%d\t%s %s\tfailed: %s\n", p.index, text(p.ev.Type), text(p.ev.ID), text(err.Error()))
 			continue
 		}
 		ok++
-		fmt.Fprintf(out, "%d\t%s %s\tok\n", p.index, p.ev.Type, p.ev.ID)
+		fmt.Fprintf(out, "%d\t%s %s\tok\n", p.index, text(p.ev.Type), text(p.ev.ID))
 	}
 	if rt != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -389,19 +391,24 @@ func errorSummary(e *tandem.ErrorEnvelope) string {
 	case e == nil:
 		return "-"
 	case e.Message == "":
-		return e.Code
+		return text(e.Code)
 	}
-	return e.Code + ": " + e.Message
+	return text(e.Code) + ": " + text(e.Message)
 }
 
-func orDash(s string) string {
-	if s == "" {
+// text returns s, a string read from a dead-letter file, as it may be printed to a
+// terminal: "-" when empty; as it is when it is valid UTF-8 of printable characters
+// (strconv.IsPrint: no control characters, no escape sequences, no line or format
+// characters such as bidirectional overrides) that cannot be taken for a placeholder, a
+// quoted string or a neighbouring column; else quoted with Go's escapes (strconv.Quote),
+// which turn every such byte into visible text.
+func text(s string) string {
+	switch {
+	case s == "":
 		return "-"
+	case s == "-", s[0] == '"', s[0] == ' ', s[len(s)-1] == ' ', !utf8.ValidString(s),
+		strings.IndexFunc(s, func(r rune) bool { return !strconv.IsPrint(r) }) >= 0:
+		return strconv.Quote(s)
 	}
 	return s
-}
-
-// oneLine keeps a message on its line in a table.
-func oneLine(s string) string {
-	return strings.NewReplacer("\n", `\n`, "\r", `\r`, "\t", " ").Replace(s)
 }

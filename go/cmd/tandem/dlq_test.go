@@ -242,3 +242,68 @@ func TestDLQReplay(t *testing.T) {
 	}
 	wantContains(t, "replay", out, "1\tdemo.fail order-2\tfailed:", "invalid", "0 ok, 1 failed")
 }
+
+// Event types, IDs, errors and data come from whoever produced the events: printed raw, an
+// escape sequence would drive the operator's terminal, a CR or LF would forge lines.
+func TestDLQEscapesHostileText(t *testing.T) {
+	hostile := &tandem.Event{
+		ID: "id\r\n1  2026-03-01T12:00:00Z  term  demo.fake  forged", Source: "/src\x00nul",
+		Type: "demo.echo\x1b[2J\x1b[H", Subject: "subj\u202eevil", Data: []byte("data\x1b]0;pwned\x07"),
+		Extensions: map[string]string{"key\x1b[31m": "value\u009b1m"},
+	}
+	b, err := envelope.MarshalEvent(hostile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "dlq.cbor")
+	s, err := deadletter.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dl := range []*deadletter.Record{{
+		Reason: "term\x1b[8m",
+		Error: &tandem.ErrorEnvelope{Code: "invalid\x07", Message: "bad\x1b]52;c;ZXZpbA==\x07 input\nsecond line",
+			Runtime: "rust\r", Handler: "h\x00"},
+		EventID: hostile.ID, EventType: hostile.Type, Source: hostile.Source, Route: "route\u2028x",
+		Time: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), Envelope: b,
+	}, {
+		// Values that would read as something else if printed as they are.
+		Reason: "-", EventID: `"quoted"`, EventType: " padded ", Time: time.Date(2026, 3, 1, 12, 0, 1, 0, time.UTC),
+	}} {
+		if err := s.Write(context.Background(), dl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+
+	for _, args := range [][]string{{"list"}, {"show", "0"}, {"show", "1"}, {"replay", "-dry-run"}} {
+		code, out, errOut := runDLQ(append(args, "-file", path)...)
+		if code != 0 {
+			t.Fatalf("dlq %q: exit %d: %s", args, code, errOut)
+		}
+		for _, r := range out {
+			if (r < 0x20 && r != '\n' && r != '\t') || (r >= 0x7f && r < 0xa0) || r == '\u202e' || r == '\u2028' {
+				t.Errorf("dlq %q printed %U:\n%s", args, r, out)
+				break
+			}
+		}
+		if testing.Verbose() {
+			t.Logf("dlq %q:\n%s", args, out)
+		}
+		switch args[0] {
+		case "list":
+			wantContains(t, "list", out, `"demo.echo\x1b[2J\x1b[H"`, `"id\r\n1  2026-03-01T12:00:00Z  term  demo.fake  forged"`,
+				`"term\x1b[8m"`, `"invalid\a": "bad\x1b]52;c;ZXZpbA==\a input\nsecond line"`, `"-"`, `"\"quoted\""`, `" padded "`)
+			if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 4 {
+				t.Errorf("want a header, 2 letters and a summary, got %d lines:\n%s", len(lines), out)
+			}
+		case "show":
+			if args[1] == "0" {
+				wantContains(t, "show 0", out, `"/src\x00nul"`, `"route\u2028x"`, `"rust\r"`, `"h\x00"`,
+					`"subj\u202eevil"`, `ext "key\x1b[31m"`, `"value\u009b1m"`, "64 61 74 61 1b 5d")
+			}
+		case "replay":
+			wantContains(t, "replay -dry-run", out, `0	would replay "demo.echo\x1b[2J\x1b[H" "id\r\n1`)
+		}
+	}
+}

@@ -53,3 +53,10 @@ func (e *Engine) Stats() Stats {
 	s.Rust = st
 	return s
 }
+
+// PollersParked reports whether each poller has raised its ring's parked flag: Go's
+// completion poller and the Rust submission poller. Tests wait on it instead of sleeping past
+// the spin windows. Safe for concurrent use while running; the answer may change at once.
+func (e *Engine) PollersParked() (goParked, rustParked bool) {
+	return e.cq.Parked(), e.sq.Parked()
+}

@@ -132,8 +132,9 @@ func (r *Ring) PreparePark() bool {
 	return false
 }
 
-// Parked reports whether the consumer's parked flag is up (a snapshot): for the other
-// side's poller deciding whether to spin.
+// Parked reports whether the consumer's parked flag is raised (a snapshot): it sleeps, or is
+// about to, and the next producer must wake it (or cross). The other side's poller reads it
+// to decide whether to spin; tests wait on it rather than sleep past a spin window.
 func (r *Ring) Parked() bool { return atomic.LoadUint32(r.u32(abi.RingParked)) == 1 }
 
 // Unpark lowers the parked flag after a wake-up.

@@ -18,7 +18,7 @@ import (
 
 // sampleLetters returns dead letters covering every field, with and without an error
 // envelope, retry policy and envelope bytes.
-func sampleLetters(t *testing.T) []Record {
+func sampleLetters(t testing.TB) []Record {
 	t.Helper()
 	env := func(id, typ string, data []byte) []byte {
 		b, err := envelope.MarshalEvent(&envelope.Event{ID: id, Source: "/orders", Type: typ, Data: data, Attempt: 2,
@@ -263,6 +263,14 @@ func TestReadFileCorruptMiddle(t *testing.T) {
 	}
 	ends := recordEnds(t, letters)
 	second := ends[0]
+	// The offset of the second record's envelope length (a two-byte head: key 9, 0x59).
+	rec, _ := marshalRecord(&letters[1], time.Now())
+	n := len(letters[1].Envelope)
+	i := bytes.Index(rec, []byte{keyEnvelope, 0x59, byte(n >> 8), byte(n)})
+	if i < 0 {
+		t.Fatal("no two-byte envelope length in the second record")
+	}
+	envLen := second + int64(i) + 2
 	for _, tc := range []struct {
 		name string
 		at   int64 // offset of the byte to replace
@@ -278,6 +286,9 @@ func TestReadFileCorruptMiddle(t *testing.T) {
 		{"huge length", second, 0x5b, ""},
 		// A map head claiming more pairs swallows the third record.
 		{"more pairs", second, 0xb7, ""},
+		// So does an envelope length that runs past the end of the file: the record looks
+		// torn, but the third record is whole inside what would be its envelope.
+		{"envelope length", envLen, 0xff, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := bytes.Clone(data)

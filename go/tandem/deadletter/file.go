@@ -102,36 +102,6 @@ func scanRecords(r io.Reader, path string, fn func(*Record)) (good, torn int64, 
 	}
 }
 
-// checkTornTail reports whether tail, the bytes after the last complete record, can be
-// what a crash in the middle of one write leaves: a proper prefix of a single record.
-// Every record starts with a definite-length map head and key 0 holding 1. A tail from
-// which a complete valid record can be decoded is not one record cut short but a sign
-// that a length in the middle of the file is corrupt, and skipping it would hide (and
-// OpenFile would truncate) good records.
-func checkTornTail(tail []byte) error {
-	switch {
-	case len(tail) == 0:
-		return nil
-	case tail[0]&0xe0 != majorMap || tail[0]&0x1f > 27,
-		len(tail) > 1 && tail[1] != keyV,
-		len(tail) > 2 && tail[2] != recordVersion:
-		return errors.New("incomplete item that does not start like a record")
-	}
-	for i := 1; i+3 <= len(tail); i++ {
-		if tail[i]&0xe0 != majorMap || tail[i+1] != keyV || tail[i+2] != recordVersion {
-			continue
-		}
-		var raw cbor.RawMessage
-		if _, err := cborx.Dec.UnmarshalFirst(tail[i:], &raw); err != nil {
-			continue
-		}
-		if _, err := decodeRecord(raw); err == nil {
-			return fmt.Errorf("incomplete item followed by a complete record at offset +%d: a corrupt length, not a torn write", i)
-		}
-	}
-	return nil
-}
-
 // zeroTail reports whether raw and everything after it are zero bytes, and how many.
 func zeroTail(raw []byte, dec *cbor.Decoder, r io.Reader) (int64, bool) {
 	if slices.ContainsFunc(raw, func(b byte) bool { return b != 0 }) {

@@ -26,6 +26,7 @@ pub mod layout;
 mod local;
 mod logs;
 mod outcome;
+mod panics;
 mod poller;
 mod ring;
 mod runtime;

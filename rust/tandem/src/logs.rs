@@ -203,29 +203,31 @@ pub(crate) async fn forward(
 /// Encodes as many records as fit into `out` as a CBOR sequence: first the dropped count
 /// (uint), then one map per record {0: level, 1: target, 2: message, 3: time ns, 4: {field:
 /// value}}. Returns the bytes used and the records that did not fit.
+///
+/// A record too big for a whole batch (a long message, a backtrace) would wait at the front of
+/// the queue forever and hold up every record behind it, so the first record of a batch is cut
+/// until it fits: its message and field values shortened, each cut marked with "…".
 fn encode(records: Vec<LogRecord>, dropped: u64, out: &mut [u8]) -> (usize, Vec<LogRecord>) {
     let mut enc = Encoder::new(Cursor::new(out));
     if enc.u64(dropped).is_err() {
         return (0, records);
     }
-    let mut used = enc.writer().position();
+    let start = enc.writer().position();
+    let mut used = start;
     let mut rest = Vec::new();
     let mut iter = records.into_iter();
-    for rec in iter.by_ref() {
-        let ok =
-            (|| -> Result<(), minicbor::encode::Error<minicbor::encode::write::EndOfSlice>> {
-                enc.map(5)?;
-                enc.u8(0)?.u8(rec.level)?;
-                enc.u8(1)?.str(rec.target)?;
-                enc.u8(2)?.str(&rec.message)?;
-                enc.u8(3)?.u64(rec.time_ns)?;
-                enc.u8(4)?.map(rec.fields.len() as u64)?;
-                for (k, v) in &rec.fields {
-                    enc.str(k)?.str(v)?;
-                }
-                Ok(())
-            })();
-        if ok.is_err() {
+    for mut rec in iter.by_ref() {
+        let mut fits = encode_record(&mut enc, &rec).is_ok();
+        if !fits && used == start {
+            let mut limit = enc.writer().get_ref().len();
+            while !fits && limit > 0 {
+                limit /= 2;
+                rec.cut(limit);
+                enc.writer_mut().set_position(used);
+                fits = encode_record(&mut enc, &rec).is_ok();
+            }
+        }
+        if !fits {
             rest.push(rec);
             break;
         }
@@ -233,6 +235,48 @@ fn encode(records: Vec<LogRecord>, dropped: u64, out: &mut [u8]) -> (usize, Vec<
     }
     rest.extend(iter);
     (used, rest)
+}
+
+type EncodeResult = Result<(), minicbor::encode::Error<minicbor::encode::write::EndOfSlice>>;
+
+fn encode_record(enc: &mut Encoder<Cursor<&mut [u8]>>, rec: &LogRecord) -> EncodeResult {
+    enc.map(5)?;
+    enc.u8(0)?.u8(rec.level)?;
+    enc.u8(1)?.str(rec.target)?;
+    enc.u8(2)?.str(&rec.message)?;
+    enc.u8(3)?.u64(rec.time_ns)?;
+    enc.u8(4)?.map(rec.fields.len() as u64)?;
+    for (k, v) in &rec.fields {
+        enc.str(k)?.str(v)?;
+    }
+    Ok(())
+}
+
+impl LogRecord {
+    /// Shortens the message and every field value to at most `limit` bytes and a "…". At 0
+    /// only the level, the time and "…" are left, which fit the smallest reply slot.
+    fn cut(&mut self, limit: usize) {
+        cut(&mut self.message, limit);
+        for (_, v) in &mut self.fields {
+            cut(v, limit);
+        }
+        if limit == 0 {
+            self.target = "";
+            self.fields.clear();
+        }
+    }
+}
+
+fn cut(s: &mut String, limit: usize) {
+    if s.len() <= limit {
+        return;
+    }
+    let mut at = limit;
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    s.truncate(at);
+    s.push('…');
 }
 
 /// The fields of a span, kept in its extensions for the records logged inside it.
@@ -345,6 +389,15 @@ mod tests {
         }
     }
 
+    struct Verbose;
+    impl Handler for Verbose {
+        async fn handle(&self, _ev: &Event<'_>, _cx: &Context) -> Outcome {
+            tracing::info!(detail = "d".repeat(3000), "{}", "m".repeat(4000));
+            tracing::info!("after the long one");
+            Outcome::Ack
+        }
+    }
+
     fn chatty(who: &'static str) -> Runtime {
         let mut reg = Registry::new();
         reg.register("chatty", "chatty", Chatty(who));
@@ -381,5 +434,48 @@ mod tests {
         }
         assert_whole(&mut a);
         assert_whole(&mut b);
+    }
+
+    #[test]
+    fn a_record_bigger_than_a_reply_slot_is_cut_not_stuck() {
+        super::set_level(2); // info
+        let mut reg = Registry::new();
+        reg.register("verbose", "verbose", Verbose);
+        let mut rt = Runtime::new(small(), reg).unwrap(); // 1 KiB reply slots
+        rt.start().unwrap();
+        submit(&rt, 0, &envelope("verbose", b""));
+        let (mut acked, mut seen) = (false, Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !acked || seen.len() < 2 {
+            if Instant::now() >= deadline {
+                // Not dropped: shutting down would wait for the stuck forwarder forever.
+                std::mem::forget(rt);
+                panic!(
+                    "after 10 s: acked {acked}, {} records (a record stuck at the front?)",
+                    seen.len()
+                );
+            }
+            let done = next_any(&rt);
+            match done.kind {
+                TANDEM_CQE_LOG => {
+                    assert!(done.reply.len() <= 1024);
+                    seen.extend(log_records(&done.reply));
+                }
+                TANDEM_OUTCOME_ACK => acked = true,
+                other => panic!("unexpected completion kind {other}"),
+            }
+            if done.reply_slot != TANDEM_NO_SLOT {
+                release(&rt, done.reply_slot);
+            }
+        }
+        let long = &seen[0];
+        assert!(
+            long.message.starts_with("mmm") && long.message.ends_with('…'),
+            "{}",
+            long.message
+        );
+        assert!(long.field("detail").is_some_and(|d| d.ends_with('…')));
+        assert_eq!(seen[1].message, "after the long one");
+        assert_whole(&mut rt);
     }
 }

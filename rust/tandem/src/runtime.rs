@@ -5,7 +5,8 @@
 //! `config` and `stats` (error codes, a handler's verdict, sizes, counters); `slots` (the two
 //! arenas: the request-slot guard, reply writers); `completion` (the one path that publishes
 //! completion records); `handler` (what a handler implements and receives); `logs` (each
-//! runtime's log records, forwarded to Go); `shared` (what the runtime's tasks share);
+//! runtime's log records, forwarded to Go); `panics` (handler panics contained and reported
+//! through the logs, not on stderr); `shared` (what the runtime's tasks share);
 //! `dispatch` (running one handler: deadlines, cancellation, panics, inline or in a task);
 //! `local` (emitted events routed inside Rust); `poller` (the submission ring); then this
 //! module, and `ffi` (the C exports) above it.
@@ -65,6 +66,7 @@ impl Runtime {
         registry.seal();
         let shared = Shared::new(cfg, registry)?;
         crate::logs::install();
+        crate::panics::install();
         Ok(Runtime {
             shared: Arc::new(shared),
             tokio: None,
@@ -297,9 +299,7 @@ mod tests {
     fn shutdown_returns_when_the_last_event_completes_not_at_the_grace() {
         let mut rt = runtime();
         submit(&rt, 0, &envelope("nap.inline", b"slow"));
-        while rt.stats().received < 1 {
-            std::thread::yield_now();
-        }
+        wait_until("the poller to take the event", || rt.stats().received >= 1);
         let began = Instant::now();
         rt.shutdown(Duration::from_secs(60));
         assert!(
@@ -320,9 +320,9 @@ mod tests {
         let mut rt = runtime();
         submit(&rt, 0, &envelope("forever", b""));
         submit(&rt, 1, &envelope("forever", b""));
-        while rt.stats().received < 2 {
-            std::thread::yield_now();
-        }
+        wait_until("the poller to take both events", || {
+            rt.stats().received >= 2
+        });
         rt.shutdown(Duration::from_millis(20));
         for _ in 0..2 {
             expect_cancelled(&rt);

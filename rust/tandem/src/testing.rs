@@ -66,24 +66,36 @@ impl Handler for Fork {
     }
 }
 
+/// Tells Go three times that it is still working, each pushing its deadline 10 s past that
+/// moment, then outlives the deadline it was given and acks.
 pub(crate) struct Patient;
 impl Handler for Patient {
-    async fn handle(&self, _ev: &Event<'_>, cx: &Context) -> Outcome {
+    async fn handle(&self, ev: &Event<'_>, cx: &Context) -> Outcome {
+        let given = ev.deadline();
         for _ in 0..3 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            cx.in_progress(Duration::from_millis(60)).await;
+            cx.in_progress(Duration::from_secs(10)).await;
+        }
+        if let Some(given) = given {
+            let left = given.saturating_sub(now_ns() as i64).max(0) as u64;
+            tokio::time::sleep(Duration::from_nanos(left) + Duration::from_millis(10)).await;
         }
         Outcome::Ack
     }
 }
-pub(crate) struct Watcher(pub(crate) Arc<std::sync::atomic::AtomicBool>);
+/// Spawns a task that sets `fired` when the event's cancellation token fires, sets
+/// `started`, and never finishes.
+pub(crate) struct Watcher {
+    pub(crate) started: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) fired: Arc<std::sync::atomic::AtomicBool>,
+}
 impl Handler for Watcher {
     async fn handle(&self, _ev: &Event<'_>, cx: &Context) -> Outcome {
-        let (token, fired) = (cx.cancellation().clone(), self.0.clone());
+        let (token, fired) = (cx.cancellation().clone(), self.fired.clone());
         tokio::spawn(async move {
             token.cancelled().await;
             fired.store(true, Relaxed);
         });
+        self.started.store(true, Relaxed);
         std::future::pending::<()>().await;
         Outcome::Ack
     }
@@ -138,8 +150,24 @@ pub(crate) fn small() -> Config {
     }
 }
 
+/// Waits until the test opens the gate (`notify_one`, which may come first), then replies
+/// with the event's data.
+pub(crate) struct Gate(pub(crate) Arc<tokio::sync::Notify>);
+impl Handler for Gate {
+    async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
+        self.0.notified().await;
+        Outcome::Reply(ev.data().to_vec())
+    }
+}
+
 pub(crate) fn runtime() -> Runtime {
+    runtime_with(|_| {})
+}
+
+/// The test runtime, with more handlers registered by `more`.
+pub(crate) fn runtime_with(more: impl FnOnce(&mut Registry)) -> Runtime {
     let mut reg = Registry::new();
+    more(&mut reg);
     reg.register("fork", "fork", Fork)
         .register("patient", "patient", Patient)
         .register("spray", "spray", Spray)
@@ -307,6 +335,18 @@ pub(crate) fn next_completion(rt: &Runtime) -> Done {
     }
 }
 
+/// Waits, up to 10 s, until `cond` holds; fails naming `what` it waited for.
+pub(crate) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "after 10 s, still waiting for {what}"
+        );
+        std::thread::yield_now();
+    }
+}
+
 /// Takes the next completion, which must be a retryable "cancelled" (a handler stopped at
 /// shutdown), and releases its reply slot.
 pub(crate) fn expect_cancelled(rt: &Runtime) {
@@ -333,17 +373,53 @@ pub(crate) fn next_any(rt: &Runtime) -> Done {
 
 /// Decodes a log batch as Go does: the dropped count, then one map per record.
 pub(crate) fn log_messages(batch: &[u8]) -> Vec<String> {
+    log_records(batch).into_iter().map(|r| r.message).collect()
+}
+
+/// One log record as Go reads it.
+pub(crate) struct LogLine {
+    pub(crate) level: u8,
+    pub(crate) message: String,
+    pub(crate) fields: Vec<(String, String)>,
+}
+
+impl LogLine {
+    pub(crate) fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Decodes a log batch's records, level, message and fields.
+pub(crate) fn log_records(batch: &[u8]) -> Vec<LogLine> {
     let mut d = minicbor::Decoder::new(batch);
     d.u64().expect("dropped count");
     let mut out = Vec::new();
     while d.position() < batch.len() {
         let n = d.map().expect("record").expect("definite map");
+        let mut line = LogLine {
+            level: 0,
+            message: String::new(),
+            fields: Vec::new(),
+        };
         for _ in 0..n {
             match d.u8().expect("key") {
-                2 => out.push(d.str().expect("message").to_owned()),
+                0 => line.level = d.u8().expect("level"),
+                2 => line.message = d.str().expect("message").to_owned(),
+                4 => {
+                    let m = d.map().expect("fields").expect("definite map");
+                    for _ in 0..m {
+                        let k = d.str().expect("field name").to_owned();
+                        line.fields
+                            .push((k, d.str().expect("field value").to_owned()));
+                    }
+                }
                 _ => d.skip().expect("value"),
             }
         }
+        out.push(line);
     }
     out
 }
