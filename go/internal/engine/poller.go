@@ -63,6 +63,7 @@ func (e *Engine) poll() {
 			time.Sleep(time.Millisecond)
 		}
 		e.cq.Unpark()
+		sp.woken()
 	}
 }
 
@@ -164,9 +165,9 @@ func (e *Engine) rustFailure(c *ring.Desc, d *Delivery, reply *Reply) *Failure {
 // SPARE_CORES_FOR_A_POLLER decides its side the same way).
 const spareCoresForAPoller = 4
 
-// spinner sizes a poller's spin window from the gaps between the arrivals it sees (Aeron's
-// idle strategies, fitted to the load): spinning pays only when the next arrival is likely
-// to come within the window. Arrivals closer together than max: spin twice the average gap
+// spinner sizes a poller's spin window from the gaps between the arrivals it sees while
+// awake (Aeron's idle strategies, fitted to the load): spinning pays only when the next
+// arrival is likely to come within the window. Arrivals closer together than max: spin twice the average gap
 // (long enough to catch the next, no longer), so a stream that stops is followed by a short
 // spin, not a whole window. Arrivals sparser than max: no spin at all, since the poller would
 // park before the next anyway, and each spin is a core's worth of CPU thrown away. The average
@@ -191,6 +192,11 @@ func (s *spinner) arrived(now int64) {
 	}
 	s.last = now
 }
+
+// woken forgets what was learnt before a park: a poller is woken because work is arriving
+// again (a handover means arrivals closer than the window), so it starts with the whole
+// window and learns the new gaps. A park's length is no gap between arrivals.
+func (s *spinner) woken() { s.avg, s.last = 0, 0 }
 
 // window is how long to spin on an empty ring before parking, ns.
 func (s *spinner) window() int64 {

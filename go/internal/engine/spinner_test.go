@@ -36,6 +36,10 @@ func TestSpinnerFitsTheWindowToTheArrivals(t *testing.T) {
 		s.arrived(now)
 		if s.window() > 0 {
 			t.Logf("spinning again after %d close arrivals", i+1)
+			s.woken()
+			if w := s.window(); w != 50*us {
+				t.Fatalf("woken: window %d ns, want the whole %d again", w, 50*us)
+			}
 			return
 		}
 	}

@@ -24,7 +24,11 @@ pub(crate) async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>)
     loop {
         let n = std::future::poll_fn(|cx| {
             let _g = shared.consumer.lock().unwrap_or_else(|p| p.into_inner());
-            std::task::Poll::Ready(drain_submissions(&shared, BATCH, Some((cx, Drainer::Poller))))
+            std::task::Poll::Ready(drain_submissions(
+                &shared,
+                BATCH,
+                Some((cx, Drainer::Poller)),
+            ))
         })
         .await;
         if n > 0 {
@@ -66,12 +70,13 @@ pub(crate) async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>)
             Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
         }
         shared.sq.unpark();
+        spinner.woken();
     }
 }
 
-/// Sizes a poller's spin window from the gaps between the arrivals it sees (Aeron's idle
-/// strategies, fitted to the load): spinning pays only when the next arrival is likely to
-/// come within the window. Arrivals closer together than `max`: spin twice the average gap,
+/// Sizes a poller's spin window from the gaps between the arrivals it sees while awake
+/// (Aeron's idle strategies, fitted to the load): spinning pays only when the next arrival
+/// is likely to come within the window. Arrivals closer together than `max`: spin twice the average gap,
 /// so a stream that stops is followed by a short spin, not a whole window. Arrivals sparser
 /// than `max`: no spin, since the poller would park before the next anyway. The average
 /// weighs each arrival 1/8, and counts a gap as at most twice `max`, so a long idle spell is
@@ -108,6 +113,14 @@ impl Spinner {
             };
         }
         self.last = Some(now);
+    }
+
+    /// Forgets what was learnt before a park: the poller is woken because work arrives again
+    /// (a handover means arrivals closer than the window), so it starts with the whole window
+    /// and learns the new gaps. A park's length is no gap between arrivals.
+    pub(crate) fn woken(&mut self) {
+        self.avg = Duration::ZERO;
+        self.last = None;
     }
 
     /// How long to spin on an empty ring before parking.
@@ -185,7 +198,11 @@ mod tests {
     fn the_spin_window_fits_the_arrivals() {
         let us = Duration::from_micros;
         let mut s = Spinner::new(us(50));
-        assert_eq!(s.window(), us(50), "before any arrival: the configured window");
+        assert_eq!(
+            s.window(),
+            us(50),
+            "before any arrival: the configured window"
+        );
         let mut now = us(1);
         for _ in 0..50 {
             now += us(5);
@@ -207,6 +224,8 @@ mod tests {
             })
             .expect("close arrivals after an idle spell bring the spin back");
         assert!(close <= 10, "took {close} arrivals");
+        s.woken();
+        assert_eq!(s.window(), us(50), "woken: the whole window again");
         assert_eq!(Spinner::new(Duration::ZERO).window(), Duration::ZERO);
     }
 

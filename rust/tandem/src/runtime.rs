@@ -431,7 +431,11 @@ mod kick_tests {
         wait_parked(&rt);
         assert!(publish_delivery(&rt, 0, &envelope("echo", b"w"), waited));
         rt.kick(false).expect("kick");
-        assert_eq!(wakes(&rt), (0, 0), "a handler that never waited took a task");
+        assert_eq!(
+            wakes(&rt),
+            (0, 0),
+            "a handler that never waited took a task"
+        );
         let done = next_completion(&rt);
         assert_eq!(
             (done.kind, done.reply.as_slice()),
@@ -472,7 +476,10 @@ mod kick_tests {
         submit(&rt, 0, &envelope("echo", b"fifth"));
         let deadline = Instant::now() + Duration::from_secs(10);
         while !rt.shared.sq.is_hungry() {
-            assert!(Instant::now() < deadline, "the waiting writer never said so");
+            assert!(
+                Instant::now() < deadline,
+                "the waiting writer never said so"
+            );
             std::thread::yield_now();
         }
         // Go's next release then reaches Rust at once (woken, or taken by a consumer awake).
