@@ -166,29 +166,23 @@ func (e *Engine) rustFailure(c *ring.Desc, d *Delivery, reply *Reply) *Failure {
 const spareCoresForAPoller = 4
 
 // spinner sizes a poller's spin window from the gaps between the arrivals it sees while
-// awake (Aeron's idle strategies, fitted to the load): spinning pays only when the next
-// arrival is likely to come within the window. Arrivals closer together than max: spin twice the average gap
-// (long enough to catch the next, no longer), so a stream that stops is followed by a short
-// spin, not a whole window. Arrivals sparser than max: no spin at all, since the poller would
-// park before the next anyway, and each spin is a core's worth of CPU thrown away. The average
-// is an exponentially weighted one (1/8 per arrival), with each gap counted as at most twice
-// max, so a long idle spell is forgotten after a few close arrivals. Not safe for concurrent
+// awake (Aeron's idle strategies, fitted to the load): it spins twice the longest recent gap,
+// at most max. After a stream of close arrivals stops, the poller parks after a short spin
+// rather than a whole window; bursty arrivals (batches, then a pause while the other side
+// settles them) keep the whole window, since a pause in the middle of load must not cost a
+// park and a wake. The longest gap decays by an eighth per arrival, so a pause is forgotten
+// after a few dozen close arrivals; each gap counts as at most max. Not safe for concurrent
 // use: one per poller.
 type spinner struct {
 	max  int64 // the configured spin window, ns; 0 or less: never spin
-	avg  int64 // the average gap, ns; 0 until two arrivals were seen
+	peak int64 // the longest recent gap, ns; 0 until two arrivals were seen
 	last int64 // the last arrival, nanotime
 }
 
 // arrived records an arrival at now (nanotime).
 func (s *spinner) arrived(now int64) {
 	if s.last != 0 {
-		gap := min(now-s.last, 2*s.max)
-		if s.avg == 0 {
-			s.avg = gap
-		} else {
-			s.avg += (gap - s.avg) / 8
-		}
+		s.peak = max(min(now-s.last, s.max), s.peak-s.peak/8)
 	}
 	s.last = now
 }
@@ -196,17 +190,15 @@ func (s *spinner) arrived(now int64) {
 // woken forgets what was learnt before a park: a poller is woken because work is arriving
 // again (a handover means arrivals closer than the window), so it starts with the whole
 // window and learns the new gaps. A park's length is no gap between arrivals.
-func (s *spinner) woken() { s.avg, s.last = 0, 0 }
+func (s *spinner) woken() { s.peak, s.last = 0, 0 }
 
 // window is how long to spin on an empty ring before parking, ns.
 func (s *spinner) window() int64 {
 	switch {
 	case s.max <= 0:
 		return 0
-	case s.avg == 0:
+	case s.peak == 0:
 		return s.max // nothing learned yet
-	case s.avg > s.max:
-		return 0
 	}
-	return min(2*s.avg, s.max)
+	return min(2*s.peak, s.max)
 }

@@ -2,8 +2,9 @@ package engine
 
 import "testing"
 
-// A poller spins only while arrivals come closer together than its configured window, and
-// then only about as long as the gap it has been seeing.
+// A poller spins about twice the longest recent gap between arrivals, at most its configured
+// window: short after a steady stream of close arrivals, the whole window when arrivals come
+// in bursts.
 func TestSpinnerFitsTheWindowToTheArrivals(t *testing.T) {
 	const us = int64(1000)
 	s := spinner{max: 50 * us}
@@ -19,31 +20,30 @@ func TestSpinnerFitsTheWindowToTheArrivals(t *testing.T) {
 	if w := s.window(); w != 10*us {
 		t.Fatalf("arrivals every 5 µs: window %d ns, want %d", w, 10*us)
 	}
-	// Arrivals every 200 µs, sparser than the window: no spin at all.
-	for range 50 {
-		now += 200 * us
-		s.arrived(now)
-	}
-	if w := s.window(); w != 0 {
-		t.Fatalf("arrivals every 200 µs: window %d ns, want 0", w)
-	}
-	// A long idle spell counts as a gap of at most twice the window: a few close arrivals
-	// afterwards bring the spin back.
-	now += 10_000_000 * us
-	s.arrived(now)
-	for i := range 40 {
-		now += 5 * us
-		s.arrived(now)
-		if s.window() > 0 {
-			t.Logf("spinning again after %d close arrivals", i+1)
-			s.woken()
-			if w := s.window(); w != 50*us {
-				t.Fatalf("woken: window %d ns, want the whole %d again", w, 50*us)
-			}
-			return
+	// Bursts: 8 arrivals 2 µs apart, then a 30 µs pause. The pause sets the window.
+	for range 10 {
+		for range 8 {
+			now += 2 * us
+			s.arrived(now)
 		}
+		now += 30 * us
+		s.arrived(now)
 	}
-	t.Fatalf("40 arrivals 5 µs apart after an idle spell, still no spin (average gap %d ns)", s.avg)
+	if w := s.window(); w != 50*us {
+		t.Fatalf("bursts with 30 µs pauses: window %d ns, want the whole %d", w, 50*us)
+	}
+	// Woken after a park: the whole window again, whatever was learnt.
+	for range 100 {
+		now += 1 * us
+		s.arrived(now)
+	}
+	if w := s.window(); w >= 10*us {
+		t.Fatalf("arrivals every 1 µs: window %d ns, want a short one", w)
+	}
+	s.woken()
+	if w := s.window(); w != 50*us {
+		t.Fatalf("woken: window %d ns, want the whole %d", w, 50*us)
+	}
 }
 
 // A poller configured not to spin never does.
