@@ -55,6 +55,14 @@
 #define TANDEM_KICK_FREQUENT 1
 
 /*
+ In the flags of `tandem_runtime_kick`: the caller won no wake-up duty (another crossing is
+ in progress): drain what the call can, pop by pop while the consumer's role is free, and
+ neither re-arm nor hand over. Its event runs on the caller's thread instead of waiting for
+ the crossing in progress.
+ */
+#define TANDEM_KICK_HELP 2
+
+/*
  Submission descriptor kind: an event in request slot `slot`: a `tandem_delivery` header,
  then the envelope, `len` bytes.
  */
@@ -557,12 +565,14 @@ tandem_status tandem_runtime_shutdown(tandem_runtime *rt, uint64_t grace_ns);
  wake its poller). Negative: minus a `TANDEM_ERR_*` status; the caller then writes the
  eventfd as before. `flags`: `TANDEM_KICK_FREQUENT` when this crossing followed the
  previous one within the spin window, which may hand the ring back to the poller (one
- wake) instead. Safe from any thread while the runtime runs.
+ wake) instead; `TANDEM_KICK_HELP` from a submitter that won no duty but saw another
+ crossing in progress: the call drains what it can and re-arms nothing. Safe from any thread while the runtime runs.
 
  # Safety
  `rt` must be a live runtime.
  */
-int64_t tandem_runtime_kick(const tandem_runtime *rt, uint32_t flags);
+int64_t tandem_runtime_kick(const tandem_runtime *rt,
+                            uint32_t flags);
 
 /*
  Fills `*out` with the runtime's counters. After shutdown it first consumes the release

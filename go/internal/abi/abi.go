@@ -370,18 +370,17 @@ const KickGoWakeOwed int64 = 1 << 32
 // one within the spin window.
 const KickFrequent uint32 = 1
 
+// KickHelp is TANDEM_KICK_HELP, Kick's flag: the caller won no wake-up duty but another
+// crossing is in progress; the call drains what it can and re-arms nothing.
+const KickHelp uint32 = 2
+
 // Kick runs the runtime's submission step on the calling thread (tandem_runtime_kick), for
 // a submitter that won the submission ring's wake-up duty: drained counts the records it
 // consumed; goWakeOwed says the caller must consume the completion ring itself. On an error
 // (the runtime is not running) nothing ran: wake the poller by its eventfd instead.
-// frequent says this crossing followed the previous one within the spin window
-// (KickFrequent).
-func Kick(h Handle, frequent bool) (drained uint32, goWakeOwed bool, err error) {
+// flags: KickFrequent, KickHelp.
+func Kick(h Handle, flags uint32) (drained uint32, goWakeOwed bool, err error) {
 	calls.Add(1)
-	var flags uint32
-	if frequent {
-		flags = KickFrequent
-	}
 	r := kick(h, flags)
 	if r < 0 {
 		return 0, false, statusError("tandem_runtime_kick", int32(-r), "")

@@ -135,5 +135,6 @@ func layoutMismatches() []string {
 	check("TANDEM_DELIVERY_TIMED", uintptr(DeliveryTimed), uintptr(C.TANDEM_DELIVERY_TIMED))
 	check("TANDEM_KICK_GO_WAKE_OWED", uintptr(KickGoWakeOwed), uintptr(C.TANDEM_KICK_GO_WAKE_OWED))
 	check("TANDEM_KICK_FREQUENT", uintptr(KickFrequent), uintptr(C.TANDEM_KICK_FREQUENT))
+	check("TANDEM_KICK_HELP", uintptr(KickHelp), uintptr(C.TANDEM_KICK_HELP))
 	return bad
 }

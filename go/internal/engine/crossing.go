@@ -58,11 +58,38 @@ func (e *Engine) crossToRust(now int64) {
 		e.wakeRust()
 		return
 	}
-	frequent := now-e.lastCross.Swap(now) < int64(e.cfg.SpinWindow)
-	_, owed, err := abi.Kick(e.h, frequent)
+	var flags uint32
+	if now-e.lastCross.Swap(now) < int64(e.cfg.SpinWindow) {
+		flags = abi.KickFrequent
+	}
+	e.crossing.Add(1)
+	_, owed, err := abi.Kick(e.h, flags)
+	e.crossing.Add(-1)
 	e.lifeMu.RUnlock()
 	if err != nil {
 		e.wakeRust() // not running (stopping): the poller takes it
+		return
+	}
+	e.obs.crossings.Add(1)
+	if owed {
+		e.consumeCompletions()
+	}
+}
+
+// helpRust is the crossing of a publisher that won no wake-up duty while another crossing
+// was in progress: its event runs on its own thread (one call into the library) instead of
+// waiting for that crossing, whose thread may be descheduled on a busy machine, and callers
+// on every core run their events at once, as with a direct call. It re-arms nothing: the
+// duty stays with the crossing that holds it.
+func (e *Engine) helpRust() {
+	e.lifeMu.RLock()
+	if e.rustStopping.Load() {
+		e.lifeMu.RUnlock()
+		return // the crossing in progress, or the poller at shutdown, takes the event
+	}
+	_, owed, err := abi.Kick(e.h, abi.KickHelp)
+	e.lifeMu.RUnlock()
+	if err != nil {
 		return
 	}
 	e.obs.crossings.Add(1)

@@ -96,6 +96,9 @@ type Engine struct {
 	lastYield atomic.Int64
 	// lastCross is when the last crossing began (nanotime), for the gap between crossings.
 	lastCross atomic.Int64
+	// crossing counts the crossings holding a wake-up duty now: a publisher that wins no
+	// duty while one is in progress helps (helpRust).
+	crossing atomic.Int32
 	// roomy: the machine has cores to spare for a spinning poller beside the other
 	// (spareCoresForAPoller, as Rust's Config::handover decides by default).
 	roomy    bool

@@ -185,7 +185,10 @@ func (e *Engine) publish(d *Delivery) {
 		// Unreachable: the ring holds every slot's descriptor at once. Stay correct anyway.
 		gosched()
 	}
-	if e.sq.TakeWakeup() {
+	switch {
+	case e.sq.TakeWakeup():
 		e.crossToRust(at)
+	case e.crossing.Load() > 0:
+		e.helpRust()
 	}
 }

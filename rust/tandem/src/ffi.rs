@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use crate::config::{Config, Error};
 use crate::handler::Registry;
-use crate::layout::{TANDEM_ABI_VERSION, TANDEM_KICK_FREQUENT, TANDEM_KICK_GO_WAKE_OWED};
+use crate::layout::{
+    TANDEM_ABI_VERSION, TANDEM_KICK_FREQUENT, TANDEM_KICK_GO_WAKE_OWED, TANDEM_KICK_HELP,
+};
 use crate::runtime::Runtime;
 
 /// Status code returned by every fallible export.
@@ -359,7 +361,8 @@ pub unsafe extern "C" fn tandem_runtime_shutdown(
 /// wake its poller). Negative: minus a `TANDEM_ERR_*` status; the caller then writes the
 /// eventfd as before. `flags`: `TANDEM_KICK_FREQUENT` when this crossing followed the
 /// previous one within the spin window, which may hand the ring back to the poller (one
-/// wake) instead. Safe from any thread while the runtime runs.
+/// wake) instead; `TANDEM_KICK_HELP` from a submitter that won no duty but saw another
+/// crossing in progress: the call drains what it can and re-arms nothing. Safe from any thread while the runtime runs.
 ///
 /// # Safety
 /// `rt` must be a live runtime.
@@ -372,7 +375,12 @@ pub unsafe extern "C" fn tandem_runtime_kick(rt: *const tandem_runtime, flags: u
             set_last_error("tandem_runtime_kick: null runtime");
             return TANDEM_ERR_INVALID_ARG;
         };
-        match rt.inner.kick(flags & TANDEM_KICK_FREQUENT != 0) {
+        let kicked = if flags & TANDEM_KICK_HELP != 0 {
+            rt.inner.help()
+        } else {
+            rt.inner.kick(flags & TANDEM_KICK_FREQUENT != 0)
+        };
+        match kicked {
             Ok(k) => {
                 let owed = if k.go_wake_owed {
                     TANDEM_KICK_GO_WAKE_OWED

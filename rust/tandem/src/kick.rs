@@ -34,7 +34,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Waker};
 
 use crate::completion::DeferGoWake;
-use crate::poller::{Drainer, drain_submissions};
+use crate::poller::{Drainer, Role, drain_submissions};
 use crate::shared::Shared;
 use crate::sync::Ordering;
 
@@ -75,13 +75,11 @@ pub(crate) fn kick(shared: &Arc<Shared>, frequent: bool) -> Kicked {
     let mut cx = Context::from_waker(Waker::noop());
     let mut drained = 0u32;
     loop {
-        let Ok(consumer) = shared.consumer.try_lock() else {
-            // The holder (the poller, or another kicker) re-checks the ring after it lets go.
-            break;
-        };
+        // The duty is to see the ring consumed: wait for the consumer's role (held for a pop
+        // at a time) rather than leave it to a holder that may not re-check (a helper).
         let left = MAX_PER_KICK.saturating_sub(drained as usize);
-        drained += drain_submissions(shared, left, Some((&mut cx, Drainer::Caller))) as u32;
-        drop(consumer);
+        drained +=
+            drain_submissions(shared, left, Some((&mut cx, Drainer::Caller)), Role::Wait) as u32;
         // Tasks spawned from here wake a tokio worker each; the poller, on a worker, runs
         // them without. So frequent kicks that spawn hand over on any machine; frequent
         // kicks whose handlers all completed inline only where a core is to spare.
@@ -99,6 +97,27 @@ pub(crate) fn kick(shared: &Arc<Shared>, frequent: bool) -> Kicked {
             break;
         }
     }
+    Kicked {
+        drained,
+        go_wake_owed: deferred.owed(),
+    }
+}
+
+/// A helping crossing: a submitter that published while another crossing was in progress (so
+/// it won no wake-up duty) drains what it can on its own thread: its event, and any other,
+/// runs here rather than wait for the crossing in progress, whose thread may be descheduled
+/// for a whole time slice (milliseconds) on a busy machine. It takes the consumer's role
+/// only when free, pop by pop, and neither re-arms nor hands over: that stays the duty
+/// holder's. Completions it publishes may hand it Go's wake-up duty, like any crossing's.
+pub(crate) fn help(shared: &Arc<Shared>) -> Kicked {
+    let deferred = DeferGoWake::begin();
+    let mut cx = Context::from_waker(Waker::noop());
+    let drained = drain_submissions(
+        shared,
+        MAX_PER_KICK,
+        Some((&mut cx, Drainer::Caller)),
+        Role::Try,
+    ) as u32;
     Kicked {
         drained,
         go_wake_owed: deferred.owed(),

@@ -32,6 +32,12 @@ pub const TANDEM_KICK_GO_WAKE_OWED: i64 = 4_294_967_296;
 /// caller measures the gap, with a clock reading it takes anyway.
 pub const TANDEM_KICK_FREQUENT: u32 = 1;
 
+/// In the flags of `tandem_runtime_kick`: the caller won no wake-up duty (another crossing is
+/// in progress): drain what the call can, pop by pop while the consumer's role is free, and
+/// neither re-arm nor hand over. Its event runs on the caller's thread instead of waiting for
+/// the crossing in progress.
+pub const TANDEM_KICK_HELP: u32 = 2;
+
 /// Submission descriptor kind: an event in request slot `slot`: a `tandem_delivery` header,
 /// then the envelope, `len` bytes.
 pub const TANDEM_SQE_EVENT: u32 = 1;

@@ -2,8 +2,8 @@
 //! back released reply slots, and parks on its eventfd when the ring stays empty.
 
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, TryLockError};
 use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
@@ -23,11 +23,11 @@ pub(crate) async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>)
     let mut spinner = Spinner::new(shared.cfg.spin);
     loop {
         let n = std::future::poll_fn(|cx| {
-            let _g = shared.consumer.lock().unwrap_or_else(|p| p.into_inner());
             std::task::Poll::Ready(drain_submissions(
                 &shared,
                 BATCH,
                 Some((cx, Drainer::Poller)),
+                Role::Wait,
             ))
         })
         .await;
@@ -138,25 +138,49 @@ pub(crate) enum Drainer {
     Caller,
 }
 
+/// How a drainer takes the submission ring's consumer role (`Shared::consumer`), which it holds
+/// for each pop alone: the events it pops run after it lets go, so a drainer whose thread is
+/// descheduled in the middle of a handler holds up nobody else's event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Wait for the role: the poller, and a crossing that holds the ring's wake-up duty
+    /// (which must see the ring consumed, then re-arm it).
+    Wait,
+    /// Take it only if free, else stop: a helping crossing (no duty), and `stats` once stopped.
+    Try,
+}
+
 /// Consumes up to `max` submissions. The drainer passes its task context and events start;
 /// without one (a stopped runtime) only release records are expected and processed.
 pub(crate) fn drain_submissions(
     shared: &Arc<Shared>,
     max: usize,
     cx: Option<(&mut std::task::Context<'_>, Drainer)>,
+    role: Role,
 ) -> usize {
     let mut cx = cx;
     let mut n = 0;
     while n < max {
-        let Some((kind, token, slot, len, route)) = shared.sq.pop(|d| {
-            (
-                d.kind.load(Ordering::Relaxed),
-                d.token.load(Ordering::Relaxed),
-                d.slot.load(Ordering::Relaxed),
-                d.len.load(Ordering::Relaxed),
-                d.flags.load(Ordering::Relaxed),
-            )
-        }) else {
+        let popped = {
+            let _role = match role {
+                Role::Wait => shared.consumer.lock().unwrap_or_else(|p| p.into_inner()),
+                Role::Try => match shared.consumer.try_lock() {
+                    Ok(g) => g,
+                    Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(TryLockError::WouldBlock) => break,
+                },
+            };
+            shared.sq.pop(|d| {
+                (
+                    d.kind.load(Ordering::Relaxed),
+                    d.token.load(Ordering::Relaxed),
+                    d.slot.load(Ordering::Relaxed),
+                    d.len.load(Ordering::Relaxed),
+                    d.flags.load(Ordering::Relaxed),
+                )
+            })
+        };
+        let Some((kind, token, slot, len, route)) = popped else {
             break;
         };
         n += 1;

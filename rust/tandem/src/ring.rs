@@ -986,22 +986,84 @@ mod loom_tests {
         });
     }
 
-    /// A producer's kick, as kick.rs does it: take the consumer's role if free (else its
-    /// holder re-checks after letting go), drain, let go, re-arm; again while the re-check
-    /// finds more.
+    /// A producer's kick, as kick.rs does it: drain, taking the consumer's role for each pop
+    /// (waiting for it), then re-arm; again while the re-check finds more.
     fn kick(ring: &HeapRing, consumer: &Mutex<()>, received: &AtomicU32) {
         loop {
-            let Ok(role) = consumer.try_lock() else {
-                return;
-            };
-            while ring.pop(read).is_some() {
+            loop {
+                let role = consumer.lock().unwrap();
+                let popped = ring.pop(read).is_some();
+                drop(role);
+                if !popped {
+                    break;
+                }
                 received.fetch_add(1, SeqCst);
             }
-            drop(role);
             if ring.prepare_park() {
                 return;
             }
         }
+    }
+
+    /// A helping crossing, as kick.rs's `help`: no duty; pop while the consumer's role is
+    /// free, re-arm nothing.
+    fn help(ring: &HeapRing, consumer: &Mutex<()>, received: &AtomicU32) {
+        loop {
+            let Ok(role) = consumer.try_lock() else {
+                return;
+            };
+            let popped = ring.pop(read).is_some();
+            drop(role);
+            if !popped {
+                return;
+            }
+            received.fetch_add(1, SeqCst);
+        }
+    }
+
+    /// Crossings with helpers (kick.rs, go/internal/engine/crossing.go): the consumer has
+    /// parked; a producer that wins the wake-up duty kicks, one that does not while a crossing
+    /// is in progress helps. Nobody writes the eventfd: every value must still be consumed,
+    /// and the sleeper left re-armed.
+    #[test]
+    fn loom_helpers_strand_nothing() {
+        loom::model(|| {
+            let ring = Arc::new(HeapRing::new(2));
+            let consumer = Arc::new(Mutex::new(()));
+            let received = Arc::new(AtomicU32::new(0));
+            let crossing = Arc::new(AtomicU32::new(0));
+            assert!(ring.prepare_park(), "the poller parks on an empty ring");
+            let producers: Vec<_> = (0..2)
+                .map(|p| {
+                    let (ring, consumer, received, crossing) = (
+                        ring.clone(),
+                        consumer.clone(),
+                        received.clone(),
+                        crossing.clone(),
+                    );
+                    thread::spawn(move || {
+                        assert!(ring.push(|d| fill(d, token(p, 0))));
+                        if ring.take_wakeup() {
+                            crossing.fetch_add(1, SeqCst);
+                            kick(&ring, &consumer, &received);
+                            crossing.fetch_sub(1, SeqCst);
+                        } else if crossing.load(SeqCst) > 0 {
+                            help(&ring, &consumer, &received);
+                        }
+                    })
+                })
+                .collect();
+            for p in producers {
+                p.join().unwrap();
+            }
+            assert_eq!(received.load(SeqCst), 2, "a submission was stranded");
+            assert!(ring.is_empty());
+            assert_eq!(
+                ring.header().parked.load(SeqCst),
+                1,
+                "the sleeping consumer must be left re-armed"
+            );
+        });
     }
 }
 

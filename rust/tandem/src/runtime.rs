@@ -25,7 +25,7 @@ use crate::config::{Config, Error, RegionInfo};
 use crate::handler::Registry;
 use crate::kick::Kicked;
 use crate::logs::LogQueue;
-use crate::poller::{drain_submissions, poll_submissions};
+use crate::poller::{Role, drain_submissions, poll_submissions};
 use crate::shared::Shared;
 use crate::stats::Stats;
 use crate::sync::Ordering;
@@ -200,6 +200,18 @@ impl Runtime {
         Ok(crate::kick::kick(&self.shared, frequent))
     }
 
+    /// Drains what it can of the submission ring on the calling thread, for a submitter that
+    /// published while another crossing was in progress (crate::kick::help): no duty, no
+    /// re-arm. Safe to call from any thread while running.
+    pub fn help(&self) -> Result<Kicked, Error> {
+        let Some(rt) = self.tokio.as_ref() else {
+            return Err(Error::State("not running"));
+        };
+        let _enter = rt.enter();
+        let _logs = crate::logs::enter(&self.log_queue);
+        Ok(crate::kick::help(&self.shared))
+    }
+
     /// Lets in-flight handlers run for up to `grace`, cancels the rest (each completes as a
     /// retryable "cancelled" error, never lost), waits for every completion to be published,
     /// then stops the poller and tokio. Release records Go sends afterwards stay in the ring
@@ -257,9 +269,7 @@ impl Runtime {
     pub fn stats(&self) -> Stats {
         let s = &self.shared;
         if self.state == RunState::Stopped {
-            if let Ok(_g) = s.consumer.try_lock() {
-                drain_submissions(s, usize::MAX, None);
-            }
+            drain_submissions(s, usize::MAX, None, Role::Try);
         }
         s.counters.snapshot(s.sq.len(), s.completions.depth())
     }
@@ -535,6 +545,33 @@ mod kick_tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+
+    #[test]
+    fn a_helper_runs_events_beside_a_stalled_crossing_and_leaves_the_duty_to_it() {
+        let mut rt = runtime();
+        wait_parked(&rt);
+        // A publisher wins the duty, then stalls (its thread descheduled) before it kicks.
+        assert!(publish(&rt, 0, &envelope("echo.inline", b"first")));
+        // The next wins none; it helps, and both events run on its thread.
+        assert!(!publish(&rt, 1, &envelope("echo.inline", b"second")));
+        let k = rt.help().expect("help");
+        assert_eq!(k.drained, 2);
+        let (a, b) = (next_completion(&rt), next_completion(&rt));
+        assert_eq!(
+            (a.reply.as_slice(), b.reply.as_slice()),
+            (&b"first"[..], &b"second"[..])
+        );
+        assert!(
+            !rt.shared.sq.is_parked(),
+            "a helper re-armed the flag: that is the duty holder's"
+        );
+        // The stalled crossing resumes: nothing left, and it re-arms for the sleeping poller.
+        assert_eq!(rt.kick(false).expect("kick").drained, 0);
+        assert!(rt.shared.sq.is_parked());
+        release(&rt, a.reply_slot);
+        release(&rt, b.reply_slot);
         assert_whole(&mut rt);
     }
 
