@@ -21,8 +21,24 @@
 #                        every fault: bin/tandem chaos -duration 10m -out chaos-report (args
 #                        after `chaos` go to it); it fails when an invariant breaks
 #   ./build.sh header    regenerate ffi/tandem.h from the Rust exports
+#   ./build.sh env       print the environment that links the Go packages against this
+#                        clone's target/release/libtandem_native.a, for go build and go test
+#                        by hand: eval "$(./build.sh env)"
+#   ./build.sh user      the user's path, as a user meets it (also part of `test`): a project
+#                        scaffolded by `tandem new` outside this clone, against a copy of it
+#                        without build outputs, built by `tandem build` in both link modes
 set -euo pipefail
 cd "$(dirname "$0")"
+
+# The Go package links the library its build names, never a path inside the module (a module
+# in the module cache holds no target/): here that is this clone's staticlib.
+link_env() {
+  printf 'export CGO_CFLAGS=%q\n' "${CGO_CFLAGS:+$CGO_CFLAGS }-DTANDEM_LINKED"
+  printf 'export CGO_LDFLAGS=%q\n' "-L$PWD/target/release -l:libtandem_native.a${CGO_LDFLAGS:+ $CGO_LDFLAGS}"
+}
+if [ "${1:-}" != env ]; then
+  eval "$(link_env)"
+fi
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
@@ -60,7 +76,17 @@ build_go() {
   mkdir -p bin
   CGO_ENABLED=1 go build -tags netgo,osusergo \
     -ldflags '-linkmode external -extldflags "-static"' \
-    -o bin/tandem ./go/cmd/tandem 2> >(grep -v -e 'statically linked applications requires at runtime' -e 'in function' >&2)
+    -o bin/tandem ./go/cmd/tandem 2> >(static_warnings >&2)
+}
+
+# static_warnings drops the linker's warnings that glibc's getaddrinfo and getpwnam want the
+# shared libc at run time (the binary never calls them: netgo, osusergo), and the
+# `# <package>` header go build prints above them, which is left empty when they are dropped.
+static_warnings() {
+  awk '
+    /^# / { header = $0; next }
+    /statically linked applications requires at runtime/ || /in function/ { next }
+    { if (header != "") { print header; header = "" } print }'
 }
 
 build_purego() {
@@ -214,11 +240,14 @@ case "$cmd" in
     say "bin/tandem chaos -duration 10m -out chaos-report $*"
     bin/tandem chaos -duration 10m -out chaos-report "$@"
     ;;
+  env)
+    link_env
+    ;;
   header)
     say "regenerating ffi/tandem.h"
     TANDEM_BLESS=1 cargo test --locked -p tandem --test header
     ;;
   *)
-    die "unknown command '$cmd' (build | run | test | bench | chaos | header)"
+    die "unknown command '$cmd' (build | run | test | user | bench | chaos | header | env)"
     ;;
 esac
