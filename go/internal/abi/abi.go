@@ -139,8 +139,13 @@ const LibraryEnv = "TANDEM_LIB"
 // LibraryFile is the file name of the cdylib ./build.sh builds.
 const LibraryFile = "libtandem_native.so"
 
-// LibraryPath picks the library file: the configured path, else $TANDEM_LIB, else
-// libtandem_native.so beside the executable.
+// libraryFile is the cdylib a purego binary looks for beside itself: LibraryFile, or the
+// user's handler crate's, set at link time by `tandem build -purego`
+// (-X github.com/tandemrt/tandem/go/internal/abi.libraryFile=lib<crate>.so).
+var libraryFile = LibraryFile
+
+// LibraryPath picks the library file: the configured path, else $TANDEM_LIB, else the
+// library file beside the executable (libtandem_native.so unless the build named another).
 func LibraryPath(configured string) string {
 	if configured != "" {
 		return configured
@@ -149,9 +154,9 @@ func LibraryPath(configured string) string {
 		return p
 	}
 	if exe, err := os.Executable(); err == nil {
-		return filepath.Join(filepath.Dir(exe), LibraryFile)
+		return filepath.Join(filepath.Dir(exe), libraryFile)
 	}
-	return LibraryFile
+	return libraryFile
 }
 
 // LoadError says which library file failed to load, why, and what to do.
