@@ -113,6 +113,52 @@ check_static() {
   echo "bin/tandem-purego runs beside bin/libtandem_native.so"
 }
 
+# user_path proves the user's path the way a user meets it: a copy of this clone as the module
+# cache would hold it (its files, read-only; no target/, bin/ or .git; bench/ is a module of
+# its own), a project scaffolded from it in another temporary directory by `tandem new`, built
+# by the project's ./build.sh (tandem build) in both link modes, run; the cgo binary must be
+# static, both must answer through the user's Go handler and the user's Rust handler, and
+# neither may carry the bundled demo handlers. A build that names no library must fail saying
+# what to do. The registry cache (CARGO_HOME) is shared; nothing else of this clone's is.
+user_path() {
+  say "a user's project outside the clone: tandem new, then its ./build.sh (cgo, static) and ./build.sh -purego"
+  local tmp mod app out
+  tmp=$(mktemp -d)
+  mod="$tmp/tandem"
+  app="$tmp/work/hello"
+  (
+    # This clone's own library must not leak into the user's build.
+    unset CGO_CFLAGS CGO_LDFLAGS
+    trap 'chmod -R u+w "$tmp"; rm -rf "$tmp"' EXIT
+    mkdir -p "$mod" "$tmp/work"
+    git ls-files -z --cached --others --exclude-standard -- . ':!bench' |
+      while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done |
+      xargs -0 cp --parents -t "$mod"
+    chmod -R a-w "$mod"
+    (cd "$mod" && CGO_ENABLED=0 go run ./go/cmd/tandem new "$app") || die "tandem new failed"
+    if (cd "$app" && go build -o /dev/null . 2>"$tmp/nolib"); then
+      die "a cgo build that names no Rust library succeeded"
+    fi
+    grep -q 'no Rust handler library to link' "$tmp/nolib" || { cat "$tmp/nolib" >&2; die "a cgo build without a library does not say what to do"; }
+    echo "without a library the build says: no Rust handler library to link ... tandem build"
+
+    (cd "$app" && ./build.sh) || die "the project's ./build.sh failed"
+    file -L "$app/hello" | grep -q 'statically linked' || die "the user's binary is not statically linked: $(file -L "$app/hello")"
+    if readelf -l "$app/hello" | grep -q INTERP; then die "the user's binary has a program interpreter"; fi
+    out=$("$app/hello" cgo) || die "the user's static binary does not run"
+    echo "$out"
+    [ "$out" = "Go handler hello.greet: Rust handler hello.shout: HELLO, CGO!" ] || die "the user's handlers did not both answer"
+    if grep -q 'demo\.echo' "$app/hello"; then die "the user's binary carries the bundled demo handlers"; fi
+    echo "hello is static, runs, and carries only the user's handlers"
+
+    (cd "$app" && ./build.sh -purego) || die "the project's ./build.sh -purego failed"
+    [ -f "$app/libhello_handlers.so" ] || die "no libhello_handlers.so beside the purego binary"
+    out=$(cd / && "$app/hello" purego) || die "the user's purego binary does not run"
+    echo "$out"
+    [ "$out" = "Go handler hello.greet: Rust handler hello.shout: HELLO, PUREGO!" ] || die "the user's handlers did not both answer (purego)"
+  )
+}
+
 # sanitizers runs the Rust tests under ThreadSanitizer (the ring, the FFI entry points and the
 # runtime they drive) and AddressSanitizer (the envelope codec, the request and reply slots)
 # when a nightly toolchain with rust-src is installed: both need -Zbuild-std, an instrumented
@@ -203,6 +249,7 @@ case "$cmd" in
     say "go test -race, purego mode (-tags tandem_purego)"
     TANDEM_LIB="$lib" go test -race -count=1 -tags tandem_purego ./go/...
     check_static
+    user_path
     say "chaos: 60 seconds of every fault (bin/tandem chaos)"
     chaos_out=$(mktemp -d)
     bin/tandem chaos -duration 60s -q -out "$chaos_out" || die "chaos: an invariant broke (report in $chaos_out)"
@@ -242,6 +289,10 @@ case "$cmd" in
     ;;
   env)
     link_env
+    ;;
+  user)
+    need; user_path
+    say "the user's path works"
     ;;
   header)
     say "regenerating ffi/tandem.h"
