@@ -8,6 +8,7 @@
 #                        workspace and bench/sidecar; loom models too), the header
 #                        check, go vet, go test -race, cgocheck2, the Go suite again in the
 #                        purego mode (CGO_ENABLED=0, and -race), the static-binary check,
+#                        the user's path (`user` below), cargo doc with warnings denied,
 #                        a 60-second chaos run of every fault, and each benchmark once
 #   ./build.sh bench     build the library and bench/sidecar, then the benchmark suite in
 #                        bench/, in the cgo and the purego mode, then
@@ -232,6 +233,8 @@ case "$cmd" in
     say "cargo test --workspace and bench/sidecar (unit, golden vectors, proptest, header check, the sidecar)"
     cargo test --locked --workspace
     cargo test --locked --manifest-path "$sidecar_manifest"
+    say "cargo doc: the handler API's rustdoc, warnings denied (missing docs, broken links)"
+    RUSTDOCFLAGS="-D warnings" cargo doc --locked -p tandem --no-deps --features exports
     say "criterion benchmarks of the ring and the envelope, once each (--test)"
     cargo bench --locked -p tandem --features bench-internals --bench ring --bench envelope -- --test
     say "loom models of the ring (RUSTFLAGS=--cfg loom)"
