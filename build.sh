@@ -149,6 +149,7 @@ user_path() {
     out=$("$app/hello" cgo) || die "the user's static binary does not run"
     echo "$out"
     [ "$out" = "Go handler hello.greet: Rust handler hello.shout: HELLO, CGO!" ] || die "the user's handlers did not both answer"
+    (cd "$app" && eval "$(CGO_ENABLED=0 go tool tandem build -env)" && go vet .) || die "go vet with the exports of tandem build -env failed"
     if grep -q 'demo\.echo' "$app/hello"; then die "the user's binary carries the bundled demo handlers"; fi
     echo "hello is static, runs, and carries only the user's handlers"
 

@@ -5,7 +5,7 @@
 //	tandem dlq list | show N | replay ...
 //	tandem chaos [-duration D] [-profile P] [-rate R] [-faults LIST] [-out DIR] ...
 //	tandem new [-tandem DIR] NAME
-//	tandem build [-purego] [-o FILE] [-C DIR]
+//	tandem build [-purego] [-env] [-o FILE] [-C DIR]
 //
 // new writes a project of one's own, a Go main and a Rust crate of handlers; build, run in
 // it, makes one static binary of it (README: "Your handlers, your binary"). Both work in a
@@ -75,7 +75,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "       tandem dlq list | show N | replay [-type T] [-dry-run]  [-file PATH]")
 	fmt.Fprintln(w, "       tandem chaos [-duration 60s] [-profile mix|steady|sine|square|step|replay] [-rate N] [-trace FILE] [-faults all|none|LIST] [-out DIR]")
 	fmt.Fprintln(w, "       tandem new [-tandem DIR] NAME")
-	fmt.Fprintln(w, "       tandem build [-purego] [-o FILE] [-C DIR]")
+	fmt.Fprintln(w, "       tandem build [-purego] [-env] [-o FILE] [-C DIR]")
 }
 
 // The demo's event types beyond the bundled demo.* ones.

@@ -32,20 +32,24 @@ func newMain(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// buildMain is `tandem build [-purego] [-o FILE]`, run in a project `tandem new` wrote.
+// buildMain is `tandem build [-purego] [-env] [-o FILE] [-C DIR]`, run in a project `tandem new` wrote.
 func buildMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("build", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	purego := fs.Bool("purego", false, "build the Rust crate as a cdylib beside a Go binary built without cgo")
 	out := fs.String("o", "", "the binary (default: the project's name, in the project)")
 	dir := fs.String("C", ".", "the project's directory")
+	env := fs.Bool("env", false, "build the Rust crate, then print the exports that link it into go build, go vet and go test: eval \"$(go tool tandem build -env)\"")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	bin, err := scaffold.Build(scaffold.BuildOptions{Dir: *dir, Output: *out, Purego: *purego, Stdout: stdout, Stderr: stderr})
+	bin, err := scaffold.Build(scaffold.BuildOptions{Dir: *dir, Output: *out, Purego: *purego, EnvOnly: *env, Stdout: stdout, Stderr: stderr})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
+	}
+	if *env {
+		return 0
 	}
 	fmt.Fprintf(stdout, "built %s\n", bin)
 	return 0

@@ -23,6 +23,10 @@ type BuildOptions struct {
 	// Purego builds the crate as a cdylib, copied beside the binary, and the Go program
 	// without cgo; otherwise the crate is a staticlib linked into one static binary.
 	Purego bool
+	// EnvOnly builds the crate and, instead of the Go program, writes to Stdout the shell
+	// exports that make a plain `go build`, `go vet` or `go test` of the project link it
+	// (eval "$(go tool tandem build -env)").
+	EnvOnly bool
 	// Stdout and Stderr receive the tools' output; nil discards it.
 	Stdout, Stderr io.Writer
 }
@@ -47,20 +51,34 @@ func Build(opt BuildOptions) (string, error) {
 	if _, err := os.Stat(manifest); err != nil {
 		return "", fmt.Errorf("tandem build: %s: run it in a project `tandem new` wrote (its Rust crate is handlers/)", err)
 	}
+	// With EnvOnly, stdout is for the exports alone.
+	progress := stdout
+	if opt.EnvOnly {
+		progress = stderr
+	}
 	modDir, err := ModuleDir(dir, stderr)
 	if err != nil {
 		return "", fmt.Errorf("tandem build: %w", err)
 	}
-	if err := syncTandemPath(manifest, filepath.Join(modDir, "rust", "tandem"), stdout); err != nil {
+	if err := syncTandemPath(manifest, filepath.Join(modDir, "rust", "tandem"), progress); err != nil {
 		return "", fmt.Errorf("tandem build: %w", err)
 	}
 	kind := "staticlib"
 	if opt.Purego {
 		kind = "cdylib"
 	}
-	lib, err := cargoBuild(manifest, kind, stdout, stderr)
+	lib, err := cargoBuild(manifest, kind, progress, stderr)
 	if err != nil {
 		return "", fmt.Errorf("tandem build: %w", err)
+	}
+	cflags, ldflags := LinkFlags(lib)
+	if opt.EnvOnly {
+		if opt.Purego {
+			fmt.Fprintf(stdout, "export CGO_ENABLED=0\nexport %s=%s\n", "TANDEM_LIB", shellQuote(lib))
+		} else {
+			fmt.Fprintf(stdout, "export CGO_CFLAGS=%s\nexport CGO_LDFLAGS=%s\n", shellQuote(cflags), shellQuote(ldflags))
+		}
+		return lib, nil
 	}
 	out := opt.Output
 	if out == "" {
@@ -79,9 +97,7 @@ func Build(opt BuildOptions) (string, error) {
 		cmd.Stderr = stderr
 	} else {
 		cmd.Args = append(cmd.Args, "-tags", "netgo,osusergo", "-ldflags", `-linkmode external -extldflags "-static"`)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=1",
-			"CGO_CFLAGS="+strings.TrimSpace(os.Getenv("CGO_CFLAGS")+" -DTANDEM_LINKED"),
-			"CGO_LDFLAGS="+strings.TrimSpace("-L"+filepath.Dir(lib)+" -l:"+filepath.Base(lib)+" "+os.Getenv("CGO_LDFLAGS")))
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS="+cflags, "CGO_LDFLAGS="+ldflags)
 		cmd.Stderr = &staticWarnings{w: stderr}
 	}
 	cmd.Args = append(cmd.Args, "-o", out, ".")
@@ -101,6 +117,19 @@ func Build(opt BuildOptions) (string, error) {
 	return out, nil
 }
 
+// LinkFlags returns CGO_CFLAGS and CGO_LDFLAGS that link the staticlib lib into a cgo build
+// of the tandem Go package, added to the environment's own.
+func LinkFlags(lib string) (cflags, ldflags string) {
+	cflags = strings.TrimSpace(os.Getenv("CGO_CFLAGS") + " -DTANDEM_LINKED")
+	ldflags = strings.TrimSpace("-L" + filepath.Dir(lib) + " -l:" + filepath.Base(lib) + " " + os.Getenv("CGO_LDFLAGS"))
+	return cflags, ldflags
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
 // tandemDep matches the crate's dependency line on tandem, capturing its path.
 var tandemDep = regexp.MustCompile(`(?m)^(tandem\s*=\s*\{[^}\n]*\bpath\s*=\s*")([^"\n]*)(")`)
 
@@ -115,7 +144,12 @@ func syncTandemPath(manifest, crate string, log io.Writer) error {
 	if m == nil {
 		return fmt.Errorf("%s has no `tandem = { path = \"...\" }` dependency: the Rust crate must use the tandem crate of the Go module (%s)", manifest, crate)
 	}
-	if string(m[2]) == crate {
+	// A relative path (as in the repository's examples/) counts where it points.
+	cur := string(m[2])
+	if !filepath.IsAbs(cur) {
+		cur = filepath.Join(filepath.Dir(manifest), cur)
+	}
+	if filepath.Clean(cur) == filepath.Clean(crate) {
 		return nil
 	}
 	fmt.Fprintf(log, "handlers/Cargo.toml: tandem now at %s (the Go module's)\n", crate)
