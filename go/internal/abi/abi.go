@@ -133,6 +133,10 @@ var (
 	ErrLibraryConflict = errors.New("another tandem library is already loaded")
 )
 
+// rebuild is what every error about a library of another version advises: the Go package and
+// the Rust crate come from one module version, and a build of both from it agrees.
+const rebuild = "rebuild the Rust library and the Go binary together from one tandem version: tandem build in your project, ./build.sh in a tandem clone"
+
 // LibraryEnv is the environment variable naming the library file in the purego mode.
 const LibraryEnv = "TANDEM_LIB"
 
@@ -235,7 +239,7 @@ func CheckVersion() error {
 		return &Error{
 			Call:    "tandem_abi_version",
 			Status:  statusABIMismatch,
-			Message: fmt.Sprintf("library implements ABI version %d, this build needs %d: rebuild the library and the Go binary together with ./build.sh", got, expectedVersion),
+			Message: fmt.Sprintf("library implements ABI version %d, this build needs %d: %s", got, expectedVersion, rebuild),
 			kind:    ErrABIMismatch,
 		}
 	}
