@@ -107,6 +107,9 @@ func Build(opt BuildOptions) (string, error) {
 		sw.flush()
 	}
 	if err != nil {
+		if !opt.Purego {
+			return "", fmt.Errorf("tandem build: go build: %w (a static binary needs the static C library: Debian apt-get install libc6-dev; or build with -purego)", err)
+		}
 		return "", fmt.Errorf("tandem build: go build: %w", err)
 	}
 	if opt.Purego {
