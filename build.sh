@@ -263,7 +263,7 @@ case "$cmd" in
       (cd bench && TANDEM_LIB="$lib" go test -tags tandem_purego -run '^$' -bench . -benchtime=1x ./...)
     fi
     say "all tests passed"
-    echo "suites: 12 passed, 0 failed"
+    echo "suites: 14 passed, 0 failed"
     ;;
   bench)
     need; build_rust; build_sidecar
