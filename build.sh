@@ -126,12 +126,12 @@ user_path() {
   local tmp mod app out
   tmp=$(mktemp -d)
   mod="$tmp/tandem"
-  app="$tmp/work/hello"
+  app="$tmp/app/hello"
   (
     # This clone's own library must not leak into the user's build.
     unset CGO_CFLAGS CGO_LDFLAGS
     trap 'chmod -R u+w "$tmp"; rm -rf "$tmp"' EXIT
-    mkdir -p "$mod" "$tmp/work"
+    mkdir -p "$mod" "$tmp/app"
     git ls-files -z --cached --others --exclude-standard -- . ':!bench' |
       while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done |
       xargs -0 cp --parents -t "$mod"
