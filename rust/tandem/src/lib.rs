@@ -114,7 +114,22 @@ macro_rules! register_handlers {
     ($f:path) => {
         #[unsafe(no_mangle)]
         fn tandem_register_handlers(registry: &mut $crate::Registry) {
+            $crate::__exports_feature_check();
             $f(registry)
         }
     };
 }
+
+/// Without the `exports` feature the crate defines no C export, and a Go build linking the
+/// library fails on undefined `tandem_*` symbols far from the cause: register_handlers! calls
+/// this, and the deprecation warning names the cause at the crate's own build.
+#[cfg(not(feature = "exports"))]
+#[doc(hidden)]
+#[deprecated(
+    note = "tandem::register_handlers! exports nothing without the tandem crate's `exports` feature: tandem = { path = \"...\", features = [\"exports\"] }"
+)]
+pub fn __exports_feature_check() {}
+
+#[cfg(feature = "exports")]
+#[doc(hidden)]
+pub fn __exports_feature_check() {}
