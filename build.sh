@@ -8,6 +8,7 @@
 #                        workspace and bench/sidecar; loom models too), the header
 #                        check, go vet, go test -race, cgocheck2, the Go suite again in the
 #                        purego mode (CGO_ENABLED=0, and -race), the static-binary check,
+#                        the user's path (`user` below), cargo doc with warnings denied,
 #                        a 60-second chaos run of every fault, and each benchmark once
 #   ./build.sh bench     build the library and bench/sidecar, then the benchmark suite in
 #                        bench/, in the cgo and the purego mode, then
@@ -21,8 +22,24 @@
 #                        every fault: bin/tandem chaos -duration 10m -out chaos-report (args
 #                        after `chaos` go to it); it fails when an invariant breaks
 #   ./build.sh header    regenerate ffi/tandem.h from the Rust exports
+#   ./build.sh env       print the environment that links the Go packages against this
+#                        clone's target/release/libtandem_native.a, for go build and go test
+#                        by hand: eval "$(./build.sh env)"
+#   ./build.sh user      the user's path, as a user meets it (also part of `test`): a project
+#                        scaffolded by `tandem new` outside this clone, against a copy of it
+#                        without build outputs, built by `tandem build` in both link modes
 set -euo pipefail
 cd "$(dirname "$0")"
+
+# The Go package links the library its build names, never a path inside the module (a module
+# in the module cache holds no target/): here that is this clone's staticlib.
+link_env() {
+  printf 'export CGO_CFLAGS=%q\n' "${CGO_CFLAGS:+$CGO_CFLAGS }-DTANDEM_LINKED"
+  printf 'export CGO_LDFLAGS=%q\n' "-L$PWD/target/release -l:libtandem_native.a${CGO_LDFLAGS:+ $CGO_LDFLAGS}"
+}
+if [ "${1:-}" != env ]; then
+  eval "$(link_env)"
+fi
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
@@ -60,7 +77,17 @@ build_go() {
   mkdir -p bin
   CGO_ENABLED=1 go build -tags netgo,osusergo \
     -ldflags '-linkmode external -extldflags "-static"' \
-    -o bin/tandem ./go/cmd/tandem 2> >(grep -v -e 'statically linked applications requires at runtime' -e 'in function' >&2)
+    -o bin/tandem ./go/cmd/tandem 2> >(static_warnings >&2)
+}
+
+# static_warnings drops the linker's warnings that glibc's getaddrinfo and getpwnam want the
+# shared libc at run time (the binary never calls them: netgo, osusergo), and the
+# `# <package>` header go build prints above them, which is left empty when they are dropped.
+static_warnings() {
+  awk '
+    /^# / { header = $0; next }
+    /statically linked applications requires at runtime/ || /in function/ { next }
+    { if (header != "") { print header; header = "" } print }'
 }
 
 build_purego() {
@@ -85,6 +112,53 @@ check_static() {
   echo "bin/tandem is static and runs"
   bin/tandem-purego run -events 2000 -concurrency 8 >/dev/null || die "bin/tandem-purego does not run"
   echo "bin/tandem-purego runs beside bin/libtandem_native.so"
+}
+
+# user_path proves the user's path the way a user meets it: a copy of this clone as the module
+# cache would hold it (its files, read-only; no target/, bin/ or .git; bench/ is a module of
+# its own), a project scaffolded from it in another temporary directory by `tandem new`, built
+# by the project's ./build.sh (tandem build) in both link modes, run; the cgo binary must be
+# static, both must answer through the user's Go handler and the user's Rust handler, and
+# neither may carry the bundled demo handlers. A build that names no library must fail saying
+# what to do. The registry cache (CARGO_HOME) is shared; nothing else of this clone's is.
+user_path() {
+  say "a user's project outside the clone: tandem new, then its ./build.sh (cgo, static) and ./build.sh -purego"
+  local tmp mod app out
+  tmp=$(mktemp -d)
+  mod="$tmp/tandem"
+  app="$tmp/app/hello"
+  (
+    # This clone's own library must not leak into the user's build.
+    unset CGO_CFLAGS CGO_LDFLAGS
+    trap 'chmod -R u+w "$tmp"; rm -rf "$tmp"' EXIT
+    mkdir -p "$mod" "$tmp/app"
+    git ls-files -z --cached --others --exclude-standard -- . ':!bench' |
+      while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done |
+      xargs -0 cp --parents -t "$mod"
+    chmod -R a-w "$mod"
+    (cd "$mod" && CGO_ENABLED=0 go run ./go/cmd/tandem new "$app") || die "tandem new failed"
+    if (cd "$app" && go build -o /dev/null . 2>"$tmp/nolib"); then
+      die "a cgo build that names no Rust library succeeded"
+    fi
+    grep -q 'no Rust handler library to link' "$tmp/nolib" || { cat "$tmp/nolib" >&2; die "a cgo build without a library does not say what to do"; }
+    echo "without a library the build says: no Rust handler library to link ... tandem build"
+
+    (cd "$app" && ./build.sh) || die "the project's ./build.sh failed"
+    file -L "$app/hello" | grep -q 'statically linked' || die "the user's binary is not statically linked: $(file -L "$app/hello")"
+    if readelf -l "$app/hello" | grep -q INTERP; then die "the user's binary has a program interpreter"; fi
+    out=$("$app/hello" cgo) || die "the user's static binary does not run"
+    echo "$out"
+    [ "$out" = "Go handler hello.greet: Rust handler hello.shout: HELLO, CGO!" ] || die "the user's handlers did not both answer"
+    (cd "$app" && eval "$(CGO_ENABLED=0 go tool tandem build -env)" && go vet .) || die "go vet with the exports of tandem build -env failed"
+    if grep -q 'demo\.echo' "$app/hello"; then die "the user's binary carries the bundled demo handlers"; fi
+    echo "hello is static, runs, and carries only the user's handlers"
+
+    (cd "$app" && ./build.sh -purego) || die "the project's ./build.sh -purego failed"
+    [ -f "$app/libhello_handlers.so" ] || die "no libhello_handlers.so beside the purego binary"
+    out=$(cd / && "$app/hello" purego) || die "the user's purego binary does not run"
+    echo "$out"
+    [ "$out" = "Go handler hello.greet: Rust handler hello.shout: HELLO, PUREGO!" ] || die "the user's handlers did not both answer (purego)"
+  )
 }
 
 # sanitizers runs the Rust tests under ThreadSanitizer (the ring, the FFI entry points and the
@@ -160,6 +234,8 @@ case "$cmd" in
     say "cargo test --workspace and bench/sidecar (unit, golden vectors, proptest, header check, the sidecar)"
     cargo test --locked --workspace
     cargo test --locked --manifest-path "$sidecar_manifest"
+    say "cargo doc: the handler API's rustdoc, warnings denied (missing docs, broken links)"
+    RUSTDOCFLAGS="-D warnings" cargo doc --locked -p tandem --no-deps --features exports
     say "criterion benchmarks of the ring and the envelope, once each (--test)"
     cargo bench --locked -p tandem --features bench-internals --bench ring --bench envelope -- --test
     say "loom models of the ring (RUSTFLAGS=--cfg loom)"
@@ -177,6 +253,7 @@ case "$cmd" in
     say "go test -race, purego mode (-tags tandem_purego)"
     TANDEM_LIB="$lib" go test -race -count=1 -tags tandem_purego ./go/...
     check_static
+    user_path
     say "chaos: 60 seconds of every fault (bin/tandem chaos)"
     chaos_out=$(mktemp -d)
     bin/tandem chaos -duration 60s -q -out "$chaos_out" || die "chaos: an invariant broke (report in $chaos_out)"
@@ -186,7 +263,7 @@ case "$cmd" in
       (cd bench && TANDEM_LIB="$lib" go test -tags tandem_purego -run '^$' -bench . -benchtime=1x ./...)
     fi
     say "all tests passed"
-    echo "suites: 12 passed, 0 failed"
+    echo "suites: 14 passed, 0 failed"
     ;;
   bench)
     need; build_rust; build_sidecar
@@ -214,11 +291,18 @@ case "$cmd" in
     say "bin/tandem chaos -duration 10m -out chaos-report $*"
     bin/tandem chaos -duration 10m -out chaos-report "$@"
     ;;
+  env)
+    link_env
+    ;;
+  user)
+    need; user_path
+    say "the user's path works"
+    ;;
   header)
     say "regenerating ffi/tandem.h"
     TANDEM_BLESS=1 cargo test --locked -p tandem --test header
     ;;
   *)
-    die "unknown command '$cmd' (build | run | test | bench | chaos | header)"
+    die "unknown command '$cmd' (build | run | test | user | bench | chaos | header | env)"
     ;;
 esac

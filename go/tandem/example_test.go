@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tandemrt/tandem/go/tandem"
@@ -198,4 +199,88 @@ func Example_retriesAndDeadLetters() {
 	// demo.fail: invalid, dead-lettered (term)
 	// retried 2
 	// dead letter: f1 term invalid
+}
+
+// Your own Rust handlers are the ones your crate registers (`tandem new` writes one, see
+// README: "Your handlers, your binary"); the Go side reaches each by the type it registered,
+// with no Go code per handler. A crate's handlers/src/lib.rs:
+//
+//	pub struct Shout;
+//	impl Handler for Shout {
+//	    async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
+//	        Outcome::Reply(ev.data().to_ascii_uppercase())
+//	    }
+//	}
+//	pub fn register(reg: &mut Registry) {
+//	    reg.register("hello.shout", "shout", Shout);
+//	}
+//	tandem::register_handlers!(register);
+//
+// RustTypes lists what the linked crate registered. This package's tests link the bundled demo
+// crate, whose demo.upper is that same handler; in your binary, call "hello.shout".
+func Example_yourRustHandler() {
+	rt, err := tandem.New(tandem.Config{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := rt.Start(); err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer rt.Shutdown(context.Background())
+
+	fmt.Println("registered in Rust:", slices.Contains(rt.RustTypes(), "demo.upper"))
+	reply, err := rt.Call(context.Background(), &tandem.Event{
+		ID: "1", Source: "/hello", Type: "demo.upper", Data: []byte("hello, world"),
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer reply.Release()
+	fmt.Printf("%s\n", reply.Data())
+	// Output:
+	// registered in Rust: true
+	// HELLO, WORLD
+}
+
+// A Go handler composes with your Rust handler: it calls it by type from inside its own
+// handling, as the main.go `tandem new` writes does (hello.greet calls hello.shout).
+func Example_goHandlerCallsYourRustHandler() {
+	rt, err := tandem.New(tandem.Config{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	greet := tandem.HandlerFunc(func(ctx context.Context, ev *tandem.Event) tandem.Result {
+		reply, err := rt.Call(ctx, &tandem.Event{
+			ID: ev.ID + "/shout", Source: "/hello", Type: "demo.upper", Data: ev.Data,
+		})
+		if err != nil {
+			return tandem.Retry(100*time.Millisecond, err)
+		}
+		defer reply.Release() // the reply is read in place from shared memory until Release
+		return tandem.AckReply(fmt.Appendf(nil, "Go greets, Rust shouts: %s", reply.Data()))
+	})
+	if err := rt.Handle("hello.greet", "greet", greet); err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := rt.Start(); err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer rt.Shutdown(context.Background())
+
+	reply, err := rt.Call(context.Background(), &tandem.Event{
+		ID: "1", Source: "/hello", Type: "hello.greet", Data: []byte("world"),
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer reply.Release()
+	fmt.Printf("%s\n", reply.Data())
+	// Output: Go greets, Rust shouts: WORLD
 }

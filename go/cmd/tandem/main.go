@@ -4,6 +4,14 @@
 //	tandem run [-events N] [-concurrency C] [-payload BYTES] [-dlq PATH] [-v]
 //	tandem dlq list | show N | replay ...
 //	tandem chaos [-duration D] [-profile P] [-rate R] [-faults LIST] [-out DIR] ...
+//	tandem new [-tandem DIR] NAME
+//	tandem build [-purego] [-env] [-o FILE] [-C DIR]
+//
+// new writes a project of one's own, a Go main and a Rust crate of handlers; build, run in
+// it, makes one static binary of it (README: "Your handlers, your binary"). Both work in a
+// tandem command built with CGO_ENABLED=0, which needs no Rust library:
+//
+//	CGO_ENABLED=0 go run github.com/tandemrt/tandem/go/cmd/tandem@latest new hello
 //
 // The demo composes Go and Rust handlers: a Go handler calls a Rust handler and emits a
 // follow-up to a second Go handler, a wildcard route sends payments to a flaky Rust handler
@@ -49,6 +57,10 @@ func main() {
 		os.Exit(dlqMain(os.Args[2:], os.Stdout, os.Stderr))
 	case "chaos":
 		os.Exit(chaosMain(os.Args[2:], os.Stdout, os.Stderr))
+	case "new":
+		os.Exit(newMain(os.Args[2:], os.Stdout, os.Stderr))
+	case "build":
+		os.Exit(buildMain(os.Args[2:], os.Stdout, os.Stderr))
 	case "-h", "-help", "--help", "help":
 		usage(os.Stdout)
 	default:
@@ -62,6 +74,8 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: tandem run [-events N] [-concurrency C] [-payload BYTES] [-dlq PATH] [-v]")
 	fmt.Fprintln(w, "       tandem dlq list | show N | replay [-type T] [-dry-run]  [-file PATH]")
 	fmt.Fprintln(w, "       tandem chaos [-duration 60s] [-profile mix|steady|sine|square|step|replay] [-rate N] [-trace FILE] [-faults all|none|LIST] [-out DIR]")
+	fmt.Fprintln(w, "       tandem new [-tandem DIR] NAME")
+	fmt.Fprintln(w, "       tandem build [-purego] [-env] [-o FILE] [-C DIR]")
 }
 
 // The demo's event types beyond the bundled demo.* ones.

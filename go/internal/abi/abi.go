@@ -133,14 +133,23 @@ var (
 	ErrLibraryConflict = errors.New("another tandem library is already loaded")
 )
 
+// rebuild is what every error about a library of another version advises: the Go package and
+// the Rust crate come from one module version, and a build of both from it agrees.
+const rebuild = "rebuild the Rust library and the Go binary together from one tandem version: tandem build in your project, ./build.sh in a tandem clone"
+
 // LibraryEnv is the environment variable naming the library file in the purego mode.
 const LibraryEnv = "TANDEM_LIB"
 
 // LibraryFile is the file name of the cdylib ./build.sh builds.
 const LibraryFile = "libtandem_native.so"
 
-// LibraryPath picks the library file: the configured path, else $TANDEM_LIB, else
-// libtandem_native.so beside the executable.
+// libraryFile is the cdylib a purego binary looks for beside itself: LibraryFile, or the
+// user's handler crate's, set at link time by `tandem build -purego`
+// (-X github.com/tandemrt/tandem/go/internal/abi.libraryFile=lib<crate>.so).
+var libraryFile = LibraryFile
+
+// LibraryPath picks the library file: the configured path, else $TANDEM_LIB, else the
+// library file beside the executable (libtandem_native.so unless the build named another).
 func LibraryPath(configured string) string {
 	if configured != "" {
 		return configured
@@ -149,9 +158,9 @@ func LibraryPath(configured string) string {
 		return p
 	}
 	if exe, err := os.Executable(); err == nil {
-		return filepath.Join(filepath.Dir(exe), LibraryFile)
+		return filepath.Join(filepath.Dir(exe), libraryFile)
 	}
-	return LibraryFile
+	return libraryFile
 }
 
 // LoadError says which library file failed to load, why, and what to do.
@@ -230,7 +239,7 @@ func CheckVersion() error {
 		return &Error{
 			Call:    "tandem_abi_version",
 			Status:  statusABIMismatch,
-			Message: fmt.Sprintf("library implements ABI version %d, this build needs %d: rebuild the library and the Go binary together with ./build.sh", got, expectedVersion),
+			Message: fmt.Sprintf("library implements ABI version %d, this build needs %d: %s", got, expectedVersion, rebuild),
 			kind:    ErrABIMismatch,
 		}
 	}

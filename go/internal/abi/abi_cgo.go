@@ -1,15 +1,24 @@
 //go:build cgo && !tandem_purego
 
-// This is the only file that imports "C": the cgo link mode. It links the staticlib built by
-// ./build.sh (target/release/libtandem_native.a). To link your own handler crate instead,
-// build it as a staticlib named tandem_native and put its directory first with
-// CGO_LDFLAGS=-L<dir>; see README.
+// This is the only file that imports "C": the cgo link mode. It links the Rust library the
+// build names, never a path inside this module: a module in the module cache holds no build
+// outputs. `tandem build` (README: "Your handlers, your binary") builds the user's handler
+// crate as a staticlib and passes it in the environment:
+//
+//	CGO_CFLAGS=-DTANDEM_LINKED CGO_LDFLAGS="-L<dir> -l:lib<crate>.a"
+//
+// TANDEM_LINKED says the library was named: without it the build stops at the #error below,
+// which says what to do, instead of failing in the linker on undefined tandem_* symbols.
+// This repository's ./build.sh names target/release/libtandem_native.a the same way.
 
 package abi
 
 /*
 #cgo CFLAGS: -I${SRCDIR}/../../../ffi
-#cgo LDFLAGS: -L${SRCDIR}/../../../target/release -l:libtandem_native.a -lm -ldl -lpthread -lrt -lutil
+#cgo LDFLAGS: -lm -ldl -lpthread -lrt -lutil
+#ifndef TANDEM_LINKED
+#error "tandem: no Rust handler library to link. Build with `tandem build` (README: Your handlers, your binary), or name your staticlib yourself: CGO_CFLAGS=-DTANDEM_LINKED CGO_LDFLAGS='-L<dir> -l:lib<crate>.a'. In a tandem clone: ./build.sh, or eval \"$(./build.sh env)\" before go build or go test. To run the tandem command itself without a library: CGO_ENABLED=0 (the purego mode)."
+#endif
 #include <stdlib.h>
 #include "tandem.h"
 */

@@ -70,7 +70,7 @@ func Load(path string) error {
 func open(path string) (*library, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, &LoadError{Path: path, Err: ErrLibraryNotFound,
-			Hint: "build it with ./build.sh, or point Config.Library or " + LibraryEnv + " at " + LibraryFile}
+			Hint: "build it (tandem build -purego puts it beside the binary; ./build.sh in a tandem clone), or point Config.Library or " + LibraryEnv + " at it"}
 	}
 	h, err := purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_LOCAL)
 	if err != nil {
@@ -81,7 +81,7 @@ func open(path string) (*library, error) {
 		sym, err := purego.Dlsym(h, name)
 		if err != nil || sym == 0 {
 			return &LoadError{Path: path, Symbol: name, Err: ErrMissingSymbol,
-				Hint: "not a tandem library of this version: rebuild with ./build.sh"}
+				Hint: "not a tandem library of this version: " + rebuild}
 		}
 		purego.RegisterFunc(fptr, sym)
 		return nil
@@ -96,7 +96,7 @@ func open(path string) (*library, error) {
 	}
 	if got := l.abiVersion(); got != expectedVersion {
 		return fail(&LoadError{Path: path, Err: ErrABIMismatch,
-			Hint: fmt.Sprintf("the library implements ABI version %d, this build needs %d: rebuild both with ./build.sh", got, expectedVersion)})
+			Hint: fmt.Sprintf("the library implements ABI version %d, this build needs %d: %s", got, expectedVersion, rebuild)})
 	}
 	for _, s := range []struct {
 		fptr any
@@ -119,7 +119,7 @@ func open(path string) (*library, error) {
 	sym, err := purego.Dlsym(h, "tandem_runtime_kick")
 	if err != nil || sym == 0 {
 		return fail(&LoadError{Path: path, Symbol: "tandem_runtime_kick", Err: ErrMissingSymbol,
-			Hint: "not a tandem library of this version: rebuild with ./build.sh"})
+			Hint: "not a tandem library of this version: " + rebuild})
 	}
 	l.kick = sym
 	return l, nil

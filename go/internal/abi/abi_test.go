@@ -63,3 +63,25 @@ func TestCreateRejectsBadConfigWithMessage(t *testing.T) {
 	}
 	t.Logf("message: %v", err)
 }
+
+// A purego binary finds its library beside itself under the name its build gave
+// (tandem build -purego sets it with -X); the configured path and $TANDEM_LIB come first.
+func TestLibraryPathLooksBesideTheBinaryUnderItsBuildsName(t *testing.T) {
+	t.Setenv(LibraryEnv, "")
+	defer func(f string) { libraryFile = f }(libraryFile)
+	libraryFile = "libhello_handlers.so"
+	exe, err := os.Executable()
+	if err != nil {
+		t.Skip(err)
+	}
+	if got, want := LibraryPath(""), filepath.Join(filepath.Dir(exe), "libhello_handlers.so"); got != want {
+		t.Errorf("LibraryPath = %q, want %q", got, want)
+	}
+	t.Setenv(LibraryEnv, "/opt/lib/libx.so")
+	if got := LibraryPath(""); got != "/opt/lib/libx.so" {
+		t.Errorf("with $%s: %q", LibraryEnv, got)
+	}
+	if got := LibraryPath("/etc/liby.so"); got != "/etc/liby.so" {
+		t.Errorf("configured: %q", got)
+	}
+}

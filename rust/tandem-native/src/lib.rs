@@ -1,6 +1,6 @@
 //! The library Go links: tandem's core with the example handlers that the tests, the demo and
 //! the benchmarks use. A user builds their own crate like this one, with their handlers, in its
-//! place (see README: "Your own Rust handlers").
+//! place: `tandem new` writes one (README: "Your handlers, your binary").
 
 mod bench;
 

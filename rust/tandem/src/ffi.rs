@@ -276,7 +276,7 @@ pub unsafe extern "C" fn tandem_runtime_create(
         let c = unsafe { &*cfg };
         if c.abi_version != TANDEM_ABI_VERSION {
             set_last_error(format!(
-                "ABI mismatch: caller built for version {}, library is version {}; rebuild with ./build.sh",
+                "ABI mismatch: caller built for version {}, library is version {}; rebuild both from one tandem version (tandem build; ./build.sh in a tandem clone)",
                 c.abi_version, TANDEM_ABI_VERSION
             ));
             return TANDEM_ERR_ABI_MISMATCH;

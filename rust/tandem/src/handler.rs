@@ -75,7 +75,32 @@ impl<H: Handler> DynHandler for H {
     }
 }
 
-/// The handlers of one runtime, by exact event type.
+/// The handlers of one runtime, by exact event type, filled by the function a library names
+/// with [`register_handlers!`](crate::register_handlers). Built once per runtime, before it
+/// starts; it is not shared while filled.
+///
+/// ```
+/// use tandem::{Context, Event, Handler, Outcome, Registry};
+///
+/// struct Upper;
+/// impl Handler for Upper {
+///     async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
+///         Outcome::Reply(ev.data().to_ascii_uppercase())
+///     }
+/// }
+/// struct Resize;
+/// impl Handler for Resize {
+///     async fn handle(&self, _ev: &Event<'_>, _cx: &Context) -> Outcome {
+///         Outcome::Ack
+///     }
+/// }
+///
+/// let mut reg = Registry::new();
+/// reg.register_inline("text.upper", "upper", Upper) // tiny: runs on the poller
+///     .register("image.resize", "resize", Resize) // a task per event
+///     .limit("image.resize", 4); // at most 4 at once
+/// assert_eq!(reg.event_types(), ["image.resize", "text.upper"]);
+/// ```
 #[derive(Default)]
 pub struct Registry {
     routes: HashMap<String, Route>,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::code;
 use crate::envelope::RetryPolicy;
 
-/// Why [`Context::emit`] failed.
+/// Why [`Context::emit`](crate::Context::emit) failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EmitError {
     /// The encoded envelope exceeds the reply slot size (`needed` bytes).
@@ -33,7 +33,26 @@ impl fmt::Display for EmitError {
 
 impl std::error::Error for EmitError {}
 
-/// A handler's verdict on one event.
+/// A handler's verdict on one event. The Go side settles it: a reply reaches the caller, a
+/// retry is judged by the route's retry policy, a term is dead-lettered.
+///
+/// ```
+/// use std::time::Duration;
+/// use tandem::{HandlerError, Outcome};
+///
+/// fn verdict(status: u16, body: Vec<u8>) -> Outcome {
+///     match status {
+///         200 => Outcome::Reply(body),
+///         204 => Outcome::Ack,
+///         503 => Outcome::Retry {
+///             after: Duration::from_millis(200),
+///             error: HandlerError::with_code("unavailable", "upstream is down"),
+///         },
+///         _ => Outcome::Term(HandlerError::with_code("invalid", format!("upstream said {status}"))),
+///     }
+/// }
+/// assert!(matches!(verdict(204, vec![]), Outcome::Ack));
+/// ```
 #[derive(Debug)]
 pub enum Outcome {
     /// Done, nothing to say back.
