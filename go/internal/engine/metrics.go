@@ -71,7 +71,8 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 	}
 	inflight, err1 := m.Int64ObservableGauge("tandem.events.in_flight", metric.WithDescription("Events accepted and not yet settled."))
 	occupancy, err2 := m.Int64ObservableGauge("tandem.ring.occupancy", metric.WithDescription("Descriptors waiting in a ring."))
-	wakeups, err3 := m.Int64ObservableCounter("tandem.wakeups", metric.WithDescription("Eventfd wake-ups of a parked side."))
+	wakeups, err3 := m.Int64ObservableCounter("tandem.wakeups",
+		metric.WithDescription("Wake-ups of a parked thread: a poller by its eventfd (side go or rust), or a tokio worker for a task a crossing started (side tokio)."))
 	outstanding, err4 := m.Int64ObservableGauge("tandem.buffers.outstanding", metric.WithDescription("Slots lent across the boundary."))
 	workers, err5 := m.Int64ObservableGauge("tandem.workers", metric.WithDescription("Worker goroutines of a Go route."))
 	breakers, err6 := m.Int64ObservableGauge("tandem.breaker.state", metric.WithDescription("Circuit breaker state: 0 closed, 1 half-open, 2 open."))
@@ -91,6 +92,7 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 		o.ObserveInt64(occupancy, int64(s.Rust.CQDepth), metric.WithAttributes(attribute.String("ring", "completion")))
 		o.ObserveInt64(wakeups, int64(s.RustWakeups), metric.WithAttributes(attribute.String("side", "rust")))
 		o.ObserveInt64(wakeups, int64(s.Rust.GoWakeups), metric.WithAttributes(attribute.String("side", "go")))
+		o.ObserveInt64(wakeups, int64(s.Rust.TaskWakes), metric.WithAttributes(attribute.String("side", "tokio")))
 		o.ObserveInt64(crossings, int64(s.Crossings))
 		o.ObserveInt64(byCaller, int64(s.CompletionsByCaller))
 		o.ObserveInt64(outstanding, int64(s.Rust.RequestsHeld), metric.WithAttributes(attribute.String("kind", "request")))
