@@ -339,6 +339,11 @@ typedef struct {
    none is awake.
    */
   uint64_t task_wakes;
+  /*
+   Times the parked poller found an event after a while without a wake: a lost wake-up,
+   or rarely a producer caught between its push and its wake.
+   */
+  uint64_t rescues;
 } tandem_stats;
 
 /*

@@ -213,6 +213,11 @@ type Stats struct {
 	// CompletionsByCaller counts completions a submitter settled itself, because they
 	// arrived during its crossing while the Go poller was parked: no wake for either poller.
 	CompletionsByCaller uint64
+	// Rescues counts times the parked Go poller, looking at the completion ring after a
+	// while without a wake, found completions there: a lost wake-up, bounded to a tenth of a
+	// second (or, rarely, a producer caught between its push and its wake). Rust.Rescues is
+	// the other side's.
+	Rescues uint64
 	// GoWorkers is the number of worker goroutines across the Go routes' pools.
 	GoWorkers int
 	// Rust holds the Rust side's counters (final ones after Shutdown).
@@ -259,6 +264,10 @@ type RustStats struct {
 	// finishing: each wakes a tokio worker if none is awake. With RustWakeups and
 	// Rust.GoWakeups, it is every thread wake an event can cost.
 	TaskWakes uint64
+	// Rescues counts times the parked Rust poller, looking at its ring after a while without
+	// a wake, found an event there: a lost wake-up, bounded to a tenth of a second (or, rarely,
+	// a producer caught between its push and its wake).
+	Rescues uint64
 }
 
 // Stats returns a snapshot of the counters. After Shutdown the Rust counters are final:
@@ -282,6 +291,7 @@ func (r *Runtime) Stats() Stats {
 		FFICalls:            s.FFICalls,
 		Crossings:           s.Crossings,
 		CompletionsByCaller: s.CompletionsByCaller,
+		Rescues:             s.Rescues,
 		GoWorkers:           s.GoWorkers,
 		Rust:                RustStats(s.Rust),
 	}

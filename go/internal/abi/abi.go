@@ -103,6 +103,7 @@ type Stats struct {
 	CQDepth         uint64
 	Handovers       uint64
 	TaskWakes       uint64
+	Rescues         uint64
 }
 
 // Errors returned by the bindings; the public package maps them to its own sentinels.

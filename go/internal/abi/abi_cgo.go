@@ -118,6 +118,7 @@ func layoutMismatches() []string {
 	check("tandem_stats.cq_depth", unsafe.Offsetof(gs.CQDepth), unsafe.Offsetof(cs.cq_depth))
 	check("tandem_stats.handovers", unsafe.Offsetof(gs.Handovers), unsafe.Offsetof(cs.handovers))
 	check("tandem_stats.task_wakes", unsafe.Offsetof(gs.TaskWakes), unsafe.Offsetof(cs.task_wakes))
+	check("tandem_stats.rescues", unsafe.Offsetof(gs.Rescues), unsafe.Offsetof(cs.rescues))
 	var cd C.tandem_desc
 	check("sizeof(tandem_desc)", DescSize, unsafe.Sizeof(cd))
 	check("tandem_desc.token", DescToken, unsafe.Offsetof(cd.token))

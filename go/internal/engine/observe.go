@@ -23,7 +23,7 @@ type observer struct {
 	e *Engine
 
 	submitted, completed, cancels, retries, emitted, toRust atomic.Uint64
-	deadLetters, violations, rustWakeups, goParks           atomic.Uint64
+	deadLetters, violations, rustWakeups, goParks, rescues  atomic.Uint64
 	// crossings counts submission steps run on a publisher's thread; byCaller completions
 	// a publisher settled itself (crossing.go).
 	crossings, byCaller atomic.Uint64

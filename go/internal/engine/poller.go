@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"errors"
+	"os"
 	"runtime"
 	"time"
 
@@ -58,10 +60,7 @@ func (e *Engine) poll() {
 			continue
 		}
 		e.obs.goParks.Add(1)
-		if _, err := e.goWake.Read(buf[:]); err != nil {
-			e.log.Error("tandem: completion poller cannot wait on its eventfd", zap.Error(err))
-			time.Sleep(time.Millisecond)
-		}
+		e.sleep(buf[:])
 		e.cq.Unpark()
 		sp.woken()
 	}
@@ -159,6 +158,38 @@ func (e *Engine) rustFailure(c *ring.Desc, d *Delivery, reply *Reply) *Failure {
 		zap.String("event_type", d.typ), zap.String("outcome", f.Outcome.String()), zap.String("code", f.Envelope.Code))
 	return f
 }
+
+// sleep waits on the Go eventfd until it is written. Every parkCheck it looks at the ring
+// anyway: completions there with the parked flag still up were stranded by a lost wake-up, a
+// bug the counter makes visible, and the look bounds its cost. Otherwise it sleeps on (the
+// flag down means whoever took it discharges it: a wake, or a crossing that settles them).
+func (e *Engine) sleep(buf []byte) {
+	for {
+		e.goWake.SetReadDeadline(time.Now().Add(parkCheck))
+		_, err := e.goWake.Read(buf)
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if e.cq.Parked() && !e.cq.Empty() {
+				e.obs.rescues.Add(1)
+				return
+			}
+			if e.stopPoll.Load() {
+				return
+			}
+		case err != nil:
+			e.log.Error("tandem: completion poller cannot wait on its eventfd", zap.Error(err))
+			time.Sleep(time.Millisecond)
+			return
+		default:
+			return
+		}
+	}
+}
+
+// parkCheck is how long the parked poller sleeps before it looks at the completion ring
+// anyway: a bound on what a lost wake-up (a bug: Stats.Rescues counts them) could cost, at
+// ten wakes a second at idle. Rust's poller does the same (PARK_CHECK).
+const parkCheck = 100 * time.Millisecond
 
 // spareCoresForAPoller is the core count from which a poller may spin while the other side's
 // is awake too: one core each for the pollers, the rest for Go and the handlers (Rust's

@@ -8,7 +8,7 @@ type Stats struct {
 	InFlight                                                                int64
 	FreeRequestSlots, RepliesHeld, GoWorkers                                int
 	Violations, RustWakeups, GoParks, FFICalls                              uint64
-	Crossings, CompletionsByCaller                                          uint64
+	Crossings, CompletionsByCaller, Rescues                                 uint64
 	Rust                                                                    abi.Stats
 }
 
@@ -30,6 +30,7 @@ func (e *Engine) Stats() Stats {
 		FFICalls:            abi.Calls(),
 		Crossings:           o.crossings.Load(),
 		CompletionsByCaller: o.byCaller.Load(),
+		Rescues:             o.rescues.Load(),
 	}
 	for i := range e.replies {
 		if e.replies[i].Load() == 1 {

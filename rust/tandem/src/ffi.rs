@@ -149,6 +149,9 @@ pub struct tandem_stats {
     /// Tasks spawned on a submitter's thread during a kick: each wakes a tokio worker if
     /// none is awake.
     pub task_wakes: u64,
+    /// Times the parked poller found an event after a while without a wake: a lost wake-up,
+    /// or rarely a producer caught between its push and its wake.
+    pub rescues: u64,
 }
 
 /// A runtime; opaque to C. Created by `tandem_runtime_create`, freed by `tandem_runtime_free`.
@@ -435,6 +438,7 @@ pub unsafe extern "C" fn tandem_runtime_stats(
             cq_depth: s.cq_depth,
             handovers: s.handovers,
             task_wakes: s.task_wakes,
+            rescues: s.rescues,
         };
         // SAFETY: writable per the contract.
         unsafe { out.write(stats) };

@@ -576,6 +576,30 @@ mod kick_tests {
     }
 
     #[test]
+    fn a_lost_wake_up_costs_a_tenth_of_a_second_and_is_counted() {
+        let mut rt = runtime();
+        wait_parked(&rt);
+        // A producer that pushes and, against the protocol, neither wakes nor crosses.
+        let s = &rt.shared;
+        let bytes = envelope("echo.inline", b"stranded");
+        s.completions
+            .requests
+            .write_as_go(0, first_delivery(), &bytes);
+        assert!(s.sq.push(|d| {
+            d.kind.store(TANDEM_SQE_EVENT, Ordering::Relaxed);
+            d.slot.store(0, Ordering::Relaxed);
+            d.len.store(bytes.len() as u32, Ordering::Relaxed);
+            d.token.store(7 << 32, Ordering::Relaxed);
+        }));
+        // The parked poller looks at its ring anyway, now and then: the event runs.
+        let done = next_completion(&rt);
+        assert_eq!(done.reply, b"stranded");
+        assert_eq!(rt.stats().rescues, 1);
+        release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+
+    #[test]
     fn completions_published_while_kicking_defer_the_go_wake() {
         let mut rt = runtime();
         wait_parked(&rt);

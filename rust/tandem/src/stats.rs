@@ -27,6 +27,7 @@ pub(crate) struct Counters {
     /// Events that went to a task of their own (not completed inline), for the kick's choice.
     pub(crate) spawned: AtomicU64,
     pub(crate) task_wakes: AtomicU64,
+    pub(crate) rescues: AtomicU64,
     /// Woken when the last held event (request slot or local event) is let go.
     idle: Notify,
 }
@@ -71,6 +72,10 @@ pub struct Stats {
     /// Tasks spawned on a submitter's thread during a crossing (a handler that waited before
     /// finishing): each wakes a tokio worker if none is awake, the crossing's only thread wake.
     pub task_wakes: u64,
+    /// Times the parked poller, looking at its ring after a while without a wake, found an
+    /// event there: a lost wake-up (or, rarely, a producer caught between its push and its
+    /// wake). Stays 0 in a correct program but for those.
+    pub rescues: u64,
 }
 
 impl Counters {
@@ -127,6 +132,7 @@ impl Counters {
             cq_depth,
             handovers: self.handovers.load(Relaxed),
             task_wakes: self.task_wakes.load(Relaxed),
+            rescues: self.rescues.load(Relaxed),
         }
     }
 }
