@@ -214,7 +214,7 @@ type Stats struct {
 	// arrived during its crossing while the Go poller was parked: no wake for either poller.
 	CompletionsByCaller uint64
 	// Rescues counts times the parked Go poller, looking at the completion ring after a
-	// while without a wake, found completions there: a lost wake-up, bounded to a tenth of a
+	// while without a wake, found completions there: a lost wake-up, bounded to a
 	// second (or, rarely, a producer caught between its push and its wake). Rust.Rescues is
 	// the other side's.
 	Rescues uint64
@@ -265,7 +265,7 @@ type RustStats struct {
 	// Rust.GoWakeups, it is every thread wake an event can cost.
 	TaskWakes uint64
 	// Rescues counts times the parked Rust poller, looking at its ring after a while without
-	// a wake, found an event there: a lost wake-up, bounded to a tenth of a second (or, rarely,
+	// a wake, found an event there: a lost wake-up, bounded to a second (or, rarely,
 	// a producer caught between its push and its wake).
 	Rescues uint64
 }
