@@ -362,7 +362,7 @@ mod kick_tests {
     use super::Runtime;
     use crate::config::Config;
     use crate::handler::Registry;
-    use crate::layout::{TANDEM_OUTCOME_ACK, TANDEM_SQE_EVENT};
+    use crate::layout::TANDEM_OUTCOME_ACK;
     use crate::slots::Delivery;
     use crate::sync::Ordering;
     use crate::testing::*;
@@ -375,15 +375,8 @@ mod kick_tests {
 
     /// As `publish`, with the delivery header given.
     fn publish_delivery(rt: &Runtime, slot: u32, bytes: &[u8], delivery: Delivery) -> bool {
-        let s = &rt.shared;
-        s.completions.requests.write_as_go(slot, delivery, bytes);
-        assert!(s.sq.push(|d| {
-            d.kind.store(TANDEM_SQE_EVENT, Ordering::Relaxed);
-            d.slot.store(slot, Ordering::Relaxed);
-            d.len.store(bytes.len() as u32, Ordering::Relaxed);
-            d.token.store(u64::from(slot) | 7 << 32, Ordering::Relaxed);
-        }));
-        s.sq.take_wakeup()
+        push_event(rt, slot, bytes, 0, delivery);
+        rt.shared.sq.take_wakeup()
     }
 
     fn wait_parked(rt: &Runtime) {
@@ -580,17 +573,13 @@ mod kick_tests {
         let mut rt = runtime();
         wait_parked(&rt);
         // A producer that pushes and, against the protocol, neither wakes nor crosses.
-        let s = &rt.shared;
-        let bytes = envelope("echo.inline", b"stranded");
-        s.completions
-            .requests
-            .write_as_go(0, first_delivery(), &bytes);
-        assert!(s.sq.push(|d| {
-            d.kind.store(TANDEM_SQE_EVENT, Ordering::Relaxed);
-            d.slot.store(0, Ordering::Relaxed);
-            d.len.store(bytes.len() as u32, Ordering::Relaxed);
-            d.token.store(7 << 32, Ordering::Relaxed);
-        }));
+        push_event(
+            &rt,
+            0,
+            &envelope("echo.inline", b"stranded"),
+            0,
+            first_delivery(),
+        );
         // The parked poller looks at its ring anyway, now and then: the event runs.
         let done = next_completion(&rt);
         assert_eq!(done.reply, b"stranded");

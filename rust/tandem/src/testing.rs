@@ -239,6 +239,15 @@ pub(crate) fn submit_delivery(
     route: u32,
     delivery: Delivery,
 ) {
+    push_event(rt, slot, bytes, route, delivery);
+    if rt.shared.sq.take_wakeup() {
+        rt.shared.wake_rust.signal();
+    }
+}
+
+/// Writes the header and the envelope into request slot `slot` and pushes its descriptor, as
+/// Go publishes, without the wake-up that follows.
+pub(crate) fn push_event(rt: &Runtime, slot: u32, bytes: &[u8], route: u32, delivery: Delivery) {
     let s = &rt.shared;
     s.completions.requests.write_as_go(slot, delivery, bytes);
     assert!(s.sq.push(|d| {
@@ -248,9 +257,6 @@ pub(crate) fn submit_delivery(
         d.token.store(u64::from(slot) | 7 << 32, Ordering::Relaxed);
         d.flags.store(route, Ordering::Relaxed);
     }));
-    if s.sq.take_wakeup() {
-        s.wake_rust.signal();
-    }
 }
 
 pub(crate) fn release(rt: &Runtime, reply_slot: u32) {
