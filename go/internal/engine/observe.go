@@ -1,13 +1,12 @@
 package engine
 
 import (
-	"context"
 	"sync/atomic"
 	"time"
+	_ "unsafe" // go:linkname
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tandemrt/tandem/go/tandem/deadletter"
@@ -138,10 +137,21 @@ func (o *observer) close() {
 	}
 }
 
-// nanotime is a monotonic clock reading in nanoseconds.
-func nanotime() int64 { return int64(time.Since(clockBase)) }
+// nanotime is a monotonic clock reading in nanoseconds since clockBase. Every event reads
+// it at intake (the retry budget, the crossing's gap, the latency histogram), so it reads
+// the monotonic clock alone: time.Now reads the wall clock as well, a second vDSO call.
+func nanotime() int64 { return runtimeNanotime() - monoBase }
 
-var clockBase = time.Now()
+// runtimeNanotime is the runtime's monotonic clock, the one time.Now's monotonic reading
+// comes from. The runtime keeps this name and signature for packages that link to it
+// (go.dev/issue/67401).
+//
+//go:linkname runtimeNanotime runtime.nanotime
+func runtimeNanotime() int64
 
-var _ = context.Background
-var _ metric.Meter
+// clockBase and monoBase are the same instant, read together: nanotime counts from it, and
+// clockBase.Add(time.Duration(nanotime())) is a time.Time with a monotonic reading.
+var (
+	clockBase = time.Now()
+	monoBase  = runtimeNanotime()
+)

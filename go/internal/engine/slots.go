@@ -35,34 +35,32 @@ type requestSlot struct {
 // The free list is a stack: the slot freed last, whose lines are still in the caches and
 // whose page is still in the TLB on both sides, is taken first. (A queue hands out the slot
 // idle longest: at idle, every event then starts with cache and TLB misses on a slot of its
-// own, microseconds of a round trip that is otherwise one.) tokens counts the free slots, so
-// that a submitter can wait for one under the Block policy.
+// own, microseconds of a round trip that is otherwise one.)
+//
+// A submitter that finds the stack empty under the Block policy waits for room: it counts
+// itself in waiters, then looks again, and a free that sees a waiter signals room. Either
+// the waiter's second look sees the slot pushed, or the free sees the waiter (both are
+// sequentially consistent atomics), so no waiter sleeps beside a free slot. The fast path
+// is one compare-and-swap each way; a channel operation per event took a runtime lock.
 type slots struct {
-	e      *Engine
-	layout *abi.Layout
-	tokens chan struct{}
-	stack  freeStack
-	table  []requestSlot
+	e       *Engine
+	layout  *abi.Layout
+	stack   freeStack
+	waiters atomic.Int32
+	// room has a place for a signal per slot, so a free never blocks and no signal a
+	// waiter needs is dropped; a stale signal costs a waiter one more look.
+	room  chan struct{}
+	table []requestSlot
 }
 
 func (s *slots) init(e *Engine, l *abi.Layout) {
 	s.e, s.layout = e, l
-	s.tokens = make(chan struct{}, l.ReqSlots)
+	s.room = make(chan struct{}, l.ReqSlots)
 	s.stack.next = make([]atomic.Uint32, l.ReqSlots)
 	for i := range l.ReqSlots {
-		s.tokens <- struct{}{}
 		s.stack.push(l.ReqSlots - 1 - i) // slot 0 on top
 	}
 	s.table = make([]requestSlot, l.ReqSlots)
-}
-
-// pop takes the most recently freed slot; the caller holds one of tokens, so there is one.
-func (s *slots) pop() uint32 {
-	idx, ok := s.stack.pop()
-	if !ok {
-		s.e.violation("a token for a request slot, but no free slot", 0)
-	}
-	return idx
 }
 
 // freeStack is a lock-free stack of slot indices (Treiber's): many goroutines push and pop
@@ -100,28 +98,45 @@ func (f *freeStack) pop() (uint32, bool) {
 
 // acquire takes a free request slot, applying the overload policy when there is none.
 func (s *slots) acquire(ctx context.Context, policy Overload, closing <-chan struct{}) (uint32, error) {
-	select {
-	case <-s.tokens:
-	default:
+	idx, ok := s.stack.pop()
+	if !ok {
 		switch policy {
 		case Reject:
 			return 0, ErrOverloaded
 		case Shed:
 			return 0, ErrShed
 		}
-		select {
-		case <-s.tokens:
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-closing:
-			return 0, ErrClosed
+		var err error
+		if idx, err = s.await(ctx, closing); err != nil {
+			return 0, err
 		}
 	}
-	idx := s.pop()
 	if !s.table[idx].owner.CompareAndSwap(slotFree, slotGo) {
 		s.e.violation("request slot taken from the free list was not free", idx)
 	}
 	return idx, nil
+}
+
+// await waits for a free slot until ctx ends or the runtime closes.
+func (s *slots) await(ctx context.Context, closing <-chan struct{}) (uint32, error) {
+	for {
+		s.waiters.Add(1)
+		idx, ok := s.stack.pop()
+		if ok {
+			s.waiters.Add(-1)
+			return idx, nil
+		}
+		select {
+		case <-s.room:
+			s.waiters.Add(-1)
+		case <-ctx.Done():
+			s.waiters.Add(-1)
+			return 0, ctx.Err()
+		case <-closing:
+			s.waiters.Add(-1)
+			return 0, ErrClosed
+		}
+	}
 }
 
 // free returns slot idx to the free list; whatever completion still names it is stale.
@@ -131,7 +146,12 @@ func (s *slots) free(idx uint32) {
 	sl.gen++
 	sl.owner.Store(slotFree)
 	s.stack.push(idx)
-	s.tokens <- struct{}{}
+	if s.waiters.Load() > 0 {
+		select {
+		case s.room <- struct{}{}:
+		default: // a signal per slot is waiting already
+		}
+	}
 }
 
 // base is the start of request slot idx: its delivery header.

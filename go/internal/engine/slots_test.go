@@ -1,9 +1,15 @@
 package engine
 
 import (
+	"context"
+	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/tandemrt/tandem/go/internal/abi"
 )
 
 // The free list hands out the slot freed last first, and under concurrent pushes and pops
@@ -45,5 +51,65 @@ func TestFreeStackIsLastInFirstOutAndLosesNothing(t *testing.T) {
 	}
 	if len(seen) != n {
 		t.Fatalf("%d slots left on the stack, want %d", len(seen), n)
+	}
+}
+
+// Submitters blocked on a full set of slots (the Block policy) each get one as others are
+// freed: none waits beside a free slot, however frees and waits interleave; Reject and
+// Shed refuse at once; a waiter leaves when its context ends or the runtime closes.
+func TestSlotWaitersGetEveryFreedSlot(t *testing.T) {
+	const n = 3
+	var s slots
+	s.init(&Engine{}, &abi.Layout{ReqSlots: n})
+
+	var held atomic.Int32
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 2000 {
+				idx, err := s.acquire(context.Background(), Block, nil)
+				if err != nil {
+					t.Errorf("acquire: %v", err)
+					return
+				}
+				if held.Add(1) > n {
+					t.Errorf("more than %d slots held at once", n)
+				}
+				runtime.Gosched()
+				held.Add(-1)
+				s.free(idx)
+			}
+		}()
+	}
+	wg.Wait()
+
+	var taken []uint32
+	for range n {
+		idx, err := s.acquire(context.Background(), Reject, nil)
+		if err != nil {
+			t.Fatalf("a slot was lost: acquire %d of %d: %v", len(taken)+1, n, err)
+		}
+		taken = append(taken, idx)
+	}
+	if _, err := s.acquire(context.Background(), Reject, nil); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("Reject with every slot taken: %v, want ErrOverloaded", err)
+	}
+	if _, err := s.acquire(context.Background(), Shed, nil); !errors.Is(err, ErrShed) {
+		t.Fatalf("Shed with every slot taken: %v, want ErrShed", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	if _, err := s.acquire(ctx, Block, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Block until the context ends: %v, want DeadlineExceeded", err)
+	}
+	closing := make(chan struct{})
+	close(closing)
+	if _, err := s.acquire(context.Background(), Block, closing); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Block while closing: %v, want ErrClosed", err)
+	}
+	if w := s.waiters.Load(); w != 0 {
+		t.Fatalf("%d waiters counted after every acquire returned", w)
 	}
 }

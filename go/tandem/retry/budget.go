@@ -3,6 +3,7 @@ package retry
 import (
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -40,13 +41,21 @@ type Budget struct {
 	reserve    int64 // the floor, in units
 	perDeposit int64 // units a deposit adds
 
+	// A deposit in the current slot is one atomic add: every first delivery makes one,
+	// from many goroutines at once, and a lock there was the one contended point of the
+	// submit path. Moving the window, and withdrawals (retries, which are rare), take mu.
+	// A deposit racing a move of the window by a whole ttl may land in a slot just
+	// cleared: it counts once, for up to one window longer than it should.
 	mu      sync.Mutex
-	started bool
-	epoch   time.Time // the first time seen; slot numbers count from it
-	current int64     // the slot number of the latest time seen
-	balance int64     // the sum of slots
-	slots   [budgetSlots]int64
+	started atomic.Bool
+	epoch   time.Time    // the first time seen, set once before started; slot numbers count from it
+	current atomic.Int64 // the slot number of the latest time seen; written under mu
+	slots   [budgetSlots]atomic.Int64
 }
+
+// slotCap bounds each slot's deposits, so that their sum cannot overflow: past a balance of
+// trillions of retries more deposits change nothing.
+const slotCap = math.MaxInt64 / (2 * budgetSlots)
 
 // NewBudget returns a budget over a window of ttl (clamped to 1s..1h; 0 means 10s)
 // that allows minPerSec retries per second of the window regardless of traffic, plus
@@ -79,15 +88,24 @@ func NewBudget(ttl time.Duration, minPerSec uint32, retryRatio float64) *Budget 
 
 // Deposit records one first delivery at now, earning retryRatio retries for the window.
 func (b *Budget) Deposit(now time.Time) {
+	if b.started.Load() {
+		cur := b.current.Load()
+		if int64(now.Sub(b.epoch)/b.slotLen) <= cur {
+			b.deposit(cur)
+			return
+		}
+	}
 	b.mu.Lock()
 	b.advance(now)
-	// Past a balance of trillions of retries more deposits change nothing; stopping there
-	// keeps the sum from overflowing.
-	if b.balance < math.MaxInt64/2 {
-		b.slots[b.current%budgetSlots] += b.perDeposit
-		b.balance += b.perDeposit
-	}
+	b.deposit(b.current.Load())
 	b.mu.Unlock()
+}
+
+func (b *Budget) deposit(slot int64) {
+	s := &b.slots[slot%budgetSlots]
+	if s.Load() < slotCap {
+		s.Add(b.perDeposit)
+	}
 }
 
 // Withdraw reports whether one retry may happen at now, and if so consumes it.
@@ -95,35 +113,34 @@ func (b *Budget) Withdraw(now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.advance(now)
-	if b.reserve+b.balance < budgetUnit {
+	balance := b.reserve
+	for i := range b.slots {
+		balance += b.slots[i].Load()
+	}
+	if balance < budgetUnit {
 		return false
 	}
-	b.slots[b.current%budgetSlots] -= budgetUnit
-	b.balance -= budgetUnit
+	b.slots[b.current.Load()%budgetSlots].Add(-budgetUnit)
 	return true
 }
 
 // advance moves the window to now, forgetting the slots that aged out. It runs at most
 // budgetSlots steps. b.mu must be held.
 func (b *Budget) advance(now time.Time) {
-	if !b.started {
-		b.started, b.epoch = true, now
+	if !b.started.Load() {
+		b.epoch = now
+		b.started.Store(true)
 		return
 	}
 	// Sub uses the monotonic clock when both times carry it, so wall-clock steps do not
 	// move the window; it saturates instead of wrapping.
 	n := int64(now.Sub(b.epoch) / b.slotLen)
-	if n <= b.current {
+	cur := b.current.Load()
+	if n <= cur {
 		return
 	}
-	if n-b.current >= budgetSlots {
-		b.slots = [budgetSlots]int64{}
-		b.balance = 0
-	} else {
-		for s := b.current + 1; s <= n; s++ {
-			b.balance -= b.slots[s%budgetSlots]
-			b.slots[s%budgetSlots] = 0
-		}
+	for s := cur + 1; s <= min(n, cur+budgetSlots); s++ {
+		b.slots[s%budgetSlots].Store(0)
 	}
-	b.current = n
+	b.current.Store(n)
 }

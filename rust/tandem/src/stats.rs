@@ -30,6 +30,9 @@ pub(crate) struct Counters {
     pub(crate) rescues: AtomicU64,
     /// Woken when the last held event (request slot or local event) is let go.
     idle: Notify,
+    /// Tasks in [`Counters::until_idle`]: a let-go notifies only when one waits, as
+    /// `notify_waiters` takes a lock and most let-gos (one per event) have nobody to wake.
+    idle_waiters: AtomicU64,
 }
 
 /// A snapshot of a runtime's counters.
@@ -92,14 +95,24 @@ impl Counters {
     /// Stops holding one event in `which`, waking [`Counters::until_idle`] when none is left.
     pub(crate) fn unhold(&self, which: &AtomicU64) {
         // SeqCst: of two counters let go at once, the later decrement sees both at zero.
+        // And SeqCst against `until_idle`: either its check of `held` sees this decrement, or
+        // this load sees it waiting, and it was registered (`enable`) before it checked.
         which.fetch_sub(1, SeqCst);
-        if self.held() == 0 {
+        if self.held() == 0 && self.idle_waiters.load(SeqCst) > 0 {
             self.idle.notify_waiters();
         }
     }
 
     /// Returns once no event is held.
     pub(crate) async fn until_idle(&self) {
+        struct Waiting<'a>(&'a AtomicU64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, SeqCst);
+            }
+        }
+        self.idle_waiters.fetch_add(1, SeqCst);
+        let _waiting = Waiting(&self.idle_waiters); // counted out however this future ends
         loop {
             let idle = self.idle.notified();
             tokio::pin!(idle);
