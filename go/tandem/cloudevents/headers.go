@@ -1,0 +1,251 @@
+package cloudevents
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"mime"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/types"
+
+	"github.com/tandemrt/tandem/go/tandem/envelope"
+)
+
+// Mode is a binding's content mode.
+type Mode int
+
+const (
+	// Binary puts each attribute in a header of its own ("ce-" and its name) and the data,
+	// as it is, in the body: anything routing on an attribute sees it.
+	Binary Mode = iota
+	// Structured puts the whole event, in the JSON event format, in the body.
+	Structured
+)
+
+// HeaderPrefix begins the name of every header that carries an attribute in binary mode.
+const HeaderPrefix = "ce-"
+
+// The content types of the JSON event format.
+const (
+	ContentTypeJSON  = "application/cloudevents+json"
+	ContentTypeBatch = "application/cloudevents-batch+json"
+)
+
+// EncodeMessage writes ev as a message of the NATS binding: its headers (canonical names,
+// as nats.Header and http.Header hold them) and its body, in mode. In binary mode every
+// attribute, datacontenttype included, is a "ce-" header whose value is percent-encoded
+// (space, double quote, percent and everything outside printable ASCII); in structured mode
+// Content-Type is ContentTypeJSON and the body the JSON event format. Errors are
+// ToCloudEvent's.
+func EncodeMessage(ev *envelope.Event, mode Mode) (map[string][]string, []byte, error) {
+	ce, err := ToCloudEvent(ev)
+	if err != nil {
+		return nil, nil, err
+	}
+	if rec := typesRecord(ce, mode); rec != "" {
+		if err := ce.Context.SetExtension(TypesExtension, rec); err != nil {
+			return nil, nil, &AttributeError{Name: TypesExtension, Reason: err.Error()}
+		}
+	}
+	if mode == Structured {
+		// MarshalJSON itself: json.Marshal would compact the data's JSON, which is the
+		// event's bytes and must stay as they are.
+		body, err := ce.MarshalJSON()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %v", ErrConversion, err)
+		}
+		return map[string][]string{"Content-Type": {ContentTypeJSON}}, body, nil
+	}
+	h := map[string][]string{}
+	put := func(name, value string) {
+		h[textproto.CanonicalMIMEHeaderKey(HeaderPrefix+name)] = []string{percentEncode(value)}
+	}
+	put("specversion", ce.SpecVersion())
+	put("id", ce.ID())
+	put("source", ce.Source())
+	put("type", ce.Type())
+	for name, value := range map[string]string{"subject": ce.Subject(), "datacontenttype": ce.DataContentType(), "dataschema": ce.DataSchema()} {
+		if value != "" {
+			put(name, value)
+		}
+	}
+	if !ce.Time().IsZero() {
+		put("time", types.FormatTime(ce.Time()))
+	}
+	for name, value := range ce.Extensions() {
+		text, err := types.Format(value)
+		if err != nil {
+			return nil, nil, &AttributeError{Name: name, Reason: err.Error()}
+		}
+		put(name, text)
+	}
+	return h, bytes.Clone(ce.Data()), nil
+}
+
+// DecodeMessage reads a message of the NATS binding: structured when its Content-Type is a
+// CloudEvents format (application/cloudevents, matched without regard to case), binary
+// otherwise. header names match without regard to case. The body is not retained. Errors
+// wrap ErrConversion, or are envelope.ErrInvalidEvent.
+func DecodeMessage(header map[string][]string, body []byte) (*envelope.Event, error) {
+	if isStructured(headerValue(header, "Content-Type")) {
+		var ce event.Event
+		if err := json.Unmarshal(body, &ce); err != nil {
+			return nil, fmt.Errorf("%w: structured event: %v", ErrConversion, err)
+		}
+		if err := ce.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConversion, err)
+		}
+		return FromCloudEvent(&ce)
+	}
+	ce := event.New(event.CloudEventsVersionV1)
+	ce.Context = &event.EventContextV1{}
+	seen := map[string]bool{}
+	for name, values := range header {
+		if len(name) <= len(HeaderPrefix) || !strings.EqualFold(name[:len(HeaderPrefix)], HeaderPrefix) {
+			continue
+		}
+		attr := strings.ToLower(name[len(HeaderPrefix):])
+		if len(values) != 1 || seen[attr] {
+			return nil, &AttributeError{Name: attr, Reason: "more than one header carries it"}
+		}
+		seen[attr] = true
+		value, err := percentDecode(unquote(values[0]))
+		if err != nil {
+			return nil, &AttributeError{Name: attr, Reason: err.Error()}
+		}
+		if err := setAttribute(&ce, attr, value); err != nil {
+			return nil, err
+		}
+	}
+	if !seen["specversion"] {
+		return nil, &AttributeError{Name: "specversion", Reason: "missing: not a CloudEvent in binary mode"}
+	}
+	if len(body) > 0 {
+		ce.DataEncoded = bytes.Clone(body)
+	}
+	if err := ce.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConversion, err)
+	}
+	return FromCloudEvent(&ce)
+}
+
+// setAttribute sets one attribute of a binary-mode event from its header's text.
+func setAttribute(ce *event.Event, name, value string) error {
+	fail := func(err error) error { return &AttributeError{Name: name, Reason: err.Error()} }
+	switch name {
+	case "specversion":
+		if value != event.CloudEventsVersionV1 {
+			return &AttributeError{Name: name, Reason: fmt.Sprintf("%q is not 1.0", value)}
+		}
+	case "id":
+		ce.SetID(value)
+	case "source":
+		ce.SetSource(value)
+	case "type":
+		ce.SetType(value)
+	case "subject":
+		ce.SetSubject(value)
+	case "datacontenttype":
+		ce.SetDataContentType(value)
+	case "dataschema":
+		if err := ce.Context.SetDataSchema(value); err != nil {
+			return fail(err)
+		}
+	case "time":
+		t, err := types.ParseTime(value)
+		if err != nil {
+			return fail(err)
+		}
+		ce.SetTime(t)
+	default:
+		if err := ce.Context.SetExtension(name, value); err != nil {
+			return fail(err)
+		}
+	}
+	return nil
+}
+
+func headerValue(h map[string][]string, name string) string {
+	for k, v := range h {
+		if strings.EqualFold(k, name) && len(v) > 0 {
+			return v[0]
+		}
+	}
+	return ""
+}
+
+// isStructured reports whether a Content-Type names a CloudEvents event format.
+func isStructured(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		mt = strings.ToLower(strings.TrimSpace(contentType))
+	}
+	return strings.HasPrefix(mt, "application/cloudevents") && mt != ContentTypeBatch
+}
+
+// percentEncode encodes what a header value may not carry: space, double quote, percent,
+// and every byte outside printable ASCII (so a character's every UTF-8 byte), in upper case.
+func percentEncode(s string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c == '"' || c == '%' || c >= 0x7f {
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&0xf])
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// percentDecode undoes one round of percent-encoding (either case), refusing a sequence
+// that is not UTF-8 once decoded.
+func percentDecode(s string) (string, error) {
+	if !strings.Contains(s, "%") {
+		return s, nil
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b = append(b, s[i])
+			continue
+		}
+		if i+2 >= len(s) {
+			return "", fmt.Errorf("%q: a percent sign without two hex digits", s)
+		}
+		v, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", fmt.Errorf("%q: a percent sign without two hex digits", s)
+		}
+		b = append(b, byte(v))
+		i += 2
+	}
+	if !utf8.Valid(b) {
+		return "", fmt.Errorf("%q decodes to bytes that are not UTF-8", s)
+	}
+	return string(b), nil
+}
+
+// unquote undoes RFC 7230's quoted-string, which older senders used instead of encoding
+// spaces and double quotes.
+func unquote(s string) string {
+	if len(s) < 2 || s[0] != '"' || s[len(s)-1] != '"' {
+		return s
+	}
+	var b strings.Builder
+	for i := 1; i < len(s)-1; i++ {
+		if s[i] == '\\' && i+1 < len(s)-1 {
+			i++
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
