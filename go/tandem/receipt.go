@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tandemrt/tandem/go/internal/engine"
 )
@@ -167,3 +168,48 @@ func (w *callWaiter) Settle(err error, reply engine.Reply) {
 		callWaiters.Put(w)
 	}
 }
+
+// Redelivery is a source that redelivers its events itself: a broker, such as JetStream,
+// that keeps each message until it is told the outcome. For each event SubmitFrom
+// accepted, the runtime calls exactly one of Settled and Redeliver, once, from any
+// goroutine; both must return promptly (an acknowledgement to the broker, not a wait).
+type Redelivery interface {
+	// Settled says the outcome is final: nil for an acknowledgement, or the error Call
+	// would return: a *HandlerError whose DeadLetter names why the event was
+	// dead-lettered (it is in the dead-letter sink), or, with no DeadLetter, a retryable
+	// one with code "cancelled" when Shutdown cut the event short (deliver it again
+	// elsewhere).
+	Settled(err error)
+	// Redeliver says the handler failed (err, a *HandlerError) and the route's retry
+	// schedule, the retry budget and the event's deadline allow another delivery after
+	// after: the source delivers the event again then, with its Attempt counted on.
+	Redeliver(after time.Duration, err error)
+	// LastAttempt is the last delivery the source makes (JetStream's MaxDeliver), or 0 for
+	// no bound of its own: a retryable failure of that delivery is dead-lettered as
+	// max_attempts rather than handed back to a source that would not deliver it again.
+	LastAttempt() uint32
+}
+
+// SubmitFrom hands ev to its route as Submit does, for a source that redelivers the
+// event itself (see Redelivery): the route's handler, middleware, policies, timeout and
+// dead letters apply as to any event, and a retry goes back to src with its delay rather
+// than being scheduled in this process. ev.Attempt is the delivery number the source
+// counts (its first delivery 1). A reply is dropped. Errors are Submit's: src is then
+// never called.
+func (r *Runtime) SubmitFrom(ctx context.Context, ev *Event, src Redelivery) error {
+	if src == nil {
+		return fmt.Errorf("%w: SubmitFrom with a nil Redelivery", ErrInvalidRoute)
+	}
+	return r.e.Submit(ctx, ev, redeliveryWaiter{src})
+}
+
+// redeliveryWaiter adapts a Redelivery to the engine's Redelivering.
+type redeliveryWaiter struct{ src Redelivery }
+
+func (w redeliveryWaiter) Settle(err error, reply engine.Reply) {
+	reply.Release()
+	w.src.Settled(err)
+}
+
+func (w redeliveryWaiter) Redeliver(after time.Duration, err error) { w.src.Redeliver(after, err) }
+func (w redeliveryWaiter) LastAttempt() uint32                      { return w.src.LastAttempt() }

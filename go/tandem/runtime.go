@@ -187,6 +187,9 @@ type Stats struct {
 	Emitted uint64
 	// Retried counts redeliveries scheduled.
 	Retried uint64
+	// HandedBack counts retries handed back to the source that redelivers its events
+	// itself (SubmitFrom): each ends the delivery here, and the source delivers it again.
+	HandedBack uint64
 	// ToRust counts deliveries published to Rust (first deliveries and redeliveries).
 	ToRust uint64
 	// DeadLettered counts events dead-lettered.
@@ -280,6 +283,7 @@ func (r *Runtime) Stats() Stats {
 		Cancelled:           s.Cancelled,
 		Emitted:             s.Emitted,
 		Retried:             s.Retried,
+		HandedBack:          s.HandedBack,
 		ToRust:              s.ToRust,
 		DeadLettered:        s.DeadLettered,
 		InFlight:            s.InFlight,

@@ -31,8 +31,9 @@ const noSlot = ^uint32(0)
 type Delivery struct {
 	route *Route
 	// attempt is this delivery's number, from 1; limit the last one a handler's retry advice
-	// allows (0: the route's schedule decides).
-	attempt, limit uint32
+	// allows (0: the route's schedule decides); ceiling the last one its source redelivers
+	// (0: none).
+	attempt, limit, ceiling uint32
 	// firstAttempt is the attempt the event came with (restored in its dead letter).
 	firstAttempt uint32
 	// eventDeadline is the event's own deadline, deadline this delivery's (Unix ns; 0: none).
@@ -59,6 +60,9 @@ type Delivery struct {
 func (d *Delivery) reset(rt *Route, ev *envelope.Event, w Waiter) {
 	*d = Delivery{route: rt, slot: noSlot, waiter: w}
 	_, d.waited = w.(Blocking)
+	if r, ok := w.(Redelivering); ok {
+		d.ceiling = r.LastAttempt()
+	}
 	d.firstAttempt = ev.Attempt
 	d.attempt = max(ev.Attempt, 1)
 	d.id, d.source, d.typ = ev.ID, ev.Source, ev.Type
@@ -110,6 +114,7 @@ func (e *Engine) failed(d *Delivery, f *Failure) {
 		e.settleRetryable(d, cancelledAfter(f))
 	case v.reason != "":
 		e.deadLetter(d, f, v.reason)
+	case e.handBack(d, v.delay, f):
 	case !e.retries.schedule(d, v.delay, f):
 		e.settleRetryable(d, cancelledAfter(f))
 	}
@@ -145,6 +150,9 @@ func (e *Engine) judge(d *Delivery, f *Failure) verdict {
 	if d.limit > 0 {
 		exhausted = d.attempt >= d.limit
 	}
+	if d.ceiling > 0 && d.attempt >= d.ceiling {
+		exhausted = true
+	}
 	if exhausted {
 		return verdict{reason: deadletter.ReasonMaxAttempts}
 	}
@@ -165,6 +173,24 @@ func (e *Engine) backoff(rt *Route) retry.Backoff {
 		return rt.Retry.WithDefaults()
 	}
 	return e.retry
+}
+
+// handBack ends a delivery whose source redelivers it (a Redelivering waiter), telling
+// the source when; it reports false for any other delivery, which is redelivered here.
+func (e *Engine) handBack(d *Delivery, after time.Duration, f *Failure) bool {
+	r, ok := d.waiter.(Redelivering)
+	if !ok {
+		return false
+	}
+	err := e.errorOf(f)
+	if d.done != nil {
+		d.done(err)
+	}
+	e.obs.handedBack(d)
+	e.releaseDelivery(d)
+	e.settled()
+	r.Redeliver(after, err)
+	return true
 }
 
 // terminalReason names why a terminal failure is dead-lettered.

@@ -21,8 +21,8 @@ const instrumentationName = "github.com/tandemrt/tandem"
 type observer struct {
 	e *Engine
 
-	submitted, completed, cancels, retries, emitted, toRust atomic.Uint64
-	deadLetters, violations, rustWakeups, goParks, rescues  atomic.Uint64
+	submitted, completed, cancels, retries, handBacks, emitted, toRust atomic.Uint64
+	deadLetters, violations, rustWakeups, goParks, rescues             atomic.Uint64
 	// crossings counts submission steps run on a publisher's thread; byCaller completions
 	// a publisher settled itself (crossing.go).
 	crossings, byCaller atomic.Uint64
@@ -59,6 +59,12 @@ func (o *observer) rejected(reason string) { o.metrics.reject(reason) }
 // retried: a redelivery was scheduled.
 func (o *observer) retried(d *Delivery) {
 	o.retries.Add(1)
+	o.metrics.retry(d.route)
+}
+
+// handedBack: a retry went back to the event's source, which redelivers it.
+func (o *observer) handedBack(d *Delivery) {
+	o.handBacks.Add(1)
 	o.metrics.retry(d.route)
 }
 

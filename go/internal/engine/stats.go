@@ -4,12 +4,12 @@ import "github.com/tandemrt/tandem/go/internal/abi"
 
 // Stats is a snapshot of both sides' counters; the façade documents each field.
 type Stats struct {
-	Submitted, Completed, Cancelled, Retried, Emitted, ToRust, DeadLettered uint64
-	InFlight                                                                int64
-	FreeRequestSlots, RepliesHeld, GoWorkers                                int
-	Violations, RustWakeups, GoParks, FFICalls                              uint64
-	Crossings, CompletionsByCaller, Rescues                                 uint64
-	Rust                                                                    abi.Stats
+	Submitted, Completed, Cancelled, Retried, HandedBack, Emitted, ToRust, DeadLettered uint64
+	InFlight                                                                            int64
+	FreeRequestSlots, RepliesHeld, GoWorkers                                            int
+	Violations, RustWakeups, GoParks, FFICalls                                          uint64
+	Crossings, CompletionsByCaller, Rescues                                             uint64
+	Rust                                                                                abi.Stats
 }
 
 // Stats reads the counters. After Shutdown the Rust counters are final.
@@ -20,6 +20,7 @@ func (e *Engine) Stats() Stats {
 		Completed:           o.completed.Load(),
 		Cancelled:           o.cancels.Load(),
 		Retried:             o.retries.Load(),
+		HandedBack:          o.handBacks.Load(),
 		Emitted:             o.emitted.Load(),
 		ToRust:              o.toRust.Load(),
 		DeadLettered:        o.deadLetters.Load(),

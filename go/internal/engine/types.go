@@ -136,6 +136,18 @@ type Waiter interface {
 	Settle(err error, reply Reply)
 }
 
+// Redelivering is a Waiter whose event's source redelivers it itself (a broker such as
+// JetStream). A retry the judgement allows (the route's schedule, the retry budget and
+// the event's deadline) is handed back to it with the delay, instead of scheduled here:
+// the delivery then ends in this process, counted as handed back, and Settle is not
+// called. The source counts attempts (Event.Attempt) and caps them at LastAttempt (0: no
+// cap of its own), past which a retryable failure is dead-lettered here as max_attempts.
+type Redelivering interface {
+	Waiter
+	Redeliver(after time.Duration, err error)
+	LastAttempt() uint32
+}
+
 // Blocking is a Waiter whose caller blocks until Settle (a Call). A crossing may then run
 // the event's Rust handler on the caller's thread until its first wait, task handler or not
 // (TANDEM_DELIVERY_WAITED): the thread waits anyway, and a task would cost a worker's wake.
