@@ -177,3 +177,12 @@ func cloneRecord(dl *Record) Record {
 	c.Envelope = bytes.Clone(dl.Envelope)
 	return c
 }
+
+// MarshalRecord encodes r as one record in the format the file sink writes (docs/
+// deadletters.md), for a sink that stores records one by one (a message per dead letter);
+// a zero Time is stamped with the current time. Errors wrap ErrInvalidRecord.
+func MarshalRecord(r *Record) ([]byte, error) { return marshalRecord(r, time.Now()) }
+
+// UnmarshalRecord decodes one record MarshalRecord encoded. Like the envelope decoders it
+// skips keys it does not know and refuses another version, with an *envelope.DecodeError.
+func UnmarshalRecord(b []byte) (*Record, error) { return decodeRecord(b) }
