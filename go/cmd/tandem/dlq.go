@@ -3,9 +3,9 @@ package main
 // tandem dlq: read and replay a dead-letter file written by deadletter.FileSink
 // (docs/deadletters.md).
 //
-//	tandem dlq list   [-file PATH]
-//	tandem dlq show   [-file PATH] N
-//	tandem dlq replay [-file PATH] [-type T] [-dry-run] [-timeout D]
+//	tandem dlq list   [-file PATH | -nats URL -stream S]
+//	tandem dlq show   [-file PATH | -nats URL -stream S] N
+//	tandem dlq replay [-file PATH | -nats URL -stream S] [-type T] [-dry-run] [-timeout D]
 
 import (
 	"context"
@@ -23,9 +23,13 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/tandemrt/tandem/go/tandem"
 	"github.com/tandemrt/tandem/go/tandem/deadletter"
 	"github.com/tandemrt/tandem/go/tandem/envelope"
+	tjs "github.com/tandemrt/tandem/go/tandem/jetstream"
 )
 
 // defaultDLQFile is the dead-letter file when neither -file nor $TANDEM_DLQ names one.
@@ -43,10 +47,11 @@ func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
-const dlqUsage = `usage: tandem dlq list   [-file PATH]
-       tandem dlq show   [-file PATH] N
-       tandem dlq replay [-file PATH] [-type T] [-dry-run] [-timeout D]
-The file defaults to $TANDEM_DLQ, else ` + defaultDLQFile + ` in the current directory.`
+const dlqUsage = `usage: tandem dlq list   [-file PATH | -nats URL -stream S]
+       tandem dlq show   [-file PATH | -nats URL -stream S] N
+       tandem dlq replay [-file PATH | -nats URL -stream S] [-type T] [-dry-run] [-timeout D]
+The file defaults to $TANDEM_DLQ, else ` + defaultDLQFile + ` in the current directory;
+-nats and -stream read the JetStream stream a jetstream.DeadLetterSink writes to.`
 
 // dlqMain runs `tandem dlq ...` and returns the exit status: 0, 1 on failure, 2 on a
 // usage error. Errors go to stderr.
@@ -88,7 +93,7 @@ func dlq(args []string, stdout, stderr io.Writer) error {
 // arguments (`show 3 -file x` as well as `show -file x 3`).
 type dlqFlags struct {
 	*flag.FlagSet
-	file *string
+	file, nats, stream *string
 }
 
 func newDLQFlags(name string, stderr io.Writer) dlqFlags {
@@ -98,7 +103,43 @@ func newDLQFlags(name string, stderr io.Writer) dlqFlags {
 	if def == "" {
 		def = defaultDLQFile
 	}
-	return dlqFlags{FlagSet: fs, file: fs.String("file", def, "the dead-letter file ($TANDEM_DLQ, else "+defaultDLQFile+")")}
+	return dlqFlags{FlagSet: fs, file: fs.String("file", def, "the dead-letter file ($TANDEM_DLQ, else "+defaultDLQFile+")"),
+		nats:   fs.String("nats", "", "a NATS server URL: read the dead letters of -stream instead of a file"),
+		stream: fs.String("stream", "", "the JetStream stream a jetstream.DeadLetterSink writes to (with -nats)")}
+}
+
+// where names the dead letters' store in messages.
+func (f dlqFlags) where() string {
+	if *f.nats != "" {
+		return "stream " + *f.stream
+	}
+	return *f.file
+}
+
+// read reads the dead letters of the file, or of the stream with -nats.
+func (f dlqFlags) read() (*deadletter.File, error) {
+	if (*f.nats == "") != (*f.stream == "") {
+		return nil, usagef("-nats and -stream go together")
+	}
+	if *f.nats == "" {
+		return readDLQ(*f.file)
+	}
+	nc, err := nats.Connect(*f.nats, nats.Name("tandem dlq"))
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", *f.nats, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	records, err := tjs.ReadDeadLetters(ctx, js, *f.stream)
+	if err != nil {
+		return nil, err
+	}
+	return &deadletter.File{Records: records}, nil
 }
 
 func (f dlqFlags) parse(args []string) ([]string, error) {
@@ -135,7 +176,7 @@ func dlqList(args []string, out, stderr io.Writer) error {
 	if len(pos) != 0 {
 		return usagef("list takes no arguments, got %q", pos)
 	}
-	df, err := readDLQ(*fs.file)
+	df, err := fs.read()
 	if err != nil {
 		return err
 	}
@@ -163,15 +204,15 @@ func dlqShow(args []string, out, stderr io.Writer) error {
 	if err != nil {
 		return usagef("dead letter index %q is not a number", pos[0])
 	}
-	df, err := readDLQ(*fs.file)
+	df, err := fs.read()
 	if err != nil {
 		return err
 	}
 	switch n := len(df.Records); {
 	case n == 0:
-		return fmt.Errorf("no dead letter %d: %s holds none", i, *fs.file)
+		return fmt.Errorf("no dead letter %d: %s holds none", i, fs.where())
 	case i < 0 || i >= n:
-		return fmt.Errorf("no dead letter %d: %s holds %d (0 to %d)", i, *fs.file, n, n-1)
+		return fmt.Errorf("no dead letter %d: %s holds %d (0 to %d)", i, fs.where(), n, n-1)
 	}
 	showLetter(out, i, len(df.Records), &df.Records[i])
 	return nil
@@ -306,7 +347,7 @@ func dlqReplay(args []string, out, stderr io.Writer) error {
 	if *timeout <= 0 {
 		return usagef("-timeout must be positive")
 	}
-	df, err := readDLQ(*fs.file)
+	df, err := fs.read()
 	if err != nil {
 		return err
 	}
@@ -367,8 +408,8 @@ func dlqReplay(args []string, out, stderr io.Writer) error {
 		fmt.Fprintf(out, "dry run: would replay %d of %d dead letters, %d skipped\n", len(picks)-skipped, len(df.Records), skipped)
 		return nil
 	}
-	fmt.Fprintf(out, "replayed %d of %d dead letters: %d ok, %d failed, %d skipped (the file is unchanged)\n",
-		ok+failed, len(df.Records), ok, failed, skipped)
+	fmt.Fprintf(out, "replayed %d of %d dead letters: %d ok, %d failed, %d skipped (%s is unchanged)\n",
+		ok+failed, len(df.Records), ok, failed, skipped, fs.where())
 	if failed != 0 {
 		return fmt.Errorf("%d of %d replayed events failed", failed, ok+failed)
 	}

@@ -6,6 +6,7 @@
 //	tandem chaos [-duration D] [-profile P] [-rate R] [-faults LIST] [-out DIR] ...
 //	tandem new [-tandem DIR] NAME
 //	tandem build [-purego] [-env] [-o FILE] [-C DIR]
+//	tandem worker -nats URL -stream S -consumer C [-create] [-dlq-subject SUBJ] ...
 //
 // new writes a project of one's own, a Go main and a Rust crate of handlers; build, run in
 // it, makes one static binary of it (README: "Your handlers, your binary"). Both work in a
@@ -61,6 +62,8 @@ func main() {
 		os.Exit(newMain(os.Args[2:], os.Stdout, os.Stderr))
 	case "build":
 		os.Exit(buildMain(os.Args[2:], os.Stdout, os.Stderr))
+	case "worker":
+		os.Exit(workerMain(os.Args[2:], os.Stdout, os.Stderr))
 	case "-h", "-help", "--help", "help":
 		usage(os.Stdout)
 	default:
@@ -72,10 +75,11 @@ func main() {
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: tandem run [-events N] [-concurrency C] [-payload BYTES] [-dlq PATH] [-v]")
-	fmt.Fprintln(w, "       tandem dlq list | show N | replay [-type T] [-dry-run]  [-file PATH]")
+	fmt.Fprintln(w, "       tandem dlq list | show N | replay [-type T] [-dry-run]  [-file PATH | -nats URL -stream S]")
 	fmt.Fprintln(w, "       tandem chaos [-duration 60s] [-profile mix|steady|sine|square|step|replay] [-rate N] [-trace FILE] [-faults all|none|LIST] [-out DIR]")
 	fmt.Fprintln(w, "       tandem new [-tandem DIR] NAME")
 	fmt.Fprintln(w, "       tandem build [-purego] [-env] [-o FILE] [-C DIR]")
+	fmt.Fprintln(w, "       tandem worker -nats URL -stream S -consumer C [-create] [-dlq-subject SUBJ] [-results-subject SUBJ] [-http ADDR]")
 }
 
 // The demo's event types beyond the bundled demo.* ones.
