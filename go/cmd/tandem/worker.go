@@ -3,7 +3,7 @@ package main
 // tandem worker: run the bundled handlers against a JetStream stream, as one of N processes
 // sharing a durable consumer (docs/scale-out.md).
 //
-//	tandem worker -nats URL -stream S -consumer C [-create] [-dlq-subject SUBJ]
+//	tandem worker -nats URL -stream S -consumer C [-create] [-ack-wait D] [-dlq-subject SUBJ]
 //	              [-results-subject SUBJ] [-max-inflight N] [-http ADDR] [-grace D]
 
 import (
@@ -33,7 +33,7 @@ const (
 	typeWorkDone = "work.done"
 )
 
-const workerUsage = `usage: tandem worker -nats URL -stream S -consumer C [-create] [-dlq-subject SUBJ]
+const workerUsage = `usage: tandem worker -nats URL -stream S -consumer C [-create] [-ack-wait D] [-dlq-subject SUBJ]
                      [-results-subject SUBJ] [-max-inflight N] [-http ADDR] [-grace D]`
 
 func workerMain(args []string, stdout, stderr io.Writer) int {
@@ -69,6 +69,7 @@ func worker(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	maxInFlight := fs.Int("max-inflight", 256, "messages fetched and not yet settled")
 	httpAddr := fs.String("http", "", "serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9090)")
 	grace := fs.Duration("grace", 10*time.Second, "how long a drain waits for events in flight before cancelling them")
+	ackWait := fs.Duration("ack-wait", 30*time.Second, "with -create: the consumer's AckWait, after which a message a dead worker held is delivered again")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -97,7 +98,7 @@ func worker(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	if *create {
-		if err := createStreams(ctx, js, *streamName, *consumerName, *dlqSubject, *resultsSubject); err != nil {
+		if err := createStreams(ctx, js, *streamName, *consumerName, *dlqSubject, *resultsSubject, *ackWait); err != nil {
 			return err
 		}
 	}
@@ -163,8 +164,12 @@ func worker(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return nil
 }
 
-// routeWork routes work.item to a Go handler that calls the Rust demo.upper and emits the
-// result as work.done, which a Publisher stores once on subject (Nats-Msg-Id: the item's ID).
+// routeWork routes work.item to a Go handler that calls the Rust demo.upper and then calls
+// work.done with the result, which a Publisher stores once on subject (Nats-Msg-Id: the
+// item's ID). A Call, not an Emit: the item is acknowledged only once its result is in the
+// stream, so a worker killed in between leaves the item to be delivered again (and the
+// duplicate window drops the second result), where an emitted follow-up would die with
+// the process after the item's ack.
 func routeWork(rt *tandem.Runtime, js jetstream.JetStream, subject string) error {
 	if err := rt.Handle(typeWorkItem, "work", tandem.HandlerFunc(func(ctx context.Context, ev *tandem.Event) tandem.Result {
 		reply, err := tandem.Call(ctx, &tandem.Event{ID: ev.ID + ".upper", Source: "/worker", Type: "demo.upper", Data: ev.Data})
@@ -174,9 +179,11 @@ func routeWork(rt *tandem.Runtime, js jetstream.JetStream, subject string) error
 		done := &tandem.Event{ID: ev.ID + ".done", Source: "/worker", Type: typeWorkDone,
 			IdempotencyKey: ev.ID, Data: append([]byte(nil), reply.Data()...)}
 		reply.Release()
-		if err := tandem.Emit(ctx, done); err != nil {
+		stored, err := tandem.Call(ctx, done)
+		if err != nil {
 			return tandem.Retry(0, err)
 		}
+		stored.Release()
 		return tandem.Ack()
 	})); err != nil {
 		return err
@@ -187,7 +194,7 @@ func routeWork(rt *tandem.Runtime, js jetstream.JetStream, subject string) error
 
 // createStreams makes the stream of events, its consumer, and the streams of dead letters
 // and results, where missing.
-func createStreams(ctx context.Context, js jetstream.JetStream, stream, consumer, dlqSubject, resultsSubject string) error {
+func createStreams(ctx context.Context, js jetstream.JetStream, stream, consumer, dlqSubject, resultsSubject string, ackWait time.Duration) error {
 	streams := []jetstream.StreamConfig{
 		{Name: stream, Subjects: []string{strings.ToLower(stream) + ".>"}},
 		{Name: stream + "_DLQ", Subjects: []string{dlqSubject}, Duplicates: 2 * time.Minute},
@@ -201,7 +208,7 @@ func createStreams(ctx context.Context, js jetstream.JetStream, stream, consumer
 		}
 	}
 	_, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: consumer,
-		AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 5, AckWait: 30 * time.Second, MaxAckPending: 4096})
+		AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 5, AckWait: ackWait, MaxAckPending: 4096})
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", consumer, err)
 	}

@@ -59,7 +59,7 @@ func TestWorkerConsumesAStreamAndDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := createStreams(ctx, js, "WORK", "workers", "tandem.dlq.work", "results.work"); err != nil {
+	if err := createStreams(ctx, js, "WORK", "workers", "tandem.dlq.work", "results.work", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	pub := func(ev *tandem.Event) {

@@ -72,8 +72,10 @@ const (
 // DeadLetterSink stores each dead letter as one message on Subject, which a stream must
 // capture: the record in the dead-letter file format (deadletter.MarshalRecord) as the
 // body, the reason, error code, event ID and type and attempts in headers (for filters and
-// dashboards). Nats-Msg-Id is the event's source, ID and attempts, so a record written
-// twice (a Write retried after a lost acknowledgement) is stored once. `tandem dlq -nats
+// dashboards). Nats-Msg-Id is the event's source, ID and reason, so a record written
+// twice (a Write retried after a lost acknowledgement, or written again by another
+// process after the first died before terminating the message) is stored once within the
+// stream's duplicate window. `tandem dlq -nats
 // URL -stream S` lists, shows and replays them. Safe for concurrent use.
 type DeadLetterSink struct {
 	JS      jetstream.JetStream
@@ -99,7 +101,7 @@ func (s *DeadLetterSink) Write(ctx context.Context, r *deadletter.Record) error 
 	msg.Header.Set(HeaderEventID, r.EventID)
 	msg.Header.Set(HeaderEventType, r.EventType)
 	msg.Header.Set(HeaderAttempts, strconv.FormatUint(uint64(r.Attempts), 10))
-	id := fmt.Sprintf("%s\x00%s\x00%d\x00%s", r.Source, r.EventID, r.Attempts, r.Reason)
+	id := r.Source + "\x00" + r.EventID + "\x00" + string(r.Reason)
 	if _, err := s.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
 		return fmt.Errorf("tandem: jetstream: dead letter to %q: %w", s.Subject, err)
 	}
