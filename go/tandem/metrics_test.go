@@ -71,19 +71,20 @@ func TestMetricsCountEventsByRouteAndRuntime(t *testing.T) {
 		metric, attrs string
 		want          int64
 	}{
-		{"tandem.events.submitted", "route=demo.echo,runtime=rust", 3},
-		{"tandem.events.submitted", "route=greet,runtime=go", 1},
-		{"tandem.events.acknowledged", "route=demo.echo,runtime=rust", 3},
-		{"tandem.events.acknowledged", "route=greet,runtime=go", 1},
-		{"tandem.events.retried", "route=demo.fail,runtime=rust", 1},
-		{"tandem.events.dead_lettered", "reason=max_attempts,route=demo.fail,runtime=rust", 1},
+		{"tandem.events.submitted", "route=demo.echo,runtime=rust,target=demo.echo", 3},
+		{"tandem.events.submitted", "route=greet,runtime=go,target=greeter", 1},
+		{"tandem.events.acknowledged", "route=demo.echo,runtime=rust,target=demo.echo", 3},
+		{"tandem.events.acknowledged", "route=greet,runtime=go,target=greeter", 1},
+		{"tandem.events.retried", "route=demo.fail,runtime=rust,target=demo.fail", 1},
+		{"tandem.events.dead_lettered", "reason=max_attempts,route=demo.fail,runtime=rust,target=demo.fail", 1},
 		{"tandem.events.rejected", "reason=no_route", 1},
-		{"tandem.handler.duration", "outcome=ack,route=demo.echo,runtime=rust", 3},
-		{"tandem.handler.duration", "outcome=retry,route=demo.fail,runtime=rust", 2},
-		{"tandem.event.latency", "route=demo.echo,runtime=rust", 3},
+		{"tandem.handler.duration", "outcome=ack,route=demo.echo,runtime=rust,target=demo.echo", 3},
+		{"tandem.handler.duration", "outcome=retry,route=demo.fail,runtime=rust,target=demo.fail", 2},
+		{"tandem.event.latency", "route=demo.echo,runtime=rust,target=demo.echo", 3},
 		{"tandem.events.in_flight", "", 0},
 		{"tandem.buffers.outstanding", "kind=request", 0},
-		{"tandem.workers", "route=greet", 1},
+		{"tandem.workers", "runtime=go,target=greeter", 1},
+		{"tandem.target.in_flight", "runtime=go,target=greeter", 0},
 	}
 	for _, c := range checks {
 		got, ok := sums(t, rm, c.metric)[c.attrs]

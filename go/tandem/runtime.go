@@ -2,7 +2,6 @@ package tandem
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -65,15 +64,12 @@ type Runtime struct {
 	cfg        Config // with its defaults filled in
 	log        *zap.Logger
 	middleware []Middleware
-	handlers   []goRoute // Go handlers as registered, for Init, WarmUp and Close
 
-	closeOnce sync.Once
-}
-
-// goRoute is a Go handler as registered, for its lifecycle methods.
-type goRoute struct {
-	pattern, name string
-	h             Handler
+	mu sync.Mutex
+	// handlers are the Go handlers as registered, for Start's Init and WarmUp; goHandlers
+	// the same by name, for the routes that wrap them.
+	handlers   []*goHandler
+	goHandlers map[string]*goHandler
 }
 
 // New creates a runtime with cfg: it checks the library's ABI version, maps the shared region
@@ -127,18 +123,21 @@ func (r *Runtime) Start() error {
 		return fmt.Errorf("%w: %w", ErrStart, err)
 	}
 	ctx := context.Background()
-	for _, g := range r.handlers {
-		if h, ok := g.h.(interface{ Init(context.Context) error }); ok {
+	r.mu.Lock()
+	handlers := append([]*goHandler(nil), r.handlers...)
+	r.mu.Unlock()
+	for _, g := range handlers {
+		if h, ok := g.raw.(interface{ Init(context.Context) error }); ok {
 			if err := h.Init(ctx); err != nil {
-				return fail(fmt.Errorf("Go handler %q (route %q): init: %w", g.name, g.pattern, err))
+				return fail(fmt.Errorf("Go handler %q: init: %w", g.name, err))
 			}
 		}
 	}
 	r.e.SetState(engine.WarmingUp)
-	for _, g := range r.handlers {
-		if h, ok := g.h.(interface{ WarmUp(context.Context) error }); ok {
+	for _, g := range handlers {
+		if h, ok := g.raw.(interface{ WarmUp(context.Context) error }); ok {
 			if err := h.WarmUp(ctx); err != nil {
-				return fail(fmt.Errorf("Go handler %q (route %q): warm-up: %w", g.name, g.pattern, err))
+				return fail(fmt.Errorf("Go handler %q: warm-up: %w", g.name, err))
 			}
 		}
 	}
@@ -152,23 +151,11 @@ func (r *Runtime) Start() error {
 // ends, then has Rust cancel the rest: each settles as a retryable *HandlerError with code
 // "cancelled" (an emitted event nobody waits for is dead-lettered as cancelled), none is lost.
 // It then takes back every buffer, stops tokio, frees the shared region and closes the Go
-// handlers. A Reply not yet released is released here and must not be used after. It returns
-// ctx's error if events had to be cancelled. Calling it again is harmless.
+// handlers (those a route change closed when they drained are not closed again). A Reply
+// not yet released is released here and must not be used after. It returns ctx's error if
+// events had to be cancelled. Calling it again is harmless.
 func (r *Runtime) Shutdown(ctx context.Context) error {
-	err := r.e.Shutdown(ctx)
-	r.closeOnce.Do(r.closeHandlers)
-	return err
-}
-
-// closeHandlers calls Close on every Go handler that has one.
-func (r *Runtime) closeHandlers() {
-	for _, g := range r.handlers {
-		if c, ok := g.h.(interface{ Close() error }); ok {
-			if err := c.Close(); err != nil && !errors.Is(err, context.Canceled) {
-				r.log.Warn("tandem: closing a Go handler", zap.String("handler", g.name), zap.Error(err))
-			}
-		}
-	}
+	return r.e.Shutdown(ctx)
 }
 
 // Stats is a snapshot of both sides' counters.
@@ -218,8 +205,12 @@ type Stats struct {
 	// second (or, rarely, a producer caught between its push and its wake). Rust.Rescues is
 	// the other side's.
 	Rescues uint64
-	// GoWorkers is the number of worker goroutines across the Go routes' pools.
+	// GoWorkers is the number of worker goroutines across the Go handlers' pools.
 	GoWorkers int
+	// Shadow counts the shadows' copies of every route (RouteInfo.Shadowed for one), which
+	// none of the counters above include: each copy offered ends matched, mismatched or
+	// dropped. A Rust shadow's run counts in ToRust.
+	Shadow ShadowStats
 	// Rust holds the Rust side's counters (final ones after Shutdown).
 	Rust RustStats
 }
@@ -293,6 +284,8 @@ func (r *Runtime) Stats() Stats {
 		CompletionsByCaller: s.CompletionsByCaller,
 		Rescues:             s.Rescues,
 		GoWorkers:           s.GoWorkers,
-		Rust:                RustStats(s.Rust),
+		Shadow: ShadowStats{Offered: s.Shadow.Offered, Matched: s.Shadow.Matched,
+			Mismatched: s.Shadow.Mismatched, Dropped: s.Shadow.Dropped},
+		Rust: RustStats(s.Rust),
 	}
 }
