@@ -356,7 +356,7 @@ func (r *Runtime) Route(pattern string) (RouteInfo, error) {
 	info.Shadowed = ShadowStats{Offered: sc.Offered, Matched: sc.Matched, Mismatched: sc.Mismatched, Dropped: sc.Dropped}
 	for _, m := range sc.Samples {
 		info.Shadowed.Samples = append(info.Shadowed.Samples, Mismatch{EventID: m.EventID, EventType: m.EventType,
-			Shadow: Target{rust: m.TargetRust, name: m.Target},
+			Shadow:  Target{rust: m.TargetRust, name: m.Target},
 			Primary: ShadowResult{Outcome(m.Primary.Outcome), m.Primary.Code, m.Primary.Reply},
 			Got:     ShadowResult{Outcome(m.Shadow.Outcome), m.Shadow.Code, m.Shadow.Reply}})
 		info.Shadowed.Samples[len(info.Shadowed.Samples)-1].At = m.At

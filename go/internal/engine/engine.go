@@ -76,7 +76,7 @@ type Engine struct {
 
 	// ctl serializes changes of routes and targets (routing.go, targets.go) and orders them
 	// with Start and Shutdown; never held on the event path.
-	ctl         sync.Mutex
+	ctl        sync.Mutex
 	targets    map[string]*Target // by targetKey
 	targetList atomic.Pointer[[]*Target]
 	// lifeCtx ends when Shutdown begins: a Go target opening then stops waiting.

@@ -152,12 +152,12 @@ func newRouteMetrics(rt *Route, b *binding) *routeMetrics {
 	}
 	plain := set()
 	m := &routeMetrics{
-		add:         []metric.AddOption{plain},
-		rec:         []metric.RecordOption{plain},
-		ackRec:      []metric.RecordOption{set(attribute.String("outcome", "ack"))},
-		retryRec:    []metric.RecordOption{set(attribute.String("outcome", "retry"))},
-		termRec:     []metric.RecordOption{set(attribute.String("outcome", "term"))},
-		deadReasons: map[deadletter.Reason][]metric.AddOption{},
+		add:           []metric.AddOption{plain},
+		rec:           []metric.RecordOption{plain},
+		ackRec:        []metric.RecordOption{set(attribute.String("outcome", "ack"))},
+		retryRec:      []metric.RecordOption{set(attribute.String("outcome", "retry"))},
+		termRec:       []metric.RecordOption{set(attribute.String("outcome", "term"))},
+		deadReasons:   map[deadletter.Reason][]metric.AddOption{},
 		shadowResults: map[string][]metric.AddOption{},
 	}
 	for _, r := range []string{"match", "mismatch", "dropped"} {

@@ -23,10 +23,10 @@ type pool struct {
 
 	stopOnce sync.Once
 	mu       sync.Mutex
-	workers int
-	stopped bool
-	idle    atomic.Int32
-	wg      sync.WaitGroup
+	workers  int
+	stopped  bool
+	idle     atomic.Int32
+	wg       sync.WaitGroup
 }
 
 func newPool(e *Engine, t *Target) *pool {

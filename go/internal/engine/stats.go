@@ -11,7 +11,7 @@ type Stats struct {
 	Crossings, CompletionsByCaller, Rescues                                 uint64
 	// Shadow sums every route's shadow counters (shadow.go), samples aside.
 	Shadow ShadowCounts
-	Rust                                                                    abi.Stats
+	Rust   abi.Stats
 }
 
 // Stats reads the counters. After Shutdown the Rust counters are final.
