@@ -459,7 +459,6 @@ func (e *Engine) shutdown(ctx context.Context) error {
 			s.stop()
 		}
 	}
-	e.closers.Wait()
 	for _, t := range e.Targets() {
 		if !t.rust {
 			t.stopPool()
@@ -503,14 +502,15 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	return nil
 }
 
-// closeTargets runs Close for every Go target no drain has closed, once.
+// closeTargets runs Close for every Go target no drain has closed, once, then waits for the
+// drains' goroutines. From here none starts: every target is closed.
 func (e *Engine) closeTargets() {
-	e.closers.Wait()
 	for _, t := range e.Targets() {
 		if !t.rust {
 			t.finalClose(e)
 		}
 	}
+	e.closers.Wait()
 }
 
 // inRust counts the request slots Rust still holds.

@@ -101,8 +101,10 @@ func (e *Engine) RegisterTarget(t *Target) error {
 	t.rust, t.RustIndex = false, 0
 	e.ctl.Lock()
 	defer e.ctl.Unlock()
-	if st := e.State(); st >= Draining {
-		return ErrClosed
+	if st := e.State(); st != Registered && st != Running {
+		// Not while starting: Start opens the targets registered before it, and one
+		// registered meanwhile would miss its Init.
+		return fmt.Errorf("%w: a handler is registered before Start or while running (state %d)", ErrClosed, st)
 	}
 	key := targetKey(false, t.Name)
 	if _, ok := e.targets[key]; ok {
