@@ -182,14 +182,15 @@ func (e *Engine) intakeGo(ctx context.Context, b *binding, shadow *shadowRoute, 
 	// Counted in before the enqueue: a worker may settle it at once.
 	e.obs.stamp(d)
 	e.pending.Add(1)
+	met := d.metrics()
 	err := b.target.pool.enqueue(ctx, d, rt.Overload)
 	switch {
 	case err == nil:
-		e.obs.count(d)
+		e.obs.count(met)
 		e.budget.Deposit(time.Now())
 		return nil
 	case errors.Is(err, ErrShed):
-		e.obs.count(d)
+		e.obs.count(met)
 		d.waiter = nil // the submitter learns it from the error
 		d.shadow = nil // nothing ran: nothing to compare
 		e.deadLetter(d, failure(OutcomeTerm, ev.Type, envelope.CodeShed, fmt.Sprintf("route %q was full", rt.Pattern), b.target.Name), deadletter.ReasonShed)

@@ -37,7 +37,7 @@ func (o *observer) init(e *Engine) { o.e = e }
 // accepted: a new delivery entered intake (from any origin).
 func (o *observer) accepted(d *Delivery) {
 	o.stamp(d)
-	o.count(d)
+	o.count(d.metrics())
 }
 
 // stamp marks the delivery's intake time, for the latency histogram; before the delivery is
@@ -48,10 +48,11 @@ func (o *observer) stamp(d *Delivery) {
 	}
 }
 
-// count counts an event in on its route and target; before the delivery is handed on.
-func (o *observer) count(d *Delivery) {
+// count counts an event in on its route and target (met: the delivery's metrics, read
+// before it was handed on); it reads nothing of the delivery, which a worker may own now.
+func (o *observer) count(met *routeMetrics) {
 	o.submitted.Add(1)
-	o.metrics.submit(d.metrics())
+	o.metrics.submit(met)
 }
 
 // rejected: intake refused an event before it became a delivery.
