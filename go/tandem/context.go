@@ -92,7 +92,7 @@ func Logger(ctx context.Context) *zap.Logger {
 		correlation = ev.ID
 	}
 	fields := []zap.Field{
-		zap.String("runtime", "go"), zap.String("route", rt.Pattern), zap.String("handler", rt.Name),
+		zap.String("runtime", "go"), zap.String("route", rt.Pattern), zap.String("handler", hc.Handler()),
 		zap.String("event_id", ev.ID), zap.String("correlation_id", correlation), zap.Uint32("attempt", ev.Attempt),
 	}
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {

@@ -81,6 +81,8 @@ func WithPolicy(p ...Policy) RouteOption {
 // middleware and policies (the first outermost). Call it before the routes it should wrap
 // and before Start.
 func (r *Runtime) Use(mw ...Middleware) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.middleware = append(r.middleware, mw...)
 }
 
@@ -114,7 +116,9 @@ func (r *Runtime) Handle(pattern, name string, h Handler, opts ...RouteOption) e
 // global middleware as it is now, the route's middleware and its policies (a shadow's copy
 // passes no policy: a breaker or a deduplicator must not count it).
 func (r *Runtime) bindRoute(rt *engine.Route, o *routeOptions) {
+	r.mu.Lock()
 	mw := append(append([]Middleware(nil), r.middleware...), o.middleware...)
+	r.mu.Unlock()
 	policies := make([]Middleware, 0, len(o.policies))
 	for _, p := range o.policies {
 		policies = append(policies, p.Wrap)

@@ -83,17 +83,39 @@ func New(cfg Config) (*Runtime, error) {
 	if err != nil {
 		return nil, publicError(err)
 	}
-	return &Runtime{e: e, cfg: cfg, log: cfg.Logger}, nil
+	r := &Runtime{e: e, cfg: cfg, log: cfg.Logger}
+	for _, rt := range e.Routes() {
+		// A Rust type's own route: moved to a Go handler, the handler runs inside the global
+		// middleware as it is at the move (Use is called before Start).
+		rt.Bind = func(t *engine.Target, shadow bool) engine.GoHandler {
+			r.mu.Lock()
+			mw := append([]Middleware(nil), r.middleware...)
+			r.mu.Unlock()
+			chained := Chain(r.goHandler(t.Name), mw...)
+			name := t.Name
+			return func(ctx context.Context, ev *Event) engine.Result { return chained.Handle(ctx, ev).engine(name) }
+		}
+	}
+	return r, nil
 }
 
 // State returns the lifecycle state.
 func (r *Runtime) State() State { return State(r.e.State()) }
 
-// RustTypes returns the event types routed to Rust handlers by exact routes.
+// RustTypes returns the event types routed to Rust handlers by exact routes: those whose
+// every target is a Rust handler now (a route moved to Go leaves the list).
 func (r *Runtime) RustTypes() []string {
 	var out []string
 	for _, rt := range r.e.Routes() {
-		if rt.IsRust() && rt.Exact() {
+		if !rt.Exact() {
+			continue
+		}
+		ws, _ := rt.Targets()
+		rust := len(ws) > 0
+		for _, w := range ws {
+			rust = rust && w.Target.IsRust()
+		}
+		if rust {
 			out = append(out, rt.Pattern)
 		}
 	}

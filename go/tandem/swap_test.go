@@ -782,3 +782,69 @@ func TestConcurrentRouteChanges(t *testing.T) {
 		t.Errorf("shadow copies unaccounted for after Shutdown: %+v", st.Shadow)
 	}
 }
+
+// countingBothWays counts the events its Wrap sees (a Go target) and those Admit sees (a
+// Rust target).
+type countingBothWays struct{ wrapped, admitted atomic.Int64 }
+
+func (p *countingBothWays) Wrap(next Handler) Handler {
+	return HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		p.wrapped.Add(1)
+		return next.Handle(ctx, ev)
+	})
+}
+
+func (p *countingBothWays) Admit(context.Context, *Event) (func(error), error) {
+	p.admitted.Add(1)
+	return func(error) {}, nil
+}
+
+// A route's middleware and policies stay with the route: they admit the events of its Rust
+// handler, and wrap the Go handler it is moved to; the global middleware wraps a Go handler
+// moved onto a Rust type's own route; a shadow's copies pass no policy; a Go handler's logger
+// names the handler running.
+func TestTheRouteKeepsItsPoliciesAcrossASwap(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	rt := newRegistered(t, Config{Logger: zap.New(core)})
+	var global atomic.Int64
+	rt.Use(func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, ev *Event) Result {
+			global.Add(1)
+			return next.Handle(ctx, ev)
+		})
+	})
+	p := &countingBothWays{}
+	must(t, rt.HandleRust("pay", "demo.echo", WithPolicy(p)))
+	must(t, rt.Register("pay-go", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		Logger(ctx).Info("handling")
+		return AckReply(ev.Data)
+	})))
+	start(t, rt)
+	call := func(typ string) {
+		t.Helper()
+		if _, err := rt.Call(context.Background(), event(typ, "x", nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	call("pay")
+	must(t, rt.Swap("pay", GoTarget("pay-go")))
+	call("pay")
+	if p.admitted.Load() != 1 || p.wrapped.Load() != 1 || global.Load() != 1 {
+		t.Fatalf("admitted %d, wrapped %d, global %d: one event each way", p.admitted.Load(), p.wrapped.Load(), global.Load())
+	}
+	if l := logs.FilterMessage("handling").All(); len(l) != 1 || l[0].ContextMap()["handler"] != "pay-go" || l[0].ContextMap()["route"] != "pay" {
+		t.Fatalf("the handler's log: %v", l)
+	}
+	must(t, rt.Swap("demo.echo", GoTarget("pay-go")))
+	call("demo.echo")
+	if global.Load() != 2 || p.wrapped.Load() != 1 {
+		t.Fatalf("global %d, wrapped %d: the Rust type's own route has no policy", global.Load(), p.wrapped.Load())
+	}
+	must(t, rt.Shadow("pay", RustTarget("demo.echo")))
+	call("pay")
+	waitFor(t, "the copy", func() bool { return info(t, rt, "pay").Shadowed.Matched == 1 })
+	if p.admitted.Load() != 1 || p.wrapped.Load() != 2 {
+		t.Fatalf("admitted %d, wrapped %d: the shadow's copy passes no policy", p.admitted.Load(), p.wrapped.Load())
+	}
+	assertInvariant(t, rt)
+}
