@@ -848,3 +848,30 @@ func TestTheRouteKeepsItsPoliciesAcrossASwap(t *testing.T) {
 	}
 	assertInvariant(t, rt)
 }
+
+// Route changes made before Start apply from the first event; a runtime shut down without
+// starting stops the shadow it was given (goleak checks it at the end).
+func TestRouteChangesBeforeStart(t *testing.T) {
+	idle := newRegistered(t, Config{})
+	must(t, idle.Shadow("demo.echo", RustTarget("demo.echo.v2")))
+	must(t, idle.Shutdown(context.Background()))
+
+	rt := newRegistered(t, Config{})
+	b := newRecorder("b")
+	must(t, rt.Register("b", b))
+	must(t, rt.Swap("demo.upper", GoTarget("b")))
+	must(t, rt.Shadow("demo.upper", RustTarget("demo.upper")))
+	start(t, rt)
+	if b.steps() != "init,warm-up" {
+		t.Fatalf("lifecycle %q", b.steps())
+	}
+	reply, err := rt.Call(context.Background(), event("demo.upper", "1", []byte("go")))
+	if err != nil || string(reply.Data()) != "go" {
+		t.Fatalf("%q, %v: the Go handler answers", reply.Data(), err)
+	}
+	waitFor(t, "the copy", func() bool { return info(t, rt, "demo.upper").Shadowed.Mismatched == 1 })
+	if m := info(t, rt, "demo.upper").Shadowed.Samples[0]; string(m.Got.Reply) != "GO" {
+		t.Errorf("sample %+v", m)
+	}
+	assertInvariant(t, rt)
+}

@@ -427,6 +427,7 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	e.lifeCancel()
 	if prev != Running {
 		e.goCancel()
+		e.stopShadows()
 		e.release()
 		e.closeTargets()
 		e.SetState(Stopped)
@@ -454,11 +455,7 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	e.goCancel()
 	// Shadows stop before the pools they hand copies to; the primaries still settling drop
 	// theirs.
-	for _, rt := range e.router.all {
-		if s := rt.table.Load().shadow; s != nil {
-			s.stop()
-		}
-	}
+	e.stopShadows()
 	for _, t := range e.Targets() {
 		if !t.rust {
 			t.stopPool()
@@ -500,6 +497,15 @@ func (e *Engine) shutdown(ctx context.Context) error {
 		return fmt.Errorf("tandem: shutdown: %d events still in flight at the deadline were cancelled (retryable): %w", left, ctx.Err())
 	}
 	return nil
+}
+
+// stopShadows stops every route's shadow dispatcher. Route changes are over (Draining).
+func (e *Engine) stopShadows() {
+	for _, rt := range e.router.all {
+		if s := rt.table.Load().shadow; s != nil {
+			s.stop()
+		}
+	}
 }
 
 // closeTargets runs Close for every Go target no drain has closed, once, then waits for the

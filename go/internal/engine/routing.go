@@ -183,6 +183,9 @@ func (e *Engine) SetWeights(pattern string, ws []Weighted, sticky bool) error {
 		next := &routing{sticky: sticky, shadow: old.shadow}
 		var sum uint64
 		for _, w := range ws {
+			if err := e.registered(w.Target); err != nil {
+				return nil, err
+			}
 			sum += uint64(w.Weight)
 			next.targets = append(next.targets, rt.bindingOf(e, w.Target, false))
 			next.weights = append(next.weights, w.Weight)
@@ -210,11 +213,6 @@ func (e *Engine) change(pattern string, next func(rt *Route, old *routing) (*rou
 	if err != nil {
 		return err
 	}
-	for _, t := range e.known(tab) {
-		if e.targets[targetKey(t.rust, t.Name)] != t {
-			return fmt.Errorf("%w: %s handler %q is not registered with this runtime", ErrUnknownTarget, t.runtimeName(), t.Name)
-		}
-	}
 	if err := e.acquireAll(tab, old); err != nil {
 		return err
 	}
@@ -236,18 +234,6 @@ func (e *Engine) change(pattern string, next func(rt *Route, old *routing) (*rou
 	}
 	e.log.Info("tandem: route changed", zap.String("route", rt.Pattern), zap.String("targets", tab.describe()))
 	return nil
-}
-
-// known lists the targets a table names.
-func (e *Engine) known(tab *routing) []*Target {
-	var out []*Target
-	for _, b := range tab.targets {
-		out = append(out, b.target)
-	}
-	if tab.shadow != nil {
-		out = append(out, tab.shadow.bound.target)
-	}
-	return out
 }
 
 // acquireAll takes a reference to each target of tab (the shadow's only when it is new),
