@@ -406,6 +406,11 @@ func TestShadowCountsAndSamplesMismatches(t *testing.T) {
 	if ri.Shadow != RustTarget("demo.upper") {
 		t.Errorf("shadow %v", ri.Shadow)
 	}
+	for _, h := range ri.Handlers {
+		if h.Shadow && (h.Target != RustTarget("demo.upper") || h.Dispatched != 20 || h.Acked != 20) {
+			t.Errorf("the shadow's counts %+v", h)
+		}
+	}
 	samples := ri.Shadowed.Samples
 	if len(samples) != 10 {
 		t.Fatalf("%d samples", len(samples))

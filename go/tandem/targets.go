@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/tandemrt/tandem/go/internal/engine"
@@ -33,6 +34,19 @@ func GoTarget(name string) Target { return Target{name: name} }
 
 // RustTarget names the Rust handler the linked library registers under eventType.
 func RustTarget(eventType string) Target { return Target{rust: true, name: eventType} }
+
+// ParseTarget reads a Target as String writes it: "go:name" or "rust:type".
+func ParseTarget(s string) (Target, error) {
+	side, name, ok := strings.Cut(s, ":")
+	switch {
+	case !ok || name == "":
+	case side == "go":
+		return GoTarget(name), nil
+	case side == "rust":
+		return RustTarget(name), nil
+	}
+	return Target{}, fmt.Errorf("%w: %q: a handler is go:NAME or rust:TYPE", ErrUnknownTarget, s)
+}
 
 // IsRust reports whether t names a Rust handler.
 func (t Target) IsRust() bool { return t.rust }

@@ -298,6 +298,14 @@ func (e *Engine) shadowDone(d *Delivery, f *Failure, reply Reply) {
 	e.leaveTarget(d)
 	got := ShadowResult{Reply: bytes.Clone(reply.data)}
 	reply.Release()
+	switch {
+	case f == nil:
+		b.acked.Add(1)
+	case f.Outcome == OutcomeRetry:
+		b.retried.Add(1)
+	default:
+		b.failed.Add(1)
+	}
 	if f != nil {
 		got = ShadowResult{Outcome: f.Outcome, Code: f.Envelope.Code}
 	}
