@@ -173,7 +173,8 @@ func (r *Runtime) Start() error {
 // ends, then has Rust cancel the rest: each settles as a retryable *HandlerError with code
 // "cancelled" (an emitted event nobody waits for is dead-lettered as cancelled), none is lost.
 // It then takes back every buffer, stops tokio, frees the shared region and closes the Go
-// handlers (those a route change closed when they drained are not closed again). A Reply
+// handlers: each one registered before Start or opened since, once (one a drain closed, or
+// one registered while running and never routed, is not closed here). A Reply
 // not yet released is released here and must not be used after. It returns ctx's error if
 // events had to be cancelled. Calling it again is harmless.
 func (r *Runtime) Shutdown(ctx context.Context) error {

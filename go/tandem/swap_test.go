@@ -709,7 +709,10 @@ func TestRouteChangesRefuseBadInput(t *testing.T) {
 	}
 	// A handler whose warm-up fails is not routed: ErrStart names it, the route stays.
 	start(t, rt)
-	must(t, rt.Register("cold", failingWarmUp{newRecorder("cold")}))
+	cold := newRecorder("cold")
+	must(t, rt.Register("cold", failingWarmUp{cold}))
+	unused := newRecorder("unused")
+	must(t, rt.Register("unused", unused))
 	err := rt.Swap("orders", GoTarget("cold"))
 	if !errors.Is(err, ErrStart) || !strings.Contains(err.Error(), `"cold"`) {
 		t.Errorf("a failed warm-up: %v", err)
@@ -721,6 +724,11 @@ func TestRouteChangesRefuseBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertInvariant(t, rt)
+	// The failed open closed what its Init opened, once; a handler registered while running
+	// and never routed was never opened, so never closed.
+	if cold.steps() != "init,close" || unused.steps() != "" {
+		t.Errorf("lifecycles: cold %q, unused %q", cold.steps(), unused.steps())
+	}
 	if err := rt.Swap("orders", GoTarget("spare")); !errors.Is(err, ErrClosed) {
 		t.Errorf("Swap after Shutdown: %v", err)
 	}

@@ -317,7 +317,7 @@ func (e *Engine) dispatch(d *Delivery) {
 		}
 		d.event.Attempt = d.attempt
 		d.event.Deadline = unixTime(d.deadline)
-		if err := t.pool.enqueue(context.Background(), d, Block); err != nil {
+		if err := t.pool.Load().enqueue(context.Background(), d, Block); err != nil {
 			e.settleRetryable(d, failure(OutcomeRetry, d.typ, envelope.CodeCancelled, "the runtime shut down before the next attempt", t.Name))
 		}
 	}

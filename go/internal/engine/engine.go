@@ -421,10 +421,10 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 }
 
 func (e *Engine) shutdown(ctx context.Context) error {
-	e.ctl.Lock() // no route changes from here: they see Draining
+	e.lifeCancel() // a Go handler opening for a route change stops waiting
+	e.ctl.Lock()   // no route changes from here: they see Draining
 	prev := State(e.state.Swap(int32(Draining)))
 	e.ctl.Unlock()
-	e.lifeCancel()
 	if prev != Running {
 		e.goCancel()
 		e.stopShadows()

@@ -183,7 +183,7 @@ func (e *Engine) intakeGo(ctx context.Context, b *binding, shadow *shadowRoute, 
 	e.obs.stamp(d)
 	e.pending.Add(1)
 	met := d.metrics()
-	err := b.target.pool.enqueue(ctx, d, rt.Overload)
+	err := b.target.pool.Load().enqueue(ctx, d, rt.Overload)
 	switch {
 	case err == nil:
 		e.obs.count(met)

@@ -256,7 +256,7 @@ func (s *shadowRoute) dispatch(job shadowJob) bool {
 		d.event = ev
 		d.nextDeadline()
 		d.event.Attempt, d.event.Deadline = d.attempt, unixTime(d.deadline)
-		if t.pool.enqueue(context.Background(), d, Reject) != nil {
+		if t.pool.Load().enqueue(context.Background(), d, Reject) != nil {
 			t.leave(e)
 			return false
 		}

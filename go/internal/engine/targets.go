@@ -49,9 +49,13 @@ type Target struct {
 	refs  int // route tables (primary or shadow) that name the target
 	// closed is closed when a close in progress ends.
 	closed chan struct{}
-	// drained is set once a drain closed the target: Shutdown does not close it again.
-	drained bool
-	pool    *pool
+	// closeDue says Shutdown owes the target a Close: it was registered before Start (whose
+	// Init it gets; as ever, Shutdown closes every such handler), or opened since, and no
+	// drain has closed it.
+	closeDue bool
+	// pool is an open Go target's pool; read without the lock by dispatchers, which find
+	// the target in a route's table only while it is open.
+	pool atomic.Pointer[pool]
 
 	// inflight counts deliveries dispatched to the target whose attempt has not ended: its
 	// pool's queue and workers, or Rust's request slots.
@@ -110,6 +114,7 @@ func (e *Engine) RegisterTarget(t *Target) error {
 	if _, ok := e.targets[key]; ok {
 		return fmt.Errorf("%w: a Go handler named %q is registered already", ErrInvalidRoute, t.Name)
 	}
+	t.closeDue = e.State() == Registered
 	e.targets[key] = t
 	e.addTargetLocked(t)
 	return nil
@@ -135,8 +140,7 @@ func (e *Engine) lookupLocked(rust bool, name string) (*Target, error) {
 }
 
 // Targets are every registered target, Rust handlers first in the library's order, then Go
-// handlers as registered.
-// Safe for concurrent use; it never waits for a route change.
+// handlers as registered. Safe for concurrent use; it never waits for a route change.
 func (e *Engine) Targets() []*Target {
 	if p := e.targetList.Load(); p != nil {
 		return *p
@@ -182,6 +186,8 @@ func (t *Target) acquire(ctx context.Context, e *Engine) error {
 func (t *Target) openLocked(ctx context.Context, e *Engine) error {
 	if t.Open != nil {
 		if err := t.Open(ctx); err != nil {
+			// Open released what it took: Shutdown owes it no Close.
+			t.closeDue = false
 			return fmt.Errorf("Go handler %q: %w", t.Name, err)
 		}
 	}
@@ -191,9 +197,10 @@ func (t *Target) openLocked(ctx context.Context, e *Engine) error {
 
 // startLocked starts a new pool: the target takes traffic. Called with t.mu held.
 func (t *Target) startLocked(e *Engine) {
-	t.pool = newPool(e, t)
-	t.pool.start()
-	t.state, t.drained = targetOpen, false
+	p := newPool(e, t)
+	p.start()
+	t.pool.Store(p)
+	t.state, t.closeDue = targetOpen, true
 }
 
 // release drops a route reference to t; the last one retires it, and it closes once drained.
@@ -242,8 +249,8 @@ func (t *Target) tryClose(e *Engine) {
 
 // closeNow stops the pool and runs Close, then marks the target closed.
 func (t *Target) closeNow(e *Engine) {
-	if t.pool != nil {
-		t.pool.stop()
+	if p := t.pool.Load(); p != nil {
+		p.stop()
 	}
 	if t.Close != nil {
 		if err := t.Close(); err != nil && !errors.Is(err, context.Canceled) {
@@ -252,8 +259,8 @@ func (t *Target) closeNow(e *Engine) {
 	}
 	e.log.Info("tandem: Go handler drained and closed", zap.String("handler", t.Name))
 	t.mu.Lock()
-	t.state, t.drained = targetClosed, true
-	t.pool = nil
+	t.state, t.closeDue = targetClosed, false
+	t.pool.Store(nil)
 	close(t.closed)
 	t.mu.Unlock()
 }
@@ -261,10 +268,7 @@ func (t *Target) closeNow(e *Engine) {
 // stopPool stops the pool of a Go target at shutdown, after intake and redeliveries have
 // stopped: its workers settle what is queued as retryable.
 func (t *Target) stopPool() {
-	t.mu.Lock()
-	p := t.pool
-	t.mu.Unlock()
-	if p != nil {
+	if p := t.pool.Load(); p != nil {
 		p.stop()
 	}
 }
@@ -279,10 +283,10 @@ func (t *Target) finalClose(e *Engine) {
 		<-done
 		t.mu.Lock()
 	}
-	drained := t.drained
-	t.state, t.drained = targetClosed, true
+	due := t.closeDue
+	t.state, t.closeDue = targetClosed, false
 	t.mu.Unlock()
-	if drained || t.Close == nil {
+	if !due || t.Close == nil {
 		return
 	}
 	if err := t.Close(); err != nil && !errors.Is(err, context.Canceled) {
@@ -292,11 +296,8 @@ func (t *Target) finalClose(e *Engine) {
 
 // workers is the size of a Go target's pool (0 when closed).
 func (t *Target) workers() int {
-	t.mu.Lock()
-	p := t.pool
-	t.mu.Unlock()
-	if p == nil {
-		return 0
+	if p := t.pool.Load(); p != nil {
+		return p.size()
 	}
-	return p.size()
+	return 0
 }
