@@ -129,6 +129,14 @@
 #define TANDEM_DELIVERY_TIMED 2
 
 /*
+ In `tandem_delivery.flags`: this delivery is a shadow's copy of an event (Go compares its
+ result with the primary's and discards it). The handler runs as ever, but the events it
+ emits are discarded: a shadow must not send follow-ups the primary sends too.
+ `Context::is_shadow` tells the handler, which may skip other side effects.
+ */
+#define TANDEM_DELIVERY_SHADOW 4
+
+/*
  A runtime; opaque to C. Created by `tandem_runtime_create`, freed by `tandem_runtime_free`.
  */
 typedef struct tandem_runtime tandem_runtime;

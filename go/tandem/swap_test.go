@@ -128,18 +128,21 @@ func TestSwapUnderLoadLosesAndRepeatsNothing(t *testing.T) {
 			goOld, goNew := newRecorder("old"), newRecorder("new")
 			from, to := c.setup(t, rt, goOld, goNew)
 			start(t, rt)
-			const callers, each = 8, 150
+			// Callers run until the swap is made and as many events again have been answered,
+			// so that events are in flight on both handlers around it.
+			const callers = 8
 			var wg sync.WaitGroup
 			var answered, wrong atomic.Int64
-			swapAt := make(chan struct{})
-			var issued atomic.Int64
+			done := make(chan struct{})
 			for g := range callers {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					for i := range each {
-						if issued.Add(1) == callers*each/3 {
-							close(swapAt)
+					for i := 0; ; i++ {
+						select {
+						case <-done:
+							return
+						default:
 						}
 						id := fmt.Sprintf("%d-%d", g, i)
 						reply, err := rt.Call(context.Background(), event(c.pattern, id, []byte(id)))
@@ -152,14 +155,17 @@ func TestSwapUnderLoadLosesAndRepeatsNothing(t *testing.T) {
 					}
 				}()
 			}
-			<-swapAt
+			waitFor(t, "load before the swap", func() bool { return answered.Load() >= 400 })
 			if err := rt.Swap(c.pattern, to); err != nil {
 				t.Fatal(err)
 			}
+			atSwap := answered.Load()
+			waitFor(t, "load after the swap", func() bool { return answered.Load() >= atSwap+400 })
+			close(done)
 			wg.Wait()
-			n := int64(callers * each)
-			if answered.Load() != n || wrong.Load() != 0 {
-				t.Fatalf("answered %d of %d, %d wrong", answered.Load(), n, wrong.Load())
+			n := answered.Load()
+			if wrong.Load() != 0 {
+				t.Fatalf("%d of %d answers wrong", wrong.Load(), n)
 			}
 			ri := info(t, rt, c.pattern)
 			if len(ri.Targets) != 1 || ri.Targets[0].Target != to {
@@ -887,4 +893,54 @@ func TestRouteChangesBeforeStart(t *testing.T) {
 		t.Errorf("sample %+v", m)
 	}
 	assertInvariant(t, rt)
+}
+
+// A shadow's run emits nothing, in either runtime, and knows it is a shadow's: the primary
+// sends the follow-ups, once.
+func TestAShadowEmitsNothing(t *testing.T) {
+	rt := newRegistered(t, Config{})
+	var sunk atomic.Int64
+	must(t, rt.Handle("hop.done", "sink", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		sunk.Add(1)
+		return Ack()
+	})))
+	var shadows, primaries atomic.Int64
+	goRelay := HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		if IsShadow(ctx) {
+			shadows.Add(1)
+		} else {
+			primaries.Add(1)
+		}
+		if err := Emit(ctx, event("hop.done", ev.ID+"/relay", nil)); err != nil {
+			return Term(err)
+		}
+		return Ack()
+	})
+	must(t, rt.Register("go-relay", goRelay))
+	start(t, rt)
+	if IsShadow(context.Background()) {
+		t.Fatal("IsShadow outside a handler")
+	}
+	relay := func(id string) {
+		t.Helper()
+		ev := event("demo.relay", id, []byte("x"))
+		ev.Extensions = map[string]string{"next": "hop.done"}
+		if _, err := rt.Call(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The Rust relay is the primary, the Go relay its shadow; then the other way round.
+	must(t, rt.Shadow("demo.relay", GoTarget("go-relay")))
+	relay("a")
+	waitFor(t, "the copy", func() bool { return info(t, rt, "demo.relay").Shadowed.Matched == 1 })
+	must(t, rt.Swap("demo.relay", GoTarget("go-relay")))
+	must(t, rt.Shadow("demo.relay", RustTarget("demo.relay")))
+	relay("b")
+	waitFor(t, "the copy", func() bool { return info(t, rt, "demo.relay").Shadowed.Matched == 2 })
+	waitFor(t, "the follow-ups", func() bool { return sunk.Load() == 2 })
+	st := assertInvariant(t, rt)
+	if sunk.Load() != 2 || shadows.Load() != 1 || primaries.Load() != 1 || st.Submitted != 4 {
+		t.Fatalf("follow-ups %d (one per event), Go runs: %d shadow, %d primary; submitted %d",
+			sunk.Load(), shadows.Load(), primaries.Load(), st.Submitted)
+	}
 }

@@ -388,6 +388,9 @@ const (
 	// DeliveryTimed is TANDEM_DELIVERY_TIMED: Rust records the handler's start and end times
 	// in the completion (started_ns, finished_ns); without it they are 0.
 	DeliveryTimed uint32 = 2
+	// DeliveryShadow is TANDEM_DELIVERY_SHADOW: a shadow's copy of an event; Rust discards
+	// what its handler emits.
+	DeliveryShadow uint32 = 4
 )
 
 // KickGoWakeOwed is TANDEM_KICK_GO_WAKE_OWED: in Kick's result, the caller now holds the

@@ -164,6 +164,9 @@ func (s *slots) writeHeader(d *Delivery) {
 	if s.e.obs.timesRust() {
 		flags |= abi.DeliveryTimed
 	}
+	if d.probe != nil {
+		flags |= abi.DeliveryShadow
+	}
 	binary.LittleEndian.PutUint32(h[abi.DeliveryFlags:], flags)
 }
 

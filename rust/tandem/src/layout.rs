@@ -158,6 +158,12 @@ pub const TANDEM_DELIVERY_WAITED: u32 = 1;
 /// the handler runs with no clock read.
 pub const TANDEM_DELIVERY_TIMED: u32 = 2;
 
+/// In `tandem_delivery.flags`: this delivery is a shadow's copy of an event (Go compares its
+/// result with the primary's and discards it). The handler runs as ever, but the events it
+/// emits are discarded: a shadow must not send follow-ups the primary sends too.
+/// `Context::is_shadow` tells the handler, which may skip other side effects.
+pub const TANDEM_DELIVERY_SHADOW: u32 = 4;
+
 #[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<tandem_desc>() == TANDEM_CACHE_LINE);
 const _: () = assert!(core::mem::size_of::<tandem_delivery>() == 16);

@@ -117,6 +117,29 @@ mod tests {
     }
 
     #[test]
+    fn a_shadows_copy_emits_nothing() {
+        let mut rt = runtime();
+        // As a shadow's copy, the relay runs and acks, but its follow-up goes nowhere: not to
+        // Go, not to a local route.
+        rt.set_local_routes(["echo"]).unwrap();
+        let shadow = Delivery {
+            shadow: true,
+            ..first_delivery()
+        };
+        for (slot, ty) in [(0, "echo"), (1, "probe")] {
+            submit_delivery(&rt, slot, &envelope("relay", ty.as_bytes()), 0, shadow);
+            let done = next_completion(&rt);
+            assert_eq!(done.kind, TANDEM_OUTCOME_ACK, "the relay acks");
+        }
+        // The same event, not a shadow's: the follow-up reaches Go.
+        let got = relay(&rt, 2, "probe", 1);
+        assert_eq!(got.len(), 1);
+        release(&rt, got[0].reply_slot);
+        let st = assert_whole(&mut rt);
+        assert_eq!((st.local_dispatched, st.emitted), (0, 1));
+    }
+
+    #[test]
     fn local_routes_name_registered_handlers() {
         let rt = runtime();
         assert!(matches!(
