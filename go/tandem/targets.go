@@ -279,8 +279,9 @@ func WithMismatchLog(every time.Duration, burst, sampleBytes int) ShadowOption {
 // event is retried; it is not counted in Stats.Submitted and the like (Stats.Shadow counts
 // it). It runs from a bounded queue, and only when its handler has room at once (a worker of
 // a Go handler's pool, a free request slot for a Rust one, at most a quarter of them): a
-// copy that finds no room is dropped and counted. A shadow runs for real: what it emits is
-// routed, and what it changes stays changed. Otherwise as Swap.
+// copy that finds no room is dropped and counted. A shadow's run emits nothing (Emit, and a
+// Rust handler's emit, discard its events); its other side effects are its own, and IsShadow
+// tells a Go handler it runs as a shadow. Otherwise as Swap.
 func (r *Runtime) Shadow(pattern string, shadow Target, opts ...ShadowOption) error {
 	t, err := r.target(shadow)
 	if err != nil {
