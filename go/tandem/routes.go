@@ -104,6 +104,10 @@ func (r *Runtime) Handle(pattern, name string, h Handler, opts ...RouteOption) e
 	if err != nil {
 		return err
 	}
+	if _, err := r.e.LookupRoute(pattern); err == nil {
+		// Refused before the handler is registered, which would take its name.
+		return fmt.Errorf("%w: %q is routed twice", ErrInvalidRoute, pattern)
+	}
 	t, err := r.register(name, h, o, nil)
 	if err != nil {
 		return err
@@ -124,11 +128,11 @@ func (r *Runtime) bindRoute(rt *engine.Route, o *routeOptions) {
 		policies = append(policies, p.Wrap)
 	}
 	rt.Bind = func(t *engine.Target, shadow bool) engine.GoHandler {
-		h := r.goHandler(t.Name)
-		chained := Chain(h, mw...)
+		wrap := mw
 		if !shadow {
-			chained = Chain(h, append(append([]Middleware(nil), mw...), policies...)...)
+			wrap = append(append([]Middleware(nil), mw...), policies...)
 		}
+		chained := Chain(r.goHandler(t.Name), wrap...)
 		name := t.Name
 		return func(ctx context.Context, ev *envelope.Event) engine.Result {
 			return chained.Handle(ctx, ev).engine(name)
