@@ -110,7 +110,7 @@ func (o *observer) rustDelivered(d *Delivery, outcome Outcome, started, finished
 	if o.tracer == nil {
 		return nil
 	}
-	return o.rustProcess(d.trace, d.route, d.handlerName(), d.typ, d.attempt, time.Unix(0, int64(started)))
+	return o.rustProcess(d.trace, d.route, d.handlerName(), d.probe != nil, d.typ, d.attempt, time.Unix(0, int64(started)))
 }
 
 // spanOutcome sets a delivery span's status from its outcome (f nil: acknowledged).

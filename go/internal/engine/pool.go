@@ -171,7 +171,7 @@ func (e *Engine) runGo(d *Delivery) {
 	}
 	hc := &HandlerContext{Context: e.goCtx, e: e, d: d}
 	if e.obs.tracing() {
-		ctx, span := e.obs.startProcess(e.goCtx, rt, name, d.event)
+		ctx, span := e.obs.startProcess(e.goCtx, rt, name, d.probe != nil, d.event)
 		hc.Context, d.span = ctx, span
 		defer func() {
 			d.span = nil

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
@@ -121,10 +122,12 @@ type shadowRoute struct {
 	done    chan struct{}
 }
 
-// shadowJob is a copy waiting for the shadow: the envelope's bytes and the primary's result.
+// shadowJob is a copy waiting for the shadow: the envelope's bytes, the primary's result,
+// and the primary's publish span, which the shadow's run joins.
 type shadowJob struct {
 	env     []byte
 	primary ShadowResult
+	trace   trace.SpanContext
 }
 
 // probe marks a shadow delivery: the shadow it runs for, and the primary's result.
@@ -205,7 +208,7 @@ func (s *shadowRoute) offer(d *Delivery, p ShadowResult) {
 		st.dropped.Add(1)
 		return
 	}
-	job := shadowJob{env: s.e.envelopeCopy(d), primary: p}
+	job := shadowJob{env: s.e.envelopeCopy(d), primary: p, trace: d.trace}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
@@ -281,6 +284,7 @@ func (s *shadowRoute) dispatch(job shadowJob) bool {
 	d.reset(s.route, ev, nil)
 	d.bound, d.counted = s.bound, true
 	d.probe = &probe{s: s, primary: job.primary, rust: true}
+	d.trace = job.trace
 	d.slot, d.length = idx, uint32(len(append(e.slots.buffer(idx), job.env...)))
 	d.intakeAt = nanotime()
 	d.nextDeadline()
