@@ -193,33 +193,37 @@ func (s *shadowRoute) stop() {
 	for {
 		select {
 		case <-s.jobs:
-			s.route.shadows.dropped.Add(1)
+			s.drop()
 		default:
 			return
 		}
 	}
 }
 
+// drop counts a copy that will not run.
+func (s *shadowRoute) drop() {
+	s.route.shadows.dropped.Add(1)
+	s.e.obs.metrics.shadowResult(s.bound.met, "dropped")
+}
+
 // offer queues a copy of a primary that settled with result p; d still holds its envelope.
 func (s *shadowRoute) offer(d *Delivery, p ShadowResult) {
-	st := &s.route.shadows
-	st.offered.Add(1)
+	s.route.shadows.offered.Add(1)
 	if s.e.State() != Running {
-		st.dropped.Add(1)
+		s.drop()
 		return
 	}
 	job := shadowJob{env: s.e.envelopeCopy(d), primary: p, trace: d.trace}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
-		st.dropped.Add(1)
+		s.drop()
 		return
 	}
 	select {
 	case s.jobs <- job:
 	default:
-		st.dropped.Add(1)
-		s.e.obs.metrics.shadowResult(s.bound.met, "dropped")
+		s.drop()
 	}
 }
 
@@ -229,8 +233,7 @@ func (s *shadowRoute) run() {
 		select {
 		case job := <-s.jobs:
 			if !s.dispatch(job) {
-				s.route.shadows.dropped.Add(1)
-				s.e.obs.metrics.shadowResult(s.bound.met, "dropped")
+				s.drop()
 			}
 		case <-s.quit:
 			return
