@@ -117,6 +117,56 @@ mod tests {
     }
 
     #[test]
+    fn local_routes_replaced_while_handlers_emit_lose_nothing() {
+        let mut rt = runtime();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        // Each relay's follow-up either stays in Rust (acked there) or reaches Go, never both,
+        // never neither, while another thread replaces the local routes again and again.
+        // At least N relays, and on until both ways were taken.
+        const N: u64 = 300;
+        let (mut to_go, mut sent) = (0, 0u64);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut local = false;
+                while !stop.load(Relaxed) {
+                    local = !local;
+                    let types: &[&str] = if local { &["echo"] } else { &[] };
+                    rt.set_local_routes(types.iter().copied()).unwrap();
+                    std::thread::yield_now();
+                }
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while sent < N
+                || (to_go == 0 || rt.stats().local_dispatched == 0)
+                    && std::time::Instant::now() < deadline
+            {
+                submit(&rt, (sent % 4) as u32, &envelope("relay", b"echo"));
+                sent += 1;
+                loop {
+                    let done = next_completion(&rt);
+                    if done.kind == TANDEM_CQE_EMIT {
+                        assert_eq!(done.flags, 0, "emitted, not a failure");
+                        release(&rt, done.reply_slot);
+                        to_go += 1;
+                        continue;
+                    }
+                    assert_eq!(done.kind, TANDEM_OUTCOME_ACK);
+                    break;
+                }
+            }
+            stop.store(true, Relaxed);
+        });
+        wait_until("the local echoes acked", || {
+            let st = rt.stats();
+            st.local_acked == st.local_dispatched
+        });
+        let st = assert_whole(&mut rt);
+        assert_eq!(st.local_dispatched + to_go, sent);
+        assert_eq!(st.emitted, to_go);
+        assert!(st.local_dispatched > 0 && to_go > 0, "both ways taken");
+    }
+
+    #[test]
     fn a_shadows_copy_emits_nothing() {
         let mut rt = runtime();
         // As a shadow's copy, the relay runs and acks, but its follow-up goes nowhere: not to
