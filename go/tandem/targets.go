@@ -373,8 +373,7 @@ func (r *Runtime) Route(pattern string) (RouteInfo, error) {
 		info.Shadowed.Samples = append(info.Shadowed.Samples, Mismatch{EventID: m.EventID, EventType: m.EventType,
 			Shadow:  Target{rust: m.TargetRust, name: m.Target},
 			Primary: ShadowResult{Outcome(m.Primary.Outcome), m.Primary.Code, m.Primary.Reply},
-			Got:     ShadowResult{Outcome(m.Shadow.Outcome), m.Shadow.Code, m.Shadow.Reply}})
-		info.Shadowed.Samples[len(info.Shadowed.Samples)-1].At = m.At
+			Got:     ShadowResult{Outcome(m.Shadow.Outcome), m.Shadow.Code, m.Shadow.Reply}, At: m.At})
 	}
 	return info, nil
 }

@@ -184,6 +184,7 @@ func (e *Engine) init() error {
 		return fmt.Errorf("tandem: listing Rust handlers: %w", err)
 	}
 	e.types = types
+	e.lifeCtx, e.lifeCancel = context.WithCancel(context.Background())
 	e.targets = map[string]*Target{}
 	for i, t := range types {
 		// Every Rust handler is a target, routed or not: a route may be moved to any of them.
@@ -205,7 +206,6 @@ func (e *Engine) init() error {
 		}
 	}
 	e.goCtx, e.goCancel = context.WithCancel(context.Background())
-	e.lifeCtx, e.lifeCancel = context.WithCancel(context.Background())
 	l := &e.layout
 	e.sq = ring.New(unsafe.Add(l.Base, l.SQHeader), unsafe.Add(l.Base, l.SQCells), l.SQCapacity)
 	e.cq = ring.New(unsafe.Add(l.Base, l.CQHeader), unsafe.Add(l.Base, l.CQCells), l.CQCapacity)
