@@ -946,3 +946,40 @@ func TestAShadowEmitsNothing(t *testing.T) {
 			sunk.Load(), shadows.Load(), primaries.Load(), st.Submitted)
 	}
 }
+
+// An event in flight when its route is swapped finishes on the old handler, while new events
+// already go to the new one; the old handler closes only once that event has finished.
+func TestAnEventInFlightFinishesOnTheOldHandler(t *testing.T) {
+	rt := newRegistered(t, Config{})
+	gate, entered := make(chan struct{}), make(chan struct{})
+	old := newRecorder("old")
+	old.reply = func(ev *Event) Result {
+		close(entered)
+		<-gate
+		return AckReply([]byte("old"))
+	}
+	fresh := newRecorder("new")
+	fresh.reply = func(*Event) Result { return AckReply([]byte("new")) }
+	must(t, rt.Handle("drain", "old", old))
+	must(t, rt.Register("new", fresh))
+	start(t, rt)
+	slow := mustSubmit(t, rt, event("drain", "slow", nil))
+	<-entered
+	must(t, rt.Swap("drain", GoTarget("new")))
+	reply, err := rt.Call(context.Background(), event("drain", "quick", nil))
+	if err != nil || string(reply.Data()) != "new" {
+		t.Fatalf("a new event during the drain: %q, %v", reply.Data(), err)
+	}
+	if c := counts(info(t, rt, "drain"), GoTarget("old")); c.InFlight != 1 || old.steps() != "init,warm-up" {
+		t.Fatalf("old handler: %d in flight, lifecycle %q: open until its event finishes", c.InFlight, old.steps())
+	}
+	close(gate)
+	if err := slow.Wait(context.Background()); err != nil || string(slow.Reply()) != "old" {
+		t.Fatalf("the event in flight: %q, %v", slow.Reply(), err)
+	}
+	waitFor(t, "the old handler to close", func() bool { return old.steps() == "init,warm-up,close" })
+	if c := counts(info(t, rt, "drain"), GoTarget("old")); c.InFlight != 0 || c.Acked != 1 {
+		t.Fatalf("old handler after the drain: %+v", c)
+	}
+	assertInvariant(t, rt)
+}

@@ -180,14 +180,14 @@ func (r *Runtime) Swap(pattern string, to Target) error {
 	return r.SetWeights(pattern, []Weighted{{Target: to, Weight: 1}})
 }
 
-// Weighted is a target and its share of a split route's events.
+// Weighted is a target and its share of a split route's events. A plain value.
 type Weighted struct {
 	Target Target
 	// Weight is the target's share relative to the others' (0 sends it nothing).
 	Weight int
 }
 
-// SplitOption configures a split (SetWeights).
+// SplitOption configures a split (SetWeights). Options are plain functions, safe to share.
 type SplitOption func(*splitOptions)
 
 type splitOptions struct{ sticky bool }
@@ -246,7 +246,7 @@ type ShadowResult struct {
 	Reply   []byte
 }
 
-// ShadowOption configures a shadow (Shadow).
+// ShadowOption configures a shadow (Shadow). Options are plain functions, safe to share.
 type ShadowOption func(*engine.ShadowOptions)
 
 // WithComparator decides whether a shadow's result matches the primary's (default: equal
@@ -323,7 +323,7 @@ type RouteInfo struct {
 // deliveries and retries), and those it acknowledged, failed retryably, or failed for good;
 // InFlight is the handler's attempts not finished now, from every route (a handler a route
 // moved away from drains to 0). Shadow counts the handler's runs as the route's shadow,
-// apart.
+// apart. A plain value.
 type HandlerCounts struct {
 	Target                             Target
 	Shadow                             bool
@@ -333,13 +333,14 @@ type HandlerCounts struct {
 
 // ShadowStats count a route's shadow copies: each offered copy ends matched, mismatched or
 // dropped (the rest are in flight). Samples are the most recent mismatches, oldest first
-// (at most 16), replies cut to the sample size.
+// (at most 16), replies cut to the sample size. A plain value.
 type ShadowStats struct {
 	Offered, Matched, Mismatched, Dropped uint64
 	Samples                               []Mismatch
 }
 
-// Mismatch is one sampled mismatch: the event, the shadow handler and both results.
+// Mismatch is one sampled mismatch: the event, the shadow handler, both results (Primary, what
+// the submitter got; Got, the shadow's) and when it was compared. A plain value.
 type Mismatch struct {
 	EventID, EventType string
 	Shadow             Target
