@@ -247,13 +247,16 @@ type ShadowResult struct {
 }
 
 // ShadowOption configures a shadow (Shadow). Options are plain functions, safe to share.
-type ShadowOption func(*engine.ShadowOptions)
+type ShadowOption func(*shadowOptions)
+
+// shadowOptions are the engine's, kept out of the public signatures.
+type shadowOptions struct{ engine.ShadowOptions }
 
 // WithComparator decides whether a shadow's result matches the primary's (default: equal
 // outcomes and byte-equal replies). compare runs on the runtime's goroutines and must be
 // safe for concurrent use and quick.
 func WithComparator(compare func(primary, shadow ShadowResult) bool) ShadowOption {
-	return func(o *engine.ShadowOptions) {
+	return func(o *shadowOptions) {
 		o.Compare = func(p, s engine.ShadowResult) bool {
 			return compare(ShadowResult{Outcome(p.Outcome), p.Code, p.Reply}, ShadowResult{Outcome(s.Outcome), s.Code, s.Reply})
 		}
@@ -262,12 +265,12 @@ func WithComparator(compare func(primary, shadow ShadowResult) bool) ShadowOptio
 
 // WithShadowQueue bounds the copies waiting for the shadow (default 256): past it a copy is
 // dropped and counted.
-func WithShadowQueue(n int) ShadowOption { return func(o *engine.ShadowOptions) { o.Queue = n } }
+func WithShadowQueue(n int) ShadowOption { return func(o *shadowOptions) { o.Queue = n } }
 
 // WithMismatchLog rate-limits the mismatches logged (at warn, with both replies up to
 // sampleBytes each): one every interval, burst at once (default one a second, 5, 512 bytes).
 func WithMismatchLog(every time.Duration, burst, sampleBytes int) ShadowOption {
-	return func(o *engine.ShadowOptions) { o.LogEvery, o.LogBurst, o.SampleBytes = every, burst, sampleBytes }
+	return func(o *shadowOptions) { o.LogEvery, o.LogBurst, o.SampleBytes = every, burst, sampleBytes }
 }
 
 // Shadow gives the route added with pattern a shadow handler, in place of the one it has:
@@ -287,14 +290,14 @@ func (r *Runtime) Shadow(pattern string, shadow Target, opts ...ShadowOption) er
 	if err != nil {
 		return err
 	}
-	o := engine.ShadowOptions{}
+	o := shadowOptions{}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.Queue < 0 {
 		return fmt.Errorf("%w: WithShadowQueue(%d)", ErrInvalidRoute, o.Queue)
 	}
-	return r.routeError(r.e.SetShadow(pattern, t, o))
+	return r.routeError(r.e.SetShadow(pattern, t, o.ShadowOptions))
 }
 
 // Unshadow removes the route's shadow; copies still queued are dropped and counted, runs in
