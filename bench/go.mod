@@ -17,6 +17,7 @@ require (
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
 	go.uber.org/multierr v1.11.0 // indirect
 	go.uber.org/zap v1.28.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
 )
 
 replace github.com/tandemrt/tandem => ../

@@ -28,7 +28,7 @@
 /*
  The ABI version of this build. A loader refuses a library whose version differs.
  */
-#define TANDEM_ABI_VERSION 3
+#define TANDEM_ABI_VERSION 4
 
 /*
  Size of one cache line on the targets tandem supports; indices sit on lines of their own.
@@ -127,6 +127,14 @@
  the handler runs with no clock read.
  */
 #define TANDEM_DELIVERY_TIMED 2
+
+/*
+ In `tandem_delivery.flags`: this delivery is a shadow's copy of an event (Go compares its
+ result with the primary's and discards it). The handler runs as ever, but the events it
+ emits are discarded: a shadow must not send follow-ups the primary sends too.
+ `Context::is_shadow` tells the handler, which may skip other side effects.
+ */
+#define TANDEM_DELIVERY_SHADOW 4
 
 /*
  A runtime; opaque to C. Created by `tandem_runtime_create`, freed by `tandem_runtime_free`.
@@ -485,7 +493,7 @@ typedef struct {
 #define TANDEM_ERR_ABI_MISMATCH 2
 
 /*
- The call does not fit the runtime's state (start twice, local routes set twice).
+ The call does not fit the runtime's state (start twice, not running).
  */
 #define TANDEM_ERR_STATE 3
 
@@ -602,9 +610,14 @@ tandem_status tandem_event_types(const tandem_runtime *rt,
                                  size_t *len_out);
 
 /*
- Names the event types whose emitted events are routed inside Rust (to the handler
- registered under the same type) instead of going to Go: `types` is newline-separated UTF-8,
- `len` bytes, read during the call only. Call once, before `tandem_runtime_start`.
+ Names the event types whose emitted events are routed inside Rust instead of going to Go,
+ and the handler each goes to: `types` is newline-separated UTF-8, `len` bytes, read during
+ the call only; each line is `type` (to the handler registered under that type) or
+ `type\thandler` (to the handler registered under `handler`). Each call replaces the whole
+ set, atomically: callable before `tandem_runtime_start` and again while running, from any
+ thread (Go calls it whenever a route's targets change). It returns once every emit after it
+ goes by the new set; events dispatched by the old one finish where they are. On an error
+ (a handler not registered) the set in place stays.
 
  # Safety
  `rt` must be a live runtime; `types` valid for `len` bytes (or null with `len` 0).

@@ -41,11 +41,15 @@ func derive(parent, child *Event) {
 // Emit routes a follow-up event from inside a handler, to a handler in either runtime, like a
 // submitted one: retries and dead letters apply, and nobody waits for it. It fills in
 // CorrelationID, CausationID, TraceParent and TraceState from the event being handled (when
-// ev leaves them empty). ctx must be the handler's context.
+// ev leaves them empty). ctx must be the handler's context. In a shadow's run (IsShadow) it
+// emits nothing and returns nil: the primary's run sends the follow-ups.
 func Emit(ctx context.Context, ev *Event) error {
 	hc, ok := engine.FromContext(ctx)
 	if !ok {
 		return ErrNoHandlerContext
+	}
+	if hc.Shadow() {
+		return nil
 	}
 	derive(hc.Event(), ev)
 	if err := hc.Engine().Submit(ctx, ev, nil); err != nil {
@@ -92,7 +96,7 @@ func Logger(ctx context.Context) *zap.Logger {
 		correlation = ev.ID
 	}
 	fields := []zap.Field{
-		zap.String("runtime", "go"), zap.String("route", rt.Pattern), zap.String("handler", rt.Name),
+		zap.String("runtime", "go"), zap.String("route", rt.Pattern), zap.String("handler", hc.Handler()),
 		zap.String("event_id", ev.ID), zap.String("correlation_id", correlation), zap.Uint32("attempt", ev.Attempt),
 	}
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
@@ -101,4 +105,12 @@ func Logger(ctx context.Context) *zap.Logger {
 		fields = append(fields, zap.String("trace_id", ev.TraceParent[3:35]))
 	}
 	return hc.Engine().Logger().With(fields...)
+}
+
+// IsShadow reports whether a Go handler's ctx is a shadow's run of an event (Runtime.Shadow):
+// its result is compared with the primary's and discarded, and what it emits is discarded
+// too. A handler may skip its other side effects then. False outside a handler.
+func IsShadow(ctx context.Context) bool {
+	hc, ok := engine.FromContext(ctx)
+	return ok && hc.Shadow()
 }

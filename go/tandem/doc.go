@@ -9,6 +9,10 @@
 // an event's outcome is settled in one place: acknowledged (Receipt, Call), redelivered
 // (package retry decides when), or dead-lettered (package deadletter).
 //
+// A route's handler can be moved while the runtime runs, between handlers in either runtime:
+// Swap moves it, SetWeights splits it, Shadow compares another handler with it (targets.go).
+// Events in flight finish where they are; retries go to the handler current at the retry.
+//
 // The packages beside this one are for those who configure or extend it: envelope (the wire
 // format and the error-code vocabulary), deadletter (records and sinks), policy (circuit
 // breaker, rate limit, deduplication, timeout) and retry (schedule and budget).

@@ -47,6 +47,14 @@ var (
 	ErrEventTooLarge = engine.ErrEventTooLarge
 	// ErrInvalidConfig: a Config value is out of range.
 	ErrInvalidConfig = engine.ErrInvalidConfig
+	// ErrUnknownRoute: a route change or Route names a pattern no route was added with.
+	ErrUnknownRoute = engine.ErrUnknownRoute
+	// ErrUnknownTarget: a route change names a handler that is not registered (GoTarget:
+	// Handle or Register; RustTarget: a type the library registers).
+	ErrUnknownTarget = engine.ErrUnknownTarget
+	// ErrInvalidWeights: SetWeights was given no target, a negative weight, weights adding up
+	// to 0, or one target twice.
+	ErrInvalidWeights = engine.ErrInvalidWeights
 	// ErrStart: the runtime failed to start (a handler's init or warm-up failed, or the
 	// library refused); the wrapped message names the cause.
 	ErrStart = engine.ErrStart

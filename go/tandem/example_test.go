@@ -1,6 +1,7 @@
 package tandem_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -283,4 +284,62 @@ func Example_goHandlerCallsYourRustHandler() {
 	defer reply.Release()
 	fmt.Printf("%s\n", reply.Data())
 	// Output: Go greets, Rust shouts: WORLD
+}
+
+// Moving a route from Rust to Go while running: a shadow compares the Go handler with the
+// Rust one, a split sends it a share of the traffic, a swap sends it all. Nothing stops.
+func ExampleRuntime_Swap() {
+	rt, err := tandem.New(tandem.Config{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	// The Go version of demo.upper, registered with no route: a target to move to.
+	upper := tandem.HandlerFunc(func(ctx context.Context, ev *tandem.Event) tandem.Result {
+		return tandem.AckReply(bytes.ToUpper(ev.Data))
+	})
+	if err := rt.Register("upper-go", upper); err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := rt.Start(); err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer rt.Shutdown(context.Background())
+	call := func(id string) {
+		reply, err := rt.Call(context.Background(), &tandem.Event{ID: id, Source: "/example", Type: "demo.upper", Data: []byte("ok")})
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		reply.Release()
+	}
+
+	// 1. Shadow: each event also runs on the Go handler, and the results are compared.
+	rt.Shadow("demo.upper", tandem.GoTarget("upper-go"))
+	for i := range 10 {
+		call(fmt.Sprint("s", i))
+	}
+	for info, _ := rt.Route("demo.upper"); info.Shadowed.Matched+info.Shadowed.Mismatched < 10; info, _ = rt.Route("demo.upper") {
+		time.Sleep(time.Millisecond)
+	}
+	info, _ := rt.Route("demo.upper")
+	fmt.Printf("shadow: %d matched, %d mismatched\n", info.Shadowed.Matched, info.Shadowed.Mismatched)
+
+	// 2. Split: half to each, by partition key.
+	rt.Unshadow("demo.upper")
+	rt.SetWeights("demo.upper", []tandem.Weighted{
+		{Target: tandem.RustTarget("demo.upper"), Weight: 1},
+		{Target: tandem.GoTarget("upper-go"), Weight: 1},
+	}, tandem.Sticky())
+
+	// 3. Swap: all of it to Go.
+	rt.Swap("demo.upper", tandem.GoTarget("upper-go"))
+	call("last")
+	info, _ = rt.Route("demo.upper")
+	fmt.Println("route:", info.Targets[0].Target)
+	// Output:
+	// shadow: 10 matched, 0 mismatched
+	// route: go:upper-go
 }

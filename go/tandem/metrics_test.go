@@ -2,6 +2,7 @@ package tandem
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -71,25 +72,70 @@ func TestMetricsCountEventsByRouteAndRuntime(t *testing.T) {
 		metric, attrs string
 		want          int64
 	}{
-		{"tandem.events.submitted", "route=demo.echo,runtime=rust", 3},
-		{"tandem.events.submitted", "route=greet,runtime=go", 1},
-		{"tandem.events.acknowledged", "route=demo.echo,runtime=rust", 3},
-		{"tandem.events.acknowledged", "route=greet,runtime=go", 1},
-		{"tandem.events.retried", "route=demo.fail,runtime=rust", 1},
-		{"tandem.events.dead_lettered", "reason=max_attempts,route=demo.fail,runtime=rust", 1},
+		{"tandem.events.submitted", "route=demo.echo,runtime=rust,target=demo.echo", 3},
+		{"tandem.events.submitted", "route=greet,runtime=go,target=greeter", 1},
+		{"tandem.events.acknowledged", "route=demo.echo,runtime=rust,target=demo.echo", 3},
+		{"tandem.events.acknowledged", "route=greet,runtime=go,target=greeter", 1},
+		{"tandem.events.retried", "route=demo.fail,runtime=rust,target=demo.fail", 1},
+		{"tandem.events.dead_lettered", "reason=max_attempts,route=demo.fail,runtime=rust,target=demo.fail", 1},
 		{"tandem.events.rejected", "reason=no_route", 1},
-		{"tandem.handler.duration", "outcome=ack,route=demo.echo,runtime=rust", 3},
-		{"tandem.handler.duration", "outcome=retry,route=demo.fail,runtime=rust", 2},
-		{"tandem.event.latency", "route=demo.echo,runtime=rust", 3},
+		{"tandem.handler.duration", "outcome=ack,route=demo.echo,runtime=rust,target=demo.echo", 3},
+		{"tandem.handler.duration", "outcome=retry,route=demo.fail,runtime=rust,target=demo.fail", 2},
+		{"tandem.event.latency", "route=demo.echo,runtime=rust,target=demo.echo", 3},
 		{"tandem.events.in_flight", "", 0},
 		{"tandem.buffers.outstanding", "kind=request", 0},
-		{"tandem.workers", "route=greet", 1},
+		{"tandem.workers", "runtime=go,target=greeter", 1},
+		{"tandem.target.in_flight", "runtime=go,target=greeter", 0},
 	}
 	for _, c := range checks {
 		got, ok := sums(t, rm, c.metric)[c.attrs]
 		if !ok || got != c.want {
 			t.Errorf("%s{%s} = %d (present %v), want %d; all: %v", c.metric, c.attrs, got, ok, c.want, sums(t, rm, c.metric))
 		}
+	}
+	assertInvariant(t, rt)
+}
+
+// A route split between runtimes, with a shadow: each handler's runs and the route's events
+// carry the target that took them; the shadow's runs carry role=shadow and never count as the
+// route's events; its comparisons count in shadow.results.
+func TestMetricsNameTheTargetAndCountShadowsApart(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+	rt := newRegistered(t, Config{MeterProvider: mp})
+	must(t, rt.Register("go-echo", HandlerFunc(func(ctx context.Context, ev *Event) Result { return AckReply(ev.Data) })))
+	start(t, rt)
+	must(t, rt.SetWeights("demo.echo", []Weighted{{RustTarget("demo.echo"), 1}, {GoTarget("go-echo"), 1}}))
+	must(t, rt.Shadow("demo.echo", RustTarget("demo.upper")))
+	const n = 200
+	for i := range n {
+		reply, err := rt.Call(context.Background(), event("demo.echo", strconv.Itoa(i), []byte("ab")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		reply.Release()
+	}
+	waitFor(t, "the shadow's copies", func() bool { return rt.Stats().Shadow.Mismatched == n })
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	sub := sums(t, rm, "tandem.events.submitted")
+	rust, goSide := sub["route=demo.echo,runtime=rust,target=demo.echo"], sub["route=demo.echo,runtime=go,target=go-echo"]
+	if rust+goSide != n || rust == 0 || goSide == 0 || len(sub) != 2 {
+		t.Errorf("events.submitted by target: %v", sub)
+	}
+	runs := sums(t, rm, "tandem.handler.duration")
+	if got := runs["outcome=ack,role=shadow,route=demo.echo,runtime=rust,target=demo.upper"]; got != n {
+		t.Errorf("shadow runs %d, want %d; all %v", got, n, runs)
+	}
+	if got := sums(t, rm, "tandem.shadow.results")["result=mismatch,role=shadow,route=demo.echo,runtime=rust,target=demo.upper"]; got != n {
+		t.Errorf("shadow.results mismatch = %d; all %v", got, sums(t, rm, "tandem.shadow.results"))
+	}
+	inflight := sums(t, rm, "tandem.target.in_flight")
+	if v, ok := inflight["runtime=go,target=go-echo"]; !ok || v != 0 {
+		t.Errorf("target.in_flight: %v", inflight)
 	}
 	assertInvariant(t, rt)
 }

@@ -81,14 +81,18 @@ func WithPolicy(p ...Policy) RouteOption {
 // middleware and policies (the first outermost). Call it before the routes it should wrap
 // and before Start.
 func (r *Runtime) Use(mw ...Middleware) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.middleware = append(r.middleware, mw...)
 }
 
-// Handle routes events whose type matches pattern to the Go handler h, named name in logs,
-// errors and dead letters. It runs on a goroutine pool of its own (WithWorkers), behind a
-// bounded queue (WithQueue), wrapped by the global middleware, the route's middleware and its
-// policies. A handler may implement Init(ctx) error, WarmUp(ctx) error and Close() error;
-// Start and Shutdown call them. Routes are added before Start.
+// Handle routes events whose type matches pattern to the Go handler h, registered under
+// name (as Register does; default: the pattern), which names it in logs, errors, dead
+// letters and route changes (GoTarget(name)). It runs on a goroutine pool of its own
+// (WithWorkers), behind a bounded queue (WithQueue), wrapped by the global middleware, the
+// route's middleware and its policies. A handler may implement Init(ctx) error, WarmUp(ctx)
+// error and Close() error; Start and Shutdown call them, and so do route changes that open
+// or drain it while running. Routes are added before Start.
 func (r *Runtime) Handle(pattern, name string, h Handler, opts ...RouteOption) error {
 	if h == nil {
 		return fmt.Errorf("%w: %q: nil handler", ErrInvalidRoute, pattern)
@@ -100,24 +104,50 @@ func (r *Runtime) Handle(pattern, name string, h Handler, opts ...RouteOption) e
 	if err != nil {
 		return err
 	}
-	mw := append(append([]Middleware(nil), r.middleware...), o.middleware...)
-	for _, p := range o.policies {
-		mw = append(mw, p.Wrap)
+	if _, err := r.e.LookupRoute(pattern); err == nil {
+		// Refused before the handler is registered, which would take its name.
+		return fmt.Errorf("%w: %q is routed twice", ErrInvalidRoute, pattern)
 	}
-	chained := Chain(h, mw...)
-	rt.Handler = func(ctx context.Context, ev *envelope.Event) engine.Result {
-		return chained.Handle(ctx, ev).engine(name)
-	}
-	if err := r.e.AddRoute(rt); err != nil {
+	t, err := r.register(name, h, o, nil)
+	if err != nil {
 		return err
 	}
-	r.handlers = append(r.handlers, goRoute{pattern: pattern, name: name, h: h})
-	return nil
+	r.bindRoute(rt, o)
+	return r.e.AddRouteTo(rt, t)
+}
+
+// bindRoute gives rt the way it runs a Go target's handler: wrapped, outermost first, by the
+// global middleware as it is now, the route's middleware and its policies (a shadow's copy
+// passes no policy: a breaker or a deduplicator must not count it).
+func (r *Runtime) bindRoute(rt *engine.Route, o *routeOptions) {
+	r.mu.Lock()
+	mw := append(append([]Middleware(nil), r.middleware...), o.middleware...)
+	r.mu.Unlock()
+	policies := make([]Middleware, 0, len(o.policies))
+	for _, p := range o.policies {
+		policies = append(policies, p.Wrap)
+	}
+	rt.Bind = func(t *engine.Target, shadow bool) engine.GoHandler {
+		wrap := mw
+		if !shadow {
+			wrap = append(append([]Middleware(nil), mw...), policies...)
+		}
+		chained := Chain(r.goHandler(t.Name), wrap...)
+		name := t.Name
+		return func(ctx context.Context, ev *envelope.Event) engine.Result {
+			return chained.Handle(ctx, ev).engine(name)
+		}
+	}
+	if len(o.policies) > 0 {
+		rt.Admit = admission(o.policies)
+	}
 }
 
 // HandleRust routes events whose type matches pattern to the Rust handler registered (in the
-// linked library) under rustType, whatever the event's own type: wildcards and aliases for
-// Rust handlers. Every type the library registers is already routed to its handler exactly.
+// linked library) under rustType (RustTarget(rustType)), whatever the event's own type:
+// wildcards and aliases for Rust handlers. Every type the library registers is already routed
+// to its handler exactly. The route's policies admit each event before it is published; if
+// the route is moved to a Go handler (Swap), they wrap that handler instead.
 func (r *Runtime) HandleRust(pattern, rustType string, opts ...RouteOption) error {
 	index := r.e.RustIndex(rustType)
 	if index == 0 {
@@ -127,11 +157,13 @@ func (r *Runtime) HandleRust(pattern, rustType string, opts ...RouteOption) erro
 	if err != nil {
 		return err
 	}
-	rt.RustIndex = index
-	if len(o.policies) > 0 {
-		rt.Admit = admission(o.policies)
+	t, err := r.e.LookupTarget(true, rustType)
+	if err != nil {
+		return err
 	}
-	return r.e.AddRoute(rt)
+	rt.RustIndex = index
+	r.bindRoute(rt, o)
+	return r.e.AddRouteTo(rt, t)
 }
 
 func (r *Runtime) newRoute(pattern, name string, opts []RouteOption) (*engine.Route, *routeOptions, error) {
@@ -141,30 +173,9 @@ func (r *Runtime) newRoute(pattern, name string, opts []RouteOption) (*engine.Ro
 	if err := engine.ParsePattern(pattern); err != nil {
 		return nil, nil, err
 	}
-	o := &routeOptions{}
-	for _, opt := range opts {
-		opt(o)
-	}
-	if o.minWorkers <= 0 {
-		o.minWorkers = 1
-	}
-	if o.maxWorkers <= 0 {
-		o.maxWorkers = max(o.minWorkers, 4*runtime.GOMAXPROCS(0))
-	}
-	if o.maxWorkers < o.minWorkers {
-		return nil, nil, fmt.Errorf("%w: %q: WithWorkers(%d, %d): max below min", ErrInvalidRoute, pattern, o.minWorkers, o.maxWorkers)
-	}
-	if o.queue <= 0 {
-		o.queue = 1024
-	}
-	if o.idle <= 0 {
-		o.idle = 10 * time.Second
-	}
-	if !o.overloadSet {
-		o.overload = r.cfg.Overload
-	}
-	if o.overload != Block && o.overload != Reject && o.overload != Shed {
-		return nil, nil, fmt.Errorf("%w: %q: unknown overload policy %d", ErrInvalidRoute, pattern, int(o.overload))
+	o, err := r.options(pattern, opts)
+	if err != nil {
+		return nil, nil, err
 	}
 	rt := &engine.Route{
 		Pattern: pattern, Name: name,
@@ -178,6 +189,37 @@ func (r *Runtime) newRoute(pattern, name string, opts []RouteOption) (*engine.Ro
 		}
 	}
 	return rt, o, nil
+}
+
+// options applies opts over the runtime's defaults and checks them; what names the route or
+// handler in errors.
+func (r *Runtime) options(what string, opts []RouteOption) (*routeOptions, error) {
+	o := &routeOptions{}
+	for _, opt := range opts {
+		opt(o)
+	}
+	if o.minWorkers <= 0 {
+		o.minWorkers = 1
+	}
+	if o.maxWorkers <= 0 {
+		o.maxWorkers = max(o.minWorkers, 4*runtime.GOMAXPROCS(0))
+	}
+	if o.maxWorkers < o.minWorkers {
+		return nil, fmt.Errorf("%w: %q: WithWorkers(%d, %d): max below min", ErrInvalidRoute, what, o.minWorkers, o.maxWorkers)
+	}
+	if o.queue <= 0 {
+		o.queue = 1024
+	}
+	if o.idle <= 0 {
+		o.idle = 10 * time.Second
+	}
+	if !o.overloadSet {
+		o.overload = r.cfg.Overload
+	}
+	if o.overload != Block && o.overload != Reject && o.overload != Shed {
+		return nil, fmt.Errorf("%w: %q: unknown overload policy %d", ErrInvalidRoute, what, int(o.overload))
+	}
+	return o, nil
 }
 
 // breakerLevel is a breaker's state as the breaker.state gauge reports it.

@@ -2,7 +2,6 @@ package tandem
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -65,15 +64,12 @@ type Runtime struct {
 	cfg        Config // with its defaults filled in
 	log        *zap.Logger
 	middleware []Middleware
-	handlers   []goRoute // Go handlers as registered, for Init, WarmUp and Close
 
-	closeOnce sync.Once
-}
-
-// goRoute is a Go handler as registered, for its lifecycle methods.
-type goRoute struct {
-	pattern, name string
-	h             Handler
+	mu sync.Mutex
+	// handlers are the Go handlers as registered, for Start's Init and WarmUp; goHandlers
+	// the same by name, for the routes that wrap them.
+	handlers   []*goHandler
+	goHandlers map[string]*goHandler
 }
 
 // New creates a runtime with cfg: it checks the library's ABI version, maps the shared region
@@ -87,17 +83,39 @@ func New(cfg Config) (*Runtime, error) {
 	if err != nil {
 		return nil, publicError(err)
 	}
-	return &Runtime{e: e, cfg: cfg, log: cfg.Logger}, nil
+	r := &Runtime{e: e, cfg: cfg, log: cfg.Logger}
+	for _, rt := range e.Routes() {
+		// A Rust type's own route: moved to a Go handler, the handler runs inside the global
+		// middleware as it is at the move (Use is called before Start).
+		rt.Bind = func(t *engine.Target, shadow bool) engine.GoHandler {
+			r.mu.Lock()
+			mw := append([]Middleware(nil), r.middleware...)
+			r.mu.Unlock()
+			chained := Chain(r.goHandler(t.Name), mw...)
+			name := t.Name
+			return func(ctx context.Context, ev *Event) engine.Result { return chained.Handle(ctx, ev).engine(name) }
+		}
+	}
+	return r, nil
 }
 
 // State returns the lifecycle state.
 func (r *Runtime) State() State { return State(r.e.State()) }
 
-// RustTypes returns the event types routed to Rust handlers by exact routes.
+// RustTypes returns the event types routed to Rust handlers by exact routes: those whose
+// every target is a Rust handler now (a route moved to Go leaves the list).
 func (r *Runtime) RustTypes() []string {
 	var out []string
 	for _, rt := range r.e.Routes() {
-		if rt.IsRust() && rt.Exact() {
+		if !rt.Exact() {
+			continue
+		}
+		ws, _ := rt.Targets()
+		rust := len(ws) > 0
+		for _, w := range ws {
+			rust = rust && w.Target.IsRust()
+		}
+		if rust {
 			out = append(out, rt.Pattern)
 		}
 	}
@@ -127,18 +145,21 @@ func (r *Runtime) Start() error {
 		return fmt.Errorf("%w: %w", ErrStart, err)
 	}
 	ctx := context.Background()
-	for _, g := range r.handlers {
-		if h, ok := g.h.(interface{ Init(context.Context) error }); ok {
+	r.mu.Lock()
+	handlers := append([]*goHandler(nil), r.handlers...)
+	r.mu.Unlock()
+	for _, g := range handlers {
+		if h, ok := g.raw.(interface{ Init(context.Context) error }); ok {
 			if err := h.Init(ctx); err != nil {
-				return fail(fmt.Errorf("Go handler %q (route %q): init: %w", g.name, g.pattern, err))
+				return fail(fmt.Errorf("Go handler %q: init: %w", g.name, err))
 			}
 		}
 	}
 	r.e.SetState(engine.WarmingUp)
-	for _, g := range r.handlers {
-		if h, ok := g.h.(interface{ WarmUp(context.Context) error }); ok {
+	for _, g := range handlers {
+		if h, ok := g.raw.(interface{ WarmUp(context.Context) error }); ok {
 			if err := h.WarmUp(ctx); err != nil {
-				return fail(fmt.Errorf("Go handler %q (route %q): warm-up: %w", g.name, g.pattern, err))
+				return fail(fmt.Errorf("Go handler %q: warm-up: %w", g.name, err))
 			}
 		}
 	}
@@ -152,23 +173,12 @@ func (r *Runtime) Start() error {
 // ends, then has Rust cancel the rest: each settles as a retryable *HandlerError with code
 // "cancelled" (an emitted event nobody waits for is dead-lettered as cancelled), none is lost.
 // It then takes back every buffer, stops tokio, frees the shared region and closes the Go
-// handlers. A Reply not yet released is released here and must not be used after. It returns
-// ctx's error if events had to be cancelled. Calling it again is harmless.
+// handlers: each one registered before Start or opened since, once (one a drain closed, or
+// one registered while running and never routed, is not closed here). A Reply
+// not yet released is released here and must not be used after. It returns ctx's error if
+// events had to be cancelled. Calling it again is harmless.
 func (r *Runtime) Shutdown(ctx context.Context) error {
-	err := r.e.Shutdown(ctx)
-	r.closeOnce.Do(r.closeHandlers)
-	return err
-}
-
-// closeHandlers calls Close on every Go handler that has one.
-func (r *Runtime) closeHandlers() {
-	for _, g := range r.handlers {
-		if c, ok := g.h.(interface{ Close() error }); ok {
-			if err := c.Close(); err != nil && !errors.Is(err, context.Canceled) {
-				r.log.Warn("tandem: closing a Go handler", zap.String("handler", g.name), zap.Error(err))
-			}
-		}
-	}
+	return r.e.Shutdown(ctx)
 }
 
 // Stats is a snapshot of both sides' counters.
@@ -221,8 +231,12 @@ type Stats struct {
 	// second (or, rarely, a producer caught between its push and its wake). Rust.Rescues is
 	// the other side's.
 	Rescues uint64
-	// GoWorkers is the number of worker goroutines across the Go routes' pools.
+	// GoWorkers is the number of worker goroutines across the Go handlers' pools.
 	GoWorkers int
+	// Shadow counts the shadows' copies of every route (RouteInfo.Shadowed for one), which
+	// none of the counters above include: each copy offered ends matched, mismatched or
+	// dropped. A Rust shadow's run counts in ToRust.
+	Shadow ShadowStats
 	// Rust holds the Rust side's counters (final ones after Shutdown).
 	Rust RustStats
 }
@@ -297,6 +311,8 @@ func (r *Runtime) Stats() Stats {
 		CompletionsByCaller: s.CompletionsByCaller,
 		Rescues:             s.Rescues,
 		GoWorkers:           s.GoWorkers,
-		Rust:                RustStats(s.Rust),
+		Shadow: ShadowStats{Offered: s.Shadow.Offered, Matched: s.Shadow.Matched,
+			Mismatched: s.Shadow.Mismatched, Dropped: s.Shadow.Dropped},
+		Rust: RustStats(s.Rust),
 	}
 }

@@ -131,3 +131,40 @@ func TestEachRetryIsASpanAndDeadLetteringIsMarked(t *testing.T) {
 		t.Fatalf("%d spans marked dead-lettered, want the last one", marked)
 	}
 }
+
+// A shadow's run, in either runtime, is a span of the primary's trace, marked tandem.shadow.
+func TestAShadowsRunJoinsThePrimarysTrace(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	defer tp.Shutdown(context.Background())
+	rt := newRegistered(t, Config{TracerProvider: tp})
+	must(t, rt.Register("go-echo", HandlerFunc(func(ctx context.Context, ev *Event) Result { return AckReply(ev.Data) })))
+	start(t, rt)
+	for i, shadow := range []Target{GoTarget("go-echo"), RustTarget("demo.echo.v2")} {
+		must(t, rt.Shadow("demo.echo", shadow))
+		if _, err := rt.Call(context.Background(), event("demo.echo", string(rune('a'+i)), []byte("x"))); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the copy", func() bool { return info(t, rt, "demo.echo").Shadowed.Matched == uint64(i+1) })
+	}
+	assertInvariant(t, rt)
+	var shadows, primaries []tracetest.SpanStub
+	for _, s := range spansByName(exp.GetSpans())["process demo.echo"] {
+		if attr(s, "tandem.shadow") == "true" {
+			shadows = append(shadows, s)
+		} else {
+			primaries = append(primaries, s)
+		}
+	}
+	if len(shadows) != 2 || len(primaries) != 2 {
+		t.Fatalf("%d shadow spans, %d primary spans", len(shadows), len(primaries))
+	}
+	for i, s := range shadows {
+		if s.SpanContext.TraceID() != primaries[i].SpanContext.TraceID() || s.Parent.SpanID() != primaries[i].Parent.SpanID() {
+			t.Errorf("shadow span %d (%s) is not a sibling of its primary's", i, attr(s, "tandem.handler"))
+		}
+	}
+	if attr(shadows[0], "tandem.runtime") != "go" || attr(shadows[1], "tandem.runtime") != "rust" {
+		t.Errorf("shadow spans: %s, %s", attr(shadows[0], "tandem.runtime"), attr(shadows[1], "tandem.runtime"))
+	}
+}

@@ -2,6 +2,7 @@
 // harness.
 //
 //	tandem run [-events N] [-concurrency C] [-payload BYTES] [-dlq PATH] [-v]
+//	           [-shadow P=TARGET] [-weights P=TARGET:W,...[,sticky]] [-swap P=TARGET]
 //	tandem dlq list | show N | replay ...
 //	tandem chaos [-duration D] [-profile P] [-rate R] [-faults LIST] [-out DIR] ...
 //	tandem new [-tandem DIR] NAME
@@ -75,6 +76,7 @@ func main() {
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: tandem run [-events N] [-concurrency C] [-payload BYTES] [-dlq PATH] [-v]")
+	fmt.Fprintln(w, "                  [-shadow P=TARGET] [-weights P=TARGET:W,...[,sticky]] [-swap P=TARGET]")
 	fmt.Fprintln(w, "       tandem dlq list | show N | replay [-type T] [-dry-run]  [-file PATH | -nats URL -stream S]")
 	fmt.Fprintln(w, "       tandem chaos [-duration 60s] [-profile mix|steady|sine|square|step|replay] [-rate N] [-trace FILE] [-faults all|none|LIST] [-out DIR]")
 	fmt.Fprintln(w, "       tandem new [-tandem DIR] NAME")
@@ -137,6 +139,10 @@ func run(args []string, out io.Writer) error {
 	httpAddr := fs.String("http", "127.0.0.1:9464", "serve /metrics, /healthz and /readyz here while running (empty: off)")
 	tracePath := fs.String("trace", "", "write the trace of one order chain, across Go and Rust, to this file (- for stdout)")
 	otlp := fs.String("otlp", "", "also export traces to this OTLP/HTTP endpoint (e.g. http://127.0.0.1:4318)")
+	var changes []routeChange
+	fs.Var(routeChanges{"shadow", &changes}, "shadow", "PATTERN=TARGET: run a copy of each of the route's events on TARGET (go:NAME or rust:TYPE) and compare (repeatable)")
+	fs.Var(routeChanges{"weights", &changes}, "weights", "PATTERN=TARGET:WEIGHT,...[,sticky]: split the route between handlers (repeatable)")
+	fs.Var(routeChanges{"swap", &changes}, "swap", "PATTERN=TARGET: move the route to TARGET (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -176,6 +182,10 @@ func run(args []string, out io.Writer) error {
 		return err
 	}
 	if err := rt.Start(); err != nil {
+		_ = rt.Shutdown(context.Background())
+		return err
+	}
+	if err := applyRouteChanges(rt, changes); err != nil {
 		_ = rt.Shutdown(context.Background())
 		return err
 	}
@@ -277,6 +287,7 @@ func run(args []string, out io.Writer) error {
 		outstanding, s.Rust.RequestsHeld, s.Rust.RepliesLent, violations)
 	fmt.Fprintf(out, "  dlq        %d letters added to %s (%d in the file): tandem dlq list -file %s\n",
 		lettersAfter-lettersBefore, *dlqPath, lettersAfter, *dlqPath)
+	reportRoutes(out, rt, changes)
 	if obs.addr != "" {
 		fmt.Fprintf(out, "  http       /metrics, /healthz, /readyz were served on %s during the run\n", obs.addr)
 	}
@@ -342,6 +353,14 @@ func addRoutes(rt *tandem.Runtime, t *tally, breaker *policy.Breaker, concurrenc
 	err = rt.Handle(typeOrderPriced, "record-price", pricedHandler,
 		tandem.WithWorkers(1, 4), tandem.WithPolicy(breaker))
 	if err != nil {
+		return err
+	}
+	// upper-go: demo.upper's Go version, routed by nothing: a handler to move demo.upper to
+	// (-shadow, -weights, -swap demo.upper=go:upper-go).
+	upper := tandem.HandlerFunc(func(ctx context.Context, ev *tandem.Event) tandem.Result {
+		return tandem.AckReply(bytes.ToUpper(ev.Data))
+	})
+	if err := rt.Register("upper-go", upper, tandem.WithWorkers(1, max(1, concurrency))); err != nil {
 		return err
 	}
 	// payment.*: every payment goes to the flaky Rust handler, which asks for a retry on the

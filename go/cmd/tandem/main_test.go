@@ -136,10 +136,61 @@ func TestDemoRefusesBadFlags(t *testing.T) {
 		{"-concurrency", "-1", "-dlq", dlq},
 		{"-dlq", ""},
 		{"-no-such-flag"},
+		{"-swap", "demo.upper", "-dlq", dlq},                                     // no target
+		{"-swap", "demo.upper=java:upper", "-dlq", dlq},                          // no such runtime
+		{"-weights", "demo.upper=go:upper-go:x", "-dlq", dlq},                    // no weight
+		{"-weights", "demo.upper=go:upper-go:0", "-dlq", dlq},                    // a total of 0
+		{"-swap", "no.such.route=go:upper-go", "-dlq", dlq},                      // no such route
+		{"-shadow", "demo.upper=go:no-such-handler", "-dlq", dlq},                // no such handler
+		{"-weights", "demo.upper=rust:demo.upper:-1,go:upper-go:1", "-dlq", dlq}, // negative
 	} {
 		var out bytes.Buffer
 		if err := run(args, &out); err == nil {
 			t.Errorf("run %v succeeded:\n%s", args, out.String())
+		}
+	}
+}
+
+// The route-change flags: a shadow compares demo.upper's Go version with the Rust one (every
+// copy matches), a sticky split sends demo.upper to both, a swap moves demo.echo to its second
+// version; the report shows each route, and the run's counts are as without them.
+func TestDemoMovesRoutes(t *testing.T) {
+	var out bytes.Buffer
+	dlq := filepath.Join(t.TempDir(), "dlq.cbor")
+	args := []string{"-http", "", "-events", "400", "-concurrency", callers, "-dlq", dlq,
+		"-shadow", "demo.upper=go:upper-go"}
+	if err := run(args, &out); err != nil {
+		t.Fatalf("run %v: %v\n%s", args, err, out.String())
+	}
+	m := regexp.MustCompile(`(?m)^    shadow +(\d+) copies: (\d+) matched, 0 mismatched, 0 dropped$`).FindStringSubmatch(out.String())
+	if m == nil || m[1] != m[2] || m[1] == "0" {
+		t.Fatalf("no shadow line with every copy matched:\n%s", out.String())
+	}
+	if !bytes.Contains(out.Bytes(), []byte("    shadow   go:upper-go: "+m[1]+" dispatched, "+m[1]+" acked")) {
+		t.Errorf("the shadow handler's line does not count every copy:\n%s", out.String())
+	}
+
+	out.Reset()
+	args = []string{"-http", "", "-events", "400", "-concurrency", callers, "-dlq", dlq,
+		"-weights", "demo.upper=rust:demo.upper:1,go:upper-go:1,sticky", "-swap", "demo.echo=rust:demo.echo.v2"}
+	if err := run(args, &out); err != nil {
+		t.Fatalf("run %v: %v\n%s", args, err, out.String())
+	}
+	r := parseReport(t, out.String())
+	if r.failed != 0 || r.acked+r.deadLettered != 400 {
+		t.Errorf("acked %d, dead-lettered %d, failed %d", r.acked, r.deadLettered, r.failed)
+	}
+	for _, want := range []string{
+		"  route      demo.upper → rust:demo.upper=1 go:upper-go=1 sticky\n",
+		"  route      demo.echo → rust:demo.echo.v2=1\n",
+	} {
+		if !bytes.Contains(out.Bytes(), []byte(want)) {
+			t.Errorf("the report lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, h := range []string{"go:upper-go", "rust:demo.upper", "rust:demo.echo.v2"} {
+		if !regexp.MustCompile(`(?m)^    handler  ` + regexp.QuoteMeta(h) + `: [1-9]\d* dispatched`).Match(out.Bytes()) {
+			t.Errorf("%s took no event:\n%s", h, out.String())
 		}
 	}
 }

@@ -18,7 +18,7 @@ import (
 )
 
 // Version is the ABI version this package was built against (TANDEM_ABI_VERSION).
-const Version uint32 = 3
+const Version uint32 = 4
 
 // expectedVersion is what Load requires of the library; a variable so tests can pretend to
 // be built against another version.
@@ -321,9 +321,27 @@ func SetLogLevel(level uint32) {
 	setLogLevel(level)
 }
 
-// SetLocalRoutes names the event types whose emitted events stay in Rust.
-func SetLocalRoutes(h Handle, types []string) error {
-	buf := []byte(strings.Join(types, "\n"))
+// LocalRoute is an event type whose emitted events stay in Rust, and the registered type of
+// the Rust handler they go to ("" or Type: the handler registered under Type itself).
+type LocalRoute struct {
+	Type, Handler string
+}
+
+// SetLocalRoutes replaces the set of event types whose emitted events stay in Rust: one line
+// per route, "type" or "type\thandler" (tandem_set_local_routes). Callable again while
+// running; the last call wins.
+func SetLocalRoutes(h Handle, routes []LocalRoute) error {
+	var buf []byte
+	for i, r := range routes {
+		if i > 0 {
+			buf = append(buf, '\n')
+		}
+		buf = append(buf, r.Type...)
+		if r.Handler != "" && r.Handler != r.Type {
+			buf = append(buf, '\t')
+			buf = append(buf, r.Handler...)
+		}
+	}
 	return call("tandem_set_local_routes", func() int32 { return setLocalRoutes(h, buf) })
 }
 
@@ -370,6 +388,9 @@ const (
 	// DeliveryTimed is TANDEM_DELIVERY_TIMED: Rust records the handler's start and end times
 	// in the completion (started_ns, finished_ns); without it they are 0.
 	DeliveryTimed uint32 = 2
+	// DeliveryShadow is TANDEM_DELIVERY_SHADOW: a shadow's copy of an event; Rust discards
+	// what its handler emits.
+	DeliveryShadow uint32 = 4
 )
 
 // KickGoWakeOwed is TANDEM_KICK_GO_WAKE_OWED: in Kick's result, the caller now holds the

@@ -143,6 +143,7 @@ func layoutMismatches() []string {
 	check("TANDEM_ABI_VERSION", uintptr(Version), uintptr(C.TANDEM_ABI_VERSION))
 	check("TANDEM_DELIVERY_WAITED", uintptr(DeliveryWaited), uintptr(C.TANDEM_DELIVERY_WAITED))
 	check("TANDEM_DELIVERY_TIMED", uintptr(DeliveryTimed), uintptr(C.TANDEM_DELIVERY_TIMED))
+	check("TANDEM_DELIVERY_SHADOW", uintptr(DeliveryShadow), uintptr(C.TANDEM_DELIVERY_SHADOW))
 	check("TANDEM_KICK_GO_WAKE_OWED", uintptr(KickGoWakeOwed), uintptr(C.TANDEM_KICK_GO_WAKE_OWED))
 	check("TANDEM_KICK_FREQUENT", uintptr(KickFrequent), uintptr(C.TANDEM_KICK_FREQUENT))
 	check("TANDEM_KICK_HELP", uintptr(KickHelp), uintptr(C.TANDEM_KICK_HELP))

@@ -49,6 +49,13 @@ func (c *HandlerContext) Event() *envelope.Event { return c.d.event }
 // Route is the route being run.
 func (c *HandlerContext) Route() *Route { return c.d.route }
 
+// Handler names the handler being run: the target the delivery went to.
+func (c *HandlerContext) Handler() string { return c.d.bound.target.Name }
+
+// Shadow reports whether the delivery is a shadow's copy (shadow.go), whose result is only
+// compared.
+func (c *HandlerContext) Shadow() bool { return c.d.probe != nil }
+
 // setDeadline makes the context end at d (its Err then reports DeadlineExceeded) and returns
 // the function that releases the timer.
 func (c *HandlerContext) setDeadline(d time.Time) (stop func()) {

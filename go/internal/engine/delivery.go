@@ -30,6 +30,17 @@ const noSlot = ^uint32(0)
 // handed over through channels and the ring's release/acquire, so its fields need no lock.
 type Delivery struct {
 	route *Route
+	// bound is the target of the current (or last) attempt, picked from the route's table
+	// at its dispatch; counted is true while that attempt is counted in the target's
+	// in-flight count (routing.go).
+	bound   *binding
+	counted bool
+	// key picks a sticky split's target: the partition key, or the event's id.
+	key string
+	// shadow is the route's shadow when the event was accepted: it gets a copy once the
+	// outcome is final. probe marks a shadow's own delivery (shadow.go).
+	shadow *shadowRoute
+	probe  *probe
 	// attempt is this delivery's number, from 1; limit the last one a handler's retry advice
 	// allows (0: the route's schedule decides); ceiling the last one its source redelivers
 	// (0: none).
@@ -66,6 +77,10 @@ func (d *Delivery) reset(rt *Route, ev *envelope.Event, w Waiter) {
 	d.firstAttempt = ev.Attempt
 	d.attempt = max(ev.Attempt, 1)
 	d.id, d.source, d.typ = ev.ID, ev.Source, ev.Type
+	d.key = ev.PartitionKey
+	if d.key == "" {
+		d.key = ev.ID
+	}
 	if !ev.Deadline.IsZero() {
 		d.eventDeadline = ev.Deadline.UnixNano()
 	}
@@ -93,14 +108,54 @@ func (e *Engine) accepted(d *Delivery) {
 	e.budget.Deposit(clockBase.Add(time.Duration(d.intakeAt)))
 }
 
+// bind makes b the target of the delivery's attempt, counted in flight there by choose.
+func (d *Delivery) bind(b *binding) { d.bound, d.counted = b, true }
+
+// leaveTarget ends the delivery's attempt at its target: every attempt's outcome passes
+// here once (acked, failed, settled as retryable or dead-lettered), whatever ends it.
+func (e *Engine) leaveTarget(d *Delivery) {
+	if d.counted {
+		d.counted = false
+		d.bound.target.leave(e)
+	}
+}
+
+// handlerName names the handler of the delivery's last attempt, or its route's now.
+func (d *Delivery) handlerName() string {
+	if d.bound != nil {
+		return d.bound.target.Name
+	}
+	return d.route.name()
+}
+
 // acked settles an acknowledged delivery.
 func (e *Engine) acked(d *Delivery, reply Reply) {
+	if d.probe != nil {
+		e.shadowDone(d, nil, reply)
+		return
+	}
+	if d.counted {
+		d.bound.acked.Add(1)
+	}
+	e.leaveTarget(d)
 	e.finish(d, nil, reply)
 }
 
 // failed takes a delivery's failure: a terminal one is dead-lettered; a retryable one is
 // judged and redelivered, dead-lettered, or (shutting down) settled as cancelled.
 func (e *Engine) failed(d *Delivery, f *Failure) {
+	if d.probe != nil {
+		e.shadowDone(d, f, Reply{})
+		return
+	}
+	if d.counted {
+		if f.Outcome == OutcomeRetry {
+			d.bound.retried.Add(1)
+		} else {
+			d.bound.failed.Add(1)
+		}
+	}
+	e.leaveTarget(d)
 	if f.EventType == "" {
 		f.EventType = d.typ
 	}
@@ -182,6 +237,12 @@ func (e *Engine) handBack(d *Delivery, after time.Duration, f *Failure) bool {
 	if !ok {
 		return false
 	}
+	if s := d.shadow; s != nil {
+		// The source's next delivery is an event of its own, with a shadow copy of its own:
+		// this one compares with this attempt.
+		d.shadow = nil
+		s.offer(d, primaryResult(f, nil))
+	}
 	err := e.errorOf(f)
 	if d.done != nil {
 		d.done(err)
@@ -209,6 +270,11 @@ func terminalReason(f *Failure) deadletter.Reason {
 // learns it may retry. With nobody waiting (an emitted event) it is dead-lettered as
 // cancelled instead, so it is never lost. Either way it counts once as cancelled.
 func (e *Engine) settleRetryable(d *Delivery, f *Failure) {
+	if d.probe != nil {
+		e.shadowDone(d, f, Reply{})
+		return
+	}
+	e.leaveTarget(d)
 	if d.waiter == nil {
 		e.deadLetter(d, f, deadletter.ReasonCancelled)
 		return
@@ -234,41 +300,57 @@ func cancelledAfter(f *Failure) *Failure {
 	return &c
 }
 
-// redeliver sends a delivery back to its route as its next attempt. The envelope is not
-// touched: a Rust route's slot is republished with a new delivery header.
+// redeliver sends a delivery back to its route as its next attempt, to the target the
+// route names now. The envelope is not touched: a slot is republished with a new delivery
+// header, and an envelope moving between runtimes is copied as it was submitted.
 func (e *Engine) redeliver(d *Delivery) {
 	d.attempt++
 	d.intakeAt = nanotime()
 	d.nextDeadline()
+	b, _ := e.choose(d.route, d.key)
+	d.bind(b)
 	e.dispatch(d)
 }
 
-// dispatch hands a delivery to its route's handler: the ring for a Rust route (through the
-// dispatch queue when it still needs a request slot), the worker pool for a Go route. It
-// never blocks the caller on a full route except a Go route's queue, and then only until
-// the runtime starts stopping.
+// dispatch hands a delivery to its target: the ring for a Rust target (through the dispatch
+// queue when it still needs a request slot), the worker pool for a Go target. It never
+// blocks the caller on a full target except a Go target's queue, and then only until the
+// runtime starts stopping.
 func (e *Engine) dispatch(d *Delivery) {
-	rt := d.route
+	t := d.bound.target
 	switch {
-	case rt.IsRust() && d.slot != noSlot:
+	case t.rust && d.slot != noSlot:
 		e.publish(d)
-	case rt.IsRust():
+	case t.rust:
+		if d.raw == nil {
+			d.raw = e.envelopeCopy(d) // last handled in Go: the envelope as it was submitted
+		}
 		if !e.queue.push(queued{d: d}, true) {
-			e.settleRetryable(d, failure(OutcomeRetry, d.typ, envelope.CodeCancelled, "the runtime shut down before the next attempt", rt.Name))
+			e.settleRetryable(d, failure(OutcomeRetry, d.typ, envelope.CodeCancelled, "the runtime shut down before the next attempt", t.Name))
 		}
 	default:
+		if d.slot != noSlot {
+			// Last handled in Rust: the envelope leaves its slot, which a Go handler does not
+			// need, and the delivery leaves the slot's own record, which the slot's next
+			// submitter reuses.
+			moved := new(Delivery)
+			*moved = *d
+			moved.raw, moved.slot = bytes.Clone(e.slots.envelope(d.slot, d.length)), noSlot
+			e.slots.free(d.slot)
+			d = moved
+		}
 		if d.event == nil {
 			ev, err := envelope.DecodeEvent(d.raw)
 			if err != nil {
-				e.deadLetter(d, failure(OutcomeTerm, d.typ, envelope.CodeDecode, "cannot decode the event for a Go route: "+err.Error(), rt.Name), deadletter.ReasonDecode)
+				e.deadLetter(d, failure(OutcomeTerm, d.typ, envelope.CodeDecode, "cannot decode the event for a Go route: "+err.Error(), t.Name), deadletter.ReasonDecode)
 				return
 			}
 			d.event = ev
 		}
 		d.event.Attempt = d.attempt
 		d.event.Deadline = unixTime(d.deadline)
-		if err := rt.pool.enqueue(context.Background(), d, Block); err != nil {
-			e.settleRetryable(d, failure(OutcomeRetry, d.typ, envelope.CodeCancelled, "the runtime shut down before the next attempt", rt.Name))
+		if err := t.pool.Load().enqueue(context.Background(), d, Block); err != nil {
+			e.settleRetryable(d, failure(OutcomeRetry, d.typ, envelope.CodeCancelled, "the runtime shut down before the next attempt", t.Name))
 		}
 	}
 }
@@ -276,6 +358,10 @@ func (e *Engine) dispatch(d *Delivery) {
 // finish settles a delivery with its final outcome (f nil: acknowledged) and gives back what
 // it held. A dead letter settles through deadLetter instead.
 func (e *Engine) finish(d *Delivery, f *Failure, reply Reply) {
+	if s := d.shadow; s != nil {
+		d.shadow = nil
+		s.offer(d, primaryResult(f, reply.data))
+	}
 	err := e.errorOf(f)
 	if d.done != nil {
 		d.done(err)
@@ -294,14 +380,23 @@ func (e *Engine) finish(d *Delivery, f *Failure, reply Reply) {
 // deadLetter records a delivery as dead: the record goes to the sink, and the event settles
 // (with f) once the sink has it, so the submitter's acknowledgement follows the record.
 func (e *Engine) deadLetter(d *Delivery, f *Failure, reason deadletter.Reason) {
+	if d.probe != nil {
+		e.shadowDone(d, f, Reply{})
+		return
+	}
+	e.leaveTarget(d)
 	f.DeadLetter = reason
 	if f.EventType == "" {
 		f.EventType = d.typ
 	}
+	if s := d.shadow; s != nil {
+		d.shadow = nil
+		s.offer(d, primaryResult(f, nil))
+	}
 	e.obs.deadLettered(d, reason)
 	route := f.Envelope.Handler
 	if route == "" {
-		route = d.route.name()
+		route = d.handlerName()
 	}
 	rec := &deadletter.Record{
 		Reason:    reason,

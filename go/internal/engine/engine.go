@@ -73,7 +73,19 @@ type Engine struct {
 	goCtx  context.Context
 	// goCancel ends every Go handler's context: past the shutdown grace.
 	goCancel context.CancelFunc
-	pools    []*pool
+
+	// ctl serializes changes of routes and targets (routing.go, targets.go) and orders them
+	// with Start and Shutdown; never held on the event path.
+	ctl        sync.Mutex
+	targets    map[string]*Target // by targetKey
+	targetList atomic.Pointer[[]*Target]
+	// lifeCtx ends when Shutdown begins: a Go target opening then stops waiting.
+	lifeCtx    context.Context
+	lifeCancel context.CancelFunc
+	// closers counts the goroutines closing drained targets, which Shutdown waits for.
+	closers sync.WaitGroup
+	// shadowSlots counts the request slots shadow deliveries hold (shadow.go).
+	shadowSlots atomic.Int64
 
 	state atomic.Int32
 	// gate is held for reading by every goroutine inside intake; shutdown takes it for
@@ -172,6 +184,14 @@ func (e *Engine) init() error {
 		return fmt.Errorf("tandem: listing Rust handlers: %w", err)
 	}
 	e.types = types
+	e.lifeCtx, e.lifeCancel = context.WithCancel(context.Background())
+	e.targets = map[string]*Target{}
+	for i, t := range types {
+		// Every Rust handler is a target, routed or not: a route may be moved to any of them.
+		tg := &Target{Name: t, RustIndex: uint32(i) + 1, rust: true, state: targetOpen}
+		e.targets[targetKey(true, t)] = tg
+		e.addTargetLocked(tg)
+	}
 	exposed := e.cfg.RustTypes
 	if len(exposed) == 0 {
 		exposed = types
@@ -181,7 +201,7 @@ func (e *Engine) init() error {
 		if idx == 0 {
 			return fmt.Errorf("%w: %q: the Rust library registers no handler for it (it has %v)", ErrNoRoute, t, types)
 		}
-		if err := e.router.add(&Route{Pattern: t, Name: t, RustIndex: idx, Overload: e.cfg.Overload}); err != nil {
+		if err := e.addRoute(&Route{Pattern: t, Name: t, RustIndex: idx, Overload: e.cfg.Overload}); err != nil {
 			return err
 		}
 	}
@@ -247,19 +267,64 @@ func (e *Engine) RustIndex(typ string) uint32 {
 	return 0
 }
 
-// AddRoute adds a route; routes are added before Start.
+// AddRoute adds a route, its one target the handler its fields describe: a Rust handler by
+// index, or a Go handler, registered as a target under rt.Name. Routes are added before
+// Start.
 func (e *Engine) AddRoute(rt *Route) error {
 	if st := e.State(); st != Registered {
 		return fmt.Errorf("%w: routes are added before Start (state %d)", ErrInvalidRoute, st)
 	}
-	if !rt.IsRust() {
-		rt.pool = newPool(e, rt)
+	return e.addRoute(rt)
+}
+
+func (e *Engine) addRoute(rt *Route) error {
+	var t *Target
+	if rt.IsRust() {
+		if int(rt.RustIndex) > len(e.types) {
+			return fmt.Errorf("%w: Rust handler index %d", ErrUnknownTarget, rt.RustIndex)
+		}
+		t = e.targets[targetKey(true, e.types[rt.RustIndex-1])]
+	} else {
+		t = &Target{Name: rt.Name, Handler: rt.Handler, MinWorkers: rt.MinWorkers, MaxWorkers: rt.MaxWorkers,
+			Queue: rt.Queue, Idle: rt.Idle}
+		if err := e.RegisterTarget(t); err != nil {
+			return err
+		}
+	}
+	return e.addRouteTo(rt, t)
+}
+
+// AddRouteTo adds a route whose one target is t, a registered target; the route's fields
+// that describe a handler (Name, RustIndex, Handler, the pool's) are ignored. Routes are
+// added before Start.
+func (e *Engine) AddRouteTo(rt *Route, t *Target) error {
+	if st := e.State(); st != Registered {
+		return fmt.Errorf("%w: routes are added before Start (state %d)", ErrInvalidRoute, st)
+	}
+	rt.Name, rt.RustIndex = t.Name, t.RustIndex
+	return e.addRouteTo(rt, t)
+}
+
+func (e *Engine) addRouteTo(rt *Route, t *Target) error {
+	e.ctl.Lock()
+	defer e.ctl.Unlock()
+	if err := e.registered(t); err != nil {
+		return err
 	}
 	if err := e.router.add(rt); err != nil {
 		return err
 	}
-	if rt.pool != nil {
-		e.pools = append(e.pools, rt.pool)
+	rt.table.Store(&routing{targets: []*binding{rt.bindingOf(e, t, false)}, weights: []uint32{1}, cum: []uint64{1}})
+	return t.acquire(e.lifeCtx, e)
+}
+
+// registered checks that t is this engine's target. Called with e.ctl held.
+func (e *Engine) registered(t *Target) error {
+	if t == nil {
+		return fmt.Errorf("%w: a nil target", ErrUnknownTarget)
+	}
+	if e.targets[targetKey(t.rust, t.Name)] != t {
+		return fmt.Errorf("%w: %s handler %q is not registered with this runtime", ErrUnknownTarget, t.runtimeName(), t.Name)
 	}
 	return nil
 }
@@ -288,9 +353,10 @@ func (e *Engine) Start() error {
 		e.obs.tracer = e.cfg.TracerProvider.Tracer(instrumentationName)
 	}
 	abi.SetLogLevel(rustLogLevel(e.log)) // before any handler runs; followLogLevel keeps it in step
-	if err := abi.SetLocalRoutes(e.h, local); err != nil {
-		return err
-	}
+	// Events Rust handlers emit for an exact route to one Rust handler with no policy of Go's
+	// own stay in Rust; their failures come back to Go, where retries live. Every change of
+	// a route's targets sets them again (routing.go).
+	e.setLocalRoutes()
 	if err := abi.Start(e.h); err != nil {
 		return err
 	}
@@ -303,8 +369,14 @@ func (e *Engine) Start() error {
 	go e.dead.run()
 	go e.routeQueued()
 	go e.poll()
-	for _, p := range e.pools {
-		p.start()
+	for _, t := range e.Targets() {
+		if !t.rust {
+			// Every Go target registered before Start opens now: the façade has run its Init
+			// and WarmUp with the others'.
+			t.mu.Lock()
+			t.startLocked(e)
+			t.mu.Unlock()
+		}
 	}
 	e.SetState(Running)
 	e.log.Info("tandem: running", zap.String("link", abi.Mode), zap.Strings("rust_types", e.types),
@@ -349,10 +421,15 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 }
 
 func (e *Engine) shutdown(ctx context.Context) error {
+	e.lifeCancel() // a Go handler opening for a route change stops waiting
+	e.ctl.Lock()   // no route changes from here: they see Draining
 	prev := State(e.state.Swap(int32(Draining)))
+	e.ctl.Unlock()
 	if prev != Running {
 		e.goCancel()
+		e.stopShadows()
 		e.release()
+		e.closeTargets()
 		e.SetState(Stopped)
 		return nil
 	}
@@ -376,8 +453,13 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	// as retryable without running.
 	e.retries.cancel()
 	e.goCancel()
-	for _, p := range e.pools {
-		p.stop()
+	// Shadows stop before the pools they hand copies to; the primaries still settling drop
+	// theirs.
+	e.stopShadows()
+	for _, t := range e.Targets() {
+		if !t.rust {
+			t.stopPool()
+		}
 	}
 	e.lifeMu.Lock() // no crossing is in flight from here (crossing.go)
 	e.rustStopping.Store(true)
@@ -407,6 +489,7 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	e.dead.abort()
 	e.obs.close()
 	e.release()
+	e.closeTargets()
 	e.SetState(Stopped)
 	e.log.Info("tandem: stopped", zap.Uint64("submitted", e.obs.submitted.Load()),
 		zap.Uint64("cancelled", e.obs.cancels.Load()), zap.Uint64("violations", e.obs.violations.Load()+e.final.Violations))
@@ -414,6 +497,26 @@ func (e *Engine) shutdown(ctx context.Context) error {
 		return fmt.Errorf("tandem: shutdown: %d events still in flight at the deadline were cancelled (retryable): %w", left, ctx.Err())
 	}
 	return nil
+}
+
+// stopShadows stops every route's shadow dispatcher. Route changes are over (Draining).
+func (e *Engine) stopShadows() {
+	for _, rt := range e.router.all {
+		if s := rt.table.Load().shadow; s != nil {
+			s.stop()
+		}
+	}
+}
+
+// closeTargets runs Close for every Go target no drain has closed, once, then waits for the
+// drains' goroutines. From here none starts: every target is closed.
+func (e *Engine) closeTargets() {
+	for _, t := range e.Targets() {
+		if !t.rust {
+			t.finalClose(e)
+		}
+	}
+	e.closers.Wait()
 }
 
 // inRust counts the request slots Rust still holds.

@@ -50,14 +50,27 @@ func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w W
 		e.log.Warn("tandem: no route", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID))
 		return fmt.Errorf("%w: %q", ErrNoRoute, ev.Type)
 	}
-	if rt.IsRust() {
-		return e.intakeRust(ctx, rt, ev, raw, w)
+	key := ev.PartitionKey
+	if key == "" {
+		key = ev.ID
 	}
-	return e.intakeGo(ctx, rt, ev, w)
+	b, tab := e.choose(rt, key)
+	if b.target.rust {
+		return e.intakeRust(ctx, b, tab.shadow, ev, raw, w)
+	}
+	return e.intakeGo(ctx, b, tab.shadow, ev, w)
 }
 
-// intakeRust encodes ev (or copies raw) into a request slot and publishes it.
-func (e *Engine) intakeRust(ctx context.Context, rt *Route, ev *envelope.Event, raw []byte, w Waiter) error {
+// intakeRust encodes ev (or copies raw) into a request slot and publishes it to b's Rust
+// handler, which choose counted the event in at: every way out before the delivery exists
+// counts it out.
+func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute, ev *envelope.Event, raw []byte, w Waiter) (err error) {
+	rt := b.route
+	defer func() {
+		if err != nil {
+			b.target.leave(e)
+		}
+	}()
 	size := len(raw)
 	if raw == nil {
 		size = envelope.EncodedEventSize(ev)
@@ -75,6 +88,7 @@ func (e *Engine) intakeRust(ctx context.Context, rt *Route, ev *envelope.Event, 
 			if errors.Is(err, ErrAcked) {
 				e.obs.submitted.Add(1)
 				e.obs.completed.Add(1)
+				b.target.leave(e)
 				if w != nil {
 					w.Settle(nil, Reply{})
 				}
@@ -97,6 +111,7 @@ func (e *Engine) intakeRust(ctx context.Context, rt *Route, ev *envelope.Event, 
 	d := &e.slots.table[idx].own
 	d.reset(rt, ev, w)
 	d.done = done
+	d.shadow = shadow
 	buf := e.slots.buffer(idx)
 	out, traced := buf, false
 	if e.obs.tracing() {
@@ -130,6 +145,7 @@ func (e *Engine) intakeRust(ctx context.Context, rt *Route, ev *envelope.Event, 
 		return err
 	}
 	d.slot, d.length = idx, uint32(len(out))
+	d.bind(b)
 	d.nextDeadline()
 	e.accepted(d)
 	e.publish(d)
@@ -148,10 +164,14 @@ func encodeEvent(buf []byte, ev *envelope.Event, raw []byte) []byte {
 	return appendValidEvent(buf, ev)
 }
 
-// intakeGo copies ev and queues it for the route's workers.
-func (e *Engine) intakeGo(ctx context.Context, rt *Route, ev *envelope.Event, w Waiter) error {
+// intakeGo copies ev and queues it for the workers of b's Go handler, which choose counted
+// the event in at.
+func (e *Engine) intakeGo(ctx context.Context, b *binding, shadow *shadowRoute, ev *envelope.Event, w Waiter) error {
+	rt := b.route
 	d := &Delivery{}
 	d.reset(rt, ev, w)
+	d.bind(b)
+	d.shadow = shadow
 	owned := cloneEvent(ev)
 	d.event = &owned
 	if e.obs.tracing() {
@@ -162,18 +182,21 @@ func (e *Engine) intakeGo(ctx context.Context, rt *Route, ev *envelope.Event, w 
 	// Counted in before the enqueue: a worker may settle it at once.
 	e.obs.stamp(d)
 	e.pending.Add(1)
-	err := rt.pool.enqueue(ctx, d, rt.Overload)
+	met := d.metrics()
+	err := b.target.pool.Load().enqueue(ctx, d, rt.Overload)
 	switch {
 	case err == nil:
-		e.obs.count(rt)
+		e.obs.count(met)
 		e.budget.Deposit(time.Now())
 		return nil
 	case errors.Is(err, ErrShed):
-		e.obs.count(rt)
+		e.obs.count(met)
 		d.waiter = nil // the submitter learns it from the error
-		e.deadLetter(d, failure(OutcomeTerm, ev.Type, envelope.CodeShed, fmt.Sprintf("route %q was full", rt.Pattern), rt.Name), deadletter.ReasonShed)
+		d.shadow = nil // nothing ran: nothing to compare
+		e.deadLetter(d, failure(OutcomeTerm, ev.Type, envelope.CodeShed, fmt.Sprintf("route %q was full", rt.Pattern), b.target.Name), deadletter.ReasonShed)
 		return err
 	default:
+		e.leaveTarget(d)
 		e.pending.Add(-1)
 		e.obs.rejected("overloaded")
 		return err
@@ -189,7 +212,7 @@ func (e *Engine) shed(rt *Route, ev *envelope.Event, raw []byte) {
 	}
 	d.raw = raw
 	e.accepted(d)
-	e.deadLetter(d, failure(OutcomeTerm, ev.Type, envelope.CodeShed, "every request slot was in flight", rt.Name), deadletter.ReasonShed)
+	e.deadLetter(d, failure(OutcomeTerm, ev.Type, envelope.CodeShed, "every request slot was in flight", rt.name()), deadletter.ReasonShed)
 }
 
 // deadLetterUnaccepted dead-letters an event no route took (an emitted one: nobody waits
@@ -215,7 +238,7 @@ func (e *Engine) SubmitRaw(raw []byte, eventType string, w Waiter) error {
 		return ErrClosed
 	}
 	rt := e.router.match(eventType)
-	if rt == nil || !rt.IsRust() {
+	if rt == nil || !rt.table.Load().targets[0].target.rust {
 		return fmt.Errorf("%w: %q", ErrNoRoute, eventType)
 	}
 	idx, err := e.slots.acquire(context.Background(), Block, e.closing)
@@ -225,9 +248,9 @@ func (e *Engine) SubmitRaw(raw []byte, eventType string, w Waiter) error {
 	d := &e.slots.table[idx].own
 	d.reset(rt, &envelope.Event{Type: eventType}, w)
 	d.slot, d.length = idx, uint32(len(append(e.slots.buffer(idx), raw...)))
-	route := *rt
-	route.RustIndex = 0 // route by the envelope's own type, as a raw submission says nothing else
-	d.route = &route
+	// Index 0: Rust routes it by the envelope's own type, as a raw submission says nothing
+	// else. Not counted in flight anywhere: no route names this target.
+	d.bound = &binding{route: rt, target: &Target{Name: rt.name(), rust: true}}
 	e.accepted(d)
 	e.publish(d)
 	return nil

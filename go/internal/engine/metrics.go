@@ -17,23 +17,33 @@ import (
 // Instruments (all prefixed "tandem."):
 //
 //	events.submitted, events.acknowledged, events.retried, events.dead_lettered (+reason),
-//	events.rejected (+reason)                          counters, by route and runtime
-//	handler.duration, event.latency (submit → settle)   histograms in seconds
+//	events.rejected (+reason)                          counters, by route, target and runtime
+//	handler.duration (+outcome, +role), event.latency   histograms in seconds, the same
+//	shadow.results (+result: match, mismatch, dropped)  counter, by route and shadow target
 //	events.in_flight, ring.occupancy (+ring), wakeups (+side), buffers.outstanding (+kind),
-//	workers (+route), breaker.state (+route; 0 closed, 1 half-open, 2 open),
+//	workers (+target), target.in_flight (+target, runtime),
+//	breaker.state (+route; 0 closed, 1 half-open, 2 open),
 //	crossings, completions.by_caller (crossing.go)
 //	                                                     observed at each collection
+//
+// The target is the handler a delivery went to (a route may have several: routing.go); an
+// event's own counters (submitted, acknowledged, dead_lettered, latency) name the target of
+// its first or last attempt. A shadow's runs are recorded in handler.duration only, with
+// role "shadow", and in shadow.results: never as the route's events.
 type metrics struct {
 	on                                           bool
 	submitted, acknowledged, retried, dead, rejd metric.Int64Counter
+	shadows                                      metric.Int64Counter
 	duration, latency                            metric.Float64Histogram
 	reg                                          metric.Registration
 }
 
-// routeMetrics are a route's attribute sets, built once, held as option slices so that a
-// recording passes them on without allocating.
+// routeMetrics are the attribute sets of a route (with the side of the handler it was added
+// with) or of a target on a route, built once, held as option slices so that a recording
+// passes them on without allocating.
 type routeMetrics struct {
 	add                       []metric.AddOption
+	shadowResults             map[string][]metric.AddOption
 	rec                       []metric.RecordOption
 	ackRec, retryRec, termRec []metric.RecordOption
 	deadReasons               map[deadletter.Reason][]metric.AddOption
@@ -56,6 +66,7 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 	o.metrics.retried = c("events.retried", "Redeliveries scheduled.")
 	o.metrics.dead = c("events.dead_lettered", "Events dead-lettered.")
 	o.metrics.rejd = c("events.rejected", "Events refused at submit.")
+	o.metrics.shadows = c("shadow.results", "Shadow runs compared with their primary (match, mismatch), or dropped.")
 	if err != nil {
 		return err
 	}
@@ -76,11 +87,13 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 	outstanding, err4 := m.Int64ObservableGauge("tandem.buffers.outstanding", metric.WithDescription("Slots lent across the boundary."))
 	workers, err5 := m.Int64ObservableGauge("tandem.workers", metric.WithDescription("Worker goroutines of a Go route."))
 	breakers, err6 := m.Int64ObservableGauge("tandem.breaker.state", metric.WithDescription("Circuit breaker state: 0 closed, 1 half-open, 2 open."))
+	targetInFlight, err9 := m.Int64ObservableGauge("tandem.target.in_flight",
+		metric.WithDescription("Deliveries dispatched to a handler whose attempt has not ended (a removed handler drains to 0)."))
 	crossings, err7 := m.Int64ObservableCounter("tandem.crossings",
 		metric.WithDescription("Submission steps a submitter ran on its own thread instead of waking the parked Rust poller."))
 	byCaller, err8 := m.Int64ObservableCounter("tandem.completions.by_caller",
 		metric.WithDescription("Completions a submitter settled itself instead of waking the parked Go poller."))
-	for _, e := range []error{err1, err2, err3, err4, err5, err6, err7, err8} {
+	for _, e := range []error{err1, err2, err3, err4, err5, err6, err7, err8, err9} {
 		if e != nil {
 			return e
 		}
@@ -97,40 +110,58 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 		o.ObserveInt64(byCaller, int64(s.CompletionsByCaller))
 		o.ObserveInt64(outstanding, int64(s.Rust.RequestsHeld), metric.WithAttributes(attribute.String("kind", "request")))
 		o.ObserveInt64(outstanding, int64(s.Rust.RepliesLent), metric.WithAttributes(attribute.String("kind", "reply")))
-		for _, rt := range e.router.all {
-			if rt.pool != nil {
-				o.ObserveInt64(workers, int64(rt.pool.size()), metric.WithAttributes(attribute.String("route", rt.Pattern)))
+		for _, t := range e.Targets() {
+			attrs := metric.WithAttributes(attribute.String("target", t.Name), attribute.String("runtime", t.runtimeName()))
+			if !t.rust {
+				o.ObserveInt64(workers, int64(t.workers()), attrs)
 			}
+			o.ObserveInt64(targetInFlight, t.InFlight(), attrs)
+		}
+		for _, rt := range e.router.all {
 			if state, ok := rt.Gauges["breaker.state"]; ok {
 				o.ObserveInt64(breakers, state(), metric.WithAttributes(attribute.String("route", rt.Pattern)))
 			}
 		}
 		return nil
-	}, inflight, occupancy, wakeups, outstanding, workers, breakers, crossings, byCaller)
+	}, inflight, occupancy, wakeups, outstanding, workers, breakers, crossings, byCaller, targetInFlight)
 	if err != nil {
 		return err
 	}
 	o.metrics.on = true
 	for _, rt := range e.router.all {
-		rt.met = newRouteMetrics(rt)
+		rt.met = newRouteMetrics(rt, nil)
+		for _, b := range rt.bindings {
+			b.met = newRouteMetrics(rt, b)
+		}
 	}
 	return nil
 }
 
-func newRouteMetrics(rt *Route) *routeMetrics {
-	runtime := rt.runtimeName()
-	set := func(kv ...attribute.KeyValue) metric.MeasurementOption {
-		base := []attribute.KeyValue{attribute.String("route", rt.Pattern), attribute.String("runtime", runtime)}
-		return metric.WithAttributeSet(attribute.NewSet(append(base, kv...)...))
+// newRouteMetrics builds the sets of rt's target b, or of rt itself when b is nil.
+func newRouteMetrics(rt *Route, b *binding) *routeMetrics {
+	base := []attribute.KeyValue{attribute.String("route", rt.Pattern), attribute.String("runtime", rt.runtimeName())}
+	if b != nil {
+		base = []attribute.KeyValue{attribute.String("route", rt.Pattern), attribute.String("runtime", b.target.runtimeName()),
+			attribute.String("target", b.target.Name)}
+		if b.shadow {
+			base = append(base, attribute.String("role", "shadow"))
+		}
 	}
-	base := set()
+	set := func(kv ...attribute.KeyValue) metric.MeasurementOption {
+		return metric.WithAttributeSet(attribute.NewSet(append(append([]attribute.KeyValue(nil), base...), kv...)...))
+	}
+	plain := set()
 	m := &routeMetrics{
-		add:         []metric.AddOption{base},
-		rec:         []metric.RecordOption{base},
-		ackRec:      []metric.RecordOption{set(attribute.String("outcome", "ack"))},
-		retryRec:    []metric.RecordOption{set(attribute.String("outcome", "retry"))},
-		termRec:     []metric.RecordOption{set(attribute.String("outcome", "term"))},
-		deadReasons: map[deadletter.Reason][]metric.AddOption{},
+		add:           []metric.AddOption{plain},
+		rec:           []metric.RecordOption{plain},
+		ackRec:        []metric.RecordOption{set(attribute.String("outcome", "ack"))},
+		retryRec:      []metric.RecordOption{set(attribute.String("outcome", "retry"))},
+		termRec:       []metric.RecordOption{set(attribute.String("outcome", "term"))},
+		deadReasons:   map[deadletter.Reason][]metric.AddOption{},
+		shadowResults: map[string][]metric.AddOption{},
+	}
+	for _, r := range []string{"match", "mismatch", "dropped"} {
+		m.shadowResults[r] = []metric.AddOption{set(attribute.String("result", r))}
 	}
 	for _, reason := range []deadletter.Reason{deadletter.ReasonTerm, deadletter.ReasonMaxAttempts, deadletter.ReasonDecode, deadletter.ReasonNoRoute, deadletter.ReasonShed, deadletter.ReasonCancelled, deadletter.ReasonRetryBudget, deadletter.ReasonExpired} {
 		m.deadReasons[reason] = []metric.AddOption{set(attribute.String("reason", string(reason)))}
@@ -138,24 +169,31 @@ func newRouteMetrics(rt *Route) *routeMetrics {
 	return m
 }
 
-func (m *metrics) submit(rt *Route) {
-	if m.on && rt != nil && rt.met != nil {
-		m.submitted.Add(context.Background(), 1, rt.met.add...)
+func (m *metrics) submit(met *routeMetrics) {
+	if m.on && met != nil {
+		m.submitted.Add(context.Background(), 1, met.add...)
 	}
 }
 
-func (m *metrics) retry(rt *Route) {
-	if m.on && rt != nil && rt.met != nil {
-		m.retried.Add(context.Background(), 1, rt.met.add...)
+func (m *metrics) retry(met *routeMetrics) {
+	if m.on && met != nil {
+		m.retried.Add(context.Background(), 1, met.add...)
 	}
 }
 
-func (m *metrics) deadLetter(rt *Route, reason deadletter.Reason) {
+// shadowResult counts a shadow's copy as matched, mismatched or dropped.
+func (m *metrics) shadowResult(met *routeMetrics, result string) {
+	if m.on && met != nil {
+		m.shadows.Add(context.Background(), 1, met.shadowResults[result]...)
+	}
+}
+
+func (m *metrics) deadLetter(met *routeMetrics, reason deadletter.Reason) {
 	if !m.on {
 		return
 	}
-	if rt != nil && rt.met != nil {
-		if opts, ok := rt.met.deadReasons[reason]; ok {
+	if met != nil {
+		if opts, ok := met.deadReasons[reason]; ok {
 			m.dead.Add(context.Background(), 1, opts...)
 			return
 		}
@@ -170,29 +208,29 @@ func (m *metrics) reject(reason string) {
 }
 
 // delivered records one handler run.
-func (m *metrics) delivered(rt *Route, outcome Outcome, d time.Duration) {
-	if !m.on || rt == nil || rt.met == nil {
+func (m *metrics) delivered(met *routeMetrics, outcome Outcome, d time.Duration) {
+	if !m.on || met == nil {
 		return
 	}
-	opts := rt.met.ackRec
+	opts := met.ackRec
 	switch outcome {
 	case OutcomeRetry:
-		opts = rt.met.retryRec
+		opts = met.retryRec
 	case OutcomeTerm:
-		opts = rt.met.termRec
+		opts = met.termRec
 	}
 	m.duration.Record(context.Background(), d.Seconds(), opts...)
 }
 
 // settled records an event's final outcome and its latency since submit (nanotime).
-func (m *metrics) settled(rt *Route, acked bool, submittedAt int64) {
-	if !m.on || rt == nil || rt.met == nil {
+func (m *metrics) settled(met *routeMetrics, acked bool, submittedAt int64) {
+	if !m.on || met == nil {
 		return
 	}
 	if acked {
-		m.acknowledged.Add(context.Background(), 1, rt.met.add...)
+		m.acknowledged.Add(context.Background(), 1, met.add...)
 	}
 	if submittedAt != 0 {
-		m.latency.Record(context.Background(), time.Duration(nanotime()-submittedAt).Seconds(), rt.met.rec...)
+		m.latency.Record(context.Background(), time.Duration(nanotime()-submittedAt).Seconds(), met.rec...)
 	}
 }

@@ -36,7 +36,7 @@ func (o *observer) init(e *Engine) { o.e = e }
 // accepted: a new delivery entered intake (from any origin).
 func (o *observer) accepted(d *Delivery) {
 	o.stamp(d)
-	o.count(d.route)
+	o.count(d.metrics())
 }
 
 // stamp marks the delivery's intake time, for the latency histogram; before the delivery is
@@ -47,10 +47,11 @@ func (o *observer) stamp(d *Delivery) {
 	}
 }
 
-// count counts an event in on its route; it reads nothing of the delivery.
-func (o *observer) count(rt *Route) {
+// count counts an event in on its route and target (met: the delivery's metrics, read
+// before it was handed on); it reads nothing of the delivery, which a worker may own now.
+func (o *observer) count(met *routeMetrics) {
 	o.submitted.Add(1)
-	o.metrics.submit(rt)
+	o.metrics.submit(met)
 }
 
 // rejected: intake refused an event before it became a delivery.
@@ -59,13 +60,13 @@ func (o *observer) rejected(reason string) { o.metrics.reject(reason) }
 // retried: a redelivery was scheduled.
 func (o *observer) retried(d *Delivery) {
 	o.retries.Add(1)
-	o.metrics.retry(d.route)
+	o.metrics.retry(d.metrics())
 }
 
 // handedBack: a retry went back to the event's source, which redelivers it.
 func (o *observer) handedBack(d *Delivery) {
 	o.handBacks.Add(1)
-	o.metrics.retry(d.route)
+	o.metrics.retry(d.metrics())
 }
 
 // cancelled: shutdown settled an event without an outcome of its own, as retryable. An
@@ -81,13 +82,13 @@ func (o *observer) deadLettered(d *Delivery, reason deadletter.Reason) {
 	if d.span != nil {
 		d.span.AddEvent("tandem.dead_lettered", trace.WithAttributes(attribute.String("tandem.dead_letter.reason", string(reason))))
 	}
-	o.metrics.deadLetter(d.route, reason)
-	o.metrics.settled(d.route, false, d.submittedAt)
+	o.metrics.deadLetter(d.metrics(), reason)
+	o.metrics.settled(d.metrics(), false, d.submittedAt)
 }
 
 // settled: a delivery's outcome is final and not a dead letter.
 func (o *observer) settled(d *Delivery, acked bool) {
-	o.metrics.settled(d.route, acked, d.submittedAt)
+	o.metrics.settled(d.metrics(), acked, d.submittedAt)
 }
 
 // clock is the start of a Go handler's run, for delivered (zero when metrics are off).
@@ -99,9 +100,9 @@ func (o *observer) clock() time.Time {
 }
 
 // delivered: a Go handler ran once.
-func (o *observer) delivered(rt *Route, outcome Outcome, start time.Time) {
+func (o *observer) delivered(d *Delivery, outcome Outcome, start time.Time) {
 	if o.metrics.on {
-		o.metrics.delivered(rt, outcome, time.Since(start))
+		o.metrics.delivered(d.metrics(), outcome, time.Since(start))
 	}
 }
 
@@ -109,12 +110,12 @@ func (o *observer) delivered(rt *Route, outcome Outcome, start time.Time) {
 // that delivery is returned for the caller to end once its outcome is handled.
 func (o *observer) rustDelivered(d *Delivery, outcome Outcome, started, finished uint64) trace.Span {
 	if o.metrics.on {
-		o.metrics.delivered(d.route, outcome, time.Duration(finished-started))
+		o.metrics.delivered(d.metrics(), outcome, time.Duration(finished-started))
 	}
 	if o.tracer == nil {
 		return nil
 	}
-	return o.rustProcess(d.trace, d.route, d.typ, d.attempt, time.Unix(0, int64(started)))
+	return o.rustProcess(d.trace, d.route, d.handlerName(), d.probe != nil, d.typ, d.attempt, time.Unix(0, int64(started)))
 }
 
 // spanOutcome sets a delivery span's status from its outcome (f nil: acknowledged).
@@ -141,6 +142,18 @@ func (o *observer) close() {
 	if o.metrics.reg != nil {
 		o.metrics.reg.Unregister()
 	}
+}
+
+// metrics are the attribute sets a delivery's recordings use: its target's on its route
+// (route, target, runtime), or its route's when it reached no target.
+func (d *Delivery) metrics() *routeMetrics {
+	if d.bound != nil && d.bound.met != nil {
+		return d.bound.met
+	}
+	if d.route != nil {
+		return d.route.met
+	}
+	return nil
 }
 
 // nanotime is a monotonic clock reading in nanoseconds since clockBase. Every event reads

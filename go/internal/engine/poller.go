@@ -80,6 +80,12 @@ func (e *Engine) complete(c *ring.Desc) {
 		return
 	}
 	idx, gen := uint32(c.Token), uint32(c.Token>>32)
+	var d *Delivery
+	if int(idx) < len(e.slots.table) {
+		// Loaded before gen is read: the publisher's store orders, for the race detector, the
+		// slot's last free (gen++), which any goroutine may have made, before this read.
+		d = e.slots.table[idx].d.Load()
+	}
 	if int(idx) >= len(e.slots.table) || c.Slot != idx || e.slots.table[idx].gen != gen {
 		e.violation("completion for a slot not in flight", idx)
 		if c.ReplySlot != abi.NoSlot && int(c.ReplySlot) < len(e.replies) {
@@ -89,7 +95,7 @@ func (e *Engine) complete(c *ring.Desc) {
 		return
 	}
 	sl := &e.slots.table[idx]
-	d := sl.d.Load() // orders the submitter's (or redelivery's) writes before the reads below
+	// d, loaded above, orders the submitter's (or redelivery's) writes before the reads below.
 	if !sl.owner.CompareAndSwap(slotRust, slotGo) || d == nil {
 		e.violation("completion for a slot Rust did not own", idx)
 		return

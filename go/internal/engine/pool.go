@@ -13,29 +13,30 @@ import (
 	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
-// pool runs one Go route's deliveries: a bounded queue and between MinWorkers and
-// MaxWorkers goroutines, grown when no worker is idle and shrunk when one idles for the
-// route's Idle time. Safe for concurrent use.
+// pool runs one Go target's deliveries, from any route: a bounded queue and between
+// MinWorkers and MaxWorkers goroutines, grown when no worker is idle and shrunk when one
+// idles for the target's Idle time. Safe for concurrent use.
 type pool struct {
-	e     *Engine
-	route *Route
-	queue chan *Delivery
+	e      *Engine
+	target *Target
+	queue  chan *Delivery
 
-	mu      sync.Mutex
-	workers int
-	stopped bool
-	idle    atomic.Int32
-	wg      sync.WaitGroup
+	stopOnce sync.Once
+	mu       sync.Mutex
+	workers  int
+	stopped  bool
+	idle     atomic.Int32
+	wg       sync.WaitGroup
 }
 
-func newPool(e *Engine, rt *Route) *pool {
-	return &pool{e: e, route: rt, queue: make(chan *Delivery, rt.Queue)}
+func newPool(e *Engine, t *Target) *pool {
+	return &pool{e: e, target: t, queue: make(chan *Delivery, t.Queue)}
 }
 
 func (p *pool) start() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for p.workers < p.route.MinWorkers {
+	for p.workers < p.target.MinWorkers {
 		p.spawnLocked()
 	}
 }
@@ -79,7 +80,7 @@ func (p *pool) enqueue(ctx context.Context, d *Delivery, policy Overload) error 
 	// Grow while more events wait than workers idle, up to the maximum.
 	if int(p.idle.Load()) < len(p.queue) {
 		p.mu.Lock()
-		if !p.stopped && p.workers < p.route.MaxWorkers {
+		if !p.stopped && p.workers < p.target.MaxWorkers {
 			p.spawnLocked()
 		}
 		p.mu.Unlock()
@@ -89,7 +90,7 @@ func (p *pool) enqueue(ctx context.Context, d *Delivery, policy Overload) error 
 
 func (p *pool) work() {
 	defer p.wg.Done()
-	timer := time.NewTimer(p.route.Idle)
+	timer := time.NewTimer(p.target.Idle)
 	defer timer.Stop()
 	for {
 		select {
@@ -101,17 +102,17 @@ func (p *pool) work() {
 			}
 			p.run(d)
 			p.idle.Add(1)
-			timer.Reset(p.route.Idle)
+			timer.Reset(p.target.Idle)
 		case <-timer.C:
 			p.mu.Lock()
-			if p.workers > p.route.MinWorkers {
+			if p.workers > p.target.MinWorkers {
 				p.workers--
 				p.idle.Add(-1)
 				p.mu.Unlock()
 				return
 			}
 			p.mu.Unlock()
-			timer.Reset(p.route.Idle)
+			timer.Reset(p.target.Idle)
 		}
 	}
 }
@@ -140,33 +141,37 @@ func (p *pool) exit() {
 	p.mu.Unlock()
 }
 
-// stop closes the queue once no one can send to it (intake closed, redeliveries cancelled)
-// and waits for the workers, which settle what is left as retryable.
+// stop closes the queue once no one can send to it (intake closed and redeliveries
+// cancelled, or the target drained and named by no route) and waits for the workers, which
+// settle what is left as retryable. A second call waits for the first.
 func (p *pool) stop() {
-	p.mu.Lock()
-	p.stopped = true
-	p.mu.Unlock()
-	close(p.queue)
-	p.wg.Wait()
+	p.stopOnce.Do(func() {
+		p.mu.Lock()
+		p.stopped = true
+		p.mu.Unlock()
+		close(p.queue)
+		p.wg.Wait()
+	})
 }
 
-// runGo delivers one Go delivery to its route's handler and settles the outcome.
+// runGo delivers one Go delivery to its target's handler, as its route runs it, and settles
+// the outcome.
 func (e *Engine) runGo(d *Delivery) {
-	rt := d.route
+	rt, name := d.route, d.bound.target.Name
 	if e.goCtx.Err() != nil {
 		// Stopping past its grace: the event settles as cancelled without running.
-		e.settleRetryable(d, failure(OutcomeRetry, d.typ, envelope.CodeCancelled, "the runtime shut down before the handler ran", rt.Name))
+		e.settleRetryable(d, failure(OutcomeRetry, d.typ, envelope.CodeCancelled, "the runtime shut down before the handler ran", name))
 		return
 	}
 	if d.deadline != 0 && d.deadline <= time.Now().UnixNano() {
 		// Past its deadline before it starts (the event's own, waiting in the queue): it
 		// times out without running, as in Rust.
-		e.failed(d, failure(OutcomeRetry, d.typ, envelope.CodeTimeout, "the event's deadline passed before the handler ran", rt.Name))
+		e.failed(d, failure(OutcomeRetry, d.typ, envelope.CodeTimeout, "the event's deadline passed before the handler ran", name))
 		return
 	}
 	hc := &HandlerContext{Context: e.goCtx, e: e, d: d}
 	if e.obs.tracing() {
-		ctx, span := e.obs.startProcess(e.goCtx, rt, d.event)
+		ctx, span := e.obs.startProcess(e.goCtx, rt, name, d.probe != nil, d.event)
 		hc.Context, d.span = ctx, span
 		defer func() {
 			d.span = nil
@@ -184,13 +189,13 @@ func (e *Engine) runGo(d *Delivery) {
 			// The handler called runtime.Goexit: the goroutine ends once the deferred calls
 			// have run, so the delivery is settled here or never (pool.run replaces the
 			// worker). recover sees no panic then: invokeGo has recovered every panic.
-			e.log.Error("tandem: Go handler called runtime.Goexit", zap.String("runtime", "go"), zap.String("handler", rt.Name),
+			e.log.Error("tandem: Go handler called runtime.Goexit", zap.String("runtime", "go"), zap.String("handler", name),
 				zap.String("event_type", d.typ), zap.String("event_id", d.id))
 			e.goOutcome(d, hc, Result{Outcome: OutcomeRetry, Error: envelope.ErrorEnvelope{Code: envelope.CodeGoexit,
-				Message: "the handler's goroutine exited (runtime.Goexit) before it returned", Runtime: "go", Handler: rt.Name}}, start)
+				Message: "the handler's goroutine exited (runtime.Goexit) before it returned", Runtime: "go", Handler: name}}, start)
 		}
 	}()
-	res := e.invokeGo(hc, rt, d.event)
+	res := e.invokeGo(hc, d.bound, d.event)
 	returned = true
 	e.goOutcome(d, hc, res, start)
 }
@@ -199,16 +204,16 @@ func (e *Engine) runGo(d *Delivery) {
 // delivery's deadline is a retryable timeout whatever it says, as for a Rust handler, whose
 // task is no longer polled past its deadline.
 func (e *Engine) goOutcome(d *Delivery, hc *HandlerContext, res Result, start time.Time) {
-	rt := d.route
+	name := d.bound.target.Name
 	if hc.expired.Load() {
 		env := res.Error
 		if res.Outcome != OutcomeRetry {
-			env = envelope.ErrorEnvelope{Message: "the event's deadline passed before the handler returned", Runtime: "go", Handler: rt.Name}
+			env = envelope.ErrorEnvelope{Message: "the event's deadline passed before the handler returned", Runtime: "go", Handler: name}
 		}
 		env.Code = envelope.CodeTimeout
 		res = Result{Outcome: OutcomeRetry, Error: env}
 	}
-	e.obs.delivered(rt, res.Outcome, start)
+	e.obs.delivered(d, res.Outcome, start)
 	switch res.Outcome {
 	case OutcomeAck:
 		e.obs.spanOutcome(d.span, nil)
@@ -218,20 +223,21 @@ func (e *Engine) goOutcome(d *Delivery, hc *HandlerContext, res Result, start ti
 		e.obs.spanOutcome(d.span, f)
 		e.failed(d, f)
 	default:
-		e.failed(d, failure(OutcomeTerm, d.typ, envelope.CodeHandler, fmt.Sprintf("unknown outcome %d", res.Outcome), rt.Name))
+		e.failed(d, failure(OutcomeTerm, d.typ, envelope.CodeHandler, fmt.Sprintf("unknown outcome %d", res.Outcome), name))
 	}
 }
 
 // invokeGo calls the handler, turning a panic into a Term with code "panic".
-func (e *Engine) invokeGo(ctx context.Context, rt *Route, ev *envelope.Event) (res Result) {
+func (e *Engine) invokeGo(ctx context.Context, b *binding, ev *envelope.Event) (res Result) {
+	name := b.target.Name
 	defer func() {
 		if p := recover(); p != nil {
-			e.log.Error("tandem: Go handler panicked", zap.String("runtime", "go"), zap.String("handler", rt.Name),
+			e.log.Error("tandem: Go handler panicked", zap.String("runtime", "go"), zap.String("handler", name),
 				zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Any("panic", p),
 				zap.ByteString("stack", debug.Stack()))
 			res = Result{Outcome: OutcomeTerm, Error: envelope.ErrorEnvelope{Code: envelope.CodePanic,
-				Message: fmt.Sprint("handler panicked: ", p), Runtime: "go", Handler: rt.Name}}
+				Message: fmt.Sprint("handler panicked: ", p), Runtime: "go", Handler: name}}
 		}
 	}()
-	return rt.Handler(ctx, ev)
+	return b.run(ctx, ev)
 }

@@ -11,8 +11,10 @@ import (
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
 
-// Route binds an event-type pattern to one handler, in Go or in Rust, with its policies. The
-// façade fills in the exported fields before Start; the engine owns the rest.
+// Route binds an event-type pattern to its targets (one handler, in Go or in Rust, or a
+// weighted split, and an optional shadow) with its policies. The façade fills in the
+// exported fields before AddRoute, which makes the handler they describe the route's one
+// target; Swap, SetWeights and SetShadow change the targets later. The engine owns the rest.
 //
 // Patterns are dot-separated segments. A segment "*" matches exactly one segment; a last
 // segment ">" matches one or more. "order.created" is exact, "order.*" matches
@@ -21,14 +23,20 @@ import (
 // registered first.
 type Route struct {
 	Pattern string
-	// Name names the handler in logs, errors and dead letters.
+	// Name names the handler the route is added with: a Go target registered under it by
+	// AddRoute, or the Rust handler's type.
 	Name string
-	// RustIndex is 1 + the Rust handler's index in the library (the descriptor's flags); 0
-	// for a Go route.
+	// RustIndex is 1 + the index of the Rust handler the route is added with; 0 for a Go
+	// handler.
 	RustIndex uint32
-	// Handler runs a Go route's deliveries, its middleware and policies included.
+	// Handler is the Go handler the route is added with.
 	Handler GoHandler
-	// Admit runs a Rust route's policies before each event is published; nil: none.
+	// Bind makes the handler the route runs on a Go target: the target's, wrapped in the
+	// route's middleware and policies (shadow: the policies left out, which must not see a
+	// shadow's runs). nil: the target's handler as it is.
+	Bind func(t *Target, shadow bool) GoHandler
+	// Admit runs the route's policies before each event is published to a Rust target; nil:
+	// none.
 	Admit Admission
 	// Timeout bounds each delivery (0: none but the event's own deadline).
 	Timeout time.Duration
@@ -36,8 +44,8 @@ type Route struct {
 	Retry *retry.Backoff
 	// Overload says what intake does when the route is full.
 	Overload Overload
-	// A Go route's pool: MinWorkers always, up to MaxWorkers under load, shrinking after Idle;
-	// Queue bounds the events waiting for a worker.
+	// The pool of the Go handler the route is added with: MinWorkers always, up to MaxWorkers
+	// under load, shrinking after Idle; Queue bounds the events waiting for a worker.
 	MinWorkers, MaxWorkers, Queue int
 	Idle                          time.Duration
 	// Policies is true when the route has policies of Go's own: its events then always pass
@@ -50,17 +58,66 @@ type Route struct {
 	literals int
 	tail     bool // ends in ">"
 	order    int
-	pool     *pool
 	met      *routeMetrics
+
+	// table is the route's targets now (routing.go); bindings every target it has had, by
+	// role, written under the engine's control lock.
+	table    atomic.Pointer[routing]
+	bindings []*binding
+	shadows  shadowStats
 }
 
-// IsRust reports whether the route's handler is a Rust handler.
+// IsRust reports whether the handler the route was added with is a Rust handler.
 func (rt *Route) IsRust() bool { return rt.RustIndex != 0 }
+
+// Targets are the route's primary targets now, with their weights, and whether the split is
+// sticky.
+func (rt *Route) Targets() (ws []Weighted, sticky bool) {
+	tab := rt.table.Load()
+	if tab == nil {
+		return nil, false
+	}
+	for i, b := range tab.targets {
+		ws = append(ws, Weighted{Target: b.target, Weight: tab.weights[i]})
+	}
+	return ws, tab.sticky
+}
+
+// Shadow is the route's shadow target now, or nil.
+func (rt *Route) Shadow() *Target {
+	if tab := rt.table.Load(); tab != nil && tab.shadow != nil {
+		return tab.shadow.bound.target
+	}
+	return nil
+}
+
+// TargetCounts are a route's counters of one target: deliveries dispatched to it (first
+// deliveries and redeliveries), and the attempts it acknowledged, failed retryably, and
+// failed for good. Shadow runs count under their own binding (Shadow true). A plain value.
+type TargetCounts struct {
+	Target                             *Target
+	Shadow                             bool
+	Dispatched, Acked, Retried, Failed uint64
+}
+
+// TargetCounts are the route's counters for every target it has had.
+func (rt *Route) TargetCounts(e *Engine) []TargetCounts {
+	e.ctl.Lock()
+	bs := append([]*binding(nil), rt.bindings...)
+	e.ctl.Unlock()
+	out := make([]TargetCounts, 0, len(bs))
+	for _, b := range bs {
+		out = append(out, TargetCounts{Target: b.target, Shadow: b.shadow, Dispatched: b.dispatched.Load(),
+			Acked: b.acked.Load(), Retried: b.retried.Load(), Failed: b.failed.Load()})
+	}
+	return out
+}
 
 // Exact reports whether the pattern has no wildcard.
 func (rt *Route) Exact() bool { return rt.literals == len(rt.segments) }
 
-// runtimeName is "rust" or "go", as logs and metrics name the route's side.
+// runtimeName is "rust" or "go", as logs and metrics name the side of the handler the route
+// was added with.
 func (rt *Route) runtimeName() string {
 	if rt.IsRust() {
 		return "rust"
@@ -68,10 +125,14 @@ func (rt *Route) runtimeName() string {
 	return "go"
 }
 
-// name is the route's handler name, nil-safe (events without a route are dead-lettered).
+// name is the name of the route's first target now, nil-safe (events without a route are
+// dead-lettered): what names the handler of an event that reached none.
 func (rt *Route) name() string {
 	if rt == nil {
 		return ""
+	}
+	if tab := rt.table.Load(); tab != nil {
+		return tab.targets[0].target.Name
 	}
 	return rt.Name
 }
@@ -127,7 +188,8 @@ func (rt *Route) matches(typ string) bool {
 	return false
 }
 
-// router is the routing table, immutable once the runtime starts (the cache aside).
+// router is the routing table: its routes are fixed once the runtime starts (the cache
+// aside); each route's targets are not (Route.table).
 type router struct {
 	exact map[string]*Route
 	wild  []*Route // most specific first

@@ -184,6 +184,9 @@ func (s *slots) writeHeader(d *Delivery) {
 	if s.e.obs.timesRust() {
 		flags |= abi.DeliveryTimed
 	}
+	if d.probe != nil {
+		flags |= abi.DeliveryShadow
+	}
 	binary.LittleEndian.PutUint32(h[abi.DeliveryFlags:], flags)
 }
 
@@ -195,7 +198,7 @@ func (e *Engine) publish(d *Delivery) {
 	sl := &e.slots.table[d.slot]
 	e.slots.writeHeader(d)
 	token := uint64(sl.gen)<<32 | uint64(d.slot)
-	idx, length, flags, at := d.slot, d.length, d.route.RustIndex, d.intakeAt
+	idx, length, flags, at := d.slot, d.length, d.bound.target.RustIndex, d.intakeAt
 	if !sl.owner.CompareAndSwap(slotGo, slotRust) {
 		e.violation("published a request slot Go did not hold", idx)
 	}

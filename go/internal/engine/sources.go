@@ -121,12 +121,12 @@ func (e *Engine) redeliverFromQueue(d *Delivery) {
 		err = ErrClosed
 	}
 	if err != nil {
-		e.settleRetryable(d, failure(OutcomeRetry, d.typ, envelope.CodeCancelled, "the runtime shut down before the next attempt", d.route.name()))
+		e.settleRetryable(d, failure(OutcomeRetry, d.typ, envelope.CodeCancelled, "the runtime shut down before the next attempt", d.handlerName()))
 		return
 	}
 	if len(d.raw) > e.cfg.MaxEventSize {
 		e.slots.free(idx)
-		e.deadLetter(d, failure(OutcomeTerm, d.typ, envelope.CodeInvalid, "the event outgrew MaxEventSize", d.route.name()), deadletter.ReasonTerm)
+		e.deadLetter(d, failure(OutcomeTerm, d.typ, envelope.CodeInvalid, "the event outgrew MaxEventSize", d.handlerName()), deadletter.ReasonTerm)
 		return
 	}
 	d.slot, d.length = idx, uint32(len(append(e.slots.buffer(idx), d.raw...)))

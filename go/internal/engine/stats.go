@@ -9,7 +9,9 @@ type Stats struct {
 	FreeRequestSlots, RepliesHeld, GoWorkers                                            int
 	Violations, RustWakeups, GoParks, FFICalls                                          uint64
 	Crossings, CompletionsByCaller, Rescues                                             uint64
-	Rust                                                                                abi.Stats
+	// Shadow sums every route's shadow counters (shadow.go), samples aside.
+	Shadow ShadowCounts
+	Rust   abi.Stats
 }
 
 // Stats reads the counters. After Shutdown the Rust counters are final.
@@ -38,8 +40,17 @@ func (e *Engine) Stats() Stats {
 			s.RepliesHeld++
 		}
 	}
-	for _, p := range e.pools {
-		s.GoWorkers += p.size()
+	for _, t := range e.Targets() {
+		if !t.rust {
+			s.GoWorkers += t.workers()
+		}
+	}
+	for _, rt := range e.router.all {
+		st := &rt.shadows
+		s.Shadow.Offered += st.offered.Load()
+		s.Shadow.Matched += st.matched.Load()
+		s.Shadow.Mismatched += st.mismatched.Load()
+		s.Shadow.Dropped += st.dropped.Load()
 	}
 	for i := range e.slots.table {
 		if e.slots.table[i].owner.Load() == slotFree {

@@ -80,16 +80,20 @@ func (o *observer) publish(ctx context.Context, rt *Route, ev, out *envelope.Eve
 
 // startProcess starts the consumer span of a Go handler's delivery, child of the event's
 // publish span; the returned context carries it to the handler (and to what it emits).
-func (o *observer) startProcess(ctx context.Context, rt *Route, ev *envelope.Event) (context.Context, trace.Span) {
+// A shadow's run (shadow.go) is a span of the primary's trace too, marked tandem.shadow.
+func (o *observer) startProcess(ctx context.Context, rt *Route, handler string, shadow bool, ev *envelope.Event) (context.Context, trace.Span) {
 	parent := traceContext.Extract(ctx, eventCarrier{ev})
 	attrs := append(eventAttributes(ev, rt, "process"),
-		attribute.String("tandem.runtime", "go"), attribute.String("tandem.handler", rt.Name),
+		attribute.String("tandem.runtime", "go"), attribute.String("tandem.handler", handler),
 		attribute.Int64("tandem.attempt", int64(ev.Attempt)))
+	if shadow {
+		attrs = append(attrs, attribute.Bool("tandem.shadow", true))
+	}
 	return o.tracer.Start(parent, "process "+ev.Type, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
 }
 
 // rustProcess records a Rust handler's delivery after the fact, with Rust's own times.
-func (o *observer) rustProcess(parent trace.SpanContext, rt *Route, eventType string, attempt uint32, started time.Time) trace.Span {
+func (o *observer) rustProcess(parent trace.SpanContext, rt *Route, handler string, shadow bool, eventType string, attempt uint32, started time.Time) trace.Span {
 	ctx := trace.ContextWithRemoteSpanContext(context.Background(), parent)
 	attrs := []attribute.KeyValue{
 		attribute.String("messaging.system", "tandem"),
@@ -99,7 +103,10 @@ func (o *observer) rustProcess(parent trace.SpanContext, rt *Route, eventType st
 		attribute.Int64("tandem.attempt", int64(attempt)),
 	}
 	if rt != nil {
-		attrs = append(attrs, attribute.String("messaging.destination.name", rt.Pattern), attribute.String("tandem.handler", rt.Name))
+		attrs = append(attrs, attribute.String("messaging.destination.name", rt.Pattern), attribute.String("tandem.handler", handler))
+	}
+	if shadow {
+		attrs = append(attrs, attribute.Bool("tandem.shadow", true))
 	}
 	_, span := o.tracer.Start(ctx, "process "+eventType, trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithTimestamp(started), trace.WithAttributes(attrs...))

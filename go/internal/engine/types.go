@@ -36,6 +36,12 @@ var (
 	ErrInvalidConfig = errors.New("tandem: invalid config")
 	// ErrStart: the runtime failed to start.
 	ErrStart = errors.New("tandem: start failed")
+	// ErrUnknownRoute: no route was added with the pattern a route change names.
+	ErrUnknownRoute = errors.New("tandem: unknown route")
+	// ErrUnknownTarget: a route change names a handler that is not registered.
+	ErrUnknownTarget = errors.New("tandem: unknown handler")
+	// ErrInvalidWeights: a split's weights are empty, add up to 0, or name a target twice.
+	ErrInvalidWeights = errors.New("tandem: invalid weights")
 	// ErrAcked is what an admission returns for an event it settled itself (a duplicate):
 	// the event is acknowledged without running its handler.
 	ErrAcked = errors.New("tandem: acknowledged by a policy")

@@ -25,6 +25,18 @@ impl Handler for Echo {
     }
 }
 
+/// The second version of [`Echo`], registered beside it (`demo.echo.v2`): the same replies,
+/// as a new version that must not change them would give. Hot swap and shadow tests move a
+/// route between the two.
+pub struct EchoV2;
+impl Handler for EchoV2 {
+    async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
+        let mut reply = Vec::with_capacity(ev.data().len());
+        reply.extend_from_slice(ev.data());
+        Outcome::Reply(reply)
+    }
+}
+
 /// Replies with the payload's ASCII letters upper-cased.
 pub struct Upper;
 impl Handler for Upper {
@@ -150,6 +162,7 @@ pub fn register(reg: &mut Registry) {
     reg.register("demo.noop", "noop", Noop)
         .register_inline("demo.noop.inline", "noop-inline", Noop)
         .register_inline("demo.echo", "echo", Echo)
+        .register_inline("demo.echo.v2", "echo-v2", EchoV2)
         .register_inline("demo.upper", "upper", Upper)
         .register("demo.hash", "hash", Hash)
         .register_inline("demo.sleep", "sleep", Sleep)

@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
@@ -194,7 +194,7 @@ pub(crate) trait LocalDispatch: Send + Sync {
     fn dispatch(self: Arc<Self>, ev: &Envelope<'_>, index: u32);
 }
 
-/// The event types whose emitted events stay in Rust, and where they go.
+/// The event types whose emitted events stay in Rust, and the handler each goes to.
 pub(crate) struct LocalRoutes {
     pub(crate) by_type: HashMap<String, u32>,
     pub(crate) to: Weak<dyn LocalDispatch>,
@@ -215,7 +215,8 @@ pub(crate) struct Completions {
     pub(crate) requests: Arc<RequestSlots>,
     pub(crate) replies: ReplySlots,
     counters: Arc<Counters>,
-    local: OnceLock<LocalRoutes>,
+    /// Replaced whole by Go whenever a route's targets change; read by every emit.
+    local: RwLock<Option<LocalRoutes>>,
 }
 
 impl Completions {
@@ -237,7 +238,7 @@ impl Completions {
             requests: Arc::new(requests),
             replies,
             counters,
-            local: OnceLock::new(),
+            local: RwLock::new(None),
         }
     }
 
@@ -265,9 +266,13 @@ impl Completions {
         &self.cq
     }
 
-    /// Sets the local routes, once. Returns false if they were set already.
-    pub(crate) fn set_local(&self, routes: LocalRoutes) -> bool {
-        self.local.set(routes).is_ok()
+    /// Replaces the local routes. It returns once no emit is dispatching by the old set (an
+    /// emit holds the read lock from its look-up until its task is spawned): every emit
+    /// after it goes by the new one, and the dispatches already made finish where they are.
+    pub(crate) fn set_local(&self, routes: LocalRoutes) {
+        // A panic cannot poison the lock: nothing in its sections panics short of an
+        // allocation failure, which aborts. Recover the value anyway.
+        *self.local.write().unwrap_or_else(|e| e.into_inner()) = Some(routes);
     }
 
     /// Takes a reply slot to write into, waiting while every slot is lent to Go. Go hands a
@@ -376,12 +381,15 @@ impl Completions {
         if needed > self.replies.size() {
             return Err(EmitError::TooLarge { needed });
         }
-        if let Some(routes) = self.local.get() {
-            if let Some(&index) = routes.by_type.get(ev.ty) {
-                if let Some(to) = routes.to.upgrade() {
-                    to.dispatch(ev, index);
+        {
+            let local = self.local.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(routes) = local.as_ref() {
+                if let Some(&index) = routes.by_type.get(ev.ty) {
+                    if let Some(to) = routes.to.upgrade() {
+                        to.dispatch(ev, index);
+                    }
+                    return Ok(());
                 }
-                return Ok(());
             }
         }
         let mut w = self.reply().await;

@@ -151,6 +151,7 @@ pub(crate) async fn run(shared: &Shared, job: Job<'_>, token: u64) -> Finished {
         completions: shared.completions.clone(),
         token,
         deadline: deadline.clone(),
+        shadow: ev.shadow(),
     };
     // Clock reads cost tens of nanoseconds on some VMs: only for a delivery Go times.
     let timed = ev.timed();
@@ -329,6 +330,7 @@ mod tests {
             deadline: Some(1),
             waited: false,
             timed: true,
+            shadow: false,
         };
         submit_delivery(&rt, 1, &envelope("echo", b""), 0, past);
         let done = next_completion(&rt);
@@ -369,6 +371,7 @@ mod tests {
             deadline: None,
             waited: false,
             timed: true,
+            shadow: false,
         };
         submit_delivery(&rt, 0, &stale, 0, second);
         let done = next_completion(&rt);
@@ -383,6 +386,7 @@ mod tests {
             deadline: Some(due),
             waited: false,
             timed: true,
+            shadow: false,
         };
         submit_delivery(&rt, 1, &stale, 0, third);
         let done = next_completion(&rt);

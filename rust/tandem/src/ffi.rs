@@ -28,7 +28,7 @@ pub const TANDEM_OK: tandem_status = 0;
 pub const TANDEM_ERR_INVALID_ARG: tandem_status = 1;
 /// The caller was built against another ABI version: rebuild both sides together.
 pub const TANDEM_ERR_ABI_MISMATCH: tandem_status = 2;
-/// The call does not fit the runtime's state (start twice, local routes set twice).
+/// The call does not fit the runtime's state (start twice, not running).
 pub const TANDEM_ERR_STATE: tandem_status = 3;
 /// A Rust panic was caught at the boundary.
 pub const TANDEM_ERR_PANIC: tandem_status = 4;
@@ -477,9 +477,14 @@ pub unsafe extern "C" fn tandem_event_types(
     })
 }
 
-/// Names the event types whose emitted events are routed inside Rust (to the handler
-/// registered under the same type) instead of going to Go: `types` is newline-separated UTF-8,
-/// `len` bytes, read during the call only. Call once, before `tandem_runtime_start`.
+/// Names the event types whose emitted events are routed inside Rust instead of going to Go,
+/// and the handler each goes to: `types` is newline-separated UTF-8, `len` bytes, read during
+/// the call only; each line is `type` (to the handler registered under that type) or
+/// `type\thandler` (to the handler registered under `handler`). Each call replaces the whole
+/// set, atomically: callable before `tandem_runtime_start` and again while running, from any
+/// thread (Go calls it whenever a route's targets change). It returns once every emit after it
+/// goes by the new set; events dispatched by the old one finish where they are. On an error
+/// (a handler not registered) the set in place stays.
 ///
 /// # Safety
 /// `rt` must be a live runtime; `types` valid for `len` bytes (or null with `len` 0).
@@ -508,10 +513,11 @@ pub unsafe extern "C" fn tandem_set_local_routes(
             set_last_error("tandem_set_local_routes: types are not UTF-8");
             return TANDEM_ERR_INVALID_ARG;
         };
-        match rt
-            .inner
-            .set_local_routes(text.split('\n').filter(|t| !t.is_empty()))
-        {
+        let routes = text
+            .split('\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| line.split_once('\t').unwrap_or((line, line)));
+        match rt.inner.set_local_routes_to(routes) {
             Ok(()) => TANDEM_OK,
             Err(e) => status_of(&e),
         }

@@ -219,6 +219,11 @@ impl<'a> Event<'a> {
         self.delivery.timed
     }
 
+    /// Whether this delivery is a shadow's copy (`TANDEM_DELIVERY_SHADOW`).
+    pub(crate) fn shadow(&self) -> bool {
+        self.delivery.shadow
+    }
+
     /// The whole decoded envelope, borrowing the event. Its `attempt` and `deadline` are the
     /// submitter's; [`Event::attempt`] and [`Event::deadline`] are this delivery's.
     pub fn envelope(&self) -> &Envelope<'a> {
@@ -307,12 +312,20 @@ pub struct Context {
     pub(crate) token: u64,
     /// The event's deadline in Unix ns, which `in_progress` may push back.
     pub(crate) deadline: Option<Arc<AtomicI64>>,
+    /// A shadow's copy: `emit` discards (`TANDEM_DELIVERY_SHADOW`).
+    pub(crate) shadow: bool,
 }
 
 impl Context {
     /// The name the handler was registered under.
     pub fn handler_name(&self) -> &str {
         &self.handler
+    }
+    /// Whether this run is a shadow's copy of an event: Go compares its result with the
+    /// handler the route sends the event to, then discards it. What the handler emits is
+    /// discarded; a handler may skip its other side effects too.
+    pub fn is_shadow(&self) -> bool {
+        self.shadow
     }
     /// Fires when the runtime gives up on this event: at the event's deadline (the route's
     /// timeout), or at shutdown past its grace. The runtime stops polling the handler's future
@@ -345,12 +358,16 @@ impl Context {
     /// runtime, with retries and dead letters. An event type Go routes to a Rust handler with
     /// no policy of Go's own stays in Rust instead. Waits (without blocking a thread) while
     /// every reply slot is lent to Go: emitters are throttled, never dropped. Returns once the
-    /// event is published.
+    /// event is published. A shadow's copy ([`Context::is_shadow`]) emits nothing: the event
+    /// is checked and discarded, and `emit` returns `Ok`.
     pub async fn emit(&self, ev: &Envelope<'_>) -> Result<(), EmitError> {
         for (what, v) in [("an id", ev.id), ("a source", ev.source), ("a type", ev.ty)] {
             if v.is_empty() {
                 return Err(EmitError::Invalid(what));
             }
+        }
+        if self.shadow {
+            return Ok(());
         }
         self.completions.emit(ev).await
     }

@@ -8,7 +8,7 @@
 use crate::sync::{AtomicU32, AtomicU64};
 
 /// The ABI version of this build. A loader refuses a library whose version differs.
-pub const TANDEM_ABI_VERSION: u32 = 3;
+pub const TANDEM_ABI_VERSION: u32 = 4;
 
 /// Size of one cache line on the targets tandem supports; indices sit on lines of their own.
 pub const TANDEM_CACHE_LINE: usize = 64;
@@ -157,6 +157,12 @@ pub const TANDEM_DELIVERY_WAITED: u32 = 1;
 /// are on): the completion carries `started_ns` and `finished_ns`. Without it they are 0 and
 /// the handler runs with no clock read.
 pub const TANDEM_DELIVERY_TIMED: u32 = 2;
+
+/// In `tandem_delivery.flags`: this delivery is a shadow's copy of an event (Go compares its
+/// result with the primary's and discards it). The handler runs as ever, but the events it
+/// emits are discarded: a shadow must not send follow-ups the primary sends too.
+/// `Context::is_shadow` tells the handler, which may skip other side effects.
+pub const TANDEM_DELIVERY_SHADOW: u32 = 4;
 
 #[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<tandem_desc>() == TANDEM_CACHE_LINE);

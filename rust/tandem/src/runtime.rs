@@ -92,12 +92,25 @@ impl Runtime {
         }
     }
 
-    /// Names the event types whose emitted events are routed inside Rust, to the handler
-    /// registered under the same type. Go sets it once, before start, from its routing table:
-    /// exact routes to Rust handlers with no policy of Go's own.
+    /// Names the event types whose emitted events are routed inside Rust, each to the handler
+    /// registered under the same type. As [`Runtime::set_local_routes_to`] with each type its
+    /// own handler.
     pub fn set_local_routes<'a>(
         &self,
         types: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), Error> {
+        self.set_local_routes_to(types.into_iter().map(|t| (t, t)))
+    }
+
+    /// Names the event types whose emitted events are routed inside Rust, each with the
+    /// registered type of the handler it goes to. Go sets them from its routing table (exact
+    /// routes to one Rust handler with no policy of Go's own, no timeout and no shadow) before
+    /// start, and again whenever a route's targets change: each call replaces the whole set.
+    /// It returns once every emit after it goes by the new set; events already dispatched
+    /// by the old one finish where they are. On an error the set in place stays.
+    pub fn set_local_routes_to<'a>(
+        &self,
+        routes: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<(), Error> {
         let index: HashMap<&str, u32> = self
             .shared
@@ -108,21 +121,19 @@ impl Runtime {
             .map(|(i, t)| (t, i as u32 + 1))
             .collect();
         let mut local = HashMap::new();
-        for t in types {
-            let Some(&i) = index.get(t) else {
+        for (t, handler) in routes {
+            let Some(&i) = index.get(handler) else {
                 return Err(Error::InvalidConfig(format!(
-                    "local route {t:?}: no Rust handler"
+                    "local route {t:?}: no Rust handler {handler:?}"
                 )));
             };
             local.insert(t.to_owned(), i);
         }
         let to: std::sync::Weak<dyn LocalDispatch> = Arc::downgrade(&self.shared) as _;
-        let routes = LocalRoutes { by_type: local, to };
-        if self.shared.completions.set_local(routes) {
-            Ok(())
-        } else {
-            Err(Error::State("local routes are set once"))
-        }
+        self.shared
+            .completions
+            .set_local(LocalRoutes { by_type: local, to });
+        Ok(())
     }
 
     /// The event types this runtime has handlers for.

@@ -13,7 +13,9 @@ use tokio::sync::Semaphore;
 
 use crate::config::{Config, RegionLayout};
 use crate::envelope::Envelope;
-use crate::layout::{TANDEM_DELIVERY_TIMED, TANDEM_DELIVERY_WAITED, tandem_delivery};
+use crate::layout::{
+    TANDEM_DELIVERY_SHADOW, TANDEM_DELIVERY_TIMED, TANDEM_DELIVERY_WAITED, tandem_delivery,
+};
 use crate::shm::Region;
 use crate::stats::Counters;
 use crate::sync::{AtomicU32, Ordering};
@@ -40,6 +42,8 @@ pub(crate) struct Delivery {
     pub(crate) waited: bool,
     /// Go wants the handler's start and end times (`TANDEM_DELIVERY_TIMED`).
     pub(crate) timed: bool,
+    /// A shadow's copy: what the handler emits is discarded (`TANDEM_DELIVERY_SHADOW`).
+    pub(crate) shadow: bool,
 }
 
 impl Delivery {
@@ -51,6 +55,7 @@ impl Delivery {
             waited: false,
             // Nobody reads the handler time of an event with no slot (it completes in Rust).
             timed: false,
+            shadow: false,
         }
     }
 }
@@ -130,6 +135,10 @@ impl RequestSlots {
                 TANDEM_DELIVERY_TIMED
             } else {
                 0
+            } | if delivery.shadow {
+                TANDEM_DELIVERY_SHADOW
+            } else {
+                0
             },
         };
         let p = self.slot_ptr(slot);
@@ -189,6 +198,7 @@ impl RequestSlot {
             deadline: (h.deadline_ns != 0).then_some(h.deadline_ns.min(i64::MAX as u64) as i64),
             waited: h.flags & TANDEM_DELIVERY_WAITED != 0,
             timed: h.flags & TANDEM_DELIVERY_TIMED != 0,
+            shadow: h.flags & TANDEM_DELIVERY_SHADOW != 0,
         }
     }
 
@@ -397,6 +407,7 @@ mod tests {
             deadline: Some(42),
             waited: false,
             timed: true,
+            shadow: false,
         };
         slots.write_as_go(1, delivery, b"envelope");
         let guard = slots.take(1, 8, 7).expect("a valid slot");

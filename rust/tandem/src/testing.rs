@@ -218,6 +218,7 @@ pub(crate) fn first_delivery() -> Delivery {
         deadline: None,
         waited: false,
         timed: true,
+        shadow: false,
     }
 }
 
@@ -228,6 +229,7 @@ pub(crate) fn due_in(ms: i64) -> Delivery {
         deadline: Some(now_ns() as i64 + ms * 1_000_000),
         waited: false,
         timed: true,
+        shadow: false,
     }
 }
 
