@@ -28,7 +28,7 @@
 /*
  The ABI version of this build. A loader refuses a library whose version differs.
  */
-#define TANDEM_ABI_VERSION 3
+#define TANDEM_ABI_VERSION 4
 
 /*
  Size of one cache line on the targets tandem supports; indices sit on lines of their own.
@@ -74,6 +74,16 @@
 #define TANDEM_SQE_RELEASE 2
 
 /*
+ Submission descriptor kind: the final outcome of a Rust handler's call
+ (`TANDEM_CQE_CALL`): `token` is the call's ID, `slot` the reply slot the call lent, handed
+ back holding the reply (`flags` `TANDEM_OUTCOME_ACK`) or the error envelope (`flags`
+ `TANDEM_OUTCOME_TERM`), `len` bytes. Rust owns the slot again from this record on, like a
+ `TANDEM_SQE_RELEASE`, and frees it once the caller drops the reply (at once when the caller
+ is gone). Go publishes it like an event: it wakes or crosses to a parked consumer.
+ */
+#define TANDEM_SQE_REPLY 3
+
+/*
  Completion outcome: the handler acknowledged the event; `reply_slot` may hold a reply.
  */
 #define TANDEM_OUTCOME_ACK 0
@@ -106,6 +116,26 @@
  3: time (Unix ns), 4: {field: value}}.
  */
 #define TANDEM_CQE_LOG 5
+
+/*
+ Completion kind: a Rust handler calls (`Context::call`) and waits: `reply_slot` holds the
+ event's envelope (`reply_len` bytes), lent to Go until the `TANDEM_SQE_REPLY` with the
+ call's ID (`token`) hands it back with the final outcome; Go routes the event like a
+ submitted one, retries and dead letters included. `aux` is the caller's own token (0 for an
+ event run inside Rust). With `flags` nonzero the event already ran inside Rust and failed:
+ as for `TANDEM_CQE_EMIT`, `flags` is its outcome, `aux` the retry delay, and the slot holds
+ its envelope (`len` bytes) followed by its error envelope. `slot` is `TANDEM_NO_SLOT`.
+ */
+#define TANDEM_CQE_CALL 6
+
+/*
+ Completion kind: the caller of call `token` stopped waiting (its future was dropped: its
+ deadline, shutdown, or a `select!` it lost). Go ends the callee's context and settles the
+ call without retrying it; the reply slot still comes back, with a `TANDEM_SQE_RELEASE` or a
+ `TANDEM_SQE_REPLY` Rust drops. Best effort: a record that finds the ring full may be lost,
+ and the callee's deadline (never later than the caller's) bounds it then. Releases nothing.
+ */
+#define TANDEM_CQE_CALL_CANCEL 7
 
 /*
  Completion outcome: the handler is still working; extend the deadline by `aux` nanoseconds.
@@ -344,6 +374,18 @@ typedef struct {
    or rarely a producer caught between its push and its wake.
    */
   uint64_t rescues;
+  /*
+   Calls of Rust handlers (`Context::call`) that crossed to Go.
+   */
+  uint64_t calls;
+  /*
+   Of those, the ones waiting for their outcome now.
+   */
+  uint64_t calls_pending;
+  /*
+   Call replies Rust handlers hold now (reply slots back from Go, not yet freed).
+   */
+  uint64_t call_replies_held;
 } tandem_stats;
 
 /*

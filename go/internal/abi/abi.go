@@ -18,7 +18,7 @@ import (
 )
 
 // Version is the ABI version this package was built against (TANDEM_ABI_VERSION).
-const Version uint32 = 3
+const Version uint32 = 4
 
 // expectedVersion is what Load requires of the library; a variable so tests can pretend to
 // be built against another version.
@@ -40,12 +40,15 @@ const (
 const (
 	SQEEvent          uint32 = 1
 	SQERelease        uint32 = 2
+	SQEReply          uint32 = 3
 	OutcomeAck        uint32 = 0
 	OutcomeRetry      uint32 = 1
 	OutcomeTerm       uint32 = 2
 	OutcomeInProgress uint32 = 3
 	CQEEmit           uint32 = 4
 	CQELog            uint32 = 5
+	CQECall           uint32 = 6
+	CQECallCancel     uint32 = 7
 	NoSlot            uint32 = ^uint32(0)
 )
 
@@ -104,6 +107,9 @@ type Stats struct {
 	Handovers       uint64
 	TaskWakes       uint64
 	Rescues         uint64
+	Calls           uint64
+	CallsPending    uint64
+	CallRepliesHeld uint64
 }
 
 // Errors returned by the bindings; the public package maps them to its own sentinels.

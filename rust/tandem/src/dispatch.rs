@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::code;
 use crate::completion::{Finished, now_ns};
 use crate::envelope;
-use crate::handler::{Context, Event, Route};
+use crate::handler::{CallerRef, Context, Event, Route};
 use crate::outcome::{HandlerError, Outcome};
 use crate::poller::Drainer;
 use crate::shared::Shared;
@@ -145,7 +145,12 @@ pub(crate) async fn run(shared: &Shared, job: Job<'_>, token: u64) -> Finished {
             tokio::time::sleep(Duration::from_nanos(left as u64)).await;
         }
     };
+    // SAFETY: `ev` is a local of this frame declared before `cx`, so it is dropped after it and
+    // never moved meanwhile (the future is pinned while it runs); the handler gets `&cx` only
+    // for the length of the call below, and a Context is neither Clone nor built elsewhere.
+    let caller = unsafe { CallerRef::new(ev.envelope()) };
     let cx = Context {
+        caller,
         handler: route.name.clone(),
         cancel: cancel.clone(),
         completions: shared.completions.clone(),

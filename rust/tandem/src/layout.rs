@@ -8,7 +8,7 @@
 use crate::sync::{AtomicU32, AtomicU64};
 
 /// The ABI version of this build. A loader refuses a library whose version differs.
-pub const TANDEM_ABI_VERSION: u32 = 3;
+pub const TANDEM_ABI_VERSION: u32 = 4;
 
 /// Size of one cache line on the targets tandem supports; indices sit on lines of their own.
 pub const TANDEM_CACHE_LINE: usize = 64;
@@ -43,6 +43,13 @@ pub const TANDEM_KICK_HELP: u32 = 2;
 pub const TANDEM_SQE_EVENT: u32 = 1;
 /// Submission descriptor kind: Go hands reply slot `slot` back to Rust.
 pub const TANDEM_SQE_RELEASE: u32 = 2;
+/// Submission descriptor kind: the final outcome of a Rust handler's call
+/// (`TANDEM_CQE_CALL`): `token` is the call's ID, `slot` the reply slot the call lent, handed
+/// back holding the reply (`flags` `TANDEM_OUTCOME_ACK`) or the error envelope (`flags`
+/// `TANDEM_OUTCOME_TERM`), `len` bytes. Rust owns the slot again from this record on, like a
+/// `TANDEM_SQE_RELEASE`, and frees it once the caller drops the reply (at once when the caller
+/// is gone). Go publishes it like an event: it wakes or crosses to a parked consumer.
+pub const TANDEM_SQE_REPLY: u32 = 3;
 
 /// Completion outcome: the handler acknowledged the event; `reply_slot` may hold a reply.
 pub const TANDEM_OUTCOME_ACK: u32 = 0;
@@ -64,6 +71,22 @@ pub const TANDEM_CQE_EMIT: u32 = 4;
 /// last batch, then one map per record {0: level (0 trace .. 4 error), 1: target, 2: message,
 /// 3: time (Unix ns), 4: {field: value}}.
 pub const TANDEM_CQE_LOG: u32 = 5;
+
+/// Completion kind: a Rust handler calls (`Context::call`) and waits: `reply_slot` holds the
+/// event's envelope (`reply_len` bytes), lent to Go until the `TANDEM_SQE_REPLY` with the
+/// call's ID (`token`) hands it back with the final outcome; Go routes the event like a
+/// submitted one, retries and dead letters included. `aux` is the caller's own token (0 for an
+/// event run inside Rust). With `flags` nonzero the event already ran inside Rust and failed:
+/// as for `TANDEM_CQE_EMIT`, `flags` is its outcome, `aux` the retry delay, and the slot holds
+/// its envelope (`len` bytes) followed by its error envelope. `slot` is `TANDEM_NO_SLOT`.
+pub const TANDEM_CQE_CALL: u32 = 6;
+
+/// Completion kind: the caller of call `token` stopped waiting (its future was dropped: its
+/// deadline, shutdown, or a `select!` it lost). Go ends the callee's context and settles the
+/// call without retrying it; the reply slot still comes back, with a `TANDEM_SQE_RELEASE` or a
+/// `TANDEM_SQE_REPLY` Rust drops. Best effort: a record that finds the ring full may be lost,
+/// and the callee's deadline (never later than the caller's) bounds it then. Releases nothing.
+pub const TANDEM_CQE_CALL_CANCEL: u32 = 7;
 
 /// Completion outcome: the handler is still working; extend the deadline by `aux` nanoseconds.
 /// The request slot is not released by this record.

@@ -47,6 +47,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![allow(non_camel_case_types)]
 
+mod calls;
 pub mod code;
 mod completion;
 mod config;
@@ -62,6 +63,7 @@ mod logs;
 mod outcome;
 mod panics;
 mod poller;
+mod reply;
 mod ring;
 mod runtime;
 mod shared;
@@ -77,6 +79,7 @@ pub use config::{Config, Error};
 pub use handler::{Context, Event, Handler, Registry};
 pub use kick::Kicked;
 pub use outcome::{EmitError, HandlerError, Outcome};
+pub use reply::{CallError, CallFailure, Reply};
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub use ring::BenchRing;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::completion::LocalDispatch;
+use crate::completion::{Finished, LocalDispatch};
 use crate::dispatch::{prepare, run};
 use crate::envelope::{self, Envelope};
 use crate::outcome::Outcome;
@@ -36,6 +36,16 @@ impl LocalDispatch for Shared {
             }
             sh.counters.unhold(&sh.counters.local_held);
         });
+    }
+
+    /// Runs a called event in the caller's own task: the caller's event is held meanwhile,
+    /// so shutdown waits for both, and the caller's cancellation ends both.
+    fn call<'a>(
+        self: Arc<Self>,
+        bytes: &'a [u8],
+        index: u32,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Finished> + Send + 'a>> {
+        Box::pin(async move { run(&self, prepare(&self, bytes, None, index), 0).await })
     }
 }
 
