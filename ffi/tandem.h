@@ -11,7 +11,8 @@
  *   It holds a tandem_delivery header (this delivery's attempt and deadline), then the envelope,
  *   which Go never rewrites between deliveries: a redelivery writes a new header only.
  * - A reply slot is owned by Rust until a completion names it in reply_slot, then by Go until
- *   Go publishes a TANDEM_SQE_RELEASE naming it.
+ *   Go publishes a TANDEM_SQE_RELEASE naming it, or, for a TANDEM_CQE_CALL, the
+ *   TANDEM_SQE_REPLY that hands it back holding the call's outcome.
  * - Buffers passed to exports (config, out-parameters, byte buffers) stay the caller's and are
  *   used only during the call.
  */

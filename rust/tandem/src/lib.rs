@@ -42,6 +42,10 @@
 //! # }
 //! ```
 //!
+//! A handler composes with [`Context::emit`] (a follow-up nobody waits for) and
+//! [`Context::call`] (request/reply to a handler in either runtime, with the caller's
+//! deadline, correlation, causation and trace carried over).
+//!
 //! The Go side reaches `order.price` by its type (`rt.Call(ctx, &tandem.Event{Type:
 //! "order.price", ...})`), or under other types through `Runtime.HandleRust`.
 #![warn(missing_docs, unreachable_pub)]
