@@ -122,8 +122,8 @@
  Completion kind: a Rust handler calls (`Context::call`) and waits: `reply_slot` holds the
  event's envelope (`reply_len` bytes), lent to Go until the `TANDEM_SQE_REPLY` with the
  call's ID (`token`) hands it back with the final outcome; Go routes the event like a
- submitted one, retries and dead letters included. `aux` is the caller's own token (0 for an
- event run inside Rust). With `flags` nonzero the event already ran inside Rust and failed:
+ submitted one, retries and dead letters included. With `flags` nonzero the event already
+ ran inside Rust (a local route) and failed:
  as for `TANDEM_CQE_EMIT`, `flags` is its outcome, `aux` the retry delay, and the slot holds
  its envelope (`len` bytes) followed by its error envelope. `slot` is `TANDEM_NO_SLOT`.
  */

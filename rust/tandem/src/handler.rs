@@ -1,6 +1,6 @@
 //! What a Rust handler implements and what it receives: [`Handler`], [`Event`], [`Context`],
 //! and the [`Registry`] that routes event types to handlers. A handler's [`Context`] reaches
-//! the runtime only through its completion side (progress records, emitted events).
+//! the runtime only through its completion side (progress records, emitted events, calls).
 
 use std::collections::HashMap;
 use std::fmt;
