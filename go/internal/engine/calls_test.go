@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemrt/tandem/go/internal/abi"
 	"github.com/tandemrt/tandem/go/tandem/envelope"
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
@@ -48,5 +49,45 @@ func TestAnAnswersErrorEnvelopeFitsItsSlot(t *testing.T) {
 	ee, err := envelope.DecodeErrorEnvelope(buf[:n])
 	if err != nil || ee.Code != envelope.CodeHandler || ee.Handler != "h" || len(ee.Message) == 0 {
 		t.Fatalf("decoded %+v, %v", ee, err)
+	}
+}
+
+// A callee of a Rust handler's call gets the next freed request slot ahead of a submitter
+// that waited longer: its caller holds a slot while it waits.
+func TestACalleeGetsTheNextFreedSlotFirst(t *testing.T) {
+	e := &Engine{}
+	e.slots.init(e, &abi.Layout{ReqSlots: 1})
+	ctx := context.Background()
+	held, err := e.slots.acquire(ctx, Block, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	submitter, callee := make(chan uint32, 1), make(chan uint32, 1)
+	go func() {
+		idx, _ := e.slots.acquire(ctx, Block, nil)
+		submitter <- idx
+	}()
+	time.Sleep(20 * time.Millisecond) // the submitter waits first
+	go func() {
+		idx, _ := e.slots.acquireFirst(ctx, nil)
+		callee <- idx
+	}()
+	for e.slots.firstWaiting.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	e.slots.free(held)
+	select {
+	case idx := <-callee:
+		e.slots.free(idx)
+	case <-submitter:
+		t.Fatal("the submitter took the freed slot ahead of a waiting callee")
+	case <-time.After(5 * time.Second):
+		t.Fatal("nobody got the freed slot")
+	}
+	select {
+	case idx := <-submitter:
+		e.slots.free(idx)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the submitter never got the slot the callee freed")
 	}
 }

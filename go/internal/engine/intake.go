@@ -83,7 +83,13 @@ func (e *Engine) intakeRust(ctx context.Context, rt *Route, ev *envelope.Event, 
 			return err
 		}
 	}
-	idx, err := e.slots.acquire(ctx, rt.Overload, e.closing)
+	var idx uint32
+	var err error
+	if _, callee := w.(*rustCall); callee && rt.Overload == Block {
+		idx, err = e.slots.acquireFirst(ctx, e.closing) // see calls.go
+	} else {
+		idx, err = e.slots.acquire(ctx, rt.Overload, e.closing)
+	}
 	if err != nil {
 		e.obs.rejected("overloaded")
 		if done != nil {

@@ -43,11 +43,18 @@ type slots struct {
 	tokens chan struct{}
 	stack  freeStack
 	table  []requestSlot
+	// first hands a freed slot's token straight to a callee of a Rust handler's call that
+	// waits for one (acquireFirst), ahead of new submissions: the caller holds a slot while it
+	// waits, so callees that queued behind submitters could starve. Unbuffered: a token goes
+	// this way only to a waiter. firstWaiting counts those waiters.
+	first        chan struct{}
+	firstWaiting atomic.Int32
 }
 
 func (s *slots) init(e *Engine, l *abi.Layout) {
 	s.e, s.layout = e, l
 	s.tokens = make(chan struct{}, l.ReqSlots)
+	s.first = make(chan struct{})
 	s.stack.next = make([]atomic.Uint32, l.ReqSlots)
 	for i := range l.ReqSlots {
 		s.tokens <- struct{}{}
@@ -117,11 +124,36 @@ func (s *slots) acquire(ctx context.Context, policy Overload, closing <-chan str
 			return 0, ErrClosed
 		}
 	}
+	return s.take(), nil
+}
+
+// acquireFirst takes a free request slot for the callee of a Rust handler's call, waiting
+// (until ctx ends) ahead of every submitter: the next slot freed is handed to it.
+func (s *slots) acquireFirst(ctx context.Context, closing <-chan struct{}) (uint32, error) {
+	select {
+	case <-s.tokens:
+	default:
+		s.firstWaiting.Add(1)
+		defer s.firstWaiting.Add(-1)
+		select {
+		case <-s.first:
+		case <-s.tokens:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-closing:
+			return 0, ErrClosed
+		}
+	}
+	return s.take(), nil
+}
+
+// take pops the free slot a token stands for and marks it Go's.
+func (s *slots) take() uint32 {
 	idx := s.pop()
 	if !s.table[idx].owner.CompareAndSwap(slotFree, slotGo) {
 		s.e.violation("request slot taken from the free list was not free", idx)
 	}
-	return idx, nil
+	return idx
 }
 
 // free returns slot idx to the free list; whatever completion still names it is stale.
@@ -131,6 +163,13 @@ func (s *slots) free(idx uint32) {
 	sl.gen++
 	sl.owner.Store(slotFree)
 	s.stack.push(idx)
+	if s.firstWaiting.Load() > 0 {
+		select {
+		case s.first <- struct{}{}:
+			return
+		default: // the waiter took a token meanwhile
+		}
+	}
 	s.tokens <- struct{}{}
 }
 

@@ -235,8 +235,10 @@ pub(crate) struct Completions {
     local: OnceLock<LocalRoutes>,
     /// The calls waiting for their outcome from Go.
     calls: Calls<CallOutcome>,
-    /// Bounds the calls in flight to half the reply slots (each holds one until its outcome
-    /// comes back), so the callees always find slots for their own replies.
+    /// Bounds the calls waiting on Go to half the request slots and half the reply slots. A
+    /// waiting caller holds its request slot and the call's reply slot; a callee through Go
+    /// needs a request slot of its own (a Rust route) and a reply slot (its reply): with half
+    /// of each left to events that finish by themselves, callees always get theirs.
     call_permits: tokio::sync::Semaphore,
 }
 
@@ -250,7 +252,8 @@ impl Completions {
         replies: ReplySlots,
         counters: Arc<Counters>,
     ) -> Completions {
-        let call_permits = tokio::sync::Semaphore::new((replies.count() / 2).max(1));
+        let call_permits =
+            tokio::sync::Semaphore::new((replies.count().min(requests.count()) / 2).max(1));
         Completions {
             calls: Calls::new(),
             call_permits,
@@ -471,11 +474,12 @@ impl Completions {
         ev: &Envelope<'_>,
         failed: Option<(&[u8], &Finished)>,
     ) -> Result<Reply, CallError> {
+        // Never waits: a caller waiting here would hold its request slot too, and with every
+        // slot held by a waiting caller no callee could get one.
         let _permit = self
             .call_permits
-            .acquire()
-            .await
-            .map_err(|_| CallError::ShuttingDown)?;
+            .try_acquire()
+            .map_err(|_| CallError::Overloaded)?;
         let mut w = Some(self.reply().await);
         let (n, event_len, flags, aux) = {
             let buf = w.as_mut().map(ReplyWriter::buf).unwrap_or_default();

@@ -402,8 +402,12 @@ impl Context {
     ///
     /// Dropping the returned future (this event's deadline, shutdown, a `select!` it lost)
     /// stops the wait and tells Go, which ends a Go callee's context and retries it no more;
-    /// a callee that already ran keeps its effects, and its outcome is discarded. At most
-    /// half the reply slots are held by calls at once; a call beyond waits for one.
+    /// a callee that already ran keeps its effects, and its outcome is discarded.
+    ///
+    /// A call through Go holds the caller's request slot and one reply slot until its outcome
+    /// comes back. At most half the request slots and half the reply slots are held so; a
+    /// call beyond that fails at once with [`CallError::Overloaded`] rather than wait, since a
+    /// caller waiting for room holds a slot a callee may need.
     ///
     /// ```
     /// use tandem::{CallError, Context, Event, Handler, HandlerError, Outcome};

@@ -148,6 +148,10 @@ pub enum CallError {
     Failed(CallFailure),
     /// The callee's reply did not fit a reply slot (code `reply_too_large`).
     ReplyTooLarge(CallFailure),
+    /// Half the request slots or half the reply slots are held by calls waiting on Go already;
+    /// nothing was sent. A call never waits for room: a caller waiting would hold its request
+    /// slot, and with every slot held by a waiting caller no callee could get one. Retry later.
+    Overloaded,
     /// The caller's cancellation token fired while it waited.
     Cancelled,
     /// The caller's deadline (which bounds the callee's) passed before the outcome.
@@ -186,6 +190,7 @@ impl fmt::Display for CallError {
             CallError::NoRoute(e) => write!(f, "no route: {e}"),
             CallError::Failed(e) => write!(f, "the callee failed: {e}"),
             CallError::ReplyTooLarge(e) => write!(f, "the reply is too large: {e}"),
+            CallError::Overloaded => write!(f, "too many calls waiting on Go"),
             CallError::Cancelled => write!(f, "the call was cancelled"),
             CallError::DeadlineExceeded => write!(f, "the caller's deadline passed"),
             CallError::ShuttingDown => write!(f, "the runtime is shutting down"),
@@ -421,6 +426,36 @@ mod tests {
         // Or answers anyway (a race with its shutdown): freed as well.
         answer_call(&rt, &calls[1], TANDEM_OUTCOME_ACK, b"late");
         assert_no_buffer_held(&rt);
+    }
+
+    #[test]
+    fn calls_beyond_half_the_slots_fail_at_once_instead_of_waiting() {
+        let mut rt = runtime(); // 4 request slots, 4 reply slots: 2 calls may wait on Go
+        let calls: Vec<_> = (0..2)
+            .map(|slot| {
+                submit(&rt, slot, &caller_event("go.slow"));
+                next_completion(&rt)
+            })
+            .collect();
+        assert!(calls.iter().all(|c| c.kind == TANDEM_CQE_CALL));
+        submit(&rt, 2, &caller_event("go.slow"));
+        let refused = next_completion(&rt);
+        assert_eq!(
+            (refused.kind, String::from_utf8_lossy(&refused.reply)),
+            (
+                TANDEM_OUTCOME_ACK,
+                "err:too many calls waiting on Go".into()
+            ),
+            "a third caller would hold a slot a callee may need"
+        );
+        release(&rt, refused.reply_slot);
+        for call in &calls {
+            answer_call(&rt, call, TANDEM_OUTCOME_ACK, b"done");
+            let done = next_completion(&rt);
+            assert_eq!(done.reply, b"ok:done");
+            release(&rt, done.reply_slot);
+        }
+        assert_eq!(assert_whole(&mut rt).calls, 2);
     }
 
     #[test]

@@ -104,6 +104,11 @@ impl RequestSlots {
         })
     }
 
+    /// How many slots there are.
+    pub(crate) fn count(&self) -> usize {
+        self.owner.len()
+    }
+
     fn slot_ptr(&self, slot: u32) -> *mut u8 {
         assert!((slot as usize) < self.owner.len());
         // SAFETY: slot < req_slots (asserted), so the offset lies inside the region.
