@@ -374,3 +374,40 @@ func TestRustCallsUnderLoadNeverDeadlock(t *testing.T) {
 		t.Fatalf("calls through Go %d, callees admitted %d", s.Rust.Calls, p.n.Load())
 	}
 }
+
+// The caller stops waiting on its own (a timeout around the call, as a select! drops its
+// future), well before any deadline: Rust tells Go, the Go callee's context ends with
+// context.Canceled, it is not retried, and nothing leaks.
+func TestRustCallerGivingUpCancelsTheGoCallee(t *testing.T) {
+	rt := newRegistered(t, Config{DeadLetters: deadletter.NewMemorySink()})
+	ended := make(chan error, 1)
+	var runs atomic.Int64
+	err := rt.Handle("stuck", "stuck", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		runs.Add(1)
+		<-ctx.Done()
+		ended <- ctx.Err()
+		return Retry(0, ctx.Err())
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, rt)
+	caller := ask("g-1", "stuck", nil)
+	caller.Extensions["give_up_ms"] = "100"
+	if got := mustCall(t, rt, caller); string(got) != "gave up" {
+		t.Fatalf("reply %q", got)
+	}
+	select {
+	case err := <-ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("the callee's context ended with %v, want context.Canceled (no deadline was set)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the callee's context never ended")
+	}
+	waitFor(t, "the callee to settle", func() bool { return rt.Stats().InFlight == 0 })
+	s := assertInvariant(t, rt)
+	if runs.Load() != 1 || s.Rust.Calls != 1 || s.Retried != 0 {
+		t.Fatalf("callee runs %d, calls %d, retried %d", runs.Load(), s.Rust.Calls, s.Retried)
+	}
+}

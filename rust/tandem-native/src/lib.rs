@@ -136,7 +136,8 @@ impl Handler for Relay {
 /// `demo.upper`) with its payload and its other extensions, waits for the callee (in either
 /// runtime) and replies with the callee's reply. A failed call fails this event for good,
 /// with the callee's code and a message naming the callee; a call cut short (deadline,
-/// shutdown) is retryable.
+/// shutdown) is retryable. With a `give_up_ms` extension it stops waiting after that many
+/// milliseconds and replies "gave up" (the caller's future dropped, as a `select!` drops it).
 pub struct Ask;
 impl Handler for Ask {
     async fn handle(&self, ev: &Event<'_>, cx: &Context) -> Outcome {
@@ -144,7 +145,19 @@ impl Handler for Ask {
         let id = format!("{}/ask", ev.id());
         let mut request = ev.follow_up(callee, &id, ev.data());
         request.extensions = ev.extensions();
-        match cx.call(&request).await {
+        let call = cx.call(&request);
+        let patience = ev
+            .extensions()
+            .get("give_up_ms")
+            .and_then(|v| v.parse::<u64>().ok());
+        let result = match patience {
+            Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), call).await {
+                Ok(result) => result,
+                Err(_) => return Outcome::Reply(b"gave up".to_vec()),
+            },
+            None => call.await,
+        };
+        match result {
             Ok(reply) => Outcome::Reply(reply.into_vec()),
             Err(e) => match e.failure() {
                 Some(f) if !f.retryable => Outcome::Term(HandlerError::with_code(
