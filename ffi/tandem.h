@@ -85,6 +85,15 @@
 #define TANDEM_SQE_REPLY 3
 
 /*
+ Submission descriptor kind: the caller of the event Go published with `token` (a delivery
+ flagged `TANDEM_DELIVERY_CANCELLABLE`, the callee of a Rust handler's call) gave up. If its
+ handler is still running, Rust cancels it: its cancellation token fires, it is polled no
+ more, and it completes as retryable with code `cancelled` (Go retries it no more). A token
+ Rust no longer runs is ignored. Releases nothing; Go publishes it like an event.
+ */
+#define TANDEM_SQE_CANCEL 4
+
+/*
  Completion outcome: the handler acknowledged the event; `reply_slot` may hold a reply.
  */
 #define TANDEM_OUTCOME_ACK 0
@@ -158,6 +167,12 @@
  the handler runs with no clock read.
  */
 #define TANDEM_DELIVERY_TIMED 2
+
+/*
+ In `tandem_delivery.flags`: Go may cancel this delivery with a `TANDEM_SQE_CANCEL` naming its
+ token (the callee of a Rust handler's call, whose caller may give up).
+ */
+#define TANDEM_DELIVERY_CANCELLABLE 4
 
 /*
  A runtime; opaque to C. Created by `tandem_runtime_create`, freed by `tandem_runtime_free`.

@@ -411,3 +411,29 @@ func TestRustCallerGivingUpCancelsTheGoCallee(t *testing.T) {
 		t.Fatalf("callee runs %d, calls %d, retried %d", runs.Load(), s.Rust.Calls, s.Retried)
 	}
 }
+
+// The same with a Rust callee reached through Go: Go asks Rust to cancel it
+// (TANDEM_SQE_CANCEL), so it stops at once instead of sleeping its minute out.
+func TestRustCallerGivingUpCancelsTheRustCallee(t *testing.T) {
+	rt := newRegistered(t, Config{DeadLetters: deadletter.NewMemorySink()})
+	var p admitCounter
+	if err := rt.HandleRust("sleep.guarded", "demo.sleep", WithPolicy(&p)); err != nil {
+		t.Fatal(err)
+	}
+	start(t, rt)
+	caller := ask("g-2", "sleep.guarded", nil)
+	caller.Extensions["give_up_ms"] = "100"
+	caller.Extensions["sleep_ms"] = "60000" // passed on to the callee
+	began := time.Now()
+	if got := mustCall(t, rt, caller); string(got) != "gave up" {
+		t.Fatalf("reply %q", got)
+	}
+	waitFor(t, "the Rust callee to be cancelled", func() bool { return rt.Stats().InFlight == 0 })
+	if waited := time.Since(began); waited > 30*time.Second {
+		t.Fatalf("the callee ran %v: it was not cancelled", waited)
+	}
+	s := assertInvariant(t, rt)
+	if p.n.Load() != 1 || s.Rust.Calls != 1 || s.Retried != 0 || s.Cancelled != 1 {
+		t.Fatalf("admitted %d, calls %d, retried %d, cancelled %d", p.n.Load(), s.Rust.Calls, s.Retried, s.Cancelled)
+	}
+}

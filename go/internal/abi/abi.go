@@ -41,6 +41,7 @@ const (
 	SQEEvent          uint32 = 1
 	SQERelease        uint32 = 2
 	SQEReply          uint32 = 3
+	SQECancel         uint32 = 4
 	OutcomeAck        uint32 = 0
 	OutcomeRetry      uint32 = 1
 	OutcomeTerm       uint32 = 2
@@ -376,6 +377,9 @@ const (
 	// DeliveryTimed is TANDEM_DELIVERY_TIMED: Rust records the handler's start and end times
 	// in the completion (started_ns, finished_ns); without it they are 0.
 	DeliveryTimed uint32 = 2
+	// DeliveryCancellable is TANDEM_DELIVERY_CANCELLABLE: Go may cancel the delivery with a
+	// TANDEM_SQE_CANCEL (the callee of a Rust handler's call).
+	DeliveryCancellable uint32 = 4
 )
 
 // KickGoWakeOwed is TANDEM_KICK_GO_WAKE_OWED: in Kick's result, the caller now holds the

@@ -34,6 +34,9 @@ type rustCall struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 	abandoned atomic.Bool // the caller gave up: answer with a plain release
+	// rustToken is the ring token of the callee's latest delivery to a Rust handler (0: none
+	// yet): what a TANDEM_SQE_CANCEL names.
+	rustToken atomic.Uint64
 }
 
 // Settle answers a delivery whose failure reached the waiter only as an error: intake's
@@ -107,14 +110,25 @@ func (e *Engine) onCall(c *ring.Desc) {
 	}
 }
 
-// onCallCancel takes a caller's TANDEM_CQE_CALL_CANCEL: the callee's context ends, and its
-// delivery settles at its next step without a retry. A callee that already ran keeps its
-// effects; its outcome goes nowhere.
+// onCallCancel takes a caller's TANDEM_CQE_CALL_CANCEL: the callee's context ends (a Go
+// callee's), Rust is asked to cancel it (a Rust callee's latest delivery, if it still runs:
+// TANDEM_SQE_CANCEL), and its delivery settles at its next step without a retry. A callee
+// that already ran keeps its effects; its outcome goes nowhere.
 func (e *Engine) onCallCancel(id uint64) {
-	if v, ok := e.calls.Load(id); ok {
-		c := v.(*rustCall)
-		c.abandoned.Store(true)
-		c.cancel()
+	v, ok := e.calls.Load(id)
+	if !ok {
+		return
+	}
+	c := v.(*rustCall)
+	c.abandoned.Store(true)
+	c.cancel()
+	if token := c.rustToken.Load(); token != 0 {
+		for !e.sq.Push(abi.SQECancel, 0, 0, 0, token) {
+			gosched()
+		}
+		if e.sq.TakeWakeup() {
+			e.crossToRust(nanotime())
+		}
 	}
 }
 

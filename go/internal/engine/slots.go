@@ -203,6 +203,9 @@ func (s *slots) writeHeader(d *Delivery) {
 	if s.e.obs.timesRust() {
 		flags |= abi.DeliveryTimed
 	}
+	if _, callee := d.waiter.(*rustCall); callee {
+		flags |= abi.DeliveryCancellable // calls.go
+	}
 	binary.LittleEndian.PutUint32(h[abi.DeliveryFlags:], flags)
 }
 
@@ -217,6 +220,9 @@ func (e *Engine) publish(d *Delivery) {
 	idx, length, flags, at := d.slot, d.length, d.route.RustIndex, d.intakeAt
 	if !sl.owner.CompareAndSwap(slotGo, slotRust) {
 		e.violation("published a request slot Go did not hold", idx)
+	}
+	if c, callee := d.waiter.(*rustCall); callee {
+		c.rustToken.Store(token) // what its cancel names (calls.go)
 	}
 	sl.d.Store(d)
 	e.obs.toRust.Add(1)

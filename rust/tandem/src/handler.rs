@@ -401,8 +401,9 @@ impl Context {
     /// error envelope ([`CallError::Failed`]).
     ///
     /// Dropping the returned future (this event's deadline, shutdown, a `select!` it lost)
-    /// stops the wait and tells Go, which ends a Go callee's context and retries it no more;
-    /// a callee that already ran keeps its effects, and its outcome is discarded.
+    /// stops the wait and tells Go, which ends a Go callee's context, has a Rust callee's
+    /// cancellation token fire, and retries neither; a local callee is dropped with the call.
+    /// A callee that already ran keeps its effects, and its outcome is discarded.
     ///
     /// A call through Go holds the caller's request slot and one reply slot until its outcome
     /// comes back. At most half the request slots and half the reply slots are held so; a

@@ -50,6 +50,12 @@ pub const TANDEM_SQE_RELEASE: u32 = 2;
 /// `TANDEM_SQE_RELEASE`, and frees it once the caller drops the reply (at once when the caller
 /// is gone). Go publishes it like an event: it wakes or crosses to a parked consumer.
 pub const TANDEM_SQE_REPLY: u32 = 3;
+/// Submission descriptor kind: the caller of the event Go published with `token` (a delivery
+/// flagged `TANDEM_DELIVERY_CANCELLABLE`, the callee of a Rust handler's call) gave up. If its
+/// handler is still running, Rust cancels it: its cancellation token fires, it is polled no
+/// more, and it completes as retryable with code `cancelled` (Go retries it no more). A token
+/// Rust no longer runs is ignored. Releases nothing; Go publishes it like an event.
+pub const TANDEM_SQE_CANCEL: u32 = 4;
 
 /// Completion outcome: the handler acknowledged the event; `reply_slot` may hold a reply.
 pub const TANDEM_OUTCOME_ACK: u32 = 0;
@@ -180,6 +186,10 @@ pub const TANDEM_DELIVERY_WAITED: u32 = 1;
 /// are on): the completion carries `started_ns` and `finished_ns`. Without it they are 0 and
 /// the handler runs with no clock read.
 pub const TANDEM_DELIVERY_TIMED: u32 = 2;
+
+/// In `tandem_delivery.flags`: Go may cancel this delivery with a `TANDEM_SQE_CANCEL` naming its
+/// token (the callee of a Rust handler's call, whose caller may give up).
+pub const TANDEM_DELIVERY_CANCELLABLE: u32 = 4;
 
 #[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<tandem_desc>() == TANDEM_CACHE_LINE);

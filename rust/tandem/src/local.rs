@@ -25,7 +25,7 @@ impl LocalDispatch for Shared {
         let sh = self.clone();
         self.tracker.spawn(async move {
             // The task owns the bytes; the event borrows them inside it.
-            let finished = run(&sh, prepare(&sh, &bytes, None, index), 0).await;
+            let finished = run(&sh, prepare(&sh, &bytes, None, index), 0, None).await;
             match finished.outcome {
                 Outcome::Ack | Outcome::Reply(_) => {
                     sh.counters.local_acked.fetch_add(1, Relaxed);
@@ -45,7 +45,7 @@ impl LocalDispatch for Shared {
         bytes: &'a [u8],
         index: u32,
     ) -> std::pin::Pin<Box<dyn Future<Output = Finished> + Send + 'a>> {
-        Box::pin(async move { run(&self, prepare(&self, bytes, None, index), 0).await })
+        Box::pin(async move { run(&self, prepare(&self, bytes, None, index), 0, None).await })
     }
 }
 

@@ -459,6 +459,35 @@ mod tests {
     }
 
     #[test]
+    fn go_cancels_a_callee_whose_caller_gave_up() {
+        let mut rt = runtime();
+        // A callee Go may cancel, with no deadline: only the cancel ends it.
+        let mut callee = first_delivery();
+        callee.cancellable = true;
+        submit_delivery(&rt, 0, &envelope("forever", b""), 0, callee);
+        wait_until("the callee to run", || {
+            rt.shared.cancellable.lock().unwrap().len() == 1
+        });
+        cancel(&rt, 999); // a token Rust does not run: ignored
+        cancel(&rt, 7 << 32);
+        let done = next_completion(&rt);
+        assert_eq!((done.kind, done.token), (TANDEM_OUTCOME_RETRY, 7 << 32));
+        let err = envelope::decode_error(&done.reply).unwrap();
+        assert_eq!(
+            (err.code, err.message),
+            (code::CANCELLED, "the caller gave up")
+        );
+        release(&rt, done.reply_slot);
+        assert!(rt.shared.cancellable.lock().unwrap().is_empty());
+        // A delivery not flagged cancellable is not registered, and a cancel does nothing.
+        submit(&rt, 1, &envelope("echo", b"x"));
+        let done = next_completion(&rt);
+        assert_eq!(done.reply, b"x");
+        release(&rt, done.reply_slot);
+        assert_eq!(assert_whole(&mut rt).violations, 0);
+    }
+
+    #[test]
     fn a_call_refused_before_it_crosses_sends_nothing() {
         struct Bad;
         impl Handler for Bad {

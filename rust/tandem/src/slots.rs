@@ -13,7 +13,9 @@ use tokio::sync::Semaphore;
 
 use crate::config::{Config, RegionLayout};
 use crate::envelope::Envelope;
-use crate::layout::{TANDEM_DELIVERY_TIMED, TANDEM_DELIVERY_WAITED, tandem_delivery};
+use crate::layout::{
+    TANDEM_DELIVERY_CANCELLABLE, TANDEM_DELIVERY_TIMED, TANDEM_DELIVERY_WAITED, tandem_delivery,
+};
 use crate::shm::Region;
 use crate::stats::Counters;
 use crate::sync::{AtomicU32, Ordering};
@@ -40,6 +42,8 @@ pub(crate) struct Delivery {
     pub(crate) waited: bool,
     /// Go wants the handler's start and end times (`TANDEM_DELIVERY_TIMED`).
     pub(crate) timed: bool,
+    /// Go may cancel the delivery (`TANDEM_DELIVERY_CANCELLABLE`).
+    pub(crate) cancellable: bool,
 }
 
 impl Delivery {
@@ -51,6 +55,7 @@ impl Delivery {
             waited: false,
             // Nobody reads the handler time of an event with no slot (it completes in Rust).
             timed: false,
+            cancellable: false,
         }
     }
 }
@@ -138,6 +143,15 @@ impl RequestSlots {
             },
         };
         let p = self.slot_ptr(slot);
+        let header = tandem_delivery {
+            flags: header.flags
+                | if delivery.cancellable {
+                    TANDEM_DELIVERY_CANCELLABLE
+                } else {
+                    0
+                },
+            ..header
+        };
         // SAFETY: the test plays Go, which owns the slot until it publishes it; the header and
         // the envelope fit the stride (checked above), and the slot start is aligned.
         unsafe {
@@ -194,6 +208,7 @@ impl RequestSlot {
             deadline: (h.deadline_ns != 0).then_some(h.deadline_ns.min(i64::MAX as u64) as i64),
             waited: h.flags & TANDEM_DELIVERY_WAITED != 0,
             timed: h.flags & TANDEM_DELIVERY_TIMED != 0,
+            cancellable: h.flags & TANDEM_DELIVERY_CANCELLABLE != 0,
         }
     }
 
@@ -465,6 +480,7 @@ mod tests {
             deadline: Some(42),
             waited: false,
             timed: true,
+            cancellable: false,
         };
         slots.write_as_go(1, delivery, b"envelope");
         let guard = slots.take(1, 8, 7).expect("a valid slot");

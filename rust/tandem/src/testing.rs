@@ -247,6 +247,7 @@ pub(crate) fn first_delivery() -> Delivery {
         deadline: None,
         waited: false,
         timed: true,
+        cancellable: false,
     }
 }
 
@@ -257,6 +258,7 @@ pub(crate) fn due_in(ms: i64) -> Delivery {
         deadline: Some(now_ns() as i64 + ms * 1_000_000),
         waited: false,
         timed: true,
+        cancellable: false,
     }
 }
 
@@ -299,6 +301,18 @@ pub(crate) fn answer_call(rt: &Runtime, call: &Done, outcome: u32, bytes: &[u8])
         d.slot.store(call.reply_slot, Ordering::Relaxed);
         d.len.store(bytes.len() as u32, Ordering::Relaxed);
         d.flags.store(outcome, Ordering::Relaxed);
+    }));
+    if s.sq.take_wakeup() {
+        s.wake_rust.signal();
+    }
+}
+
+/// Plays Go's cancel of the delivery it published with `token` (`TANDEM_SQE_CANCEL`).
+pub(crate) fn cancel(rt: &Runtime, token: u64) {
+    let s = &rt.shared;
+    assert!(s.sq.push(|d| {
+        d.kind.store(TANDEM_SQE_CANCEL, Ordering::Relaxed);
+        d.token.store(token, Ordering::Relaxed);
     }));
     if s.sq.take_wakeup() {
         s.wake_rust.signal();
