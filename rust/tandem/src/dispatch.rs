@@ -230,7 +230,7 @@ pub(crate) async fn run(
             after: Duration::ZERO,
             error: HandlerError::with_code(code::CANCELLED, "the runtime shut down before the handler finished"),
         },
-        _ = given_up => Outcome::Retry {
+        _ = given_up, if by_go.is_some() => Outcome::Retry {
             after: Duration::ZERO,
             error: HandlerError::with_code(code::CANCELLED, "the caller gave up"),
         },
