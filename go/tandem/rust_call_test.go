@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -120,17 +121,30 @@ func TestRustCallsRustThroughGo(t *testing.T) {
 	}
 }
 
-// The callee fails twice, then succeeds: Go retries it (the first failure inside Rust,
-// handed to Go) and the caller gets the reply of the attempt that succeeded.
+// The callee fails twice, then succeeds: Go retries it (a Rust callee's first failure inside
+// Rust, handed to Go; a Go callee's in Go) and the caller gets the reply of the attempt that
+// succeeded.
 func TestRustCallRetriesTheCalleeThenReplies(t *testing.T) {
 	sink := deadletter.NewMemorySink()
 	rt := newRegistered(t, Config{Retry: retry.Backoff{MaxAttempts: 5, Initial: time.Millisecond}, DeadLetters: sink})
+	err := rt.Handle("flaky.go", "flaky-go", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		if ev.Attempt < 3 {
+			return Retry(time.Millisecond, errors.New("not yet"))
+		}
+		return AckReply([]byte("go " + strconv.Itoa(int(ev.Attempt))))
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
 	start(t, rt)
 	if got := mustCall(t, rt, ask("a-4", "demo.flaky", nil)); string(got) != "3" {
-		t.Fatalf("reply %q, want the third attempt's", got)
+		t.Fatalf("Rust callee: reply %q, want the third attempt's", got)
+	}
+	if got := mustCall(t, rt, ask("a-5", "flaky.go", nil)); string(got) != "go 3" {
+		t.Fatalf("Go callee: reply %q, want the third attempt's", got)
 	}
 	s := assertInvariant(t, rt)
-	if s.Retried != 2 || s.Rust.LocalForwarded != 1 || s.Rust.Calls != 1 || len(sink.Records()) != 0 {
+	if s.Retried != 4 || s.Rust.LocalForwarded != 1 || s.Rust.Calls != 2 || len(sink.Records()) != 0 {
 		t.Fatalf("retried %d, forwarded %d, calls %d, dead letters %d", s.Retried, s.Rust.LocalForwarded, s.Rust.Calls, len(sink.Records()))
 	}
 }
