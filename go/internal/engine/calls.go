@@ -20,8 +20,9 @@ import (
 // error envelope) is written into it and the slot handed back with a TANDEM_SQE_REPLY.
 // Reusing the call's own slot means an answer never waits for a buffer: a request slot
 // would, and with every request slot held by a Rust caller waiting on its answer, none
-// would come back. A caller that stops waiting sends a TANDEM_CQE_CALL_CANCEL: its callee's
-// context ends, it is retried no more, and its slot goes back with a plain release.
+// would come back. A caller that stops waiting sends a TANDEM_CQE_CALL_CANCEL: a Go callee's
+// context ends, a Rust callee is cancelled (TANDEM_SQE_CANCEL), neither is retried, and the
+// slot goes back with a plain release.
 
 // rustCall is the waiter of a delivery a Rust handler called. Settled exactly once, by the
 // delivery's final outcome; its cancel may come at any time, from the completion poller.
@@ -39,8 +40,9 @@ type rustCall struct {
 	rustToken atomic.Uint64
 }
 
-// Settle answers a delivery whose failure reached the waiter only as an error: intake's
-// refusals, which never became a Failure.
+// Settle is the plain Waiter's way in, which the engine takes only where there is no Failure
+// (a policy that acknowledged the event itself); an error there becomes the message of an
+// error envelope with code handler.
 func (c *rustCall) Settle(err error, reply Reply) {
 	if err == nil {
 		c.answer(nil, reply)
