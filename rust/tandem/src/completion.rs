@@ -459,9 +459,7 @@ impl Completions {
                 // Retries and dead letters live in Go: the call goes on there, carrying this
                 // first attempt's failure, as an emitted local event's failure does.
                 self.counters.local_forwarded.fetch_add(1, Relaxed);
-                let env =
-                    envelope::decode(&bytes).map_err(|_| CallError::Invalid("a valid envelope"))?;
-                self.call_through_go(&env, Some((&bytes, &finished))).await
+                self.call_through_go(ev, Some((&bytes, &finished))).await
             }
         }
     }
