@@ -235,6 +235,13 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_and_a_call_error_may_move_between_tasks() {
+        fn sendable<T: Send + Sync + 'static>() {}
+        sendable::<Reply>();
+        sendable::<CallError>();
+    }
+
+    #[test]
     fn a_call_to_a_local_route_runs_inside_rust_and_replies_directly() {
         let mut rt = runtime();
         rt.set_local_routes(["echo"]).unwrap();
