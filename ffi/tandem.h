@@ -11,7 +11,8 @@
  *   It holds a tandem_delivery header (this delivery's attempt and deadline), then the envelope,
  *   which Go never rewrites between deliveries: a redelivery writes a new header only.
  * - A reply slot is owned by Rust until a completion names it in reply_slot, then by Go until
- *   Go publishes a TANDEM_SQE_RELEASE naming it.
+ *   Go publishes a TANDEM_SQE_RELEASE naming it, or, for a TANDEM_CQE_CALL, the
+ *   TANDEM_SQE_REPLY that hands it back holding the call's outcome.
  * - Buffers passed to exports (config, out-parameters, byte buffers) stay the caller's and are
  *   used only during the call.
  */
@@ -74,6 +75,25 @@
 #define TANDEM_SQE_RELEASE 2
 
 /*
+ Submission descriptor kind: the final outcome of a Rust handler's call
+ (`TANDEM_CQE_CALL`): `token` is the call's ID, `slot` the reply slot the call lent, handed
+ back holding the reply (`flags` `TANDEM_OUTCOME_ACK`) or the error envelope (`flags`
+ `TANDEM_OUTCOME_TERM`), `len` bytes. Rust owns the slot again from this record on, like a
+ `TANDEM_SQE_RELEASE`, and frees it once the caller drops the reply (at once when the caller
+ is gone). Go publishes it like an event: it wakes or crosses to a parked consumer.
+ */
+#define TANDEM_SQE_REPLY 3
+
+/*
+ Submission descriptor kind: the caller of the event Go published with `token` (a delivery
+ flagged `TANDEM_DELIVERY_CANCELLABLE`, the callee of a Rust handler's call) gave up. If its
+ handler is still running, Rust cancels it: its cancellation token fires, it is polled no
+ more, and it completes as retryable with code `cancelled` (Go retries it no more). A token
+ Rust no longer runs is ignored. Releases nothing; Go publishes it like an event.
+ */
+#define TANDEM_SQE_CANCEL 4
+
+/*
  Completion outcome: the handler acknowledged the event; `reply_slot` may hold a reply.
  */
 #define TANDEM_OUTCOME_ACK 0
@@ -108,6 +128,26 @@
 #define TANDEM_CQE_LOG 5
 
 /*
+ Completion kind: a Rust handler calls (`Context::call`) and waits: `reply_slot` holds the
+ event's envelope (`reply_len` bytes), lent to Go until the `TANDEM_SQE_REPLY` with the
+ call's ID (`token`) hands it back with the final outcome; Go routes the event like a
+ submitted one, retries and dead letters included. With `flags` nonzero the event already
+ ran inside Rust (a local route) and failed:
+ as for `TANDEM_CQE_EMIT`, `flags` is its outcome, `aux` the retry delay, and the slot holds
+ its envelope (`len` bytes) followed by its error envelope. `slot` is `TANDEM_NO_SLOT`.
+ */
+#define TANDEM_CQE_CALL 6
+
+/*
+ Completion kind: the caller of call `token` stopped waiting (its future was dropped: its
+ deadline, shutdown, or a `select!` it lost). Go ends the callee's context and settles the
+ call without retrying it; the reply slot still comes back, with a `TANDEM_SQE_RELEASE` or a
+ `TANDEM_SQE_REPLY` Rust drops. Best effort: a record that finds the ring full may be lost,
+ and the callee's deadline (never later than the caller's) bounds it then. Releases nothing.
+ */
+#define TANDEM_CQE_CALL_CANCEL 7
+
+/*
  Completion outcome: the handler is still working; extend the deadline by `aux` nanoseconds.
  The request slot is not released by this record.
  */
@@ -134,7 +174,13 @@
  emits are discarded: a shadow must not send follow-ups the primary sends too.
  `Context::is_shadow` tells the handler, which may skip other side effects.
  */
-#define TANDEM_DELIVERY_SHADOW 4
+#define TANDEM_DELIVERY_SHADOW 8
+
+/*
+ In `tandem_delivery.flags`: Go may cancel this delivery with a `TANDEM_SQE_CANCEL` naming its
+ token (the callee of a Rust handler's call, whose caller may give up).
+ */
+#define TANDEM_DELIVERY_CANCELLABLE 4
 
 /*
  A runtime; opaque to C. Created by `tandem_runtime_create`, freed by `tandem_runtime_free`.
@@ -352,6 +398,18 @@ typedef struct {
    or rarely a producer caught between its push and its wake.
    */
   uint64_t rescues;
+  /*
+   Calls of Rust handlers (`Context::call`) that crossed to Go.
+   */
+  uint64_t calls;
+  /*
+   Of those, the ones waiting for their outcome now.
+   */
+  uint64_t calls_pending;
+  /*
+   Call replies Rust handlers hold now (reply slots back from Go, not yet freed).
+   */
+  uint64_t call_replies_held;
 } tandem_stats;
 
 /*

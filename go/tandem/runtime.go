@@ -285,6 +285,13 @@ type RustStats struct {
 	// a wake, found an event there: a lost wake-up, bounded to a second (or, rarely,
 	// a producer caught between its push and its wake).
 	Rescues uint64
+	// Calls counts calls of Rust handlers (cx.call) that crossed to Go.
+	Calls uint64
+	// CallsPending is the number of those waiting for their outcome now; 0 after Shutdown.
+	CallsPending uint64
+	// CallRepliesHeld is the number of call replies Rust handlers hold now, each a reply
+	// slot until the handler drops it; 0 after Shutdown.
+	CallRepliesHeld uint64
 }
 
 // Stats returns a snapshot of the counters. After Shutdown the Rust counters are final:

@@ -66,6 +66,9 @@ func shutdownClean(t *testing.T, rt *Runtime) Stats {
 	if s.Rust.RequestsHeld != 0 || s.Rust.RepliesLent != 0 {
 		t.Errorf("Rust still holds buffers after Shutdown: requests %d, replies %d", s.Rust.RequestsHeld, s.Rust.RepliesLent)
 	}
+	if s.Rust.CallsPending != 0 || s.Rust.CallRepliesHeld != 0 {
+		t.Errorf("Rust calls outstanding after Shutdown: pending %d, replies held %d", s.Rust.CallsPending, s.Rust.CallRepliesHeld)
+	}
 	if s.Violations != 0 || s.Rust.Violations != 0 {
 		t.Errorf("ownership violations: go %d, rust %d", s.Violations, s.Rust.Violations)
 	}

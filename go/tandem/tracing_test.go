@@ -168,3 +168,31 @@ func TestAShadowsRunJoinsThePrimarysTrace(t *testing.T) {
 		t.Errorf("shadow spans: %s, %s", attr(shadows[0], "tandem.runtime"), attr(shadows[1], "tandem.runtime"))
 	}
 }
+
+// A Rust handler's call continues its event's trace: the called event's publish span is a
+// child of the caller's, and the Go callee's process span a child of that.
+func TestARustCallContinuesTheCallersTrace(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	defer tp.Shutdown(context.Background())
+	rt := newRegistered(t, Config{TracerProvider: tp})
+	rt.Handle("greet", "greeter", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		return AckReply(ev.Data)
+	}))
+	start(t, rt)
+	if got := mustCall(t, rt, ask("tr-1", "greet", []byte("hi"))); string(got) != "hi" {
+		t.Fatalf("reply %q", got)
+	}
+	assertInvariant(t, rt)
+	spans := spansByName(exp.GetSpans())
+	if len(spans["publish demo.ask"]) != 1 || len(spans["publish greet"]) != 1 || len(spans["process greet"]) != 1 {
+		t.Fatalf("spans: %v", spans)
+	}
+	caller, pub, proc := spans["publish demo.ask"][0], spans["publish greet"][0], spans["process greet"][0]
+	if pub.SpanContext.TraceID() != caller.SpanContext.TraceID() || proc.SpanContext.TraceID() != caller.SpanContext.TraceID() {
+		t.Fatal("the callee's spans left the caller's trace")
+	}
+	if pub.Parent.SpanID() != caller.SpanContext.SpanID() || proc.Parent.SpanID() != pub.SpanContext.SpanID() {
+		t.Fatal("the callee's publish span is not the caller's child, or its process span not the publish span's")
+	}
+}

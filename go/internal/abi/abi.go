@@ -40,12 +40,16 @@ const (
 const (
 	SQEEvent          uint32 = 1
 	SQERelease        uint32 = 2
+	SQEReply          uint32 = 3
+	SQECancel         uint32 = 4
 	OutcomeAck        uint32 = 0
 	OutcomeRetry      uint32 = 1
 	OutcomeTerm       uint32 = 2
 	OutcomeInProgress uint32 = 3
 	CQEEmit           uint32 = 4
 	CQELog            uint32 = 5
+	CQECall           uint32 = 6
+	CQECallCancel     uint32 = 7
 	NoSlot            uint32 = ^uint32(0)
 )
 
@@ -104,6 +108,9 @@ type Stats struct {
 	Handovers       uint64
 	TaskWakes       uint64
 	Rescues         uint64
+	Calls           uint64
+	CallsPending    uint64
+	CallRepliesHeld uint64
 }
 
 // Errors returned by the bindings; the public package maps them to its own sentinels.
@@ -390,7 +397,10 @@ const (
 	DeliveryTimed uint32 = 2
 	// DeliveryShadow is TANDEM_DELIVERY_SHADOW: a shadow's copy of an event; Rust discards
 	// what its handler emits.
-	DeliveryShadow uint32 = 4
+	DeliveryShadow uint32 = 8
+	// DeliveryCancellable is TANDEM_DELIVERY_CANCELLABLE: Go may cancel the delivery with a
+	// TANDEM_SQE_CANCEL (the callee of a Rust handler's call).
+	DeliveryCancellable uint32 = 4
 )
 
 // KickGoWakeOwed is TANDEM_KICK_GO_WAKE_OWED: in Kick's result, the caller now holds the

@@ -22,6 +22,7 @@ type deadJob struct {
 	rec *deadletter.Record
 	w   Waiter
 	err error
+	f   *Failure
 }
 
 // deadLetters is the one writer of dead letters to the configured sink.
@@ -71,7 +72,7 @@ func (q *deadLetters) run() {
 		}
 		e.settled()
 		if job.w != nil {
-			job.w.Settle(job.err, Reply{})
+			settleWaiter(job.w, job.f, job.err, Reply{})
 		}
 	}
 }

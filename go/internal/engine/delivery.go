@@ -187,7 +187,7 @@ type verdict struct {
 // which the delivery remembers), the event's own deadline (no delivery starts past it), the
 // retry budget, then the backoff.
 func (e *Engine) judge(d *Delivery, f *Failure) verdict {
-	if e.State() == Draining || e.goCtx.Err() != nil {
+	if e.State() == Draining || e.goCtx.Err() != nil || callAbandoned(d) {
 		return verdict{settle: true}
 	}
 	if d.route == nil {
@@ -374,7 +374,7 @@ func (e *Engine) finish(d *Delivery, f *Failure, reply Reply) {
 		reply.Release()
 		return
 	}
-	w.Settle(err, reply)
+	settleWaiter(w, f, err, reply)
 }
 
 // deadLetter records a delivery as dead: the record goes to the sink, and the event settles
@@ -415,7 +415,7 @@ func (e *Engine) deadLetter(d *Delivery, f *Failure, reason deadletter.Reason) {
 	}
 	w := d.waiter
 	e.releaseDelivery(d)
-	e.dead.queue(deadJob{rec: rec, w: w, err: err})
+	e.dead.queue(deadJob{rec: rec, w: w, err: err, f: f})
 }
 
 // envelopeCopy is the delivery's envelope as the event was submitted, in Go memory.

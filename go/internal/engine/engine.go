@@ -127,6 +127,7 @@ type Engine struct {
 	retries retries
 	queue   dispatchQueue
 	dead    deadLetters
+	calls   sync.Map // call ID → *rustCall: Rust handlers' calls in flight in Go (calls.go)
 
 	background   sync.WaitGroup
 	logLevelDone chan struct{}

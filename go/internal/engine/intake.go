@@ -97,7 +97,12 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 			return err
 		}
 	}
-	idx, err := e.slots.acquire(ctx, rt.Overload, e.closing)
+	var idx uint32
+	if _, callee := w.(*rustCall); callee && rt.Overload == Block {
+		idx, err = e.slots.acquireFirst(ctx, e.closing) // see calls.go
+	} else {
+		idx, err = e.slots.acquire(ctx, rt.Overload, e.closing)
+	}
 	if err != nil {
 		e.obs.rejected("overloaded")
 		if done != nil {

@@ -78,6 +78,12 @@ func (e *Engine) complete(c *ring.Desc) {
 	case abi.CQELog:
 		e.onLogs(c)
 		return
+	case abi.CQECall:
+		e.onCall(c)
+		return
+	case abi.CQECallCancel:
+		e.onCallCancel(c.Token)
+		return
 	}
 	idx, gen := uint32(c.Token), uint32(c.Token>>32)
 	var d *Delivery

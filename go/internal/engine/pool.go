@@ -169,9 +169,10 @@ func (e *Engine) runGo(d *Delivery) {
 		e.failed(d, failure(OutcomeRetry, d.typ, envelope.CodeTimeout, "the event's deadline passed before the handler ran", name))
 		return
 	}
-	hc := &HandlerContext{Context: e.goCtx, e: e, d: d}
+	base := e.callContext(d)
+	hc := &HandlerContext{Context: base, e: e, d: d}
 	if e.obs.tracing() {
-		ctx, span := e.obs.startProcess(e.goCtx, rt, name, d.probe != nil, d.event)
+		ctx, span := e.obs.startProcess(base, rt, name, d.probe != nil, d.event)
 		hc.Context, d.span = ctx, span
 		defer func() {
 			d.span = nil

@@ -51,11 +51,18 @@ type slots struct {
 	// waiter needs is dropped; a stale signal costs a waiter one more look.
 	room  chan struct{}
 	table []requestSlot
+	// first hands a freed slot straight to a callee of a Rust handler's call that waits for
+	// one (acquireFirst), ahead of new submissions: the caller holds a slot while it waits,
+	// so callees that queued behind submitters could starve. Unbuffered: a slot goes this
+	// way only to a callee waiting at that moment. firstWaiting counts those callees.
+	first        chan uint32
+	firstWaiting atomic.Int32
 }
 
 func (s *slots) init(e *Engine, l *abi.Layout) {
 	s.e, s.layout = e, l
 	s.room = make(chan struct{}, l.ReqSlots)
+	s.first = make(chan uint32)
 	s.stack.next = make([]atomic.Uint32, l.ReqSlots)
 	for i := range l.ReqSlots {
 		s.stack.push(l.ReqSlots - 1 - i) // slot 0 on top
@@ -107,18 +114,43 @@ func (s *slots) acquire(ctx context.Context, policy Overload, closing <-chan str
 			return 0, ErrShed
 		}
 		var err error
-		if idx, err = s.await(ctx, closing); err != nil {
+		if idx, err = s.await(ctx, closing, false); err != nil {
 			return 0, err
 		}
 	}
+	return s.own(idx), nil
+}
+
+// acquireFirst takes a free request slot for the callee of a Rust handler's call, waiting
+// (until ctx ends) ahead of every submitter: the next slot freed is handed to it.
+func (s *slots) acquireFirst(ctx context.Context, closing <-chan struct{}) (uint32, error) {
+	idx, ok := s.stack.pop()
+	if !ok {
+		s.firstWaiting.Add(1)
+		defer s.firstWaiting.Add(-1)
+		var err error
+		if idx, err = s.await(ctx, closing, true); err != nil {
+			return 0, err
+		}
+	}
+	return s.own(idx), nil
+}
+
+// own marks slot idx, taken off the free list or handed over, Go's.
+func (s *slots) own(idx uint32) uint32 {
 	if !s.table[idx].owner.CompareAndSwap(slotFree, slotGo) {
 		s.e.violation("request slot taken from the free list was not free", idx)
 	}
-	return idx, nil
+	return idx
 }
 
-// await waits for a free slot until ctx ends or the runtime closes.
-func (s *slots) await(ctx context.Context, closing <-chan struct{}) (uint32, error) {
+// await waits for a free slot until ctx ends or the runtime closes; a callee (first) also
+// takes a slot handed to it directly.
+func (s *slots) await(ctx context.Context, closing <-chan struct{}, first bool) (uint32, error) {
+	var handed chan uint32
+	if first {
+		handed = s.first
+	}
 	for {
 		s.waiters.Add(1)
 		idx, ok := s.stack.pop()
@@ -127,6 +159,9 @@ func (s *slots) await(ctx context.Context, closing <-chan struct{}) (uint32, err
 			return idx, nil
 		}
 		select {
+		case idx := <-handed: // nil for a submitter: never ready
+			s.waiters.Add(-1)
+			return idx, nil
 		case <-s.room:
 			s.waiters.Add(-1)
 		case <-ctx.Done():
@@ -139,12 +174,20 @@ func (s *slots) await(ctx context.Context, closing <-chan struct{}) (uint32, err
 	}
 }
 
-// free returns slot idx to the free list; whatever completion still names it is stale.
+// free returns slot idx to a callee waiting for one, else to the free list; whatever
+// completion still names it is stale.
 func (s *slots) free(idx uint32) {
 	sl := &s.table[idx]
 	sl.d.Store(nil)
 	sl.gen++
 	sl.owner.Store(slotFree)
+	if s.firstWaiting.Load() > 0 {
+		select {
+		case s.first <- idx:
+			return
+		default: // no callee at the hand-over point: the free list, as for anyone
+		}
+	}
 	s.stack.push(idx)
 	if s.waiters.Load() > 0 {
 		select {
@@ -187,6 +230,9 @@ func (s *slots) writeHeader(d *Delivery) {
 	if d.probe != nil {
 		flags |= abi.DeliveryShadow
 	}
+	if _, callee := d.waiter.(*rustCall); callee {
+		flags |= abi.DeliveryCancellable // calls.go
+	}
 	binary.LittleEndian.PutUint32(h[abi.DeliveryFlags:], flags)
 }
 
@@ -201,6 +247,9 @@ func (e *Engine) publish(d *Delivery) {
 	idx, length, flags, at := d.slot, d.length, d.bound.target.RustIndex, d.intakeAt
 	if !sl.owner.CompareAndSwap(slotGo, slotRust) {
 		e.violation("published a request slot Go did not hold", idx)
+	}
+	if c, callee := d.waiter.(*rustCall); callee {
+		c.rustToken.Store(token) // what its cancel names (calls.go)
 	}
 	sl.d.Store(d)
 	e.obs.toRust.Add(1)

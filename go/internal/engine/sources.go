@@ -26,9 +26,10 @@ const queueMax = 1 << 16
 // queued is one item of the dispatch queue: a new emitted event (ev, and raw, its envelope
 // as Rust encoded it), or a delivery that needs a request slot for its next attempt (d).
 type queued struct {
-	ev  *envelope.Event
-	raw []byte
-	d   *Delivery
+	ev   *envelope.Event
+	raw  []byte
+	d    *Delivery
+	call *rustCall // a Rust handler's call: ev is the called event
 }
 
 // dispatchQueue holds work between the completion poller, which must not block, and the
@@ -108,6 +109,10 @@ func (e *Engine) routeQueued() {
 			e.redeliverFromQueue(it.d)
 			continue
 		}
+		if it.call != nil {
+			e.routeCall(it.ev, it.raw, it.call)
+			continue
+		}
 		e.routeEmitted(it.ev, it.raw)
 	}
 }
@@ -184,6 +189,12 @@ func (e *Engine) onEmit(c *ring.Desc) {
 // like any other from here, retried (through the rings this time) or dead-lettered.
 func (e *Engine) onLocalFailure(c *ring.Desc, raw []byte) {
 	e.releaseReply(c.ReplySlot)
+	e.takeOverLocal(c, raw, nil)
+}
+
+// takeOverLocal makes a delivery of an event that ran inside Rust and failed, with w (nil,
+// or a Rust handler's call) as its waiter, and settles its failure.
+func (e *Engine) takeOverLocal(c *ring.Desc, raw []byte, w Waiter) {
 	n := min(int(c.Len), len(raw))
 	env := raw[:n:n]
 	f := &Failure{Outcome: OutcomeTerm, RetryAfter: time.Duration(c.Aux)}
@@ -197,12 +208,16 @@ func (e *Engine) onLocalFailure(c *ring.Desc, raw []byte) {
 	}
 	ev, err := envelope.DecodeEvent(env)
 	if err != nil {
+		if call, ok := w.(*rustCall); ok {
+			call.answer(failure(OutcomeTerm, "", envelope.CodeDecode, "a Rust handler called with a malformed envelope: "+err.Error(), ""), Reply{})
+			return
+		}
 		e.deadLetterUnaccepted(&envelope.Event{}, env, deadletter.ReasonDecode, f)
 		return
 	}
 	f.EventType = ev.Type
 	d := &Delivery{}
-	d.reset(e.router.match(ev.Type), ev, nil)
+	d.reset(e.router.match(ev.Type), ev, w)
 	d.raw = env
 	e.accepted(d)
 	e.failed(d, f)

@@ -144,6 +144,47 @@ impl Handler for Relay {
     }
 }
 
+/// Composes by request/reply: calls the event type in its `call` extension (default
+/// `demo.upper`) with its payload and its other extensions, waits for the callee (in either
+/// runtime) and replies with the callee's reply. A failed call fails this event for good,
+/// with the callee's code and a message naming the callee; a call cut short (deadline,
+/// shutdown) is retryable. With a `give_up_ms` extension it stops waiting after that many
+/// milliseconds and replies "gave up" (the caller's future dropped, as a `select!` drops it).
+pub struct Ask;
+impl Handler for Ask {
+    async fn handle(&self, ev: &Event<'_>, cx: &Context) -> Outcome {
+        let callee = ev.extensions().get("call").unwrap_or("demo.upper");
+        let id = format!("{}/ask", ev.id());
+        let mut request = ev.follow_up(callee, &id, ev.data());
+        request.extensions = ev.extensions();
+        let call = cx.call(&request);
+        let patience = ev
+            .extensions()
+            .get("give_up_ms")
+            .and_then(|v| v.parse::<u64>().ok());
+        let result = match patience {
+            Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), call).await {
+                Ok(result) => result,
+                Err(_) => return Outcome::Reply(b"gave up".to_vec()),
+            },
+            None => call.await,
+        };
+        match result {
+            Ok(reply) => Outcome::Reply(reply.into_vec()),
+            Err(e) => match e.failure() {
+                Some(f) if !f.retryable => Outcome::Term(HandlerError::with_code(
+                    f.code.clone(),
+                    format!("{callee} failed: {f}"),
+                )),
+                _ => Outcome::Retry {
+                    after: Duration::from_millis(10),
+                    error: HandlerError::with_code("call", format!("{callee}: {e}")),
+                },
+            },
+        }
+    }
+}
+
 /// Panics on demand (payload "panic"), to prove the panic is contained.
 pub struct Panic;
 impl Handler for Panic {
@@ -157,7 +198,8 @@ impl Handler for Panic {
 
 /// Registers the example handlers under the `demo.*` event types. The tiny ones run inline
 /// on the poller (`demo.noop.inline`, echo, upper) and so does `demo.sleep`, which moves into a
-/// task of its own at its first await; the rest run as tasks from the start.
+/// task of its own at its first await; the rest run as tasks from the start (`demo.ask` too:
+/// it waits for its callee).
 pub fn register(reg: &mut Registry) {
     reg.register("demo.noop", "noop", Noop)
         .register_inline("demo.noop.inline", "noop-inline", Noop)
@@ -169,6 +211,7 @@ pub fn register(reg: &mut Registry) {
         .register("demo.fail", "fail", Fail)
         .register_inline("demo.flaky", "flaky", Flaky)
         .register_inline("demo.relay", "relay", Relay)
+        .register("demo.ask", "ask", Ask)
         .register("demo.panic", "panic", Panic);
 }
 

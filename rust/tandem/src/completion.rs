@@ -11,15 +11,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::calls::Calls;
 use crate::code;
 use crate::envelope::{self, Envelope, ErrorEnvelope};
 use crate::layout::{
-    TANDEM_CQE_EMIT, TANDEM_CQE_LOG, TANDEM_NO_SLOT, TANDEM_OUTCOME_ACK,
-    TANDEM_OUTCOME_IN_PROGRESS, TANDEM_OUTCOME_RETRY, TANDEM_OUTCOME_TERM,
+    TANDEM_CQE_CALL, TANDEM_CQE_CALL_CANCEL, TANDEM_CQE_EMIT, TANDEM_CQE_LOG, TANDEM_NO_SLOT,
+    TANDEM_OUTCOME_ACK, TANDEM_OUTCOME_IN_PROGRESS, TANDEM_OUTCOME_RETRY, TANDEM_OUTCOME_TERM,
 };
 use crate::outcome::{EmitError, HandlerError, Outcome};
+use crate::reply::{CallError, CallFailure, Reply};
 use crate::ring::Ring;
-use crate::slots::{LentReply, ReplySlots, ReplyWriter, RequestSlot, RequestSlots};
+use crate::slots::{LentReply, ReplySlots, ReplyWriter, RequestSlot, RequestSlots, ReturnedReply};
 use crate::stats::Counters;
 use crate::sync::Ordering;
 use crate::wake::EventFd;
@@ -192,6 +194,21 @@ impl Drop for Hungry<'_> {
 pub(crate) trait LocalDispatch: Send + Sync {
     /// Runs `ev` in the handler at `index` (1 + its place in event-type order).
     fn dispatch(self: Arc<Self>, ev: &Envelope<'_>, index: u32);
+
+    /// Runs the event encoded in `bytes` in the handler at `index`, in the caller's task,
+    /// and returns how it ended (a call routed inside Rust).
+    fn call<'a>(
+        self: Arc<Self>,
+        bytes: &'a [u8],
+        index: u32,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Finished> + Send + 'a>>;
+}
+
+/// A call's outcome as Go hands it back: the reply slot, and whether it holds the reply
+/// (`TANDEM_OUTCOME_ACK`) or an error envelope.
+pub(crate) struct CallOutcome {
+    slot: ReturnedReply,
+    outcome: u32,
 }
 
 /// The event types whose emitted events stay in Rust, and the handler each goes to.
@@ -213,10 +230,17 @@ pub(crate) struct Completions {
     /// has no deadline (and so no token of its own).
     cancel: CancellationToken,
     pub(crate) requests: Arc<RequestSlots>,
-    pub(crate) replies: ReplySlots,
+    pub(crate) replies: Arc<ReplySlots>,
     counters: Arc<Counters>,
-    /// Replaced whole by Go whenever a route's targets change; read by every emit.
+    /// Replaced whole by Go whenever a route's targets change; read by every emit and call.
     local: RwLock<Option<LocalRoutes>>,
+    /// The calls waiting for their outcome from Go.
+    calls: Calls<CallOutcome>,
+    /// Bounds the calls waiting on Go to half the request slots and half the reply slots. A
+    /// waiting caller holds its request slot and the call's reply slot; a callee through Go
+    /// needs a request slot of its own (a Rust route) and a reply slot (its reply): with half
+    /// of each left to events that finish by themselves, callees always get theirs.
+    call_permits: tokio::sync::Semaphore,
 }
 
 impl Completions {
@@ -229,14 +253,18 @@ impl Completions {
         replies: ReplySlots,
         counters: Arc<Counters>,
     ) -> Completions {
+        let call_permits =
+            tokio::sync::Semaphore::new((replies.count().min(requests.count()) / 2).max(1));
         Completions {
+            calls: Calls::new(),
+            call_permits,
             cq,
             wake_go,
             sq,
             wake_rust,
             cancel,
             requests: Arc::new(requests),
-            replies,
+            replies: Arc::new(replies),
             counters,
             local: RwLock::new(None),
         }
@@ -317,14 +345,18 @@ impl Completions {
             // can, and then wait here for Go's poller, which never waits on Rust.
             tokio::task::yield_now().await;
         }
-        // On a kicking thread the duty to wake Go goes back to the Go caller, which consumes
-        // the ring itself (crate::kick).
+        self.wake_go_if_parked();
+        if request.is_some() {
+            self.counters.completed.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Wakes Go's poller if it is parked and this thread won the duty. On a kicking thread the
+    /// duty goes back to the Go caller instead, which consumes the ring itself (crate::kick).
+    fn wake_go_if_parked(&self) {
         if self.cq.take_wakeup() && !defer_go_wake() {
             self.counters.go_wakeups.fetch_add(1, Relaxed);
             self.wake_go.signal();
-        }
-        if request.is_some() {
-            self.counters.completed.fetch_add(1, Relaxed);
         }
     }
 
@@ -400,6 +432,166 @@ impl Completions {
         Ok(())
     }
 
+    /// Calls `ev` (already carrying the caller's deadline, correlation, causation and trace)
+    /// and waits for the callee's outcome: in the Rust handler of a local route, run in this
+    /// task; otherwise, or when that run fails, through Go, which runs the whole delivery
+    /// (retries, dead letters, policies, a handler in either runtime) and hands back its final
+    /// outcome. Dropping the future ends the wait and tells Go (`TANDEM_CQE_CALL_CANCEL`).
+    pub(crate) async fn call(self: &Arc<Self>, ev: &Envelope<'_>) -> Result<Reply, CallError> {
+        let needed = envelope::encoded_len(ev);
+        if needed > self.replies.size() {
+            return Err(CallError::TooLarge { needed });
+        }
+        let local = {
+            let routes = self.local.read().unwrap_or_else(|e| e.into_inner());
+            routes.as_ref().and_then(|routes| {
+                let index = *routes.by_type.get(ev.ty)?;
+                Some((index, routes.to.upgrade()?))
+            })
+        };
+        let Some((index, to)) = local else {
+            return self.call_through_go(ev, None).await;
+        };
+        let mut first = *ev;
+        first.attempt = first.attempt.max(1);
+        let bytes = envelope::encode_to_vec(&first);
+        self.counters.local_dispatched.fetch_add(1, Relaxed);
+        let finished = to.call(&bytes, index).await;
+        match finished.outcome {
+            Outcome::Ack => {
+                self.counters.local_acked.fetch_add(1, Relaxed);
+                Ok(Reply::empty())
+            }
+            Outcome::Reply(v) => {
+                self.counters.local_acked.fetch_add(1, Relaxed);
+                Ok(Reply::owned(v))
+            }
+            Outcome::Retry { .. } | Outcome::Term(_) => {
+                // Retries and dead letters live in Go: the call goes on there, carrying this
+                // first attempt's failure, as an emitted local event's failure does.
+                self.counters.local_forwarded.fetch_add(1, Relaxed);
+                self.call_through_go(ev, Some((&bytes, &finished))).await
+            }
+        }
+    }
+
+    /// The crossing half of [`Completions::call`]: lends a reply slot holding the event
+    /// (and, for a local run that failed, its error envelope) to Go with a `TANDEM_CQE_CALL`
+    /// and waits for the `TANDEM_SQE_REPLY` that hands it back.
+    async fn call_through_go(
+        self: &Arc<Self>,
+        ev: &Envelope<'_>,
+        failed: Option<(&[u8], &Finished)>,
+    ) -> Result<Reply, CallError> {
+        // Never waits: a caller waiting here would hold its request slot too, and with every
+        // slot held by a waiting caller no callee could get one.
+        let _permit = self
+            .call_permits
+            .try_acquire()
+            .map_err(|_| CallError::Overloaded)?;
+        let mut w = Some(self.reply().await);
+        let (n, event_len, flags, aux) = {
+            let buf = w.as_mut().map(ReplyWriter::buf).unwrap_or_default();
+            match failed {
+                None => {
+                    let n = envelope::encode_into(ev, buf).unwrap_or(0);
+                    (n, 0, 0, 0)
+                }
+                Some((bytes, run)) => {
+                    let error = match &run.outcome {
+                        Outcome::Retry { error, .. } | Outcome::Term(error) => error,
+                        Outcome::Ack | Outcome::Reply(_) => unreachable!("only failures go on"),
+                    };
+                    let n = bytes.len().min(buf.len());
+                    buf[..n].copy_from_slice(&bytes[..n]);
+                    let m = write_error(&mut buf[n..], error, &run.handler);
+                    let (outcome, aux) = run.kind_and_aux();
+                    (n + m, n as u32, outcome, aux)
+                }
+            }
+        };
+        // Registered before it is published: the outcome may come back at once.
+        let mut pending = CallGuard {
+            completions: self,
+            pending: self.calls.register(),
+            published: false,
+        };
+        let id = pending.pending.id();
+        loop {
+            // The slot is lent inside the push: a future dropped while the ring is full frees
+            // its writer instead of leaving a slot lent to Go that no record names.
+            let pushed = self.cq.push(|d| {
+                let r = w.take().map(|w| w.lend(n)).expect("lent once");
+                d.token.store(id, Ordering::Relaxed);
+                d.kind.store(TANDEM_CQE_CALL, Ordering::Relaxed);
+                d.slot.store(TANDEM_NO_SLOT, Ordering::Relaxed);
+                d.len.store(event_len, Ordering::Relaxed);
+                d.flags.store(flags, Ordering::Relaxed);
+                d.reply_slot.store(r.slot, Ordering::Relaxed);
+                d.reply_len.store(r.len, Ordering::Relaxed);
+                d.started_ns.store(0, Ordering::Relaxed);
+                d.finished_ns.store(0, Ordering::Relaxed);
+                d.aux.store(aux, Ordering::Relaxed);
+            });
+            if pushed {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        pending.published = true;
+        self.counters.calls.fetch_add(1, Relaxed);
+        self.counters.calls_pending.fetch_add(1, Relaxed);
+        self.wake_go_if_parked();
+        let CallOutcome { slot, outcome } = (&mut pending.pending).await;
+        if outcome == TANDEM_OUTCOME_ACK {
+            return Ok(Reply::in_slot(slot));
+        }
+        let failure =
+            CallFailure::from_error_envelope(slot.bytes(), outcome == TANDEM_OUTCOME_RETRY);
+        Err(CallError::of_failure(failure))
+    }
+
+    /// Takes back the reply slot of call `id` from Go, holding its outcome, for the caller
+    /// waiting on it; a slot nobody waits for any more is freed at once.
+    pub(crate) fn call_replied(&self, id: u64, slot: u32, len: u32, outcome: u32) {
+        if let Some(slot) = self.replies.take_back(slot, len) {
+            // Err: the caller is gone; dropping the outcome frees the slot.
+            let _ = self.calls.deliver(id, CallOutcome { slot, outcome });
+        }
+    }
+
+    /// Tells Go that the caller of call `id` stopped waiting. From a destructor, so without
+    /// waiting: a ring found full leaves the record to a task, or, outside tokio, drops it
+    /// (the callee's deadline, never later than the caller's, bounds it then).
+    fn cancel_call(self: &Arc<Self>, id: u64) {
+        let record = |d: &crate::layout::tandem_desc| {
+            d.token.store(id, Ordering::Relaxed);
+            d.kind.store(TANDEM_CQE_CALL_CANCEL, Ordering::Relaxed);
+            d.slot.store(TANDEM_NO_SLOT, Ordering::Relaxed);
+            d.len.store(0, Ordering::Relaxed);
+            d.flags.store(0, Ordering::Relaxed);
+            d.reply_slot.store(TANDEM_NO_SLOT, Ordering::Relaxed);
+            d.reply_len.store(0, Ordering::Relaxed);
+            d.started_ns.store(0, Ordering::Relaxed);
+            d.finished_ns.store(0, Ordering::Relaxed);
+            d.aux.store(0, Ordering::Relaxed);
+        };
+        if self.cq.push(record) {
+            self.wake_go_if_parked();
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let me = self.clone();
+            rt.spawn(async move {
+                me.publish(Completion {
+                    token: id,
+                    ..Completion::new(TANDEM_CQE_CALL_CANCEL)
+                })
+                .await
+            });
+        }
+    }
+
     /// Hands a failed local event to Go: its envelope followed by its error envelope, in one
     /// reply slot.
     pub(crate) async fn forward_failure(&self, event: &[u8], run: &Finished) {
@@ -416,6 +608,29 @@ impl Completions {
         self.counters.local_forwarded.fetch_add(1, Relaxed);
         self.publish(Completion::forwarded(reply, n as u32, run))
             .await;
+    }
+}
+
+/// A call in flight: leaving it (the caller's future dropped) before its outcome tells Go.
+struct CallGuard<'a> {
+    completions: &'a Arc<Completions>,
+    pending: crate::calls::Pending<'a, CallOutcome>,
+    /// The `TANDEM_CQE_CALL` is in the ring: Go knows the call.
+    published: bool,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if !self.published {
+            return; // Pending's own drop takes it off the table; Go never saw it
+        }
+        self.completions
+            .counters
+            .calls_pending
+            .fetch_sub(1, Relaxed);
+        if self.pending.leave() {
+            self.completions.cancel_call(self.pending.id());
+        }
     }
 }
 

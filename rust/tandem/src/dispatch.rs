@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::code;
 use crate::completion::{Finished, now_ns};
 use crate::envelope;
-use crate::handler::{Context, Event, Route};
+use crate::handler::{CallerRef, Context, Event, Route};
 use crate::outcome::{HandlerError, Outcome};
 use crate::poller::Drainer;
 use crate::shared::Shared;
@@ -72,10 +72,19 @@ pub(crate) fn dispatch_slot(
     // finishes at once then costs no worker wake.
     let inline =
         (by == Drainer::Caller && slot.delivery().waited) || runs_inline(shared, &slot, route);
+    // Registered here, on the drainer, before the task runs: a cancel that follows the event
+    // in the ring is drained after it and must find it.
+    let by_go = slot
+        .delivery()
+        .cancellable
+        .then(|| shared.cancellable(slot.token()));
     let sh = shared.clone();
     let task = async move {
         let job = prepare(&sh, slot.envelope(), Some(slot.delivery()), route);
-        let finished = run(&sh, job, slot.token()).await;
+        let finished = run(&sh, job, slot.token(), by_go.as_ref()).await;
+        if by_go.is_some() {
+            sh.forget_cancellable(slot.token());
+        }
         sh.completions.finish(slot, finished).await;
     };
     if inline {
@@ -101,8 +110,14 @@ fn spawn(shared: &Shared, task: impl Future<Output = ()> + Send + 'static, by: D
     shared.tracker.spawn(task);
 }
 
-/// Runs a job's handler, containing panics and honouring cancellation.
-pub(crate) async fn run(shared: &Shared, job: Job<'_>, token: u64) -> Finished {
+/// Runs a job's handler, containing panics and honouring cancellation: the runtime's, the
+/// deadline's, and Go's (`by_go`, for a delivery Go may cancel).
+pub(crate) async fn run(
+    shared: &Shared,
+    job: Job<'_>,
+    token: u64,
+    by_go: Option<&tokio_util::sync::CancellationToken>,
+) -> Finished {
     let (route, ev) = match job {
         Ok(run) => run,
         Err(err) => {
@@ -132,7 +147,16 @@ pub(crate) async fn run(shared: &Shared, job: Job<'_>, token: u64) -> Finished {
     // With a deadline the event gets a token of its own, fired at the deadline, and a deadline
     // the handler may push back (Context::in_progress).
     let deadline = deadline.map(|d| Arc::new(std::sync::atomic::AtomicI64::new(d)));
-    let cancel = deadline.as_ref().map(|_| shared.cancel.child_token());
+    let cancel = match by_go {
+        Some(t) => Some(t.clone()),
+        None => deadline.as_ref().map(|_| shared.cancel.child_token()),
+    };
+    let given_up = async {
+        match by_go {
+            Some(t) => t.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
     let expired = async {
         let Some(deadline) = &deadline else {
             return std::future::pending().await;
@@ -145,7 +169,12 @@ pub(crate) async fn run(shared: &Shared, job: Job<'_>, token: u64) -> Finished {
             tokio::time::sleep(Duration::from_nanos(left as u64)).await;
         }
     };
+    // SAFETY: `ev` is a local of this frame declared before `cx`, so it is dropped after it and
+    // never moved meanwhile (the future is pinned while it runs); the handler gets `&cx` only
+    // for the length of the call below, and a Context is neither Clone nor built elsewhere.
+    let caller = unsafe { CallerRef::new(ev.envelope()) };
     let cx = Context {
+        caller,
         handler: route.name.clone(),
         cancel: cancel.clone(),
         completions: shared.completions.clone(),
@@ -201,6 +230,10 @@ pub(crate) async fn run(shared: &Shared, job: Job<'_>, token: u64) -> Finished {
         _ = shared.cancel.cancelled() => Outcome::Retry {
             after: Duration::ZERO,
             error: HandlerError::with_code(code::CANCELLED, "the runtime shut down before the handler finished"),
+        },
+        _ = given_up, if by_go.is_some() => Outcome::Retry {
+            after: Duration::ZERO,
+            error: HandlerError::with_code(code::CANCELLED, "the caller gave up"),
         },
         _ = expired => {
             if let Some(cancel) = &cancel {
@@ -331,6 +364,7 @@ mod tests {
             waited: false,
             timed: true,
             shadow: false,
+            cancellable: false,
         };
         submit_delivery(&rt, 1, &envelope("echo", b""), 0, past);
         let done = next_completion(&rt);
@@ -372,6 +406,7 @@ mod tests {
             waited: false,
             timed: true,
             shadow: false,
+            cancellable: false,
         };
         submit_delivery(&rt, 0, &stale, 0, second);
         let done = next_completion(&rt);
@@ -387,6 +422,7 @@ mod tests {
             waited: false,
             timed: true,
             shadow: false,
+            cancellable: false,
         };
         submit_delivery(&rt, 1, &stale, 0, third);
         let done = next_completion(&rt);

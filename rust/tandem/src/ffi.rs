@@ -152,6 +152,12 @@ pub struct tandem_stats {
     /// Times the parked poller found an event after a while without a wake: a lost wake-up,
     /// or rarely a producer caught between its push and its wake.
     pub rescues: u64,
+    /// Calls of Rust handlers (`Context::call`) that crossed to Go.
+    pub calls: u64,
+    /// Of those, the ones waiting for their outcome now.
+    pub calls_pending: u64,
+    /// Call replies Rust handlers hold now (reply slots back from Go, not yet freed).
+    pub call_replies_held: u64,
 }
 
 /// A runtime; opaque to C. Created by `tandem_runtime_create`, freed by `tandem_runtime_free`.
@@ -439,6 +445,9 @@ pub unsafe extern "C" fn tandem_runtime_stats(
             handovers: s.handovers,
             task_wakes: s.task_wakes,
             rescues: s.rescues,
+            calls: s.calls,
+            calls_pending: s.calls_pending,
+            call_replies_held: s.call_replies_held,
         };
         // SAFETY: writable per the contract.
         unsafe { out.write(stats) };

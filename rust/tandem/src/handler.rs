@@ -1,6 +1,6 @@
 //! What a Rust handler implements and what it receives: [`Handler`], [`Event`], [`Context`],
 //! and the [`Registry`] that routes event types to handlers. A handler's [`Context`] reaches
-//! the runtime only through its completion side (progress records, emitted events).
+//! the runtime only through its completion side (progress records, emitted events, calls).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::completion::{Completion, Completions, now_ns};
 use crate::envelope::{Envelope, Extensions};
 use crate::outcome::{EmitError, HandlerError, Outcome};
+use crate::reply::{CallError, Reply};
 use crate::slots::Delivery;
 
 /// An async event handler run by the tokio runtime, one task per event.
@@ -297,10 +298,37 @@ impl fmt::Debug for Event<'_> {
     }
 }
 
+/// The envelope of the event a [`Context`] belongs to, its lifetime erased so that `Context`
+/// needs none: a call fills in its correlation, causation and trace from it.
+#[derive(Clone, Copy)]
+pub(crate) struct CallerRef(std::ptr::NonNull<Envelope<'static>>);
+
+// SAFETY: it stands for a `&Envelope`, which is Send and Sync (an envelope only borrows bytes).
+unsafe impl Send for CallerRef {}
+// SAFETY: as above.
+unsafe impl Sync for CallerRef {}
+
+impl CallerRef {
+    /// # Safety
+    /// `env` must stay where it is, alive, for as long as any `Context` holding the result.
+    pub(crate) unsafe fn new(env: &Envelope<'_>) -> CallerRef {
+        CallerRef(std::ptr::NonNull::from(env).cast())
+    }
+
+    fn get(&self) -> &Envelope<'_> {
+        // SAFETY: `new`'s contract keeps the envelope alive and in place while the Context
+        // lives, and the borrow returned is one of the Context; the lifetime is shortened back
+        // to it.
+        unsafe { self.0.cast::<Envelope<'_>>().as_ref() }
+    }
+}
+
 /// What a handler sees besides the event: its name, the cancellation signal, and the way
-/// out for progress records and emitted events. Lent to one handler call; it is `Sync`, so
-/// the futures of one handler may share it and call its methods concurrently.
+/// out for progress records, emitted events and calls. Lent to one handler call; it is
+/// `Sync`, so the futures of one handler may share it and call its methods concurrently.
 pub struct Context {
+    /// The event being handled, for what a call carries over from it.
+    pub(crate) caller: CallerRef,
     pub(crate) handler: Arc<str>,
     /// The event's own token (a child of the runtime's) when it has a deadline; else the
     /// runtime's, reached through `completions`, so an event without one clones no token.
@@ -370,5 +398,95 @@ impl Context {
             return Ok(());
         }
         self.completions.emit(ev).await
+    }
+
+    /// Sends `ev` to the handler of its type, in either runtime, and waits for its reply:
+    /// request/reply from inside a handler, as `tandem.Call` is for a Go handler.
+    ///
+    /// The called event carries over, where `ev` leaves them unset, this event's correlation
+    /// id (or its id when it has none), this event's id as its causation id, and its trace
+    /// context (`traceparent`, `tracestate`): build it with [`Event::follow_up`] or by hand.
+    /// Its deadline is the earlier of its own and this event's (as [`Context::in_progress`]
+    /// left it), so the callee never outlives the caller's budget.
+    ///
+    /// Where it runs: an event type Go routes to a Rust handler with no policy of Go's own
+    /// (a local route) runs in that handler inside Rust, in this task, and its outcome comes
+    /// back without a trip through Go. Otherwise, or when that local run fails, the event
+    /// crosses to Go (`TANDEM_CQE_CALL`, in a reply slot the call holds until its outcome
+    /// comes back), and Go runs its whole delivery: policies, retries, dead letters, a
+    /// handler in either runtime. The final outcome comes back: the reply, or the callee's
+    /// error envelope ([`CallError::Failed`]).
+    ///
+    /// Dropping the returned future (this event's deadline, shutdown, a `select!` it lost)
+    /// stops the wait and tells Go, which ends a Go callee's context, has a Rust callee's
+    /// cancellation token fire, and retries neither; a local callee is dropped with the call.
+    /// A callee that already ran keeps its effects, and its outcome is discarded.
+    ///
+    /// A call through Go holds the caller's request slot and one reply slot until its outcome
+    /// comes back. At most half the request slots and half the reply slots are held so; a
+    /// call beyond that fails at once with [`CallError::Overloaded`] rather than wait, since a
+    /// caller waiting for room holds a slot a callee may need.
+    ///
+    /// ```
+    /// use tandem::{CallError, Context, Event, Handler, HandlerError, Outcome};
+    ///
+    /// /// Asks the `text.upper` handler (Go's or Rust's) and replies with its answer.
+    /// struct Shout;
+    /// impl Handler for Shout {
+    ///     async fn handle(&self, ev: &Event<'_>, cx: &Context) -> Outcome {
+    ///         let id = format!("{}/upper", ev.id());
+    ///         match cx.call(&ev.follow_up("text.upper", &id, ev.data())).await {
+    ///             Ok(reply) => Outcome::Reply([reply.data(), b"!"].concat()),
+    ///             Err(CallError::Failed(f)) => Outcome::Term(HandlerError::with_code("upstream", f.to_string())),
+    ///             Err(e) => Outcome::Retry {
+    ///                 after: std::time::Duration::from_millis(50),
+    ///                 error: HandlerError::with_code("upstream", e.to_string()),
+    ///             },
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub async fn call(&self, ev: &Envelope<'_>) -> Result<Reply, CallError> {
+        for (what, v) in [("an id", ev.id), ("a source", ev.source), ("a type", ev.ty)] {
+            if v.is_empty() {
+                return Err(CallError::Invalid(what));
+            }
+        }
+        let caller = self.caller.get();
+        let mut req = *ev;
+        req.correlationid = req
+            .correlationid
+            .or(Some(caller.correlationid.unwrap_or(caller.id)));
+        req.causationid = req.causationid.or(Some(caller.id));
+        if req.traceparent.is_none() {
+            (req.traceparent, req.tracestate) = (caller.traceparent, caller.tracestate);
+        }
+        let own = self.deadline.as_ref().map(|d| d.load(Relaxed));
+        req.deadline = match (req.deadline, own) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let due = req.deadline;
+        if due.is_some_and(|d| d <= now_ns() as i64) {
+            return Err(CallError::DeadlineExceeded);
+        }
+        let expired = async {
+            match due {
+                Some(d) => {
+                    let left = d.saturating_sub(now_ns() as i64).max(0) as u64;
+                    tokio::time::sleep(Duration::from_nanos(left)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = self.completions.call(&req) => r,
+            _ = self.cancellation().cancelled() => Err(if self.completions.cancel().is_cancelled() {
+                CallError::ShuttingDown
+            } else {
+                CallError::Cancelled
+            }),
+            _ = expired => Err(CallError::DeadlineExceeded),
+        }
     }
 }

@@ -43,6 +43,19 @@ pub const TANDEM_KICK_HELP: u32 = 2;
 pub const TANDEM_SQE_EVENT: u32 = 1;
 /// Submission descriptor kind: Go hands reply slot `slot` back to Rust.
 pub const TANDEM_SQE_RELEASE: u32 = 2;
+/// Submission descriptor kind: the final outcome of a Rust handler's call
+/// (`TANDEM_CQE_CALL`): `token` is the call's ID, `slot` the reply slot the call lent, handed
+/// back holding the reply (`flags` `TANDEM_OUTCOME_ACK`) or the error envelope (`flags`
+/// `TANDEM_OUTCOME_TERM`), `len` bytes. Rust owns the slot again from this record on, like a
+/// `TANDEM_SQE_RELEASE`, and frees it once the caller drops the reply (at once when the caller
+/// is gone). Go publishes it like an event: it wakes or crosses to a parked consumer.
+pub const TANDEM_SQE_REPLY: u32 = 3;
+/// Submission descriptor kind: the caller of the event Go published with `token` (a delivery
+/// flagged `TANDEM_DELIVERY_CANCELLABLE`, the callee of a Rust handler's call) gave up. If its
+/// handler is still running, Rust cancels it: its cancellation token fires, it is polled no
+/// more, and it completes as retryable with code `cancelled` (Go retries it no more). A token
+/// Rust no longer runs is ignored. Releases nothing; Go publishes it like an event.
+pub const TANDEM_SQE_CANCEL: u32 = 4;
 
 /// Completion outcome: the handler acknowledged the event; `reply_slot` may hold a reply.
 pub const TANDEM_OUTCOME_ACK: u32 = 0;
@@ -64,6 +77,22 @@ pub const TANDEM_CQE_EMIT: u32 = 4;
 /// last batch, then one map per record {0: level (0 trace .. 4 error), 1: target, 2: message,
 /// 3: time (Unix ns), 4: {field: value}}.
 pub const TANDEM_CQE_LOG: u32 = 5;
+
+/// Completion kind: a Rust handler calls (`Context::call`) and waits: `reply_slot` holds the
+/// event's envelope (`reply_len` bytes), lent to Go until the `TANDEM_SQE_REPLY` with the
+/// call's ID (`token`) hands it back with the final outcome; Go routes the event like a
+/// submitted one, retries and dead letters included. With `flags` nonzero the event already
+/// ran inside Rust (a local route) and failed:
+/// as for `TANDEM_CQE_EMIT`, `flags` is its outcome, `aux` the retry delay, and the slot holds
+/// its envelope (`len` bytes) followed by its error envelope. `slot` is `TANDEM_NO_SLOT`.
+pub const TANDEM_CQE_CALL: u32 = 6;
+
+/// Completion kind: the caller of call `token` stopped waiting (its future was dropped: its
+/// deadline, shutdown, or a `select!` it lost). Go ends the callee's context and settles the
+/// call without retrying it; the reply slot still comes back, with a `TANDEM_SQE_RELEASE` or a
+/// `TANDEM_SQE_REPLY` Rust drops. Best effort: a record that finds the ring full may be lost,
+/// and the callee's deadline (never later than the caller's) bounds it then. Releases nothing.
+pub const TANDEM_CQE_CALL_CANCEL: u32 = 7;
 
 /// Completion outcome: the handler is still working; extend the deadline by `aux` nanoseconds.
 /// The request slot is not released by this record.
@@ -162,7 +191,10 @@ pub const TANDEM_DELIVERY_TIMED: u32 = 2;
 /// result with the primary's and discards it). The handler runs as ever, but the events it
 /// emits are discarded: a shadow must not send follow-ups the primary sends too.
 /// `Context::is_shadow` tells the handler, which may skip other side effects.
-pub const TANDEM_DELIVERY_SHADOW: u32 = 4;
+pub const TANDEM_DELIVERY_SHADOW: u32 = 8;
+/// In `tandem_delivery.flags`: Go may cancel this delivery with a `TANDEM_SQE_CANCEL` naming its
+/// token (the callee of a Rust handler's call, whose caller may give up).
+pub const TANDEM_DELIVERY_CANCELLABLE: u32 = 4;
 
 #[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<tandem_desc>() == TANDEM_CACHE_LINE);

@@ -42,11 +42,16 @@
 //! # }
 //! ```
 //!
+//! A handler composes with [`Context::emit`] (a follow-up nobody waits for) and
+//! [`Context::call`] (request/reply to a handler in either runtime, with the caller's
+//! deadline, correlation, causation and trace carried over).
+//!
 //! The Go side reaches `order.price` by its type (`rt.Call(ctx, &tandem.Event{Type:
 //! "order.price", ...})`), or under other types through `Runtime.HandleRust`.
 #![warn(missing_docs, unreachable_pub)]
 #![allow(non_camel_case_types)]
 
+mod calls;
 pub mod code;
 mod completion;
 mod config;
@@ -62,6 +67,7 @@ mod logs;
 mod outcome;
 mod panics;
 mod poller;
+mod reply;
 mod ring;
 mod runtime;
 mod shared;
@@ -77,6 +83,7 @@ pub use config::{Config, Error};
 pub use handler::{Context, Event, Handler, Registry};
 pub use kick::Kicked;
 pub use outcome::{EmitError, HandlerError, Outcome};
+pub use reply::{CallError, CallFailure, Reply};
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub use ring::BenchRing;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::completion::LocalDispatch;
+use crate::completion::{Finished, LocalDispatch};
 use crate::dispatch::{prepare, run};
 use crate::envelope::{self, Envelope};
 use crate::outcome::Outcome;
@@ -25,7 +25,7 @@ impl LocalDispatch for Shared {
         let sh = self.clone();
         self.tracker.spawn(async move {
             // The task owns the bytes; the event borrows them inside it.
-            let finished = run(&sh, prepare(&sh, &bytes, None, index), 0).await;
+            let finished = run(&sh, prepare(&sh, &bytes, None, index), 0, None).await;
             match finished.outcome {
                 Outcome::Ack | Outcome::Reply(_) => {
                     sh.counters.local_acked.fetch_add(1, Relaxed);
@@ -36,6 +36,16 @@ impl LocalDispatch for Shared {
             }
             sh.counters.unhold(&sh.counters.local_held);
         });
+    }
+
+    /// Runs a called event in the caller's own task: the caller's event is held meanwhile,
+    /// so shutdown waits for both, and the caller's cancellation ends both.
+    fn call<'a>(
+        self: Arc<Self>,
+        bytes: &'a [u8],
+        index: u32,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Finished> + Send + 'a>> {
+        Box::pin(async move { run(&self, prepare(&self, bytes, None, index), 0, None).await })
     }
 }
 

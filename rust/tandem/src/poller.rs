@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 
 use crate::dispatch::dispatch_slot;
-use crate::layout::{TANDEM_SQE_EVENT, TANDEM_SQE_RELEASE};
+use crate::layout::{TANDEM_SQE_CANCEL, TANDEM_SQE_EVENT, TANDEM_SQE_RELEASE, TANDEM_SQE_REPLY};
 use crate::shared::Shared;
 use crate::sync::Ordering;
 
@@ -228,6 +228,9 @@ pub(crate) fn drain_submissions(
                 }
             }
             TANDEM_SQE_RELEASE => shared.completions.replies.release(slot),
+            // Also once stopped: a reply nobody waits for any more frees its slot.
+            TANDEM_SQE_CANCEL => shared.cancel_delivery(token),
+            TANDEM_SQE_REPLY => shared.completions.call_replied(token, slot, len, route),
             _ => {
                 shared.counters.violations.fetch_add(1, Relaxed);
             }

@@ -1,6 +1,7 @@
 //! The state a runtime's tasks share: the submission side, the completion side, the handlers,
 //! the counters and the signals of shutdown.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
@@ -36,6 +37,9 @@ pub(crate) struct Shared {
     pub(crate) consumer: Mutex<()>,
     /// `cfg.hands_over()`, decided once.
     pub(crate) hands_over: bool,
+    /// The cancellation tokens of the running deliveries Go may cancel
+    /// (`TANDEM_DELIVERY_CANCELLABLE`), by their ring token.
+    pub(crate) cancellable: Mutex<HashMap<u64, CancellationToken>>,
 }
 
 impl Shared {
@@ -88,7 +92,34 @@ impl Shared {
             stopping: AtomicBool::new(false),
             consumer: Mutex::new(()),
             hands_over: cfg.hands_over(),
+            cancellable: Mutex::new(HashMap::new()),
             cfg,
         })
+    }
+
+    /// Registers a delivery Go may cancel, before it runs (a `TANDEM_SQE_CANCEL` that follows
+    /// its event in the ring then always finds it), and returns its cancellation token, a
+    /// child of the runtime's. [`Shared::forget_cancellable`] takes it off once it has run.
+    pub(crate) fn cancellable(&self, token: u64) -> CancellationToken {
+        let cancel = self.cancel.child_token();
+        self.lock_cancellable().insert(token, cancel.clone());
+        cancel
+    }
+
+    /// Takes a delivery that has run off the cancellable ones.
+    pub(crate) fn forget_cancellable(&self, token: u64) {
+        self.lock_cancellable().remove(&token);
+    }
+
+    /// Cancels the running delivery of `token` (a `TANDEM_SQE_CANCEL`); one not running any
+    /// more is ignored.
+    pub(crate) fn cancel_delivery(&self, token: u64) {
+        if let Some(cancel) = self.lock_cancellable().get(&token) {
+            cancel.cancel();
+        }
+    }
+
+    fn lock_cancellable(&self) -> std::sync::MutexGuard<'_, HashMap<u64, CancellationToken>> {
+        self.cancellable.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -14,7 +14,8 @@ use tokio::sync::Semaphore;
 use crate::config::{Config, RegionLayout};
 use crate::envelope::Envelope;
 use crate::layout::{
-    TANDEM_DELIVERY_SHADOW, TANDEM_DELIVERY_TIMED, TANDEM_DELIVERY_WAITED, tandem_delivery,
+    TANDEM_DELIVERY_CANCELLABLE, TANDEM_DELIVERY_SHADOW, TANDEM_DELIVERY_TIMED,
+    TANDEM_DELIVERY_WAITED, tandem_delivery,
 };
 use crate::shm::Region;
 use crate::stats::Counters;
@@ -44,6 +45,8 @@ pub(crate) struct Delivery {
     pub(crate) timed: bool,
     /// A shadow's copy: what the handler emits is discarded (`TANDEM_DELIVERY_SHADOW`).
     pub(crate) shadow: bool,
+    /// Go may cancel the delivery (`TANDEM_DELIVERY_CANCELLABLE`).
+    pub(crate) cancellable: bool,
 }
 
 impl Delivery {
@@ -56,6 +59,7 @@ impl Delivery {
             // Nobody reads the handler time of an event with no slot (it completes in Rust).
             timed: false,
             shadow: false,
+            cancellable: false,
         }
     }
 }
@@ -109,6 +113,11 @@ impl RequestSlots {
         })
     }
 
+    /// How many slots there are.
+    pub(crate) fn count(&self) -> usize {
+        self.owner.len()
+    }
+
     fn slot_ptr(&self, slot: u32) -> *mut u8 {
         assert!((slot as usize) < self.owner.len());
         // SAFETY: slot < req_slots (asserted), so the offset lies inside the region.
@@ -142,6 +151,15 @@ impl RequestSlots {
             },
         };
         let p = self.slot_ptr(slot);
+        let header = tandem_delivery {
+            flags: header.flags
+                | if delivery.cancellable {
+                    TANDEM_DELIVERY_CANCELLABLE
+                } else {
+                    0
+                },
+            ..header
+        };
         // SAFETY: the test plays Go, which owns the slot until it publishes it; the header and
         // the envelope fit the stride (checked above), and the slot start is aligned.
         unsafe {
@@ -199,6 +217,7 @@ impl RequestSlot {
             waited: h.flags & TANDEM_DELIVERY_WAITED != 0,
             timed: h.flags & TANDEM_DELIVERY_TIMED != 0,
             shadow: h.flags & TANDEM_DELIVERY_SHADOW != 0,
+            cancellable: h.flags & TANDEM_DELIVERY_CANCELLABLE != 0,
         }
     }
 
@@ -275,6 +294,11 @@ impl ReplySlots {
         self.size
     }
 
+    /// How many slots there are.
+    pub(crate) fn count(&self) -> usize {
+        self.owner.len()
+    }
+
     /// Takes a free slot to write into, waiting (without blocking a thread) while every slot
     /// is lent to Go: writers are throttled, never refused.
     pub(crate) async fn take(&self) -> ReplyWriter<'_> {
@@ -318,12 +342,42 @@ impl ReplySlots {
         self.put_free(slot);
     }
 
+    /// Takes slot `slot` back from Go holding a call's outcome (`TANDEM_SQE_REPLY`): Rust owns
+    /// it again, and the returned guard frees it when dropped. None, counted as a violation,
+    /// for a slot Go does not hold or out of range.
+    pub(crate) fn take_back(self: &Arc<Self>, slot: u32, len: u32) -> Option<ReturnedReply> {
+        if slot as usize >= self.owner.len()
+            || self.owner[slot as usize].swap(OWNER_RUST, Ordering::AcqRel) != OWNER_GO
+        {
+            self.counters.violations.fetch_add(1, Relaxed);
+            return None;
+        }
+        self.counters.replies_lent.fetch_sub(1, Relaxed);
+        self.counters.call_replies_held.fetch_add(1, Relaxed);
+        Some(ReturnedReply {
+            slots: self.clone(),
+            index: slot,
+            len: len.min(self.size as u32),
+        })
+    }
+
     fn put_free(&self, slot: u32) {
         self.free
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(slot);
         self.permits.add_permits(1);
+    }
+
+    /// Writes `bytes` into a slot lent to Go, as Go writes a call's outcome (tests play Go).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn write_as_go(&self, slot: u32, bytes: &[u8]) {
+        assert!(bytes.len() <= self.size && (slot as usize) < self.owner.len());
+        let off = self.arena + slot as usize * self.stride;
+        // SAFETY: the slot is lent to the test, which plays Go; the range lies in the region.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.region.base().add(off), bytes.len())
+        }
     }
 
     /// The first `len` bytes of a slot lent to Go, read as Go would (tests play Go).
@@ -375,6 +429,34 @@ impl Drop for ReplyWriter<'_> {
     }
 }
 
+/// A reply slot Go handed back holding a call's outcome (`TANDEM_SQE_REPLY`): Rust's again,
+/// read in place, and freed for the next writer when dropped.
+pub(crate) struct ReturnedReply {
+    slots: Arc<ReplySlots>,
+    index: u32,
+    len: u32,
+}
+
+impl ReturnedReply {
+    /// The bytes Go wrote, borrowed from the slot for as long as the guard is borrowed.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        let s = &self.slots;
+        let off = s.arena + self.index as usize * s.stride;
+        // SAFETY: index < rep_slots and len <= rep_slot_size (take_back), so the range lies in
+        // the region, which the Arc keeps mapped. Go wrote the bytes before publishing the
+        // record that handed the slot back (release/acquire on the ring's seq), and the slot
+        // is on no free list while this guard lives: nobody writes it meanwhile.
+        unsafe { std::slice::from_raw_parts(s.region.base().add(off), self.len as usize) }
+    }
+}
+
+impl Drop for ReturnedReply {
+    fn drop(&mut self) {
+        self.slots.counters.call_replies_held.fetch_sub(1, Relaxed);
+        self.slots.put_free(self.index);
+    }
+}
+
 /// A reply slot lent to Go, and the bytes of it in use: what a completion record names.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LentReply {
@@ -408,6 +490,7 @@ mod tests {
             waited: false,
             timed: true,
             shadow: false,
+            cancellable: false,
         };
         slots.write_as_go(1, delivery, b"envelope");
         let guard = slots.take(1, 8, 7).expect("a valid slot");

@@ -28,6 +28,9 @@ pub(crate) struct Counters {
     pub(crate) spawned: AtomicU64,
     pub(crate) task_wakes: AtomicU64,
     pub(crate) rescues: AtomicU64,
+    pub(crate) calls: AtomicU64,
+    pub(crate) calls_pending: AtomicU64,
+    pub(crate) call_replies_held: AtomicU64,
     /// Woken when the last held event (request slot or local event) is let go.
     idle: Notify,
     /// Tasks in [`Counters::until_idle`]: a let-go notifies only when one waits, as
@@ -79,6 +82,13 @@ pub struct Stats {
     /// event there: a lost wake-up (or, rarely, a producer caught between its push and its
     /// wake). Stays 0 in a correct program but for those.
     pub rescues: u64,
+    /// Calls of Rust handlers ([`Context::call`](crate::Context::call)) that crossed to Go.
+    pub calls: u64,
+    /// Of those, the ones waiting for their outcome now. 0 once the runtime is stopped.
+    pub calls_pending: u64,
+    /// Call replies handlers hold now (each a reply slot, freed when its
+    /// [`Reply`](crate::Reply) is dropped). 0 once every reply is dropped.
+    pub call_replies_held: u64,
 }
 
 impl Counters {
@@ -146,6 +156,9 @@ impl Counters {
             handovers: self.handovers.load(Relaxed),
             task_wakes: self.task_wakes.load(Relaxed),
             rescues: self.rescues.load(Relaxed),
+            calls: self.calls.load(Relaxed),
+            calls_pending: self.calls_pending.load(Relaxed),
+            call_replies_held: self.call_replies_held.load(Relaxed),
         }
     }
 }

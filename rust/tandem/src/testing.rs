@@ -11,6 +11,7 @@ pub(crate) use crate::envelope::{self, Envelope};
 pub(crate) use crate::handler::{Context, Event, Handler, Registry};
 pub(crate) use crate::layout::*;
 pub(crate) use crate::outcome::{HandlerError, Outcome};
+pub(crate) use crate::reply::CallError;
 pub(crate) use crate::runtime::Runtime;
 pub(crate) use crate::slots::Delivery;
 pub(crate) use crate::stats::Stats;
@@ -136,6 +137,33 @@ impl Handler for Relay {
     }
 }
 
+/// Calls the event type its data names (payload "ping") and replies with what came back:
+/// "ok:<reply>", "failed:<code>:<runtime>:<handler>", or "err:<the CallError>".
+pub(crate) struct Caller;
+impl Handler for Caller {
+    async fn handle(&self, ev: &Event<'_>, cx: &Context) -> Outcome {
+        let ty = std::str::from_utf8(ev.data()).unwrap_or("");
+        let id = format!("{}/call", ev.id());
+        // By hand, not with follow_up: the call fills in what this event carries.
+        let req = Envelope {
+            id: &id,
+            source: "/caller",
+            ty,
+            specversion: "1.0",
+            data: b"ping",
+            ..Envelope::default()
+        };
+        let said = match cx.call(&req).await {
+            Ok(reply) => [b"ok:", reply.data()].concat(),
+            Err(CallError::Failed(f)) => {
+                format!("failed:{}:{}:{}", f.code, f.runtime, f.handler).into_bytes()
+            }
+            Err(e) => format!("err:{e}").into_bytes(),
+        };
+        Outcome::Reply(said)
+    }
+}
+
 /// A runtime sized for tests: 4 slots each way, 1 KiB each.
 pub(crate) fn small() -> Config {
     Config {
@@ -172,7 +200,8 @@ pub(crate) fn runtime_with(more: impl FnOnce(&mut Registry)) -> Runtime {
         .register("patient", "patient", Patient)
         .register("spray", "spray", Spray)
         .register("probe", "probe", Probe)
-        .register("relay", "relay", Relay);
+        .register("relay", "relay", Relay)
+        .register("caller", "caller", Caller);
     reg.register("echo", "echo", Echo)
         .register("boom", "boom", Boom)
         .register("forever", "forever", Forever)
@@ -219,6 +248,7 @@ pub(crate) fn first_delivery() -> Delivery {
         waited: false,
         timed: true,
         shadow: false,
+        cancellable: false,
     }
 }
 
@@ -230,6 +260,7 @@ pub(crate) fn due_in(ms: i64) -> Delivery {
         waited: false,
         timed: true,
         shadow: false,
+        cancellable: false,
     }
 }
 
@@ -259,6 +290,35 @@ pub(crate) fn push_event(rt: &Runtime, slot: u32, bytes: &[u8], route: u32, deli
         d.token.store(u64::from(slot) | 7 << 32, Ordering::Relaxed);
         d.flags.store(route, Ordering::Relaxed);
     }));
+}
+
+/// Plays Go's answer to a call (`TANDEM_CQE_CALL` record `call`): writes `bytes` into the
+/// call's reply slot and hands it back with the outcome.
+pub(crate) fn answer_call(rt: &Runtime, call: &Done, outcome: u32, bytes: &[u8]) {
+    let s = &rt.shared;
+    s.completions.replies.write_as_go(call.reply_slot, bytes);
+    assert!(s.sq.push(|d| {
+        d.kind.store(TANDEM_SQE_REPLY, Ordering::Relaxed);
+        d.token.store(call.token, Ordering::Relaxed);
+        d.slot.store(call.reply_slot, Ordering::Relaxed);
+        d.len.store(bytes.len() as u32, Ordering::Relaxed);
+        d.flags.store(outcome, Ordering::Relaxed);
+    }));
+    if s.sq.take_wakeup() {
+        s.wake_rust.signal();
+    }
+}
+
+/// Plays Go's cancel of the delivery it published with `token` (`TANDEM_SQE_CANCEL`).
+pub(crate) fn cancel(rt: &Runtime, token: u64) {
+    let s = &rt.shared;
+    assert!(s.sq.push(|d| {
+        d.kind.store(TANDEM_SQE_CANCEL, Ordering::Relaxed);
+        d.token.store(token, Ordering::Relaxed);
+    }));
+    if s.sq.take_wakeup() {
+        s.wake_rust.signal();
+    }
 }
 
 pub(crate) fn release(rt: &Runtime, reply_slot: u32) {
@@ -441,8 +501,14 @@ pub(crate) fn assert_no_buffer_held(rt: &Runtime) -> Stats {
     }
     let st = rt.stats();
     assert_eq!(
-        (st.requests_held, st.replies_lent, st.violations),
-        (0, 0, 0),
+        (
+            st.requests_held,
+            st.replies_lent,
+            st.violations,
+            st.calls_pending,
+            st.call_replies_held
+        ),
+        (0, 0, 0, 0, 0),
         "{st:?}"
     );
     st
