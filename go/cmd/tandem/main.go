@@ -1,11 +1,16 @@
-// Command tandem runs tandem's demo pipeline, reads dead-letter files and runs the chaos
-// harness.
+// Command tandem runs tandem's demo pipeline, reads dead-letter files, runs the chaos
+// harness and conformance vectors.
 //
 //	tandem run [-events N] [-concurrency C] [-payload BYTES] [-dlq PATH] [-v]
 //	tandem dlq list | show N | replay ...
 //	tandem chaos [-duration D] [-profile P] [-rate R] [-faults LIST] [-out DIR] ...
 //	tandem new [-tandem DIR] NAME
 //	tandem build [-purego] [-env] [-o FILE] [-C DIR]
+//	tandem conform -route R -vectors FILE
+//
+// conform runs a conformance vector file against a route of the bundled handlers (the Rust
+// library's demo.* and their Go twins, e.g. demo.upper and demo.upper.go) and fails on a
+// mismatch, printing each failing case (docs/conformance.md).
 //
 // new writes a project of one's own, a Go main and a Rust crate of handlers; build, run in
 // it, makes one static binary of it (README: "Your handlers, your binary"). Both work in a
@@ -38,6 +43,7 @@ import (
 
 	"github.com/tandemrt/tandem/go/tandem"
 	"github.com/tandemrt/tandem/go/tandem/deadletter"
+	"github.com/tandemrt/tandem/go/tandem/demo"
 	"github.com/tandemrt/tandem/go/tandem/policy"
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
@@ -61,6 +67,8 @@ func main() {
 		os.Exit(newMain(os.Args[2:], os.Stdout, os.Stderr))
 	case "build":
 		os.Exit(buildMain(os.Args[2:], os.Stdout, os.Stderr))
+	case "conform":
+		os.Exit(conformMain(os.Args[2:], os.Stdout, os.Stderr))
 	case "-h", "-help", "--help", "help":
 		usage(os.Stdout)
 	default:
@@ -76,6 +84,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "       tandem chaos [-duration 60s] [-profile mix|steady|sine|square|step|replay] [-rate N] [-trace FILE] [-faults all|none|LIST] [-out DIR]")
 	fmt.Fprintln(w, "       tandem new [-tandem DIR] NAME")
 	fmt.Fprintln(w, "       tandem build [-purego] [-env] [-o FILE] [-C DIR]")
+	fmt.Fprintln(w, "       tandem conform -route R -vectors FILE")
 }
 
 // The demo's event types beyond the bundled demo.* ones.
@@ -338,6 +347,10 @@ func addRoutes(rt *tandem.Runtime, t *tally, breaker *policy.Breaker, concurrenc
 	err = rt.Handle(typeOrderPriced, "record-price", pricedHandler,
 		tandem.WithWorkers(1, 4), tandem.WithPolicy(breaker))
 	if err != nil {
+		return err
+	}
+	// demo.upper.go: the Go twin of the Rust demo.upper, for conformance and migrations.
+	if err := demo.Routes(rt); err != nil {
 		return err
 	}
 	// payment.*: every payment goes to the flaky Rust handler, which asks for a retry on the
