@@ -2,6 +2,7 @@ package conform_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -61,46 +62,44 @@ func TestParseReadsEveryFormOfBytes(t *testing.T) {
 	}
 }
 
-// Each bad file fails with a *FileError naming the file, the line and (when known) the
-// case, and the kind of defect; nothing of the file is run.
+// badFiles is the table of bad vector files both readers must refuse alike (the Rust
+// reader's test reads it too): each fails with a *FileError naming the file, the line and
+// (when the line names one) the case, and the kind of defect; nothing of the file is run.
+var badFiles = filepath.Join("..", "..", "..", "ffi", "testdata", "conformance", "bad_files.json")
+
 func TestParseRefusesBadFilesNamingTheLineAndCase(t *testing.T) {
-	ok := `{"case": "fine", "event": {}, "expect": {"outcome": "ack"}}` + "\n"
-	cases := []struct {
-		name, text string
-		kind       error
-		line       int
-		caseName   string
-	}{
-		{"empty file", "", conform.ErrVersion, 0, ""},
-		{"comments only", "# nothing\n", conform.ErrVersion, 1, ""},
-		{"no header", ok, conform.ErrVersion, 1, ""},
-		{"other format", `{"format": "x", "version": 1}` + "\n" + ok, conform.ErrVersion, 1, ""},
-		{"newer version", `{"format": "tandem.conformance", "version": 2}` + "\n", conform.ErrVersion, 1, ""},
-		{"not json", header + ok + "{case: 1}\n", conform.ErrMalformed, 3, ""},
-		{"two values on a line", header + strings.TrimSpace(ok) + " {}\n", conform.ErrMalformed, 2, "fine"},
-		{"misspelt field", header + `{"case": "typo", "event": {}, "exepct": {"outcome": "ack"}}` + "\n", conform.ErrMalformed, 2, "typo"},
-		{"misspelt event field", header + `{"case": "typo", "event": {"dta": "x"}, "expect": {"outcome": "ack"}}` + "\n", conform.ErrMalformed, 2, "typo"},
-		{"no name", header + `{"event": {}, "expect": {"outcome": "ack"}}` + "\n", conform.ErrMalformed, 2, ""},
-		{"no event", header + `{"case": "a", "expect": {"outcome": "ack"}}` + "\n", conform.ErrMalformed, 2, "a"},
-		{"no outcome", header + `{"case": "a", "event": {}, "expect": {}}` + "\n", conform.ErrMalformed, 2, "a"},
-		{"unknown outcome", header + ok + `{"case": "nack", "event": {}, "expect": {"outcome": "nack"}}` + "\n", conform.ErrUnknownOutcome, 3, "nack"},
-		{"duplicate case", header + ok + ok, conform.ErrMalformed, 3, "fine"},
-		{"bad hex", header + `{"case": "h", "event": {"data": {"hex": "zz"}}, "expect": {"outcome": "ack"}}` + "\n", conform.ErrMalformed, 2, "h"},
-		{"two forms", header + `{"case": "h", "event": {"data": {"hex": "00", "text": "a"}}, "expect": {"outcome": "ack"}}` + "\n", conform.ErrMalformed, 2, "h"},
-		{"huge repeat", header + `{"case": "h", "event": {"data": {"text": "ab", "repeat": 100000000}}, "expect": {"outcome": "ack"}}` + "\n", conform.ErrMalformed, 2, "h"},
-		{"zero repeat", header + `{"case": "h", "event": {"data": {"text": "ab", "repeat": 0}}, "expect": {"outcome": "ack"}}` + "\n", conform.ErrMalformed, 2, "h"},
-		{"ack with a code", header + `{"case": "a", "event": {}, "expect": {"outcome": "ack", "code": "x"}}` + "\n", conform.ErrMalformed, 2, "a"},
-		{"term with a reply", header + `{"case": "a", "event": {}, "expect": {"outcome": "term", "reply": "x"}}` + "\n", conform.ErrMalformed, 2, "a"},
+	raw, err := os.ReadFile(badFiles)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			_, err := parse(t, c.text)
-			var fe *conform.FileError
-			if !errors.Is(err, c.kind) || !errors.As(err, &fe) {
-				t.Fatalf("Parse = %v, want a *FileError matching %v", err, c.kind)
+	var table struct {
+		Files []struct {
+			Name, Text, Error, Case string
+			Line                    int
+		}
+	}
+	if err := json.Unmarshal(raw, &table); err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]error{"version": conform.ErrVersion, "malformed": conform.ErrMalformed, "unknown_outcome": conform.ErrUnknownOutcome}
+	// Text that is not UTF-8 cannot be written in the JSON table.
+	table.Files = append(table.Files, struct {
+		Name, Text, Error, Case string
+		Line                    int
+	}{Name: "not utf-8", Text: header + "{\"case\": \"\xff\"}\n", Error: "malformed", Line: 2})
+	for _, c := range table.Files {
+		t.Run(c.Name, func(t *testing.T) {
+			kind := kinds[c.Error]
+			if kind == nil {
+				t.Fatalf("unknown error kind %q in the table", c.Error)
 			}
-			if fe.File != "cases.jsonl" || fe.Line != c.line || fe.Case != c.caseName {
-				t.Errorf("error at %s:%d case %q, want line %d case %q", fe.File, fe.Line, fe.Case, c.line, c.caseName)
+			_, err := parse(t, c.Text)
+			var fe *conform.FileError
+			if !errors.Is(err, kind) || !errors.As(err, &fe) {
+				t.Fatalf("Parse = %v, want a *FileError matching %v", err, kind)
+			}
+			if fe.File != "cases.jsonl" || fe.Line != c.Line || fe.Case != c.Case {
+				t.Errorf("error at %s:%d case %q, want line %d case %q", fe.File, fe.Line, fe.Case, c.Line, c.Case)
 			}
 			if !strings.HasPrefix(err.Error(), "cases.jsonl:") {
 				t.Errorf("error %q does not start with the file", err)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -147,9 +148,10 @@ func (v *bytesValue) UnmarshalJSON(data []byte) error {
 		Base64 *string `json:"base64"`
 		Repeat *int    `json:"repeat"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&o); err != nil {
+	if err := exactFields(data, "text", "hex", "base64", "repeat"); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, &o); err != nil {
 		return fmt.Errorf("a byte string is a JSON string or an object of text, hex or base64 (and repeat): %w", err)
 	}
 	n := 0
@@ -211,10 +213,13 @@ func Parse(name string, r io.Reader) (*Vectors, error) {
 		if text == "" || strings.HasPrefix(text, "#") {
 			continue
 		}
+		if !utf8.ValidString(text) {
+			return nil, fail("", fmt.Errorf("%w: the line is not UTF-8", ErrMalformed))
+		}
 		if !sawHeader {
 			sawHeader = true
 			var h header
-			if err := strictDecode(text, &h); err != nil || h.Format != Format {
+			if err := strictDecode(text, &h, "format", "version", "description"); err != nil || h.Format != Format {
 				return nil, fail("", fmt.Errorf("%w: the first line must be {\"format\": %q, \"version\": %d}", ErrVersion, Format, Version))
 			}
 			if h.Version != Version {
@@ -246,11 +251,16 @@ func Parse(name string, r io.Reader) (*Vectors, error) {
 // parseCase reads one case line. The case it returns carries the case's name as soon as it
 // is known, for the error.
 func parseCase(text string, line int) (Case, error) {
-	var cl caseLine
-	err := strictDecode(text, &cl)
+	// The name first, spelt exactly, for the error, whatever else is wrong.
 	c := Case{Line: line}
-	if cl.Case != nil {
-		c.Name = *cl.Case
+	var top map[string]json.RawMessage
+	if json.Unmarshal([]byte(text), &top) == nil {
+		_ = json.Unmarshal(top["case"], &c.Name)
+	}
+	var cl caseLine
+	err := strictDecode(text, &cl, "case", "event", "expect")
+	if err == nil {
+		err = nestedFields(text)
 	}
 	switch {
 	case err != nil:
@@ -311,15 +321,58 @@ func parseCase(text string, line int) (Case, error) {
 	return c, nil
 }
 
-// strictDecode decodes one JSON value, refusing unknown fields and anything after it.
-func strictDecode(text string, v any) error {
+// strictDecode decodes one JSON object, refusing fields outside allowed and anything after
+// it.
+func strictDecode(text string, v any, allowed ...string) error {
+	if err := exactFields([]byte(text), allowed...); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(strings.NewReader(text))
-	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return err
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("more than one JSON value on the line")
+	}
+	return nil
+}
+
+// eventFields are the fields of a case's event.
+var eventFields = []string{"id", "source", "type", "subject", "datacontenttype", "dataschema",
+	"correlationid", "causationid", "idempotencykey", "partitionkey", "attempt", "extensions", "data"}
+
+// nestedFields checks the field names of a case's event and expect objects.
+func nestedFields(text string) error {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(text), &top); err != nil {
+		return err
+	}
+	if ev, ok := top["event"]; ok {
+		if err := exactFields(ev, eventFields...); err != nil {
+			return fmt.Errorf("event: %w", err)
+		}
+	}
+	if ex, ok := top["expect"]; ok {
+		if err := exactFields(ex, "outcome", "reply", "code"); err != nil {
+			return fmt.Errorf("expect: %w", err)
+		}
+	}
+	return nil
+}
+
+// exactFields refuses an object field outside allowed, spelt exactly: encoding/json matches
+// names without regard to case, the format does not (nor does Rust's reader), and a
+// misspelt field must fail loudly rather than check nothing. A value that is not an object
+// passes, for the decoder to refuse.
+func exactFields(data []byte, allowed ...string) error {
+	var o map[string]json.RawMessage
+	if json.Unmarshal(data, &o) != nil {
+		return nil
+	}
+	for k := range o {
+		if !slices.Contains(allowed, k) {
+			return fmt.Errorf("unknown field %q", k)
+		}
 	}
 	return nil
 }

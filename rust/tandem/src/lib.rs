@@ -50,6 +50,8 @@
 pub mod code;
 mod completion;
 mod config;
+#[cfg(all(feature = "conform", not(loom)))]
+pub mod conform;
 mod dispatch;
 pub mod envelope;
 #[cfg(feature = "exports")]
@@ -67,6 +69,8 @@ mod runtime;
 mod shared;
 mod shm;
 mod slots;
+#[cfg(all(not(loom), any(test, feature = "conform")))]
+mod standin;
 mod stats;
 mod sync;
 #[cfg(all(test, not(loom)))]
