@@ -77,14 +77,14 @@ mod sync;
 mod testing;
 mod wake;
 
-pub use config::{Config, Error};
+pub use config::{Config, Error, Phase};
 pub use handler::{Context, Event, Handler, Registry};
 pub use kick::Kicked;
 pub use outcome::{EmitError, HandlerError, Outcome};
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub use ring::BenchRing;
-pub use runtime::Runtime;
+pub use runtime::{Runtime, State};
 pub use stats::Stats;
 
 /// Names the function that registers this library's handlers; the C exports call it when a
