@@ -57,7 +57,7 @@ func (h *hooks) note(hook string) error {
 }
 
 func (h *hooks) Handle(context.Context, *Event) Result { return Ack() }
-func (h *hooks) Init(context.Context) error          { return h.note("init") }
+func (h *hooks) Init(context.Context) error            { return h.note("init") }
 func (h *hooks) WarmUp(context.Context) error {
 	if h.block != nil {
 		<-h.block
