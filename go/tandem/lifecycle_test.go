@@ -13,6 +13,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
 // hooks is a Go handler with every lifecycle hook, recording each call in a shared log and
@@ -192,7 +195,16 @@ func TestAFailedRustWarmUpFailsStartNamingTheHandler(t *testing.T) {
 	if !inChild(t, "TANDEM_TEST_WARM_UP=fail") {
 		return
 	}
-	rt, log := hooked(t, "", false)
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+	log := &hookLog{}
+	rt := newRegistered(t, Config{MeterProvider: mp})
+	for i, name := range []string{"a", "b", "c"} {
+		if err := rt.Handle(fmt.Sprintf("life.%d", i), name, &hooks{name: name, log: log}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	err := rt.Start()
 	var se *StartError
 	var ce *CodedError
@@ -211,6 +223,19 @@ func TestAFailedRustWarmUpFailsStartNamingTheHandler(t *testing.T) {
 	}
 	if rt.State() != Failed {
 		t.Errorf("state %s", rt.State())
+	}
+	// The runtime's gauges were registered with the meter provider before the library
+	// refused to start; they are gone with it.
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == "tandem.ring.occupancy" || m.Name == "tandem.events.in_flight" {
+				t.Errorf("a failed Start left the gauge %s registered", m.Name)
+			}
+		}
 	}
 	if err := rt.Shutdown(context.Background()); err != nil || log.take() != "" || rt.State() != Stopped {
 		t.Errorf("Shutdown = %v, state %s", err, rt.State())

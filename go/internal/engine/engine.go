@@ -269,7 +269,9 @@ func (e *Engine) Routes() []*Route { return e.router.all }
 
 // Start starts tokio and the Rust handlers, then the Go side: the completion poller, the
 // dispatch queue, the dead-letter writer and the worker pools. The façade has run the Go
-// handlers' Init and WarmUp already; the state becomes Running.
+// handlers' Init and WarmUp already; the state becomes Running. On an error nothing of the
+// Go side was started: the library has undone its own part (closed the Rust handlers it
+// initialised, stopped tokio).
 func (e *Engine) Start() error {
 	// Events Rust handlers emit for an exact route to a Rust handler with no policy of Go's
 	// own stay in Rust; their failures come back to Go, where retries live.
@@ -288,10 +290,14 @@ func (e *Engine) Start() error {
 		e.obs.tracer = e.cfg.TracerProvider.Tracer(instrumentationName)
 	}
 	abi.SetLogLevel(rustLogLevel(e.log)) // before any handler runs; followLogLevel keeps it in step
+	// A failed start leaves nothing registered with the user's meter provider: the
+	// runtime never runs, and Shutdown's release does not close the observer.
 	if err := abi.SetLocalRoutes(e.h, local); err != nil {
+		e.obs.close()
 		return err
 	}
 	if err := abi.Start(e.h); err != nil {
+		e.obs.close()
 		return err
 	}
 	e.logLevelDone = make(chan struct{})
