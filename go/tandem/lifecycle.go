@@ -107,7 +107,7 @@ func (e *StartError) Error() string {
 func (e *StartError) Unwrap() []error { return []error{ErrStart, e.Err} }
 
 // Start runs every Go handler's Init, then every Go handler's WarmUp (each in the order the
-// routes were added, once per handler however many routes it serves), then starts tokio
+// routes were added; a pointer serving several routes once), then starts tokio
 // and runs every Rust handler's init and warm-up, then the pollers and worker pools. It
 // returns when the runtime is Running: every handler of both runtimes has warmed up.
 //
@@ -176,9 +176,9 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// lifecycle is the Go handlers whose hooks Start runs: each once, in the order their first
-// route was added. A handler is known again by identity when its dynamic type is
-// comparable (a pointer, say); a function (HandlerFunc) has no hooks to run twice.
+// lifecycle is the Go handlers whose hooks Start runs, in the order their first route was
+// added: a pointer routed several times is one handler, its hooks run once. (Values are not
+// compared: == on a struct holding a func panics.)
 func (r *Runtime) lifecycle() []goRoute {
 	var out []goRoute
 	for _, g := range r.handlers {
@@ -189,7 +189,7 @@ func (r *Runtime) lifecycle() []goRoute {
 			continue
 		}
 		seen := false
-		if reflect.TypeOf(g.h).Comparable() {
+		if reflect.TypeOf(g.h).Kind() == reflect.Pointer {
 			for _, o := range out {
 				if reflect.TypeOf(o.h) == reflect.TypeOf(g.h) && o.h == g.h {
 					seen = true

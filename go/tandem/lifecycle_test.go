@@ -327,3 +327,32 @@ func TestReadyOnlyOnceEveryRustHandlerWarmedUp(t *testing.T) {
 	}
 	assertInvariant(t, rt)
 }
+
+// valueHooks is a handler value with hooks and a func field: == on it would panic.
+type valueHooks struct {
+	log *hookLog
+	f   func()
+}
+
+func (h valueHooks) Handle(context.Context, *Event) Result { return Ack() }
+func (h valueHooks) Init(context.Context) error            { h.log.add("init value"); return nil }
+func (h valueHooks) Close() error                          { h.log.add("close value"); return nil }
+
+// A handler value routed twice is not compared (it could not be): its hooks run per route.
+func TestAHandlerValueRoutedTwiceRunsItsHooksPerRoute(t *testing.T) {
+	log := &hookLog{}
+	rt := newRegistered(t, Config{})
+	h := valueHooks{log: log, f: func() {}}
+	for _, p := range []string{"v.1", "v.2"} {
+		if err := rt.Handle(p, p, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start(t, rt)
+	if err := rt.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := log.take(); got != "init value, init value, close value, close value" {
+		t.Fatalf("hooks called: %s", got)
+	}
+}
