@@ -20,7 +20,7 @@ const CaseTimeout = 10 * time.Second
 // names no event type to send under it.
 var ErrNoType = errors.New("conform: the route is a pattern: the case must name its event type")
 
-// Got is the outcome a handler gave a case.
+// Got is the outcome a handler gave a case. A plain value.
 type Got struct {
 	// Outcome is the handler's verdict on the one delivery.
 	Outcome tandem.Outcome
@@ -124,7 +124,8 @@ func Check(ctx context.Context, rt *tandem.Runtime, route string, v *Vectors) (*
 	return rep, nil
 }
 
-// CheckFile loads the vector file at path and runs it with Check.
+// CheckFile loads the vector file at path and runs it with Check. Safe for concurrent use
+// as Check is.
 func CheckFile(ctx context.Context, rt *tandem.Runtime, route, path string) (*Report, error) {
 	v, err := Load(path)
 	if err != nil {

@@ -43,10 +43,14 @@ var (
 // case (when the line named one), and why; errors.Is matches ErrMalformed, ErrVersion or
 // ErrUnknownOutcome. A plain value, safe to share.
 type FileError struct {
+	// File is the file's name, as Load or Parse was given it.
 	File string
+	// Line is the line, from 1 (0: the file as a whole, empty).
 	Line int
+	// Case is the case the line names, if it names one.
 	Case string
-	Err  error
+	// Err is the defect.
+	Err error
 }
 
 // Error names the file, line and case.
@@ -72,7 +76,8 @@ type Vectors struct {
 	Cases []Case
 }
 
-// Case is one conformance case: an event and the outcome its handler must give it.
+// Case is one conformance case: an event and the outcome its handler must give it. A plain
+// value: read-only once loaded.
 type Case struct {
 	// Name is the case's name, unique in its file.
 	Name string
@@ -85,7 +90,7 @@ type Case struct {
 	Expect Expect
 }
 
-// Expect is the outcome a case expects.
+// Expect is the outcome a case expects. A plain value.
 type Expect struct {
 	// Outcome is tandem.OutcomeAck, OutcomeRetry or OutcomeTerm.
 	Outcome tandem.Outcome
@@ -188,7 +193,7 @@ func (v *bytesValue) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// Load reads the vector file at path.
+// Load reads the vector file at path (see Parse). Safe for concurrent use.
 func Load(path string) (*Vectors, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -199,7 +204,7 @@ func Load(path string) (*Vectors, error) {
 }
 
 // Parse reads a vector file from r; name is what errors call it. It reads the whole file
-// and fails on its first bad line, with a *FileError.
+// and fails on its first bad line, with a *FileError. Safe for concurrent use.
 func Parse(name string, r io.Reader) (*Vectors, error) {
 	v := &Vectors{File: name}
 	sc := bufio.NewScanner(r)
