@@ -65,9 +65,9 @@ pub struct Runtime {
 pub enum State {
     /// Created: the handlers are registered; nothing runs.
     Registered,
-    /// Every handler's init succeeded; warm-up is next.
+    /// Start has begun: the handlers' init hooks run, one by one.
     Initialized,
-    /// The handlers are warming up, one by one.
+    /// Every init succeeded: the handlers' warm-up hooks run, one by one.
     WarmingUp,
     /// Taking events.
     Running,
@@ -213,6 +213,7 @@ impl Runtime {
             phase,
             error,
         };
+        self.state = State::Initialized;
         for route in self.shared.registry.in_order() {
             let h = &route.handler;
             std::panic::catch_unwind(AssertUnwindSafe(|| h.init()))
@@ -220,7 +221,6 @@ impl Runtime {
                 .map_err(|e| failed(route, Phase::Init, e))?;
             *initialised += 1;
         }
-        self.state = State::Initialized;
         self.state = State::WarmingUp;
         let shared = self.shared.clone();
         rt.block_on(async move {
