@@ -108,6 +108,24 @@ func TestParseRefusesBadFilesNamingTheLineAndCase(t *testing.T) {
 	}
 }
 
+func TestRoutePatternsMatchAsTheRouterDoes(t *testing.T) {
+	rt := running(t, func(rt *tandem.Runtime) error { return rt.HandleRust("text.>", "demo.upper") })
+	v, err := parse(t, header+
+		`{"case": "one segment", "event": {"type": "text.a", "data": "a"}, "expect": {"outcome": "ack", "reply": "A"}}`+"\n"+
+		`{"case": "two segments", "event": {"type": "text.a.b", "data": "b"}, "expect": {"outcome": "ack", "reply": "B"}}`+"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := conform.Check(t.Context(), rt, "text.>", v); err != nil || !rep.OK() {
+		t.Fatalf("Check = %v\n%v", err, rep)
+	}
+	for _, route := range []string{"text.*", "other.>", "text"} {
+		if _, err := conform.Check(t.Context(), rt, route, v); !errors.Is(err, conform.ErrOtherType) {
+			t.Errorf("Check on %q = %v, want ErrOtherType", route, err)
+		}
+	}
+}
+
 func TestLoadNamesAMissingFile(t *testing.T) {
 	_, err := conform.Load("no/such/file.jsonl")
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "no/such/file.jsonl") {
@@ -150,12 +168,19 @@ func TestCheckJudgesOneDeliveryOfRustHandlers(t *testing.T) {
 	}
 	fail, err := parse(t, header+
 		`{"case": "term", "event": {"data": "term"}, "expect": {"outcome": "term", "code": "invalid"}}`+"\n"+
-		`{"case": "retry", "event": {"data": "retry"}, "expect": {"outcome": "retry", "code": "unavailable"}}`+"\n"+
-		`{"case": "panic", "event": {"type": "demo.panic", "data": "panic"}, "expect": {"outcome": "term", "code": "panic"}}`+"\n")
+		`{"case": "retry", "event": {"data": "retry"}, "expect": {"outcome": "retry", "code": "unavailable"}}`+"\n")
 	if err != nil {
 		t.Fatal(err)
 	}
 	rep, err = conform.Check(t.Context(), rt, "demo.fail", fail)
+	if err != nil || !rep.OK() {
+		t.Fatalf("Check = %v\n%v", err, rep)
+	}
+	panics, err := parse(t, header+`{"case": "panic", "event": {"type": "demo.panic", "data": "panic"}, "expect": {"outcome": "term", "code": "panic"}}`+"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err = conform.Check(t.Context(), rt, "demo.panic", panics)
 	if err != nil || !rep.OK() {
 		t.Fatalf("Check = %v\n%v", err, rep)
 	}
@@ -223,6 +248,17 @@ func TestCheckStopsOnARouteItCannotRun(t *testing.T) {
 	_, err = conform.Check(t.Context(), rt, "demo.*", v)
 	if !errors.Is(err, conform.ErrNoType) || !errors.As(err, &fe) || fe.Case != "a" {
 		t.Fatalf("Check on a pattern, a case without a type = %v", err)
+	}
+	typed, err := parse(t, header+`{"case": "typed", "event": {"type": "demo.noop"}, "expect": {"outcome": "ack"}}`+"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = conform.Check(t.Context(), rt, "demo.echo", typed)
+	if !errors.Is(err, conform.ErrOtherType) || !errors.As(err, &fe) || fe.Case != "typed" || fe.Line != 2 {
+		t.Fatalf("Check of a case whose type the route does not match = %v", err)
+	}
+	if rep, err := conform.Check(t.Context(), rt, "demo.noop", typed); err != nil || !rep.OK() {
+		t.Fatalf("Check of a case of the route's own type = %v\n%v", err, rep)
 	}
 	// An event a Rust route refuses is that case's failure, and the run goes on.
 	big, err := parse(t, header+`{"case": "too large", "event": {"data": {"text": "a", "repeat": 70000}}, "expect": {"outcome": "ack"}}`+"\n"+

@@ -16,9 +16,14 @@ import (
 // its case, not the run.
 const CaseTimeout = 10 * time.Second
 
-// ErrNoType: the route under test is a pattern (it has a "*" or ">" segment), and a case
-// names no event type to send under it.
-var ErrNoType = errors.New("conform: the route is a pattern: the case must name its event type")
+var (
+	// ErrNoType: the route under test is a pattern (it has a "*" or ">" segment), and a
+	// case names no event type to send under it.
+	ErrNoType = errors.New("conform: the route is a pattern: the case must name its event type")
+	// ErrOtherType: a case names an event type the route under test does not match, so its
+	// event would go to another route's handler, or none.
+	ErrOtherType = errors.New("conform: the case's event type is not the route's")
+)
 
 // Got is the outcome a handler gave a case. A plain value.
 type Got struct {
@@ -105,13 +110,15 @@ func (r *Report) String() string {
 // file order, and reports each case's outcome. Each case's event goes to the route's handler,
 // in whichever runtime, through rt.CallOnce: its first delivery's outcome is what is judged,
 // never the route's retries, and nothing is dead-lettered. A case's event carries its own
-// type when it names one, else route as its type.
+// type when it names one, which route must match (a more specific route of rt for that type
+// would take the event instead), else route as its type.
 //
 // Check returns an error, and no report, only when the run cannot judge the handler: the
 // runtime routes no handler for a case's type (errors.Is(err, tandem.ErrNoRoute)), is not
-// running (tandem.ErrClosed), a case names no type under a pattern route (ErrNoType), or
-// ctx ended. The error names the file, line and case. Check is safe for concurrent use
-// with anything else on rt; the cases of one call run one by one.
+// running (tandem.ErrClosed), a case names no type under a pattern route (ErrNoType) or a
+// type the route does not match (ErrOtherType), or ctx ended. The error names the file, line
+// and case. Check is safe for concurrent use with anything else on rt; the cases of one call
+// run one by one.
 func Check(ctx context.Context, rt *tandem.Runtime, route string, v *Vectors) (*Report, error) {
 	rep := &Report{File: v.File, Route: route, Results: make([]Result, 0, len(v.Cases))}
 	for i := range v.Cases {
@@ -138,11 +145,13 @@ func CheckFile(ctx context.Context, rt *tandem.Runtime, route, path string) (*Re
 // the Result.
 func checkCase(ctx context.Context, rt *tandem.Runtime, route, file string, c *Case) (Result, error) {
 	ev := c.Event
-	if ev.Type == "" {
-		if isPattern(route) {
-			return Result{}, &FileError{File: file, Line: c.Line, Case: c.Name, Err: fmt.Errorf("%w (route %q)", ErrNoType, route)}
-		}
+	switch {
+	case ev.Type == "" && isPattern(route):
+		return Result{}, &FileError{File: file, Line: c.Line, Case: c.Name, Err: fmt.Errorf("%w (route %q)", ErrNoType, route)}
+	case ev.Type == "":
 		ev.Type = route
+	case !matches(route, ev.Type):
+		return Result{}, &FileError{File: file, Line: c.Line, Case: c.Name, Err: fmt.Errorf("%w: %q is not matched by route %q", ErrOtherType, ev.Type, route)}
 	}
 	res := Result{Case: *c}
 	cctx, cancel := context.WithTimeout(ctx, CaseTimeout)
@@ -223,6 +232,23 @@ func firstDifference(a, b []byte) int {
 		}
 	}
 	return n
+}
+
+// matches reports whether the route pattern matches the event type, as the router's patterns
+// do: "*" is one segment, a last ">" one or more.
+func matches(pattern, typ string) bool {
+	p, t := strings.Split(pattern, "."), strings.Split(typ, ".")
+	for i, seg := range p {
+		switch {
+		case seg == ">" && i == len(p)-1:
+			return len(t) > i
+		case i >= len(t):
+			return false
+		case seg != "*" && seg != t[i]:
+			return false
+		}
+	}
+	return len(p) == len(t)
 }
 
 // isPattern reports whether route has a wildcard segment.
