@@ -518,7 +518,7 @@ pub fn check(registry: Registry, route: &str, path: impl AsRef<Path>) -> Result<
     harness.check(route, &vectors)
 }
 
-/// The `cargo test` helper: runs the vector file at `path` against the handler `registry`
+/// For `cargo test`: runs the vector file at `path` against the handler `registry`
 /// registers under `route`, and panics with the report (each failing case, with what
 /// differs) unless every case passes. A file that cannot be read, an unknown route or a
 /// runtime that does not start panics too, saying so.
