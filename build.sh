@@ -9,6 +9,8 @@
 #                        check, go vet, go test -race, cgocheck2, the Go suite again in the
 #                        purego mode (CGO_ENABLED=0, and -race), the static-binary check,
 #                        the user's path (`user` below), cargo doc with warnings denied,
+#                        the conformance vectors through bin/tandem conform (demo.upper in
+#                        Go and in Rust; cargo test and go test run them too),
 #                        a 60-second chaos run of every fault, and each benchmark once
 #   ./build.sh bench     build the library and bench/sidecar, then the benchmark suite in
 #                        bench/, in the cgo and the purego mode, then
@@ -112,6 +114,13 @@ check_static() {
   echo "bin/tandem is static and runs"
   bin/tandem-purego run -events 2000 -concurrency 8 >/dev/null || die "bin/tandem-purego does not run"
   echo "bin/tandem-purego runs beside bin/libtandem_native.so"
+  local route
+  for route in demo.upper demo.upper.go; do
+    bin/tandem conform -route "$route" -vectors ffi/testdata/conformance/upper.jsonl ||
+      die "bin/tandem conform: $route does not pass the demo.upper vectors"
+    bin/tandem-purego conform -route "$route" -vectors ffi/testdata/conformance/upper.jsonl >/dev/null ||
+      die "bin/tandem-purego conform: $route does not pass the demo.upper vectors"
+  done
 }
 
 # user_path proves the user's path the way a user meets it: a copy of this clone as the module

@@ -12,6 +12,12 @@ import (
 
 // Handler handles events in Go. Implementations must be safe for concurrent use: a route
 // runs its handler on several workers at once.
+//
+// A handler may also implement any of the lifecycle hooks Rust handlers have
+// (docs/lifecycle.md): Init(ctx) error, to wire dependencies, and WarmUp(ctx) error, to prime
+// caches and connections, which Start calls before any event; and Close() error, which
+// Shutdown calls once, in the reverse order of Init, for each handler whose Init succeeded
+// (a handler without Init counts as initialised). The hooks are called one at a time.
 type Handler interface {
 	// Handle returns the event's outcome. ctx is done when the event's deadline or the route's
 	// timeout passes, or at shutdown past its grace; a handler should stop then: a result

@@ -213,3 +213,31 @@ func (w redeliveryWaiter) Settle(err error, reply engine.Reply) {
 
 func (w redeliveryWaiter) Redeliver(after time.Duration, err error) { w.src.Redeliver(after, err) }
 func (w redeliveryWaiter) LastAttempt() uint32                      { return w.src.LastAttempt() }
+
+// CallOnce submits ev and waits for the outcome of its first delivery: the reply (a copy
+// the caller owns) when the handler acknowledged, else a *HandlerError carrying the outcome,
+// retryable or terminal, and the error envelope exactly as the handler gave them. The event
+// is neither redelivered nor dead-lettered, whatever its route's retry schedule: CallOnce is
+// for judging a handler's verdict on one delivery (package conform), not for traffic.
+//
+// Errors are Submit's; if ctx ends once the event is accepted, CallOnce returns an error
+// matching both ErrAbandoned and ctx's error, and the event still settles. Safe for
+// concurrent use.
+func (r *Runtime) CallOnce(ctx context.Context, ev *Event) ([]byte, error) {
+	w := &onceWaiter{receiptWaiter{e: r.e, ch: make(chan struct{})}}
+	if err := r.e.Submit(ctx, ev, w); err != nil {
+		return nil, err
+	}
+	select {
+	case <-w.ch:
+		return w.data, w.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", ErrAbandoned, ctx.Err())
+	}
+}
+
+// onceWaiter is CallOnce's side of the settlement: a receipt's, marked engine.Once.
+type onceWaiter struct{ receiptWaiter }
+
+// OneDelivery marks the waiter engine.Once.
+func (*onceWaiter) OneDelivery() {}

@@ -2,57 +2,12 @@ package tandem
 
 import (
 	"context"
-	"fmt"
 	"sync"
 
 	"go.uber.org/zap"
 
 	"github.com/tandemrt/tandem/go/internal/engine"
 )
-
-// State is a runtime's lifecycle state.
-type State int32
-
-const (
-	// Registered: New returned; routes may be added; nothing runs yet.
-	Registered State = iota
-	// Initialized: every Go handler's Init succeeded (Start in progress).
-	Initialized
-	// WarmingUp: handlers are priming caches and connections (Start in progress).
-	WarmingUp
-	// Running: accepting events.
-	Running
-	// Draining: Shutdown has stopped intake and is finishing in-flight events.
-	Draining
-	// Stopped: every event is settled and every buffer released.
-	Stopped
-	// Failed: Start failed; Shutdown still releases what was allocated.
-	Failed
-)
-
-// The engine numbers its states as the façade does (a compile-time check).
-var _ [0]struct{} = [int(Failed) - int(engine.Failed)]struct{}{}
-var _ [0]struct{} = [int(Draining) - int(engine.Draining)]struct{}{}
-
-func (s State) String() string {
-	switch s {
-	case Registered:
-		return "registered"
-	case Initialized:
-		return "initialized"
-	case WarmingUp:
-		return "warming-up"
-	case Running:
-		return "running"
-	case Draining:
-		return "draining"
-	case Stopped:
-		return "stopped"
-	case Failed:
-		return "failed"
-	}
-	return fmt.Sprintf("State(%d)", int32(s))
-}
 
 // Runtime is a tandem runtime: a Rust tokio runtime in this process, the shared rings to it,
 // and the Go side that routes events to handlers in either runtime and settles their
@@ -120,65 +75,6 @@ func (r *Runtime) RustTypes() []string {
 		}
 	}
 	return out
-}
-
-// Start runs every Go handler's Init and WarmUp, starts tokio and runs every Rust handler's
-// init and warm-up, then starts the pollers and worker pools. It returns when the runtime is
-// Running, or fails (wrapping ErrStart) naming the handler that did not start; the runtime is
-// then Failed and Shutdown releases it. Routes must be added before Start. A runtime starts
-// once: Start again returns ErrAlreadyStarted while it is starting or running, ErrClosed
-// once it failed or Shutdown began.
-func (r *Runtime) Start() error {
-	if !r.e.Transition(engine.Registered, engine.Initialized) {
-		switch st := r.State(); st {
-		case Initialized, WarmingUp, Running:
-			return fmt.Errorf("%w: Start called again (state %s)", ErrAlreadyStarted, st)
-		case Failed:
-			return fmt.Errorf("%w: Start called after a failed Start; Shutdown releases the runtime", ErrClosed)
-		default:
-			return fmt.Errorf("%w: Start called after Shutdown (state %s)", ErrClosed, st)
-		}
-	}
-	fail := func(err error) error {
-		r.e.SetState(engine.Failed)
-		r.log.Error("tandem: start failed", zap.Error(err))
-		return fmt.Errorf("%w: %w", ErrStart, err)
-	}
-	ctx := context.Background()
-	r.mu.Lock()
-	handlers := append([]*goHandler(nil), r.handlers...)
-	r.mu.Unlock()
-	for _, g := range handlers {
-		if h, ok := g.raw.(interface{ Init(context.Context) error }); ok {
-			if err := h.Init(ctx); err != nil {
-				return fail(fmt.Errorf("Go handler %q: init: %w", g.name, err))
-			}
-		}
-	}
-	r.e.SetState(engine.WarmingUp)
-	for _, g := range handlers {
-		if h, ok := g.raw.(interface{ WarmUp(context.Context) error }); ok {
-			if err := h.WarmUp(ctx); err != nil {
-				return fail(fmt.Errorf("Go handler %q: warm-up: %w", g.name, err))
-			}
-		}
-	}
-	if err := r.e.Start(); err != nil {
-		return fail(err)
-	}
-	return nil
-}
-
-// Shutdown stops intake (Submit fails with ErrClosed), lets in-flight events finish until ctx
-// ends, then has Rust cancel the rest: each settles as a retryable *HandlerError with code
-// "cancelled" (an emitted event nobody waits for is dead-lettered as cancelled), none is lost.
-// It then takes back every buffer, stops tokio, frees the shared region and closes the Go
-// handlers: each one registered before Start or opened since, once (one a drain closed, or
-// one registered while running and never routed, is not closed here). A Reply
-// not yet released is released here and must not be used after. It returns ctx's error if
-// events had to be cancelled. Calling it again is harmless.
-func (r *Runtime) Shutdown(ctx context.Context) error {
-	return r.e.Shutdown(ctx)
 }
 
 // Stats is a snapshot of both sides' counters.

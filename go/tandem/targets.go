@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tandemrt/tandem/go/internal/engine"
@@ -107,6 +109,7 @@ func (r *Runtime) register(name string, h Handler, o *routeOptions, mw []Middlew
 		Open: g.open, Close: g.close}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	g.life = r.lifeOf(h)
 	if err := r.e.RegisterTarget(t); err != nil {
 		return nil, err
 	}
@@ -124,32 +127,88 @@ type goHandler struct {
 	name string
 	raw  Handler
 	h    Handler
+	life *handlerLife
 }
 
-// open runs Init then WarmUp, for a handler opened while running; a failed WarmUp closes
-// what Init opened.
-func (g *goHandler) open(ctx context.Context) error {
-	if h, ok := g.raw.(interface{ Init(context.Context) error }); ok {
-		if err := h.Init(ctx); err != nil {
-			return fmt.Errorf("init: %w", err)
+// handlerLife is the lifecycle of one handler value: a pointer registered under several
+// names is one handler, initialised when the first of its names opens and closed when the
+// last closes. (Values that are not pointers are never the same handler: == on a struct
+// holding a func panics.)
+type handlerLife struct {
+	mu    sync.Mutex
+	h     Handler
+	opens int
+}
+
+// lifeOf is h's life: shared with an earlier registration of the same pointer. r.mu held.
+func (r *Runtime) lifeOf(h Handler) *handlerLife {
+	if reflect.TypeOf(h).Kind() == reflect.Pointer {
+		for _, g := range r.handlers {
+			if reflect.TypeOf(g.raw) == reflect.TypeOf(h) && g.raw == h {
+				return g.life
+			}
 		}
 	}
-	if h, ok := g.raw.(interface{ WarmUp(context.Context) error }); ok {
-		if err := h.WarmUp(ctx); err != nil {
-			_ = g.close()
+	return &handlerLife{h: h}
+}
+
+// begin counts one opening in, running first (Init) when it is the first.
+func (l *handlerLife) begin(first func(Handler) error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.opens == 0 {
+		if err := first(l.h); err != nil {
+			return err
+		}
+	}
+	l.opens++
+	return nil
+}
+
+// end counts one opening out, running Close when it was the last.
+func (l *handlerLife) end() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.opens == 0 {
+		return nil
+	}
+	l.opens--
+	if l.opens > 0 {
+		return nil
+	}
+	if c, ok := l.h.(closeHook); ok {
+		return hook(c.Close)
+	}
+	return nil
+}
+
+// open runs Init then WarmUp, for a handler opened while running (a route change); a failed
+// WarmUp closes what Init opened. A handler open under another name already is counted in.
+func (g *goHandler) open(ctx context.Context) error {
+	warm := false
+	err := g.life.begin(func(h Handler) error {
+		if ih, ok := h.(initHook); ok {
+			if err := hook(func() error { return ih.Init(ctx) }); err != nil {
+				return fmt.Errorf("init: %w", err)
+			}
+		}
+		warm = true
+		return nil
+	})
+	if err != nil || !warm {
+		return err
+	}
+	if wh, ok := g.raw.(warmUpHook); ok {
+		if err := hook(func() error { return wh.WarmUp(ctx) }); err != nil {
+			_ = g.life.end()
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
 	return nil
 }
 
-// close runs Close, if the handler has one.
-func (g *goHandler) close() error {
-	if c, ok := g.raw.(interface{ Close() error }); ok {
-		return c.Close()
-	}
-	return nil
-}
+// close counts the handler's opening out, running Close when it was the last.
+func (g *goHandler) close() error { return g.life.end() }
 
 // goHandler is the registered Go handler named name, as its routes wrap it.
 func (r *Runtime) goHandler(name string) Handler {

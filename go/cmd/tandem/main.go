@@ -1,5 +1,5 @@
-// Command tandem runs tandem's demo pipeline, reads dead-letter files and runs the chaos
-// harness.
+// Command tandem runs tandem's demo pipeline, reads dead-letter files, runs the chaos
+// harness and conformance vectors.
 //
 //	tandem run [-events N] [-concurrency C] [-payload BYTES] [-dlq PATH] [-v]
 //	           [-shadow P=TARGET] [-weights P=TARGET:W,...[,sticky]] [-swap P=TARGET]
@@ -8,6 +8,11 @@
 //	tandem new [-tandem DIR] NAME
 //	tandem build [-purego] [-env] [-o FILE] [-C DIR]
 //	tandem worker -nats URL -stream S -consumer C [-create] [-dlq-subject SUBJ] ...
+//	tandem conform -route R -vectors FILE
+//
+// conform runs a conformance vector file against a route of the bundled handlers (the Rust
+// library's demo.* and their Go twins, e.g. demo.upper and demo.upper.go) and fails on a
+// mismatch, printing each failing case (docs/conformance.md).
 //
 // new writes a project of one's own, a Go main and a Rust crate of handlers; build, run in
 // it, makes one static binary of it (README: "Your handlers, your binary"). Both work in a
@@ -40,6 +45,7 @@ import (
 
 	"github.com/tandemrt/tandem/go/tandem"
 	"github.com/tandemrt/tandem/go/tandem/deadletter"
+	"github.com/tandemrt/tandem/go/tandem/demo"
 	"github.com/tandemrt/tandem/go/tandem/policy"
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
@@ -65,6 +71,8 @@ func main() {
 		os.Exit(buildMain(os.Args[2:], os.Stdout, os.Stderr))
 	case "worker":
 		os.Exit(workerMain(os.Args[2:], os.Stdout, os.Stderr))
+	case "conform":
+		os.Exit(conformMain(os.Args[2:], os.Stdout, os.Stderr))
 	case "-h", "-help", "--help", "help":
 		usage(os.Stdout)
 	default:
@@ -82,6 +90,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "       tandem new [-tandem DIR] NAME")
 	fmt.Fprintln(w, "       tandem build [-purego] [-env] [-o FILE] [-C DIR]")
 	fmt.Fprintln(w, "       tandem worker -nats URL -stream S -consumer C [-create] [-dlq-subject SUBJ] [-results-subject SUBJ] [-http ADDR]")
+	fmt.Fprintln(w, "       tandem conform -route R -vectors FILE")
 }
 
 // The demo's event types beyond the bundled demo.* ones.
@@ -355,12 +364,9 @@ func addRoutes(rt *tandem.Runtime, t *tally, breaker *policy.Breaker, concurrenc
 	if err != nil {
 		return err
 	}
-	// upper-go: demo.upper's Go version, routed by nothing: a handler to move demo.upper to
-	// (-shadow, -weights, -swap demo.upper=go:upper-go).
-	upper := tandem.HandlerFunc(func(ctx context.Context, ev *tandem.Event) tandem.Result {
-		return tandem.AckReply(bytes.ToUpper(ev.Data))
-	})
-	if err := rt.Register("upper-go", upper, tandem.WithWorkers(1, max(1, concurrency))); err != nil {
+	// demo.upper.go: the Go twin of the Rust demo.upper (the handler upper-go), for
+	// conformance and for moving demo.upper (-shadow, -weights, -swap demo.upper=go:upper-go).
+	if err := demo.Routes(rt); err != nil {
 		return err
 	}
 	// payment.*: every payment goes to the flaky Rust handler, which asks for a retry on the

@@ -142,7 +142,8 @@ func (e *Engine) acked(d *Delivery, reply Reply) {
 }
 
 // failed takes a delivery's failure: a terminal one is dead-lettered; a retryable one is
-// judged and redelivered, dead-lettered, or (shutting down) settled as cancelled.
+// judged and redelivered, dead-lettered, or (shutting down) settled as cancelled. A Once
+// waiter's failure settles as the handler gave it.
 func (e *Engine) failed(d *Delivery, f *Failure) {
 	if d.probe != nil {
 		e.shadowDone(d, f, Reply{})
@@ -158,6 +159,10 @@ func (e *Engine) failed(d *Delivery, f *Failure) {
 	e.leaveTarget(d)
 	if f.EventType == "" {
 		f.EventType = d.typ
+	}
+	if _, once := d.waiter.(Once); once {
+		e.finish(d, f, Reply{})
+		return
 	}
 	if f.Outcome != OutcomeRetry {
 		e.deadLetter(d, f, terminalReason(f))

@@ -335,7 +335,9 @@ func (e *Engine) Routes() []*Route { return e.router.all }
 
 // Start starts tokio and the Rust handlers, then the Go side: the completion poller, the
 // dispatch queue, the dead-letter writer and the worker pools. The façade has run the Go
-// handlers' Init and WarmUp already; the state becomes Running.
+// handlers' Init and WarmUp already; the state becomes Running. On an error nothing of the
+// Go side was started: the library has undone its own part (closed the Rust handlers it
+// initialised, stopped tokio).
 func (e *Engine) Start() error {
 	// Events Rust handlers emit for an exact route to a Rust handler with no policy of Go's
 	// own stay in Rust; their failures come back to Go, where retries live.
@@ -359,6 +361,7 @@ func (e *Engine) Start() error {
 	// a route's targets sets them again (routing.go).
 	e.setLocalRoutes()
 	if err := abi.Start(e.h); err != nil {
+		e.obs.close()
 		return err
 	}
 	e.logLevelDone = make(chan struct{})
@@ -509,12 +512,14 @@ func (e *Engine) stopShadows() {
 	}
 }
 
-// closeTargets runs Close for every Go target no drain has closed, once, then waits for the
-// drains' goroutines. From here none starts: every target is closed.
+// closeTargets runs Close for every open Go target no drain has closed, once, in the reverse
+// order of their registration, then waits for the drains' goroutines. From here none
+// starts: every target is closed.
 func (e *Engine) closeTargets() {
-	for _, t := range e.Targets() {
-		if !t.rust {
-			t.finalClose(e)
+	ts := e.Targets()
+	for i := len(ts) - 1; i >= 0; i-- {
+		if !ts[i].rust {
+			ts[i].finalClose(e)
 		}
 	}
 	e.closers.Wait()

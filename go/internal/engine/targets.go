@@ -49,9 +49,8 @@ type Target struct {
 	refs  int // route tables (primary or shadow) that name the target
 	// closed is closed when a close in progress ends.
 	closed chan struct{}
-	// closeDue says Shutdown owes the target a Close: it was registered before Start (whose
-	// Init it gets; as ever, Shutdown closes every such handler), or opened since, and no
-	// drain has closed it.
+	// closeDue says Shutdown owes the target a Close: it opened (at Start, whose Init it
+	// got, or for a route change since), and no drain has closed it.
 	closeDue bool
 	// pool is an open Go target's pool; read without the lock by dispatchers, which find
 	// the target in a route's table only while it is open.
@@ -114,7 +113,9 @@ func (e *Engine) RegisterTarget(t *Target) error {
 	if _, ok := e.targets[key]; ok {
 		return fmt.Errorf("%w: a Go handler named %q is registered already", ErrInvalidRoute, t.Name)
 	}
-	t.closeDue = e.State() == Registered
+	// Shutdown owes it a Close once it opens (Start's, or a route change's), not before: a
+	// runtime that never started, or failed to, has closed what it opened itself.
+	t.closeDue = false
 	e.targets[key] = t
 	e.addTargetLocked(t)
 	return nil

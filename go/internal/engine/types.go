@@ -161,3 +161,12 @@ type Blocking interface {
 	Waiter
 	Blocks()
 }
+
+// Once is a Waiter that is told the outcome of the event's first delivery, whatever it is: a
+// failure, retryable or terminal, settles the event at once as the handler gave it, neither
+// redelivered nor dead-lettered. Conformance runs use it: they judge a handler's verdict on
+// one delivery, not the route's retry schedule.
+type Once interface {
+	Waiter
+	OneDelivery()
+}

@@ -196,6 +196,46 @@ impl Handler for Panic {
     }
 }
 
+/// The environment variable that, set when a runtime is created, registers [`WarmUpProbe`]
+/// under `test.warm_up`, for tandem's own lifecycle tests (go/tandem/lifecycle_test.go):
+/// "fail" makes its warm-up fail, a number of milliseconds makes it take that long. Never
+/// set it in production; unset, nothing is registered.
+pub const WARM_UP_PROBE: &str = "TANDEM_TEST_WARM_UP";
+
+/// A test-only handler (see [`WARM_UP_PROBE`]) whose warm-up takes `delay`, then fails if
+/// `fail`; it acknowledges every event.
+pub struct WarmUpProbe {
+    delay: Duration,
+    fail: bool,
+}
+
+impl WarmUpProbe {
+    /// The probe the variable's value asks for: "fail", or milliseconds of warm-up ("0" if
+    /// unparsable).
+    pub fn from_setting(value: &str) -> WarmUpProbe {
+        WarmUpProbe {
+            delay: Duration::from_millis(value.parse().unwrap_or(0)),
+            fail: value == "fail",
+        }
+    }
+}
+
+impl Handler for WarmUpProbe {
+    async fn handle(&self, _ev: &Event<'_>, _cx: &Context) -> Outcome {
+        Outcome::Ack
+    }
+    async fn warm_up(&self) -> Result<(), HandlerError> {
+        tokio::time::sleep(self.delay).await;
+        if self.fail {
+            return Err(HandlerError::with_code(
+                "unavailable",
+                "asked to fail its warm-up",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Registers the example handlers under the `demo.*` event types. The tiny ones run inline
 /// on the poller (`demo.noop.inline`, echo, upper) and so does `demo.sleep`, which moves into a
 /// task of its own at its first await; the rest run as tasks from the start (`demo.ask` too:
@@ -213,6 +253,13 @@ pub fn register(reg: &mut Registry) {
         .register_inline("demo.relay", "relay", Relay)
         .register("demo.ask", "ask", Ask)
         .register("demo.panic", "panic", Panic);
+    if let Ok(setting) = std::env::var(WARM_UP_PROBE) {
+        reg.register(
+            "test.warm_up",
+            "warm-up-probe",
+            WarmUpProbe::from_setting(&setting),
+        );
+    }
 }
 
 tandem::register_handlers!(register);

@@ -288,8 +288,8 @@ impl Completions {
         self.cq.is_parked()
     }
 
-    /// The completion ring, for tests playing Go's poller.
-    #[cfg(all(test, not(loom)))]
+    /// The completion ring, for tests and the conformance harness playing Go's poller.
+    #[cfg(all(not(loom), any(test, feature = "conform")))]
     pub(crate) fn ring(&self) -> &Ring {
         &self.cq
     }

@@ -79,10 +79,14 @@ pub enum Error {
     InvalidConfig(String),
     /// The operating system refused a resource (mapping, eventfd, threads).
     Io(io::Error),
-    /// A handler's init or warm-up failed.
+    /// A handler's init or warm-up failed (or panicked: code "panic"). The runtime is
+    /// [`State::Failed`](crate::State::Failed): the handlers whose init had succeeded were
+    /// closed, in reverse order, and tokio was stopped.
     Init {
         /// The handler's name.
         handler: String,
+        /// Which hook failed.
+        phase: Phase,
         /// Its error.
         error: HandlerError,
     },
@@ -95,15 +99,39 @@ impl std::fmt::Display for Error {
         match self {
             Error::InvalidConfig(m) => write!(f, "invalid config: {m}"),
             Error::Io(e) => write!(f, "os error: {e}"),
-            Error::Init { handler, error } => {
-                write!(f, "handler {handler} failed to start: {error}")
-            }
+            // Go reads the handler and the phase back from this text (tandem_runtime_start).
+            Error::Init {
+                handler,
+                phase,
+                error,
+            } => write!(f, "{phase} of Rust handler {handler:?} failed: {error}"),
             Error::State(m) => write!(f, "wrong state: {m}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+/// The lifecycle hook of a handler that failed to start: [`Handler::init`] or
+/// [`Handler::warm_up`](crate::Handler::warm_up).
+///
+/// [`Handler::init`]: crate::Handler::init
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// `init`: wiring dependencies.
+    Init,
+    /// `warm_up`: priming caches and connections.
+    WarmUp,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Init => "init",
+            Phase::WarmUp => "warm-up",
+        })
+    }
+}
 
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Error {

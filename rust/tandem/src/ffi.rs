@@ -317,8 +317,11 @@ pub unsafe extern "C" fn tandem_runtime_create(
     })
 }
 
-/// Starts tokio, runs every handler's init and warm-up, then starts the poller. Fails with
-/// `TANDEM_ERR_INIT` naming the handler that did not start.
+/// Starts tokio, runs every handler's init, then every handler's warm-up (each in event-type
+/// order), then starts the poller. Fails with `TANDEM_ERR_INIT` when a hook fails or panics;
+/// the last error then reads `<init|warm-up> of Rust handler "<name>" failed: <code>:
+/// <message>` (the name quoted as Rust's `{:?}` quotes it). A failed start has closed the
+/// handlers initialised, in reverse order, and stopped tokio; the runtime cannot start again.
 ///
 /// # Safety
 /// `rt` must come from `tandem_runtime_create` and not be freed.

@@ -37,17 +37,25 @@ pub trait Handler: Send + Sync + 'static {
     /// the runtime releases them to Go with the completion.
     fn handle(&self, ev: &Event<'_>, cx: &Context) -> impl Future<Output = Outcome> + Send;
 
-    /// Wires dependencies once, before warm-up. An error fails `Start` naming this handler.
+    /// Wires dependencies once, before warm-up. The runtime inits its handlers one by one,
+    /// in event-type order, on the thread that starts it. An error (or a panic) fails `Start`
+    /// naming this handler: the handlers already initialised are closed, in reverse order.
     fn init(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 
-    /// Primes caches and connections before traffic. An error fails `Start` naming this handler.
+    /// Primes caches and connections before traffic, once every handler's init succeeded;
+    /// one by one, in event-type order, on the runtime's tokio. No event arrives before every
+    /// handler of both runtimes has warmed up (Go's `/readyz` says so). An error (or a panic)
+    /// fails `Start` naming this handler, and every handler that was initialised is closed,
+    /// in reverse order.
     fn warm_up(&self) -> impl Future<Output = Result<(), HandlerError>> + Send {
         async { Ok(()) }
     }
 
-    /// Called once at shutdown, after the last event.
+    /// Called exactly once for each handler whose init succeeded: at shutdown after the last
+    /// event, or when `Start` fails. Handlers close in the reverse of their init order. A
+    /// panic here is contained.
     fn close(&self) {}
 }
 
@@ -195,8 +203,10 @@ impl Registry {
         self.by_index = types.into_iter().map(|t| self.routes[t].clone()).collect();
     }
 
-    pub(crate) fn routes(&self) -> impl Iterator<Item = (&str, &Route)> {
-        self.routes.iter().map(|(k, v)| (k.as_str(), v))
+    /// The handlers in event-type order, once sealed: the order of their init and warm-up
+    /// (and, reversed, of their close).
+    pub(crate) fn in_order(&self) -> &[Route] {
+        &self.by_index
     }
 }
 

@@ -55,6 +55,8 @@ mod calls;
 pub mod code;
 mod completion;
 mod config;
+#[cfg(all(feature = "conform", not(loom)))]
+pub mod conform;
 mod dispatch;
 pub mod envelope;
 #[cfg(feature = "exports")]
@@ -73,13 +75,15 @@ mod runtime;
 mod shared;
 mod shm;
 mod slots;
+#[cfg(all(not(loom), any(test, feature = "conform")))]
+mod standin;
 mod stats;
 mod sync;
 #[cfg(all(test, not(loom)))]
 mod testing;
 mod wake;
 
-pub use config::{Config, Error};
+pub use config::{Config, Error, Phase};
 pub use handler::{Context, Event, Handler, Registry};
 pub use kick::Kicked;
 pub use outcome::{EmitError, HandlerError, Outcome};
@@ -87,7 +91,7 @@ pub use reply::{CallError, CallFailure, Reply};
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub use ring::BenchRing;
-pub use runtime::Runtime;
+pub use runtime::{Runtime, State};
 pub use stats::Stats;
 
 /// Names the function that registers this library's handlers; the C exports call it when a

@@ -17,11 +17,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 
 use crate::completion::{LocalDispatch, LocalRoutes};
-use crate::config::{Config, Error, RegionInfo};
+use crate::config::{Config, Error, Phase, RegionInfo};
 use crate::handler::Registry;
 use crate::kick::Kicked;
 use crate::logs::LogQueue;
@@ -49,14 +50,33 @@ pub struct Runtime {
     log_stop: CancellationToken,
     /// This runtime's log records, waiting for the forwarder.
     log_queue: Arc<LogQueue>,
-    state: RunState,
+    state: State,
 }
 
+/// A runtime's lifecycle state: the same states, in the same order, as Go's `tandem.State`
+/// (docs/lifecycle.md).
+///
+/// ```text
+/// Registered ─start─► Initialized ─► WarmingUp ─► Running ─shutdown─► Draining ─► Stopped
+///      │                  │              │
+///      └──────────────────┴──────────────┴── a hook fails ──► Failed ─shutdown─► Stopped
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RunState {
-    Created,
+pub enum State {
+    /// Created: the handlers are registered; nothing runs.
+    Registered,
+    /// Start has begun: the handlers' init hooks run, one by one.
+    Initialized,
+    /// Every init succeeded: the handlers' warm-up hooks run, one by one.
+    WarmingUp,
+    /// Taking events.
     Running,
+    /// Shutdown is finishing in-flight events and closing the handlers.
+    Draining,
+    /// Stopped: every handler closed, tokio stopped.
     Stopped,
+    /// Start failed: the handlers initialised are closed and tokio is stopped already.
+    Failed,
 }
 
 impl Runtime {
@@ -74,7 +94,7 @@ impl Runtime {
             logs: None,
             log_stop: CancellationToken::new(),
             log_queue: Arc::default(),
-            state: RunState::Created,
+            state: State::Registered,
         })
     }
 
@@ -141,9 +161,18 @@ impl Runtime {
         self.shared.registry.event_types()
     }
 
-    /// Starts tokio, runs every handler's init and warm-up, then starts the poller.
+    /// The lifecycle state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Starts tokio, runs every handler's init and then every handler's warm-up (each in
+    /// event-type order), then starts the poller. If a hook fails, or panics, start undoes
+    /// what it did: the handlers whose init succeeded are closed in reverse order, tokio is
+    /// stopped, the state is [`State::Failed`], and the error ([`Error::Init`]) names the
+    /// handler and the hook.
     pub fn start(&mut self) -> Result<(), Error> {
-        if self.state != RunState::Created {
+        if self.state != State::Registered {
             return Err(Error::State("start called twice"));
         }
         // No signal handlers: tokio installs them only for tokio::signal, which tandem never
@@ -163,21 +192,55 @@ impl Runtime {
                 .on_thread_start(move || crate::logs::work_for(Some(queue.clone())))
                 .on_thread_stop(|| crate::logs::work_for(None));
         }
-        let rt = builder.build()?;
+        let rt = match builder.build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                self.state = State::Failed;
+                return Err(e.into());
+            }
+        };
         let _logs = crate::logs::enter(&self.log_queue);
-        for (_, route) in self.shared.registry.routes() {
-            route.handler.init().map_err(|error| Error::Init {
-                handler: route.name.to_string(),
-                error,
-            })?;
+        let mut initialised = 0;
+        if let Err(e) = self.start_on(&rt, &mut initialised) {
+            close_handlers(&self.shared.registry.in_order()[..initialised]);
+            rt.shutdown_timeout(Duration::from_secs(1));
+            self.state = State::Failed;
+            return Err(e);
         }
+        self.tokio = Some(rt);
+        self.state = State::Running;
+        Ok(())
+    }
+
+    /// Start's steps on tokio `rt`, counting in `initialised` the handlers whose init
+    /// succeeded, for start to close them if a later step fails.
+    fn start_on(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        initialised: &mut usize,
+    ) -> Result<(), Error> {
+        let failed = |route: &crate::handler::Route, phase, error| Error::Init {
+            handler: route.name.to_string(),
+            phase,
+            error,
+        };
+        self.state = State::Initialized;
+        for route in self.shared.registry.in_order() {
+            let h = &route.handler;
+            std::panic::catch_unwind(AssertUnwindSafe(|| h.init()))
+                .unwrap_or_else(|p| Err(panicked(p)))
+                .map_err(|e| failed(route, Phase::Init, e))?;
+            *initialised += 1;
+        }
+        self.state = State::WarmingUp;
         let shared = self.shared.clone();
         rt.block_on(async move {
-            for (_, route) in shared.registry.routes() {
-                route.handler.warm_up().await.map_err(|error| Error::Init {
-                    handler: route.name.to_string(),
-                    error,
-                })?;
+            for route in shared.registry.in_order() {
+                AssertUnwindSafe(route.handler.warm_up())
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|p| Err(panicked(p)))
+                    .map_err(|e| failed(route, Phase::WarmUp, e))?;
             }
             Ok::<(), Error>(())
         })?;
@@ -194,8 +257,6 @@ impl Runtime {
             self.shared.completions.clone(),
             self.log_stop.clone(),
         )));
-        self.tokio = Some(rt);
-        self.state = RunState::Running;
         Ok(())
     }
 
@@ -228,11 +289,16 @@ impl Runtime {
     /// then stops the poller and tokio. Release records Go sends afterwards stay in the ring
     /// until [`Runtime::stats`] consumes them. Idempotent.
     pub fn shutdown(&mut self, grace: Duration) {
-        if self.state != RunState::Running {
-            self.state = RunState::Stopped;
+        if self.state != State::Running {
+            // Never started (nothing to close), stopped already, or failed to start (start
+            // closed what it had initialised).
+            if self.state != State::Draining {
+                self.state = State::Stopped;
+            }
             return;
         }
         let Some(rt) = self.tokio.take() else { return };
+        self.state = State::Draining;
         let _logs = crate::logs::enter(&self.log_queue);
         let shared = self.shared.clone();
         let poller = self.poller.take();
@@ -267,23 +333,38 @@ impl Runtime {
             shared.tracker.close();
             shared.tracker.wait().await;
         });
-        for (_, route) in self.shared.registry.routes() {
-            let h = route.handler.clone();
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| h.close()));
-        }
+        close_handlers(self.shared.registry.in_order());
         rt.shutdown_timeout(Duration::from_secs(1));
-        self.state = RunState::Stopped;
+        self.state = State::Stopped;
     }
 
     /// A snapshot of the counters. Once the runtime is stopped it first consumes the release
     /// records Go left in the submission ring, so outstanding counts are final.
     pub fn stats(&self) -> Stats {
         let s = &self.shared;
-        if self.state == RunState::Stopped {
+        if self.state == State::Stopped {
             drain_submissions(s, usize::MAX, None, Role::Try);
         }
         s.counters.snapshot(s.sq.len(), s.completions.depth())
     }
+}
+
+/// Closes `routes`' handlers in reverse order, each once, containing panics.
+fn close_handlers(routes: &[crate::handler::Route]) {
+    for route in routes.iter().rev() {
+        let h = &route.handler;
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| h.close()));
+    }
+}
+
+/// A hook's panic as its error.
+fn panicked(payload: Box<dyn std::any::Any + Send>) -> crate::outcome::HandlerError {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned());
+    crate::outcome::HandlerError::with_code(crate::code::PANIC, msg)
 }
 
 impl Drop for Runtime {
@@ -357,12 +438,159 @@ mod tests {
         reg.register("cold", "cold-start", ColdStart);
         let mut rt = Runtime::new(Config::default(), reg).expect("runtime");
         match rt.start() {
-            Err(Error::Init { handler, error }) => {
-                assert_eq!(handler, "cold-start");
+            Err(e @ Error::Init { .. }) => {
+                assert_eq!(
+                    e.to_string(),
+                    "warm-up of Rust handler \"cold-start\" failed: unavailable: cache unreachable"
+                );
+                let Error::Init {
+                    handler,
+                    phase,
+                    error,
+                } = e
+                else {
+                    unreachable!()
+                };
+                assert_eq!((handler.as_str(), phase), ("cold-start", Phase::WarmUp));
                 assert_eq!(error.code, "unavailable");
             }
             other => panic!("start = {other:?}"),
         }
+        assert_eq!(rt.state(), State::Failed);
+    }
+
+    /// Records its hooks' calls in a shared log, and fails (or panics in) the one it is
+    /// told to.
+    struct Hooks {
+        name: &'static str,
+        log: Arc<std::sync::Mutex<Vec<String>>>,
+        fail: Option<(&'static str, bool)>, // the hook, and whether it panics
+    }
+    impl Hooks {
+        fn note(&self, hook: &str) -> Result<(), HandlerError> {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("{hook} {}", self.name));
+            match self.fail {
+                Some((h, true)) if h == hook => panic!("{hook} panicked"),
+                Some((h, false)) if h == hook => Err(HandlerError::with_code("unavailable", hook)),
+                _ => Ok(()),
+            }
+        }
+    }
+    impl Handler for Hooks {
+        async fn handle(&self, _ev: &Event<'_>, _cx: &Context) -> Outcome {
+            Outcome::Ack
+        }
+        fn init(&self) -> Result<(), HandlerError> {
+            self.note("init")
+        }
+        async fn warm_up(&self) -> Result<(), HandlerError> {
+            self.note("warm")
+        }
+        fn close(&self) {
+            let _ = self.note("close");
+        }
+    }
+
+    /// Three handlers, a to c in event-type order, `failing` the hook of the one named.
+    fn hooked(
+        failing: Option<(&'static str, &'static str, bool)>,
+    ) -> (Runtime, Arc<std::sync::Mutex<Vec<String>>>) {
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reg = Registry::new();
+        for name in ["c", "a", "b"] {
+            let fail = failing.filter(|f| f.0 == name).map(|f| (f.1, f.2));
+            reg.register(
+                name,
+                name,
+                Hooks {
+                    name,
+                    log: log.clone(),
+                    fail,
+                },
+            );
+        }
+        (Runtime::new(small(), reg).expect("runtime"), log)
+    }
+
+    fn taken(log: &std::sync::Mutex<Vec<String>>) -> Vec<String> {
+        std::mem::take(&mut *log.lock().unwrap())
+    }
+
+    #[test]
+    fn hooks_run_in_order_and_close_in_reverse_once() {
+        let (mut rt, log) = hooked(None);
+        assert_eq!(rt.state(), State::Registered);
+        rt.start().expect("start");
+        assert_eq!(rt.state(), State::Running);
+        assert_eq!(
+            taken(&log),
+            ["init a", "init b", "init c", "warm a", "warm b", "warm c"]
+        );
+        assert!(matches!(rt.start(), Err(Error::State(_))));
+        rt.shutdown(Duration::from_secs(1));
+        assert_eq!(rt.state(), State::Stopped);
+        assert_eq!(taken(&log), ["close c", "close b", "close a"]);
+        rt.shutdown(Duration::from_secs(1));
+        drop(rt);
+        assert!(taken(&log).is_empty(), "a handler closed twice");
+    }
+
+    #[test]
+    fn a_failed_warm_up_closes_every_initialised_handler_in_reverse() {
+        for panics in [false, true] {
+            let (mut rt, log) = hooked(Some(("b", "warm", panics)));
+            match rt.start() {
+                Err(Error::Init {
+                    handler,
+                    phase,
+                    error,
+                }) => {
+                    assert_eq!((handler.as_str(), phase), ("b", Phase::WarmUp));
+                    assert_eq!(error.code, if panics { "panic" } else { "unavailable" });
+                }
+                other => panic!("start = {other:?}"),
+            }
+            assert_eq!(rt.state(), State::Failed);
+            assert_eq!(
+                taken(&log),
+                [
+                    "init a", "init b", "init c", "warm a", "warm b", "close c", "close b",
+                    "close a"
+                ]
+            );
+            rt.shutdown(Duration::from_secs(1));
+            drop(rt);
+            assert!(taken(&log).is_empty(), "a handler closed twice");
+        }
+    }
+
+    #[test]
+    fn a_failed_init_closes_only_the_handlers_initialised_before_it() {
+        for panics in [false, true] {
+            let (mut rt, log) = hooked(Some(("b", "init", panics)));
+            match rt.start() {
+                Err(Error::Init { handler, phase, .. }) => {
+                    assert_eq!((handler.as_str(), phase), ("b", Phase::Init))
+                }
+                other => panic!("start = {other:?}"),
+            }
+            assert_eq!(rt.state(), State::Failed);
+            assert_eq!(taken(&log), ["init a", "init b", "close a"]);
+            drop(rt);
+            assert!(taken(&log).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_runtime_never_started_closes_nothing() {
+        let (mut rt, log) = hooked(None);
+        rt.shutdown(Duration::ZERO);
+        assert_eq!(rt.state(), State::Stopped);
+        assert!(matches!(rt.start(), Err(Error::State(_))));
+        assert!(taken(&log).is_empty());
     }
 }
 

@@ -14,6 +14,7 @@ pub(crate) use crate::outcome::{HandlerError, Outcome};
 pub(crate) use crate::reply::CallError;
 pub(crate) use crate::runtime::Runtime;
 pub(crate) use crate::slots::Delivery;
+pub(crate) use crate::standin::{Done, push_event, release, submit_delivery, try_completion};
 pub(crate) use crate::stats::Stats;
 pub(crate) use crate::sync::Ordering;
 
@@ -264,34 +265,6 @@ pub(crate) fn due_in(ms: i64) -> Delivery {
     }
 }
 
-/// As `submit_to`, with the delivery header Go writes beside the envelope.
-pub(crate) fn submit_delivery(
-    rt: &Runtime,
-    slot: u32,
-    bytes: &[u8],
-    route: u32,
-    delivery: Delivery,
-) {
-    push_event(rt, slot, bytes, route, delivery);
-    if rt.shared.sq.take_wakeup() {
-        rt.shared.wake_rust.signal();
-    }
-}
-
-/// Writes the header and the envelope into request slot `slot` and pushes its descriptor, as
-/// Go publishes, without the wake-up that follows.
-pub(crate) fn push_event(rt: &Runtime, slot: u32, bytes: &[u8], route: u32, delivery: Delivery) {
-    let s = &rt.shared;
-    s.completions.requests.write_as_go(slot, delivery, bytes);
-    assert!(s.sq.push(|d| {
-        d.kind.store(TANDEM_SQE_EVENT, Ordering::Relaxed);
-        d.slot.store(slot, Ordering::Relaxed);
-        d.len.store(bytes.len() as u32, Ordering::Relaxed);
-        d.token.store(u64::from(slot) | 7 << 32, Ordering::Relaxed);
-        d.flags.store(route, Ordering::Relaxed);
-    }));
-}
-
 /// Plays Go's answer to a call (`TANDEM_CQE_CALL` record `call`): writes `bytes` into the
 /// call's reply slot and hands it back with the outcome.
 pub(crate) fn answer_call(rt: &Runtime, call: &Done, outcome: u32, bytes: &[u8]) {
@@ -321,17 +294,6 @@ pub(crate) fn cancel(rt: &Runtime, token: u64) {
     }
 }
 
-pub(crate) fn release(rt: &Runtime, reply_slot: u32) {
-    let s = &rt.shared;
-    assert!(s.sq.push(|d| {
-        d.kind.store(TANDEM_SQE_RELEASE, Ordering::Relaxed);
-        d.slot.store(reply_slot, Ordering::Relaxed);
-    }));
-    if s.sq.take_wakeup() {
-        s.wake_rust.signal();
-    }
-}
-
 /// Releases like Go: lazily, waking the consumer only while a writer waits for a reply slot.
 /// True if it woke the consumer.
 pub(crate) fn release_lazily(rt: &Runtime, reply_slot: u32) -> bool {
@@ -345,46 +307,6 @@ pub(crate) fn release_lazily(rt: &Runtime, reply_slot: u32) -> bool {
         s.wake_rust.signal();
     }
     wake
-}
-
-pub(crate) struct Done {
-    pub(crate) kind: u32,
-    pub(crate) slot: u32,
-    pub(crate) token: u64,
-    pub(crate) reply_slot: u32,
-    pub(crate) reply: Vec<u8>,
-    pub(crate) len: u32,
-    pub(crate) flags: u32,
-}
-
-/// The next completion record, if one is waiting.
-fn try_completion(rt: &Runtime) -> Option<Done> {
-    let s = &rt.shared;
-    let (kind, slot, token, reply_slot, len, elen, flags) = s.completions.ring().pop(|d| {
-        (
-            d.kind.load(Ordering::Relaxed),
-            d.slot.load(Ordering::Relaxed),
-            d.token.load(Ordering::Relaxed),
-            d.reply_slot.load(Ordering::Relaxed),
-            d.reply_len.load(Ordering::Relaxed),
-            d.len.load(Ordering::Relaxed),
-            d.flags.load(Ordering::Relaxed),
-        )
-    })?;
-    let reply = if reply_slot == TANDEM_NO_SLOT {
-        Vec::new()
-    } else {
-        s.completions.replies.read_as_go(reply_slot, len)
-    };
-    Some(Done {
-        kind,
-        slot,
-        token,
-        reply_slot,
-        reply,
-        len: elen,
-        flags,
-    })
 }
 
 /// The next completion that is not a log batch (Go's poller hands those to its logger; a
