@@ -3,7 +3,9 @@
 #
 #   ./build.sh [build]   the Rust staticlib + cdylib, then bin/tandem (one static binary, cgo)
 #                        and bin/tandem-purego (CGO_ENABLED=0) beside bin/libtandem_native.so
-#   ./build.sh run       build, then run the demo pipeline (args after `run` go to it)
+#   ./build.sh run       build, then run the demo pipeline (args after `run` go to it;
+#                        `./build.sh run -jetstream` runs work items through an embedded
+#                        nats-server and three workers sharing one consumer)
 #   ./build.sh test      build (and bench/sidecar), then every test: cargo test (the
 #                        workspace and bench/sidecar; loom models too), the header
 #                        check, go vet, go test -race, cgocheck2, the Go suite again in the
@@ -11,7 +13,8 @@
 #                        the user's path (`user` below), cargo doc with warnings denied,
 #                        the conformance vectors through bin/tandem conform (demo.upper in
 #                        Go and in Rust; cargo test and go test run them too),
-#                        a 60-second chaos run of every fault, and each benchmark once
+#                        a 60-second chaos run of every fault, the scale-out test with
+#                        10,000 messages, `run -jetstream`, and each benchmark once
 #   ./build.sh bench     build the library and bench/sidecar, then the benchmark suite in
 #                        bench/, in the cgo and the purego mode, then
 #                        purego's figures as ratios of cgo's (args go to go test), then the
@@ -23,6 +26,12 @@
 #                        they were skipped), then a 10-minute chaos run of every profile and
 #                        every fault: bin/tandem chaos -duration 10m -out chaos-report (args
 #                        after `chaos` go to it); it fails when an invariant breaks
+#   ./build.sh scaleout  build, then the multi-process test of docs/scale-out.md: a
+#                        nats-server process (built from its Go module), three
+#                        `tandem worker` processes sharing a consumer, 100,000 messages
+#                        ($TANDEM_SCALEOUT_MESSAGES), one worker killed with SIGKILL and
+#                        restarted; every result stored once, the dead letters exactly the
+#                        terminal failures
 #   ./build.sh header    regenerate ffi/tandem.h from the Rust exports
 #   ./build.sh env       print the environment that links the Go packages against this
 #                        clone's target/release/libtandem_native.a, for go build and go test
@@ -195,6 +204,18 @@ sanitizers() {
     cargo +nightly test -Zbuild-std --target "$target" -p tandem --test envelope_golden --test envelope_prop
 }
 
+# scaleout runs the multi-process test (docs/scale-out.md) with $1 messages: a nats-server
+# process built from its Go module, three bin/tandem worker processes sharing one consumer,
+# one killed with SIGKILL mid-flight and started again.
+scaleout() {
+  say "nats-server, built from its Go module (bin/nats-server)"
+  go build -o bin/nats-server github.com/nats-io/nats-server/v2
+  say "scale-out: $1 messages, three tandem worker processes, one killed with SIGKILL"
+  TANDEM_SCALEOUT_MESSAGES="$1" TANDEM_BIN="$PWD/bin/tandem" NATS_SERVER_BIN="$PWD/bin/nats-server" \
+    go test -count=1 -run '^TestScaleOutSurvivesAKilledWorker$' -v -timeout 30m ./go/cmd/tandem/ |
+    grep -E '^(=== RUN|--- |ok|FAIL|PASS)|scaleout_test' || die "scale-out: the test failed"
+}
+
 # compare_modes prints, per benchmark present in both files, purego's events/s and p50 as a
 # ratio of cgo's.
 compare_modes() {
@@ -266,13 +287,16 @@ case "$cmd" in
     say "chaos: 60 seconds of every fault (bin/tandem chaos)"
     chaos_out=$(mktemp -d)
     bin/tandem chaos -duration 60s -q -out "$chaos_out" || die "chaos: an invariant broke (report in $chaos_out)"
+    scaleout 10000
+    say "bin/tandem run -jetstream (an embedded nats-server, three workers)"
+    bin/tandem run -jetstream -events 5000 || die "bin/tandem run -jetstream failed its checks"
     if [ -f bench/go.mod ]; then
       say "benchmarks, once each (-benchtime=1x)"
       (cd bench && go test -run '^$' -bench . -benchtime=1x ./...)
       (cd bench && TANDEM_LIB="$lib" go test -tags tandem_purego -run '^$' -bench . -benchtime=1x ./...)
     fi
     say "all tests passed"
-    echo "suites: 14 passed, 0 failed"
+    echo "suites: 16 passed, 0 failed"
     ;;
   bench)
     need; build_rust; build_sidecar
@@ -300,6 +324,10 @@ case "$cmd" in
     say "bin/tandem chaos -duration 10m -out chaos-report $*"
     bin/tandem chaos -duration 10m -out chaos-report "$@"
     ;;
+  scaleout)
+    need; build_rust; build_go
+    scaleout "${TANDEM_SCALEOUT_MESSAGES:-100000}"
+    ;;
   env)
     link_env
     ;;
@@ -312,6 +340,6 @@ case "$cmd" in
     TANDEM_BLESS=1 cargo test --locked -p tandem --test header
     ;;
   *)
-    die "unknown command '$cmd' (build | run | test | user | bench | chaos | header | env)"
+    die "unknown command '$cmd' (build | run | test | user | bench | chaos | scaleout | header | env)"
     ;;
 esac

@@ -83,7 +83,7 @@ func main() {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: tandem run [-events N] [-concurrency C] [-payload BYTES] [-dlq PATH] [-v]")
+	fmt.Fprintln(w, "usage: tandem run [-events N] [-concurrency C] [-payload BYTES] [-dlq PATH] [-v] [-jetstream]")
 	fmt.Fprintln(w, "                  [-shadow P=TARGET] [-weights P=TARGET:W,...[,sticky]] [-swap P=TARGET]")
 	fmt.Fprintln(w, "       tandem dlq list | show N | replay [-type T] [-dry-run]  [-file PATH | -nats URL -stream S]")
 	fmt.Fprintln(w, "       tandem chaos [-duration 60s] [-profile mix|steady|sine|square|step|replay] [-rate N] [-trace FILE] [-faults all|none|LIST] [-out DIR]")
@@ -148,6 +148,7 @@ func run(args []string, out io.Writer) error {
 	httpAddr := fs.String("http", "127.0.0.1:9464", "serve /metrics, /healthz and /readyz here while running (empty: off)")
 	tracePath := fs.String("trace", "", "write the trace of one order chain, across Go and Rust, to this file (- for stdout)")
 	otlp := fs.String("otlp", "", "also export traces to this OTLP/HTTP endpoint (e.g. http://127.0.0.1:4318)")
+	jet := fs.Bool("jetstream", false, "instead: -events work items through an embedded nats-server and three workers sharing a consumer (docs/scale-out.md)")
 	var changes []routeChange
 	fs.Var(routeChanges{"shadow", &changes}, "shadow", "PATTERN=TARGET: run a copy of each of the route's events on TARGET (go:NAME or rust:TYPE) and compare (repeatable)")
 	fs.Var(routeChanges{"weights", &changes}, "weights", "PATTERN=TARGET:WEIGHT,...[,sticky]: split the route between handlers (repeatable)")
@@ -157,6 +158,11 @@ func run(args []string, out io.Writer) error {
 	}
 	if *events <= 0 || *concurrency <= 0 || *payloadSize < 0 || *dlqPath == "" {
 		return errors.New("-events and -concurrency must be positive, -payload not negative, -dlq not empty")
+	}
+	if *jet {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+		defer stop()
+		return runJetStream(ctx, *events, out)
 	}
 	logger := zap.NewNop()
 	if *verbose {

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/tandemrt/tandem/go/tandem"
 	tjs "github.com/tandemrt/tandem/go/tandem/jetstream"
@@ -109,7 +110,9 @@ func worker(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer obs.close()
 	sink := &tjs.DeadLetterSink{JS: js, Subject: *dlqSubject}
-	log, _ := zap.NewProduction()
+	// The runtime's and the source's log lines go where the command's errors go.
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(stderr), zap.InfoLevel))
+	defer log.Sync()
 	rt, err := tandem.New(tandem.Config{DeadLetters: sink, MeterProvider: obs.meters, Logger: log, MaxInFlight: *maxInFlight})
 	if err != nil {
 		return err

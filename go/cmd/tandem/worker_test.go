@@ -147,3 +147,17 @@ func TestWorkerUsage(t *testing.T) {
 		}
 	}
 }
+
+// `tandem run -jetstream` runs work items through an embedded nats-server and three
+// workers, one stopped mid-flight, and its checks hold.
+func TestRunJetStream(t *testing.T) {
+	var out bytes.Buffer
+	if err := run([]string{"-jetstream", "-events", "3000", "-http", ""}, &out); err != nil {
+		t.Fatalf("run -jetstream: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"every item's result stored exactly once (2997 = 3000 items - 3 terminal)", "exactly the terminal failures (3)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("the report lacks %q:\n%s", want, out.String())
+		}
+	}
+}
