@@ -279,8 +279,8 @@ func ToCloudEvent(ev *envelope.Event) (*event.Event, error) {
 		if fieldExtensions[name] {
 			return nil, &AttributeError{Name: name, Reason: "an Event field carries this extension; set the field instead"}
 		}
-		if !event.IsExtensionNameValid(name) || len(name) > 20 {
-			return nil, &AttributeError{Name: name, Reason: "not a CloudEvents extension name (1 to 20 ASCII letters and digits)"}
+		if !event.IsExtensionNameValid(name) {
+			return nil, &AttributeError{Name: name, Reason: "not a CloudEvents extension name (ASCII letters and digits)"}
 		}
 		value, err := typedValue(name, text, typed[name])
 		if err != nil {

@@ -31,7 +31,7 @@
 // bytes of "data_base64" otherwise.
 //
 // What does not convert fails with a typed error, and nothing is half converted: an
-// extension name that is not CloudEvents' (ASCII letters and digits, 1 to 20 of them), an
+// extension name that is not CloudEvents' (ASCII letters and digits), an
 // extension that shadows a field of the table above or the reserved name, a specversion
 // other than 1.0, an invalid event (see envelope.Validate), or an unparsable value of
 // a typed extension.

@@ -151,24 +151,37 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 }
 
-// takeRoom waits for room for one message, then takes what else is free: the fetch size.
-// It returns 0 once ctx ends.
+// takeRoom waits for room, then returns how many messages to fetch: at least half of
+// MaxInFlight, so that a busy source fetches in batches while the rest run (one fetch is a
+// round trip to the server, as long as a hundred handlers' runs), or what is free when
+// nothing is in flight (a quiet stream). It returns 0 once ctx ends.
 func (s *Source) takeRoom(ctx context.Context) int {
 	if ctx.Err() != nil || s.closed.Load() {
 		return 0
 	}
-	select {
-	case <-s.room:
-	case <-ctx.Done():
-		return 0
-	}
-	n := 1
+	batch := max(1, s.cfg.MaxInFlight/2)
+	n := 0
 	for {
 		select {
 		case <-s.room:
 			n++
-			continue
+			if n < batch {
+				continue
+			}
 		default:
+			if n > 0 && s.inFlight.Load() == 0 {
+				return n // nothing running will free more: fetch what there is room for
+			}
+			select {
+			case <-s.room:
+				n++
+				if n < batch {
+					continue
+				}
+			case <-ctx.Done():
+				s.giveRoom(n)
+				return 0
+			}
 		}
 		return n
 	}
