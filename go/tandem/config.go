@@ -71,7 +71,9 @@ type Config struct {
 	RustTypes []string
 	// Library is the path of libtandem_native.so in the purego link mode (CGO_ENABLED=0 or
 	// -tags tandem_purego). Empty means $TANDEM_LIB, else libtandem_native.so beside the
-	// executable. The cgo mode links the library into the binary and ignores this.
+	// executable. Runtimes naming the same path share one library; a runtime naming another
+	// file loads it beside the first (the next version of the handlers: see Forward). The
+	// cgo mode links the library into the binary and ignores this.
 	Library string
 	// Retry is the retry schedule for events whose handler asks for a retry: attempts,
 	// exponential backoff and jitter. A handler's own advice (the error envelope's retry

@@ -137,8 +137,6 @@ var (
 	ErrLibraryNotFound = errors.New("tandem library not found")
 	// ErrMissingSymbol: the library lacks an export of this ABI.
 	ErrMissingSymbol = errors.New("tandem library lacks an export")
-	// ErrLibraryConflict: another library is already loaded in this process.
-	ErrLibraryConflict = errors.New("another tandem library is already loaded")
 )
 
 // rebuild is what every error about a library of another version advises: the Go package and
@@ -236,13 +234,28 @@ var calls atomic.Uint64
 // Calls returns how many calls into the library this process has made.
 func Calls() uint64 { return calls.Load() }
 
-// Handle is a live runtime in the library: an opaque pointer owned by the caller until Free.
-type Handle unsafe.Pointer
+// Library is a loaded tandem library: in the cgo mode the one the binary links, in the
+// purego mode a cdylib opened by Load. A Library is never unloaded; it is safe for
+// concurrent use.
+type Library struct {
+	path string
+	impl *library // the mode's bindings
+}
+
+// Path is the library's file ("" in the cgo mode: it is part of the binary).
+func (l *Library) Path() string { return l.path }
+
+// Handle is a live runtime in a library: an opaque pointer owned by the caller until Free,
+// and the library that made it, whose exports every call on it goes through.
+type Handle struct {
+	p   unsafe.Pointer
+	lib *Library
+}
 
 // CheckVersion compares the library's ABI version with this build's.
-func CheckVersion() error {
+func (l *Library) CheckVersion() error {
 	calls.Add(1)
-	got := abiVersion()
+	got := abiVersion(l)
 	if got != expectedVersion {
 		return &Error{
 			Call:    "tandem_abi_version",
@@ -256,7 +269,7 @@ func CheckVersion() error {
 
 // call runs one export and, on failure, reads the library's message for it. The message is
 // thread-local in the library, so the goroutine stays on one OS thread for both calls.
-func call(name string, f func() int32) error {
+func call(lib *Library, name string, f func() int32) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	calls.Add(1)
@@ -264,34 +277,34 @@ func call(name string, f func() int32) error {
 	if st == statusOK {
 		return nil
 	}
-	return statusError(name, st, lastError())
+	return statusError(name, st, lastError(lib))
 }
 
-// Create makes a runtime; the caller owns the handle until Free.
-func Create(cfg *Config) (Handle, Layout, error) {
-	var h Handle
+// Create makes a runtime in lib; the caller owns the handle until Free.
+func Create(lib *Library, cfg *Config) (Handle, Layout, error) {
+	h := Handle{lib: lib}
 	var l Layout
 	cfg.ABIVersion = expectedVersion
-	if err := call("tandem_runtime_create", func() int32 { return create(cfg, &h, &l) }); err != nil {
-		return nil, Layout{}, err
+	if err := call(lib, "tandem_runtime_create", func() int32 { return create(lib, cfg, &h.p, &l) }); err != nil {
+		return Handle{}, Layout{}, err
 	}
 	return h, l, nil
 }
 
 // Start starts tokio, initialises and warms every handler, then starts the poller.
 func Start(h Handle) error {
-	return call("tandem_runtime_start", func() int32 { return start(h) })
+	return call(h.lib, "tandem_runtime_start", func() int32 { return start(h) })
 }
 
 // Shutdown drains, cancels after grace, and stops the runtime's threads.
 func Shutdown(h Handle, graceNs uint64) error {
-	return call("tandem_runtime_shutdown", func() int32 { return shutdown(h, graceNs) })
+	return call(h.lib, "tandem_runtime_shutdown", func() int32 { return shutdown(h, graceNs) })
 }
 
 // ReadStats returns the runtime's counters.
 func ReadStats(h Handle) (Stats, error) {
 	var s Stats
-	err := call("tandem_runtime_stats", func() int32 { return stats(h, &s) })
+	err := call(h.lib, "tandem_runtime_stats", func() int32 { return stats(h, &s) })
 	return s, err
 }
 
@@ -300,7 +313,7 @@ func EventTypes(h Handle) ([]string, error) {
 	buf := make([]byte, 4096)
 	for {
 		var n uintptr
-		err := call("tandem_event_types", func() int32 {
+		err := call(h.lib, "tandem_event_types", func() int32 {
 			var st int32
 			n, st = eventTypes(h, buf)
 			return st
@@ -322,10 +335,10 @@ func EventTypes(h Handle) ([]string, error) {
 	}
 }
 
-// SetLogLevel sets the least severe Rust log level forwarded (0 trace .. 4 error, 5 none).
-func SetLogLevel(level uint32) {
+// SetLogLevel sets the least severe Rust log level lib forwards (0 trace .. 4 error, 5 none).
+func (l *Library) SetLogLevel(level uint32) {
 	calls.Add(1)
-	setLogLevel(level)
+	setLogLevel(l, level)
 }
 
 // LocalRoute is an event type whose emitted events stay in Rust, and the registered type of
@@ -349,7 +362,7 @@ func SetLocalRoutes(h Handle, routes []LocalRoute) error {
 			buf = append(buf, r.Handler...)
 		}
 	}
-	return call("tandem_set_local_routes", func() int32 { return setLocalRoutes(h, buf) })
+	return call(h.lib, "tandem_set_local_routes", func() int32 { return setLocalRoutes(h, buf) })
 }
 
 // Free releases the runtime, its shared region and its eventfds.

@@ -33,14 +33,19 @@ const Mode = "cgo"
 
 // Load does nothing in the cgo mode: the library is linked into the binary. The path is
 // ignored.
-func Load(string) error { return nil }
+// library is empty in the cgo mode: the exports are linked, and there is one set of them.
+type library struct{}
 
-// Loaded returns "" in the cgo mode: no library file is loaded.
-func Loaded() string { return "" }
+// linked is the library the binary links.
+var linked = &Library{impl: &library{}}
 
-func abiVersion() uint32 { return uint32(C.tandem_abi_version()) }
+// Load returns the linked library, whatever path names: the cgo mode holds the one it was
+// built with (a new library is a new binary).
+func Load(string) (*Library, error) { return linked, nil }
 
-func lastError() string {
+func abiVersion(*Library) uint32 { return uint32(C.tandem_abi_version()) }
+
+func lastError(*Library) string {
 	var buf [512]byte
 	n := C.tandem_last_error((*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)))
 	if int(n) > len(buf) {
@@ -49,7 +54,7 @@ func lastError() string {
 	return string(buf[:n])
 }
 
-func create(cfg *Config, out *Handle, layout *Layout) int32 {
+func create(_ *Library, cfg *Config, out *unsafe.Pointer, layout *Layout) int32 {
 	// Config and Layout hold no Go pointers and have the C layout (TestLayoutMatchesHeader);
 	// the library only uses them during the call.
 	return int32(C.tandem_runtime_create(
@@ -61,7 +66,7 @@ func create(cfg *Config, out *Handle, layout *Layout) int32 {
 
 func rt(h Handle) *C.tandem_runtime {
 	// h holds a pointer the library allocated outside the Go heap.
-	return (*C.tandem_runtime)(h)
+	return (*C.tandem_runtime)(h.p)
 }
 
 func start(h Handle) int32 { return int32(C.tandem_runtime_start(rt(h))) }
@@ -86,7 +91,7 @@ func kick(h Handle, flags uint32) int64 {
 
 func free(h Handle) { C.tandem_runtime_free(rt(h)) }
 
-func setLogLevel(level uint32) { C.tandem_set_log_level(C.uint32_t(level)) }
+func setLogLevel(_ *Library, level uint32) { C.tandem_set_log_level(C.uint32_t(level)) }
 
 func setLocalRoutes(h Handle, types []byte) int32 {
 	return int32(C.tandem_set_local_routes(rt(h), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(types))), C.size_t(len(types))))

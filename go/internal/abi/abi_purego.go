@@ -42,27 +42,27 @@ type library struct {
 
 var (
 	libMu sync.Mutex
-	lib   *library // set once by Load, never unset
+	libs  = map[string]*Library{} // by path; opened once, never closed
 )
 
 // Load opens the library at path (see LibraryPath), checks its ABI version, and binds its
-// exports. Loading the same path again does nothing; a process holds one library.
-func Load(path string) error {
+// exports. Loading the same path again returns the same Library; another path opens another
+// library beside it (dlopen with RTLD_LOCAL: each has its own statics, its own tokio),
+// which is how a process moves to a new version of its handlers without a restart. A file
+// dlopen has loaded already under another path (the same inode) is the same library.
+func Load(path string) (*Library, error) {
 	libMu.Lock()
 	defer libMu.Unlock()
-	if lib != nil {
-		if path != lib.path {
-			return &LoadError{Path: path, Err: ErrLibraryConflict,
-				Hint: fmt.Sprintf("this process already loaded %s; one tandem library per process", lib.path)}
-		}
-		return nil
+	if l, ok := libs[path]; ok {
+		return l, nil
 	}
-	l, err := open(path)
+	impl, err := open(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	lib = l
-	return nil
+	l := &Library{path: path, impl: impl}
+	libs[path] = l
+	return l, nil
 }
 
 // open dlopens path, checks the ABI version first, then binds every export; on any failure
@@ -125,54 +125,31 @@ func open(path string) (*library, error) {
 	return l, nil
 }
 
-// Loaded returns the path of the loaded library ("" if none).
-func Loaded() string {
-	if l := loaded(); l != nil {
-		return l.path
-	}
-	return ""
-}
+func abiVersion(l *Library) uint32 { return l.impl.abiVersion() }
 
-func loaded() *library {
-	libMu.Lock()
-	defer libMu.Unlock()
-	return lib
-}
-
-func abiVersion() uint32 {
-	l := loaded()
-	if l == nil {
-		return 0
-	}
-	return l.abiVersion()
-}
-
-func lastError() string {
+func lastError(l *Library) string {
 	var buf [512]byte
-	n := loaded().lastError(unsafe.Pointer(&buf[0]), uintptr(len(buf)))
+	n := l.impl.lastError(unsafe.Pointer(&buf[0]), uintptr(len(buf)))
 	return string(buf[:min(int(n), len(buf))])
 }
 
-func create(cfg *Config, out *Handle, layout *Layout) int32 {
-	if loaded() == nil {
-		return statusState
-	}
-	return loaded().create(unsafe.Pointer(cfg), unsafe.Pointer(out), unsafe.Pointer(layout))
+func create(l *Library, cfg *Config, out *unsafe.Pointer, layout *Layout) int32 {
+	return l.impl.create(unsafe.Pointer(cfg), unsafe.Pointer(out), unsafe.Pointer(layout))
 }
 
-func start(h Handle) int32 { return loaded().start(unsafe.Pointer(h)) }
+func start(h Handle) int32 { return h.lib.impl.start(h.p) }
 
 func shutdown(h Handle, graceNs uint64) int32 {
-	return loaded().shutdown(unsafe.Pointer(h), graceNs)
+	return h.lib.impl.shutdown(h.p, graceNs)
 }
 
 func stats(h Handle, out *Stats) int32 {
-	return loaded().stats(unsafe.Pointer(h), unsafe.Pointer(out))
+	return h.lib.impl.stats(h.p, unsafe.Pointer(out))
 }
 
 func eventTypes(h Handle, buf []byte) (uintptr, int32) {
 	var n uintptr
-	st := loaded().eventTypes(unsafe.Pointer(h), unsafe.Pointer(unsafe.SliceData(buf)), uintptr(len(buf)), unsafe.Pointer(&n))
+	st := h.lib.impl.eventTypes(h.p, unsafe.Pointer(unsafe.SliceData(buf)), uintptr(len(buf)), unsafe.Pointer(&n))
 	return n, st
 }
 
@@ -183,16 +160,16 @@ var kickArgs = sync.Pool{New: func() any { return new([2]uintptr) }}
 
 func kick(h Handle, flags uint32) int64 {
 	args := kickArgs.Get().(*[2]uintptr)
-	args[0], args[1] = uintptr(unsafe.Pointer(h)), uintptr(flags)
-	r, _, _ := purego.SyscallN(loaded().kick, args[:]...)
+	args[0], args[1] = uintptr(h.p), uintptr(flags)
+	r, _, _ := purego.SyscallN(h.lib.impl.kick, args[:]...)
 	kickArgs.Put(args)
 	return int64(r)
 }
 
-func free(h Handle) { loaded().free(unsafe.Pointer(h)) }
+func free(h Handle) { h.lib.impl.free(h.p) }
 
-func setLogLevel(level uint32) { loaded().logLevel(level) }
+func setLogLevel(l *Library, level uint32) { l.impl.logLevel(level) }
 
 func setLocalRoutes(h Handle, types []byte) int32 {
-	return loaded().setLocal(unsafe.Pointer(h), unsafe.Pointer(unsafe.SliceData(types)), uintptr(len(types)))
+	return h.lib.impl.setLocal(h.p, unsafe.Pointer(unsafe.SliceData(types)), uintptr(len(types)))
 }

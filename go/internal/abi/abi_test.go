@@ -19,32 +19,34 @@ func realLibrary(t testing.TB) string {
 	return p
 }
 
-func loadReal(t testing.TB) {
+func loadReal(t testing.TB) *Library {
 	t.Helper()
-	if err := Load(realLibrary(t)); err != nil {
+	l, err := Load(realLibrary(t))
+	if err != nil {
 		t.Fatalf("loading the library: %v", err)
 	}
+	return l
 }
 
 func TestCheckVersionRefusesAnotherABI(t *testing.T) {
-	loadReal(t)
-	if err := CheckVersion(); err != nil {
+	lib := loadReal(t)
+	if err := lib.CheckVersion(); err != nil {
 		t.Fatalf("matching library refused: %v", err)
 	}
 	expectedVersion = Version + 1
 	defer func() { expectedVersion = Version }()
-	err := CheckVersion()
+	err := lib.CheckVersion()
 	if !errors.Is(err, ErrABIMismatch) {
 		t.Fatalf("CheckVersion() = %v, want ErrABIMismatch", err)
 	}
 }
 
 func TestCreateRejectsCallerOfAnotherABI(t *testing.T) {
-	loadReal(t)
+	lib := loadReal(t)
 	expectedVersion = Version + 7
 	defer func() { expectedVersion = Version }()
 	cfg := Config{Workers: 1, SQCapacity: 8, CQCapacity: 4, ReqSlotSize: 1024, ReqSlots: 4, RepSlotSize: 1024, RepSlots: 4}
-	_, _, err := Create(&cfg)
+	_, _, err := Create(lib, &cfg)
 	var e *Error
 	if !errors.As(err, &e) || !errors.Is(err, ErrABIMismatch) {
 		t.Fatalf("Create = %v, want *Error wrapping ErrABIMismatch", err)
@@ -55,9 +57,9 @@ func TestCreateRejectsCallerOfAnotherABI(t *testing.T) {
 }
 
 func TestCreateRejectsBadConfigWithMessage(t *testing.T) {
-	loadReal(t)
+	lib := loadReal(t)
 	cfg := Config{Workers: 1, SQCapacity: 6, CQCapacity: 4, ReqSlotSize: 1024, ReqSlots: 4, RepSlotSize: 1024, RepSlots: 4}
-	_, _, err := Create(&cfg)
+	_, _, err := Create(lib, &cfg)
 	if !errors.Is(err, ErrInvalidArg) {
 		t.Fatalf("Create = %v, want ErrInvalidArg", err)
 	}

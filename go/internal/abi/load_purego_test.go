@@ -69,11 +69,43 @@ func TestLoadRefusesWrongLibrariesWithTypedErrors(t *testing.T) {
 			}
 		})
 	}
-	loadReal(t)
-	if err := Load(cases[2].path); !errors.Is(err, ErrLibraryConflict) {
-		t.Fatalf("second library: %v, want ErrLibraryConflict", err)
+	real := loadReal(t)
+	if l, err := Load(realLibrary(t)); err != nil || l != real {
+		t.Fatalf("loading the same library again: %v, %p (want %p)", err, l, real)
 	}
-	if err := Load(realLibrary(t)); err != nil {
-		t.Fatalf("loading the same library again: %v", err)
+	if _, err := Load(cases[2].path); !errors.Is(err, ErrABIMismatch) {
+		t.Fatalf("a library of another ABI beside the first: %v, want ErrABIMismatch", err)
+	}
+}
+
+// A second library (another file: the next version of a process's handlers) loads beside the
+// first, with runtimes of its own: each runtime's calls go through its own library.
+func TestTwoLibrariesRunSideBySide(t *testing.T) {
+	first := loadReal(t)
+	copyPath := filepath.Join(t.TempDir(), "libtandem_next.so")
+	b, err := os.ReadFile(realLibrary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(copyPath, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	second, err := Load(copyPath)
+	if err != nil {
+		t.Fatalf("the second library: %v", err)
+	}
+	if second == first || second.Path() != copyPath {
+		t.Fatalf("the second library is the first (%s)", second.Path())
+	}
+	for _, lib := range []*Library{first, second} {
+		cfg := Config{Workers: 1, SQCapacity: 8, CQCapacity: 4, ReqSlotSize: 1024, ReqSlots: 4, RepSlotSize: 1024, RepSlots: 4}
+		h, _, err := Create(lib, &cfg)
+		if err != nil {
+			t.Fatalf("%s: Create: %v", lib.Path(), err)
+		}
+		if types, err := EventTypes(h); err != nil || len(types) == 0 {
+			t.Fatalf("%s: EventTypes: %v, %v", lib.Path(), types, err)
+		}
+		Free(h)
 	}
 }

@@ -65,6 +65,7 @@ type Config struct {
 type Engine struct {
 	cfg    Config
 	log    *zap.Logger
+	lib    *abi.Library
 	h      abi.Handle
 	layout abi.Layout
 	sq, cq ring.Ring
@@ -141,14 +142,15 @@ type Engine struct {
 // New loads the library, checks its ABI version, maps the shared region and learns which
 // event types the Rust library handles. No thread starts until Start.
 func New(cfg Config) (*Engine, error) {
-	if err := abi.Load(abi.LibraryPath(cfg.Library)); err != nil {
+	lib, err := abi.Load(abi.LibraryPath(cfg.Library))
+	if err != nil {
 		cfg.Logger.Error("tandem: cannot load the Rust library", zap.Error(err))
 		if errors.Is(err, abi.ErrABIMismatch) {
 			return nil, fmt.Errorf("%w: %w", ErrABIMismatch, err)
 		}
 		return nil, fmt.Errorf("%w: %w", ErrLibrary, err)
 	}
-	if err := abi.CheckVersion(); err != nil {
+	if err := lib.CheckVersion(); err != nil {
 		cfg.Logger.Error("tandem: refusing library", zap.Error(err))
 		return nil, fmt.Errorf("%w: %v", ErrABIMismatch, err)
 	}
@@ -162,7 +164,7 @@ func New(cfg Config) (*Engine, error) {
 		RepSlots:    uint32(cfg.ReplySlots),
 		SpinNs:      uint64(cfg.SpinWindow),
 	}
-	h, layout, err := abi.Create(&acfg)
+	h, layout, err := abi.Create(lib, &acfg)
 	switch {
 	case errors.Is(err, abi.ErrABIMismatch):
 		return nil, fmt.Errorf("%w: %v", ErrABIMismatch, err)
@@ -171,7 +173,7 @@ func New(cfg Config) (*Engine, error) {
 	case err != nil:
 		return nil, fmt.Errorf("tandem: creating the Rust runtime: %w", err)
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, h: h, layout: layout, roomy: runtime.NumCPU() >= spareCoresForAPoller}
+	e := &Engine{cfg: cfg, log: cfg.Logger, lib: lib, h: h, layout: layout, roomy: runtime.NumCPU() >= spareCoresForAPoller}
 	if err := e.init(); err != nil {
 		abi.Free(h)
 		return nil, err
@@ -355,7 +357,7 @@ func (e *Engine) Start() error {
 	if e.cfg.TracerProvider != nil {
 		e.obs.tracer = e.cfg.TracerProvider.Tracer(instrumentationName)
 	}
-	abi.SetLogLevel(rustLogLevel(e.log)) // before any handler runs; followLogLevel keeps it in step
+	e.lib.SetLogLevel(rustLogLevel(e.log)) // before any handler runs; followLogLevel keeps it in step
 	// Events Rust handlers emit for an exact route to one Rust handler with no policy of Go's
 	// own stay in Rust; their failures come back to Go, where retries live. Every change of
 	// a route's targets sets them again (routing.go).

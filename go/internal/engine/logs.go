@@ -10,7 +10,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/tandemrt/tandem/go/internal/abi"
 	"github.com/tandemrt/tandem/go/internal/ring"
 )
 
@@ -107,7 +106,7 @@ func (e *Engine) followLogLevel(done <-chan struct{}) {
 		case <-t.C:
 			if l := rustLogLevel(e.log); l != level {
 				level = l
-				abi.SetLogLevel(level)
+				e.lib.SetLogLevel(level)
 			}
 		}
 	}
