@@ -118,6 +118,7 @@ func (r *report) markdown() string {
 	}
 	r.writeOpenLoop(w)
 	r.writeChain(w)
+	r.writeJetStream(w)
 	r.writeResources(w)
 	r.writeBenchFiles(w)
 	return b.String()
@@ -263,6 +264,62 @@ func (r *report) writeChain(w func(string, ...any)) {
 		}
 		w("\ntandem's composition (rings) against each, events/s in the same mode (>1 favours tandem): %s.\n\n",
 			strings.Join(ratios, ", "))
+		return
+	}
+}
+
+// jetStreamPrefix names BenchmarkJetStream's sub-benchmarks in the go test files.
+const jetStreamPrefix = "JetStream/"
+
+// jetStreamTarget is the bound on tandem's overhead over a bare consumer: tandem's msgs/s at
+// least this share of bare's.
+const jetStreamTarget = 0.9
+
+// writeJetStream is the stream-to-ack throughput from the first bench file that ran it:
+// tandem's Source against a bare nats.go consumer, and tandem's overhead over it.
+func (r *report) writeJetStream(w func(string, ...any)) {
+	for _, f := range r.benchFiles {
+		rates := map[string]map[string]float64{} // workers -> contender -> msgs/s
+		var order []string
+		for _, l := range f.lines {
+			name, ok := strings.CutPrefix(l.name, jetStreamPrefix)
+			if !ok {
+				continue
+			}
+			c, workers, ok := strings.Cut(name, "/")
+			if !ok {
+				continue
+			}
+			if rates[workers] == nil {
+				rates[workers] = map[string]float64{}
+				order = append(order, workers)
+			}
+			rates[workers][c] = l.metrics["msgs/s"]
+		}
+		if len(order) == 0 {
+			continue
+		}
+		w("## JetStream: stream to handler to acknowledgement (%s)\n\n", f.name)
+		w("`BenchmarkJetStream`: messages from a JetStream stream (a server embedded in the benchmark's\n")
+		w("process, on loopback) to a no-op handler and back to an acknowledgement. *tandem* is a\n")
+		w("`jetstream.Source` per worker (a runtime each) feeding the Rust no-op handler; *bare* is a\n")
+		w("nats.go pull loop per worker acknowledging after a no-op in Go. The target: tandem's\n")
+		w("overhead at most %.0f%%, tandem's rate at least %.2f× bare's.\n\n", 100*(1-jetStreamTarget), jetStreamTarget)
+		w("| workers | tandem msgs/s | bare msgs/s | tandem / bare | target |\n|---|---:|---:|---:|---|\n")
+		for _, workers := range order {
+			t, b := rates[workers]["tandem"], rates[workers]["bare"]
+			verdict, ratioText := "not measured", "–"
+			if t > 0 && b > 0 {
+				ratioText = fmt.Sprintf("%.2f×", t/b)
+				verdict = "not met"
+				if t/b >= jetStreamTarget {
+					verdict = "**met**"
+				}
+			}
+			w("| %s | %s/s | %s/s | %s | %s |\n", strings.TrimPrefix(workers, "workers="),
+				bench.FormatRate(t), bench.FormatRate(b), ratioText, verdict)
+		}
+		w("\n")
 		return
 	}
 }
