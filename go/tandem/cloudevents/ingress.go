@@ -72,7 +72,7 @@ func Handler(rt *tandem.Runtime, o Options) http.Handler {
 				fail(w, []Result{{Status: http.StatusBadRequest, Error: "a batch carries no replies: send one event per request"}})
 				return
 			}
-			call(w, req.Context(), rt, events[0], o)
+			call(req.Context(), w, rt, events[0], o)
 			return
 		}
 		results := make([]Result, 0, len(events))
@@ -87,7 +87,7 @@ func Handler(rt *tandem.Runtime, o Options) http.Handler {
 	})
 }
 
-func call(w http.ResponseWriter, ctx context.Context, rt *tandem.Runtime, ev *envelope.Event, o Options) {
+func call(ctx context.Context, w http.ResponseWriter, rt *tandem.Runtime, ev *envelope.Event, o Options) {
 	reply, err := rt.Call(ctx, ev)
 	if err != nil {
 		r := Result{ID: ev.ID, Status: statusOf(err), Error: err.Error()}
