@@ -2,6 +2,7 @@ package tandem
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -198,7 +199,7 @@ type Redelivery interface {
 // never called.
 func (r *Runtime) SubmitFrom(ctx context.Context, ev *Event, src Redelivery) error {
 	if src == nil {
-		return fmt.Errorf("%w: SubmitFrom with a nil Redelivery", ErrInvalidRoute)
+		return errors.New("tandem: SubmitFrom: the Redelivery is nil")
 	}
 	return r.e.Submit(ctx, ev, redeliveryWaiter{src})
 }
