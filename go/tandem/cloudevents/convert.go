@@ -96,32 +96,11 @@ func FromCloudEvent(ce *event.Event) (*envelope.Event, error) {
 		if err != nil {
 			return nil, &AttributeError{Name: name, Reason: err.Error()}
 		}
-		switch name {
-		case ExtCorrelationID:
-			ev.CorrelationID = text
-		case ExtCausationID:
-			ev.CausationID = text
-		case ExtTraceParent:
-			ev.TraceParent = text
-		case ExtTraceState:
-			ev.TraceState = text
-		case ExtIdempotencyKey:
-			ev.IdempotencyKey = text
-		case ExtPartitionKey:
-			ev.PartitionKey = text
-		case ExtAttempt:
-			n, err := strconv.ParseUint(text, 10, 32)
-			if err != nil || n == 0 {
-				return nil, &AttributeError{Name: name, Reason: fmt.Sprintf("%q is not a delivery number from 1", text)}
-			}
-			ev.Attempt = uint32(n)
-		case ExtDeadline:
-			t, err := types.ToTime(value)
-			if err != nil {
-				return nil, &AttributeError{Name: name, Reason: err.Error()}
-			}
-			ev.Deadline = t
-		default:
+		field, err := setField(ev, name, text)
+		switch {
+		case err != nil:
+			return nil, err
+		case !field:
 			if ev.Extensions == nil {
 				ev.Extensions = map[string]string{}
 			}
@@ -138,6 +117,41 @@ func FromCloudEvent(ce *event.Event) (*envelope.Event, error) {
 		return nil, err
 	}
 	return ev, nil
+}
+
+// setField sets the Event field an extension of the mapping carries (its canonical text),
+// and reports whether name is one; an Attempt or Deadline that does not parse is an
+// *AttributeError.
+func setField(ev *envelope.Event, name, text string) (bool, error) {
+	switch name {
+	case ExtCorrelationID:
+		ev.CorrelationID = text
+	case ExtCausationID:
+		ev.CausationID = text
+	case ExtTraceParent:
+		ev.TraceParent = text
+	case ExtTraceState:
+		ev.TraceState = text
+	case ExtIdempotencyKey:
+		ev.IdempotencyKey = text
+	case ExtPartitionKey:
+		ev.PartitionKey = text
+	case ExtAttempt:
+		n, err := strconv.ParseUint(text, 10, 32)
+		if err != nil || n == 0 {
+			return true, &AttributeError{Name: name, Reason: fmt.Sprintf("%q is not a delivery number from 1", text)}
+		}
+		ev.Attempt = uint32(n)
+	case ExtDeadline:
+		t, err := types.ParseTime(text)
+		if err != nil {
+			return true, &AttributeError{Name: name, Reason: err.Error()}
+		}
+		ev.Deadline = t
+	default:
+		return false, nil
+	}
+	return true, nil
 }
 
 // typedExtensions are ce's extensions with the types TypesExtension records, when it is

@@ -169,33 +169,15 @@ func decodeBinary(header map[string][]string, body []byte) (*envelope.Event, err
 				return nil, fail(err.Error())
 			}
 			ev.Time = t
-		case ExtCorrelationID:
-			ev.CorrelationID = value
-		case ExtCausationID:
-			ev.CausationID = value
-		case ExtTraceParent:
-			ev.TraceParent = value
-		case ExtTraceState:
-			ev.TraceState = value
-		case ExtIdempotencyKey:
-			ev.IdempotencyKey = value
-		case ExtPartitionKey:
-			ev.PartitionKey = value
-		case ExtAttempt:
-			n, err := strconv.ParseUint(value, 10, 32)
-			if err != nil || n == 0 {
-				return nil, fail(fmt.Sprintf("%q is not a delivery number from 1", value))
-			}
-			ev.Attempt = uint32(n)
-		case ExtDeadline:
-			t, err := types.ParseTime(value)
-			if err != nil {
-				return nil, fail(err.Error())
-			}
-			ev.Deadline = t
 		case TypesExtension:
 			typesRec = value
 		default:
+			if field, err := setField(ev, attr, value); field || err != nil {
+				if err != nil {
+					return nil, err
+				}
+				continue
+			}
 			if !event.IsExtensionNameValid(attr) {
 				return nil, fail("not a CloudEvents extension name (ASCII letters and digits)")
 			}
