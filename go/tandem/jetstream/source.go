@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,9 @@ type SourceConfig struct {
 	// FetchWait is how long one fetch waits for messages (default 500ms); Run notices its
 	// context's end within it.
 	FetchWait time.Duration
+	// Submitters is how many goroutines decode and submit the messages fetched (default
+	// GOMAXPROCS). Messages of one fetch may reach their handlers in any order.
+	Submitters int
 	// DeadLetters receives the messages that are not events (they cannot reach a route);
 	// each is then terminated. Give it the runtime's sink (nil: they are logged and
 	// terminated).
@@ -81,6 +85,9 @@ func NewSource(ctx context.Context, rt *tandem.Runtime, js jetstream.JetStream, 
 	if cfg.FetchWait <= 0 {
 		cfg.FetchWait = 500 * time.Millisecond
 	}
+	if cfg.Submitters <= 0 {
+		cfg.Submitters = runtime.GOMAXPROCS(0)
+	}
 	if cfg.OverloadDelay <= 0 {
 		cfg.OverloadDelay = time.Second
 	}
@@ -114,7 +121,21 @@ func (s *Source) Run(ctx context.Context) error {
 	stop := make(chan struct{})
 	var ticking sync.WaitGroup
 	ticking.Go(func() { s.keepAlive(stop) })
+	// Submitters decode and submit what the fetch loop takes, so a fetch overlaps the
+	// submissions of the batch before it and one source uses more than one core. The
+	// channel never blocks the loop: it holds as many messages as there is room for.
+	taken := make(chan jetstream.Msg, s.cfg.MaxInFlight)
+	var submitting sync.WaitGroup
+	for range s.cfg.Submitters {
+		submitting.Go(func() {
+			for msg := range taken {
+				s.submit(ctx, msg)
+			}
+		})
+	}
 	defer func() {
+		close(taken)
+		submitting.Wait()
 		s.drain()
 		close(stop)
 		ticking.Wait()
@@ -142,7 +163,7 @@ func (s *Source) Run(ctx context.Context) error {
 		for msg := range batch.Messages() {
 			got++
 			s.fetched.Add(1)
-			s.submit(ctx, msg)
+			taken <- msg
 		}
 		s.giveRoom(n - got)
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoHeartbeat) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
