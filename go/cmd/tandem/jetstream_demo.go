@@ -9,10 +9,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tandemrt/tandem/go/internal/natsembed"
 	"github.com/tandemrt/tandem/go/tandem"
 	"github.com/tandemrt/tandem/go/tandem/cloudevents"
 	tjs "github.com/tandemrt/tandem/go/tandem/jetstream"
@@ -30,29 +29,16 @@ func runJetStream(ctx context.Context, events int, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+	srv, err := natsembed.Start(dir)
 	if err != nil {
 		return err
 	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		return errors.New("the embedded nats-server did not start")
-	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	url := srv.ClientURL()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
+	defer srv.Close()
+	url, js := srv.URL(), srv.JS
 	if err := createStreams(ctx, js, "WORK", "workers", "tandem.dlq.work", "results.work", 2*time.Second); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "jetstream  embedded nats-server %s at %s\n", server.VERSION, url)
+	fmt.Fprintf(out, "jetstream  embedded nats-server %s at %s\n", srv.Version(), url)
 
 	start := time.Now()
 	terminal := 0

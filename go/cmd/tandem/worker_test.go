@@ -9,10 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tandemrt/tandem/go/internal/natsembed"
 	"github.com/tandemrt/tandem/go/tandem"
 	"github.com/tandemrt/tandem/go/tandem/cloudevents"
 )
@@ -40,24 +39,12 @@ func (s *syncBuffer) String() string {
 // is not an event) are exactly the dead-letter stream, which `tandem dlq -nats` lists; a
 // cancelled context (SIGTERM) drains it with nothing left unacknowledged.
 func TestWorkerConsumesAStreamAndDrains(t *testing.T) {
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	srv, err := natsembed.Start(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer srv.Close()
+	js := srv.JS
 	ctx := context.Background()
 	if err := createStreams(ctx, js, "WORK", "workers", "tandem.dlq.work", "results.work", 30*time.Second); err != nil {
 		t.Fatal(err)
@@ -85,7 +72,7 @@ func TestWorkerConsumesAStreamAndDrains(t *testing.T) {
 	var out, errOut syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- worker(runCtx, []string{"-nats", srv.ClientURL(), "-stream", "WORK", "-consumer", "workers",
+		done <- worker(runCtx, []string{"-nats", srv.URL(), "-stream", "WORK", "-consumer", "workers",
 			"-results-subject", "results.work", "-max-inflight", "64"}, &out, &errOut)
 	}()
 	cons, err := js.Consumer(ctx, "WORK", "workers")
@@ -127,13 +114,13 @@ func TestWorkerConsumesAStreamAndDrains(t *testing.T) {
 	}
 
 	var list, listErr bytes.Buffer
-	if code := dlqMain([]string{"list", "-nats", srv.ClientURL(), "-stream", "WORK_DLQ"}, &list, &listErr); code != 0 {
+	if code := dlqMain([]string{"list", "-nats", srv.URL(), "-stream", "WORK_DLQ"}, &list, &listErr); code != 0 {
 		t.Fatalf("dlq list: %d %s", code, listErr.String())
 	}
 	if !strings.Contains(list.String(), "2 dead letters") || !strings.Contains(list.String(), "term") || !strings.Contains(list.String(), "decode") {
 		t.Fatalf("dlq list:\n%s", list.String())
 	}
-	if code := dlqMain([]string{"list", "-nats", srv.ClientURL()}, &list, &listErr); code != 2 {
+	if code := dlqMain([]string{"list", "-nats", srv.URL()}, &list, &listErr); code != 2 {
 		t.Fatalf("-nats without -stream: exit %d, want 2", code)
 	}
 }

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tandemrt/tandem/go/internal/natsembed"
 	"github.com/tandemrt/tandem/go/tandem"
 	"github.com/tandemrt/tandem/go/tandem/cloudevents"
 	"github.com/tandemrt/tandem/go/tandem/deadletter"
@@ -25,29 +25,12 @@ import (
 // returns a JetStream client of it.
 func natsServer(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	srv, err := natsembed.Start(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		nc.Close()
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
+	t.Cleanup(srv.Close)
+	return srv.JS
 }
 
 func stream(t *testing.T, js jetstream.JetStream, name string, subjects ...string) {
