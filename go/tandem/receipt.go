@@ -46,9 +46,9 @@ func call(ctx context.Context, e *engine.Engine, ev *Event) (Reply, error) {
 		return Reply{}, err
 	}
 	// A Call that crossed into an idle runtime has usually settled its own event by now: it
-	// then takes the outcome without a channel operation. Otherwise it says it blocks, and the
-	// settlement signals it.
-	if w.state.CompareAndSwap(waiting, blocked) {
+	// then takes the outcome without a channel operation (the load, cheaper than the failing
+	// swap, sees it). Otherwise it says it blocks, and the settlement signals it.
+	if w.state.Load() != settled && w.state.CompareAndSwap(waiting, blocked) {
 		select {
 		case <-w.ch:
 		case <-ctx.Done():

@@ -45,16 +45,46 @@ const (
 	cqHeld
 )
 
+// A duty crossing counts one in the low half of e.crossing, a helper one in the high half.
+const (
+	dutyCrossing   = 1
+	helperCrossing = 1 << 32
+)
+
+// enterLibrary counts a call into the library in (by: dutyCrossing or helperCrossing) and
+// reports whether it may go ahead: not once tokio's shutdown has begun. The count, then the
+// flag; stopCrossings sets the flag, then waits for the count: with both sequentially
+// consistent, one of the two sees the other, so no call overlaps the shutdown. It is the
+// read lock a crossing would otherwise take, at no extra atomic operation.
+func (e *Engine) enterLibrary(by uint64) bool {
+	e.crossing.Add(by)
+	if e.rustStopping.Load() {
+		e.crossing.Add(-by)
+		return false
+	}
+	return true
+}
+
+// leaveLibrary counts out a call enterLibrary let in.
+func (e *Engine) leaveLibrary(by uint64) { e.crossing.Add(-by) }
+
+// stopCrossings refuses further crossings and waits for those in progress: a crossing is
+// one call into the library, as short as the submission step it runs.
+func (e *Engine) stopCrossings() {
+	e.lifeMu.Lock() // Stats, calls' answers and local routes read rustStopping under it
+	e.rustStopping.Store(true)
+	e.lifeMu.Unlock()
+	for e.crossing.Load() != 0 {
+		time.Sleep(10 * time.Microsecond)
+	}
+}
+
 // crossToRust discharges the duty to wake the parked Rust poller by running its submission
 // step on this goroutine's thread: one call into the library in place of a thread wake.
 // now is a recent nanotime reading (the event's intake): crossings closer together than the
 // spin window tell Rust so, which may hand the ring back to its poller.
 func (e *Engine) crossToRust(now int64) {
-	// The read lock keeps the crossing out of tokio's shutdown (which takes it for writing
-	// before it stops Rust): a call into the library never overlaps it.
-	e.lifeMu.RLock()
-	if e.rustStopping.Load() {
-		e.lifeMu.RUnlock()
+	if !e.enterLibrary(dutyCrossing) {
 		e.wakeRust()
 		return
 	}
@@ -62,10 +92,8 @@ func (e *Engine) crossToRust(now int64) {
 	if now-e.lastCross.Swap(now) < int64(e.cfg.SpinWindow) {
 		flags = abi.KickFrequent
 	}
-	e.crossing.Add(1)
 	_, owed, err := abi.Kick(e.h, flags)
-	e.crossing.Add(-1)
-	e.lifeMu.RUnlock()
+	e.leaveLibrary(dutyCrossing)
 	if err != nil {
 		e.wakeRust() // not running (stopping): the poller takes it
 		return
@@ -76,19 +104,20 @@ func (e *Engine) crossToRust(now int64) {
 	}
 }
 
+// dutyCrossings is how many crossings holding a wake-up duty are in progress.
+func (e *Engine) dutyCrossings() uint32 { return uint32(e.crossing.Load()) }
+
 // helpRust is the crossing of a publisher that won no wake-up duty while another crossing
 // was in progress: its event runs on its own thread (one call into the library) instead of
 // waiting for that crossing, whose thread may be descheduled on a busy machine, and callers
 // on every core run their events at once, as with a direct call. It re-arms nothing: the
 // duty stays with the crossing that holds it.
 func (e *Engine) helpRust() {
-	e.lifeMu.RLock()
-	if e.rustStopping.Load() {
-		e.lifeMu.RUnlock()
+	if !e.enterLibrary(helperCrossing) {
 		return // the crossing in progress, or the poller at shutdown, takes the event
 	}
 	_, owed, err := abi.Kick(e.h, abi.KickHelp)
-	e.lifeMu.RUnlock()
+	e.leaveLibrary(helperCrossing)
 	if err != nil {
 		return
 	}

@@ -109,9 +109,11 @@ type Engine struct {
 	lastYield atomic.Int64
 	// lastCross is when the last crossing began (nanotime), for the gap between crossings.
 	lastCross atomic.Int64
-	// crossing counts the crossings holding a wake-up duty now: a publisher that wins no
-	// duty while one is in progress helps (helpRust).
-	crossing atomic.Int32
+	// crossing counts the calls into the library a publisher makes now: those holding a
+	// wake-up duty in the low 32 bits, helpers (helpRust) in the high 32. A publisher that
+	// wins no duty while a duty crossing is in progress helps (slots.go). It is also what
+	// keeps crossings out of tokio's shutdown (stopCrossings), in place of a read lock.
+	crossing atomic.Uint64
 	// roomy: the machine has cores to spare for a spinning poller beside the other
 	// (spareCoresForAPoller, as Rust's Config::handover decides by default).
 	roomy    bool
@@ -467,9 +469,7 @@ func (e *Engine) shutdown(ctx context.Context) error {
 			t.stopPool()
 		}
 	}
-	e.lifeMu.Lock() // no crossing is in flight from here (crossing.go)
-	e.rustStopping.Store(true)
-	e.lifeMu.Unlock()
+	e.stopCrossings() // no crossing is in flight from here (crossing.go)
 	if err := abi.Shutdown(e.h, uint64(grace)); err != nil {
 		e.log.Error("tandem: Rust shutdown", zap.Error(err))
 	}
@@ -558,9 +558,7 @@ func (e *Engine) abandonInFlight() {
 // release takes back reply slots the application still holds, reads the final counters and
 // frees the Rust runtime.
 func (e *Engine) release() {
-	e.lifeMu.Lock()
-	e.rustStopping.Store(true) // Rust is stopped or never started: nobody crosses into it
-	e.lifeMu.Unlock()
+	e.stopCrossings() // Rust is stopped or never started: nobody crosses into it
 	for i := range e.replies {
 		if e.replies[i].CompareAndSwap(1, 0) {
 			e.pushRelease(uint32(i))

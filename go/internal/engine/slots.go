@@ -260,7 +260,7 @@ func (e *Engine) publish(d *Delivery) {
 	switch {
 	case e.sq.TakeWakeup():
 		e.crossToRust(at)
-	case e.crossing.Load() > 0:
+	case e.dutyCrossings() > 0:
 		e.helpRust()
 	}
 }
