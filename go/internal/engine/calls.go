@@ -138,7 +138,7 @@ func (e *Engine) onCallCancel(id uint64) {
 // shutting down) answers the caller at once: nothing was accepted, so nothing is
 // dead-lettered, as for a Go caller's Call.
 func (e *Engine) routeCall(ev *envelope.Event, raw []byte, call *rustCall) {
-	err := e.intake(call.ctx, ev, raw, call)
+	err := e.intake(call.ctx, ev, raw, call, nil)
 	if err == nil || errors.Is(err, ErrShed) {
 		return // accepted, or dead-lettered by the shed, which settles the call
 	}

@@ -22,13 +22,44 @@ import (
 // Errors: ErrClosed, envelope.ErrInvalidEvent, ErrNoRoute, *EventTooLargeError, ErrOverloaded,
 // ErrShed (the event was dead-lettered), a policy's refusal, or ctx's error.
 func (e *Engine) Submit(ctx context.Context, ev *envelope.Event, w Waiter) error {
-	return e.intake(ctx, ev, nil, w)
+	return e.intake(ctx, ev, nil, w, nil)
+}
+
+// A Batch submits events whose crossing into Rust waits for the batch's end: when the Rust
+// poller is parked, the first event of the batch takes the duty to wake it, and one call
+// into the library at Flush runs every event the batch published, instead of one call per
+// event. Under load (the poller awake) a batch changes nothing.
+//
+// A batch holds the wake-up duty until Flush, so every event published meanwhile, by anyone,
+// waits for it: submit what is at hand and flush. Before a step that may wait (a slot, a
+// policy's admission, a full Go handler) the batch flushes first, so it never waits on
+// events it holds back. A Batch belongs to one goroutine.
+type Batch struct {
+	e    *Engine
+	owed bool  // the batch holds the wake-up duty
+	at   int64 // the intake time of the event that took it
+}
+
+// NewBatch returns an empty batch. Flush it before letting it go.
+func (e *Engine) NewBatch() *Batch { return &Batch{e: e} }
+
+// Submit is Engine.Submit within the batch.
+func (b *Batch) Submit(ctx context.Context, ev *envelope.Event, w Waiter) error {
+	return b.e.intake(ctx, ev, nil, w, b)
+}
+
+// Flush crosses into Rust for the events the batch published, if it holds the duty to.
+func (b *Batch) Flush() {
+	if b != nil && b.owed {
+		b.owed = false
+		b.e.crossToRust(b.at)
+	}
 }
 
 // intake is the one way in for a new event, whatever its origin. raw, when not nil, is ev's
 // envelope already encoded (by Rust) and decoded by envelope.DecodeEvent, copied into the
 // slot instead of encoded again.
-func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w Waiter) error {
+func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w Waiter, bt *Batch) error {
 	e.gate.RLock()
 	defer e.gate.RUnlock()
 	if e.State() != Running {
@@ -56,15 +87,16 @@ func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w W
 	}
 	b, tab := e.choose(rt, key)
 	if b.target.rust {
-		return e.intakeRust(ctx, b, tab.shadow, ev, raw, w)
+		return e.intakeRust(ctx, b, tab.shadow, ev, raw, w, bt)
 	}
+	bt.Flush() // a full Go handler may wait, and its handler may wait on Rust
 	return e.intakeGo(ctx, b, tab.shadow, ev, w)
 }
 
 // intakeRust encodes ev (or copies raw) into a request slot and publishes it to b's Rust
 // handler, which choose counted the event in at: every way out before the delivery exists
 // counts it out.
-func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute, ev *envelope.Event, raw []byte, w Waiter) (err error) {
+func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute, ev *envelope.Event, raw []byte, w Waiter, bt *Batch) (err error) {
 	rt := b.route
 	defer func() {
 		if err != nil {
@@ -83,6 +115,7 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 	}
 	var done func(error)
 	if rt.Admit != nil {
+		bt.Flush() // admission may wait for events in flight to end
 		var err error
 		if done, err = rt.Admit(ctx, ev); err != nil {
 			if errors.Is(err, ErrAcked) {
@@ -97,11 +130,14 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 			return err
 		}
 	}
-	var idx uint32
-	if _, callee := w.(*rustCall); callee && rt.Overload == Block {
-		idx, err = e.slots.acquireFirst(ctx, e.closing) // see calls.go
-	} else {
-		idx, err = e.slots.acquire(ctx, rt.Overload, e.closing)
+	idx, ok := e.slots.tryAcquire()
+	if !ok {
+		bt.Flush() // the slots the batch holds back free only once Rust runs them
+		if _, callee := w.(*rustCall); callee && rt.Overload == Block {
+			idx, err = e.slots.acquireFirst(ctx, e.closing) // see calls.go
+		} else {
+			idx, err = e.slots.acquire(ctx, rt.Overload, e.closing)
+		}
 	}
 	if err != nil {
 		e.obs.rejected("overloaded")
@@ -153,7 +189,7 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 	d.bind(b)
 	d.nextDeadline()
 	e.accepted(d)
-	e.publish(d)
+	e.publishIn(d, bt)
 	return nil
 }
 

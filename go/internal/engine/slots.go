@@ -103,6 +103,15 @@ func (f *freeStack) pop() (uint32, bool) {
 	}
 }
 
+// tryAcquire takes a free request slot if there is one.
+func (s *slots) tryAcquire() (uint32, bool) {
+	idx, ok := s.stack.pop()
+	if !ok {
+		return 0, false
+	}
+	return s.own(idx), true
+}
+
 // acquire takes a free request slot, applying the overload policy when there is none.
 func (s *slots) acquire(ctx context.Context, policy Overload, closing <-chan struct{}) (uint32, error) {
 	idx, ok := s.stack.pop()
@@ -240,7 +249,11 @@ func (s *slots) writeHeader(d *Delivery) {
 // descriptor on the submission ring; if the Rust poller is parked, the submission step runs
 // here instead of waking it (crossing.go). Nothing of the
 // delivery is read after the push: its completion may settle it at once.
-func (e *Engine) publish(d *Delivery) {
+func (e *Engine) publish(d *Delivery) { e.publishIn(d, nil) }
+
+// publishIn is publish within batch bt (nil: none), which keeps a wake-up duty the delivery
+// wins for its Flush and helps no crossing: the batch's own crossing runs its events.
+func (e *Engine) publishIn(d *Delivery, bt *Batch) {
 	sl := &e.slots.table[d.slot]
 	e.slots.writeHeader(d)
 	token := uint64(sl.gen)<<32 | uint64(d.slot)
@@ -259,8 +272,12 @@ func (e *Engine) publish(d *Delivery) {
 	}
 	switch {
 	case e.sq.TakeWakeup():
+		if bt != nil {
+			bt.owed, bt.at = true, at
+			return
+		}
 		e.crossToRust(at)
-	case e.dutyCrossings() > 0:
+	case bt == nil && e.dutyCrossings() > 0:
 		e.helpRust()
 	}
 }

@@ -142,7 +142,7 @@ func (e *Engine) redeliverFromQueue(d *Delivery) {
 // routeEmitted routes an event a Rust handler emitted. One that cannot be routed (no route,
 // shutting down) is dead-lettered: nobody waits for it to say so.
 func (e *Engine) routeEmitted(ev *envelope.Event, raw []byte) {
-	err := e.intake(e.goCtx, ev, raw, nil)
+	err := e.intake(e.goCtx, ev, raw, nil, nil)
 	if err == nil || errors.Is(err, ErrShed) {
 		return // accepted, or already dead-lettered by the shed
 	}

@@ -244,10 +244,26 @@ func TestBadInputIsATypedError(t *testing.T) {
 		"a header twice":       {"ce-specversion": {"1.0"}, "ce-id": {"1", "2"}, "ce-source": {"/s"}, "ce-type": {"t"}},
 		"a lone percent sign":  {"ce-specversion": {"1.0"}, "ce-id": {"1%"}, "ce-source": {"/s"}, "ce-type": {"t"}},
 		"structured, not JSON": {"Content-Type": {ContentTypeJSON}},
+		"structured, any case": {"Content-Type": {"  Application/CloudEvents+JSON; charset=utf-8"}},
+		"a source not a URI":   {"ce-specversion": {"1.0"}, "ce-id": {"1"}, "ce-source": {"http://[::1"}, "ce-type": {"t"}},
+		"a bad media type":     {"ce-specversion": {"1.0"}, "ce-id": {"1"}, "ce-source": {"/s"}, "ce-type": {"t"}, "ce-datacontenttype": {"text/plain; =x"}},
 	}
 	for name, h := range bad {
 		if _, err := DecodeMessage(h, []byte("{")); !errors.Is(err, ErrConversion) && !errors.Is(err, envelope.ErrInvalidEvent) {
 			t.Errorf("%s: %v, want ErrConversion or ErrInvalidEvent", name, err)
+		}
+	}
+	// A source and a media type that parsed are remembered: the next of each is accepted
+	// unparsed only when it is the same string, and a bad one after it is still refused.
+	for i := range 3 {
+		good := map[string][]string{"ce-specversion": {"1.0"}, "ce-id": {"1"}, "ce-source": {"/good"}, "ce-type": {"t"}, "ce-datacontenttype": {"text/plain"}}
+		if _, err := DecodeMessage(good, nil); err != nil {
+			t.Fatalf("round %d: a good event: %v", i, err)
+		}
+		for _, name := range []string{"a source not a URI", "a bad media type"} {
+			if _, err := DecodeMessage(bad[name], nil); !errors.Is(err, ErrConversion) {
+				t.Errorf("round %d: %s after a good event: %v, want ErrConversion", i, name, err)
+			}
 		}
 	}
 	req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1/", strings.NewReader("hello"))

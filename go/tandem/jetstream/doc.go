@@ -6,8 +6,9 @@
 // # Delivery
 //
 // A Source's messages are events in CloudEvents' NATS binding, binary or structured mode
-// (package cloudevents). Each one is submitted with tandem.Runtime.SubmitFrom, so the
-// route's handler, policies, timeout and dead letters apply as to any event, and the
+// (package cloudevents). Each one is submitted with SubmitFrom, those that arrived together
+// in one tandem.Runtime.Batch, so the route's handler, policies, timeout and dead letters
+// apply as to any event, and the
 // outcome maps onto JetStream's acknowledgement once it is final:
 //
 //	outcome                                   JetStream

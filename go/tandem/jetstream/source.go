@@ -18,6 +18,10 @@ import (
 	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
 
+// submitBatch bounds the messages a submitter hands to the runtime in one batch, so the
+// first of them does not wait long for the batch's crossing into Rust.
+const submitBatch = 32
+
 // SourceConfig configures a Source.
 type SourceConfig struct {
 	// Stream and Consumer name an existing stream and durable pull consumer.
@@ -129,7 +133,22 @@ func (s *Source) Run(ctx context.Context) error {
 	for range s.cfg.Submitters {
 		submitting.Go(func() {
 			for msg := range taken {
-				s.submit(ctx, msg)
+				// The message and those that arrived with it go in one batch: one crossing
+				// into Rust for all of them, where each would otherwise make its own.
+				s.rt.Batch(func(b *tandem.Batch) {
+					s.submit(ctx, b, msg)
+					for range submitBatch - 1 {
+						select {
+						case msg, ok := <-taken:
+							if !ok {
+								return
+							}
+							s.submit(ctx, b, msg)
+						default:
+							return
+						}
+					}
+				})
 			}
 		})
 	}
@@ -247,7 +266,7 @@ func (s *Source) keepAlive(stop <-chan struct{}) {
 }
 
 // submit hands one message to the runtime, or settles it at once when it cannot go.
-func (s *Source) submit(ctx context.Context, msg jetstream.Msg) {
+func (s *Source) submit(ctx context.Context, b *tandem.Batch, msg jetstream.Msg) {
 	m := &message{s: s, msg: msg}
 	s.inFlight.Add(1)
 	s.mu.Lock()
@@ -264,7 +283,7 @@ func (s *Source) submit(ctx context.Context, msg jetstream.Msg) {
 	if meta, err := msg.Metadata(); err == nil {
 		ev.Attempt = uint32(min(meta.NumDelivered, 1<<32-1))
 	}
-	if err := s.rt.SubmitFrom(ctx, ev, m); err != nil {
+	if err := b.SubmitFrom(ctx, ev, m); err != nil {
 		var tooLarge *tandem.EventTooLargeError
 		switch {
 		case errors.Is(err, tandem.ErrShed):
