@@ -64,6 +64,13 @@
 #define TANDEM_KICK_HELP 2
 
 /*
+ In the flags of `tandem_runtime_kick`: the records come from one submitter's batch
+ (Go's `Runtime.Batch`), which crosses once for all of them. However many, they are not
+ concurrent submitters, so their number alone does not hand the ring to the poller.
+ */
+#define TANDEM_KICK_BATCH 4
+
+/*
  Submission descriptor kind: an event in request slot `slot`: a `tandem_delivery` header,
  then the envelope, `len` bytes.
  */
@@ -640,13 +647,14 @@ tandem_status tandem_runtime_shutdown(tandem_runtime *rt, uint64_t grace_ns);
  eventfd as before. `flags`: `TANDEM_KICK_FREQUENT` when this crossing followed the
  previous one within the spin window, which may hand the ring back to the poller (one
  wake) instead; `TANDEM_KICK_HELP` from a submitter that won no duty but saw another
- crossing in progress: the call drains what it can and re-arms nothing. Safe from any thread while the runtime runs.
+ crossing in progress: the call drains what it can and re-arms nothing;
+ `TANDEM_KICK_BATCH` when the records are one submitter's batch, which alone then hands
+ nothing over however many they are. Safe from any thread while the runtime runs.
 
  # Safety
  `rt` must be a live runtime.
  */
-int64_t tandem_runtime_kick(const tandem_runtime *rt,
-                            uint32_t flags);
+int64_t tandem_runtime_kick(const tandem_runtime *rt, uint32_t flags);
 
 /*
  Fills `*out` with the runtime's counters. After shutdown it first consumes the release

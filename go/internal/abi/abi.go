@@ -428,11 +428,15 @@ const KickFrequent uint32 = 1
 // crossing is in progress; the call drains what it can and re-arms nothing.
 const KickHelp uint32 = 2
 
+// KickBatch is TANDEM_KICK_BATCH, Kick's flag: the records are one submitter's batch, not
+// concurrent submitters.
+const KickBatch uint32 = 4
+
 // Kick runs the runtime's submission step on the calling thread (tandem_runtime_kick), for
 // a submitter that won the submission ring's wake-up duty: drained counts the records it
 // consumed; goWakeOwed says the caller must consume the completion ring itself. On an error
 // (the runtime is not running) nothing ran: wake the poller by its eventfd instead.
-// flags: KickFrequent, KickHelp.
+// flags: KickFrequent, KickHelp, KickBatch.
 func Kick(h Handle, flags uint32) (drained uint32, goWakeOwed bool, err error) {
 	calls.Add(1)
 	r := kick(h, flags)

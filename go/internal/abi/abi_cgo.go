@@ -157,5 +157,6 @@ func layoutMismatches() []string {
 	check("TANDEM_KICK_GO_WAKE_OWED", uintptr(KickGoWakeOwed), uintptr(C.TANDEM_KICK_GO_WAKE_OWED))
 	check("TANDEM_KICK_FREQUENT", uintptr(KickFrequent), uintptr(C.TANDEM_KICK_FREQUENT))
 	check("TANDEM_KICK_HELP", uintptr(KickHelp), uintptr(C.TANDEM_KICK_HELP))
+	check("TANDEM_KICK_BATCH", uintptr(KickBatch), uintptr(C.TANDEM_KICK_BATCH))
 	return bad
 }

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tandemrt/tandem/go/internal/abi"
 	"github.com/tandemrt/tandem/go/internal/unchecked"
 	"github.com/tandemrt/tandem/go/tandem/deadletter"
 	"github.com/tandemrt/tandem/go/tandem/envelope"
@@ -52,7 +53,7 @@ func (b *Batch) Submit(ctx context.Context, ev *envelope.Event, w Waiter) error 
 func (b *Batch) Flush() {
 	if b != nil && b.owed {
 		b.owed = false
-		b.e.crossToRust(b.at)
+		b.e.crossToRust(b.at, abi.KickBatch)
 	}
 }
 

@@ -276,7 +276,7 @@ func (e *Engine) publishIn(d *Delivery, bt *Batch) {
 			bt.owed, bt.at = true, at
 			return
 		}
-		e.crossToRust(at)
+		e.crossToRust(at, 0)
 	case bt == nil && e.dutyCrossings() > 0:
 		e.helpRust()
 	}

@@ -95,25 +95,45 @@ func EncodeMessage(ev *envelope.Event, mode Mode) (map[string][]string, []byte, 
 // otherwise. header names match without regard to case. The body is not retained. Errors
 // wrap ErrConversion, or are envelope.ErrInvalidEvent.
 func DecodeMessage(header map[string][]string, body []byte) (*envelope.Event, error) {
+	ev := &envelope.Event{}
+	if err := DecodeMessageInto(ev, header, body); err != nil {
+		return nil, err
+	}
+	ev.Data = bytes.Clone(ev.Data)
+	return ev, nil
+}
+
+// DecodeMessageInto is DecodeMessage into ev, which it overwrites whole, for a caller that
+// reuses one Event per message (a source hands each to the runtime, which keeps none). ev's
+// Data then shares body's memory in binary mode: copy it to keep it past body. Extensions
+// reuses ev's map, cleared. On an error ev holds nothing of use.
+func DecodeMessageInto(ev *envelope.Event, header map[string][]string, body []byte) error {
+	ext := ev.Extensions
+	clear(ext)
+	*ev = envelope.Event{Extensions: ext}
 	if isStructured(headerValue(header, "Content-Type")) {
 		var ce event.Event
 		if err := json.Unmarshal(body, &ce); err != nil {
-			return nil, fmt.Errorf("%w: structured event: %v", ErrConversion, err)
+			return fmt.Errorf("%w: structured event: %v", ErrConversion, err)
 		}
 		if err := ce.Validate(); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrConversion, err)
+			return fmt.Errorf("%w: %v", ErrConversion, err)
 		}
-		return FromCloudEvent(&ce)
+		got, err := FromCloudEvent(&ce)
+		if err != nil {
+			return err
+		}
+		*ev = *got
+		return nil
 	}
-	return decodeBinary(header, body)
+	return decodeBinary(ev, header, body)
 }
 
 // decodeBinary reads a binary-mode message straight into an Event: the rules of the SDK's
 // event (required attributes, a source and a data schema that parse as URIs, a media type
 // that parses, a subject that is not blank) and FromCloudEvent's, without building the
 // SDK's event first, which took most of a source's time per message.
-func decodeBinary(header map[string][]string, body []byte) (*envelope.Event, error) {
-	ev := &envelope.Event{}
+func decodeBinary(ev *envelope.Event, header map[string][]string, body []byte) error {
 	var typesRec string
 	seen := 0
 	const (
@@ -126,19 +146,19 @@ func decodeBinary(header map[string][]string, body []byte) (*envelope.Event, err
 		if len(name) <= len(HeaderPrefix) || !strings.EqualFold(name[:len(HeaderPrefix)], HeaderPrefix) {
 			continue
 		}
-		attr := strings.ToLower(name[len(HeaderPrefix):])
+		attr := attrName(name[len(HeaderPrefix):])
 		if len(values) != 1 {
-			return nil, &AttributeError{Name: attr, Reason: "more than one header carries it"}
+			return &AttributeError{Name: attr, Reason: "more than one header carries it"}
 		}
 		value, err := percentDecode(unquote(values[0]))
 		if err != nil {
-			return nil, &AttributeError{Name: attr, Reason: err.Error()}
+			return &AttributeError{Name: attr, Reason: err.Error()}
 		}
 		fail := func(reason string) error { return &AttributeError{Name: attr, Reason: reason} }
 		switch attr {
 		case "specversion":
 			if value != event.CloudEventsVersionV1 {
-				return nil, fail(fmt.Sprintf("%q is not 1.0", value))
+				return fail(fmt.Sprintf("%q is not 1.0", value))
 			}
 			ev.SpecVersion, seen = value, seen|sawSpec
 		case "id":
@@ -146,7 +166,7 @@ func decodeBinary(header map[string][]string, body []byte) (*envelope.Event, err
 		case "source":
 			if !validSources.known(value) {
 				if _, err := url.Parse(value); err != nil {
-					return nil, fail(err.Error())
+					return fail(err.Error())
 				}
 				validSources.remember(value)
 			}
@@ -160,20 +180,20 @@ func decodeBinary(header map[string][]string, body []byte) (*envelope.Event, err
 		case "datacontenttype":
 			if !validMediaTypes.known(value) {
 				if _, _, err := mime.ParseMediaType(value); err != nil {
-					return nil, fail(err.Error())
+					return fail(err.Error())
 				}
 				validMediaTypes.remember(value)
 			}
 			ev.DataContentType = value
 		case "dataschema":
 			if u, err := url.Parse(value); err != nil || !u.IsAbs() {
-				return nil, fail("not an absolute URI")
+				return fail("not an absolute URI")
 			}
 			ev.DataSchema = value
 		case "time":
 			t, err := types.ParseTime(value)
 			if err != nil {
-				return nil, fail(err.Error())
+				return fail(err.Error())
 			}
 			ev.Time = t
 		case TypesExtension:
@@ -181,12 +201,12 @@ func decodeBinary(header map[string][]string, body []byte) (*envelope.Event, err
 		default:
 			if field, err := setField(ev, attr, value); field || err != nil {
 				if err != nil {
-					return nil, err
+					return err
 				}
 				continue
 			}
 			if !event.IsExtensionNameValid(attr) {
-				return nil, fail("not a CloudEvents extension name (ASCII letters and digits)")
+				return fail("not a CloudEvents extension name (ASCII letters and digits)")
 			}
 			if ev.Extensions == nil {
 				ev.Extensions = map[string]string{}
@@ -196,26 +216,39 @@ func decodeBinary(header map[string][]string, body []byte) (*envelope.Event, err
 	}
 	switch {
 	case seen&sawSpec == 0:
-		return nil, &AttributeError{Name: "specversion", Reason: "missing: not a CloudEvent in binary mode"}
+		return &AttributeError{Name: "specversion", Reason: "missing: not a CloudEvent in binary mode"}
 	case seen&sawID == 0 || strings.TrimSpace(ev.ID) == "":
-		return nil, &AttributeError{Name: "id", Reason: "missing or blank"}
+		return &AttributeError{Name: "id", Reason: "missing or blank"}
 	case seen&sawSource == 0 || ev.Source == "":
-		return nil, &AttributeError{Name: "source", Reason: "missing"}
+		return &AttributeError{Name: "source", Reason: "missing"}
 	case seen&sawType == 0 || strings.TrimSpace(ev.Type) == "":
-		return nil, &AttributeError{Name: "type", Reason: "missing or blank"}
+		return &AttributeError{Name: "type", Reason: "missing or blank"}
 	}
 	if typesRec != "" {
 		if err := retype(ev, typesRec); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if len(body) > 0 {
-		ev.Data = bytes.Clone(body)
+		ev.Data = body
 	}
-	if err := envelope.Validate(ev); err != nil {
-		return nil, err
+	return envelope.Validate(ev)
+}
+
+// knownAttrs are the attributes and extensions an Event's fields carry, in lower case.
+var knownAttrs = [...]string{"specversion", "id", "source", "type", "subject", "datacontenttype",
+	"dataschema", "time", TypesExtension, ExtCorrelationID, ExtCausationID, ExtTraceParent,
+	ExtTraceState, ExtIdempotencyKey, ExtPartitionKey, ExtAttempt, ExtDeadline}
+
+// attrName is a header's attribute name in lower case: one of knownAttrs without an
+// allocation (headers arrive in canonical case, "Ce-Id"), any other lowered.
+func attrName(s string) string {
+	for _, k := range knownAttrs {
+		if len(k) == len(s) && strings.EqualFold(k, s) {
+			return k
+		}
 	}
-	return ev, nil
+	return strings.ToLower(s)
 }
 
 // validSources and validMediaTypes remember the last source and data content type that

@@ -132,18 +132,20 @@ func (s *Source) Run(ctx context.Context) error {
 	var submitting sync.WaitGroup
 	for range s.cfg.Submitters {
 		submitting.Go(func() {
+			// One Event takes each message in turn: the runtime keeps none it is given.
+			ev := &envelope.Event{}
 			for msg := range taken {
 				// The message and those that arrived with it go in one batch: one crossing
 				// into Rust for all of them, where each would otherwise make its own.
 				s.rt.Batch(func(b *tandem.Batch) {
-					s.submit(ctx, b, msg)
+					s.submit(ctx, b, ev, msg)
 					for range submitBatch - 1 {
 						select {
 						case msg, ok := <-taken:
 							if !ok {
 								return
 							}
-							s.submit(ctx, b, msg)
+							s.submit(ctx, b, ev, msg)
 						default:
 							return
 						}
@@ -266,15 +268,14 @@ func (s *Source) keepAlive(stop <-chan struct{}) {
 }
 
 // submit hands one message to the runtime, or settles it at once when it cannot go.
-func (s *Source) submit(ctx context.Context, b *tandem.Batch, msg jetstream.Msg) {
+func (s *Source) submit(ctx context.Context, b *tandem.Batch, ev *envelope.Event, msg jetstream.Msg) {
 	m := &message{s: s, msg: msg}
 	s.inFlight.Add(1)
 	s.mu.Lock()
 	s.running[m] = time.Now()
 	s.mu.Unlock()
 
-	ev, err := cloudevents.DecodeMessage(msg.Headers(), msg.Data())
-	if err != nil {
+	if err := cloudevents.DecodeMessageInto(ev, msg.Headers(), msg.Data()); err != nil {
 		s.undecodable.Add(1)
 		s.deadLetter(ctx, msg, err)
 		m.finish(func() error { return msg.TermWithReason("not an event: " + err.Error()) }, &s.termed)

@@ -15,7 +15,8 @@ use std::time::Duration;
 use crate::config::{Config, Error};
 use crate::handler::Registry;
 use crate::layout::{
-    TANDEM_ABI_VERSION, TANDEM_KICK_FREQUENT, TANDEM_KICK_GO_WAKE_OWED, TANDEM_KICK_HELP,
+    TANDEM_ABI_VERSION, TANDEM_KICK_BATCH, TANDEM_KICK_FREQUENT, TANDEM_KICK_GO_WAKE_OWED,
+    TANDEM_KICK_HELP,
 };
 use crate::runtime::Runtime;
 
@@ -374,7 +375,9 @@ pub unsafe extern "C" fn tandem_runtime_shutdown(
 /// eventfd as before. `flags`: `TANDEM_KICK_FREQUENT` when this crossing followed the
 /// previous one within the spin window, which may hand the ring back to the poller (one
 /// wake) instead; `TANDEM_KICK_HELP` from a submitter that won no duty but saw another
-/// crossing in progress: the call drains what it can and re-arms nothing. Safe from any thread while the runtime runs.
+/// crossing in progress: the call drains what it can and re-arms nothing;
+/// `TANDEM_KICK_BATCH` when the records are one submitter's batch, which alone then hands
+/// nothing over however many they are. Safe from any thread while the runtime runs.
 ///
 /// # Safety
 /// `rt` must be a live runtime.
@@ -390,7 +393,10 @@ pub unsafe extern "C" fn tandem_runtime_kick(rt: *const tandem_runtime, flags: u
         let kicked = if flags & TANDEM_KICK_HELP != 0 {
             rt.inner.help()
         } else {
-            rt.inner.kick(flags & TANDEM_KICK_FREQUENT != 0)
+            rt.inner.kick(
+                flags & TANDEM_KICK_FREQUENT != 0,
+                flags & TANDEM_KICK_BATCH != 0,
+            )
         };
         match kicked {
             Ok(k) => {

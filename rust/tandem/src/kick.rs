@@ -67,7 +67,10 @@ const MAX_PER_KICK: usize = 256;
 /// may then hand the ring back to the poller (one wake) instead of re-arming, and the events
 /// that follow go through the ring with no call at all. Sparser arrivals keep crossing: one
 /// call each is cheaper than waking a thread for each.
-pub(crate) fn kick(shared: &Arc<Shared>, frequent: bool) -> Kicked {
+///
+/// `batch`: the records are one submitter's batch, which crosses once for all of them; their
+/// number says nothing of concurrent submitters.
+pub(crate) fn kick(shared: &Arc<Shared>, frequent: bool, batch: bool) -> Kicked {
     let deferred = DeferGoWake::begin();
     let spawned = shared.counters.spawned.load(Relaxed);
     // Nobody needs waking when a handler run here first waits: it moves into a task, whose
@@ -84,9 +87,11 @@ pub(crate) fn kick(shared: &Arc<Shared>, frequent: bool) -> Kicked {
         // them without. So frequent kicks that spawn hand over on any machine; frequent
         // kicks whose handlers all completed inline only where a core is to spare.
         // Likewise a kick that found many others' events beside its own: submitters are
-        // running concurrently, and the poller batches them for less than a call each.
+        // running concurrently, and the poller batches them for less than a call each. A
+        // batch's records are one submitter's, which its one call already batches.
         let spawning = shared.counters.spawned.load(Relaxed) != spawned;
-        let hand_over = frequent && (shared.hands_over || spawning || drained >= CONCURRENT_KICK);
+        let concurrent = drained >= CONCURRENT_KICK && !batch;
+        let hand_over = frequent && (shared.hands_over || spawning || concurrent);
         if hand_over || drained as usize >= MAX_PER_KICK || shared.stopping.load(Ordering::SeqCst) {
             // Load, a burst, or the runtime stopping: the poller takes over from here.
             shared.counters.handovers.fetch_add(1, Relaxed);

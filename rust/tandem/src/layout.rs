@@ -38,6 +38,11 @@ pub const TANDEM_KICK_FREQUENT: u32 = 1;
 /// the crossing in progress.
 pub const TANDEM_KICK_HELP: u32 = 2;
 
+/// In the flags of `tandem_runtime_kick`: the records come from one submitter's batch
+/// (Go's `Runtime.Batch`), which crosses once for all of them. However many, they are not
+/// concurrent submitters, so their number alone does not hand the ring to the poller.
+pub const TANDEM_KICK_BATCH: u32 = 4;
+
 /// Submission descriptor kind: an event in request slot `slot`: a `tandem_delivery` header,
 /// then the envelope, `len` bytes.
 pub const TANDEM_SQE_EVENT: u32 = 1;

@@ -263,13 +263,14 @@ impl Runtime {
     /// Runs the submission step on the calling thread, for a submitter that found the poller
     /// parked (crate::kick): it drains the submission ring here, inline handlers included,
     /// and re-arms the poller's parked flag. Safe to call from any thread while running.
-    pub fn kick(&self, frequent: bool) -> Result<Kicked, Error> {
+    /// `frequent` and `batch` are `TANDEM_KICK_FREQUENT` and `TANDEM_KICK_BATCH`.
+    pub fn kick(&self, frequent: bool, batch: bool) -> Result<Kicked, Error> {
         let Some(rt) = self.tokio.as_ref() else {
             return Err(Error::State("not running"));
         };
         let _enter = rt.enter();
         let _logs = crate::logs::enter(&self.log_queue);
-        Ok(crate::kick::kick(&self.shared, frequent))
+        Ok(crate::kick::kick(&self.shared, frequent, batch))
     }
 
     /// Drains what it can of the submission ring on the calling thread, for a submitter that
@@ -635,7 +636,7 @@ mod kick_tests {
             wait_parked(&rt);
             let parks = rt.stats().parks;
             assert!(publish(&rt, round % 4, &envelope("echo.inline", b"kicked")));
-            let k = rt.kick(false).expect("kick");
+            let k = rt.kick(false, false).expect("kick");
             assert_eq!(k.drained, 1);
             assert!(
                 rt.shared.sq.is_parked(),
@@ -672,7 +673,7 @@ mod kick_tests {
         // completion on the calling thread, with no task and no worker woken.
         wait_parked(&rt);
         assert!(publish_delivery(&rt, 0, &envelope("echo", b"w"), waited));
-        rt.kick(false).expect("kick");
+        rt.kick(false, false).expect("kick");
         assert_eq!(
             wakes(&rt),
             (0, 0),
@@ -688,7 +689,7 @@ mod kick_tests {
         // poller, and the worker's wake is counted.
         wait_parked(&rt);
         assert!(publish(&rt, 1, &envelope("echo", b"s")));
-        rt.kick(false).expect("kick");
+        rt.kick(false, false).expect("kick");
         assert_eq!(wakes(&rt), (1, 1));
         let done = next_completion(&rt);
         assert_eq!(done.reply, b"s");
@@ -697,7 +698,7 @@ mod kick_tests {
         // moves into a task, which finishes it.
         wait_parked(&rt);
         assert!(publish_delivery(&rt, 2, &envelope("nap", b"n"), waited));
-        rt.kick(false).expect("kick");
+        rt.kick(false, false).expect("kick");
         assert_eq!(wakes(&rt), (2, 2));
         let done = next_completion(&rt);
         assert_eq!(done.reply, b"n");
@@ -739,7 +740,7 @@ mod kick_tests {
         // ... until the next event's crossing takes it with the event.
         let releases = rt.stats().releases;
         assert!(publish(&rt, 1, &envelope("echo.inline", b"next")));
-        assert_eq!(rt.kick(false).expect("kick").drained, 2);
+        assert_eq!(rt.kick(false, false).expect("kick").drained, 2);
         assert_eq!(rt.stats().releases, releases + 1);
         assert_eq!(rt.stats().parks, parks);
         held.push(next_completion(&rt).reply_slot);
@@ -800,7 +801,7 @@ mod kick_tests {
             "a helper re-armed the flag: that is the duty holder's"
         );
         // The stalled crossing resumes: nothing left, and it re-arms for the sleeping poller.
-        assert_eq!(rt.kick(false).expect("kick").drained, 0);
+        assert_eq!(rt.kick(false, false).expect("kick").drained, 0);
         assert!(rt.shared.sq.is_parked());
         release(&rt, a.reply_slot);
         release(&rt, b.reply_slot);
@@ -835,7 +836,7 @@ mod kick_tests {
         assert!(rt.shared.completions.ring().prepare_park());
         let go_wakeups = rt.stats().go_wakeups;
         assert!(publish(&rt, 0, &envelope("echo.inline", b"x")));
-        let k = rt.kick(false).expect("kick");
+        let k = rt.kick(false, false).expect("kick");
         assert!(
             k.go_wake_owed,
             "the completion found Go parked: the duty is the caller's"
@@ -847,6 +848,44 @@ mod kick_tests {
         );
         let done = next_completion(&rt);
         release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+
+    #[test]
+    fn a_batch_kick_hands_nothing_over_for_its_number_alone() {
+        // A 2-core machine's rule (no handover for inline events), and a spin window far
+        // longer than the test's steps.
+        let mut reg = Registry::new();
+        reg.register_inline("echo.inline", "echo-inline", Echo);
+        let cfg = Config {
+            spin: Duration::from_millis(50),
+            handover: Some(false),
+            sq_capacity: 128,
+            cq_capacity: 128,
+            req_slots: 64,
+            ..small()
+        };
+        let mut rt = Runtime::new(cfg, reg).expect("runtime");
+        rt.start().expect("start");
+        // 40 records at one kick: from concurrent submitters, the poller takes over; as one
+        // submitter's batch, the kick re-arms and the poller sleeps on.
+        for (batch, want) in [(false, 1), (true, 1)] {
+            wait_parked(&rt);
+            for slot in 0..40 {
+                publish(&rt, slot, &envelope("echo.inline", b""));
+            }
+            let k = rt.kick(true, batch).expect("kick");
+            assert_eq!(k.drained, 40);
+            assert_eq!(
+                rt.stats().handovers,
+                want,
+                "a frequent kick of 40 records, batch {batch}"
+            );
+            for _ in 0..40 {
+                let done = next_completion(&rt);
+                assert_eq!(done.kind, TANDEM_OUTCOME_ACK);
+            }
+        }
         assert_whole(&mut rt);
     }
 
@@ -864,7 +903,7 @@ mod kick_tests {
         rt.start().expect("start");
         wait_parked(&rt);
         assert!(publish(&rt, 0, &envelope("echo.inline", b"a")));
-        rt.kick(false).expect("first kick");
+        rt.kick(false, false).expect("first kick");
         assert_eq!(
             rt.stats().handovers,
             0,
@@ -874,7 +913,7 @@ mod kick_tests {
         // At once again (the reply is kept, so no release wakes the poller in between): the
         // arrival gap is inside the spin window.
         assert!(publish(&rt, 1, &envelope("echo.inline", b"b")));
-        rt.kick(true).expect("second kick");
+        rt.kick(true, false).expect("second kick");
         assert_eq!(
             rt.stats().handovers,
             1,
