@@ -62,6 +62,10 @@ type Config struct {
 }
 
 // Engine is one runtime's machinery. All methods are safe for concurrent use.
+// cacheLinePad keeps the fields around it on cache lines of their own: two lines, as x86
+// processors fetch lines in adjacent pairs.
+type cacheLinePad struct{ _ [128]byte }
+
 type Engine struct {
 	cfg    Config
 	log    *zap.Logger
@@ -88,14 +92,21 @@ type Engine struct {
 	// shadowSlots counts the request slots shadow deliveries hold (shadow.go).
 	shadowSlots atomic.Int64
 
-	state atomic.Int32
-	// gate is held for reading by every goroutine inside intake; shutdown takes it for
-	// writing to wait them out, after closing intake.
-	gate     sync.RWMutex
-	pending  atomic.Int64 // deliveries accepted and not yet final
+	state    atomic.Int32
 	draining atomic.Bool
 	drained  chan struct{} // signalled when pending reaches 0 while draining
 	closing  chan struct{} // closed when shutdown begins: blocked intake gives up
+
+	// The words every event writes, each on cache lines of its own: two cores writing them
+	// in turn must not also evict what every event only reads (above and below).
+	_ cacheLinePad
+	// gate is held for reading by every goroutine inside intake; shutdown takes it for
+	// writing to wait them out, after closing intake.
+	gate sync.RWMutex
+	_    cacheLinePad
+	// pending counts the deliveries accepted and not yet final.
+	pending atomic.Int64
+	_       cacheLinePad
 
 	slots    slots
 	replies  []atomic.Uint32 // 1 while Go holds reply slot i
@@ -103,17 +114,22 @@ type Engine struct {
 	pollDone chan struct{}
 	// cqOwner is held by whoever consumes the completion ring: the poller, or a publisher
 	// settling completions itself (crossing.go).
+	_       cacheLinePad
 	cqOwner atomic.Uint32
+	_       cacheLinePad
 	// lastYield is when a caller that settled others' completions last yielded its P
 	// (nanotime): see crossing.go's fairness rule.
 	lastYield atomic.Int64
+	_         cacheLinePad
 	// lastCross is when the last crossing began (nanotime), for the gap between crossings.
 	lastCross atomic.Int64
+	_         cacheLinePad
 	// crossing counts the calls into the library a publisher makes now: those holding a
 	// wake-up duty in the low 32 bits, helpers (helpRust) in the high 32. A publisher that
 	// wins no duty while a duty crossing is in progress helps (slots.go). It is also what
 	// keeps crossings out of tokio's shutdown (stopCrossings), in place of a read lock.
 	crossing atomic.Uint64
+	_        cacheLinePad
 	// roomy: the machine has cores to spare for a spinning poller beside the other
 	// (spareCoresForAPoller, as Rust's Config::handover decides by default).
 	roomy    bool
@@ -123,6 +139,7 @@ type Engine struct {
 	// publisher crosses into the library any more.
 	rustStopping atomic.Bool
 	freed        atomic.Bool
+	_            cacheLinePad
 
 	obs     observer
 	retry   retry.Backoff

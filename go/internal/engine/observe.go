@@ -26,6 +26,7 @@ type observer struct {
 	// crossings counts submission steps run on a publisher's thread; byCaller completions
 	// a publisher settled itself (crossing.go).
 	crossings, byCaller atomic.Uint64
+	_                   cacheLinePad // every event reads what follows
 
 	metrics
 	tracer trace.Tracer

@@ -45,7 +45,9 @@ type requestSlot struct {
 type slots struct {
 	e       *Engine
 	layout  *abi.Layout
+	_       cacheLinePad
 	stack   freeStack
+	_       cacheLinePad
 	waiters atomic.Int32
 	// room has a place for a signal per slot, so a free never blocks and no signal a
 	// waiter needs is dropped; a stale signal costs a waiter one more look.
