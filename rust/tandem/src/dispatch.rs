@@ -299,24 +299,35 @@ fn spawn(shared: &Shared, task: impl Future<Output = ()> + Send + 'static, by: D
 }
 
 /// Runs a job's handler, containing panics and honouring cancellation: the runtime's, the
-/// deadline's, and Go's (`by_go`, for a delivery Go may cancel).
-pub(crate) async fn run(
+/// deadline's, and Go's (`by_go`, for a delivery Go may cancel). A job that cannot run is
+/// finished here, and a runnable one's route and event are the handler's future's arguments
+/// alone: matching them out of the job inside the future kept both copies in it.
+pub(crate) fn run<'a>(
+    shared: &'a Shared,
+    job: Job<'a>,
+    token: u64,
+    by_go: Option<&'a tokio_util::sync::CancellationToken>,
+) -> futures_util::future::Either<std::future::Ready<Finished>, impl Future<Output = Finished> + 'a>
+{
+    use futures_util::future::Either;
+    match job {
+        Ok((route, ev)) => Either::Right(run_handler(shared, route, ev, token, by_go)),
+        Err(err) => Either::Left(std::future::ready(Finished {
+            outcome: Outcome::Term(err),
+            handler: Arc::from(""),
+            started_ns: 0,
+            finished_ns: 0,
+        })),
+    }
+}
+
+async fn run_handler(
     shared: &Shared,
-    job: Job<'_>,
+    route: Route,
+    ev: Event<'_>,
     token: u64,
     by_go: Option<&tokio_util::sync::CancellationToken>,
 ) -> Finished {
-    let (route, ev) = match job {
-        Ok(run) => run,
-        Err(err) => {
-            return Finished {
-                outcome: Outcome::Term(err),
-                handler: Arc::from(""),
-                started_ns: 0,
-                finished_ns: 0,
-            };
-        }
-    };
     // The delivery's deadline (set by Go from the route's timeout or by the submitter) bounds
     // the whole delivery, waiting for a concurrency permit included.
     let timeout = || Outcome::Retry {
@@ -349,12 +360,18 @@ pub(crate) async fn run(
         let Some(deadline) = &deadline else {
             return std::future::pending().await;
         };
+        // The timer lives on the heap: only events with a deadline pay for it, and the
+        // future of every event stays smaller (it is moved into its task).
+        let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
         loop {
             let left = deadline.load(Relaxed).saturating_sub(now_ns() as i64);
             if left <= 0 {
                 return;
             }
-            tokio::time::sleep(Duration::from_nanos(left as u64)).await;
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + Duration::from_nanos(left as u64));
+            timer.as_mut().await;
         }
     };
     // SAFETY: `ev` is a local of this frame declared before `cx`, so it is dropped after it and
