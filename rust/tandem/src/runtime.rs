@@ -823,6 +823,9 @@ mod kick_tests {
         // The parked poller looks at its ring anyway, now and then: the event runs.
         let done = next_completion(&rt);
         assert_eq!(done.reply, b"stranded");
+        // The rescue is counted once the drain that ran the event returns: after its
+        // completion, which this thread may read first.
+        wait_until("the rescue to be counted", || rt.stats().rescues >= 1);
         assert_eq!(rt.stats().rescues, 1);
         release(&rt, done.reply_slot);
         assert_whole(&mut rt);
