@@ -88,7 +88,9 @@ func benchJetStream(b *testing.B, workers int, viaTandem bool) {
 				b.Fatal(err)
 			}
 			runtimes = append(runtimes, rt)
-			src, err := tjs.NewSource(ctx, rt, js, tjs.SourceConfig{Stream: "BENCH", Consumer: "workers", MaxInFlight: 256, FetchWait: 50 * time.Millisecond})
+			// MaxInFlight is the Source's default, 512: it fetches 256 messages at a time, as
+			// the bare loop does, with the next fetch under way while a batch runs.
+			src, err := tjs.NewSource(ctx, rt, js, tjs.SourceConfig{Stream: "BENCH", Consumer: "workers", FetchWait: 50 * time.Millisecond})
 			if err != nil {
 				b.Fatal(err)
 			}

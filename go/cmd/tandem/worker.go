@@ -67,7 +67,7 @@ func worker(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	create := fs.Bool("create", false, "create the stream (subjects S.>, lower case), the consumer and the dead-letter stream if missing")
 	dlqSubject := fs.String("dlq-subject", "", "where dead letters go (default tandem.dlq.S, lower case); a stream must capture it (-create makes S_DLQ)")
 	resultsSubject := fs.String("results-subject", "", "publish each work.item's result here, once (Nats-Msg-Id); empty: no work.item route")
-	maxInFlight := fs.Int("max-inflight", 256, "messages fetched and not yet settled")
+	maxInFlight := fs.Int("max-inflight", 512, "messages fetched and not yet settled")
 	httpAddr := fs.String("http", "", "serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9090)")
 	grace := fs.Duration("grace", 10*time.Second, "how long a drain waits for events in flight before cancelling them")
 	ackWait := fs.Duration("ack-wait", 30*time.Second, "with -create: the consumer's AckWait, after which a message a dead worker held is delivered again")
