@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,8 +32,11 @@ type SourceConfig struct {
 	// FetchWait is how long one fetch waits for messages (default 500ms); Run notices its
 	// context's end within it.
 	FetchWait time.Duration
-	// Submitters is how many goroutines decode and submit the messages fetched (default
-	// GOMAXPROCS). Messages of one fetch may reach their handlers in any order.
+	// Submitters is how many goroutines decode and submit the messages fetched (default 1).
+	// Each hands what has arrived to the runtime as one batch, and one submitter makes the
+	// largest batches: raise it when decoding, or Rust handlers registered inline (which
+	// run on the submitter's thread), need more than a core per source. With more than one,
+	// messages of one fetch may reach their handlers in any order.
 	Submitters int
 	// DeadLetters receives the messages that are not events (they cannot reach a route);
 	// each is then terminated. Give it the runtime's sink (nil: they are logged and
@@ -92,7 +94,7 @@ func NewSource(ctx context.Context, rt *tandem.Runtime, js jetstream.JetStream, 
 		cfg.FetchWait = 500 * time.Millisecond
 	}
 	if cfg.Submitters <= 0 {
-		cfg.Submitters = runtime.GOMAXPROCS(0)
+		cfg.Submitters = 1
 	}
 	if cfg.OverloadDelay <= 0 {
 		cfg.OverloadDelay = time.Second
@@ -128,8 +130,8 @@ func (s *Source) Run(ctx context.Context) error {
 	var ticking sync.WaitGroup
 	ticking.Go(func() { s.keepAlive(stop) })
 	// Submitters decode and submit what the fetch loop takes, so a fetch overlaps the
-	// submissions of the batch before it and one source uses more than one core. The
-	// channel never blocks the loop: it holds as many messages as there is room for.
+	// submissions of the batch before it. The channel never blocks the loop: it holds as
+	// many messages as there is room for.
 	taken := make(chan jetstream.Msg, s.cfg.MaxInFlight)
 	var submitting sync.WaitGroup
 	for range s.cfg.Submitters {
