@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/tandemrt/tandem/go/tandem/envelope"
 )
@@ -136,5 +137,42 @@ func TestBatchRefusalsAndEnd(t *testing.T) {
 	}
 	if s := shutdownClean(t, rt); s.InFlight != 0 {
 		t.Errorf("%d events in flight after shutdown", s.InFlight)
+	}
+}
+
+// A runtime shut down while a batch holds events back still settles them (acknowledged, or
+// a *HandlerError when cut short): stopping Rust wakes its poller, which takes what waits in
+// the ring. The batch's end, after the runtime is gone, calls and wakes nothing.
+func TestBatchOutlivedByItsRuntime(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	ctx := context.Background()
+	waitParked(t, rt)
+	var receipts []*Receipt
+	rt.Batch(func(b *Batch) {
+		for i := range 4 {
+			r, err := b.Submit(ctx, event("demo.noop.inline", fmt.Sprint(i), nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			receipts = append(receipts, r)
+		}
+		sctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		_ = rt.Shutdown(sctx) // the grace may pass: the batch holds its events
+		if _, err := b.Submit(ctx, event("demo.noop.inline", "late", nil)); !errors.Is(err, ErrClosed) {
+			t.Errorf("a submission after Shutdown: %v, want ErrClosed", err)
+		}
+	})
+	for i, r := range receipts {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := r.Wait(wctx)
+		cancel()
+		var he *HandlerError
+		if err != nil && !errors.As(err, &he) {
+			t.Fatalf("event %d never settled: %v", i, err)
+		}
+	}
+	if s := rt.Stats(); s.InFlight != 0 || s.Rust.RequestsHeld != 0 {
+		t.Errorf("after the batch: %d in flight, %d request slots held by Rust", s.InFlight, s.Rust.RequestsHeld)
 	}
 }

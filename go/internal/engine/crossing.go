@@ -65,6 +65,17 @@ func (e *Engine) enterLibrary(by uint64) bool {
 	return true
 }
 
+// wakeRustLive wakes the Rust poller unless the runtime is freed, whose eventfd's number
+// may name another file by then: for a duty discharged outside intake (a batch's flush, a
+// release, a call's answer), which shutdown does not wait for.
+func (e *Engine) wakeRustLive() {
+	e.lifeMu.RLock()
+	if !e.freed.Load() {
+		e.wakeRust()
+	}
+	e.lifeMu.RUnlock()
+}
+
 // leaveLibrary counts out a call enterLibrary let in.
 func (e *Engine) leaveLibrary(by uint64) { e.crossing.Add(-by) }
 
@@ -86,7 +97,7 @@ func (e *Engine) stopCrossings() {
 // kick's (abi.KickBatch).
 func (e *Engine) crossToRust(now int64, flags uint32) {
 	if !e.enterLibrary(dutyCrossing) {
-		e.wakeRust()
+		e.wakeRustLive()
 		return
 	}
 	if now-e.lastCross.Swap(now) < int64(e.cfg.SpinWindow) {
@@ -95,7 +106,7 @@ func (e *Engine) crossToRust(now int64, flags uint32) {
 	_, owed, err := abi.Kick(e.h, flags)
 	e.leaveLibrary(dutyCrossing)
 	if err != nil {
-		e.wakeRust() // not running (stopping): the poller takes it
+		e.wakeRustLive() // not running (stopping): the poller takes it
 		return
 	}
 	e.obs.crossings.Add(1)
