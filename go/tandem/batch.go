@@ -28,7 +28,11 @@ type Batch struct {
 // meanwhile, wait for the batch's crossing: give fn the events at hand, not a loop that
 // waits for more. A submission that has to wait (for a request slot, a policy's admission,
 // or a Go handler's queue) crosses first, so a batch never waits on the events it holds.
-// Call and CallOnce wait for their outcome and are not offered in a batch.
+// Call and CallOnce wait for their outcome and are not offered in a batch. A Shutdown
+// begun meanwhile waits, within its grace, for the events fn submitted, which settle either
+// way.
+//
+// Batch is safe for concurrent use; each call's Batch belongs to the goroutine running fn.
 func (r *Runtime) Batch(fn func(*Batch)) {
 	b := &Batch{r: r, b: r.e.NewBatch()}
 	defer func() {
