@@ -20,8 +20,8 @@
 //
 // The delivery number is the message's NumDelivered, and the consumer's MaxDeliver the
 // last attempt: the failure of that delivery is dead-lettered here, never handed back to a
-// consumer that would not deliver it again. A Source has at most MaxInFlight messages
-// fetched and not settled, so a consumer's MaxAckPending shared by N processes bounds what
-// each holds. The guarantee is JetStream's: at least once. Give events an idempotency key
+// consumer that would not deliver it again. A Source has at most MaxInFlight messages taken
+// and not settled, and half as many again in its buffer, so a consumer's MaxAckPending
+// shared by N processes bounds what each holds. The guarantee is JetStream's: at least once. Give events an idempotency key
 // (or rely on the event ID) and an idempotency policy to record each effect once.
 package jetstream

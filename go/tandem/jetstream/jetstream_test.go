@@ -332,3 +332,82 @@ func TestShutdownHandsMessagesToAnotherProcess(t *testing.T) {
 	}
 	waitFor(t, "the second source to ack", func() bool { return src2.Stats().Acked == 1 })
 }
+
+// A source buffers what the server streams ahead of the messages it has taken. When Run
+// ends, it gives the buffer back: each buffered message is nakked, and another consumer
+// has every message not acknowledged at once, long before its AckWait.
+func TestRunGivesBackWhatItBuffered(t *testing.T) {
+	js := natsServer(t)
+	ctx := context.Background()
+	stream(t, js, "EVENTS", "ev.>")
+	if _, err := js.CreateOrUpdateConsumer(ctx, "EVENTS", jetstream.ConsumerConfig{Durable: "workers", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := tandem.New(tandem.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	let := func() { releaseOnce.Do(func() { close(release) }) }
+	defer let() // before the runtime's Shutdown below, which waits for the handlers
+	started := make(chan struct{}, 64)
+	if err := rt.Handle("test.held", "held", tandem.HandlerFunc(func(ctx context.Context, _ *tandem.Event) tandem.Result {
+		started <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return tandem.Ack()
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_ = rt.Shutdown(sctx)
+	}()
+	const published = 40
+	for i := range published {
+		publish(t, js, "ev.held", &tandem.Event{ID: fmt.Sprint(i), Source: "/test", Type: "test.held"})
+	}
+	// Eight taken (some held by the handlers, the rest waiting for one); the server streams
+	// more ahead of them.
+	src, err := tjs.NewSource(ctx, rt, js, tjs.SourceConfig{Stream: "EVENTS", Consumer: "workers", MaxInFlight: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- src.Run(runCtx) }()
+	<-started
+	waitFor(t, "eight messages taken", func() bool { return src.Stats().InFlight == 8 })
+	stop()
+	let()
+	if err := <-ran; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
+	}
+	st := src.Stats()
+	if st.Acked != 8 || st.InFlight != 0 || st.Fetched != st.Acked+st.Naked {
+		t.Fatalf("stats %+v: want the eight taken acknowledged, and what was buffered nakked", st)
+	}
+	t.Logf("gave back %d buffered messages", st.Naked)
+	// Every message not acknowledged is the server's again at once: each comes to a plain
+	// consumer within a second, far inside the minute's AckWait.
+	cons, err := js.Consumer(ctx, "EVENTS", "workers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range published - 8 {
+		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatalf("message %d of the %d not acknowledged: %v", i, published-8, err)
+		}
+		if err := msg.Ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

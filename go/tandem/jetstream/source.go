@@ -25,18 +25,19 @@ const submitBatch = 32
 type SourceConfig struct {
 	// Stream and Consumer name an existing stream and durable pull consumer.
 	Stream, Consumer string
-	// MaxInFlight bounds the messages fetched and not yet settled (default 512). A busy
-	// source fetches half of it at a time, so that a fetch overlaps the runs of the one
-	// before: at 256 a fetch held up the handlers on a 2-core machine.
+	// MaxInFlight bounds the messages taken and not yet settled (default 512). The server
+	// streams up to half as many again ahead of them into the source's buffer, which the
+	// source tops up as it takes, so it never waits on a pull's round trip; at Run's end
+	// the buffer is given back (Nak).
 	MaxInFlight int
-	// FetchWait is how long one fetch waits for messages (default 500ms); Run notices its
-	// context's end within it.
+	// FetchWait is how long one pull request waits for messages before the source asks
+	// again (default and least 1s). Run notices its context's end at once.
 	FetchWait time.Duration
-	// Submitters is how many goroutines decode and submit the messages fetched (default 1).
+	// Submitters is how many goroutines decode and submit the messages taken (default 1).
 	// Each hands what has arrived to the runtime as one batch, and one submitter makes the
 	// largest batches: raise it when decoding, or Rust handlers registered inline (which
 	// run on the submitter's thread), need more than a core per source. With more than one,
-	// messages of one fetch may reach their handlers in any order.
+	// messages may reach their handlers in any order.
 	Submitters int
 	// DeadLetters receives the messages that are not events (they cannot reach a route);
 	// each is then terminated. Give it the runtime's sink (nil: they are logged and
@@ -51,14 +52,15 @@ type SourceConfig struct {
 
 // SourceStats are a Source's counters.
 type SourceStats struct {
-	// Fetched counts messages received; the others count what became of them.
+	// Fetched counts messages received (taken, or given back from the buffer at the end);
+	// the others count what became of them.
 	Fetched, Acked, Naked, NakedWithDelay, Terminated, InProgress uint64
 	// Undecodable counts messages that were not events (terminated, dead-lettered).
 	Undecodable uint64
 	// AckErrors counts acknowledgements the server did not take (the message is then
 	// redelivered after its AckWait).
 	AckErrors uint64
-	// InFlight is the number of messages fetched and not yet settled.
+	// InFlight is the number of messages taken and not yet settled.
 	InFlight int64
 }
 
@@ -90,9 +92,7 @@ func NewSource(ctx context.Context, rt *tandem.Runtime, js jetstream.JetStream, 
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 512
 	}
-	if cfg.FetchWait <= 0 {
-		cfg.FetchWait = 500 * time.Millisecond
-	}
+	cfg.FetchWait = max(cfg.FetchWait, time.Second) // the server's least pull expiry
 	if cfg.Submitters <= 0 {
 		cfg.Submitters = 1
 	}
@@ -121,17 +121,16 @@ func NewSource(ctx context.Context, rt *tandem.Runtime, js jetstream.JetStream, 
 	return s, nil
 }
 
-// Run fetches and submits messages until ctx ends, then stops fetching and returns once
-// every message it fetched is settled (acknowledged, nakked or terminated): its events'
-// outcomes, or the runtime's Shutdown, settle them. It returns ctx's error, tandem.ErrClosed
-// when the runtime stopped first, or a fetch error that is not a timeout.
+// Run pulls and submits messages until ctx ends, then stops pulling, gives back what it
+// did not take (Nak), and returns once every message it took is settled (acknowledged,
+// nakked or terminated): its events' outcomes, or the runtime's Shutdown, settle them. It
+// returns ctx's error, tandem.ErrClosed when the runtime stopped first, or a pull error.
 func (s *Source) Run(ctx context.Context) error {
 	stop := make(chan struct{})
 	var ticking sync.WaitGroup
 	ticking.Go(func() { s.keepAlive(stop) })
-	// Submitters decode and submit what the fetch loop takes, so a fetch overlaps the
-	// submissions of the batch before it. The channel never blocks the loop: it holds as
-	// many messages as there is room for.
+	// Submitters decode and submit what the pull loop takes. The channel never blocks the
+	// loop: it holds as many messages as there is room for.
 	taken := make(chan jetstream.Msg, s.cfg.MaxInFlight)
 	var submitting sync.WaitGroup
 	for range s.cfg.Submitters {
@@ -158,78 +157,70 @@ func (s *Source) Run(ctx context.Context) error {
 			}
 		})
 	}
+	// The server streams into the iterator's buffer, asking again for half of it once half
+	// is taken, so a source never waits on a fetch's round trip; with one fetch at a time
+	// it did, a round trip per batch, as long as a hundred handlers' runs.
+	iter, err := s.consumer.Messages(jetstream.PullMaxMessages(max(1, s.cfg.MaxInFlight/2)),
+		jetstream.PullExpiry(s.cfg.FetchWait))
 	defer func() {
+		if iter != nil {
+			s.nakBuffered(iter)
+		}
 		close(taken)
 		submitting.Wait()
 		s.drain()
 		close(stop)
 		ticking.Wait()
 	}()
+	if err != nil {
+		return fmt.Errorf("tandem: jetstream: pull: %w", err)
+	}
 	for {
-		n := s.takeRoom(ctx)
-		if n == 0 {
-			if s.closed.Load() && ctx.Err() == nil {
-				return tandem.ErrClosed
-			}
+		// Room first: at most MaxInFlight messages are taken and not settled.
+		select {
+		case <-s.room:
+		case <-ctx.Done():
 			return ctx.Err()
 		}
-		batch, err := s.consumer.Fetch(n, jetstream.FetchMaxWait(s.cfg.FetchWait))
-		if err != nil {
-			s.giveRoom(n)
+		if s.closed.Load() {
+			s.giveRoom(1)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, context.DeadlineExceeded) {
+			return tandem.ErrClosed
+		}
+		msg, err := iter.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			s.giveRoom(1)
+			switch {
+			case ctx.Err() != nil:
+				return ctx.Err()
+			case errors.Is(err, jetstream.ErrNoHeartbeat):
+				s.log.Warn("tandem: jetstream: no heartbeat from the server; pulling again", zap.Error(err))
 				continue
 			}
-			return fmt.Errorf("tandem: jetstream: fetch: %w", err)
+			return fmt.Errorf("tandem: jetstream: pull: %w", err)
 		}
-		got := 0
-		for msg := range batch.Messages() {
-			got++
-			s.fetched.Add(1)
-			taken <- msg
-		}
-		s.giveRoom(n - got)
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoHeartbeat) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			s.log.Warn("tandem: jetstream: fetch ended early", zap.Error(err))
-		}
+		s.fetched.Add(1)
+		taken <- msg
 	}
 }
 
-// takeRoom waits for room, then returns how many messages to fetch: at least half of
-// MaxInFlight, so that a busy source fetches in batches while the rest run (one fetch is a
-// round trip to the server, as long as a hundred handlers' runs), or what is free when
-// nothing is in flight (a quiet stream). It returns 0 once ctx ends.
-func (s *Source) takeRoom(ctx context.Context) int {
-	if ctx.Err() != nil || s.closed.Load() {
-		return 0
-	}
-	batch := max(1, s.cfg.MaxInFlight/2)
-	n := 0
+// nakBuffered stops the pull and gives back what the server sent and the source did not
+// take: a Nak each, so another process takes them at once rather than after AckWait.
+func (s *Source) nakBuffered(iter jetstream.MessagesContext) {
+	iter.Drain()
 	for {
-		select {
-		case <-s.room:
-			n++
-			if n < batch {
-				continue
-			}
-		default:
-			if n > 0 && s.inFlight.Load() == 0 {
-				return n // nothing running will free more: fetch what there is room for
-			}
-			select {
-			case <-s.room:
-				n++
-				if n < batch {
-					continue
-				}
-			case <-ctx.Done():
-				s.giveRoom(n)
-				return 0
-			}
+		msg, err := iter.Next(jetstream.NextMaxWait(time.Second))
+		if err != nil {
+			return // drained (ErrMsgIteratorClosed), or nothing more within a second
 		}
-		return n
+		s.fetched.Add(1)
+		if msg.Nak() == nil {
+			s.naked.Add(1)
+		} else {
+			s.ackErrors.Add(1)
+		}
 	}
 }
 
@@ -239,7 +230,7 @@ func (s *Source) giveRoom(n int) {
 	}
 }
 
-// drain waits until every message fetched is settled.
+// drain waits until every message taken is settled.
 func (s *Source) drain() {
 	for range s.cfg.MaxInFlight {
 		<-s.room
@@ -302,7 +293,7 @@ func (s *Source) submit(ctx context.Context, b *tandem.Batch, ev *envelope.Event
 			s.deadLetter(ctx, msg, err)
 			m.finish(func() error { return msg.TermWithReason(err.Error()) }, &s.termed)
 		case errors.Is(err, tandem.ErrClosed):
-			// The runtime stopped under a running Source: it stops fetching, and the
+			// The runtime stopped under a running Source: it stops pulling, and the
 			// message waits a little, for another process or a later run.
 			s.closed.Store(true)
 			m.finish(func() error { return msg.NakWithDelay(s.cfg.OverloadDelay) }, &s.nakedDelay)
@@ -344,7 +335,7 @@ func (s *Source) Stats() SourceStats {
 	}
 }
 
-// message is one fetched message on its way through the runtime: the Redelivery the
+// message is one message taken, on its way through the runtime: the Redelivery the
 // runtime settles.
 type message struct {
 	s    *Source
