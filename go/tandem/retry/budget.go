@@ -50,7 +50,6 @@ type Budget struct {
 	started atomic.Bool
 	epoch   time.Time    // the first time seen, set once before started; slot numbers count from it
 	current atomic.Int64 // the slot number of the latest time seen; written under mu
-	edge    atomic.Int64 // where slot current ends, in nanoseconds from epoch; written after current
 	slots   [budgetSlots]atomic.Int64
 }
 
@@ -91,9 +90,12 @@ func NewBudget(ttl time.Duration, minPerSec uint32, retryRatio float64) *Budget 
 func (b *Budget) Deposit(now time.Time) {
 	// The common case, a deposit in the current slot, compares with the slot's end rather
 	// than dividing: a deposit per first delivery makes the division show.
-	if b.started.Load() && int64(now.Sub(b.epoch)) < b.edge.Load() {
-		b.deposit(b.current.Load())
-		return
+	if b.started.Load() {
+		cur := b.current.Load()
+		if int64(now.Sub(b.epoch)) < satMul(cur+1, int64(b.slotLen)) {
+			b.deposit(cur)
+			return
+		}
 	}
 	b.mu.Lock()
 	b.advance(now)
@@ -129,7 +131,6 @@ func (b *Budget) Withdraw(now time.Time) bool {
 func (b *Budget) advance(now time.Time) {
 	if !b.started.Load() {
 		b.epoch = now
-		b.edge.Store(int64(b.slotLen))
 		b.started.Store(true)
 		return
 	}
@@ -144,7 +145,6 @@ func (b *Budget) advance(now time.Time) {
 		b.slots[s%budgetSlots].Store(0)
 	}
 	b.current.Store(n)
-	b.edge.Store(satMul(n+1, int64(b.slotLen)))
 }
 
 // satMul is a·b for non-negative a and b, saturating at math.MaxInt64.
