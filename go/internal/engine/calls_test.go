@@ -69,7 +69,7 @@ func TestACalleeGetsTheNextFreedSlotFirst(t *testing.T) {
 	}()
 	time.Sleep(20 * time.Millisecond) // the submitter waits first
 	go func() {
-		idx, _ := e.slots.acquireFirst(ctx, nil)
+		idx, _ := e.slots.acquireFirstWaiting(ctx, nil) // every slot is held
 		callee <- idx
 	}()
 	for e.slots.firstWaiting.Load() == 0 {

@@ -135,9 +135,9 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 	if !ok {
 		bt.Flush() // the slots the batch holds back free only once Rust runs them
 		if _, callee := w.(*rustCall); callee && rt.Overload == Block {
-			idx, err = e.slots.acquireFirst(ctx, e.closing) // see calls.go
+			idx, err = e.slots.acquireFirstWaiting(ctx, e.closing) // see calls.go
 		} else {
-			idx, err = e.slots.acquire(ctx, rt.Overload, e.closing)
+			idx, err = e.slots.acquireWaiting(ctx, rt.Overload, e.closing)
 		}
 	}
 	if err != nil {

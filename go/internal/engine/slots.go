@@ -54,8 +54,8 @@ type slots struct {
 	room  chan struct{}
 	table []requestSlot
 	// first hands a freed slot straight to a callee of a Rust handler's call that waits for
-	// one (acquireFirst), ahead of new submissions: the caller holds a slot while it waits,
-	// so callees that queued behind submitters could starve. Unbuffered: a slot goes this
+	// one (acquireFirstWaiting), ahead of new submissions: the caller holds a slot while it
+	// waits, so callees that queued behind submitters could starve. Unbuffered: a slot goes this
 	// way only to a callee waiting at that moment. firstWaiting counts those callees.
 	first        chan uint32
 	firstWaiting atomic.Int32
@@ -116,33 +116,36 @@ func (s *slots) tryAcquire() (uint32, bool) {
 
 // acquire takes a free request slot, applying the overload policy when there is none.
 func (s *slots) acquire(ctx context.Context, policy Overload, closing <-chan struct{}) (uint32, error) {
-	idx, ok := s.stack.pop()
-	if !ok {
-		switch policy {
-		case Reject:
-			return 0, ErrOverloaded
-		case Shed:
-			return 0, ErrShed
-		}
-		var err error
-		if idx, err = s.await(ctx, closing, false); err != nil {
-			return 0, err
-		}
+	if idx, ok := s.tryAcquire(); ok {
+		return idx, nil
+	}
+	return s.acquireWaiting(ctx, policy, closing)
+}
+
+// acquireWaiting is acquire once tryAcquire found no slot free.
+func (s *slots) acquireWaiting(ctx context.Context, policy Overload, closing <-chan struct{}) (uint32, error) {
+	switch policy {
+	case Reject:
+		return 0, ErrOverloaded
+	case Shed:
+		return 0, ErrShed
+	}
+	idx, err := s.await(ctx, closing, false)
+	if err != nil {
+		return 0, err
 	}
 	return s.own(idx), nil
 }
 
-// acquireFirst takes a free request slot for the callee of a Rust handler's call, waiting
-// (until ctx ends) ahead of every submitter: the next slot freed is handed to it.
-func (s *slots) acquireFirst(ctx context.Context, closing <-chan struct{}) (uint32, error) {
-	idx, ok := s.stack.pop()
-	if !ok {
-		s.firstWaiting.Add(1)
-		defer s.firstWaiting.Add(-1)
-		var err error
-		if idx, err = s.await(ctx, closing, true); err != nil {
-			return 0, err
-		}
+// acquireFirstWaiting takes a free request slot for the callee of a Rust handler's call,
+// once tryAcquire found none, waiting (until ctx ends) ahead of every submitter: the next
+// slot freed is handed to it.
+func (s *slots) acquireFirstWaiting(ctx context.Context, closing <-chan struct{}) (uint32, error) {
+	s.firstWaiting.Add(1)
+	defer s.firstWaiting.Add(-1)
+	idx, err := s.await(ctx, closing, true)
+	if err != nil {
+		return 0, err
 	}
 	return s.own(idx), nil
 }
