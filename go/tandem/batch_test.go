@@ -34,7 +34,7 @@ func TestBatchCrossesOnceForItsEvents(t *testing.T) {
 			}
 		})
 		for i, r := range receipts {
-			if err := r.Wait(ctx); err != nil {
+			if err := r.Wait(settleCtx(t)); err != nil {
 				t.Fatalf("%s: event %d: %v", typ, i, err)
 			}
 		}
@@ -69,7 +69,7 @@ func TestBatchNeverWaitsOnEventsItHolds(t *testing.T) {
 		}
 	})
 	for i, r := range receipts {
-		if err := r.Wait(ctx); err != nil {
+		if err := r.Wait(settleCtx(t)); err != nil {
 			t.Fatalf("event %d: %v", i, err)
 		}
 	}
@@ -101,7 +101,7 @@ func TestBatchRefusalsAndEnd(t *testing.T) {
 			t.Error("SubmitFrom with a nil Redelivery was accepted")
 		}
 	})
-	if err := receipts[0].Wait(ctx); err != nil {
+	if err := receipts[0].Wait(settleCtx(t)); err != nil {
 		t.Fatalf("the batch's good event: %v", err)
 	}
 	if _, err := kept.Submit(ctx, event("demo.noop", "4", nil)); !errors.Is(err, ErrBatchEnded) {
@@ -131,7 +131,7 @@ func TestBatchRefusalsAndEnd(t *testing.T) {
 		})
 	}()
 	for i, r := range receipts {
-		if err := r.Wait(ctx); err != nil {
+		if err := r.Wait(settleCtx(t)); err != nil {
 			t.Fatalf("event %d of the panicking batch: %v", i, err)
 		}
 	}
@@ -175,4 +175,12 @@ func TestBatchOutlivedByItsRuntime(t *testing.T) {
 	if s := rt.Stats(); s.InFlight != 0 || s.Rust.RequestsHeld != 0 {
 		t.Errorf("after the batch: %d in flight, %d request slots held by Rust", s.InFlight, s.Rust.RequestsHeld)
 	}
+}
+
+// settleCtx bounds a wait for an event that must settle: a batch that held its events back
+// for good fails the test here rather than hanging it.
+func settleCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
 }
