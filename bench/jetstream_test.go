@@ -88,9 +88,9 @@ func benchJetStream(b *testing.B, workers int, viaTandem bool) {
 				b.Fatal(err)
 			}
 			runtimes = append(runtimes, rt)
-			// MaxInFlight is the Source's default, 512: it fetches 256 messages at a time, as
-			// the bare loop does, with the next fetch under way while a batch runs.
-			src, err := tjs.NewSource(ctx, rt, js, tjs.SourceConfig{Stream: "BENCH", Consumer: "workers", FetchWait: 50 * time.Millisecond})
+			// The Source's defaults: 512 messages in flight, and up to 256 more streamed
+			// ahead into its buffer (the bare loop fetches 256 at a time).
+			src, err := tjs.NewSource(ctx, rt, js, tjs.SourceConfig{Stream: "BENCH", Consumer: "workers"})
 			if err != nil {
 				b.Fatal(err)
 			}
