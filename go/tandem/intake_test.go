@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
@@ -76,6 +77,39 @@ func TestMaxEventSizeIsInclusiveAndEncodedEventSizePredictsIt(t *testing.T) {
 			shutdownClean(t, rt)
 		})
 	}
+}
+
+// An event too large for a request slot is refused at once, also when every slot is in
+// flight: it never waits for a slot it could not use (the default overload policy blocks).
+func TestATooLargeEventDoesNotWaitForASlot(t *testing.T) {
+	rt := newRuntime(t, Config{MaxInFlight: 1, MaxEventSize: 512})
+	ctx := context.Background()
+	held := event("demo.sleep", "held", nil)
+	held.Extensions = map[string]string{"sleep_ms": "2000"}
+	a, err := rt.Submit(ctx, held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := rt.Stats(); st.FreeRequestSlots != 0 {
+		t.Fatalf("%d request slots free, want the only one held", st.FreeRequestSlots)
+	}
+	waitFor, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for _, call := range []func() error{
+		func() error { _, err := rt.Submit(waitFor, eventOfSize(t, 513)); return err },
+		func() error { _, err := rt.Call(waitFor, eventOfSize(t, 600)); return err },
+	} {
+		var tl *EventTooLargeError
+		if err := call(); !errors.As(err, &tl) || tl.Max != 512 || tl.Size <= 512 {
+			t.Errorf("too large with no slot free: %v, want an *EventTooLargeError at once", err)
+		}
+	}
+	select {
+	case <-a.Done():
+		t.Fatal("the held event settled: the refusals did not come while its slot was in flight")
+	default:
+	}
+	shutdownClean(t, rt)
 }
 
 // Submit, Call and a Go handler's Emit refuse an event the envelope cannot carry with

@@ -100,7 +100,7 @@ func (e *Engine) crossToRust(now int64, flags uint32) {
 		e.wakeRustLive()
 		return
 	}
-	if now-e.lastCross.Swap(now) < int64(e.cfg.SpinWindow) {
+	if e.frequent(now) {
 		flags |= abi.KickFrequent
 	}
 	_, owed, err := abi.Kick(e.h, flags)
@@ -109,10 +109,30 @@ func (e *Engine) crossToRust(now int64, flags uint32) {
 		e.wakeRustLive() // not running (stopping): the poller takes it
 		return
 	}
-	e.obs.crossings.Add(1)
-	if owed {
-		e.consumeCompletions()
+	e.crossed(owed)
+}
+
+// frequent reports whether a crossing at now (nanotime) follows the last closer than the
+// spin window. The last crossing's time is written only when it has moved on by an eighth of
+// the window: back-to-back crossings then share one write, not one each, and a gap reads at
+// most an eighth of the window longer than it was.
+func (e *Engine) frequent(now int64) bool {
+	w := int64(e.cfg.SpinWindow)
+	last := e.lastCross.Load()
+	if now-last >= w/8 {
+		e.lastCross.Store(now)
 	}
+	return now-last < w
+}
+
+// crossed counts a crossing and, when the call returned the completion duty (owed), the
+// completions this publisher then settled: one atomic add for both.
+func (e *Engine) crossed(owed bool) {
+	n := 0
+	if owed {
+		n = e.consumeCompletions()
+	}
+	e.obs.crossings.add(1, uint32(n))
 }
 
 // dutyCrossings is how many crossings holding a wake-up duty are in progress.
@@ -132,20 +152,18 @@ func (e *Engine) helpRust() {
 	if err != nil {
 		return
 	}
-	e.obs.crossings.Add(1)
-	if owed {
-		e.consumeCompletions()
-	}
+	e.crossed(owed)
 }
 
 // consumeCompletions takes the completion poller's role while completions wait, for a
 // goroutine that holds the duty to wake the parked poller: it settles them here, then
-// re-arms the parked flag on the poller's behalf. A burst goes to the poller instead.
-func (e *Engine) consumeCompletions() {
+// re-arms the parked flag on the poller's behalf. A burst goes to the poller instead. It
+// returns how many completions it settled.
+func (e *Engine) consumeCompletions() (settled int) {
 	var d ring.Desc
 	for {
 		if !e.cqOwner.CompareAndSwap(cqFree, cqHeld) {
-			return // the holder re-checks the ring after it lets go
+			return settled // the holder re-checks the ring after it lets go
 		}
 		n := 0
 		for n < completionBatch && e.cq.Pop(&d) {
@@ -153,15 +171,15 @@ func (e *Engine) consumeCompletions() {
 			n++
 		}
 		e.cqOwner.Store(cqFree)
-		e.obs.byCaller.Add(uint64(n))
+		settled += n
 		if n == completionBatch {
 			e.wakeGo()
 			e.yieldToOthers(n)
-			return
+			return settled
 		}
 		if e.cq.PreparePark() {
 			e.yieldToOthers(n)
-			return
+			return settled
 		}
 	}
 }

@@ -101,7 +101,7 @@ func (d *Delivery) nextDeadline() {
 // accepted counts a new delivery in: from here it is pending until final.
 func (e *Engine) accepted(d *Delivery) {
 	e.obs.accepted(d)
-	e.pending.Add(1)
+	e.events.in()
 	// One monotonic reading (time.Now takes two) for the budget, which only measures time
 	// between its own readings, and for the crossing's gap.
 	d.intakeAt = nanotime()
@@ -451,8 +451,7 @@ func (e *Engine) releaseDelivery(d *Delivery) {
 
 // settled counts one event out: it is final.
 func (e *Engine) settled() {
-	e.obs.completed.Add(1)
-	if e.pending.Add(-1) == 0 && e.draining.Load() {
+	if e.events.out() == 0 && e.draining.Load() {
 		select {
 		case e.drained <- struct{}{}:
 		default:

@@ -104,9 +104,9 @@ type Engine struct {
 	// writing to wait them out, after closing intake.
 	gate sync.RWMutex
 	_    cacheLinePad
-	// pending counts the deliveries accepted and not yet final.
-	pending atomic.Int64
-	_       cacheLinePad
+	// events counts the deliveries accepted and not yet final, and those completed (tally.go).
+	events tally
+	_      cacheLinePad
 
 	slots    slots
 	replies  []atomic.Uint32 // 1 while Go holds reply slot i
@@ -462,7 +462,7 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	e.gate.Lock() // every submitter has left intake; later ones see Draining
 	e.gate.Unlock()
 	e.draining.Store(true)
-	for e.pending.Load() > 0 && ctx.Err() == nil {
+	for e.events.pending() > 0 && ctx.Err() == nil {
 		select {
 		case <-e.drained:
 		case <-ctx.Done():
@@ -472,7 +472,7 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	if d, ok := ctx.Deadline(); ok && ctx.Err() == nil {
 		grace = max(time.Until(d), 0)
 	}
-	left := e.pending.Load()
+	left := e.events.pending()
 	// Deliveries waiting for a redelivery will not get one: they settle as retryable now. Go
 	// handlers still running see their context end; deliveries queued for a Go worker settle
 	// as retryable without running.
@@ -514,7 +514,8 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	e.release()
 	e.closeTargets()
 	e.SetState(Stopped)
-	e.log.Info("tandem: stopped", zap.Uint64("submitted", e.obs.submitted.Load()),
+	submitted, _, _ := e.events.read()
+	e.log.Info("tandem: stopped", zap.Uint64("submitted", submitted),
 		zap.Uint64("cancelled", e.obs.cancels.Load()), zap.Uint64("violations", e.obs.violations.Load()+e.final.Violations))
 	if left > 0 && ctx.Err() != nil {
 		return fmt.Errorf("tandem: shutdown: %d events still in flight at the deadline were cancelled (retryable): %w", left, ctx.Err())

@@ -104,15 +104,14 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 			b.target.leave(e)
 		}
 	}()
-	size := len(raw)
-	if raw == nil {
-		size = envelope.EncodedEventSize(ev)
-	}
-	if size > e.cfg.MaxEventSize {
-		e.obs.rejected("too_large")
-		e.log.Warn("tandem: event too large", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID),
-			zap.Int("size", size), zap.Int("max", e.cfg.MaxEventSize))
-		return &EventTooLargeError{Size: size, Max: e.cfg.MaxEventSize}
+	// An event too large for a request slot is refused before it waits for anything. When
+	// nothing waits (no admission, a slot free), the encoding into the slot is the check.
+	sized := false
+	if raw != nil || rt.Admit != nil {
+		if err := e.checkSize(ev, raw); err != nil {
+			return err
+		}
+		sized = true
 	}
 	var done func(error)
 	if rt.Admit != nil {
@@ -120,8 +119,7 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 		var err error
 		if done, err = rt.Admit(ctx, ev); err != nil {
 			if errors.Is(err, ErrAcked) {
-				e.obs.submitted.Add(1)
-				e.obs.completed.Add(1)
+				e.events.settledAtOnce()
 				b.target.leave(e)
 				if w != nil {
 					w.Settle(nil, Reply{})
@@ -133,6 +131,11 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 	}
 	idx, ok := e.slots.tryAcquire()
 	if !ok {
+		if !sized {
+			if err := e.checkSize(ev, nil); err != nil {
+				return err
+			}
+		}
 		bt.Flush() // the slots the batch holds back free only once Rust runs them
 		if _, callee := w.(*rustCall); callee && rt.Overload == Block {
 			idx, err = e.slots.acquireFirstWaiting(ctx, e.closing) // see calls.go
@@ -175,8 +178,14 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 		out = encodeEvent(buf, ev, raw)
 	}
 	if unsafe.SliceData(out) != unsafe.SliceData(buf) {
-		// Only a caller that changes ev while Submit reads it gets here.
-		err = &EventTooLargeError{Size: len(out), Max: e.cfg.MaxEventSize}
+		// Outgrew the slot: an event not sized before (or a caller that changed ev while
+		// Submit read it).
+		e.slots.free(idx)
+		err = e.tooLarge(ev, len(out))
+		if done != nil {
+			done(err)
+		}
+		return err
 	}
 	if err != nil {
 		e.slots.free(idx)
@@ -192,6 +201,26 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 	e.accepted(d)
 	e.publishIn(d, bt)
 	return nil
+}
+
+// checkSize refuses an event whose envelope (raw, or ev's encoding) outgrows a request slot.
+func (e *Engine) checkSize(ev *envelope.Event, raw []byte) error {
+	size := len(raw)
+	if raw == nil {
+		size = envelope.EncodedEventSize(ev)
+	}
+	if size > e.cfg.MaxEventSize {
+		return e.tooLarge(ev, size)
+	}
+	return nil
+}
+
+// tooLarge counts, logs and returns the refusal of an event of size bytes.
+func (e *Engine) tooLarge(ev *envelope.Event, size int) error {
+	e.obs.rejected("too_large")
+	e.log.Warn("tandem: event too large", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID),
+		zap.Int("size", size), zap.Int("max", e.cfg.MaxEventSize))
+	return &EventTooLargeError{Size: size, Max: e.cfg.MaxEventSize}
 }
 
 // appendValidEvent is envelope.AppendEvent without the checks intake has made.
@@ -223,7 +252,7 @@ func (e *Engine) intakeGo(ctx context.Context, b *binding, shadow *shadowRoute, 
 	d.event.Attempt, d.event.Deadline = d.attempt, unixTime(d.deadline)
 	// Counted in before the enqueue: a worker may settle it at once.
 	e.obs.stamp(d)
-	e.pending.Add(1)
+	e.events.in()
 	met := d.metrics()
 	err := b.target.pool.Load().enqueue(ctx, d, rt.Overload)
 	switch {
@@ -239,7 +268,7 @@ func (e *Engine) intakeGo(ctx context.Context, b *binding, shadow *shadowRoute, 
 		return err
 	default:
 		e.leaveTarget(d)
-		e.pending.Add(-1)
+		e.events.undo() // not submitted after all: counted out of Submitted too
 		e.obs.rejected("overloaded")
 		return err
 	}

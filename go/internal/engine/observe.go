@@ -21,12 +21,12 @@ const instrumentationName = "github.com/tandemrt/tandem"
 type observer struct {
 	e *Engine
 
-	submitted, completed, cancels, retries, handBacks, emitted, toRust atomic.Uint64
-	deadLetters, violations, rustWakeups, goParks, rescues             atomic.Uint64
-	// crossings counts submission steps run on a publisher's thread; byCaller completions
-	// a publisher settled itself (crossing.go).
-	crossings, byCaller atomic.Uint64
-	_                   cacheLinePad // every event reads what follows
+	cancels, retries, handBacks, emitted, toRust           atomic.Uint64
+	deadLetters, violations, rustWakeups, goParks, rescues atomic.Uint64
+	// crossings counts submission steps run on a publisher's thread, and completions a
+	// publisher settled itself (crossing.go).
+	crossings pair
+	_         cacheLinePad // every event reads what follows
 
 	metrics
 	tracer trace.Tracer
@@ -50,10 +50,8 @@ func (o *observer) stamp(d *Delivery) {
 
 // count counts an event in on its route and target (met: the delivery's metrics, read
 // before it was handed on); it reads nothing of the delivery, which a worker may own now.
-func (o *observer) count(met *routeMetrics) {
-	o.submitted.Add(1)
-	o.metrics.submit(met)
-}
+// Stats' Submitted is the engine's tally.
+func (o *observer) count(met *routeMetrics) { o.metrics.submit(met) }
 
 // rejected: intake refused an event before it became a delivery.
 func (o *observer) rejected(reason string) { o.metrics.reject(reason) }

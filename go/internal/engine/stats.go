@@ -17,22 +17,24 @@ type Stats struct {
 // Stats reads the counters. After Shutdown the Rust counters are final.
 func (e *Engine) Stats() Stats {
 	o := &e.obs
+	submitted, completed, pending := e.events.read()
+	crossings, byCaller := o.crossings.read()
 	s := Stats{
-		Submitted:           o.submitted.Load(),
-		Completed:           o.completed.Load(),
+		Submitted:           submitted,
+		Completed:           completed,
 		Cancelled:           o.cancels.Load(),
 		Retried:             o.retries.Load(),
 		HandedBack:          o.handBacks.Load(),
 		Emitted:             o.emitted.Load(),
 		ToRust:              o.toRust.Load(),
 		DeadLettered:        o.deadLetters.Load(),
-		InFlight:            e.pending.Load(),
+		InFlight:            pending,
 		Violations:          o.violations.Load(),
 		RustWakeups:         o.rustWakeups.Load(),
 		GoParks:             o.goParks.Load(),
 		FFICalls:            abi.Calls(),
-		Crossings:           o.crossings.Load(),
-		CompletionsByCaller: o.byCaller.Load(),
+		Crossings:           crossings,
+		CompletionsByCaller: byCaller,
 		Rescues:             o.rescues.Load(),
 	}
 	for i := range e.replies {

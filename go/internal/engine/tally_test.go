@@ -1,0 +1,71 @@
+package engine
+
+import (
+	"sync"
+	"testing"
+)
+
+func TestTallyCountsInAndOut(t *testing.T) {
+	var tl tally
+	for range 5 {
+		tl.in()
+	}
+	if left := tl.out(); left != 4 {
+		t.Fatalf("out left %d pending, want 4", left)
+	}
+	tl.undo() // one of the five refused after all: never submitted
+	tl.settledAtOnce()
+	sub, done, pending := tl.read()
+	if sub != 5 || done != 2 || pending != 3 || tl.pending() != 3 {
+		t.Fatalf("read = submitted %d, completed %d, pending %d (pending() %d); want 5, 2, 3", sub, done, pending, tl.pending())
+	}
+}
+
+// A tally about to fold stays exact through the fold, with adds racing it.
+func TestTallyFoldsWithoutLosingACount(t *testing.T) {
+	var tl tally
+	const start = foldAt - 100
+	tl.word.Store(uint64(start) << 32) // start completed, none pending
+	const goroutines, each = 4, 1000
+	var wg sync.WaitGroup
+	for range goroutines {
+		wg.Go(func() {
+			for range each {
+				tl.in()
+				tl.out()
+			}
+		})
+	}
+	wg.Wait()
+	sub, done, pending := tl.read()
+	want := uint64(start + goroutines*each)
+	if done != want || sub != want || pending != 0 {
+		t.Fatalf("read = submitted %d, completed %d, pending %d; want %d, %d, 0", sub, done, pending, want, want)
+	}
+	if tl.done != foldAt || tl.word.Load()>>32 >= foldAt {
+		t.Fatalf("folded %d, word's high half %d: want one fold of %d", tl.done, tl.word.Load()>>32, uint64(foldAt))
+	}
+}
+
+// Both halves of a pair fold on their own, exactly.
+func TestPairFoldsEachHalf(t *testing.T) {
+	var p pair
+	p.word.Store(uint64(foldAt-10)<<32 | uint64(foldAt-1000))
+	const goroutines, each = 4, 500
+	var wg sync.WaitGroup
+	for range goroutines {
+		wg.Go(func() {
+			for range each {
+				p.add(1, 3)
+			}
+		})
+	}
+	wg.Wait()
+	a, b := p.read()
+	if wantA, wantB := uint64(foldAt-10+goroutines*each), uint64(foldAt-1000+3*goroutines*each); a != wantA || b != wantB {
+		t.Fatalf("read = %d, %d; want %d, %d", a, b, wantA, wantB)
+	}
+	if p.hi != foldAt || p.lo != foldAt {
+		t.Fatalf("folded %d and %d, want %d each", p.hi, p.lo, uint64(foldAt))
+	}
+}
