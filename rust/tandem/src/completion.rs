@@ -346,9 +346,6 @@ impl Completions {
             tokio::task::yield_now().await;
         }
         self.wake_go_if_parked();
-        if request.is_some() {
-            self.counters.completed.fetch_add(1, Relaxed);
-        }
     }
 
     /// Wakes Go's poller if it is parked and this thread won the duty. On a kicking thread the

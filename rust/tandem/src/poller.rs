@@ -75,7 +75,8 @@ pub(crate) async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>)
                     // was stranded by a lost wake-up, a bug the counter makes visible, and the
                     // look bounds its cost. A flag taken is a duty its taker discharges.
                     if shared.sq.is_parked() && !shared.sq.is_empty() {
-                        let received = shared.counters.received.load(Relaxed);
+                        let received = |(done, held)| done + held;
+                        let before = received(shared.counters.requests.read());
                         std::future::poll_fn(|cx| {
                             std::task::Poll::Ready(drain_submissions(
                                 &shared,
@@ -85,7 +86,7 @@ pub(crate) async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>)
                             ))
                         })
                         .await;
-                        if shared.counters.received.load(Relaxed) != received {
+                        if received(shared.counters.requests.read()) != before {
                             shared.counters.rescues.fetch_add(1, Relaxed);
                         }
                     }
