@@ -231,7 +231,7 @@ func statusError(call string, st int32, message string) error {
 // calls counts every call into the library, so benchmarks can report FFI calls per event.
 var calls atomic.Uint64
 
-// Calls returns how many calls into the library this process has made.
+// Calls returns how many calls into the library this process has made, kicks aside (Kick).
 func Calls() uint64 { return calls.Load() }
 
 // Library is a loaded tandem library: in the cgo mode the one the binary links, in the
@@ -437,8 +437,10 @@ const KickBatch uint32 = 4
 // consumed; goWakeOwed says the caller must consume the completion ring itself. On an error
 // (the runtime is not running) nothing ran: wake the poller by its eventfd instead.
 // flags: KickFrequent, KickHelp, KickBatch.
+//
+// Calls does not count kicks: a runtime counts its own, once per event at idle, where only
+// its own cores write (engine/fficalls.go), and adds them to Calls for the process's total.
 func Kick(h Handle, flags uint32) (drained uint32, goWakeOwed bool, err error) {
-	calls.Add(1)
 	r := kick(h, flags)
 	if r < 0 {
 		return 0, false, statusError("tandem_runtime_kick", int32(-r), "")

@@ -106,6 +106,7 @@ func (e *Engine) crossToRust(now int64, flags uint32) {
 	_, owed, err := abi.Kick(e.h, flags)
 	e.leaveLibrary(dutyCrossing)
 	if err != nil {
+		failedKick()
 		e.wakeRustLive() // not running (stopping): the poller takes it
 		return
 	}
@@ -150,6 +151,7 @@ func (e *Engine) helpRust() {
 	_, owed, err := abi.Kick(e.h, abi.KickHelp)
 	e.leaveLibrary(helperCrossing)
 	if err != nil {
+		failedKick()
 		return
 	}
 	e.crossed(owed)

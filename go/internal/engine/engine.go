@@ -403,6 +403,7 @@ func (e *Engine) Start() error {
 			t.mu.Unlock()
 		}
 	}
+	countKicks(e.obs.crossings)
 	e.SetState(Running)
 	e.log.Info("tandem: running", zap.String("link", abi.Mode), zap.Strings("rust_types", e.types),
 		zap.Int("routes", len(e.router.all)), zap.Int("max_in_flight", e.cfg.MaxInFlight), zap.Int("workers", e.cfg.Workers))
@@ -577,6 +578,7 @@ func (e *Engine) abandonInFlight() {
 // frees the Rust runtime.
 func (e *Engine) release() {
 	e.stopCrossings() // Rust is stopped or never started: nobody crosses into it
+	retireKicks(e.obs.crossings)
 	for i := range e.replies {
 		if e.replies[i].CompareAndSwap(1, 0) {
 			e.pushRelease(uint32(i))

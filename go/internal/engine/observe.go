@@ -24,15 +24,16 @@ type observer struct {
 	cancels, retries, handBacks, emitted, toRust           atomic.Uint64
 	deadLetters, violations, rustWakeups, goParks, rescues atomic.Uint64
 	// crossings counts submission steps run on a publisher's thread, and completions a
-	// publisher settled itself (crossing.go).
-	crossings pair
+	// publisher settled itself (crossing.go); apart from the engine, since the process's
+	// count of calls into the library holds it until the end (fficalls.go).
+	crossings *pair
 	_         cacheLinePad // every event reads what follows
 
 	metrics
 	tracer trace.Tracer
 }
 
-func (o *observer) init(e *Engine) { o.e = e }
+func (o *observer) init(e *Engine) { o.e, o.crossings = e, new(pair) }
 
 // accepted: a new delivery entered intake (from any origin).
 func (o *observer) accepted(d *Delivery) {

@@ -32,7 +32,7 @@ func (e *Engine) Stats() Stats {
 		Violations:          o.violations.Load(),
 		RustWakeups:         o.rustWakeups.Load(),
 		GoParks:             o.goParks.Load(),
-		FFICalls:            abi.Calls(),
+		FFICalls:            ffiCalls(),
 		Crossings:           crossings,
 		CompletionsByCaller: byCaller,
 		Rescues:             o.rescues.Load(),

@@ -69,3 +69,28 @@ func TestPairFoldsEachHalf(t *testing.T) {
 		t.Fatalf("folded %d and %d, want %d each", p.hi, p.lo, uint64(foldAt))
 	}
 }
+
+// A runtime's crossings count in the process's FFI calls while it runs and after it is
+// freed; retiring it twice counts them once. (No test of this package runs beside it.)
+func TestFFICallsKeepAFreedRuntimesCrossings(t *testing.T) {
+	p := new(pair)
+	before := ffiCalls()
+	countKicks(p)
+	p.add(5, 2)
+	if got := ffiCalls() - before; got != 5 {
+		t.Fatalf("a live runtime's 5 crossings: FFI calls grew by %d", got)
+	}
+	retireKicks(p)
+	retireKicks(p)
+	failedKick()
+	after := ffiCalls()
+	if got := after - before; got != 6 {
+		t.Fatalf("5 retired crossings and a failed kick: FFI calls grew by %d", got)
+	}
+	kicks.mu.Lock()
+	_, live := kicks.live[p]
+	kicks.mu.Unlock()
+	if live {
+		t.Fatal("a retired runtime's crossings are still read as live")
+	}
+}
