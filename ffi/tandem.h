@@ -335,7 +335,7 @@ typedef struct {
    */
   uint64_t received;
   /*
-   Completion records published.
+   Events completed: request slots handed back to Go with their outcome.
    */
   uint64_t completed;
   /*

@@ -141,7 +141,7 @@ type Stats struct {
 type RustStats struct {
 	// Received counts events Rust took from the submission ring.
 	Received uint64
-	// Completed counts completion records Rust published.
+	// Completed counts events Rust completed: request slots handed back with their outcome.
 	Completed uint64
 	// RequestsHeld is the number of request slots Rust holds now.
 	RequestsHeld uint64

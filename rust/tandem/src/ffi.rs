@@ -116,7 +116,7 @@ pub struct tandem_layout {
 pub struct tandem_stats {
     /// Events taken from the submission ring.
     pub received: u64,
-    /// Completion records published.
+    /// Events completed: request slots handed back to Go with their outcome.
     pub completed: u64,
     /// Request slots Rust holds now.
     pub requests_held: u64,

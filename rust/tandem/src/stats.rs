@@ -93,7 +93,7 @@ pub(crate) struct Counters {
 pub struct Stats {
     /// Events taken from the submission ring.
     pub received: u64,
-    /// Completion records published (one per event, plus progress records).
+    /// Events completed: request slots handed back to Go with their outcome.
     pub completed: u64,
     /// Request slots Rust holds now (taken, not yet released to Go).
     pub requests_held: u64,
