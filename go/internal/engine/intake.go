@@ -64,23 +64,18 @@ func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w W
 	e.gate.RLock()
 	defer e.gate.RUnlock()
 	if e.State() != Running {
-		e.log.Debug("tandem: submit refused: not running", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID))
-		return ErrClosed
+		return e.refused(ev, "", ErrClosed)
 	}
 	if raw == nil {
 		// Before routing: an event without a type is invalid, not unroutable. An envelope
 		// that came encoded (raw) was decoded with the same rules.
 		if err := envelope.Validate(ev); err != nil {
-			e.obs.rejected("invalid")
-			e.log.Warn("tandem: invalid event", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
-			return err
+			return e.refused(ev, "invalid", err)
 		}
 	}
 	rt := e.router.match(ev.Type)
 	if rt == nil {
-		e.obs.rejected("no_route")
-		e.log.Warn("tandem: no route", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID))
-		return fmt.Errorf("%w: %q", ErrNoRoute, ev.Type)
+		return e.refused(ev, "no_route", fmt.Errorf("%w: %q", ErrNoRoute, ev.Type))
 	}
 	key := ev.PartitionKey
 	if key == "" {
@@ -92,6 +87,27 @@ func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w W
 	}
 	bt.Flush() // a full Go handler may wait, and its handler may wait on Rust
 	return e.intakeGo(ctx, b, tab.shadow, ev, w)
+}
+
+// refused counts (under reason, unless empty) and logs intake's refusal of ev, and returns
+// err. Apart from intake, as are all of intake's logs: a log call's fields take room in its
+// caller's stack frame whether it runs or not, and a goroutine whose first call is a submit
+// would otherwise grow its stack, a copy of every frame, for logs that never run.
+//
+//go:noinline
+func (e *Engine) refused(ev *envelope.Event, reason string, err error) error {
+	fields := []zap.Field{zap.String("event_type", ev.Type), zap.String("event_id", ev.ID)}
+	switch reason {
+	case "":
+		e.log.Debug("tandem: submit refused: not running", fields...)
+		return err
+	case "invalid":
+		e.log.Warn("tandem: invalid event", append(fields, zap.Error(err))...)
+	case "no_route":
+		e.log.Warn("tandem: no route", fields...)
+	}
+	e.obs.rejected(reason)
+	return err
 }
 
 // intakeRust encodes ev (or copies raw) into a request slot and publishes it to b's Rust
@@ -160,19 +176,7 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 	buf := e.slots.buffer(idx)
 	out, traced := buf, false
 	if e.obs.tracing() {
-		withTrace := *ev
-		d.trace = e.obs.publish(ctx, rt, ev, &withTrace)
-		// Checked again: the trace context comes from the propagator, not from ev.
-		out, err = envelope.AppendEvent(buf, &withTrace)
-		traced = err == nil && unsafe.SliceData(out) == unsafe.SliceData(buf)
-		if !traced {
-			// The size limit is the caller's event, which fits: the trace context tandem adds
-			// must not refuse it. Rust's process span still joins the trace, through d.trace;
-			// only what the Rust handler reads of the trace context is ev's own.
-			e.log.Debug("tandem: the trace context does not fit the request slot; sending the event without it",
-				zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
-			err = nil
-		}
+		out, traced = e.encodeTraced(ctx, d, ev, buf)
 	}
 	if !traced {
 		out = encodeEvent(buf, ev, raw)
@@ -187,20 +191,33 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 		}
 		return err
 	}
-	if err != nil {
-		e.slots.free(idx)
-		if done != nil {
-			done(err)
-		}
-		e.log.Warn("tandem: event refused", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
-		return err
-	}
 	d.slot, d.length = idx, uint32(len(out))
 	d.bind(b)
 	d.nextDeadline()
 	e.accepted(d)
 	e.publishIn(d, bt)
 	return nil
+}
+
+// encodeTraced starts d's publish span and encodes ev into buf with the span's trace
+// context; traced is false, and nothing encoded, when that does not fit the slot. Apart from
+// intakeRust for its frame: a copy of the event (see refused).
+//
+//go:noinline
+func (e *Engine) encodeTraced(ctx context.Context, d *Delivery, ev *envelope.Event, buf []byte) (out []byte, traced bool) {
+	withTrace := *ev
+	d.trace = e.obs.publish(ctx, d.route, ev, &withTrace)
+	// Checked again: the trace context comes from the propagator, not from ev.
+	out, err := envelope.AppendEvent(buf, &withTrace)
+	if err == nil && unsafe.SliceData(out) == unsafe.SliceData(buf) {
+		return out, true
+	}
+	// The size limit is the caller's event, which fits: the trace context tandem adds must
+	// not refuse it. Rust's process span still joins the trace, through d.trace; only what
+	// the Rust handler reads of the trace context is ev's own.
+	e.log.Debug("tandem: the trace context does not fit the request slot; sending the event without it",
+		zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
+	return buf, false
 }
 
 // checkSize refuses an event whose envelope (raw, or ev's encoding) outgrows a request slot.
@@ -216,6 +233,8 @@ func (e *Engine) checkSize(ev *envelope.Event, raw []byte) error {
 }
 
 // tooLarge counts, logs and returns the refusal of an event of size bytes.
+//
+//go:noinline
 func (e *Engine) tooLarge(ev *envelope.Event, size int) error {
 	e.obs.rejected("too_large")
 	e.log.Warn("tandem: event too large", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID),
