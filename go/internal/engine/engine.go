@@ -117,10 +117,6 @@ type Engine struct {
 	_       cacheLinePad
 	cqOwner atomic.Uint32
 	_       cacheLinePad
-	// lastYield is when a caller that settled others' completions last yielded its P
-	// (nanotime): see crossing.go's fairness rule.
-	lastYield atomic.Int64
-	_         cacheLinePad
 	// lastCross is when the last crossing began (nanotime), for the gap between crossings.
 	lastCross atomic.Int64
 	_         cacheLinePad
