@@ -48,21 +48,39 @@ func call(ctx context.Context, e *engine.Engine, ev *Event) (Reply, error) {
 	// A Call that crossed into an idle runtime has usually settled its own event by now: it
 	// then takes the outcome without a channel operation (the load, cheaper than the failing
 	// swap, sees it). Otherwise it says it blocks, and the settlement signals it.
-	if w.state.Load() != settled && w.state.CompareAndSwap(waiting, blocked) {
-		select {
-		case <-w.ch:
-		case <-ctx.Done():
-			if w.state.CompareAndSwap(blocked, abandoned) {
-				return Reply{}, fmt.Errorf("%w: %w", ErrAbandoned, ctx.Err())
-			}
-			<-w.ch
-		}
+	if w.state.Load() != settled && w.state.CompareAndSwap(waiting, blocked) && !w.wait(ctx) {
+		return Reply{}, abandonedBy(ctx)
 	}
 	reply, err := w.reply, w.err
 	w.reply, w.err = engine.Reply{}, nil
 	w.state.Store(waiting)
 	callWaiters.Put(w)
 	return Reply{r: reply}, err
+}
+
+// wait blocks a Call until its settlement (true), or until ctx ends first (false): the
+// waiter is then abandoned, and the settlement releases its reply and recycles it.
+func (w *callWaiter) wait(ctx context.Context) bool {
+	select {
+	case <-w.ch:
+		return true
+	case <-ctx.Done():
+		if w.state.CompareAndSwap(blocked, abandoned) {
+			return false
+		}
+		<-w.ch
+		return true
+	}
+}
+
+// abandonedBy is the error of a Call whose ctx ended after its event was accepted. Apart
+// from call, as are the other steps a Call rarely takes, so that call's stack frame stays
+// small: a goroutine whose first call is a Call would otherwise grow its stack (a copy of
+// every frame) for an error it rarely makes.
+//
+//go:noinline
+func abandonedBy(ctx context.Context) error {
+	return fmt.Errorf("%w: %w", ErrAbandoned, ctx.Err())
 }
 
 // Receipt is the promise of one submitted event's acknowledgement: it settles exactly once,

@@ -117,10 +117,10 @@ func (e *Engine) complete(c *ring.Desc) {
 	case abi.OutcomeTerm:
 		outcome = OutcomeTerm
 	}
+	var span trace.Span
 	if c.StartedNs != 0 {
-		if span := e.obs.rustDelivered(d, outcome, c.StartedNs, c.FinishedNs); span != nil {
+		if span = e.obs.rustDelivered(d, outcome, c.StartedNs, c.FinishedNs); span != nil {
 			d.span = span
-			defer span.End(trace.WithTimestamp(time.Unix(0, int64(c.FinishedNs))))
 		}
 	}
 	switch c.Kind {
@@ -132,12 +132,32 @@ func (e *Engine) complete(c *ring.Desc) {
 		e.obs.spanOutcome(d.span, f)
 		e.failed(d, f)
 	default:
-		e.violation("unknown completion kind", idx)
-		reply.Release()
-		f := &Failure{Outcome: OutcomeTerm, EventType: d.typ,
-			Envelope: envelope.ErrorEnvelope{Code: envelope.CodeProtocol, Message: "unknown completion kind", Runtime: "rust"}}
-		e.deadLetter(d, f, deadletter.ReasonTerm)
+		e.unknownOutcome(d, idx, reply)
 	}
+	if span != nil {
+		endSpanAt(span, c.FinishedNs)
+	}
+}
+
+// unknownOutcome dead-letters the delivery of a completion whose kind Go does not know. Apart
+// from complete, as is every rare step of it, so that its stack frame stays small (a
+// goroutine whose first call is a Call runs it: see intake.go's refused).
+//
+//go:noinline
+func (e *Engine) unknownOutcome(d *Delivery, idx uint32, reply Reply) {
+	e.violation("unknown completion kind", idx)
+	reply.Release()
+	f := &Failure{Outcome: OutcomeTerm, EventType: d.typ,
+		Envelope: envelope.ErrorEnvelope{Code: envelope.CodeProtocol, Message: "unknown completion kind", Runtime: "rust"}}
+	e.deadLetter(d, f, deadletter.ReasonTerm)
+}
+
+// endSpanAt ends a Rust delivery's span when its handler finished (Unix ns), once its
+// outcome is handled.
+//
+//go:noinline
+func endSpanAt(span trace.Span, finishedNs uint64) {
+	span.End(trace.WithTimestamp(time.Unix(0, int64(finishedNs))))
 }
 
 // rustFailure reads a failed delivery's error envelope from its reply slot (copying it)
