@@ -183,8 +183,8 @@ func (e *Engine) consumeCompletions() (settled int) {
 // It readied their callers onto its own P and, its own reply settled too, never blocks: left
 // alone it would run on for the scheduler's whole 10 ms time slice while they wait (a p99 in
 // milliseconds with 64 callers on 2 cores). Yielding every time costs less than it saves:
-// with 64 callers on 2 cores, 4.5% more events per second and a third off the p99, against
-// a yield at most every 20 µs across callers (docs/benchmarks.md).
+// with 64 callers on 2 cores, 5% more events per second and half the p99, against a yield
+// at most every 20 µs across callers (docs/benchmarks.md).
 func (e *Engine) yieldToOthers(n int) {
 	if n >= 2 {
 		gosched()
