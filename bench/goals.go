@@ -20,15 +20,16 @@ import (
 // the spread says by how much.
 
 // GoalsConfig shapes RunGoals, which reads a copy of it. Zero fields take the defaults, which
-// keep a run of 5 rounds under about two and a half minutes on two cores.
+// keep a run of 5 rounds under about five minutes on two cores.
 type GoalsConfig struct {
 	// Rounds is how many times every measurement runs (default 5).
 	Rounds int
 	// Quick makes one round of tiny measurements, which proves the program, not the goals.
 	Quick bool
 
-	// IdleOps is how many idle round trips each idle measurement times (default 250); each
-	// waits IdleGap first (default 2 ms, or 4 spin windows if longer) so both sides park.
+	// IdleOps is how many idle round trips each idle measurement times (default 1,000, so
+	// that its p99 is not its two or three slowest ops); each waits IdleGap first (default
+	// 2 ms, or 4 spin windows if longer) so both sides park.
 	IdleOps int
 	IdleGap time.Duration
 	// Serial is how long a back-to-back round trip runs, after a warm-up of a tenth of it
@@ -39,7 +40,7 @@ type GoalsConfig struct {
 	Burst   time.Duration
 	Workers int
 	// Step is how long each open-loop rate is offered (default 600 ms), or long enough for
-	// StepOps ops if that is longer (default 1000), so that a low rate's p99 is not its
+	// StepOps ops if that is longer (default 5,000), so that a low rate's p99 is not its
 	// few slowest ops.
 	Step    time.Duration
 	StepOps int
@@ -80,13 +81,13 @@ func (c GoalsConfig) withDefaults() GoalsConfig {
 		c.IdleCPUSettle = cmp0(c.IdleCPUSettle, q.IdleCPUSettle)
 	}
 	c.Rounds = cmp0(c.Rounds, 5)
-	c.IdleOps = cmp0(c.IdleOps, 250)
+	c.IdleOps = cmp0(c.IdleOps, 1000)
 	c.IdleGap = cmp0(c.IdleGap, 2*time.Millisecond)
 	c.Serial = cmp0(c.Serial, 300*time.Millisecond)
 	c.Burst = cmp0(c.Burst, 500*time.Millisecond)
 	c.Workers = cmp0(c.Workers, 64)
 	c.Step = cmp0(c.Step, 600*time.Millisecond)
-	c.StepOps = cmp0(c.StepOps, 1000)
+	c.StepOps = cmp0(c.StepOps, 5000)
 	if len(c.Fractions) == 0 {
 		c.Fractions = []float64{0.01, 0.10, 0.25, 0.50}
 	}
