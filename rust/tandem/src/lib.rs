@@ -81,6 +81,7 @@ mod stats;
 mod sync;
 #[cfg(all(test, not(loom)))]
 mod testing;
+mod waiters;
 mod wake;
 
 pub use config::{Config, Error, Phase};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 
-use tokio::sync::Notify;
+use crate::waiters::Waiters;
 
 use crate::config::{Config, RegionLayout};
 use crate::envelope::Envelope;
@@ -266,9 +266,8 @@ pub(crate) struct ReplySlots {
     size: usize,
     owner: Box<[AtomicU32]>,
     free: FreeSet,
-    /// Writers waiting for a free slot, and their wake-up: a free notifies only when one waits.
-    waiters: AtomicUsize,
-    freed: Notify,
+    /// Writers waiting for a free slot.
+    freed: Waiters,
     counters: Arc<Counters>,
 }
 
@@ -352,8 +351,7 @@ impl ReplySlots {
             size: cfg.rep_slot_size as usize,
             owner: owners(cfg.rep_slots, OWNER_RUST),
             free: FreeSet::new(cfg.rep_slots),
-            waiters: AtomicUsize::new(0),
-            freed: Notify::new(),
+            freed: Waiters::default(),
             counters,
         }
     }
@@ -371,29 +369,7 @@ impl ReplySlots {
     /// Takes a free slot to write into, waiting (without blocking a thread) while every slot
     /// is lent to Go: writers are throttled, never refused.
     pub(crate) async fn take(&self) -> ReplyWriter<'_> {
-        if let Some(w) = self.try_take() {
-            return w;
-        }
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, SeqCst);
-            }
-        }
-        self.waiters.fetch_add(1, SeqCst);
-        let _waiting = Waiting(&self.waiters); // counted out however this future ends
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            // Registered before the look, and counted before both (SeqCst, as the free's set
-            // bit and its read of the count): either the look finds the slot a free set, or
-            // that free sees this writer and wakes it.
-            freed.as_mut().enable();
-            if let Some(w) = self.try_take() {
-                return w;
-            }
-            freed.await;
-        }
+        self.freed.until(|| self.try_take()).await
     }
 
     /// Takes a free slot if there is one now.
@@ -436,9 +412,7 @@ impl ReplySlots {
 
     fn put_free(&self, slot: u32) {
         self.free.put(slot);
-        if self.waiters.load(SeqCst) > 0 {
-            self.freed.notify_waiters();
-        }
+        self.freed.signal();
     }
 
     /// Writes `bytes` into a slot lent to Go, as Go writes a call's outcome (tests play Go).
@@ -649,7 +623,7 @@ mod tests {
             .await
             .expect("woken by the release")
             .expect("the writer task");
-        assert_eq!((got, slots.waiters.load(SeqCst)), (lent.slot, 0));
+        assert_eq!((got, slots.freed.waiting()), (lent.slot, 0));
     }
 
     #[test]

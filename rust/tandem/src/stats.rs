@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
-use tokio::sync::Notify;
+use crate::waiters::Waiters;
 
 /// Where the count half of a [`Tally`] is folded into its total.
 const FOLD_AT: u64 = 1 << 31;
@@ -81,11 +81,8 @@ pub(crate) struct Counters {
     pub(crate) calls: AtomicU64,
     pub(crate) calls_pending: AtomicU64,
     pub(crate) call_replies_held: AtomicU64,
-    /// Woken when the last held event (request slot or local event) is let go.
-    idle: Notify,
-    /// Tasks in [`Counters::until_idle`]: a let-go notifies only when one waits, as
-    /// `notify_waiters` takes a lock and most let-gos (one per event) have nobody to wake.
-    idle_waiters: AtomicU64,
+    /// Signalled when the last held event (request slot or local event) is let go.
+    idle: Waiters,
 }
 
 /// A snapshot of a runtime's counters.
@@ -172,34 +169,15 @@ impl Counters {
     }
 
     fn let_go(&self) {
-        // SeqCst: of two counts let go at once, the later decrement sees both at zero. And
-        // SeqCst against `until_idle`: either its check of `held` sees this decrement, or
-        // this load sees it waiting, and it was registered (`enable`) before it checked.
-        if self.held() == 0 && self.idle_waiters.load(SeqCst) > 0 {
-            self.idle.notify_waiters();
+        // SeqCst: of two counts let go at once, the later decrement sees both at zero.
+        if self.held() == 0 {
+            self.idle.signal();
         }
     }
 
     /// Returns once no event is held.
     pub(crate) async fn until_idle(&self) {
-        struct Waiting<'a>(&'a AtomicU64);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, SeqCst);
-            }
-        }
-        self.idle_waiters.fetch_add(1, SeqCst);
-        let _waiting = Waiting(&self.idle_waiters); // counted out however this future ends
-        loop {
-            let idle = self.idle.notified();
-            tokio::pin!(idle);
-            // Registered before the check, so a let-go between the two is not missed.
-            idle.as_mut().enable();
-            if self.held() == 0 {
-                return;
-            }
-            idle.await;
-        }
+        self.idle.until(|| (self.held() == 0).then_some(())).await
     }
 
     /// A snapshot; the ring depths come from the caller, who owns the rings.
