@@ -64,18 +64,18 @@ func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w W
 	e.gate.RLock()
 	defer e.gate.RUnlock()
 	if e.State() != Running {
-		return e.refused(ev, "", ErrClosed)
+		return e.closedTo(ev)
 	}
 	if raw == nil {
 		// Before routing: an event without a type is invalid, not unroutable. An envelope
 		// that came encoded (raw) was decoded with the same rules.
 		if err := envelope.Validate(ev); err != nil {
-			return e.refused(ev, "invalid", err)
+			return e.refused(ev, "invalid", "tandem: invalid event", err)
 		}
 	}
 	rt := e.router.match(ev.Type)
 	if rt == nil {
-		return e.refused(ev, "no_route", fmt.Errorf("%w: %q", ErrNoRoute, ev.Type))
+		return e.refused(ev, "no_route", "tandem: no route", fmt.Errorf("%w: %q", ErrNoRoute, ev.Type))
 	}
 	key := ev.PartitionKey
 	if key == "" {
@@ -89,25 +89,24 @@ func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w W
 	return e.intakeGo(ctx, b, tab.shadow, ev, w)
 }
 
-// refused counts (under reason, unless empty) and logs intake's refusal of ev, and returns
-// err. Apart from intake, as are all of intake's logs: a log call's fields take room in its
-// caller's stack frame whether it runs or not, and a goroutine whose first call is a submit
-// would otherwise grow its stack, a copy of every frame, for logs that never run.
+// refused counts intake's refusal of ev under reason, logs it as msg, and returns err. Apart
+// from intake, as are all of intake's logs: a log call's fields take room in its caller's
+// stack frame whether it runs or not, and a goroutine whose first call is a submit would
+// otherwise grow its stack, a copy of every frame, for logs that never run.
 //
 //go:noinline
-func (e *Engine) refused(ev *envelope.Event, reason string, err error) error {
-	fields := []zap.Field{zap.String("event_type", ev.Type), zap.String("event_id", ev.ID)}
-	switch reason {
-	case "":
-		e.log.Debug("tandem: submit refused: not running", fields...)
-		return err
-	case "invalid":
-		e.log.Warn("tandem: invalid event", append(fields, zap.Error(err))...)
-	case "no_route":
-		e.log.Warn("tandem: no route", fields...)
-	}
+func (e *Engine) refused(ev *envelope.Event, reason, msg string, err error) error {
 	e.obs.rejected(reason)
+	e.log.Warn(msg, zap.String("event_type", ev.Type), zap.String("event_id", ev.ID), zap.Error(err))
 	return err
+}
+
+// closedTo refuses ev at a runtime not running (see refused).
+//
+//go:noinline
+func (e *Engine) closedTo(ev *envelope.Event) error {
+	e.log.Debug("tandem: submit refused: not running", zap.String("event_type", ev.Type), zap.String("event_id", ev.ID))
+	return ErrClosed
 }
 
 // intakeRust encodes ev (or copies raw) into a request slot and publishes it to b's Rust
@@ -122,12 +121,11 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 	}()
 	// An event too large for a request slot is refused before it waits for anything. When
 	// nothing waits (no admission, a slot free), the encoding into the slot is the check.
-	sized := false
-	if raw != nil || rt.Admit != nil {
+	sizedFirst := raw != nil || rt.Admit != nil
+	if sizedFirst {
 		if err := e.checkSize(ev, raw); err != nil {
 			return err
 		}
-		sized = true
 	}
 	var done func(error)
 	if rt.Admit != nil {
@@ -147,7 +145,7 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 	}
 	idx, ok := e.slots.tryAcquire()
 	if !ok {
-		if !sized {
+		if !sizedFirst {
 			if err := e.checkSize(ev, nil); err != nil {
 				return err
 			}

@@ -30,7 +30,7 @@ type tally struct {
 func (t *tally) in() { t.word.Add(1) }
 
 // undo takes back an in for an event refused after all (it was never submitted).
-func (t *tally) undo() uint32 { return uint32(t.word.Add(^uint64(0))) }
+func (t *tally) undo() { t.word.Add(^uint64(0)) }
 
 // out counts an event out: no longer pending, completed. It returns what is still pending.
 func (t *tally) out() uint32 {
