@@ -29,7 +29,7 @@
 /*
  The ABI version of this build. A loader refuses a library whose version differs.
  */
-#define TANDEM_ABI_VERSION 4
+#define TANDEM_ABI_VERSION 5
 
 /*
  Size of one cache line on the targets tandem supports; indices sit on lines of their own.
@@ -47,6 +47,14 @@
  its poller). The low 32 bits count the submission records the call consumed.
  */
 #define TANDEM_KICK_GO_WAKE_OWED 4294967296
+
+/*
+ In the result of `tandem_runtime_run`: the event's handler finished during the call, and
+ its completion record is in the caller's cell (`out`), not in the completion ring: the
+ caller settles the event from it as from a ring record, and the request slot it names is
+ Go's again. `TANDEM_KICK_GO_WAKE_OWED` may be set beside it, as for a kick.
+ */
+#define TANDEM_RUN_DONE 1
 
 /*
  In the flags of `tandem_runtime_kick`: this crossing came sooner after the previous one
@@ -327,6 +335,65 @@ typedef struct {
 } tandem_layout;
 
 /*
+ One ring cell: a sequence number (Vyukov's bounded queue) and a fixed-size descriptor.
+
+ The producer that claimed position `p` fills the fields with relaxed stores, then publishes
+ with a release store `seq = p + 1`; the consumer reads them after an acquire load sees
+ `seq == p + 1`, then frees the cell with a release store `seq = p + capacity`.
+ */
+typedef struct {
+  /*
+   Cell sequence number, see above.
+   */
+  uint64_t seq;
+  /*
+   The submitter's token, echoed unchanged in the completion.
+   */
+  uint64_t token;
+  /*
+   Submission: `TANDEM_SQE_*`. Completion: `TANDEM_OUTCOME_*`.
+   */
+  uint32_t kind;
+  /*
+   Submission event: the request slot. Submission release: the reply slot returned.
+   Completion: the request slot this record releases back to Go.
+   */
+  uint32_t slot;
+  /*
+   Submission event: envelope length in bytes (the `tandem_delivery` header before it not
+   counted).
+   */
+  uint32_t len;
+  /*
+   Submission event: 0 to route by the envelope's type, or 1 + the index of the handler to
+   run (in `tandem_event_types` order), so Go's routing table (wildcards, aliases) picks
+   it. Completion: reserved (0).
+   */
+  uint32_t flags;
+  /*
+   Completion: reply slot (reply payload on ACK, error envelope on RETRY/TERM) or
+   `TANDEM_NO_SLOT`. Ownership of that slot passes to Go until a `TANDEM_SQE_RELEASE`.
+   */
+  uint32_t reply_slot;
+  /*
+   Completion: bytes used in `reply_slot`.
+   */
+  uint32_t reply_len;
+  /*
+   Completion: handler start, Unix nanoseconds (0 when no handler ran).
+   */
+  uint64_t started_ns;
+  /*
+   Completion: handler end, Unix nanoseconds.
+   */
+  uint64_t finished_ns;
+  /*
+   Completion: RETRY: delay in nanoseconds; IN_PROGRESS: deadline extension in nanoseconds.
+   */
+  uint64_t aux;
+} tandem_desc;
+
+/*
  Counters of a runtime, filled by `tandem_runtime_stats`.
  */
 typedef struct {
@@ -417,6 +484,11 @@ typedef struct {
    Call replies Rust handlers hold now (reply slots back from Go, not yet freed).
    */
   uint64_t call_replies_held;
+  /*
+   Events run on their submitter's thread by `tandem_runtime_run`, past the submission
+   ring (counted in `received` too).
+   */
+  uint64_t runs;
 } tandem_stats;
 
 /*
@@ -463,65 +535,6 @@ typedef struct {
    */
   uint32_t _pad_parked[14];
 } tandem_ring_header;
-
-/*
- One ring cell: a sequence number (Vyukov's bounded queue) and a fixed-size descriptor.
-
- The producer that claimed position `p` fills the fields with relaxed stores, then publishes
- with a release store `seq = p + 1`; the consumer reads them after an acquire load sees
- `seq == p + 1`, then frees the cell with a release store `seq = p + capacity`.
- */
-typedef struct {
-  /*
-   Cell sequence number, see above.
-   */
-  uint64_t seq;
-  /*
-   The submitter's token, echoed unchanged in the completion.
-   */
-  uint64_t token;
-  /*
-   Submission: `TANDEM_SQE_*`. Completion: `TANDEM_OUTCOME_*`.
-   */
-  uint32_t kind;
-  /*
-   Submission event: the request slot. Submission release: the reply slot returned.
-   Completion: the request slot this record releases back to Go.
-   */
-  uint32_t slot;
-  /*
-   Submission event: envelope length in bytes (the `tandem_delivery` header before it not
-   counted).
-   */
-  uint32_t len;
-  /*
-   Submission event: 0 to route by the envelope's type, or 1 + the index of the handler to
-   run (in `tandem_event_types` order), so Go's routing table (wildcards, aliases) picks
-   it. Completion: reserved (0).
-   */
-  uint32_t flags;
-  /*
-   Completion: reply slot (reply payload on ACK, error envelope on RETRY/TERM) or
-   `TANDEM_NO_SLOT`. Ownership of that slot passes to Go until a `TANDEM_SQE_RELEASE`.
-   */
-  uint32_t reply_slot;
-  /*
-   Completion: bytes used in `reply_slot`.
-   */
-  uint32_t reply_len;
-  /*
-   Completion: handler start, Unix nanoseconds (0 when no handler ran).
-   */
-  uint64_t started_ns;
-  /*
-   Completion: handler end, Unix nanoseconds.
-   */
-  uint64_t finished_ns;
-  /*
-   Completion: RETRY: delay in nanoseconds; IN_PROGRESS: deadline extension in nanoseconds.
-   */
-  uint64_t aux;
-} tandem_desc;
 
 /*
  Per-delivery facts Go writes at the start of a request slot, beside the envelope (which
@@ -655,6 +668,31 @@ tandem_status tandem_runtime_shutdown(tandem_runtime *rt, uint64_t grace_ns);
  `rt` must be a live runtime.
  */
 int64_t tandem_runtime_kick(const tandem_runtime *rt, uint32_t flags);
+
+/*
+ Runs the event in request slot `slot` on the calling thread, past the submission ring: for
+ a submitter that waits for the event's outcome (`TANDEM_DELIVERY_WAITED`) and would
+ otherwise publish it and cross. Go wrote the slot's header and envelope (`len` bytes) as
+ for a `TANDEM_SQE_EVENT` descriptor; `token` and `route` are that descriptor's token and
+ flags. The slot is Rust's from the call on. The handler runs as in a kick: to completion,
+ or to its first wait and then as a task. When it finished during the call, and no other
+ record was published on this thread first, the event's completion record is written into
+ `*out` (its `seq` untouched) instead of the completion ring, and the result has
+ `TANDEM_RUN_DONE`: the caller settles the event from it. Otherwise the record comes through
+ the completion ring as ever. `TANDEM_KICK_GO_WAKE_OWED` as for a kick. Negative: minus a
+ `TANDEM_ERR_*` status (`TANDEM_ERR_STATE`: not running), and the slot was not taken: the
+ caller publishes the event through the ring instead. Safe from any thread while the
+ runtime runs.
+
+ # Safety
+ `rt` must be a live runtime and `out` writable for one `tandem_desc` during the call.
+ */
+int64_t tandem_runtime_run(const tandem_runtime *rt,
+                           uint64_t token,
+                           uint32_t slot,
+                           uint32_t len,
+                           uint32_t route,
+                           tandem_desc *out);
 
 /*
  Fills `*out` with the runtime's counters. After shutdown it first consumes the release

@@ -115,12 +115,15 @@ type Stats struct {
 	// FFICalls counts calls into the Rust library this process has made (every runtime's):
 	// a handful per runtime, plus one per Crossing.
 	FFICalls uint64
-	// Crossings counts submissions that found the Rust poller parked and ran its submission
-	// step on the submitter's thread (one call into the library) instead of waking it. Under
-	// load the poller is awake and events cross through the rings with no call.
+	// Crossings counts submissions that found the Rust poller parked (or another crossing in
+	// progress) and ran Rust's side on the submitter's thread, one call into the library,
+	// instead of waking it: Rust.Runs of them ran the Call's own event past the rings, the
+	// rest drained the submission ring. With the poller awake events cross through the rings
+	// with no call.
 	Crossings uint64
 	// CompletionsByCaller counts completions a submitter settled itself, because they
-	// arrived during its crossing while the Go poller was parked: no wake for either poller.
+	// arrived during its crossing while the Go poller was parked, or came back with its run:
+	// no wake for either poller.
 	CompletionsByCaller uint64
 	// Rescues counts times the parked Go poller, looking at the completion ring after a
 	// while without a wake, found completions there: a lost wake-up, bounded to a
@@ -139,7 +142,8 @@ type Stats struct {
 
 // RustStats are the Rust side's counters (tandem_stats in ffi/tandem.h).
 type RustStats struct {
-	// Received counts events Rust took from the submission ring.
+	// Received counts events Rust took from Go: from the submission ring, or run on their
+	// caller's thread (Runs).
 	Received uint64
 	// Completed counts events Rust completed: request slots handed back with their outcome.
 	Completed uint64
@@ -188,6 +192,11 @@ type RustStats struct {
 	// CallRepliesHeld is the number of call replies Rust handlers hold now, each a reply
 	// slot until the handler drops it; 0 after Shutdown.
 	CallRepliesHeld uint64
+	// Runs counts events run on their caller's thread past the submission ring: a Call whose
+	// event found the Rust poller parked (or another crossing in progress) runs it with one
+	// call into the library, and settles it from that call's return when the handler finished
+	// there, as a direct call would. Its completion then crosses no ring either.
+	Runs uint64
 }
 
 // Stats returns a snapshot of the counters. After Shutdown the Rust counters are final:

@@ -507,10 +507,10 @@ func TestRingsMakeNoFFICallPerEventUnderLoad(t *testing.T) {
 }
 
 // At idle both pollers are parked. A Call then neither wakes the Rust poller nor waits for
-// Go's: it crosses once (one call into the library runs the handler on the caller's thread,
-// inline or task handler, since the caller waits anyway) and settles its own completion.
-// Releasing a reply wakes nobody and makes no call: the release waits in the ring for the
-// next event.
+// Go's: it crosses once (one call into the library runs its event on the caller's thread,
+// past the rings, inline or task handler, since the caller waits anyway) and settles its own
+// completion. Releasing a reply wakes nobody and makes no call: the release waits in the
+// ring until a crossing takes it.
 func TestIdleCallCrossesInsteadOfWaking(t *testing.T) {
 	rt := newRuntime(t, Config{})
 	ctx := context.Background()
@@ -533,6 +533,9 @@ func TestIdleCallCrossesInsteadOfWaking(t *testing.T) {
 		if d := after.CompletionsByCaller - before.CompletionsByCaller; d != 1 {
 			t.Errorf("%s: the caller settled %d completions itself, want 1", what, d)
 		}
+		if d := after.Rust.Runs - before.Rust.Runs; d != 1 {
+			t.Errorf("%s: %d runs past the rings, want 1", what, d)
+		}
 		if d := after.RustWakeups - before.RustWakeups; d != 0 {
 			t.Errorf("%s woke the Rust poller %d times", what, d)
 		}
@@ -553,6 +556,55 @@ func TestIdleCallCrossesInsteadOfWaking(t *testing.T) {
 	if s.Rust.Releases != 5 {
 		t.Fatalf("Rust took back %d reply slots, want the 5 echoes' (lazy releases are consumed by Shutdown at the latest)", s.Rust.Releases)
 	}
+}
+
+// A Call that runs its event past the rings gets its outcome the way it would through them:
+// a handler that waits completes through the completion ring, and one that emitted events
+// first has them routed before its outcome settles the Call (they are published first, so
+// its outcome follows them through the ring). A Submit, which nobody waits on, goes through
+// the rings as ever.
+func TestACallsRunKeepsWhatTheRingsPromise(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	ctx := context.Background()
+	runs := func() uint64 { return rt.Stats().Rust.Runs }
+
+	waitParked(t, rt)
+	before := runs()
+	reply, err := rt.Call(ctx, event("demo.sleep", "s", []byte("1")))
+	if err != nil {
+		t.Fatalf("a handler that waits: %v", err)
+	}
+	reply.Release()
+	if d := runs() - before; d != 1 {
+		t.Fatalf("%d runs for a Call at idle, want 1", d)
+	}
+
+	waitParked(t, rt)
+	relay := event("demo.relay", "r", []byte("x"))
+	relay.Extensions = map[string]string{"next": "test.unrouted"} // to Go, which dead-letters it
+	emitted := rt.Stats().Emitted
+	reply, err = rt.Call(ctx, relay)
+	if err != nil {
+		t.Fatalf("a handler that emits: %v", err)
+	}
+	reply.Release()
+	if d := rt.Stats().Emitted - emitted; d != 1 {
+		t.Fatalf("the Call returned with %d of its handler's emitted events routed, want 1 (they come first)", d)
+	}
+
+	waitParked(t, rt)
+	before = runs()
+	r, err := rt.Submit(ctx, event("demo.echo", "sub", []byte("s")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Wait(ctx); err != nil || string(r.Reply()) != "s" {
+		t.Fatalf("submitted echo: %q, %v", r.Reply(), err)
+	}
+	if d := runs() - before; d != 0 {
+		t.Fatalf("a Submit ran %d events past the rings, want none", d)
+	}
+	shutdownClean(t, rt)
 }
 
 // An idle runtime burns no CPU: both pollers park (the spinning windows are microseconds; the

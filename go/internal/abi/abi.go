@@ -18,7 +18,7 @@ import (
 )
 
 // Version is the ABI version this package was built against (TANDEM_ABI_VERSION).
-const Version uint32 = 4
+const Version uint32 = 5
 
 // expectedVersion is what Load requires of the library; a variable so tests can pretend to
 // be built against another version.
@@ -111,6 +111,9 @@ type Stats struct {
 	Calls           uint64
 	CallsPending    uint64
 	CallRepliesHeld uint64
+	// Runs is events run on their submitter's thread by Run, past the submission ring
+	// (counted in Received too).
+	Runs uint64
 }
 
 // Errors returned by the bindings; the public package maps them to its own sentinels.
@@ -446,6 +449,30 @@ func Kick(h Handle, flags uint32) (drained uint32, goWakeOwed bool, err error) {
 		return 0, false, statusError("tandem_runtime_kick", int32(-r), "")
 	}
 	return uint32(r), r&KickGoWakeOwed != 0, nil
+}
+
+// RunDone is TANDEM_RUN_DONE: in Run's result, the event's completion record is in the
+// caller's cell, not in the completion ring.
+const RunDone int64 = 1
+
+// Cell is one ring cell's worth of memory (tandem_desc) in Go's heap, for a record the
+// library writes into it rather than into a ring. Align 8, as the C struct's.
+type Cell [DescSize / 8]uint64
+
+// Run runs the event in request slot slot on the calling thread, past the submission ring
+// (tandem_runtime_run), for a submitter that waits for its outcome: token and route are its
+// descriptor's token and flags. done says the handler finished during the call and its
+// completion record is in out (read it as a ring cell); otherwise the record comes through
+// the completion ring. goWakeOwed as for Kick. On an error (the runtime is not running)
+// nothing was taken: publish the event through the ring instead.
+//
+// Calls does not count runs, for Kick's reason.
+func Run(h Handle, token uint64, slot, length, route uint32, out *Cell) (done, goWakeOwed bool, err error) {
+	r := run(h, token, slot, length, route, out)
+	if r < 0 {
+		return false, false, statusError("tandem_runtime_run", int32(-r), "")
+	}
+	return r&RunDone != 0, r&KickGoWakeOwed != 0, nil
 }
 
 // PretendVersion makes CheckVersion and Create act as if this build needed ABI version v,

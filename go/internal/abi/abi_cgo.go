@@ -89,6 +89,12 @@ func kick(h Handle, flags uint32) int64 {
 	return int64(C.tandem_runtime_kick(rt(h), C.uint32_t(flags)))
 }
 
+func run(h Handle, token uint64, slot, length, route uint32, out *Cell) int64 {
+	// out is Go memory holding no Go pointers, written during the call only.
+	return int64(C.tandem_runtime_run(rt(h), C.uint64_t(token), C.uint32_t(slot), C.uint32_t(length),
+		C.uint32_t(route), (*C.tandem_desc)(unsafe.Pointer(out))))
+}
+
 func free(h Handle) { C.tandem_runtime_free(rt(h)) }
 
 func setLogLevel(_ *Library, level uint32) { C.tandem_set_log_level(C.uint32_t(level)) }
@@ -158,5 +164,6 @@ func layoutMismatches() []string {
 	check("TANDEM_KICK_FREQUENT", uintptr(KickFrequent), uintptr(C.TANDEM_KICK_FREQUENT))
 	check("TANDEM_KICK_HELP", uintptr(KickHelp), uintptr(C.TANDEM_KICK_HELP))
 	check("TANDEM_KICK_BATCH", uintptr(KickBatch), uintptr(C.TANDEM_KICK_BATCH))
+	check("TANDEM_RUN_DONE", uintptr(RunDone), uintptr(C.TANDEM_RUN_DONE))
 	return bad
 }

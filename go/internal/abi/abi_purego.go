@@ -11,6 +11,7 @@ package abi
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"unsafe"
 
@@ -36,6 +37,7 @@ type library struct {
 	// kick is called per crossing (on the hot path at idle), so through SyscallN, which
 	// does not allocate, rather than a RegisterFunc wrapper, which does.
 	kick     uintptr
+	run      uintptr
 	setLocal func(h unsafe.Pointer, types unsafe.Pointer, n uintptr) int32
 	logLevel func(level uint32)
 }
@@ -122,6 +124,12 @@ func open(path string) (*library, error) {
 			Hint: "not a tandem library of this version: " + rebuild})
 	}
 	l.kick = sym
+	sym, err = purego.Dlsym(h, "tandem_runtime_run")
+	if err != nil || sym == 0 {
+		return fail(&LoadError{Path: path, Symbol: "tandem_runtime_run", Err: ErrMissingSymbol,
+			Hint: "not a tandem library of this version: " + rebuild})
+	}
+	l.run = sym
 	return l, nil
 }
 
@@ -163,6 +171,20 @@ func kick(h Handle, flags uint32) int64 {
 	args[0], args[1] = uintptr(h.p), uintptr(flags)
 	r, _, _ := purego.SyscallN(h.lib.impl.kick, args[:]...)
 	kickArgs.Put(args)
+	return int64(r)
+}
+
+// runArgs is kickArgs for run. out is Go heap memory, which the collector does not move; the
+// caller keeps it alive across the call.
+var runArgs = sync.Pool{New: func() any { return new([6]uintptr) }}
+
+func run(h Handle, token uint64, slot, length, route uint32, out *Cell) int64 {
+	args := runArgs.Get().(*[6]uintptr)
+	args[0], args[1], args[2], args[3], args[4], args[5] = uintptr(h.p), uintptr(token), uintptr(slot),
+		uintptr(length), uintptr(route), uintptr(unsafe.Pointer(out))
+	r, _, _ := purego.SyscallN(h.lib.impl.run, args[:]...)
+	runArgs.Put(args)
+	runtime.KeepAlive(out)
 	return int64(r)
 }
 

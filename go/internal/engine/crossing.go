@@ -18,6 +18,10 @@ import (
 //     the duty comes back with the call, and the publisher consumes the completion ring
 //     itself: a Call settles its own reply without a netpoller wake.
 //
+//   - Run: a Call, which blocks on its event anyway, pushes no descriptor where it would
+//     cross: it runs its event with one call (runHere), and settles it from the call's return
+//     when the handler finished there, no ring crossed either way.
+//
 // Under load both pollers are awake (spinning or draining), no duty is won, and events go
 // through the rings with no call per event. The ring's parked-flag handshake decides which
 // path an event takes; the counters say how often each was taken (Stats).
@@ -148,6 +152,41 @@ func (e *Engine) helpRust() {
 		return
 	}
 	e.crossed(owed)
+}
+
+// runHere runs the event published in sl (its descriptor's token, slot, length and route)
+// on this goroutine's thread, past the submission ring: for a submitter that blocks on the
+// event's outcome and would otherwise push it and cross. When its handler finished during the
+// call, its completion comes back with the call and is settled here, as a ring's would be
+// (complete): no ring cell, no consumer's role on either side, nobody else's completion to
+// settle, a direct call's path with the slots' ownership kept. Otherwise the completion comes
+// through the ring like any other. It reports false, having taken nothing, when the library
+// refuses (the runtime is stopping): the caller then publishes through the ring.
+//
+// It counts as a helping crossing: it holds no wake-up duty, and the submission ring, with
+// whatever others published there, stays with the crossing or the poller that holds it.
+func (e *Engine) runHere(sl *requestSlot, token uint64, slot, length, route uint32) bool {
+	if !e.enterLibrary(helperCrossing) {
+		return false
+	}
+	done, owed, err := abi.Run(e.h, token, slot, length, route, &sl.done)
+	e.leaveLibrary(helperCrossing)
+	if err != nil {
+		failedKick()
+		return false
+	}
+	n := 0
+	if done {
+		var d ring.Desc
+		ring.ReadCell(&sl.done, &d)
+		e.complete(&d)
+		n++
+	}
+	if owed {
+		n += e.consumeCompletions()
+	}
+	e.obs.crossings.add(1, uint32(n))
+	return true
 }
 
 // consumeCompletions takes the completion poller's role while completions wait, for a

@@ -27,6 +27,9 @@ type requestSlot struct {
 	gen uint32
 	// own is the delivery of an event submitted into this slot: a submit allocates nothing.
 	own Delivery
+	// done is where a run (runHere) gets the event's completion record back: written by the
+	// library during the run's call, read by the same goroutine after it.
+	done abi.Cell
 }
 
 // slots are the request slots: a free list, each slot's owner word, and views of the
@@ -252,8 +255,8 @@ func (s *slots) writeHeader(d *Delivery) {
 
 // publish hands a delivery whose envelope is in its slot to Rust: the header, then the
 // descriptor on the submission ring; if the Rust poller is parked, the submission step runs
-// here instead of waking it (crossing.go). Nothing of the
-// delivery is read after the push: its completion may settle it at once.
+// here instead of waking it, or a Call runs its event past the ring (crossing.go). Nothing
+// of the delivery is read once its slot holds it: its completion may settle it at once.
 func (e *Engine) publish(d *Delivery) { e.publishIn(d, nil) }
 
 // publishIn is publish within batch bt (nil: none), which keeps a wake-up duty the delivery
@@ -262,7 +265,7 @@ func (e *Engine) publishIn(d *Delivery, bt *Batch) {
 	sl := &e.slots.table[d.slot]
 	e.slots.writeHeader(d)
 	token := uint64(sl.gen)<<32 | uint64(d.slot)
-	idx, length, flags, at := d.slot, d.length, d.bound.target.RustIndex, d.intakeAt
+	idx, length, flags, at, waited := d.slot, d.length, d.bound.target.RustIndex, d.intakeAt, d.waited
 	if !sl.owner.CompareAndSwap(slotGo, slotRust) {
 		e.violation("published a request slot Go did not hold", idx)
 	}
@@ -271,6 +274,11 @@ func (e *Engine) publishIn(d *Delivery, bt *Batch) {
 	}
 	sl.d.Store(d)
 	e.obs.toRust.Add(1)
+	// A Call blocks on its event anyway: where it would cross to run it (the Rust poller
+	// parked, or another crossing in progress), it runs it past the ring instead.
+	if waited && bt == nil && (e.sq.Parked() || e.dutyCrossings() > 0) && e.runHere(sl, token, idx, length, flags) {
+		return
+	}
 	for !e.sq.Push(abi.SQEEvent, idx, length, flags, token) {
 		// Unreachable: the ring holds every slot's descriptor at once. Stay correct anyway.
 		gosched()

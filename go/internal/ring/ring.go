@@ -90,6 +90,14 @@ func (r *Ring) Pop(d *Desc) bool {
 	if atomic.LoadUint64(field64(c, abi.DescSeq)) != pos+1 {
 		return false
 	}
+	read(c, d)
+	atomic.StoreUint64(field64(c, abi.DescSeq), pos+r.mask+1)
+	atomic.StoreUint64(head, pos+1)
+	return true
+}
+
+// read copies cell c's descriptor into d.
+func read(c unsafe.Pointer, d *Desc) {
 	d.Token = *field64(c, abi.DescToken)
 	d.Kind = *field32(c, abi.DescKind)
 	d.Slot = *field32(c, abi.DescSlot)
@@ -100,10 +108,11 @@ func (r *Ring) Pop(d *Desc) bool {
 	d.StartedNs = *field64(c, abi.DescStartedNs)
 	d.FinishedNs = *field64(c, abi.DescFinishedNs)
 	d.Aux = *field64(c, abi.DescAux)
-	atomic.StoreUint64(field64(c, abi.DescSeq), pos+r.mask+1)
-	atomic.StoreUint64(head, pos+1)
-	return true
 }
+
+// ReadCell copies the descriptor the library wrote into c, a cell of no ring (abi.Run's),
+// into d. The call that wrote it has returned: it needs no synchronisation.
+func ReadCell(c *abi.Cell, d *Desc) { read(unsafe.Pointer(c), d) }
 
 // Empty reports whether the consumer would find nothing now.
 func (r *Ring) Empty() bool {

@@ -152,6 +152,121 @@ impl Completion {
     }
 }
 
+/// A completion record's fields, as [`Completions::publish`] writes them into a ring cell, or
+/// into the caller's cell when a run takes its event's completion back with its call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// The submitter's token.
+    pub(crate) token: u64,
+    /// `TANDEM_OUTCOME_*` or `TANDEM_CQE_*`.
+    pub(crate) kind: u32,
+    /// The request slot handed back to Go, or `TANDEM_NO_SLOT`.
+    pub(crate) slot: u32,
+    /// A forwarded local event's envelope length.
+    pub(crate) len: u32,
+    /// A forwarded local event's outcome.
+    pub(crate) flags: u32,
+    /// The reply slot lent to Go, or `TANDEM_NO_SLOT`.
+    pub(crate) reply_slot: u32,
+    /// Bytes used in `reply_slot`.
+    pub(crate) reply_len: u32,
+    /// Handler start, Unix nanoseconds (0: not timed).
+    pub(crate) started_ns: u64,
+    /// Handler end, Unix nanoseconds.
+    pub(crate) finished_ns: u64,
+    /// A retry's delay, or a progress record's extension, in nanoseconds.
+    pub(crate) aux: u64,
+}
+
+impl Record {
+    /// Writes the fields into cell `d` (relaxed: the ring's sequence number, or the return of
+    /// the call that wrote them, publishes them).
+    pub(crate) fn write(&self, d: &crate::layout::tandem_desc) {
+        d.token.store(self.token, Ordering::Relaxed);
+        d.kind.store(self.kind, Ordering::Relaxed);
+        d.slot.store(self.slot, Ordering::Relaxed);
+        d.len.store(self.len, Ordering::Relaxed);
+        d.flags.store(self.flags, Ordering::Relaxed);
+        d.reply_slot.store(self.reply_slot, Ordering::Relaxed);
+        d.reply_len.store(self.reply_len, Ordering::Relaxed);
+        d.started_ns.store(self.started_ns, Ordering::Relaxed);
+        d.finished_ns.store(self.finished_ns, Ordering::Relaxed);
+        d.aux.store(self.aux, Ordering::Relaxed);
+    }
+
+    /// Whether this is an event's final record: its outcome, handing its request slot back.
+    fn is_final(&self) -> bool {
+        self.slot != TANDEM_NO_SLOT
+            && matches!(
+                self.kind,
+                TANDEM_OUTCOME_ACK | TANDEM_OUTCOME_RETRY | TANDEM_OUTCOME_TERM
+            )
+    }
+}
+
+/// What a [`Run`] has seen of the records published on its thread.
+#[derive(Clone, Copy)]
+enum Caught {
+    /// No run on this thread.
+    Off,
+    /// Waiting for the final record of the event with this token.
+    Awaiting(u64),
+    /// Another record went into the ring first (an emitted event, a log batch, a call): the
+    /// final one must follow it there, so that Go reads them in the order they were made.
+    Spoiled,
+    /// The final record, for the run's caller.
+    Final(Record),
+}
+
+thread_local! {
+    static CAUGHT: Cell<Caught> = const { Cell::new(Caught::Off) };
+}
+
+/// While it lives, the final record of the event with its token, published on this thread
+/// before any other record, is kept for the caller instead of pushed into the completion ring
+/// (crate::kick::run): a Go caller that ran its own event settles it from the call's return,
+/// with no ring cell, no consumer's role and no wake on either side. Any other record
+/// published meanwhile goes into the ring, and so does the final record after it.
+pub(crate) struct Run(());
+
+impl Run {
+    pub(crate) fn begin(token: u64) -> Run {
+        CAUGHT.with(|k| k.set(Caught::Awaiting(token)));
+        Run(())
+    }
+
+    /// The final record, if it was kept.
+    pub(crate) fn finish(self) -> Option<Record> {
+        match CAUGHT.with(|k| k.replace(Caught::Off)) {
+            Caught::Final(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Called by `publish` for every record: true if a run on this thread keeps it.
+    fn caught(r: &Record) -> bool {
+        CAUGHT
+            .try_with(|k| match k.get() {
+                Caught::Awaiting(token) if token == r.token && r.is_final() => {
+                    k.set(Caught::Final(*r));
+                    true
+                }
+                Caught::Awaiting(_) => {
+                    k.set(Caught::Spoiled);
+                    false
+                }
+                _ => false,
+            })
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = CAUGHT.try_with(|k| k.set(Caught::Off));
+    }
+}
+
 /// A handler's run, as a completion reports it.
 pub(crate) struct Finished {
     pub(crate) outcome: Outcome,
@@ -320,25 +435,28 @@ impl Completions {
     }
 
     /// Publishes one record: hands its request slot back to Go, pushes it, and wakes Go if its
-    /// poller is parked. The only writer of the completion ring.
+    /// poller is parked. The only writer of the completion ring. The final record of the event
+    /// a run is running on this thread goes back with the run's call instead (see [`Run`]).
     pub(crate) async fn publish(&self, mut c: Completion) {
         let request = c.request.take().map(RequestSlot::give_back);
-        let slot = request.unwrap_or(TANDEM_NO_SLOT);
         let (reply_slot, reply_len) = c.reply.map_or((TANDEM_NO_SLOT, 0), |r| (r.slot, r.len));
+        let record = Record {
+            token: c.token,
+            kind: c.kind,
+            slot: request.unwrap_or(TANDEM_NO_SLOT),
+            len: c.event_len,
+            flags: c.flags,
+            reply_slot,
+            reply_len,
+            started_ns: c.started_ns,
+            finished_ns: c.finished_ns,
+            aux: c.aux,
+        };
+        if Run::caught(&record) {
+            return;
+        }
         loop {
-            let pushed = self.cq.push(|d| {
-                d.token.store(c.token, Ordering::Relaxed);
-                d.kind.store(c.kind, Ordering::Relaxed);
-                d.slot.store(slot, Ordering::Relaxed);
-                d.len.store(c.event_len, Ordering::Relaxed);
-                d.flags.store(c.flags, Ordering::Relaxed);
-                d.reply_slot.store(reply_slot, Ordering::Relaxed);
-                d.reply_len.store(reply_len, Ordering::Relaxed);
-                d.started_ns.store(c.started_ns, Ordering::Relaxed);
-                d.finished_ns.store(c.finished_ns, Ordering::Relaxed);
-                d.aux.store(c.aux, Ordering::Relaxed);
-            });
-            if pushed {
+            if self.cq.push(|d| record.write(d)) {
                 break;
             }
             // Completions alone never fill the ring (cq_capacity >= req_slots); emitted events

@@ -4,8 +4,8 @@
 //!
 //! Every export catches panics (a Rust panic never unwinds into Go) and returns a status code;
 //! results travel through out-parameters. Calls on one runtime must not overlap, except
-//! `tandem_runtime_stats` and `tandem_runtime_kick`, which may run from any thread while it
-//! runs.
+//! `tandem_runtime_stats`, `tandem_runtime_kick` and `tandem_runtime_run`, which may run
+//! from any thread while it runs.
 
 use std::cell::RefCell;
 use std::ffi::c_char;
@@ -16,7 +16,7 @@ use crate::config::{Config, Error};
 use crate::handler::Registry;
 use crate::layout::{
     TANDEM_ABI_VERSION, TANDEM_KICK_BATCH, TANDEM_KICK_FREQUENT, TANDEM_KICK_GO_WAKE_OWED,
-    TANDEM_KICK_HELP,
+    TANDEM_KICK_HELP, TANDEM_RUN_DONE, tandem_desc,
 };
 use crate::runtime::Runtime;
 
@@ -159,6 +159,9 @@ pub struct tandem_stats {
     pub calls_pending: u64,
     /// Call replies Rust handlers hold now (reply slots back from Go, not yet freed).
     pub call_replies_held: u64,
+    /// Events run on their submitter's thread by `tandem_runtime_run`, past the submission
+    /// ring (counted in `received` too).
+    pub runs: u64,
 }
 
 /// A runtime; opaque to C. Created by `tandem_runtime_create`, freed by `tandem_runtime_free`.
@@ -418,6 +421,68 @@ pub unsafe extern "C" fn tandem_runtime_kick(rt: *const tandem_runtime, flags: u
     }
 }
 
+/// Runs the event in request slot `slot` on the calling thread, past the submission ring: for
+/// a submitter that waits for the event's outcome (`TANDEM_DELIVERY_WAITED`) and would
+/// otherwise publish it and cross. Go wrote the slot's header and envelope (`len` bytes) as
+/// for a `TANDEM_SQE_EVENT` descriptor; `token` and `route` are that descriptor's token and
+/// flags. The slot is Rust's from the call on. The handler runs as in a kick: to completion,
+/// or to its first wait and then as a task. When it finished during the call, and no other
+/// record was published on this thread first, the event's completion record is written into
+/// `*out` (its `seq` untouched) instead of the completion ring, and the result has
+/// `TANDEM_RUN_DONE`: the caller settles the event from it. Otherwise the record comes through
+/// the completion ring as ever. `TANDEM_KICK_GO_WAKE_OWED` as for a kick. Negative: minus a
+/// `TANDEM_ERR_*` status (`TANDEM_ERR_STATE`: not running), and the slot was not taken: the
+/// caller publishes the event through the ring instead. Safe from any thread while the
+/// runtime runs.
+///
+/// # Safety
+/// `rt` must be a live runtime and `out` writable for one `tandem_desc` during the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tandem_runtime_run(
+    rt: *const tandem_runtime,
+    token: u64,
+    slot: u32,
+    len: u32,
+    route: u32,
+    out: *mut tandem_desc,
+) -> i64 {
+    let status = std::cell::Cell::new(0i64);
+    let st = guard(|| {
+        // SAFETY: a live runtime per the contract.
+        let Some(rt) = (unsafe { rt.as_ref() }) else {
+            set_last_error("tandem_runtime_run: null runtime");
+            return TANDEM_ERR_INVALID_ARG;
+        };
+        // SAFETY: null or writable for one cell during the call, per the contract; its fields
+        // are atomics, written through a shared reference.
+        let Some(out) = (unsafe { out.as_ref() }) else {
+            set_last_error("tandem_runtime_run: null out");
+            return TANDEM_ERR_INVALID_ARG;
+        };
+        match rt.inner.run(token, slot, len, route) {
+            Ok(ran) => {
+                let mut r = if ran.go_wake_owed {
+                    TANDEM_KICK_GO_WAKE_OWED
+                } else {
+                    0
+                };
+                if let Some(record) = ran.done {
+                    record.write(out);
+                    r |= TANDEM_RUN_DONE;
+                }
+                status.set(r);
+                TANDEM_OK
+            }
+            Err(e) => status_of(&e),
+        }
+    });
+    if st == TANDEM_OK {
+        status.get()
+    } else {
+        -i64::from(st)
+    }
+}
+
 /// Fills `*out` with the runtime's counters. After shutdown it first consumes the release
 /// records left in the submission ring, so the outstanding counts are final.
 ///
@@ -457,6 +522,7 @@ pub unsafe extern "C" fn tandem_runtime_stats(
             calls: s.calls,
             calls_pending: s.calls_pending,
             call_replies_held: s.call_replies_held,
+            runs: s.runs,
         };
         // SAFETY: writable per the contract.
         unsafe { out.write(stats) };

@@ -23,6 +23,10 @@
 //! duty goes back to the caller ([`Kicked::go_wake_owed`]), which consumes the completion
 //! ring itself (io_uring's DEFER_TASKRUN: completions run on the task that waits).
 //!
+//! A submitter that blocks on its event (a Go `Call`) skips the ring where it would cross:
+//! [`run`] runs its event alone, and hands the completion back with the call when the handler
+//! finishes there (a direct call's path, the slots' ownership kept).
+//!
 //! Who may consume the submission ring: whoever holds `Shared::consumer` (the poller, a
 //! kicker, or `stats` once stopped). Every holder re-checks the ring after letting go (the
 //! poller before it parks, a kicker in its re-arm), and every push after a successful
@@ -33,7 +37,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Waker};
 
-use crate::completion::DeferGoWake;
+use crate::completion::{DeferGoWake, Record, Run};
+use crate::dispatch::dispatch_slot;
 use crate::poller::{Drainer, Role, drain_submissions};
 use crate::shared::Shared;
 use crate::sync::Ordering;
@@ -125,6 +130,56 @@ pub(crate) fn help(shared: &Arc<Shared>) -> Kicked {
     ) as u32;
     Kicked {
         drained,
+        go_wake_owed: deferred.owed(),
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ran {
+    /// The event's final record, when its handler finished on the calling thread and nothing
+    /// else went into the completion ring first: the caller settles the event from it.
+    pub(crate) done: Option<Record>,
+    /// As [`Kicked::go_wake_owed`]: a record published during the run found Go's poller
+    /// parked, and the caller now holds the duty to consume the completion ring.
+    pub(crate) go_wake_owed: bool,
+}
+
+/// Runs the event Go wrote into request slot `slot` on the calling thread, which must be
+/// inside the runtime's tokio context, without the submission ring: for a submitter that
+/// blocks on the event's outcome anyway and would otherwise push it and cross (its consumer
+/// parked) or help another crossing. Its handler runs as a kick's would (to completion, or
+/// to its first wait and then as a task), and when it finishes here its final record comes
+/// back with the call instead of through the completion ring: no ring cell, no consumer's
+/// role on either side, no record of another submitter's to settle. That is a direct call's
+/// path, with the rings' ownership kept: the slot is Rust's from here until that record.
+///
+/// The record goes through the ring as ever when the handler waits (its task publishes it
+/// later), and when another record was published on this thread first (an emitted event, a
+/// log batch, a call to Go): Go then reads them in the order they were made. Events others
+/// pushed meanwhile stay in the ring for the crossing or the poller that holds it.
+pub(crate) fn run(shared: &Arc<Shared>, token: u64, slot: u32, len: u32, route: u32) -> Ran {
+    let deferred = DeferGoWake::begin();
+    let mut cx = Context::from_waker(Waker::noop());
+    // Go's releases of reply slots wait in the submission ring for its next drain, which
+    // runs never make. Take them here once enough are waiting, before every slot is lent and
+    // a writer must wake the poller for them (whatever else is there runs too).
+    if shared.sq.len() >= (shared.completions.replies.count() as u64 / 8).max(1) {
+        drain_submissions(
+            shared,
+            MAX_PER_KICK,
+            Some((&mut cx, Drainer::Caller)),
+            Role::Try,
+        );
+    }
+    let caught = Run::begin(token);
+    // A descriptor naming no valid slot is counted and dropped, as from the ring.
+    if let Some(slot) = shared.completions.requests.take(slot, len, token) {
+        shared.counters.runs.fetch_add(1, Relaxed);
+        dispatch_slot(shared, slot, route, &mut cx, Drainer::Caller);
+    }
+    Ran {
+        done: caught.finish(),
         go_wake_owed: deferred.owed(),
     }
 }

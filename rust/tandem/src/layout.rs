@@ -8,7 +8,7 @@
 use crate::sync::{AtomicU32, AtomicU64};
 
 /// The ABI version of this build. A loader refuses a library whose version differs.
-pub const TANDEM_ABI_VERSION: u32 = 4;
+pub const TANDEM_ABI_VERSION: u32 = 5;
 
 /// Size of one cache line on the targets tandem supports; indices sit on lines of their own.
 pub const TANDEM_CACHE_LINE: usize = 64;
@@ -26,6 +26,12 @@ pub const TANDEM_PROBE_STOP: u64 = 4_294_967_296;
 /// poller parked, and the caller now holds the duty to consume the completion ring (or wake
 /// its poller). The low 32 bits count the submission records the call consumed.
 pub const TANDEM_KICK_GO_WAKE_OWED: i64 = 4_294_967_296;
+
+/// In the result of `tandem_runtime_run`: the event's handler finished during the call, and
+/// its completion record is in the caller's cell (`out`), not in the completion ring: the
+/// caller settles the event from it as from a ring record, and the request slot it names is
+/// Go's again. `TANDEM_KICK_GO_WAKE_OWED` may be set beside it, as for a kick.
+pub const TANDEM_RUN_DONE: i64 = 1;
 
 /// In the flags of `tandem_runtime_kick`: this crossing came sooner after the previous one
 /// than the poller's spin window (a rate at which the poller would have stayed awake). The

@@ -285,6 +285,24 @@ impl Runtime {
         Ok(crate::kick::help(&self.shared))
     }
 
+    /// Runs the event in request slot `slot` on the calling thread, past the submission ring
+    /// (crate::kick::run), for a submitter that waits for its outcome. Safe to call from any
+    /// thread while running; an error (not running) takes nothing.
+    pub(crate) fn run(
+        &self,
+        token: u64,
+        slot: u32,
+        len: u32,
+        route: u32,
+    ) -> Result<crate::kick::Ran, Error> {
+        let Some(rt) = self.tokio.as_ref() else {
+            return Err(Error::State("not running"));
+        };
+        let _enter = rt.enter();
+        let _logs = crate::logs::enter(&self.log_queue);
+        Ok(crate::kick::run(&self.shared, token, slot, len, route))
+    }
+
     /// Lets in-flight handlers run for up to `grace`, cancels the rest (each completes as a
     /// retryable "cancelled" error, never lost), waits for every completion to be published,
     /// then stops the poller and tokio. Release records Go sends afterwards stay in the ring
@@ -926,5 +944,186 @@ mod kick_tests {
         release(&rt, first.reply_slot);
         release(&rt, second.reply_slot);
         assert_whole(&mut rt);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod run_tests {
+    use super::Runtime;
+    use crate::completion::Record;
+    use crate::slots::Delivery;
+    use crate::testing::*;
+
+    /// What Go writes before a run: the header (a Call's: waited) and the envelope, in slot
+    /// `slot`; the descriptor's token.
+    fn write(rt: &Runtime, slot: u32, bytes: &[u8]) -> u64 {
+        let waited = Delivery {
+            waited: true,
+            ..first_delivery()
+        };
+        rt.shared
+            .completions
+            .requests
+            .write_as_go(slot, waited, bytes);
+        u64::from(slot) | 9 << 32
+    }
+
+    fn run(rt: &Runtime, slot: u32, bytes: &[u8]) -> crate::kick::Ran {
+        let token = write(rt, slot, bytes);
+        rt.run(token, slot, bytes.len() as u32, 0).expect("run")
+    }
+
+    /// A record taken from a run, read as Go reads a ring record.
+    fn reply_of(rt: &Runtime, r: &Record) -> Vec<u8> {
+        rt.shared
+            .completions
+            .replies
+            .read_as_go(r.reply_slot, r.reply_len)
+    }
+
+    #[test]
+    fn a_run_hands_its_events_completion_back_with_the_call_not_through_the_ring() {
+        let mut rt = runtime();
+        for round in 0..3u32 {
+            // "echo" is a task handler: a waited event runs on the calling thread anyway.
+            for ty in ["echo.inline", "echo"] {
+                let ran = run(&rt, round % 4, &envelope(ty, b"ran"));
+                let done = ran.done.unwrap_or_else(|| {
+                    panic!(
+                        "{ty} in round {round} did not finish at once: {:?}",
+                        try_completion(&rt).map(|d| d.kind)
+                    )
+                });
+                assert_eq!(
+                    (done.kind, done.slot, done.token),
+                    (
+                        TANDEM_OUTCOME_ACK,
+                        round % 4,
+                        u64::from(round % 4) | 9 << 32
+                    )
+                );
+                assert_eq!(reply_of(&rt, &done), b"ran");
+                assert!(
+                    try_completion(&rt).is_none(),
+                    "the record went into the ring too"
+                );
+                assert!(!ran.go_wake_owed, "nothing was published: nothing is owed");
+                release(&rt, done.reply_slot);
+                // A run that finds every reply slot lent waits for one, as a task, and its
+                // record then comes through the ring: let the poller take the release.
+                wait_until("the release", || rt.stats().replies_lent == 0);
+            }
+        }
+        let c = &rt.shared.counters;
+        assert_eq!(
+            (c.spawned.load(Relaxed), c.task_wakes.load(Relaxed)),
+            (0, 0),
+            "a run took a task"
+        );
+        let st = assert_whole(&mut rt);
+        assert_eq!((st.runs, st.received, st.completed), (6, 6, 6));
+    }
+
+    #[test]
+    fn runs_take_the_releases_waiting_in_the_ring_before_reply_slots_run_out() {
+        let mut rt = runtime();
+        wait_until("the poller to park", || rt.shared.sq.is_parked());
+        let parks = rt.stats().parks;
+        // Three times as many runs as reply slots, each reply released as Go does it: lazily,
+        // into the ring, waking nobody. No run may find every slot lent.
+        for i in 0..12u32 {
+            let done = run(&rt, i % 4, &envelope("echo.inline", b"r"))
+                .done
+                .unwrap_or_else(|| panic!("run {i} waited for a reply slot"));
+            assert!(
+                !release_lazily(&rt, done.reply_slot),
+                "run {i}: a release woke the poller"
+            );
+        }
+        assert_eq!(rt.stats().parks, parks, "the poller was woken");
+        let st = assert_whole(&mut rt);
+        assert_eq!((st.runs, st.releases), (12, 12));
+    }
+
+    #[test]
+    fn a_panicking_handler_comes_back_as_a_term_with_its_error_envelope() {
+        let mut rt = runtime();
+        let done = run(&rt, 0, &envelope("boom.inline", b""))
+            .done
+            .expect("done");
+        assert_eq!(done.kind, TANDEM_OUTCOME_TERM);
+        let bytes = reply_of(&rt, &done);
+        let err = envelope::decode_error(&bytes).expect("an error envelope");
+        assert_eq!(err.code, crate::code::PANIC);
+        release(&rt, done.reply_slot);
+        assert_eq!(assert_whole(&mut rt).panics, 1);
+    }
+
+    #[test]
+    fn what_a_handler_emits_first_keeps_its_order_through_the_ring() {
+        let mut rt = runtime();
+        // Fork emits three events, then acks: its outcome must not overtake them.
+        let ran = run(&rt, 1, &envelope("fork", b"f"));
+        assert_eq!(ran.done, None, "the outcome overtook the emitted events");
+        let kinds: Vec<_> = (0..4)
+            .map(|_| {
+                let d = next_completion(&rt);
+                if d.reply_slot != TANDEM_NO_SLOT {
+                    release(&rt, d.reply_slot);
+                }
+                d.kind
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                TANDEM_CQE_EMIT,
+                TANDEM_CQE_EMIT,
+                TANDEM_CQE_EMIT,
+                TANDEM_OUTCOME_ACK
+            ]
+        );
+        assert_eq!(assert_whole(&mut rt).runs, 1);
+    }
+
+    #[test]
+    fn a_handler_that_waits_completes_through_the_ring() {
+        let mut rt = runtime();
+        let ran = run(&rt, 2, &envelope("nap.inline", b"later"));
+        assert_eq!(ran.done, None);
+        let done = next_completion(&rt);
+        assert_eq!(
+            (done.kind, done.slot, done.reply.as_slice()),
+            (TANDEM_OUTCOME_ACK, 2, &b"later"[..])
+        );
+        release(&rt, done.reply_slot);
+        // A run that follows on the same thread keeps its own record: the first run's
+        // record, published by its task, spoiled nothing here.
+        let again = run(&rt, 2, &envelope("echo.inline", b"now"));
+        let done = again.done.expect("done");
+        release(&rt, done.reply_slot);
+        assert_eq!(assert_whole(&mut rt).runs, 2);
+    }
+
+    #[test]
+    fn a_run_of_a_bad_slot_is_a_violation_and_a_stopped_runtime_takes_nothing() {
+        let mut rt = runtime();
+        let ran = rt.run(1, 999, 4, 0).expect("run");
+        assert_eq!(ran.done, None);
+        let token = write(&rt, 3, &envelope("echo.inline", b"x"));
+        let too_long = rt.run(token, 3, u32::MAX, 0).expect("run");
+        assert_eq!(too_long.done, None);
+        assert_eq!(rt.stats().violations, 2);
+        rt.shutdown(std::time::Duration::from_secs(1));
+        assert!(matches!(
+            rt.run(token, 3, 8, 0),
+            Err(crate::config::Error::State(_))
+        ));
+        let st = rt.stats();
+        assert_eq!(
+            (st.received, st.runs, st.requests_held),
+            (0, 0, 0),
+            "a refused run took a slot"
+        );
     }
 }

@@ -62,6 +62,9 @@ impl Tally {
 pub(crate) struct Counters {
     /// Request slots held (the gauge) and given back (the count): `received` is their sum.
     pub(crate) requests: Tally,
+    /// Events run on their submitter's thread (crate::kick::run). Beside `requests`, whose
+    /// cache line a run has just written: the add costs no other line.
+    pub(crate) runs: AtomicU64,
     /// Reply slots lent to Go now (the gauge) and released back (the count).
     pub(crate) replies: Tally,
     pub(crate) violations: AtomicU64,
@@ -88,7 +91,8 @@ pub(crate) struct Counters {
 /// A snapshot of a runtime's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Events taken from the submission ring.
+    /// Events taken from Go: from the submission ring, or by a run
+    /// (`tandem_runtime_run`).
     pub received: u64,
     /// Events completed: request slots handed back to Go with their outcome.
     pub completed: u64,
@@ -136,6 +140,9 @@ pub struct Stats {
     /// Call replies handlers hold now (each a reply slot, freed when its
     /// [`Reply`](crate::Reply) is dropped). 0 once every reply is dropped.
     pub call_replies_held: u64,
+    /// Events run on their submitter's thread by `tandem_runtime_run`, past the submission
+    /// ring (counted in `received` too).
+    pub runs: u64,
 }
 
 impl Counters {
@@ -206,6 +213,7 @@ impl Counters {
             calls: self.calls.load(Relaxed),
             calls_pending: self.calls_pending.load(Relaxed),
             call_replies_held: self.call_replies_held.load(Relaxed),
+            runs: self.runs.load(Relaxed),
         }
     }
 }
