@@ -364,7 +364,10 @@ impl Runtime {
         if self.state == State::Stopped {
             drain_submissions(s, usize::MAX, None, Role::Try);
         }
-        s.counters.snapshot(s.sq.len(), s.completions.depth())
+        Stats {
+            runs: s.completions.requests.runs(),
+            ..s.counters.snapshot(s.sq.len(), s.completions.depth())
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::AtomicU64;
 
 use crate::waiters::Waiters;
 
@@ -25,8 +25,35 @@ use crate::sync::{AtomicU32, Ordering};
 const OWNER_GO: u32 = 0;
 const OWNER_RUST: u32 = 1;
 
-fn owners(n: u32, who: u32) -> Box<[AtomicU32]> {
-    (0..n).map(|_| AtomicU32::new(who)).collect()
+/// A slot's owner flag, on a cache line of its own. Flags packed sixteen to a line made every
+/// hand-over on one core pull the line from the other, whose slots shared it: under load that
+/// miss was the dearest step of taking a slot and of giving it back.
+#[repr(align(64))]
+struct Owner {
+    flag: AtomicU32,
+    /// Request slots: the events run in this slot on their submitter's thread
+    /// (crate::kick::run). Written by the slot's holder only, so the add touches a line the
+    /// holder has just written; `RequestSlots::runs` sums them.
+    runs: AtomicU64,
+}
+
+impl Owner {
+    fn swap(&self, who: u32, order: Ordering) -> u32 {
+        self.flag.swap(who, order)
+    }
+
+    fn store(&self, who: u32, order: Ordering) {
+        self.flag.store(who, order)
+    }
+}
+
+fn owners(n: u32, who: u32) -> Box<[Owner]> {
+    (0..n)
+        .map(|_| Owner {
+            flag: AtomicU32::new(who),
+            runs: AtomicU64::new(0),
+        })
+        .collect()
 }
 
 /// Where a request slot's envelope starts: after its delivery header.
@@ -72,7 +99,7 @@ pub(crate) struct RequestSlots {
     arena: usize,
     stride: usize,
     size: u32,
-    owner: Box<[AtomicU32]>,
+    owner: Box<[Owner]>,
     counters: Arc<Counters>,
 }
 
@@ -116,6 +143,11 @@ impl RequestSlots {
     /// How many slots there are.
     pub(crate) fn count(&self) -> usize {
         self.owner.len()
+    }
+
+    /// The events run on their submitter's thread so far (`Stats::runs`).
+    pub(crate) fn runs(&self) -> u64 {
+        self.owner.iter().map(|o| o.runs.load(Relaxed)).sum()
     }
 
     fn slot_ptr(&self, slot: u32) -> *mut u8 {
@@ -221,6 +253,13 @@ impl RequestSlot {
         }
     }
 
+    /// Counts a run of the event in this slot (`Stats::runs`).
+    pub(crate) fn count_run(&self) {
+        self.slots.owner[self.index as usize]
+            .runs
+            .fetch_add(1, Relaxed);
+    }
+
     /// Hands the slot back to Go and returns its index, for the completion that names it,
     /// which the caller publishes next.
     pub(crate) fn give_back(self) -> u32 {
@@ -264,7 +303,7 @@ pub(crate) struct ReplySlots {
     arena: usize,
     stride: usize,
     size: usize,
-    owner: Box<[AtomicU32]>,
+    owner: Box<[Owner]>,
     free: FreeSet,
     /// Writers waiting for a free slot.
     freed: Waiters,
@@ -277,8 +316,37 @@ pub(crate) struct ReplySlots {
 /// semaphore cost nine (each some 5 ns, on every event with a reply).
 struct FreeSet {
     words: Box<[AtomicU64]>,
-    /// The word the last take found a slot in, where the next one looks first.
-    hint: AtomicUsize,
+}
+
+/// Where a thread's next take from a free set looks first: the word its last take found a
+/// slot in. One per thread, so that threads taking at once look in different words (each a
+/// line of its own work), and a shared hint is not one more line every take writes.
+mod hint {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// Spreads the threads' first words.
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+    thread_local! {
+        static HINT: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    pub(super) fn get() -> usize {
+        HINT.try_with(|h| {
+            h.get().unwrap_or_else(|| {
+                let first = NEXT.fetch_add(1, Relaxed);
+                h.set(Some(first));
+                first
+            })
+        })
+        .unwrap_or(0)
+    }
+
+    pub(super) fn set(word: usize) {
+        let _ = HINT.try_with(|h| h.set(Some(word)));
+    }
 }
 
 impl FreeSet {
@@ -290,16 +358,13 @@ impl FreeSet {
                 AtomicU64::new(if bits == 64 { !0 } else { (1 << bits) - 1 })
             })
             .collect();
-        FreeSet {
-            words,
-            hint: AtomicUsize::new(0),
-        }
+        FreeSet { words }
     }
 
-    /// Takes the lowest free slot of the first word that has one, from the hint on.
+    /// Takes the lowest free slot of the first word that has one, from this thread's hint on.
     fn take(&self) -> Option<u32> {
         let n = self.words.len();
-        let start = self.hint.load(Relaxed).min(n.saturating_sub(1));
+        let start = hint::get() % n.max(1);
         for k in 0..n {
             let i = (start + k) % n;
             let word = &self.words[i];
@@ -310,7 +375,7 @@ impl FreeSet {
                 match word.compare_exchange_weak(bits, bits & !(1 << bit), SeqCst, Relaxed) {
                     Ok(_) => {
                         if i != start {
-                            self.hint.store(i, Relaxed);
+                            hint::set(i);
                         }
                         return Some((i * 64) as u32 + bit);
                     }

@@ -62,9 +62,6 @@ impl Tally {
 pub(crate) struct Counters {
     /// Request slots held (the gauge) and given back (the count): `received` is their sum.
     pub(crate) requests: Tally,
-    /// Events run on their submitter's thread (crate::kick::run). Beside `requests`, whose
-    /// cache line a run has just written: the add costs no other line.
-    pub(crate) runs: AtomicU64,
     /// Reply slots lent to Go now (the gauge) and released back (the count).
     pub(crate) replies: Tally,
     pub(crate) violations: AtomicU64,
@@ -213,7 +210,7 @@ impl Counters {
             calls: self.calls.load(Relaxed),
             calls_pending: self.calls_pending.load(Relaxed),
             call_replies_held: self.call_replies_held.load(Relaxed),
-            runs: self.runs.load(Relaxed),
+            runs: 0, // counted by the request slots (RequestSlots::runs)
         }
     }
 }
