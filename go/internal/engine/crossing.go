@@ -85,6 +85,11 @@ func (e *Engine) stopCrossings() {
 	for e.crossing.Load() != 0 {
 		time.Sleep(10 * time.Microsecond)
 	}
+	for i := range e.slots.table {
+		for e.slots.table[i].running.Load() != 0 {
+			time.Sleep(10 * time.Microsecond)
+		}
+	}
 }
 
 // crossToRust discharges the duty to wake the parked Rust poller by running its submission
@@ -163,14 +168,18 @@ func (e *Engine) helpRust() {
 // through the ring like any other. It reports false, having taken nothing, when the library
 // refuses (the runtime is stopping): the caller then publishes through the ring.
 //
-// It counts as a helping crossing: it holds no wake-up duty, and the submission ring, with
-// whatever others published there, stays with the crossing or the poller that holds it.
+// It holds no wake-up duty: the submission ring, with whatever others published there, stays
+// with the crossing or the poller that holds it. It keeps out of tokio's shutdown as
+// enterLibrary does, with the slot's running flag in place of the count all crossings share:
+// the flag, then rustStopping; stopCrossings sets rustStopping, then waits for every flag.
 func (e *Engine) runHere(sl *requestSlot, token uint64, slot, length, route uint32) bool {
-	if !e.enterLibrary(helperCrossing) {
+	sl.running.Store(1)
+	if e.rustStopping.Load() {
+		sl.running.Store(0)
 		return false
 	}
 	done, owed, err := abi.Run(e.h, token, slot, length, route, &sl.done)
-	e.leaveLibrary(helperCrossing)
+	sl.running.Store(0)
 	if err != nil {
 		failedKick()
 		return false

@@ -21,7 +21,7 @@ const instrumentationName = "github.com/tandemrt/tandem"
 type observer struct {
 	e *Engine
 
-	cancels, retries, handBacks, emitted, toRust           atomic.Uint64
+	cancels, retries, handBacks, emitted                   atomic.Uint64
 	deadLetters, violations, rustWakeups, goParks, rescues atomic.Uint64
 	// crossings counts submission steps run on a publisher's thread, and completions a
 	// publisher settled itself (crossing.go); apart from the engine, since the process's

@@ -30,6 +30,12 @@ type requestSlot struct {
 	// done is where a run (runHere) gets the event's completion record back: written by the
 	// library during the run's call, read by the same goroutine after it.
 	done abi.Cell
+	// The slot's holder alone writes these, so they cost no line another core writes:
+	//   - running is 1 while its event runs past the rings (runHere), which stopCrossings
+	//     waits for as for e.crossing;
+	//   - published counts the events it carried to Rust (Stats.ToRust sums them).
+	running   atomic.Uint32
+	published atomic.Uint64
 }
 
 // slots are the request slots: a free list, each slot's owner word, and views of the
@@ -273,7 +279,7 @@ func (e *Engine) publishIn(d *Delivery, bt *Batch) {
 		c.rustToken.Store(token) // what its cancel names (calls.go)
 	}
 	sl.d.Store(d)
-	e.obs.toRust.Add(1)
+	sl.published.Add(1)
 	// A Call blocks on its event anyway: where it would cross to run it (the Rust poller
 	// parked, or another crossing in progress), it runs it past the ring instead.
 	if waited && bt == nil && (e.sq.Parked() || e.dutyCrossings() > 0) && e.runHere(sl, token, idx, length, flags) {

@@ -26,7 +26,6 @@ func (e *Engine) Stats() Stats {
 		Retried:             o.retries.Load(),
 		HandedBack:          o.handBacks.Load(),
 		Emitted:             o.emitted.Load(),
-		ToRust:              o.toRust.Load(),
 		DeadLettered:        o.deadLetters.Load(),
 		InFlight:            pending,
 		Violations:          o.violations.Load(),
@@ -55,9 +54,11 @@ func (e *Engine) Stats() Stats {
 		s.Shadow.Dropped += st.dropped.Load()
 	}
 	for i := range e.slots.table {
-		if e.slots.table[i].owner.Load() == slotFree {
+		sl := &e.slots.table[i]
+		if sl.owner.Load() == slotFree {
 			s.FreeRequestSlots++
 		}
+		s.ToRust += sl.published.Load()
 	}
 	e.lifeMu.RLock()
 	st := e.final
