@@ -152,30 +152,31 @@ impl Completion {
     }
 }
 
-/// A completion record's fields, as [`Completions::publish`] writes them into a ring cell, or
-/// into the caller's cell when a run takes its event's completion back with its call.
+/// A completion record's fields (`tandem_desc` but its sequence number), as the runtime
+/// writes them into a completion ring cell, or into the caller's cell when a run hands its
+/// event's completion back with the call ([`Runtime::run`](crate::Runtime::run)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Record {
+pub struct Record {
     /// The submitter's token.
-    pub(crate) token: u64,
+    pub token: u64,
     /// `TANDEM_OUTCOME_*` or `TANDEM_CQE_*`.
-    pub(crate) kind: u32,
+    pub kind: u32,
     /// The request slot handed back to Go, or `TANDEM_NO_SLOT`.
-    pub(crate) slot: u32,
+    pub slot: u32,
     /// A forwarded local event's envelope length.
-    pub(crate) len: u32,
+    pub len: u32,
     /// A forwarded local event's outcome.
-    pub(crate) flags: u32,
+    pub flags: u32,
     /// The reply slot lent to Go, or `TANDEM_NO_SLOT`.
-    pub(crate) reply_slot: u32,
+    pub reply_slot: u32,
     /// Bytes used in `reply_slot`.
-    pub(crate) reply_len: u32,
+    pub reply_len: u32,
     /// Handler start, Unix nanoseconds (0: not timed).
-    pub(crate) started_ns: u64,
+    pub started_ns: u64,
     /// Handler end, Unix nanoseconds.
-    pub(crate) finished_ns: u64,
+    pub finished_ns: u64,
     /// A retry's delay, or a progress record's extension, in nanoseconds.
-    pub(crate) aux: u64,
+    pub aux: u64,
 }
 
 impl Record {

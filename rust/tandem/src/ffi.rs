@@ -238,6 +238,29 @@ fn guard(f: impl FnOnce() -> tandem_status) -> tandem_status {
     }
 }
 
+/// [`guard`] for an export whose result is a non-negative value or, on failure, minus a
+/// `TANDEM_ERR_*` status (the crossings: `tandem_runtime_kick`, `tandem_runtime_run`).
+fn guard_value(f: impl FnOnce() -> Result<i64, tandem_status>) -> i64 {
+    let value = std::cell::Cell::new(0i64);
+    let st = guard(|| match f() {
+        Ok(v) => {
+            value.set(v);
+            TANDEM_OK
+        }
+        Err(st) => st,
+    });
+    if st == TANDEM_OK {
+        value.get()
+    } else {
+        -i64::from(st)
+    }
+}
+
+/// `TANDEM_KICK_GO_WAKE_OWED` when `owed`, else 0.
+fn owed_bit(owed: bool) -> i64 {
+    if owed { TANDEM_KICK_GO_WAKE_OWED } else { 0 }
+}
+
 unsafe extern "Rust" {
     /// Supplied by the crate that builds the staticlib/cdylib, through
     /// `tandem::register_handlers!`.
@@ -386,12 +409,11 @@ pub unsafe extern "C" fn tandem_runtime_shutdown(
 /// `rt` must be a live runtime.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tandem_runtime_kick(rt: *const tandem_runtime, flags: u32) -> i64 {
-    let status = std::cell::Cell::new(0i64);
-    let st = guard(|| {
+    guard_value(|| {
         // SAFETY: a live runtime per the contract.
         let Some(rt) = (unsafe { rt.as_ref() }) else {
             set_last_error("tandem_runtime_kick: null runtime");
-            return TANDEM_ERR_INVALID_ARG;
+            return Err(TANDEM_ERR_INVALID_ARG);
         };
         let kicked = if flags & TANDEM_KICK_HELP != 0 {
             rt.inner.help()
@@ -402,23 +424,10 @@ pub unsafe extern "C" fn tandem_runtime_kick(rt: *const tandem_runtime, flags: u
             )
         };
         match kicked {
-            Ok(k) => {
-                let owed = if k.go_wake_owed {
-                    TANDEM_KICK_GO_WAKE_OWED
-                } else {
-                    0
-                };
-                status.set(i64::from(k.drained) | owed);
-                TANDEM_OK
-            }
-            Err(e) => status_of(&e),
+            Ok(k) => Ok(i64::from(k.drained) | owed_bit(k.go_wake_owed)),
+            Err(e) => Err(status_of(&e)),
         }
-    });
-    if st == TANDEM_OK {
-        status.get()
-    } else {
-        -i64::from(st)
-    }
+    })
 }
 
 /// Runs the event in request slot `slot` on the calling thread, past the submission ring: for
@@ -446,41 +455,29 @@ pub unsafe extern "C" fn tandem_runtime_run(
     route: u32,
     out: *mut tandem_desc,
 ) -> i64 {
-    let status = std::cell::Cell::new(0i64);
-    let st = guard(|| {
+    guard_value(|| {
         // SAFETY: a live runtime per the contract.
         let Some(rt) = (unsafe { rt.as_ref() }) else {
             set_last_error("tandem_runtime_run: null runtime");
-            return TANDEM_ERR_INVALID_ARG;
+            return Err(TANDEM_ERR_INVALID_ARG);
         };
         // SAFETY: null or writable for one cell during the call, per the contract; its fields
         // are atomics, written through a shared reference.
         let Some(out) = (unsafe { out.as_ref() }) else {
             set_last_error("tandem_runtime_run: null out");
-            return TANDEM_ERR_INVALID_ARG;
+            return Err(TANDEM_ERR_INVALID_ARG);
         };
-        match rt.inner.run(token, slot, len, route) {
-            Ok(ran) => {
-                let mut r = if ran.go_wake_owed {
-                    TANDEM_KICK_GO_WAKE_OWED
-                } else {
-                    0
-                };
-                if let Some(record) = ran.done {
-                    record.write(out);
-                    r |= TANDEM_RUN_DONE;
-                }
-                status.set(r);
-                TANDEM_OK
-            }
-            Err(e) => status_of(&e),
+        let ran = rt
+            .inner
+            .run(token, slot, len, route)
+            .map_err(|e| status_of(&e))?;
+        let mut r = owed_bit(ran.go_wake_owed);
+        if let Some(record) = ran.done {
+            record.write(out);
+            r |= TANDEM_RUN_DONE;
         }
-    });
-    if st == TANDEM_OK {
-        status.get()
-    } else {
-        -i64::from(st)
-    }
+        Ok(r)
+    })
 }
 
 /// Fills `*out` with the runtime's counters. After shutdown it first consumes the release

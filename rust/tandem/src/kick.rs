@@ -136,13 +136,13 @@ pub(crate) fn help(shared: &Arc<Shared>) -> Kicked {
 
 /// What one run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Ran {
+pub struct Ran {
     /// The event's final record, when its handler finished on the calling thread and nothing
     /// else went into the completion ring first: the caller settles the event from it.
-    pub(crate) done: Option<Record>,
+    pub done: Option<Record>,
     /// As [`Kicked::go_wake_owed`]: a record published during the run found Go's poller
     /// parked, and the caller now holds the duty to consume the completion ring.
-    pub(crate) go_wake_owed: bool,
+    pub go_wake_owed: bool,
 }
 
 /// Runs the event Go wrote into request slot `slot` on the calling thread, which must be

@@ -84,9 +84,10 @@ mod testing;
 mod waiters;
 mod wake;
 
+pub use completion::Record;
 pub use config::{Config, Error, Phase};
 pub use handler::{Context, Event, Handler, Registry};
-pub use kick::Kicked;
+pub use kick::{Kicked, Ran};
 pub use outcome::{EmitError, HandlerError, Outcome};
 pub use reply::{CallError, CallFailure, Reply};
 #[cfg(feature = "bench-internals")]

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::completion::{LocalDispatch, LocalRoutes};
 use crate::config::{Config, Error, Phase, RegionInfo};
 use crate::handler::Registry;
-use crate::kick::Kicked;
+use crate::kick::{Kicked, Ran};
 use crate::logs::LogQueue;
 use crate::poller::{Role, drain_submissions, poll_submissions};
 use crate::shared::Shared;
@@ -286,15 +286,10 @@ impl Runtime {
     }
 
     /// Runs the event in request slot `slot` on the calling thread, past the submission ring
-    /// (crate::kick::run), for a submitter that waits for its outcome. Safe to call from any
-    /// thread while running; an error (not running) takes nothing.
-    pub(crate) fn run(
-        &self,
-        token: u64,
-        slot: u32,
-        len: u32,
-        route: u32,
-    ) -> Result<crate::kick::Ran, Error> {
+    /// (`tandem_runtime_run`), for a submitter that waits for its outcome: `token` and `route`
+    /// are what its descriptor would carry. Safe to call from any thread while running; an
+    /// error (not running) takes nothing.
+    pub fn run(&self, token: u64, slot: u32, len: u32, route: u32) -> Result<Ran, Error> {
         let Some(rt) = self.tokio.as_ref() else {
             return Err(Error::State("not running"));
         };

@@ -7,8 +7,8 @@
 //! instead of being acted on twice.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use crate::waiters::Waiters;
 
