@@ -99,6 +99,32 @@ func TestMetricsCountEventsByRouteAndRuntime(t *testing.T) {
 // A route split between runtimes, with a shadow: each handler's runs and the route's events
 // carry the target that took them; the shadow's runs carry role=shadow and never count as the
 // route's events; its comparisons count in shadow.results.
+// A Call at idle crosses by running its own event: tandem.runs counts it, within
+// tandem.crossings, as Stats does.
+func TestMetricsCountACallsRun(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+	rt := newRuntime(t, Config{MeterProvider: mp})
+	ctx := context.Background()
+	waitParked(t, rt)
+	reply, err := rt.Call(ctx, event("demo.echo", "r", []byte("x")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply.Release()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	st := rt.Stats()
+	runs, crossings := sums(t, rm, "tandem.runs")[""], sums(t, rm, "tandem.crossings")[""]
+	if runs < 1 || uint64(runs) != st.Rust.Runs || runs > crossings {
+		t.Fatalf("tandem.runs %d, tandem.crossings %d; Stats: %d runs, %d crossings", runs, crossings, st.Rust.Runs, st.Crossings)
+	}
+	shutdownClean(t, rt)
+}
+
 func TestMetricsNameTheTargetAndCountShadowsApart(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))

@@ -23,7 +23,7 @@ import (
 //	events.in_flight, ring.occupancy (+ring), wakeups (+side), buffers.outstanding (+kind),
 //	workers (+target), target.in_flight (+target, runtime),
 //	breaker.state (+route; 0 closed, 1 half-open, 2 open),
-//	crossings, completions.by_caller (crossing.go)
+//	crossings, completions.by_caller, runs (crossing.go)
 //	                                                     observed at each collection
 //
 // The target is the handler a delivery went to (a route may have several: routing.go); an
@@ -93,7 +93,9 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 		metric.WithDescription("Submission steps a submitter ran on its own thread instead of waking the parked Rust poller."))
 	byCaller, err8 := m.Int64ObservableCounter("tandem.completions.by_caller",
 		metric.WithDescription("Completions a submitter settled itself instead of waking the parked Go poller."))
-	for _, e := range []error{err1, err2, err3, err4, err5, err6, err7, err8, err9} {
+	runs, err10 := m.Int64ObservableCounter("tandem.runs",
+		metric.WithDescription("Crossings in which a Call ran its own event on its thread, past both rings."))
+	for _, e := range []error{err1, err2, err3, err4, err5, err6, err7, err8, err9, err10} {
 		if e != nil {
 			return e
 		}
@@ -108,6 +110,7 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 		o.ObserveInt64(wakeups, int64(s.Rust.TaskWakes), metric.WithAttributes(attribute.String("side", "tokio")))
 		o.ObserveInt64(crossings, int64(s.Crossings))
 		o.ObserveInt64(byCaller, int64(s.CompletionsByCaller))
+		o.ObserveInt64(runs, int64(s.Rust.Runs))
 		o.ObserveInt64(outstanding, int64(s.Rust.RequestsHeld), metric.WithAttributes(attribute.String("kind", "request")))
 		o.ObserveInt64(outstanding, int64(s.Rust.RepliesLent), metric.WithAttributes(attribute.String("kind", "reply")))
 		for _, t := range e.Targets() {
@@ -123,7 +126,7 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 			}
 		}
 		return nil
-	}, inflight, occupancy, wakeups, outstanding, workers, breakers, crossings, byCaller, targetInFlight)
+	}, inflight, occupancy, wakeups, outstanding, workers, breakers, crossings, byCaller, runs, targetInFlight)
 	if err != nil {
 		return err
 	}
