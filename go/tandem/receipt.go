@@ -29,7 +29,9 @@ func (r *Runtime) Submit(ctx context.Context, ev *Event) (*Receipt, error) {
 }
 
 // Call submits ev and waits for the handler's reply: request/reply over the rings (or a Go
-// route). The Reply of a Rust handler is read in place from shared memory and must be
+// route). Where it would cross to have a sleeping Rust side run the event, it runs it on its
+// own thread with one call into the library and takes the outcome back with that call
+// (Stats.Rust.Runs). The Reply of a Rust handler is read in place from shared memory and must be
 // released (Reply.Release); an empty reply needs no release but allows it. A failed handler
 // returns a *HandlerError. If ctx ends once the event is accepted, Call returns an error
 // matching both ErrAbandoned and ctx's error; the event still settles, and its reply is
