@@ -108,11 +108,11 @@ func (e *Engine) crossToRust(now int64, flags uint32) {
 	_, owed, err := abi.Kick(e.h, flags)
 	e.leaveLibrary(dutyCrossing)
 	if err != nil {
-		failedKick()
+		failedCrossing()
 		e.wakeRustLive() // not running (stopping): the poller takes it
 		return
 	}
-	e.crossed(owed)
+	e.crossed(owed, 0)
 }
 
 // frequent reports whether a crossing at now (nanotime) follows the last closer than the
@@ -128,14 +128,14 @@ func (e *Engine) frequent(now int64) bool {
 	return now-last < w
 }
 
-// crossed counts a crossing and, when the call returned the completion duty (owed), the
-// completions this publisher then settled: one atomic add for both.
-func (e *Engine) crossed(owed bool) {
-	n := 0
+// crossed counts a crossing with the completions its publisher settled: settled already
+// (a run's own), and, when the call returned the completion duty (owed), those it settles
+// now. One atomic add for both counts.
+func (e *Engine) crossed(owed bool, settled int) {
 	if owed {
-		n = e.consumeCompletions()
+		settled += e.consumeCompletions()
 	}
-	e.obs.crossings.add(1, uint32(n))
+	e.obs.crossings.add(1, uint32(settled))
 }
 
 // dutyCrossings is how many crossings holding a wake-up duty are in progress.
@@ -153,10 +153,10 @@ func (e *Engine) helpRust() {
 	_, owed, err := abi.Kick(e.h, abi.KickHelp)
 	e.leaveLibrary(helperCrossing)
 	if err != nil {
-		failedKick()
+		failedCrossing()
 		return
 	}
-	e.crossed(owed)
+	e.crossed(owed, 0)
 }
 
 // runHere runs the event published in sl (its descriptor's token, slot, length and route)
@@ -181,7 +181,7 @@ func (e *Engine) runHere(sl *requestSlot, token uint64, slot, length, route uint
 	done, owed, err := abi.Run(e.h, token, slot, length, route, &sl.done)
 	sl.running.Store(0)
 	if err != nil {
-		failedKick()
+		failedCrossing()
 		return false
 	}
 	n := 0
@@ -189,12 +189,9 @@ func (e *Engine) runHere(sl *requestSlot, token uint64, slot, length, route uint
 		var d ring.Desc
 		ring.ReadCell(&sl.done, &d)
 		e.complete(&d)
-		n++
+		n = 1
 	}
-	if owed {
-		n += e.consumeCompletions()
-	}
-	e.obs.crossings.add(1, uint32(n))
+	e.crossed(owed, n)
 	return true
 }
 

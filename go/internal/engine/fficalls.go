@@ -14,7 +14,7 @@ import (
 var kicks struct {
 	mu      sync.Mutex
 	live    map[*pair]struct{}
-	retired uint64 // the crossings of freed runtimes, and kicks that failed
+	retired uint64 // the crossings of freed runtimes, and crossings that failed
 }
 
 // countKicks adds a runtime's crossings to the process's calls until retireKicks.
@@ -38,8 +38,9 @@ func retireKicks(p *pair) {
 	kicks.mu.Unlock()
 }
 
-// failedKick counts a kick the library refused (the runtime was stopping): rare.
-func failedKick() {
+// failedCrossing counts a kick or a run the library refused (the runtime was stopping):
+// rare.
+func failedCrossing() {
 	kicks.mu.Lock()
 	kicks.retired++
 	kicks.mu.Unlock()

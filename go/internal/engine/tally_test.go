@@ -82,7 +82,7 @@ func TestFFICallsKeepAFreedRuntimesCrossings(t *testing.T) {
 	}
 	retireKicks(p)
 	retireKicks(p)
-	failedKick()
+	failedCrossing()
 	after := ffiCalls()
 	if got := after - before; got != 6 {
 		t.Fatalf("5 retired crossings and a failed kick: FFI calls grew by %d", got)

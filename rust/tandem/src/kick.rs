@@ -86,8 +86,8 @@ pub(crate) fn kick(shared: &Arc<Shared>, frequent: bool, batch: bool) -> Kicked 
         // The duty is to see the ring consumed: wait for the consumer's role (held for a pop
         // at a time) rather than leave it to a holder that may not re-check (a helper).
         let left = MAX_PER_KICK.saturating_sub(drained as usize);
-        drained +=
-            drain_submissions(shared, left, Some((&mut cx, Drainer::Caller)), Role::Wait) as u32;
+        drained += drain_submissions(shared, left, Some((&mut cx, Drainer::Caller)), Role::Wait)
+            .records as u32;
         // Tasks spawned from here wake a tokio worker each; the poller, on a worker, runs
         // them without. So frequent kicks that spawn hand over on any machine; frequent
         // kicks whose handlers all completed inline only where a core is to spare.
@@ -127,7 +127,8 @@ pub(crate) fn help(shared: &Arc<Shared>) -> Kicked {
         MAX_PER_KICK,
         Some((&mut cx, Drainer::Caller)),
         Role::Try,
-    ) as u32;
+    )
+    .records as u32;
     Kicked {
         drained,
         go_wake_owed: deferred.owed(),

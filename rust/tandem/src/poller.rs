@@ -30,7 +30,8 @@ pub(crate) async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>)
                 Role::Wait,
             ))
         })
-        .await;
+        .await
+        .records;
         if n > 0 {
             spinner.arrived(epoch.elapsed());
             idle_since = None;
@@ -74,10 +75,10 @@ pub(crate) async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>)
                     // here by design (they are lazy); an event here with the parked flag up
                     // was stranded by a lost wake-up, a bug the counter makes visible, and the
                     // look bounds its cost. A flag taken is a duty its taker discharges.
+                    // Counted by this drain's own events: runs take events beside it, past
+                    // the ring, and would move a count of every event taken.
                     if shared.sq.is_parked() && !shared.sq.is_empty() {
-                        let received = |(done, held)| done + held;
-                        let before = received(shared.counters.requests.read());
-                        std::future::poll_fn(|cx| {
+                        let drained = std::future::poll_fn(|cx| {
                             std::task::Poll::Ready(drain_submissions(
                                 &shared,
                                 BATCH,
@@ -86,7 +87,7 @@ pub(crate) async fn poll_submissions(shared: Arc<Shared>, afd: AsyncFd<OwnedFd>)
                             ))
                         })
                         .await;
-                        if received(shared.counters.requests.read()) != before {
+                        if drained.events > 0 {
                             shared.counters.rescues.fetch_add(1, Relaxed);
                         }
                     }
@@ -183,6 +184,15 @@ pub(crate) enum Role {
     Try,
 }
 
+/// What one drain consumed.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Drained {
+    /// Submission records of every kind.
+    pub(crate) records: usize,
+    /// Of those, events this drain took and started.
+    pub(crate) events: usize,
+}
+
 /// Consumes up to `max` submissions. The drainer passes its task context and events start;
 /// without one (a stopped runtime) only release records are expected and processed.
 pub(crate) fn drain_submissions(
@@ -190,9 +200,10 @@ pub(crate) fn drain_submissions(
     max: usize,
     cx: Option<(&mut std::task::Context<'_>, Drainer)>,
     role: Role,
-) -> usize {
+) -> Drained {
     let mut cx = cx;
     let mut n = 0;
+    let mut events = 0;
     while n < max {
         // A look without the lock first: the empty pop that ends every drain would take and
         // release it, two atomic operations per kick for nothing. A record that lands after
@@ -231,6 +242,7 @@ pub(crate) fn drain_submissions(
                     cx.as_mut(),
                     shared.completions.requests.take(slot, len, token),
                 ) {
+                    events += 1;
                     dispatch_slot(shared, slot, route, cx, *by)
                 }
             }
@@ -243,7 +255,7 @@ pub(crate) fn drain_submissions(
             }
         }
     }
-    n
+    Drained { records: n, events }
 }
 
 #[cfg(all(test, not(loom)))]

@@ -265,24 +265,14 @@ impl Runtime {
     /// and re-arms the poller's parked flag. Safe to call from any thread while running.
     /// `frequent` and `batch` are `TANDEM_KICK_FREQUENT` and `TANDEM_KICK_BATCH`.
     pub fn kick(&self, frequent: bool, batch: bool) -> Result<Kicked, Error> {
-        let Some(rt) = self.tokio.as_ref() else {
-            return Err(Error::State("not running"));
-        };
-        let _enter = rt.enter();
-        let _logs = crate::logs::enter(&self.log_queue);
-        Ok(crate::kick::kick(&self.shared, frequent, batch))
+        self.on_caller(|shared| crate::kick::kick(shared, frequent, batch))
     }
 
     /// Drains what it can of the submission ring on the calling thread, for a submitter that
     /// published while another crossing was in progress (crate::kick::help): no duty, no
     /// re-arm. Safe to call from any thread while running.
     pub fn help(&self) -> Result<Kicked, Error> {
-        let Some(rt) = self.tokio.as_ref() else {
-            return Err(Error::State("not running"));
-        };
-        let _enter = rt.enter();
-        let _logs = crate::logs::enter(&self.log_queue);
-        Ok(crate::kick::help(&self.shared))
+        self.on_caller(crate::kick::help)
     }
 
     /// Runs the event in request slot `slot` on the calling thread, past the submission ring
@@ -290,12 +280,18 @@ impl Runtime {
     /// are what its descriptor would carry. Safe to call from any thread while running; an
     /// error (not running) takes nothing.
     pub fn run(&self, token: u64, slot: u32, len: u32, route: u32) -> Result<Ran, Error> {
+        self.on_caller(|shared| crate::kick::run(shared, token, slot, len, route))
+    }
+
+    /// Runs a crossing's step on the calling thread, inside this runtime's tokio context (a
+    /// handler that waits becomes a task of it) and log scope; an error when not running.
+    fn on_caller<T>(&self, step: impl FnOnce(&Arc<Shared>) -> T) -> Result<T, Error> {
         let Some(rt) = self.tokio.as_ref() else {
             return Err(Error::State("not running"));
         };
         let _enter = rt.enter();
         let _logs = crate::logs::enter(&self.log_queue);
-        Ok(crate::kick::run(&self.shared, token, slot, len, route))
+        Ok(step(&self.shared))
     }
 
     /// Lets in-flight handlers run for up to `grace`, cancels the rest (each completes as a
