@@ -173,10 +173,9 @@ impl Counters {
     }
 
     fn let_go(&self) {
-        // SeqCst: of two counts let go at once, the later decrement sees both at zero.
-        if self.held() == 0 {
-            self.idle.signal();
-        }
+        // SeqCst: of two counts let go at once, the later decrement sees both at zero. The
+        // counts are read only while shutdown waits, not on every event.
+        self.idle.signal_if(|| self.held() == 0);
     }
 
     /// Returns once no event is held.

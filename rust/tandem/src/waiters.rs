@@ -47,7 +47,13 @@ impl Waiters {
     /// Wakes every waiter, if any, to look again; call it after the change, itself
     /// sequentially consistent.
     pub(crate) fn signal(&self) {
-        if self.count.load(SeqCst) > 0 {
+        self.signal_if(|| true)
+    }
+
+    /// As [`Waiters::signal`], when `ready` holds: asked only when someone waits, so a change
+    /// with nobody waiting reads nothing more than the count.
+    pub(crate) fn signal_if(&self, ready: impl FnOnce() -> bool) {
+        if self.count.load(SeqCst) > 0 && ready() {
             self.notify.notify_waiters();
         }
     }
