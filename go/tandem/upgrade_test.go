@@ -70,9 +70,21 @@ func TestUpgradeTheRustLibraryWithoutARestart(t *testing.T) {
 	}
 	before := upgraded.Stats().Submitted
 	waitFor(t, "calls forwarded to the new library", func() bool { return upgraded.Stats().Submitted > before+100 })
-	// The calls the old library was running when the routes moved finish there (a caller's
-	// thread runs its own event, and may be descheduled in the middle); then it gets no more.
-	waitFor(t, "the old library to finish its calls", func() bool { return old.Stats().Rust.RequestsHeld == 0 })
+	// The calls bound for the old library when the routes moved finish there (a caller's
+	// thread runs its own event, and may be descheduled between choosing the handler and
+	// running it); its handler drains to 0 in flight, and then it gets no more.
+	waitFor(t, "the old library's handler to drain", func() bool {
+		info, err := old.Route("demo.upper")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range info.Handlers {
+			if h.Target.IsRust() && h.InFlight != 0 {
+				return false
+			}
+		}
+		return old.Stats().Rust.RequestsHeld == 0
+	})
 	received := old.Stats().Rust.Received
 	more := upgraded.Stats().Submitted
 	waitFor(t, "more calls forwarded", func() bool { return upgraded.Stats().Submitted > more+100 })
