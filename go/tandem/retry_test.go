@@ -123,6 +123,36 @@ func TestRetryBudgetStopsARetryStorm(t *testing.T) {
 	}
 }
 
+// The budget earns its retries from every event submitted before a retry asks for one:
+// submissions are deposited in batches, and a withdrawal deposits the batch so far first.
+func TestRetryBudgetEarnsFromEveryEventSubmittedBefore(t *testing.T) {
+	sink := deadletter.NewMemorySink()
+	rt := newRuntime(t, Config{
+		Retry:       retry.Backoff{MaxAttempts: 10, Initial: time.Millisecond},
+		RetryBudget: retry.NewBudget(10*time.Second, 0, 0.25), // a retry per four events, no floor
+		DeadLetters: sink,
+	})
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := rt.Call(ctx, event("demo.echo", fmt.Sprint(i), []byte("x"))); err != nil {
+			t.Fatalf("Call %d: %v", i, err)
+		}
+	}
+	// The fourth event fails once: the four submitted so far earn the one retry it needs.
+	if _, err := rt.Call(ctx, flaky("f", 2)); err != nil {
+		t.Fatalf("the fourth event's retry was refused: %v", err)
+	}
+	// The fifth fails once too: five events earn 1.25 retries, and one is spent.
+	_, err := rt.Call(ctx, flaky("g", 2))
+	var he *HandlerError
+	if !errors.As(err, &he) || he.DeadLetter != deadletter.ReasonRetryBudget {
+		t.Fatalf("the fifth event: Call = %v, want dead-lettered for the retry budget", err)
+	}
+	if s := shutdownClean(t, rt); s.Retried != 1 || s.Submitted != 5 {
+		t.Fatalf("retried %d of %d submitted, want 1 of 5", s.Retried, s.Submitted)
+	}
+}
+
 func TestTermAndUndecodableEventsAreDeadLettered(t *testing.T) {
 	sink := deadletter.NewMemorySink()
 	rt := newRuntime(t, Config{DeadLetters: sink})

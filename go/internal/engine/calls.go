@@ -129,7 +129,7 @@ func (e *Engine) onCallCancel(id uint64) {
 			gosched()
 		}
 		if e.sq.TakeWakeup() {
-			e.crossToRust(nanotime(), 0)
+			e.crossToRust(0)
 		}
 	}
 }
@@ -200,7 +200,7 @@ func (c *rustCall) answer(f *Failure, reply Reply) {
 	e.lifeMu.RUnlock()
 	// A caller waits on it: wake or cross like an event.
 	if e.sq.TakeWakeup() {
-		e.crossToRust(nanotime(), 0)
+		e.crossToRust(0)
 	}
 }
 

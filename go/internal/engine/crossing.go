@@ -94,15 +94,14 @@ func (e *Engine) stopCrossings() {
 
 // crossToRust discharges the duty to wake the parked Rust poller by running its submission
 // step on this goroutine's thread: one call into the library in place of a thread wake.
-// now is a recent nanotime reading (the event's intake): crossings closer together than the
-// spin window tell Rust so, which may hand the ring back to its poller. flags adds to the
-// kick's (abi.KickBatch).
-func (e *Engine) crossToRust(now int64, flags uint32) {
+// Crossings closer together than the spin window tell Rust so, which may hand the ring back
+// to its poller. flags adds to the kick's (abi.KickBatch).
+func (e *Engine) crossToRust(flags uint32) {
 	if !e.enterLibrary(dutyCrossing) {
 		e.wakeRustLive()
 		return
 	}
-	if e.frequent(now) {
+	if e.frequent(nanotime()) {
 		flags |= abi.KickFrequent
 	}
 	_, owed, err := abi.Kick(e.h, flags)

@@ -64,7 +64,6 @@ type Delivery struct {
 	trace       trace.SpanContext // the publish span, parent of each delivery's span
 	span        trace.Span        // the current delivery's span while its outcome is handled
 	submittedAt int64             // nanotime at intake, for the latency histogram (0: metrics off)
-	intakeAt    int64             // nanotime of this delivery's intake or redelivery
 }
 
 // reset readies a delivery for a new event, keeping nothing of the last one.
@@ -98,14 +97,31 @@ func (d *Delivery) nextDeadline() {
 	}
 }
 
-// accepted counts a new delivery in: from here it is pending until final.
+// accepted counts a new delivery in that did not come through intake (which counts its
+// own): from here it is pending until final.
 func (e *Engine) accepted(d *Delivery) {
 	e.obs.accepted(d)
 	e.events.in()
-	// One monotonic reading (time.Now takes two) for the budget, which only measures time
-	// between its own readings, and for the crossing's gap.
-	d.intakeAt = nanotime()
-	e.budget.Deposit(clockBase.Add(time.Duration(d.intakeAt)))
+}
+
+// depositEvery is how many submitted events make one deposit into the retry budget: the
+// clock is read, and the budget's words written, once per depositEvery events, not once per
+// event.
+const depositEvery = 64
+
+// depositSubmitted deposits into the retry budget the events submitted since its last
+// deposit, one each: the budget earns retries from first deliveries. They are dated now,
+// at most depositEvery events late, and every withdrawal deposits first (judge): the
+// budget a retry asks has every event submitted before it, each counting for up to
+// depositEvery events longer than it would with a deposit of its own.
+func (e *Engine) depositSubmitted() {
+	e.depositMu.Lock()
+	submitted, _, _ := e.events.read()
+	if submitted > e.deposited {
+		e.budget.DepositN(time.Now(), submitted-e.deposited)
+	}
+	e.deposited = max(e.deposited, submitted)
+	e.depositMu.Unlock()
 }
 
 // bind makes b the target of the delivery's attempt, counted in flight there by choose.
@@ -222,10 +238,17 @@ func (e *Engine) judge(d *Delivery, f *Failure) verdict {
 	switch {
 	case d.eventDeadline != 0 && now.Add(delay).UnixNano() >= d.eventDeadline:
 		return verdict{reason: deadletter.ReasonExpired}
-	case !e.budget.Withdraw(now):
+	case !e.withdraw(now):
 		return verdict{reason: deadletter.ReasonRetryBudget}
 	}
 	return verdict{delay: delay}
+}
+
+// withdraw asks the retry budget for one retry at now, with every event submitted so far
+// deposited.
+func (e *Engine) withdraw(now time.Time) bool {
+	e.depositSubmitted()
+	return e.budget.Withdraw(now)
 }
 
 func (e *Engine) backoff(rt *Route) retry.Backoff {
@@ -310,7 +333,6 @@ func cancelledAfter(f *Failure) *Failure {
 // header, and an envelope moving between runtimes is copied as it was submitted.
 func (e *Engine) redeliver(d *Delivery) {
 	d.attempt++
-	d.intakeAt = nanotime()
 	d.nextDeadline()
 	b, _ := e.choose(d.route, d.key)
 	d.bind(b)
@@ -452,10 +474,15 @@ func (e *Engine) releaseDelivery(d *Delivery) {
 // settled counts one event out: it is final.
 func (e *Engine) settled() {
 	if e.events.out() == 0 && e.draining.Load() {
-		select {
-		case e.drained <- struct{}{}:
-		default:
-		}
+		e.signalDrained()
+	}
+}
+
+// signalDrained tells Shutdown, draining, that pending reached 0.
+func (e *Engine) signalDrained() {
+	select {
+	case e.drained <- struct{}{}:
+	default: // a signal is waiting already
 	}
 }
 

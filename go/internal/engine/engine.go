@@ -97,16 +97,21 @@ type Engine struct {
 	drained  chan struct{} // signalled when pending reaches 0 while draining
 	closing  chan struct{} // closed when shutdown begins: blocked intake gives up
 
-	// The words every event writes, each on cache lines of its own: two cores writing them
-	// in turn must not also evict what every event only reads (above and below).
+	// The words every event writes, on cache lines of their own: two cores writing them in
+	// turn must not also evict what every event only reads (above and below).
 	_ cacheLinePad
-	// gate is held for reading by every goroutine inside intake; shutdown takes it for
-	// writing to wait them out, after closing intake.
-	gate sync.RWMutex
-	_    cacheLinePad
-	// events counts the deliveries accepted and not yet final, and those completed (tally.go).
+	// events counts the events inside intake or accepted and not yet final (pending), and
+	// those completed (tally.go). Shutdown waits for pending to reach 0 after closing intake,
+	// so a submitter still in intake is waited for like an event in flight.
 	events tally
-	_      cacheLinePad
+	// crossings counts calls into the library on a publisher's thread, and the completions
+	// they settled (observer.crossings); beside events, which every crossing's event writes.
+	crossings pair
+	// deposited is the count of submitted events last deposited into the retry budget
+	// (depositSubmitted).
+	depositMu sync.Mutex
+	deposited uint64
+	_         cacheLinePad
 
 	slots    slots
 	replies  []atomic.Uint32 // 1 while Go holds reply slot i
@@ -456,8 +461,8 @@ func (e *Engine) shutdown(ctx context.Context) error {
 		return nil
 	}
 	close(e.closing)
-	e.gate.Lock() // every submitter has left intake; later ones see Draining
-	e.gate.Unlock()
+	// A submitter counts itself pending before it reads the state (intake): it sees Draining,
+	// or this waits for it below.
 	e.draining.Store(true)
 	for e.events.pending() > 0 && ctx.Err() == nil {
 		select {

@@ -24,8 +24,9 @@ type observer struct {
 	cancels, retries, handBacks, emitted                   atomic.Uint64
 	deadLetters, violations, rustWakeups, goParks, rescues atomic.Uint64
 	// crossings counts submission steps run on a publisher's thread, and completions a
-	// publisher settled itself (crossing.go); apart from the engine, since the process's
-	// count of calls into the library holds it until the end (fficalls.go).
+	// publisher settled itself (crossing.go): the engine's, beside the words every event
+	// writes. The process's count of calls into the library reads it until the runtime is
+	// freed (fficalls.go).
 	crossings *pair
 	_         cacheLinePad // every event reads what follows
 
@@ -33,7 +34,7 @@ type observer struct {
 	tracer trace.Tracer
 }
 
-func (o *observer) init(e *Engine) { o.e, o.crossings = e, new(pair) }
+func (o *observer) init(e *Engine) { o.e, o.crossings = e, &e.crossings }
 
 // accepted: a new delivery entered intake (from any origin).
 func (o *observer) accepted(d *Delivery) {
@@ -156,9 +157,9 @@ func (d *Delivery) metrics() *routeMetrics {
 	return nil
 }
 
-// nanotime is a monotonic clock reading in nanoseconds since clockBase. Every event reads
-// it at intake (the retry budget, the crossing's gap, the latency histogram), so it reads
-// the monotonic clock alone: time.Now reads the wall clock as well, a second vDSO call.
+// nanotime is a monotonic clock reading in nanoseconds since monoBase, for the crossing's
+// gap and the latency histogram. It reads the monotonic clock alone: time.Now reads the
+// wall clock as well, a second vDSO call.
 func nanotime() int64 { return runtimeNanotime() - monoBase }
 
 // runtimeNanotime is the runtime's monotonic clock, the one time.Now's monotonic reading
@@ -168,9 +169,5 @@ func nanotime() int64 { return runtimeNanotime() - monoBase }
 //go:linkname runtimeNanotime runtime.nanotime
 func runtimeNanotime() int64
 
-// clockBase and monoBase are the same instant, read together: nanotime counts from it, and
-// clockBase.Add(time.Duration(nanotime())) is a time.Time with a monotonic reading.
-var (
-	clockBase = time.Now()
-	monoBase  = runtimeNanotime()
-)
+// monoBase is the process's first monotonic reading: nanotime counts from it.
+var monoBase = runtimeNanotime()

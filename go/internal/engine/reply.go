@@ -81,7 +81,7 @@ func (e *Engine) pushRelease(slot uint32) {
 		gosched()
 	}
 	if e.sq.Hungry() && e.sq.TakeWakeup() {
-		e.crossToRust(nanotime(), 0)
+		e.crossToRust(0)
 	}
 }
 

@@ -289,7 +289,6 @@ func (s *shadowRoute) dispatch(job shadowJob) bool {
 	d.probe = &probe{s: s, primary: job.primary, rust: true}
 	d.trace = job.trace
 	d.slot, d.length = idx, uint32(len(append(e.slots.buffer(idx), job.env...)))
-	d.intakeAt = nanotime()
 	d.nextDeadline()
 	e.publish(d)
 	return true

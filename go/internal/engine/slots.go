@@ -201,7 +201,6 @@ func (s *slots) await(ctx context.Context, closing <-chan struct{}, first bool) 
 // completion still names it is stale.
 func (s *slots) free(idx uint32) {
 	sl := &s.table[idx]
-	sl.d.Store(nil)
 	sl.gen++
 	sl.owner.Store(slotFree)
 	if s.firstWaiting.Load() > 0 {
@@ -271,7 +270,7 @@ func (e *Engine) publishIn(d *Delivery, bt *Batch) {
 	sl := &e.slots.table[d.slot]
 	e.slots.writeHeader(d)
 	token := uint64(sl.gen)<<32 | uint64(d.slot)
-	idx, length, flags, at, waited := d.slot, d.length, d.bound.target.RustIndex, d.intakeAt, d.waited
+	idx, length, flags, waited := d.slot, d.length, d.bound.target.RustIndex, d.waited
 	if !sl.owner.CompareAndSwap(slotGo, slotRust) {
 		e.violation("published a request slot Go did not hold", idx)
 	}
@@ -292,10 +291,10 @@ func (e *Engine) publishIn(d *Delivery, bt *Batch) {
 	switch {
 	case e.sq.TakeWakeup():
 		if bt != nil {
-			bt.owed, bt.at = true, at
+			bt.owed = true
 			return
 		}
-		e.crossToRust(at, 0)
+		e.crossToRust(0)
 	case bt == nil && e.dutyCrossings() > 0:
 		e.helpRust()
 	}

@@ -7,17 +7,24 @@ import (
 
 func TestTallyCountsInAndOut(t *testing.T) {
 	var tl tally
-	for range 5 {
-		tl.in()
+	for i := range 6 {
+		if n := tl.in(); n != uint64(i+1) {
+			t.Fatalf("in number %d returned %d counted in", i+1, n)
+		}
 	}
-	if left := tl.out(); left != 4 {
-		t.Fatalf("out left %d pending, want 4", left)
+	if left := tl.out(); left != 5 {
+		t.Fatalf("out left %d pending, want 5", left)
 	}
-	tl.undo() // one of the five refused after all: never submitted
-	tl.settledAtOnce()
+	if left := tl.undo(); left != 4 { // one of the six refused after all: never submitted
+		t.Fatalf("undo left %d pending, want 4", left)
+	}
+	tl.out()
 	sub, done, pending := tl.read()
 	if sub != 5 || done != 2 || pending != 3 || tl.pending() != 3 {
 		t.Fatalf("read = submitted %d, completed %d, pending %d (pending() %d); want 5, 2, 3", sub, done, pending, tl.pending())
+	}
+	if n := tl.in(); n != 6 {
+		t.Fatalf("in after an undo returned %d counted in, want 6", n)
 	}
 }
 

@@ -53,8 +53,8 @@ type Budget struct {
 	slots   [budgetSlots]atomic.Int64
 }
 
-// slotCap bounds each slot's deposits, so that their sum cannot overflow: past a balance of
-// trillions of retries more deposits change nothing.
+// slotCap bounds each slot's deposits, so that their sum and the reserve cannot overflow:
+// past a balance of trillions of retries more deposits change nothing.
 const slotCap = math.MaxInt64 / (2 * budgetSlots)
 
 // NewBudget returns a budget over a window of ttl (clamped to 1s..1h; 0 means 10s)
@@ -87,26 +87,35 @@ func NewBudget(ttl time.Duration, minPerSec uint32, retryRatio float64) *Budget 
 }
 
 // Deposit records one first delivery at now, earning retryRatio retries for the window.
-func (b *Budget) Deposit(now time.Time) {
+func (b *Budget) Deposit(now time.Time) { b.DepositN(now, 1) }
+
+// DepositN records n first deliveries at now, as n calls of Deposit would: for a caller that
+// counts its deliveries and deposits them in batches, reading the clock once per batch.
+func (b *Budget) DepositN(now time.Time, n uint64) {
+	units := satMul(int64(min(n, math.MaxInt64)), b.perDeposit)
 	// The common case, a deposit in the current slot, compares with the slot's end rather
 	// than dividing: a deposit per first delivery makes the division show.
 	if b.started.Load() {
 		cur := b.current.Load()
 		if int64(now.Sub(b.epoch)) < satMul(cur+1, int64(b.slotLen)) {
-			b.deposit(cur)
+			b.deposit(cur, units)
 			return
 		}
 	}
 	b.mu.Lock()
 	b.advance(now)
-	b.deposit(b.current.Load())
+	b.deposit(b.current.Load(), units)
 	b.mu.Unlock()
 }
 
-func (b *Budget) deposit(slot int64) {
+// deposit adds units to a slot, up to slotCap.
+func (b *Budget) deposit(slot, units int64) {
 	s := &b.slots[slot%budgetSlots]
-	if s.Load() < slotCap {
-		s.Add(b.perDeposit)
+	for {
+		v := s.Load()
+		if v >= slotCap || s.CompareAndSwap(v, v+min(units, slotCap-v)) {
+			return
+		}
 	}
 }
 

@@ -67,6 +67,35 @@ func TestBudgetRatioOfDeposits(t *testing.T) {
 	}
 }
 
+// DepositN(n) is n deposits in one step; 0 deposits nothing, and a count past any balance
+// saturates instead of wrapping into debt.
+func TestBudgetDepositN(t *testing.T) {
+	one, batch := NewBudget(10*time.Second, 0, 0.2), NewBudget(10*time.Second, 0, 0.2)
+	for range 100 {
+		one.Deposit(budgetT0)
+	}
+	batch.DepositN(budgetT0, 60)
+	batch.DepositN(budgetT0.Add(time.Second), 0)
+	batch.DepositN(budgetT0.Add(time.Second), 40)
+	if a, b := drain(one, budgetT0.Add(time.Second)), drain(batch, budgetT0.Add(time.Second)); a != 20 || b != 20 {
+		t.Errorf("100 deposits one at a time allowed %d withdrawals, in batches of 60, 0 and 40 %d; want 20 each", a, b)
+	}
+	// Batches age out with the slot of the time they carry.
+	if batch.Withdraw(budgetT0.Add(11 * time.Second)) {
+		t.Error("a withdrawal succeeded a window after every deposit")
+	}
+
+	huge := NewBudget(10*time.Second, 10, 100)
+	for range 3 {
+		huge.DepositN(budgetT0, ^uint64(0))
+	}
+	for i := range 1000 {
+		if !huge.Withdraw(budgetT0) {
+			t.Fatalf("withdrawal %d refused after saturating deposits", i)
+		}
+	}
+}
+
 func TestBudgetDepositsExpireAfterTTL(t *testing.T) {
 	const ttl = 10 * time.Second
 	b := NewBudget(ttl, 0, 0.5)
