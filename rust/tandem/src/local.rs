@@ -34,7 +34,8 @@ impl LocalDispatch for Shared {
                     sh.completions.forward_failure(&bytes, &finished).await;
                 }
             }
-            sh.counters.unhold(&sh.counters.local_held);
+            sh.counters
+                .unhold(&sh.counters.local_held, &sh.completions.requests);
         });
     }
 

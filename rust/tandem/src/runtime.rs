@@ -319,8 +319,8 @@ impl Runtime {
             // until its completion is published, even while it is being handed to a task. The
             // poller keeps running meanwhile, so reply slots Go releases come back and no
             // completion waits for one in vain.
-            let counters = &shared.counters;
-            if tokio::time::timeout(grace, counters.until_idle())
+            let (counters, requests) = (&shared.counters, &shared.completions.requests);
+            if tokio::time::timeout(grace, counters.until_idle(requests))
                 .await
                 .is_err()
             {
@@ -328,7 +328,7 @@ impl Runtime {
                 // never does; after a bound the runtime stops without it, and Go settles its
                 // event as retryable ("abandoned").
                 shared.cancel.cancel();
-                let _ = tokio::time::timeout(ABANDON_AFTER, counters.until_idle()).await;
+                let _ = tokio::time::timeout(ABANDON_AFTER, counters.until_idle(requests)).await;
             }
             shared.stopping.store(true, Ordering::SeqCst);
             shared.wake_rust.signal();
@@ -355,10 +355,9 @@ impl Runtime {
         if self.state == State::Stopped {
             drain_submissions(s, usize::MAX, None, Role::Try);
         }
-        Stats {
-            runs: s.completions.requests.runs(),
-            ..s.counters.snapshot(s.sq.len(), s.completions.depth())
-        }
+        let c = &s.completions;
+        s.counters
+            .snapshot(s.sq.len(), c.depth(), &c.requests, &c.replies)
     }
 }
 

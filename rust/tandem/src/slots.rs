@@ -28,13 +28,27 @@ const OWNER_RUST: u32 = 1;
 /// A slot's owner flag, on a cache line of its own. Flags packed sixteen to a line made every
 /// hand-over on one core pull the line from the other, whose slots shared it: under load that
 /// miss was the dearest step of taking a slot and of giving it back.
+///
+/// The slot's counts sit on the same line, written by the slot's holder only (a load and a
+/// store, no read-modify-write), so counting touches no line but the one the hand-over has
+/// just written. A count shared by every slot would be written by both cores for every event.
+/// What the runtime holds is read from the flags themselves (`RequestSlots::held`,
+/// `ReplySlots::lent`).
 #[repr(align(64))]
 struct Owner {
     flag: AtomicU32,
     /// Request slots: the events run in this slot on their submitter's thread
-    /// (crate::kick::run). Written by the slot's holder only, so the add touches a line the
-    /// holder has just written; `RequestSlots::runs` sums them.
+    /// (crate::kick::run); `RequestSlots::runs` sums them.
     runs: AtomicU64,
+    /// Request slots: completions given back (`RequestSlots::completed`). Reply slots:
+    /// releases from Go (`ReplySlots::releases`).
+    done: AtomicU64,
+}
+
+/// Adds one to a count only the holder of its slot writes. Holders follow one another
+/// through the flag's swaps, which order each one's store before the next one's load.
+fn bump(count: &AtomicU64) {
+    count.store(count.load(Relaxed) + 1, Relaxed);
 }
 
 impl Owner {
@@ -52,6 +66,7 @@ fn owners(n: u32, who: u32) -> Box<[Owner]> {
         .map(|_| Owner {
             flag: AtomicU32::new(who),
             runs: AtomicU64::new(0),
+            done: AtomicU64::new(0),
         })
         .collect()
 }
@@ -128,10 +143,10 @@ impl RequestSlots {
             self.counters.violations.fetch_add(1, Relaxed);
             return None;
         }
-        if self.owner[slot as usize].swap(OWNER_RUST, Ordering::AcqRel) != OWNER_GO {
+        // SeqCst: `held` reads the flags while shutdown waits (Counters::let_go).
+        if self.owner[slot as usize].swap(OWNER_RUST, Ordering::SeqCst) != OWNER_GO {
             self.counters.violations.fetch_add(1, Relaxed);
         }
-        self.counters.take_request();
         Some(RequestSlot {
             slots: self.clone(),
             index: slot,
@@ -148,6 +163,21 @@ impl RequestSlots {
     /// The events run on their submitter's thread so far (`Stats::runs`).
     pub(crate) fn runs(&self) -> u64 {
         self.owner.iter().map(|o| o.runs.load(Relaxed)).sum()
+    }
+
+    /// The completions given back so far (`Stats::completed`).
+    pub(crate) fn completed(&self) -> u64 {
+        self.owner.iter().map(|o| o.done.load(Relaxed)).sum()
+    }
+
+    /// The slots Rust holds now (`Stats::requests_held`). Sequentially consistent with the
+    /// hand-overs: of two slots given back at once, the later one's reading sees both.
+    pub(crate) fn held(&self) -> u64 {
+        let held = self
+            .owner
+            .iter()
+            .filter(|o| o.flag.load(Ordering::SeqCst) == OWNER_RUST);
+        held.count() as u64
     }
 
     fn slot_ptr(&self, slot: u32) -> *mut u8 {
@@ -255,19 +285,19 @@ impl RequestSlot {
 
     /// Counts a run of the event in this slot (`Stats::runs`).
     pub(crate) fn count_run(&self) {
-        self.slots.owner[self.index as usize]
-            .runs
-            .fetch_add(1, Relaxed);
+        bump(&self.slots.owner[self.index as usize].runs);
     }
 
     /// Hands the slot back to Go and returns its index, for the completion that names it,
     /// which the caller publishes next.
     pub(crate) fn give_back(self) -> u32 {
         let slots = &self.slots;
-        if slots.owner[self.index as usize].swap(OWNER_GO, Ordering::AcqRel) != OWNER_RUST {
+        let owner = &slots.owner[self.index as usize];
+        bump(&owner.done); // before the swap: the next holder's bump follows it
+        if owner.swap(OWNER_GO, Ordering::SeqCst) != OWNER_RUST {
             slots.counters.violations.fetch_add(1, Relaxed);
         }
-        slots.counters.give_back();
+        slots.counters.let_go(slots);
         let index = self.index;
         // The guard's work is done; its Drop (the not-completed check) must not run.
         drop(disarm(self));
@@ -431,6 +461,20 @@ impl ReplySlots {
         self.owner.len()
     }
 
+    /// The slots lent to Go now (`Stats::replies_lent`).
+    pub(crate) fn lent(&self) -> u64 {
+        let lent = self
+            .owner
+            .iter()
+            .filter(|o| o.flag.load(Ordering::Acquire) == OWNER_GO);
+        lent.count() as u64
+    }
+
+    /// The releases Go has sent so far (`Stats::releases`).
+    pub(crate) fn releases(&self) -> u64 {
+        self.owner.iter().map(|o| o.done.load(Relaxed)).sum()
+    }
+
     /// Takes a free slot to write into, waiting (without blocking a thread) while every slot
     /// is lent to Go: writers are throttled, never refused.
     pub(crate) async fn take(&self) -> ReplyWriter<'_> {
@@ -452,7 +496,7 @@ impl ReplySlots {
             self.counters.violations.fetch_add(1, Relaxed);
             return;
         }
-        self.counters.replies.finish(); // lent one fewer, released one more
+        bump(&self.owner[slot as usize].done); // Rust's until the free set has it
         self.put_free(slot);
     }
 
@@ -466,7 +510,7 @@ impl ReplySlots {
             self.counters.violations.fetch_add(1, Relaxed);
             return None;
         }
-        self.counters.replies.lower(); // Rust's again, but not released: a call's reply
+        // Rust's again (no longer lent), but not released: a call's reply.
         self.counters.call_replies_held.fetch_add(1, Relaxed);
         Some(ReturnedReply {
             slots: self.clone(),
@@ -527,7 +571,6 @@ impl ReplyWriter<'_> {
         let slot = self.index;
         std::mem::forget(self);
         s.owner[slot as usize].store(OWNER_GO, Ordering::Release);
-        s.counters.replies.hold();
         LentReply {
             slot,
             len: len.min(s.size) as u32,
@@ -610,13 +653,14 @@ mod tests {
             (guard.envelope(), guard.delivery(), guard.token()),
             (&b"envelope"[..], delivery, 7)
         );
-        assert_eq!(counters.requests.gauge(), 1);
+        assert_eq!((slots.held(), slots.completed()), (1, 0));
         assert_eq!(guard.give_back(), 1);
-        let held = counters.requests.gauge();
+        let held = slots.held();
         assert_eq!((held, counters.violations.load(Relaxed)), (0, 0));
         // Go takes it and submits it again: a fresh hand-over, no violation.
         assert!(slots.take(1, 0, 8).expect("again").give_back() == 1);
         assert_eq!(counters.violations.load(Relaxed), 0);
+        assert_eq!((slots.held(), slots.completed()), (0, 2));
     }
 
     fn reply_slots(n: u32) -> Arc<ReplySlots> {
@@ -697,7 +741,7 @@ mod tests {
         assert!(slots.take(2, 0, 1).is_none(), "slot out of range");
         assert!(slots.take(0, 257, 1).is_none(), "longer than a slot");
         assert_eq!(counters.violations.load(Relaxed), 2);
-        assert_eq!(counters.requests.gauge(), 0);
+        assert_eq!((slots.held(), slots.completed()), (0, 0));
     }
 
     #[test]

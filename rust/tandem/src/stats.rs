@@ -1,69 +1,16 @@
 //! The runtime's counters: relaxed atomics bumped where things happen, and the [`Stats`]
 //! snapshot read from them.
 
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
+use crate::slots::{ReplySlots, RequestSlots};
 use crate::waiters::Waiters;
 
-/// Where the count half of a [`Tally`] is folded into its total.
-const FOLD_AT: u64 = 1 << 31;
-
-/// A gauge and a count that one atomic add moves together (an atomic read-modify-write costs
-/// some 5 ns, and every event made three of them here): the gauge in the low 32 bits of one
-/// word, the count in the high 32, folded into a 64-bit total past [`FOLD_AT`]. A fold moves
-/// the total under a lock that readers take too, so a reading is exact; adds never take it,
-/// and a half past `FOLD_AT` has `FOLD_AT` more adds of room before its fold lands.
-#[derive(Default)]
-pub(crate) struct Tally {
-    word: AtomicU64,
-    folded: Mutex<u64>,
-}
-
-impl Tally {
-    /// Gauge up by one.
-    pub(crate) fn hold(&self) {
-        self.word.fetch_add(1, SeqCst);
-    }
-
-    /// Gauge down by one and count up by one.
-    pub(crate) fn finish(&self) {
-        let w = self.word.fetch_add((1 << 32) - 1, SeqCst);
-        if (w >> 32) + 1 >= FOLD_AT {
-            let mut folded = self.folded.lock().unwrap_or_else(|p| p.into_inner());
-            if self.word.load(SeqCst) >> 32 >= FOLD_AT {
-                self.word.fetch_sub(FOLD_AT << 32, SeqCst);
-                *folded += FOLD_AT;
-            }
-        }
-    }
-
-    /// Gauge down by one, not counted.
-    pub(crate) fn lower(&self) {
-        self.word.fetch_sub(1, SeqCst);
-    }
-
-    /// The gauge now.
-    pub(crate) fn gauge(&self) -> u64 {
-        self.word.load(SeqCst) & 0xffff_ffff
-    }
-
-    /// The count so far and the gauge.
-    pub(crate) fn read(&self) -> (u64, u64) {
-        let folded = self.folded.lock().unwrap_or_else(|p| p.into_inner());
-        let w = self.word.load(SeqCst);
-        (*folded + (w >> 32), w & 0xffff_ffff)
-    }
-}
-
-/// Counters read by `stats`; relaxed, since they are reports, not synchronisation.
+/// Counters read by `stats`; relaxed, since they are reports, not synchronisation. The
+/// slots count their own hand-overs, on the lines the hand-overs write (crate::slots).
 #[derive(Default)]
 pub(crate) struct Counters {
-    /// Request slots held (the gauge) and given back (the count): `received` is their sum.
-    pub(crate) requests: Tally,
-    /// Reply slots lent to Go now (the gauge) and released back (the count).
-    pub(crate) replies: Tally,
     pub(crate) violations: AtomicU64,
     pub(crate) parks: AtomicU64,
     pub(crate) go_wakeups: AtomicU64,
@@ -144,8 +91,8 @@ pub struct Stats {
 
 impl Counters {
     /// Events held now: request slots Rust owns and events running inside Rust.
-    pub(crate) fn held(&self) -> u64 {
-        self.requests.gauge() + self.local_held.load(SeqCst)
+    pub(crate) fn held(&self, requests: &RequestSlots) -> u64 {
+        requests.held() + self.local_held.load(SeqCst)
     }
 
     /// Starts holding one event inside Rust (`local_held`).
@@ -155,44 +102,43 @@ impl Counters {
 
     /// Stops holding one event inside Rust (`local_held`), waking [`Counters::until_idle`]
     /// when none is left.
-    pub(crate) fn unhold(&self, which: &AtomicU64) {
+    pub(crate) fn unhold(&self, which: &AtomicU64, requests: &RequestSlots) {
         which.fetch_sub(1, SeqCst);
-        self.let_go();
+        self.let_go(requests);
     }
 
-    /// Takes a request slot from Go: held until [`Counters::give_back`].
-    pub(crate) fn take_request(&self) {
-        self.requests.hold();
-    }
-
-    /// Gives a request slot back to Go, completed, waking [`Counters::until_idle`] when no
-    /// event is held any more.
-    pub(crate) fn give_back(&self) {
-        self.requests.finish();
-        self.let_go();
-    }
-
-    fn let_go(&self) {
-        // SeqCst: of two counts let go at once, the later decrement sees both at zero. The
-        // counts are read only while shutdown waits, not on every event.
-        self.idle.signal_if(|| self.held() == 0);
+    /// Wakes [`Counters::until_idle`] when no event is held any more: after a request slot
+    /// went back to Go (its flag) or an event inside Rust ended.
+    pub(crate) fn let_go(&self, requests: &RequestSlots) {
+        // SeqCst: of two let go at once, the later reading sees both. The counts are read
+        // only while shutdown waits, not on every event.
+        self.idle.signal_if(|| self.held(requests) == 0);
     }
 
     /// Returns once no event is held.
-    pub(crate) async fn until_idle(&self) {
-        self.idle.until(|| (self.held() == 0).then_some(())).await
+    pub(crate) async fn until_idle(&self, requests: &RequestSlots) {
+        self.idle
+            .until(|| (self.held(requests) == 0).then_some(()))
+            .await
     }
 
-    /// A snapshot; the ring depths come from the caller, who owns the rings.
-    pub(crate) fn snapshot(&self, sq_depth: u64, cq_depth: u64) -> Stats {
-        let (completed, requests_held) = self.requests.read();
-        let (releases, replies_lent) = self.replies.read();
+    /// A snapshot; the ring depths come from the caller, who owns the rings, and the slots'
+    /// counts from the slots.
+    pub(crate) fn snapshot(
+        &self,
+        sq_depth: u64,
+        cq_depth: u64,
+        requests: &RequestSlots,
+        replies: &ReplySlots,
+    ) -> Stats {
+        let requests_held = requests.held();
+        let completed = requests.completed();
         Stats {
             received: completed + requests_held,
             completed,
             requests_held,
-            replies_lent,
-            releases,
+            replies_lent: replies.lent(),
+            releases: replies.releases(),
             violations: self.violations.load(Relaxed),
             parks: self.parks.load(Relaxed),
             go_wakeups: self.go_wakeups.load(Relaxed),
@@ -209,38 +155,7 @@ impl Counters {
             calls: self.calls.load(Relaxed),
             calls_pending: self.calls_pending.load(Relaxed),
             call_replies_held: self.call_replies_held.load(Relaxed),
-            runs: 0, // counted by the request slots (RequestSlots::runs)
+            runs: requests.runs(),
         }
-    }
-}
-
-#[cfg(all(test, not(loom)))]
-mod tally_tests {
-    use super::*;
-
-    #[test]
-    fn a_tally_counts_through_its_fold_exactly() {
-        let t = Tally::default();
-        t.word.store((FOLD_AT - 50) << 32, SeqCst);
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let t = &t;
-                move || {
-                    for _ in 0..1000 {
-                        t.hold();
-                        t.finish();
-                    }
-                }
-            })
-            .collect();
-        std::thread::scope(|s| {
-            for f in threads {
-                s.spawn(f);
-            }
-        });
-        assert_eq!(t.read(), (FOLD_AT - 50 + 4000, 0));
-        assert_eq!(*t.folded.lock().unwrap(), FOLD_AT, "one fold");
-        t.hold();
-        assert_eq!((t.gauge(), t.read().1), (1, 1));
     }
 }
