@@ -59,11 +59,15 @@ func (b *Batch) Flush() {
 // envelope already encoded (by Rust) and decoded by envelope.DecodeEvent, copied into the
 // slot instead of encoded again.
 //
-// The event counts as pending from the first step, before the state is read: Shutdown sets
+// The event counts as pending before intake reads the state it goes by: Shutdown sets
 // Draining, then waits for pending to reach 0 (both sequentially consistent), so a submitter
 // either sees Draining or is waited for. Every refusal counts it out again (uncount); no
-// lock is shared by every submitter.
+// lock is shared by every submitter. A submitter that finds the runtime closed already
+// counts nothing, so Stats after Shutdown stay still.
 func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w Waiter, bt *Batch) error {
+	if e.State() != Running {
+		return e.closedTo(ev)
+	}
 	if e.events.in()%depositEvery == 0 {
 		e.depositSubmitted()
 	}
@@ -335,6 +339,9 @@ func (e *Engine) deadLetterUnaccepted(ev *envelope.Event, raw []byte, reason dea
 // SubmitRaw publishes already-encoded bytes to the Rust handler of eventType, bypassing the
 // encoder and the router: tests prove with it that Rust refuses malformed envelopes.
 func (e *Engine) SubmitRaw(raw []byte, eventType string, w Waiter) error {
+	if e.State() != Running {
+		return ErrClosed
+	}
 	e.events.in() // as intake does
 	if e.State() != Running {
 		e.uncount()
