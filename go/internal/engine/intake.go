@@ -132,10 +132,11 @@ func (e *Engine) closedTo(ev *envelope.Event) error {
 // counts it out there, and out of pending unless it was shed (dead-lettered: settled).
 func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute, ev *envelope.Event, raw []byte, w Waiter, bt *Batch) (err error) {
 	rt := b.route
+	shed := false // dead-lettered: it settles through the sink, not counted out here
 	defer func() {
 		if err != nil {
 			b.target.leave(e)
-			if !errors.Is(err, ErrShed) {
+			if !shed {
 				e.uncount()
 			}
 		}
@@ -184,6 +185,7 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 			done(err)
 		}
 		if errors.Is(err, ErrShed) {
+			shed = true
 			e.shed(rt, ev, raw)
 		}
 		return err
