@@ -97,11 +97,18 @@ func (d *Delivery) nextDeadline() {
 	}
 }
 
-// accepted counts a new delivery in that did not come through intake (which counts its
-// own): from here it is pending until final.
+// accepted counts a new delivery in: from here it is pending until final.
 func (e *Engine) accepted(d *Delivery) {
 	e.obs.accepted(d)
-	e.events.in()
+	e.countIn()
+}
+
+// countIn counts an event in, pending, and every depositEvery events deposits those
+// submitted into the retry budget.
+func (e *Engine) countIn() {
+	if e.events.in()%depositEvery == 0 {
+		e.depositSubmitted()
+	}
 }
 
 // depositEvery is how many submitted events make one deposit into the retry budget: the

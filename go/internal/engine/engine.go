@@ -100,9 +100,12 @@ type Engine struct {
 	// The words every event writes, on cache lines of their own: two cores writing them in
 	// turn must not also evict what every event only reads (above and below).
 	_ cacheLinePad
-	// events counts the events inside intake or accepted and not yet final (pending), and
-	// those completed (tally.go). Shutdown waits for pending to reach 0 after closing intake,
-	// so a submitter still in intake is waited for like an event in flight.
+	// gate is held for reading by every goroutine inside intake; shutdown takes it for
+	// writing to wait them out, after closing intake, whatever its deadline: a submitter
+	// may be handing its event to a Go handler's queue, which shutdown closes later.
+	gate sync.RWMutex
+	_    cacheLinePad
+	// events counts the deliveries accepted and not yet final, and those completed (tally.go).
 	events tally
 	// crossings counts calls into the library on a publisher's thread, and the completions
 	// they settled (observer.crossings); beside events, which every crossing's event writes.
@@ -461,8 +464,8 @@ func (e *Engine) shutdown(ctx context.Context) error {
 		return nil
 	}
 	close(e.closing)
-	// A submitter counts itself pending before it reads the state (intake): it sees Draining,
-	// or this waits for it below.
+	e.gate.Lock() // every submitter has left intake; later ones see Draining
+	e.gate.Unlock()
 	e.draining.Store(true)
 	for e.events.pending() > 0 && ctx.Err() == nil {
 		select {

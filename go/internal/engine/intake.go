@@ -58,34 +58,21 @@ func (b *Batch) Flush() {
 // intake is the one way in for a new event, whatever its origin. raw, when not nil, is ev's
 // envelope already encoded (by Rust) and decoded by envelope.DecodeEvent, copied into the
 // slot instead of encoded again.
-//
-// The event counts as pending before intake reads the state it goes by: Shutdown sets
-// Draining, then waits for pending to reach 0 (both sequentially consistent), so a submitter
-// either sees Draining or is waited for. Every refusal counts it out again (uncount); no
-// lock is shared by every submitter. A submitter that finds the runtime closed already
-// counts nothing, so Stats after Shutdown stay still.
 func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w Waiter, bt *Batch) error {
+	e.gate.RLock()
+	defer e.gate.RUnlock()
 	if e.State() != Running {
-		return e.closedTo(ev)
-	}
-	if e.events.in()%depositEvery == 0 {
-		e.depositSubmitted()
-	}
-	if e.State() != Running {
-		e.uncount()
 		return e.closedTo(ev)
 	}
 	if raw == nil {
 		// Before routing: an event without a type is invalid, not unroutable. An envelope
 		// that came encoded (raw) was decoded with the same rules.
 		if err := envelope.Validate(ev); err != nil {
-			e.uncount()
 			return e.refused(ev, "invalid", "tandem: invalid event", err)
 		}
 	}
 	rt := e.router.match(ev.Type)
 	if rt == nil {
-		e.uncount()
 		return e.refused(ev, "no_route", "tandem: no route", fmt.Errorf("%w: %q", ErrNoRoute, ev.Type))
 	}
 	key := ev.PartitionKey
@@ -98,13 +85,6 @@ func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w W
 	}
 	bt.Flush() // a full Go handler may wait, and its handler may wait on Rust
 	return e.intakeGo(ctx, b, tab.shadow, ev, w)
-}
-
-// uncount counts out an event intake refused: it was never submitted.
-func (e *Engine) uncount() {
-	if e.events.undo() == 0 && e.draining.Load() {
-		e.signalDrained()
-	}
 }
 
 // refused counts intake's refusal of ev under reason, logs it as msg, and returns err. Apart
@@ -129,16 +109,12 @@ func (e *Engine) closedTo(ev *envelope.Event) error {
 
 // intakeRust encodes ev (or copies raw) into a request slot and publishes it to b's Rust
 // handler, which choose counted the event in at: every way out before the delivery exists
-// counts it out there, and out of pending unless it was shed (dead-lettered: settled).
+// counts it out.
 func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute, ev *envelope.Event, raw []byte, w Waiter, bt *Batch) (err error) {
 	rt := b.route
-	shed := false // dead-lettered: it settles through the sink, not counted out here
 	defer func() {
 		if err != nil {
 			b.target.leave(e)
-			if !shed {
-				e.uncount()
-			}
 		}
 	}()
 	// An event too large for a request slot is refused before it waits for anything. When
@@ -155,7 +131,7 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 		var err error
 		if done, err = rt.Admit(ctx, ev); err != nil {
 			if errors.Is(err, ErrAcked) {
-				e.settled()
+				e.events.settledAtOnce()
 				b.target.leave(e)
 				if w != nil {
 					w.Settle(nil, Reply{})
@@ -185,7 +161,6 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 			done(err)
 		}
 		if errors.Is(err, ErrShed) {
-			shed = true
 			e.shed(rt, ev, raw)
 		}
 		return err
@@ -215,7 +190,7 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 	d.slot, d.length = idx, uint32(len(out))
 	d.bind(b)
 	d.nextDeadline()
-	e.obs.accepted(d) // counted in by intake
+	e.accepted(d)
 	e.publishIn(d, bt)
 	return nil
 }
@@ -290,7 +265,9 @@ func (e *Engine) intakeGo(ctx context.Context, b *binding, shadow *shadowRoute, 
 	}
 	d.nextDeadline()
 	d.event.Attempt, d.event.Deadline = d.attempt, unixTime(d.deadline)
-	e.obs.stamp(d) // counted in by intake
+	// Counted in before the enqueue: a worker may settle it at once.
+	e.obs.stamp(d)
+	e.countIn()
 	met := d.metrics()
 	err := b.target.pool.Load().enqueue(ctx, d, rt.Overload)
 	switch {
@@ -305,14 +282,13 @@ func (e *Engine) intakeGo(ctx context.Context, b *binding, shadow *shadowRoute, 
 		return err
 	default:
 		e.leaveTarget(d)
-		e.uncount() // not submitted after all: counted out of Submitted too
+		e.events.undo() // not submitted after all: counted out of Submitted too
 		e.obs.rejected("overloaded")
 		return err
 	}
 }
 
-// shed dead-letters an event a full Rust route shed, counted in by intake. Its submitter
-// learns it from ErrShed.
+// shed dead-letters an event a full Rust route shed. Its submitter learns it from ErrShed.
 func (e *Engine) shed(rt *Route, ev *envelope.Event, raw []byte) {
 	d := &Delivery{}
 	d.reset(rt, ev, nil)
@@ -320,7 +296,7 @@ func (e *Engine) shed(rt *Route, ev *envelope.Event, raw []byte) {
 		raw, _ = envelope.MarshalEvent(ev)
 	}
 	d.raw = raw
-	e.obs.accepted(d)
+	e.accepted(d)
 	e.deadLetter(d, failure(OutcomeTerm, ev.Type, envelope.CodeShed, "every request slot was in flight", rt.name()), deadletter.ReasonShed)
 }
 
@@ -341,22 +317,17 @@ func (e *Engine) deadLetterUnaccepted(ev *envelope.Event, raw []byte, reason dea
 // SubmitRaw publishes already-encoded bytes to the Rust handler of eventType, bypassing the
 // encoder and the router: tests prove with it that Rust refuses malformed envelopes.
 func (e *Engine) SubmitRaw(raw []byte, eventType string, w Waiter) error {
+	e.gate.RLock()
+	defer e.gate.RUnlock()
 	if e.State() != Running {
-		return ErrClosed
-	}
-	e.events.in() // as intake does
-	if e.State() != Running {
-		e.uncount()
 		return ErrClosed
 	}
 	rt := e.router.match(eventType)
 	if rt == nil || !rt.table.Load().targets[0].target.rust {
-		e.uncount()
 		return fmt.Errorf("%w: %q", ErrNoRoute, eventType)
 	}
 	idx, err := e.slots.acquire(context.Background(), Block, e.closing)
 	if err != nil {
-		e.uncount()
 		return err
 	}
 	d := &e.slots.table[idx].own
@@ -365,7 +336,7 @@ func (e *Engine) SubmitRaw(raw []byte, eventType string, w Waiter) error {
 	// Index 0: Rust routes it by the envelope's own type, as a raw submission says nothing
 	// else. Not counted in flight anywhere: no route names this target.
 	d.bound = &binding{route: rt, target: &Target{Name: rt.name(), rust: true}}
-	e.obs.accepted(d)
+	e.accepted(d)
 	e.publish(d)
 	return nil
 }

@@ -33,9 +33,8 @@ func (t *tally) in() uint64 {
 	return w>>32 + uint64(uint32(w))
 }
 
-// undo takes back an in for an event refused after all (it was never submitted). It
-// returns what is still pending.
-func (t *tally) undo() uint32 { return uint32(t.word.Add(^uint64(0))) }
+// undo takes back an in for an event refused after all (it was never submitted).
+func (t *tally) undo() { t.word.Add(^uint64(0)) }
 
 // out counts an event out: no longer pending, completed. It returns what is still pending.
 func (t *tally) out() uint32 {
@@ -44,6 +43,13 @@ func (t *tally) out() uint32 {
 		t.fold()
 	}
 	return uint32(w)
+}
+
+// settledAtOnce counts an event that was completed at its intake (never pending).
+func (t *tally) settledAtOnce() {
+	if t.word.Add(1<<32)>>32 >= foldAt {
+		t.fold()
+	}
 }
 
 func (t *tally) fold() {
