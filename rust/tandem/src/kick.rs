@@ -175,7 +175,8 @@ pub(crate) fn run(shared: &Arc<Shared>, token: u64, slot: u32, len: u32, route: 
     }
     let caught = Run::begin(token);
     // A descriptor naming no valid slot is counted and dropped, as from the ring.
-    if let Some(slot) = shared.completions.requests.take(slot, len, token) {
+    // SAFETY: the guard goes straight to dispatch_slot (RequestSlots::take).
+    if let Some(slot) = unsafe { shared.completions.requests.take(slot, len, token) } {
         slot.count_run();
         dispatch_slot(shared, slot, route, &mut cx, Drainer::Caller);
     }

@@ -238,10 +238,9 @@ pub(crate) fn drain_submissions(
             TANDEM_SQE_EVENT if cx.is_some() => {
                 // A descriptor naming no valid slot is counted and dropped: there is nothing
                 // to complete.
-                if let (Some((cx, by)), Some(slot)) = (
-                    cx.as_mut(),
-                    shared.completions.requests.take(slot, len, token),
-                ) {
+                // SAFETY: the guard goes straight to dispatch_slot (RequestSlots::take).
+                let taken = unsafe { shared.completions.requests.take(slot, len, token) };
+                if let (Some((cx, by)), Some(slot)) = (cx.as_mut(), taken) {
                     events += 1;
                     dispatch_slot(shared, slot, route, cx, *by)
                 }

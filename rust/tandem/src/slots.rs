@@ -6,6 +6,7 @@
 //! flag, so a slot handed over by a side that did not own it is counted as a violation
 //! instead of being acted on twice.
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
@@ -138,7 +139,14 @@ impl RequestSlots {
     /// Takes slot `slot` (an envelope of `len` bytes, submitted with `token`) from Go: the
     /// returned guard owns it until its completion is published. Returns None, counting a
     /// violation, if the descriptor names no valid slot: there is then nothing to complete.
-    pub(crate) fn take(self: &Arc<Self>, slot: u32, len: u32, token: u64) -> Option<RequestSlot> {
+    ///
+    /// # Safety
+    ///
+    /// The guard points at these slots without counting a reference (a count both cores
+    /// bumped for every event): it must be given back or dropped while they are alive. The
+    /// runtime hands it straight to [`dispatch_slot`](crate::dispatch::dispatch_slot), whose
+    /// future lives no longer than the runtime that owns the slots.
+    pub(crate) unsafe fn take(&self, slot: u32, len: u32, token: u64) -> Option<RequestSlot> {
         if slot as usize >= self.owner.len() || len > self.size {
             self.counters.violations.fetch_add(1, Relaxed);
             return None;
@@ -148,7 +156,7 @@ impl RequestSlots {
             self.counters.violations.fetch_add(1, Relaxed);
         }
         Some(RequestSlot {
-            slots: self.clone(),
+            slots: NonNull::from(self),
             index: slot,
             len,
             token,
@@ -243,13 +251,25 @@ impl RequestSlots {
 /// as abandoned at shutdown). The runtime gives every slot back, cancelled or not; only a
 /// handler stuck past shutdown keeps its guard, and its task is never dropped early.
 pub(crate) struct RequestSlot {
-    slots: Arc<RequestSlots>,
+    /// The slots it came from, alive while the guard is ([`RequestSlots::take`]).
+    slots: NonNull<RequestSlots>,
     index: u32,
     len: u32,
     token: u64,
 }
 
+// SAFETY: the guard reads the slots through a shared reference only, and `RequestSlots` is
+// Sync: moving the guard to another thread, or sharing it, is sharing `&RequestSlots`.
+unsafe impl Send for RequestSlot {}
+// SAFETY: as for Send.
+unsafe impl Sync for RequestSlot {}
+
 impl RequestSlot {
+    fn slots(&self) -> &RequestSlots {
+        // SAFETY: the slots outlive the guard (the contract of `RequestSlots::take`).
+        unsafe { self.slots.as_ref() }
+    }
+
     /// The submitter's token, echoed in the completion.
     pub(crate) fn token(&self) -> u64 {
         self.token
@@ -257,7 +277,7 @@ impl RequestSlot {
 
     /// The envelope, borrowed from the slot for as long as the guard is borrowed.
     pub(crate) fn envelope(&self) -> &[u8] {
-        let p = self.slots.slot_ptr(self.index);
+        let p = self.slots().slot_ptr(self.index);
         // SAFETY: `take` checked len <= req_slot_size, and the stride holds the header and
         // req_slot_size bytes, so the range lies in the region. Go wrote it before publishing
         // the descriptor (release/acquire on its seq) and does not touch it until the
@@ -268,7 +288,7 @@ impl RequestSlot {
 
     /// The delivery header Go wrote for this delivery.
     pub(crate) fn delivery(&self) -> Delivery {
-        let p = self.slots.slot_ptr(self.index);
+        let p = self.slots().slot_ptr(self.index);
         // SAFETY: the header is at the slot's start, which is aligned for it (the arena is page
         // aligned, the stride a multiple of 64); Go wrote it before publishing and leaves it
         // alone while the guard lives.
@@ -285,13 +305,13 @@ impl RequestSlot {
 
     /// Counts a run of the event in this slot (`Stats::runs`).
     pub(crate) fn count_run(&self) {
-        bump(&self.slots.owner[self.index as usize].runs);
+        bump(&self.slots().owner[self.index as usize].runs);
     }
 
     /// Hands the slot back to Go and returns its index, for the completion that names it,
     /// which the caller publishes next.
     pub(crate) fn give_back(self) -> u32 {
-        let slots = &self.slots;
+        let slots = self.slots();
         let owner = &slots.owner[self.index as usize];
         bump(&owner.done); // before the swap: the next holder's bump follows it
         if owner.swap(OWNER_GO, Ordering::SeqCst) != OWNER_RUST {
@@ -300,22 +320,14 @@ impl RequestSlot {
         slots.counters.let_go(slots);
         let index = self.index;
         // The guard's work is done; its Drop (the not-completed check) must not run.
-        drop(disarm(self));
+        std::mem::forget(self);
         index
     }
 }
 
-/// Forgets a given-back guard, releasing its `Arc` without running its `Drop`.
-fn disarm(slot: RequestSlot) -> Arc<RequestSlots> {
-    let slot = std::mem::ManuallyDrop::new(slot);
-    // SAFETY: `slot` is never used or dropped again (ManuallyDrop), so its `Arc` is moved out
-    // exactly once.
-    unsafe { std::ptr::read(&slot.slots) }
-}
-
 impl Drop for RequestSlot {
     fn drop(&mut self) {
-        self.slots.counters.violations.fetch_add(1, Relaxed);
+        self.slots().counters.violations.fetch_add(1, Relaxed);
         if !std::thread::panicking() {
             debug_assert!(
                 false,
@@ -648,7 +660,8 @@ mod tests {
             cancellable: false,
         };
         slots.write_as_go(1, delivery, b"envelope");
-        let guard = slots.take(1, 8, 7).expect("a valid slot");
+        // SAFETY (every take in these tests): the test's slots outlive the guards it takes.
+        let guard = unsafe { slots.take(1, 8, 7) }.expect("a valid slot");
         assert_eq!(
             (guard.envelope(), guard.delivery(), guard.token()),
             (&b"envelope"[..], delivery, 7)
@@ -658,7 +671,7 @@ mod tests {
         let held = slots.held();
         assert_eq!((held, counters.violations.load(Relaxed)), (0, 0));
         // Go takes it and submits it again: a fresh hand-over, no violation.
-        assert!(slots.take(1, 0, 8).expect("again").give_back() == 1);
+        assert!(unsafe { slots.take(1, 0, 8) }.expect("again").give_back() == 1);
         assert_eq!(counters.violations.load(Relaxed), 0);
         assert_eq!((slots.held(), slots.completed()), (0, 2));
     }
@@ -738,8 +751,14 @@ mod tests {
     #[test]
     fn a_descriptor_naming_no_valid_slot_gives_no_guard() {
         let (slots, counters) = request_slots();
-        assert!(slots.take(2, 0, 1).is_none(), "slot out of range");
-        assert!(slots.take(0, 257, 1).is_none(), "longer than a slot");
+        assert!(
+            unsafe { slots.take(2, 0, 1) }.is_none(),
+            "slot out of range"
+        );
+        assert!(
+            unsafe { slots.take(0, 257, 1) }.is_none(),
+            "longer than a slot"
+        );
         assert_eq!(counters.violations.load(Relaxed), 2);
         assert_eq!((slots.held(), slots.completed()), (0, 0));
     }
@@ -749,6 +768,6 @@ mod tests {
     #[should_panic(expected = "dropped without a completion")]
     fn dropping_a_guard_without_its_completion_is_caught_in_debug_builds() {
         let (slots, _) = request_slots();
-        drop(slots.take(0, 0, 1));
+        drop(unsafe { slots.take(0, 0, 1) });
     }
 }
