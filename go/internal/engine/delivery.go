@@ -481,15 +481,10 @@ func (e *Engine) releaseDelivery(d *Delivery) {
 // settled counts one event out: it is final.
 func (e *Engine) settled() {
 	if e.events.out() == 0 && e.draining.Load() {
-		e.signalDrained()
-	}
-}
-
-// signalDrained tells Shutdown, draining, that pending reached 0.
-func (e *Engine) signalDrained() {
-	select {
-	case e.drained <- struct{}{}:
-	default: // a signal is waiting already
+		select {
+		case e.drained <- struct{}{}:
+		default:
+		}
 	}
 }
 

@@ -72,6 +72,20 @@ fn owners(n: u32, who: u32) -> Box<[Owner]> {
         .collect()
 }
 
+/// How many of `owners` `who` holds now. Sequentially consistent with the hand-overs: of two
+/// slots handed over at once, the later one's reading sees both.
+fn holding(owners: &[Owner], who: u32) -> u64 {
+    let held = owners
+        .iter()
+        .filter(|o| o.flag.load(Ordering::SeqCst) == who);
+    held.count() as u64
+}
+
+/// The sum of one count over `owners`.
+fn total(owners: &[Owner], count: impl Fn(&Owner) -> &AtomicU64) -> u64 {
+    owners.iter().map(|o| count(o).load(Relaxed)).sum()
+}
+
 /// Where a request slot's envelope starts: after its delivery header.
 const ENVELOPE_AT: usize = std::mem::size_of::<tandem_delivery>();
 
@@ -170,22 +184,17 @@ impl RequestSlots {
 
     /// The events run on their submitter's thread so far (`Stats::runs`).
     pub(crate) fn runs(&self) -> u64 {
-        self.owner.iter().map(|o| o.runs.load(Relaxed)).sum()
+        total(&self.owner, |o| &o.runs)
     }
 
     /// The completions given back so far (`Stats::completed`).
     pub(crate) fn completed(&self) -> u64 {
-        self.owner.iter().map(|o| o.done.load(Relaxed)).sum()
+        total(&self.owner, |o| &o.done)
     }
 
-    /// The slots Rust holds now (`Stats::requests_held`). Sequentially consistent with the
-    /// hand-overs: of two slots given back at once, the later one's reading sees both.
+    /// The slots Rust holds now (`Stats::requests_held`; shutdown waits for 0).
     pub(crate) fn held(&self) -> u64 {
-        let held = self
-            .owner
-            .iter()
-            .filter(|o| o.flag.load(Ordering::SeqCst) == OWNER_RUST);
-        held.count() as u64
+        holding(&self.owner, OWNER_RUST)
     }
 
     fn slot_ptr(&self, slot: u32) -> *mut u8 {
@@ -475,16 +484,12 @@ impl ReplySlots {
 
     /// The slots lent to Go now (`Stats::replies_lent`).
     pub(crate) fn lent(&self) -> u64 {
-        let lent = self
-            .owner
-            .iter()
-            .filter(|o| o.flag.load(Ordering::Acquire) == OWNER_GO);
-        lent.count() as u64
+        holding(&self.owner, OWNER_GO)
     }
 
     /// The releases Go has sent so far (`Stats::releases`).
     pub(crate) fn releases(&self) -> u64 {
-        self.owner.iter().map(|o| o.done.load(Relaxed)).sum()
+        total(&self.owner, |o| &o.done)
     }
 
     /// Takes a free slot to write into, waiting (without blocking a thread) while every slot
