@@ -138,7 +138,7 @@ impl Completion {
 
     /// An event routed inside Rust that failed: `reply` holds its envelope (`event_len`
     /// bytes) followed by its error envelope; Go retries or dead-letters it.
-    pub(crate) fn forwarded(reply: LentReply, event_len: u32, run: &Finished) -> Completion {
+    pub(crate) fn forwarded(reply: LentReply, event_len: u32, run: &Finished<'_>) -> Completion {
         let (outcome, aux) = run.kind_and_aux();
         Completion {
             reply: Some(reply),
@@ -269,15 +269,15 @@ impl Drop for Run {
 }
 
 /// A handler's run, as a completion reports it.
-pub(crate) struct Finished {
+pub(crate) struct Finished<'a> {
     pub(crate) outcome: Outcome,
-    /// The handler's name ("" when none ran).
-    pub(crate) handler: Arc<str>,
+    /// The handler's name ("" when none ran), borrowed from its route.
+    pub(crate) handler: &'a str,
     pub(crate) started_ns: u64,
     pub(crate) finished_ns: u64,
 }
 
-impl Finished {
+impl Finished<'_> {
     /// The record's outcome code and its `aux` (the retry delay).
     fn kind_and_aux(&self) -> (u32, u64) {
         match &self.outcome {
@@ -314,10 +314,10 @@ pub(crate) trait LocalDispatch: Send + Sync {
     /// Runs the event encoded in `bytes` in the handler at `index`, in the caller's task,
     /// and returns how it ended (a call routed inside Rust).
     fn call<'a>(
-        self: Arc<Self>,
+        &'a self,
         bytes: &'a [u8],
         index: u32,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Finished> + Send + 'a>>;
+    ) -> std::pin::Pin<Box<dyn Future<Output = Finished<'a>> + Send + 'a>>;
 }
 
 /// A call's outcome as Go hands it back: the reply slot, and whether it holds the reply
@@ -478,7 +478,7 @@ impl Completions {
 
     /// Completes the event in request slot `slot`: writes its reply or error envelope into a
     /// reply slot and publishes the outcome, handing the slot back.
-    pub(crate) async fn finish(&self, slot: RequestSlot, run: Finished) {
+    pub(crate) async fn finish(&self, slot: RequestSlot, run: Finished<'_>) {
         let token = slot.token();
         let (mut kind, aux) = run.kind_and_aux();
         let reply = match &run.outcome {
@@ -500,13 +500,13 @@ impl Completions {
                             buf.len()
                         ),
                     );
-                    write_error(buf, &e, &run.handler)
+                    write_error(buf, &e, run.handler)
                 };
                 Some(w.lend(n))
             }
             Outcome::Retry { error, .. } | Outcome::Term(error) => {
                 let mut w = self.reply().await;
-                let n = write_error(w.buf(), error, &run.handler);
+                let n = write_error(w.buf(), error, run.handler);
                 Some(w.lend(n))
             }
         };
@@ -597,7 +597,7 @@ impl Completions {
     async fn call_through_go(
         self: &Arc<Self>,
         ev: &Envelope<'_>,
-        failed: Option<(&[u8], &Finished)>,
+        failed: Option<(&[u8], &Finished<'_>)>,
     ) -> Result<Reply, CallError> {
         // Never waits: a caller waiting here would hold its request slot too, and with every
         // slot held by a waiting caller no callee could get one.
@@ -620,7 +620,7 @@ impl Completions {
                     };
                     let n = bytes.len().min(buf.len());
                     buf[..n].copy_from_slice(&bytes[..n]);
-                    let m = write_error(&mut buf[n..], error, &run.handler);
+                    let m = write_error(&mut buf[n..], error, run.handler);
                     let (outcome, aux) = run.kind_and_aux();
                     (n + m, n as u32, outcome, aux)
                 }
@@ -710,7 +710,7 @@ impl Completions {
 
     /// Hands a failed local event to Go: its envelope followed by its error envelope, in one
     /// reply slot.
-    pub(crate) async fn forward_failure(&self, event: &[u8], run: &Finished) {
+    pub(crate) async fn forward_failure(&self, event: &[u8], run: &Finished<'_>) {
         let error = match &run.outcome {
             Outcome::Retry { error, .. } | Outcome::Term(error) => error,
             Outcome::Ack | Outcome::Reply(_) => return,
@@ -719,7 +719,7 @@ impl Completions {
         let buf = w.buf();
         let n = event.len().min(buf.len());
         buf[..n].copy_from_slice(&event[..n]);
-        let m = write_error(&mut buf[n..], error, &run.handler);
+        let m = write_error(&mut buf[n..], error, run.handler);
         let reply = w.lend(n + m);
         self.counters.local_forwarded.fetch_add(1, Relaxed);
         self.publish(Completion::forwarded(reply, n as u32, run))

@@ -9,25 +9,25 @@ use std::time::Duration;
 use crate::code;
 use crate::completion::{Finished, now_ns};
 use crate::envelope;
-use crate::handler::{CallerRef, Context, Event, Route};
+use crate::handler::{CallerRef, Context, Event, Lent, Route};
 use crate::outcome::{HandlerError, Outcome};
 use crate::poller::Drainer;
 use crate::shared::Shared;
 use crate::slots::{Delivery, RequestSlot};
 
-/// One event, decoded and routed (the handler and the event borrowing its bytes), or the
-/// reason it cannot run.
-pub(crate) type Job<'a> = Result<(Route, Event<'a>), HandlerError>;
+/// One event, decoded and routed (the route, borrowed from the runtime's registry, and the
+/// event borrowing its bytes), or the reason it cannot run.
+pub(crate) type Job<'s, 'a> = Result<(&'s Route, Event<'a>), HandlerError>;
 
 /// Decodes and routes one envelope: to handler `route - 1` (in event-type order) when Go
 /// chose one, else by the envelope's type. `delivery` is the request slot's header; without
 /// one (no slot) the envelope's attempt and deadline stand in.
-pub(crate) fn prepare<'a>(
-    shared: &Shared,
+pub(crate) fn prepare<'s, 'a>(
+    shared: &'s Shared,
     bytes: &'a [u8],
     delivery: Option<Delivery>,
     route: u32,
-) -> Job<'a> {
+) -> Job<'s, 'a> {
     let env = envelope::decode(bytes)
         .map_err(|e| HandlerError::with_code(code::DECODE, format!("malformed envelope: {e}")))?;
     let found = match route {
@@ -44,7 +44,7 @@ pub(crate) fn prepare<'a>(
         ));
     };
     let delivery = delivery.unwrap_or_else(|| Delivery::of_envelope(&env));
-    Ok((route.clone(), Event::new(env, delivery)))
+    Ok((route, Event::new(env, delivery)))
 }
 
 /// Whether the event runs on the poller first: handlers registered inline do, and so do
@@ -341,32 +341,34 @@ fn spawn(shared: &Shared, task: impl Future<Output = ()> + Send + 'static, by: D
 /// deadline's, and Go's (`by_go`, for a delivery Go may cancel). A job that cannot run is
 /// finished here, and a runnable one's route and event are the handler's future's arguments
 /// alone: matching them out of the job inside the future kept both copies in it.
-pub(crate) fn run<'a>(
-    shared: &'a Shared,
-    job: Job<'a>,
+pub(crate) fn run<'s: 'a, 'a>(
+    shared: &'s Shared,
+    job: Job<'s, 'a>,
     token: u64,
     by_go: Option<&'a tokio_util::sync::CancellationToken>,
-) -> futures_util::future::Either<std::future::Ready<Finished>, impl Future<Output = Finished> + 'a>
-{
+) -> futures_util::future::Either<
+    std::future::Ready<Finished<'s>>,
+    impl Future<Output = Finished<'s>> + 'a,
+> {
     use futures_util::future::Either;
     match job {
         Ok((route, ev)) => Either::Right(run_handler(shared, route, ev, token, by_go)),
         Err(err) => Either::Left(std::future::ready(Finished {
             outcome: Outcome::Term(err),
-            handler: Arc::from(""),
+            handler: "",
             started_ns: 0,
             finished_ns: 0,
         })),
     }
 }
 
-async fn run_handler(
-    shared: &Shared,
-    route: Route,
+async fn run_handler<'s>(
+    shared: &'s Shared,
+    route: &'s Route,
     ev: Event<'_>,
     token: u64,
     by_go: Option<&tokio_util::sync::CancellationToken>,
-) -> Finished {
+) -> Finished<'s> {
     // The delivery's deadline (set by Go from the route's timeout or by the submitter) bounds
     // the whole delivery, waiting for a concurrency permit included.
     let timeout = || Outcome::Retry {
@@ -377,7 +379,7 @@ async fn run_handler(
     if deadline.is_some_and(|d| d <= now_ns() as i64) {
         return Finished {
             outcome: timeout(),
-            handler: route.name,
+            handler: &route.name,
             started_ns: 0,
             finished_ns: 0,
         };
@@ -419,9 +421,12 @@ async fn run_handler(
     let caller = unsafe { CallerRef::new(ev.envelope()) };
     let cx = Context {
         caller,
-        handler: route.name.clone(),
+        // SAFETY: the route and the runtime are borrowed for 's, which outlives this future
+        // and so `cx`, a local of it.
+        handler: unsafe { Lent::new(&*route.name) },
         cancel: cancel.clone(),
-        completions: shared.completions.clone(),
+        // SAFETY: as above.
+        completions: unsafe { Lent::new(&shared.completions) },
         token,
         deadline: deadline.clone(),
         shadow: ev.shadow(),
@@ -488,7 +493,7 @@ async fn run_handler(
     };
     Finished {
         outcome,
-        handler: route.name,
+        handler: &route.name,
         started_ns: started,
         finished_ns: clock(),
     }
@@ -632,6 +637,51 @@ mod tests {
             code::NO_ROUTE
         );
         release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+
+    /// Replies with the name its context gives, after a progress record through the
+    /// context's completion side, and waits first when the payload says so.
+    struct Named;
+    impl Handler for Named {
+        async fn handle(&self, ev: &Event<'_>, cx: &Context) -> Outcome {
+            if ev.data() == b"wait" {
+                tokio::task::yield_now().await;
+            }
+            cx.in_progress(Duration::from_secs(1)).await;
+            Outcome::Reply(cx.handler_name().as_bytes().to_vec())
+        }
+    }
+
+    // The context lends the route's name and the runtime's completion side rather than
+    // counting references to them: both reach the handler whether it runs inline or in a
+    // task, and the same route serves event after event.
+    #[test]
+    fn the_context_lends_the_routes_name_and_the_completion_side() {
+        let mut rt = runtime_with(|reg| {
+            reg.register_inline("named.inline", "named-inline", Named)
+                .register("named", "named-task", Named);
+        });
+        for (i, (ty, data, name)) in [
+            ("named.inline", &b"now"[..], "named-inline"),
+            ("named.inline", b"wait", "named-inline"),
+            ("named", b"now", "named-task"),
+            ("named", b"wait", "named-task"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            submit(&rt, i as u32, &envelope(ty, data));
+            let progress = next_completion(&rt);
+            assert_eq!(progress.kind, TANDEM_OUTCOME_IN_PROGRESS, "{ty} {data:?}");
+            let done = next_completion(&rt);
+            assert_eq!(
+                (done.kind, done.reply.as_slice()),
+                (TANDEM_OUTCOME_ACK, name.as_bytes()),
+                "{ty} {data:?}"
+            );
+            release(&rt, done.reply_slot);
+        }
         assert_whole(&mut rt);
     }
 

@@ -333,19 +333,45 @@ impl CallerRef {
     }
 }
 
+/// A borrow with its lifetime erased, so that `Context` needs none: what `Context` reaches in
+/// the runtime (the route's name, the completion side) is lent, not counted. Cloning an `Arc`
+/// for every event wrote words that every core's events write; the runtime and its routes
+/// outlive every `Context` anyway, which lives in its event's future (see `dispatch`).
+pub(crate) struct Lent<T: ?Sized>(std::ptr::NonNull<T>);
+
+// SAFETY: it stands for a `&T`, which is Send when `T` is Sync.
+unsafe impl<T: ?Sized + Sync> Send for Lent<T> {}
+// SAFETY: as above; `&T` is Sync when `T` is.
+unsafe impl<T: ?Sized + Sync> Sync for Lent<T> {}
+
+impl<T: ?Sized> Lent<T> {
+    /// # Safety
+    /// `r` must stay alive for as long as the result or any `Context` holding it.
+    pub(crate) unsafe fn new(r: &T) -> Lent<T> {
+        Lent(std::ptr::NonNull::from(r))
+    }
+
+    pub(crate) fn get(&self) -> &T {
+        // SAFETY: `new`'s contract keeps the referent alive while this lives, and the borrow
+        // returned is one of `self`.
+        unsafe { self.0.as_ref() }
+    }
+}
+
 /// What a handler sees besides the event: its name, the cancellation signal, and the way
 /// out for progress records, emitted events and calls. Lent to one handler call; it is
 /// `Sync`, so the futures of one handler may share it and call its methods concurrently.
 pub struct Context {
     /// The event being handled, for what a call carries over from it.
     pub(crate) caller: CallerRef,
-    pub(crate) handler: Arc<str>,
+    /// The route's name, lent by the route the runtime holds.
+    pub(crate) handler: Lent<str>,
     /// The event's own token (a child of the runtime's) when it has a deadline; else the
     /// runtime's, reached through `completions`, so an event without one clones no token.
     pub(crate) cancel: Option<CancellationToken>,
     /// Where progress records and emitted events go: the runtime's completion side, the only
-    /// part of the runtime a handler reaches.
-    pub(crate) completions: Arc<Completions>,
+    /// part of the runtime a handler reaches, lent by the runtime.
+    pub(crate) completions: Lent<Arc<Completions>>,
     /// The event's token on the rings (0 for a direct call), for progress records.
     pub(crate) token: u64,
     /// The event's deadline in Unix ns, which `in_progress` may push back.
@@ -357,7 +383,7 @@ pub struct Context {
 impl Context {
     /// The name the handler was registered under.
     pub fn handler_name(&self) -> &str {
-        &self.handler
+        self.handler.get()
     }
     /// Whether this run is a shadow's copy of an event: Go compares its result with the
     /// handler the route sends the event to, then discards it. What the handler emits is
@@ -371,7 +397,7 @@ impl Context {
     pub fn cancellation(&self) -> &CancellationToken {
         self.cancel
             .as_ref()
-            .unwrap_or_else(|| self.completions.cancel())
+            .unwrap_or_else(|| self.completions.get().cancel())
     }
 
     /// Tells the runtime the handler is still working: pushes the event's deadline back to
@@ -386,6 +412,7 @@ impl Context {
         }
         if self.token != 0 {
             self.completions
+                .get()
                 .publish(Completion::progress(self.token, extend))
                 .await;
         }
@@ -407,7 +434,7 @@ impl Context {
         if self.shadow {
             return Ok(());
         }
-        self.completions.emit(ev).await
+        self.completions.get().emit(ev).await
     }
 
     /// Sends `ev` to the handler of its type, in either runtime, and waits for its reply:
@@ -490,8 +517,8 @@ impl Context {
             }
         };
         tokio::select! {
-            r = self.completions.call(&req) => r,
-            _ = self.cancellation().cancelled() => Err(if self.completions.cancel().is_cancelled() {
+            r = self.completions.get().call(&req) => r,
+            _ = self.cancellation().cancelled() => Err(if self.completions.get().cancel().is_cancelled() {
                 CallError::ShuttingDown
             } else {
                 CallError::Cancelled

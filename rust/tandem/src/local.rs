@@ -42,11 +42,11 @@ impl LocalDispatch for Shared {
     /// Runs a called event in the caller's own task: the caller's event is held meanwhile,
     /// so shutdown waits for both, and the caller's cancellation ends both.
     fn call<'a>(
-        self: Arc<Self>,
+        &'a self,
         bytes: &'a [u8],
         index: u32,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Finished> + Send + 'a>> {
-        Box::pin(async move { run(&self, prepare(&self, bytes, None, index), 0, None).await })
+    ) -> std::pin::Pin<Box<dyn Future<Output = Finished<'a>> + Send + 'a>> {
+        Box::pin(run(self, prepare(self, bytes, None, index), 0, None))
     }
 }
 

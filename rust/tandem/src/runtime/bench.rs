@@ -38,8 +38,8 @@ impl Runtime {
         Ok(match outcome {
             Outcome::Ack => (TANDEM_OUTCOME_ACK, Vec::new()),
             Outcome::Reply(v) => (TANDEM_OUTCOME_ACK, v),
-            Outcome::Retry { error, .. } => (TANDEM_OUTCOME_RETRY, error_bytes(&error, &handler)),
-            Outcome::Term(error) => (TANDEM_OUTCOME_TERM, error_bytes(&error, &handler)),
+            Outcome::Retry { error, .. } => (TANDEM_OUTCOME_RETRY, error_bytes(&error, handler)),
+            Outcome::Term(error) => (TANDEM_OUTCOME_TERM, error_bytes(&error, handler)),
         })
     }
 }
@@ -108,9 +108,9 @@ impl Runtime {
                 Outcome::Ack => (TANDEM_OUTCOME_ACK, Vec::new()),
                 Outcome::Reply(v) => (TANDEM_OUTCOME_ACK, v),
                 Outcome::Retry { error, .. } => {
-                    (TANDEM_OUTCOME_RETRY, error_bytes(&error, &handler))
+                    (TANDEM_OUTCOME_RETRY, error_bytes(&error, handler))
                 }
-                Outcome::Term(error) => (TANDEM_OUTCOME_TERM, error_bytes(&error, &handler)),
+                Outcome::Term(error) => (TANDEM_OUTCOME_TERM, error_bytes(&error, handler)),
             };
             done(code, out);
         });
