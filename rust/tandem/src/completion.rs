@@ -5,6 +5,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -305,6 +306,48 @@ impl Drop for Hungry<'_> {
     }
 }
 
+/// The completion record of a finished event in request slot `slot`: its reply, or its
+/// error envelope, written into `w` (the reply slot taken for it, if it needs one).
+fn completion_of(slot: RequestSlot, run: &Finished<'_>, w: Option<ReplyWriter<'_>>) -> Completion {
+    let token = slot.token();
+    let (mut kind, aux) = run.kind_and_aux();
+    let reply = w.map(|mut w| {
+        let buf = w.buf();
+        let n = match &run.outcome {
+            Outcome::Reply(v) if v.len() <= buf.len() => {
+                buf[..v.len()].copy_from_slice(v);
+                v.len()
+            }
+            Outcome::Reply(v) => {
+                kind = TANDEM_OUTCOME_TERM;
+                let e = HandlerError::with_code(
+                    code::REPLY_TOO_LARGE,
+                    format!(
+                        "reply of {} bytes exceeds the {}-byte reply slot",
+                        v.len(),
+                        buf.len()
+                    ),
+                );
+                write_error(buf, &e, run.handler)
+            }
+            Outcome::Retry { error, .. } | Outcome::Term(error) => {
+                write_error(buf, error, run.handler)
+            }
+            Outcome::Ack => 0,
+        };
+        w.lend(n)
+    });
+    Completion {
+        token,
+        request: Some(slot),
+        reply,
+        started_ns: run.started_ns,
+        finished_ns: run.finished_ns,
+        aux,
+        ..Completion::new(kind)
+    }
+}
+
 /// Routes emitted events to a Rust handler without a trip through Go; implemented by the
 /// runtime, held weakly so the completions do not keep the runtime alive.
 pub(crate) trait LocalDispatch: Send + Sync {
@@ -438,7 +481,14 @@ impl Completions {
     /// Publishes one record: hands its request slot back to Go, pushes it, and wakes Go if its
     /// poller is parked. The only writer of the completion ring. The final record of the event
     /// a run is running on this thread goes back with the run's call instead (see [`Run`]).
-    pub(crate) async fn publish(&self, mut c: Completion) {
+    pub(crate) async fn publish(&self, c: Completion) {
+        if let Some(record) = self.try_publish(c) {
+            self.push_waiting(record).await;
+        }
+    }
+
+    /// [`Completions::publish`] up to the push: the record back when the ring is full.
+    fn try_publish(&self, mut c: Completion) -> Option<Record> {
         let request = c.request.take().map(RequestSlot::give_back);
         let (reply_slot, reply_len) = c.reply.map_or((TANDEM_NO_SLOT, 0), |r| (r.slot, r.len));
         let record = Record {
@@ -454,15 +504,24 @@ impl Completions {
             aux: c.aux,
         };
         if Run::caught(&record) {
-            return;
+            return None;
         }
+        if !self.cq.push(|d| record.write(d)) {
+            return Some(record);
+        }
+        self.wake_go_if_parked();
+        None
+    }
+
+    /// Pushes a record the full ring refused. Completions alone never fill the ring
+    /// (cq_capacity >= req_slots); emitted events can, and then wait here for Go's poller,
+    /// which never waits on Rust.
+    async fn push_waiting(&self, record: Record) {
         loop {
+            tokio::task::yield_now().await;
             if self.cq.push(|d| record.write(d)) {
                 break;
             }
-            // Completions alone never fill the ring (cq_capacity >= req_slots); emitted events
-            // can, and then wait here for Go's poller, which never waits on Rust.
-            tokio::task::yield_now().await;
         }
         self.wake_go_if_parked();
     }
@@ -478,48 +537,42 @@ impl Completions {
 
     /// Completes the event in request slot `slot`: writes its reply or error envelope into a
     /// reply slot and publishes the outcome, handing the slot back.
-    pub(crate) async fn finish(&self, slot: RequestSlot, run: Finished<'_>) {
-        let token = slot.token();
-        let (mut kind, aux) = run.kind_and_aux();
-        let reply = match &run.outcome {
-            Outcome::Ack => None,
-            Outcome::Reply(v) if v.is_empty() => None,
-            Outcome::Reply(v) => {
-                let mut w = self.reply().await;
-                let buf = w.buf();
-                let n = if v.len() <= buf.len() {
-                    buf[..v.len()].copy_from_slice(v);
-                    v.len()
-                } else {
-                    kind = TANDEM_OUTCOME_TERM;
-                    let e = HandlerError::with_code(
-                        code::REPLY_TOO_LARGE,
-                        format!(
-                            "reply of {} bytes exceeds the {}-byte reply slot",
-                            v.len(),
-                            buf.len()
-                        ),
-                    );
-                    write_error(buf, &e, run.handler)
-                };
-                Some(w.lend(n))
-            }
-            Outcome::Retry { error, .. } | Outcome::Term(error) => {
-                let mut w = self.reply().await;
-                let n = write_error(w.buf(), error, run.handler);
-                Some(w.lend(n))
-            }
+    ///
+    /// It does so before the future it returns is first polled, unless it must wait for a
+    /// reply slot or for room in the ring: only then is the rest of the work boxed into the
+    /// future. Every event's future holds this one, and is moved whole (into its task or the
+    /// poller's block): it would otherwise carry the state of every wait this step might
+    /// make, some 900 bytes copied for every event.
+    pub(crate) fn finish<'f>(
+        &'f self,
+        slot: RequestSlot,
+        run: Finished<'f>,
+    ) -> impl Future<Output = ()> + Send + 'f {
+        let needs_reply = match &run.outcome {
+            Outcome::Ack => false,
+            Outcome::Reply(v) => !v.is_empty(),
+            Outcome::Retry { .. } | Outcome::Term(_) => true,
         };
-        self.publish(Completion {
-            token,
-            request: Some(slot),
-            reply,
-            started_ns: run.started_ns,
-            finished_ns: run.finished_ns,
-            aux,
-            ..Completion::new(kind)
-        })
-        .await;
+        let writer = if needs_reply {
+            self.replies.try_take()
+        } else {
+            None
+        };
+        let rest: Option<Pin<Box<dyn Future<Output = ()> + Send + 'f>>> =
+            if needs_reply && writer.is_none() {
+                Some(Box::pin(async move {
+                    let w = self.reply().await;
+                    self.publish(completion_of(slot, &run, Some(w))).await;
+                }))
+            } else {
+                self.try_publish(completion_of(slot, &run, writer))
+                    .map(|r| Box::pin(self.push_waiting(r)) as Pin<Box<_>>)
+            };
+        async move {
+            if let Some(rest) = rest {
+                rest.await;
+            }
+        }
     }
 
     /// Emits `ev`: to the Rust handler of its type if it has a local route, else to Go in a

@@ -93,7 +93,7 @@ pub(crate) fn dispatch_slot(
     let sh: &'static Shared = unsafe { &*Arc::as_ptr(shared) };
     let task = async move {
         let job = prepare(sh, slot.envelope(), Some(slot.delivery()), route);
-        let finished = run(sh, job, slot.token(), by_go.as_ref()).await;
+        let finished = run(sh, &job, slot.token(), by_go.as_ref()).await;
         if by_go.is_some() {
             sh.forget_cancellable(slot.token());
         }
@@ -339,22 +339,27 @@ fn spawn(shared: &Shared, task: impl Future<Output = ()> + Send + 'static, by: D
 
 /// Runs a job's handler, containing panics and honouring cancellation: the runtime's, the
 /// deadline's, and Go's (`by_go`, for a delivery Go may cancel). A job that cannot run is
-/// finished here, and a runnable one's route and event are the handler's future's arguments
-/// alone: matching them out of the job inside the future kept both copies in it.
-pub(crate) fn run<'s: 'a, 'a>(
+/// finished here.
+///
+/// The job stays with the caller and the handler's future borrows its event: an async
+/// function keeps an argument it is given by value twice (as given, and as the local it
+/// moves into), and an event is some 300 bytes. Each event's future is moved whole, into
+/// its task or the poller's block, so every byte of it is copied for every event.
+pub(crate) fn run<'s: 'e, 'e>(
     shared: &'s Shared,
-    job: Job<'s, 'a>,
+    job: &'e Job<'s, '_>,
     token: u64,
-    by_go: Option<&'a tokio_util::sync::CancellationToken>,
+    by_go: Option<&'e tokio_util::sync::CancellationToken>,
 ) -> futures_util::future::Either<
     std::future::Ready<Finished<'s>>,
-    impl Future<Output = Finished<'s>> + 'a,
+    impl Future<Output = Finished<'s>> + 'e,
 > {
     use futures_util::future::Either;
     match job {
         Ok((route, ev)) => Either::Right(run_handler(shared, route, ev, token, by_go)),
+        // A refusal (malformed, unrouted): rare, so its error is copied.
         Err(err) => Either::Left(std::future::ready(Finished {
-            outcome: Outcome::Term(err),
+            outcome: Outcome::Term(err.clone()),
             handler: "",
             started_ns: 0,
             finished_ns: 0,
@@ -365,7 +370,7 @@ pub(crate) fn run<'s: 'a, 'a>(
 async fn run_handler<'s>(
     shared: &'s Shared,
     route: &'s Route,
-    ev: Event<'_>,
+    ev: &Event<'_>,
     token: u64,
     by_go: Option<&tokio_util::sync::CancellationToken>,
 ) -> Finished<'s> {
@@ -415,9 +420,9 @@ async fn run_handler<'s>(
             timer.as_mut().await;
         }
     };
-    // SAFETY: `ev` is a local of this frame declared before `cx`, so it is dropped after it and
-    // never moved meanwhile (the future is pinned while it runs); the handler gets `&cx` only
-    // for the length of the call below, and a Context is neither Clone nor built elsewhere.
+    // SAFETY: `ev` is borrowed for longer than this future, so it outlives `cx`, a local of it,
+    // and cannot move meanwhile; the handler gets `&cx` only for the length of the call below,
+    // and a Context is neither Clone nor built elsewhere.
     let caller = unsafe { CallerRef::new(ev.envelope()) };
     let cx = Context {
         caller,
@@ -456,7 +461,7 @@ async fn run_handler<'s>(
             trace_id,
             attempt = ev.attempt(),
         );
-        tracing::Instrument::instrument(crate::panics::contain(route.handler.call(&ev, &cx)), span)
+        tracing::Instrument::instrument(crate::panics::contain(route.handler.call(ev, &cx)), span)
             .await
     };
     let outcome = tokio::select! {

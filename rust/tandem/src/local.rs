@@ -25,7 +25,8 @@ impl LocalDispatch for Shared {
         let sh = self.clone();
         self.tracker.spawn(async move {
             // The task owns the bytes; the event borrows them inside it.
-            let finished = run(&sh, prepare(&sh, &bytes, None, index), 0, None).await;
+            let job = prepare(&sh, &bytes, None, index);
+            let finished = run(&sh, &job, 0, None).await;
             match finished.outcome {
                 Outcome::Ack | Outcome::Reply(_) => {
                     sh.counters.local_acked.fetch_add(1, Relaxed);
@@ -46,7 +47,10 @@ impl LocalDispatch for Shared {
         bytes: &'a [u8],
         index: u32,
     ) -> std::pin::Pin<Box<dyn Future<Output = Finished<'a>> + Send + 'a>> {
-        Box::pin(run(self, prepare(self, bytes, None, index), 0, None))
+        Box::pin(async move {
+            let job = prepare(self, bytes, None, index);
+            run(self, &job, 0, None).await
+        })
     }
 }
 
