@@ -540,9 +540,9 @@ impl Completions {
     ///
     /// It does so before the future it returns is first polled, unless it must wait for a
     /// reply slot or for room in the ring: only then is the rest of the work boxed into the
-    /// future. Every event's future holds this one, and is moved whole (into its task or the
-    /// poller's block): it would otherwise carry the state of every wait this step might
-    /// make, some 900 bytes copied for every event.
+    /// future. Every event's future holds this one, and is moved whole (into its task, or the
+    /// box an inline run polls it in): it would otherwise carry the state of every wait this
+    /// step might make, some 900 bytes copied for every event.
     pub(crate) fn finish<'f>(
         &'f self,
         slot: RequestSlot,

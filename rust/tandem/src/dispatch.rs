@@ -99,11 +99,16 @@ pub(crate) fn dispatch_slot(
         }
         sh.completions.finish(slot, finished).await;
     };
+    #[cfg(all(test, not(loom)))]
+    tests::EVENT_FUTURE_SIZE.fetch_max(std::mem::size_of_val(&task), Relaxed);
     if inline {
         // Run the handler on the poller until it first waits: a handler that finishes without
         // waiting costs no task. One that waits moves, boxed, into a task of its own, whose
         // first poll registers its own waker (the poller's may be woken once, spuriously).
-        if let Some(task) = spare::poll_once(task, cx) {
+        // The box is the allocator's per-thread cache's while the future fits it (tests:
+        // EVENT_FUTURE_BUDGET).
+        let mut task = Box::pin(task);
+        if task.as_mut().poll(cx).is_pending() {
             spawn(shared, Kept::new(task, shared), by);
         }
     } else {
@@ -138,195 +143,6 @@ impl<F: Future, K> Future for Kept<F, K> {
     }
 }
 
-/// The heap block an inline run polls its event in, kept per thread from one event to the
-/// next. The event's future is some 1.7 KiB, past the allocator's per-thread cache, and the
-/// allocation and its free cost as much as the rest of a trivial handler's run; nearly every
-/// inline run finishes at its first poll and gives the block back for the next.
-mod spare {
-    use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
-    use std::cell::Cell;
-    use std::pin::Pin;
-    use std::ptr::NonNull;
-    use std::task::{Context, Poll};
-
-    /// One block, with the layout it was allocated with; freed when its thread exits.
-    struct Block(Cell<Option<(NonNull<u8>, Layout)>>);
-
-    impl Drop for Block {
-        fn drop(&mut self) {
-            if let Some((p, layout)) = self.0.take() {
-                // SAFETY: `p` came from `alloc(layout)` and nothing else holds it.
-                unsafe { dealloc(p.as_ptr(), layout) }
-            }
-        }
-    }
-
-    thread_local! {
-        static SPARE: Block = const { Block(Cell::new(None)) };
-    }
-
-    /// Takes this thread's block if it fits `layout`, else allocates one.
-    fn take(layout: Layout) -> NonNull<u8> {
-        let kept = SPARE.try_with(|b| b.0.take()).ok().flatten();
-        match kept {
-            Some((p, l)) if l == layout => p,
-            other => {
-                if let Some((p, l)) = other {
-                    // SAFETY: as in `Block::drop`.
-                    unsafe { dealloc(p.as_ptr(), l) }
-                }
-                // SAFETY: `layout` has a non-zero size (callers check).
-                NonNull::new(unsafe { alloc(layout) }).unwrap_or_else(|| handle_alloc_error(layout))
-            }
-        }
-    }
-
-    /// Gives a block back to this thread, or frees it if the thread keeps one already (a
-    /// handler that ran another inline event inside its own) or is exiting.
-    fn give(p: NonNull<u8>, layout: Layout) {
-        let refused = SPARE
-            .try_with(|b| b.0.replace(Some((p, layout))))
-            .unwrap_or(Some((p, layout)));
-        if let Some((p, l)) = refused {
-            // SAFETY: as in `Block::drop`.
-            unsafe { dealloc(p.as_ptr(), l) }
-        }
-    }
-
-    /// Frees the block and drops the future in it if a poll unwinds.
-    struct Unwind<F> {
-        f: NonNull<F>,
-        armed: bool,
-    }
-
-    impl<F> Drop for Unwind<F> {
-        fn drop(&mut self) {
-            if self.armed {
-                // SAFETY: the future was written and is dropped once, here, in place; its
-                // block came from `take(Layout::new::<F>())`.
-                unsafe {
-                    std::ptr::drop_in_place(self.f.as_ptr());
-                    dealloc(self.f.as_ptr().cast(), Layout::new::<F>());
-                }
-            }
-        }
-    }
-
-    /// Polls `task` once in this thread's block. A task that finished leaves the block for the
-    /// next; one that waits comes back boxed in it, to be spawned.
-    pub(super) fn poll_once<F: Future<Output = ()>>(
-        task: F,
-        cx: &mut Context<'_>,
-    ) -> Option<Pin<Box<F>>> {
-        let layout = Layout::new::<F>();
-        if layout.size() == 0 {
-            let mut task = Box::pin(task);
-            return task.as_mut().poll(cx).is_pending().then_some(task);
-        }
-        let f = take(layout).cast::<F>();
-        // SAFETY: the block is `layout`-sized and aligned for `F`, and unused.
-        unsafe { f.as_ptr().write(task) };
-        let mut guard = Unwind { f, armed: true };
-        // SAFETY: the future stays at this address until it is dropped in place below or
-        // owned by the Box, which never moves it.
-        let polled = unsafe { Pin::new_unchecked(&mut *f.as_ptr()) }.poll(cx);
-        guard.armed = false;
-        match polled {
-            Poll::Ready(()) => {
-                // SAFETY: the future finished and is dropped once; the block then holds
-                // nothing and goes back to the thread.
-                unsafe { std::ptr::drop_in_place(f.as_ptr()) };
-                give(f.cast(), layout);
-                None
-            }
-            // SAFETY: the block came from the global allocator with `Layout::new::<F>()` and
-            // holds a live `F`, which is what `Box::from_raw` needs; the Box takes the block.
-            Poll::Pending => Some(unsafe { Pin::new_unchecked(Box::from_raw(f.as_ptr())) }),
-        }
-    }
-
-    #[cfg(all(test, not(loom)))]
-    mod tests {
-        use super::*;
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-        use std::task::Waker;
-
-        /// A future of some size that counts its drops, finishing at its `ready`th poll or
-        /// panicking at its first.
-        struct Probe {
-            _pad: [u8; 512],
-            polls: usize,
-            ready: usize,
-            panics: bool,
-            drops: Arc<AtomicUsize>,
-        }
-        impl Future for Probe {
-            type Output = ();
-            fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-                assert!(!self.panics, "probe panics");
-                self.polls += 1;
-                if self.polls >= self.ready {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            }
-        }
-        impl Drop for Probe {
-            fn drop(&mut self) {
-                self.drops.fetch_add(1, SeqCst);
-            }
-        }
-        fn probe(ready: usize, panics: bool, drops: &Arc<AtomicUsize>) -> Probe {
-            Probe {
-                _pad: [0; 512],
-                polls: 0,
-                ready,
-                panics,
-                drops: drops.clone(),
-            }
-        }
-
-        #[test]
-        fn a_finished_run_leaves_its_block_for_the_next_and_a_waiting_one_takes_it() {
-            let drops = Arc::new(AtomicUsize::new(0));
-            let mut cx = Context::from_waker(Waker::noop());
-            assert!(poll_once(probe(1, false, &drops), &mut cx).is_none());
-            assert_eq!(
-                drops.load(SeqCst),
-                1,
-                "a finished future is dropped at once"
-            );
-            let kept = SPARE.with(|b| b.0.get()).expect("the block is kept").0;
-            // A future that waits comes back boxed in the kept block, and the thread keeps none.
-            let mut waiting = poll_once(probe(2, false, &drops), &mut cx).expect("it waits");
-            assert_eq!(&*waiting as *const Probe as *const u8, kept.as_ptr());
-            assert!(SPARE.with(|b| b.0.get()).is_none());
-            assert!(waiting.as_mut().poll(&mut cx).is_ready());
-            drop(waiting);
-            assert_eq!(drops.load(SeqCst), 2);
-            // The next run allocates afresh and keeps that block.
-            assert!(poll_once(probe(1, false, &drops), &mut cx).is_none());
-            assert!(SPARE.with(|b| b.0.get()).is_some());
-            assert_eq!(drops.load(SeqCst), 3);
-        }
-
-        #[test]
-        fn a_poll_that_panics_drops_the_future_and_frees_its_block() {
-            let drops = Arc::new(AtomicUsize::new(0));
-            let mut cx = Context::from_waker(Waker::noop());
-            let d = drops.clone();
-            let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                poll_once(probe(1, true, &d), &mut cx)
-            }));
-            assert!(unwound.is_err());
-            assert_eq!(drops.load(SeqCst), 1, "dropped once, in place");
-            assert!(SPARE.with(|b| b.0.get()).is_none(), "its block is not kept");
-        }
-    }
-}
-
 /// Moves an event's handler into a task of its own. From a submitter's thread that wakes a
 /// tokio worker (counted): the poller, on a worker, spawns without.
 fn spawn(shared: &Shared, task: impl Future<Output = ()> + Send + 'static, by: Drainer) {
@@ -343,8 +159,8 @@ fn spawn(shared: &Shared, task: impl Future<Output = ()> + Send + 'static, by: D
 ///
 /// The job stays with the caller and the handler's future borrows its event: an async
 /// function keeps an argument it is given by value twice (as given, and as the local it
-/// moves into), and an event is some 300 bytes. Each event's future is moved whole, into
-/// its task or the poller's block, so every byte of it is copied for every event.
+/// moves into), and an event is some 300 bytes. Each event's future is moved whole, into its
+/// task or the box an inline run polls it in: every byte of it is copied for every event.
 pub(crate) fn run<'s: 'e, 'e>(
     shared: &'s Shared,
     job: &'e Job<'s, '_>,
@@ -508,6 +324,30 @@ async fn run_handler<'s>(
 mod tests {
     use super::*;
     use crate::testing::*;
+
+    /// The largest event future `dispatch_slot` built in this test process.
+    pub(super) static EVENT_FUTURE_SIZE: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
+
+    /// What an event's future may weigh: glibc's per-thread cache serves blocks up to 1032
+    /// bytes. Past it, each event's allocation and free took the allocator's slow path, as
+    /// dear as the rest of a trivial handler's run (measured when the future was 1.7 KiB).
+    /// Every byte is also copied as the future moves into its box.
+    const EVENT_FUTURE_BUDGET: usize = 1024;
+
+    #[test]
+    fn an_events_future_fits_the_allocators_per_thread_cache() {
+        let mut rt = runtime();
+        submit(&rt, 0, &envelope("echo.inline", b"x"));
+        let done = next_completion(&rt);
+        release(&rt, done.reply_slot);
+        let size = EVENT_FUTURE_SIZE.load(Relaxed);
+        assert!(
+            size > 0 && size <= EVENT_FUTURE_BUDGET,
+            "an event's future is {size} bytes"
+        );
+        assert_whole(&mut rt);
+    }
 
     struct Gauge {
         active: Arc<std::sync::atomic::AtomicUsize>,
