@@ -4,14 +4,15 @@
 //! The wire format is defined in `ffi/envelope.cddl` and explained in `docs/envelope.md`;
 //! the golden vectors in `ffi/testdata/envelopes.json` are shared with the Go package.
 //!
-//! Decoding runs in two passes over the input. The first checks that the whole input is
-//! exactly one well-formed CBOR item with definite lengths, nesting at most
+//! Decoding reads the map once through [`minicbor::Decoder`], checking each item as it
+//! reads it: one well-formed CBOR item with definite lengths, nesting at most
 //! [`MAX_DEPTH`] levels (every array, map and tag is a level; the top-level map is level
-//! 1). The second interprets the map through [`minicbor::Decoder`], which is then
-//! guaranteed to see well-formed input, and borrows every string and `data` from the
-//! input. Neither pass allocates (except the duplicate-key check of a map with more than
-//! 32 keys that are not in ascending order), and neither can panic: every read is
-//! bounds-checked.
+//! 1), the version, nothing after it. It borrows every string and `data` from the input.
+//! An input the read refuses is checked again in two passes, which name its error: the
+//! first checks that the whole input is well-formed, the second interprets the map on
+//! input then guaranteed well-formed. No pass allocates (except the duplicate-key check of
+//! a map with more than 32 keys that are not in ascending order), and none can panic:
+//! every read is bounds-checked.
 //!
 //! When an input has several defects, the reported one is the first well-formedness
 //! error in byte order; else `not_map`; else `unsupported_version`; else the first
@@ -309,7 +310,8 @@ fn skip(buf: &[u8], pos: usize) -> Result<usize, DecodeError> {
 }
 
 // ---------------------------------------------------------------------------
-// Pass 2: interpretation, through minicbor on well-formed input.
+// Pass 2: interpretation, through minicbor: on well-formed input, or checking each item as
+// it reads it (`decode`'s one pass).
 
 fn is_uint(ty: Type) -> bool {
     matches!(ty, Type::U8 | Type::U16 | Type::U32 | Type::U64)
