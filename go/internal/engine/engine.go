@@ -100,10 +100,8 @@ type Engine struct {
 	// The words every event writes, on cache lines of their own: two cores writing them in
 	// turn must not also evict what every event only reads (above and below).
 	_ cacheLinePad
-	// gate is held for reading by every goroutine inside intake; shutdown takes it for
-	// writing to wait them out, after closing intake, whatever its deadline: a submitter
-	// may be handing its event to a Go handler's queue, which shutdown closes later.
-	gate sync.RWMutex
+	// gate counts the submitters inside intake, each P on lines of its own (gate.go).
+	gate gate
 	_    cacheLinePad
 	// events counts the deliveries accepted and not yet final, and those completed (tally.go).
 	events tally
@@ -197,6 +195,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("tandem: creating the Rust runtime: %w", err)
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, lib: lib, h: h, layout: layout, roomy: runtime.NumCPU() >= spareCoresForAPoller}
+	e.gate.init()
 	if err := e.init(); err != nil {
 		abi.Free(h)
 		return nil, err
@@ -464,8 +463,7 @@ func (e *Engine) shutdown(ctx context.Context) error {
 		return nil
 	}
 	close(e.closing)
-	e.gate.Lock() // every submitter has left intake; later ones see Draining
-	e.gate.Unlock()
+	e.gate.close() // every submitter has left intake; later ones find it closed
 	e.draining.Store(true)
 	for e.events.pending() > 0 && ctx.Err() == nil {
 		select {

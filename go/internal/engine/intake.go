@@ -59,8 +59,11 @@ func (b *Batch) Flush() {
 // envelope already encoded (by Rust) and decoded by envelope.DecodeEvent, copied into the
 // slot instead of encoded again.
 func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w Waiter, bt *Batch) error {
-	e.gate.RLock()
-	defer e.gate.RUnlock()
+	in := e.gate.enter()
+	if in == nil {
+		return e.closedTo(ev)
+	}
+	defer e.gate.leave(in)
 	if e.State() != Running {
 		return e.closedTo(ev)
 	}
@@ -317,8 +320,11 @@ func (e *Engine) deadLetterUnaccepted(ev *envelope.Event, raw []byte, reason dea
 // SubmitRaw publishes already-encoded bytes to the Rust handler of eventType, bypassing the
 // encoder and the router: tests prove with it that Rust refuses malformed envelopes.
 func (e *Engine) SubmitRaw(raw []byte, eventType string, w Waiter) error {
-	e.gate.RLock()
-	defer e.gate.RUnlock()
+	in := e.gate.enter()
+	if in == nil {
+		return ErrClosed
+	}
+	defer e.gate.leave(in)
 	if e.State() != Running {
 		return ErrClosed
 	}
