@@ -47,6 +47,13 @@ func call(ctx context.Context, e *engine.Engine, ev *Event) (Reply, error) {
 		callWaiters.Put(w)
 		return Reply{}, err
 	}
+	if w.here {
+		// Acknowledged during Submit's own call into the library, on this goroutine.
+		reply, err := w.reply, w.err
+		w.here, w.reply, w.err = false, engine.Reply{}, nil
+		callWaiters.Put(w)
+		return Reply{r: reply}, err
+	}
 	// A Call that crossed into an idle runtime has usually settled its own event by now: it
 	// then takes the outcome without a channel operation (the load, cheaper than the failing
 	// swap, sees it). Otherwise it says it blocks, and the settlement signals it.
@@ -167,12 +174,19 @@ type callWaiter struct {
 	state atomic.Uint32
 	err   error
 	reply engine.Reply
+	here  bool // settled by SettleHere, inside the Call's own Submit
 }
 
 // Blocks marks the waiter engine.Blocking: its Call blocks until Settle.
 func (w *callWaiter) Blocks() {}
 
 var callWaiters = sync.Pool{New: func() any { return &callWaiter{ch: make(chan struct{}, 1)} }}
+
+// SettleHere settles the Call on its own goroutine, inside its Submit (engine.HereSettler):
+// the Call finds here set once Submit returns, with no atomic operation either side.
+func (w *callWaiter) SettleHere(err error, reply engine.Reply) {
+	w.err, w.reply, w.here = err, reply, true
+}
 
 func (w *callWaiter) Settle(err error, reply engine.Reply) {
 	w.err, w.reply = err, reply

@@ -171,14 +171,26 @@ func (e *Engine) helpRust() {
 // with the crossing or the poller that holds it. It keeps out of tokio's shutdown as
 // enterLibrary does, with the slot's running flag in place of the count all crossings share:
 // the flag, then rustStopping; stopCrossings sets rustStopping, then waits for every flag.
-func (e *Engine) runHere(sl *requestSlot, token uint64, slot, length, route uint32) bool {
-	sl.running.Store(1)
+//
+// From intake (the submitter's own Call, not a redelivery) it needs neither the flag nor a
+// synchronised settlement: the submitter is inside intake's gate, which Shutdown closes
+// before it stops the crossings, and an event acknowledged during the call is settled on
+// the goroutine that reads its outcome once Submit returns (HereSettler). Those are four
+// atomic operations of the twenty or so a Call makes.
+func (e *Engine) runHere(sl *requestSlot, token uint64, slot, length, route uint32, intake bool) bool {
+	if !intake {
+		sl.running.Store(1)
+	}
 	if e.rustStopping.Load() {
-		sl.running.Store(0)
+		if !intake {
+			sl.running.Store(0)
+		}
 		return false
 	}
 	done, owed, err := abi.Run(e.h, token, slot, length, route, &sl.done)
-	sl.running.Store(0)
+	if !intake {
+		sl.running.Store(0)
+	}
 	if err != nil {
 		failedCrossing()
 		return false
@@ -187,7 +199,7 @@ func (e *Engine) runHere(sl *requestSlot, token uint64, slot, length, route uint
 	if done {
 		var d ring.Desc
 		ring.ReadCell(&sl.done, &d)
-		e.complete(&d)
+		e.completeBy(&d, intake)
 		n = 1
 	}
 	e.crossed(owed, n)

@@ -152,7 +152,10 @@ func (d *Delivery) handlerName() string {
 }
 
 // acked settles an acknowledged delivery.
-func (e *Engine) acked(d *Delivery, reply Reply) {
+func (e *Engine) acked(d *Delivery, reply Reply) { e.ackedBy(d, reply, false) }
+
+// ackedBy is acked, settled here (finishBy).
+func (e *Engine) ackedBy(d *Delivery, reply Reply, here bool) {
 	if d.probe != nil {
 		e.shadowDone(d, nil, reply)
 		return
@@ -161,7 +164,7 @@ func (e *Engine) acked(d *Delivery, reply Reply) {
 		d.bound.acked.Add(1)
 	}
 	e.leaveTarget(d)
-	e.finish(d, nil, reply)
+	e.finishBy(d, nil, reply, here)
 }
 
 // failed takes a delivery's failure: a terminal one is dead-lettered; a retryable one is
@@ -391,7 +394,11 @@ func (e *Engine) dispatch(d *Delivery) {
 
 // finish settles a delivery with its final outcome (f nil: acknowledged) and gives back what
 // it held. A dead letter settles through deadLetter instead.
-func (e *Engine) finish(d *Delivery, f *Failure, reply Reply) {
+func (e *Engine) finish(d *Delivery, f *Failure, reply Reply) { e.finishBy(d, f, reply, false) }
+
+// finishBy is finish; here says the caller is the event's submitter, inside its Submit: a
+// HereSettler waiter is then settled without synchronisation.
+func (e *Engine) finishBy(d *Delivery, f *Failure, reply Reply, here bool) {
 	if s := d.shadow; s != nil {
 		d.shadow = nil
 		s.offer(d, primaryResult(f, reply.data))
@@ -407,6 +414,12 @@ func (e *Engine) finish(d *Delivery, f *Failure, reply Reply) {
 	if w == nil {
 		reply.Release()
 		return
+	}
+	if here {
+		if h, ok := w.(HereSettler); ok {
+			h.SettleHere(err, reply)
+			return
+		}
 	}
 	settleWaiter(w, f, err, reply)
 }

@@ -194,7 +194,7 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 	d.bind(b)
 	d.nextDeadline()
 	e.accepted(d)
-	e.publishIn(d, bt)
+	e.publishIn(d, bt, true)
 	return nil
 }
 

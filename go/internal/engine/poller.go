@@ -68,7 +68,11 @@ func (e *Engine) poll() {
 
 // complete handles one completion record. An outcome takes the request slot back and
 // settles its delivery: acked, or failed (retry, dead letter).
-func (e *Engine) complete(c *ring.Desc) {
+func (e *Engine) complete(c *ring.Desc) { e.completeBy(c, false) }
+
+// completeBy is complete; here says the event's submitter completes it on its own goroutine,
+// inside its Submit (runHere from intake), so an acknowledgement settles it there (finishBy).
+func (e *Engine) completeBy(c *ring.Desc, here bool) {
 	switch c.Kind {
 	case abi.OutcomeInProgress:
 		return // a progress record extends a deadline; the event is still Rust's
@@ -126,7 +130,7 @@ func (e *Engine) complete(c *ring.Desc) {
 	switch c.Kind {
 	case abi.OutcomeAck:
 		e.obs.spanOutcome(d.span, nil)
-		e.acked(d, reply)
+		e.ackedBy(d, reply, here)
 	case abi.OutcomeRetry, abi.OutcomeTerm:
 		f := e.rustFailure(c, d, &reply)
 		e.obs.spanOutcome(d.span, f)

@@ -262,11 +262,12 @@ func (s *slots) writeHeader(d *Delivery) {
 // descriptor on the submission ring; if the Rust poller is parked, the submission step runs
 // here instead of waking it, or a Call runs its event past the ring (crossing.go). Nothing
 // of the delivery is read once its slot holds it: its completion may settle it at once.
-func (e *Engine) publish(d *Delivery) { e.publishIn(d, nil) }
+func (e *Engine) publish(d *Delivery) { e.publishIn(d, nil, false) }
 
 // publishIn is publish within batch bt (nil: none), which keeps a wake-up duty the delivery
-// wins for its Flush and helps no crossing: the batch's own crossing runs its events.
-func (e *Engine) publishIn(d *Delivery, bt *Batch) {
+// wins for its Flush and helps no crossing: the batch's own crossing runs its events. intake
+// says the caller is the event's submitter, inside intake (runHere).
+func (e *Engine) publishIn(d *Delivery, bt *Batch, intake bool) {
 	sl := &e.slots.table[d.slot]
 	e.slots.writeHeader(d)
 	token := uint64(sl.gen)<<32 | uint64(d.slot)
@@ -281,7 +282,7 @@ func (e *Engine) publishIn(d *Delivery, bt *Batch) {
 	sl.published.Add(1)
 	// A Call blocks on its event anyway: where it would cross to run it (the Rust poller
 	// parked, or another crossing in progress), it runs it past the ring instead.
-	if waited && bt == nil && (e.sq.Parked() || e.dutyCrossings() > 0) && e.runHere(sl, token, idx, length, flags) {
+	if waited && bt == nil && (e.sq.Parked() || e.dutyCrossings() > 0) && e.runHere(sl, token, idx, length, flags, intake) {
 		return
 	}
 	for !e.sq.Push(abi.SQEEvent, idx, length, flags, token) {

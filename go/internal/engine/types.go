@@ -142,6 +142,16 @@ type Waiter interface {
 	Settle(err error, reply Reply)
 }
 
+// HereSettler is a Waiter that may be settled inside its own Submit: a Call whose event ran
+// during the call into the library that Submit made (runHere) and was acknowledged there.
+// SettleHere is then called instead of Settle, on the submitter's goroutine before Submit
+// returns, so it needs no synchronisation: the submitter reads what it wrote once Submit
+// returns.
+type HereSettler interface {
+	Waiter
+	SettleHere(err error, reply Reply)
+}
+
 // Redelivering is a Waiter whose event's source redelivers it itself (a broker such as
 // JetStream). A retry the judgement allows (the route's schedule, the retry budget and
 // the event's deadline) is handed back to it with the delay, instead of scheduled here:
