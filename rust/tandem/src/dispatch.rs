@@ -105,8 +105,8 @@ pub(crate) fn dispatch_slot(
         // Run the handler on the poller until it first waits: a handler that finishes without
         // waiting costs no task. One that waits moves, boxed, into a task of its own, whose
         // first poll registers its own waker (the poller's may be woken once, spuriously).
-        // The box is the allocator's per-thread cache's while the future fits it (tests:
-        // EVENT_FUTURE_BUDGET).
+        // The box comes from the allocator's per-thread cache while the future fits it
+        // (EVENT_FUTURE_BUDGET, in the tests).
         let mut task = Box::pin(task);
         if task.as_mut().poll(cx).is_pending() {
             spawn(shared, Kept::new(task, shared), by);
