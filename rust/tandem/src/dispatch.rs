@@ -161,25 +161,21 @@ fn spawn(shared: &Shared, task: impl Future<Output = ()> + Send + 'static, by: D
 /// function keeps an argument it is given by value twice (as given, and as the local it
 /// moves into), and an event is some 300 bytes. Each event's future is moved whole, into its
 /// task or the box an inline run polls it in: every byte of it is copied for every event.
-pub(crate) fn run<'s: 'e, 'e>(
+pub(crate) async fn run<'s>(
     shared: &'s Shared,
-    job: &'e Job<'s, '_>,
+    job: &Job<'s, '_>,
     token: u64,
-    by_go: Option<&'e tokio_util::sync::CancellationToken>,
-) -> futures_util::future::Either<
-    std::future::Ready<Finished<'s>>,
-    impl Future<Output = Finished<'s>> + 'e,
-> {
-    use futures_util::future::Either;
+    by_go: Option<&tokio_util::sync::CancellationToken>,
+) -> Finished<'s> {
     match job {
-        Ok((route, ev)) => Either::Right(run_handler(shared, route, ev, token, by_go)),
+        Ok((route, ev)) => run_handler(shared, route, ev, token, by_go).await,
         // A refusal (malformed, unrouted): rare, so its error is copied.
-        Err(err) => Either::Left(std::future::ready(Finished {
+        Err(err) => Finished {
             outcome: Outcome::Term(err.clone()),
             handler: "",
             started_ns: 0,
             finished_ns: 0,
-        })),
+        },
     }
 }
 
