@@ -8,6 +8,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tandemrt/tandem/go/internal/perp"
 	"github.com/tandemrt/tandem/go/tandem/deadletter"
 	"github.com/tandemrt/tandem/go/tandem/envelope"
 	"github.com/tandemrt/tandem/go/tandem/retry"
@@ -103,24 +104,24 @@ func (e *Engine) accepted(d *Delivery) {
 	e.countIn()
 }
 
-// countIn counts an event in, pending, and every depositEvery events deposits those
-// submitted into the retry budget.
+// countIn counts an event in, pending, and every depositEvery events a P counts in deposits
+// those submitted into the retry budget.
 func (e *Engine) countIn() {
 	if e.events.in()%depositEvery == 0 {
 		e.depositSubmitted()
 	}
 }
 
-// depositEvery is how many submitted events make one deposit into the retry budget: the
-// clock is read, and the budget's words written, once per depositEvery events, not once per
-// event.
+// depositEvery is how many events a P submits between two deposits into the retry budget:
+// the clock is read, and the budget's words written, once per depositEvery events, not once
+// per event.
 const depositEvery = 64
 
 // depositSubmitted deposits into the retry budget the events submitted since its last
 // deposit, one each: the budget earns retries from first deliveries. They are dated now,
-// at most depositEvery events late, and every withdrawal deposits first (judge): the
-// budget a retry asks has every event submitted before it, each counting for up to
-// depositEvery events longer than it would with a deposit of its own.
+// at most depositEvery events per P late, and every withdrawal deposits first (judge): the
+// budget a retry asks has every event submitted before it, each counting for a little
+// longer than it would with a deposit of its own.
 func (e *Engine) depositSubmitted() {
 	e.depositMu.Lock()
 	submitted, _, _ := e.events.read()
@@ -161,9 +162,9 @@ func (e *Engine) ackedBy(d *Delivery, reply Reply, here bool) {
 		return
 	}
 	if d.counted {
-		d.bound.acked.Add(1)
+		d.counted = false
+		d.bound.ackedOut(e)
 	}
-	e.leaveTarget(d)
 	e.finishBy(d, nil, reply, here)
 }
 
@@ -491,9 +492,13 @@ func (e *Engine) releaseDelivery(d *Delivery) {
 	}
 }
 
-// settled counts one event out: it is final.
+// settled counts one event out: it is final. The count, then draining; Shutdown sets
+// draining, then fences and sums (perp): either this sees draining and signals, or
+// Shutdown's sum has this event out.
 func (e *Engine) settled() {
-	if e.events.out() == 0 && e.draining.Load() {
+	e.events.out()
+	perp.LightFence()
+	if e.draining.Load() && e.events.pending() == 0 {
 		select {
 		case e.drained <- struct{}{}:
 		default:

@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/internal/perp"
 	"github.com/tandemrt/tandem/go/internal/ring"
 	"github.com/tandemrt/tandem/go/tandem/deadletter"
 	"github.com/tandemrt/tandem/go/tandem/envelope"
@@ -97,17 +98,16 @@ type Engine struct {
 	drained  chan struct{} // signalled when pending reaches 0 while draining
 	closing  chan struct{} // closed when shutdown begins: blocked intake gives up
 
-	// The words every event writes, on cache lines of their own: two cores writing them in
-	// turn must not also evict what every event only reads (above and below).
-	_ cacheLinePad
-	// gate counts the submitters inside intake, each P on lines of its own (gate.go).
-	gate gate
-	_    cacheLinePad
-	// events counts the deliveries accepted and not yet final, and those completed (tally.go).
-	events tally
-	// crossings counts calls into the library on a publisher's thread, and the completions
-	// they settled (observer.crossings); beside events, which every crossing's event writes.
+	// The counts every event makes, each P's in cells of its own (package perp).
+	//   - gate counts the submitters inside intake (gate.go);
+	//   - events counts the deliveries accepted and those final (tally.go);
+	//   - crossings counts calls into the library on a publisher's thread, and the
+	//     completions they settled (observer.crossings);
+	//   - toRust counts the events published to Rust (Stats.ToRust).
+	gate      gate
+	events    tally
 	crossings pair
+	toRust    perp.Cells[perp.Count]
 	// deposited is the count of submitted events last deposited into the retry budget
 	// (depositSubmitted).
 	depositMu sync.Mutex
@@ -196,6 +196,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, lib: lib, h: h, layout: layout, roomy: runtime.NumCPU() >= spareCoresForAPoller}
 	e.gate.init()
+	e.events.init()
+	e.crossings.init()
+	e.toRust = perp.Make[perp.Count]()
 	if err := e.init(); err != nil {
 		abi.Free(h)
 		return nil, err
@@ -214,6 +217,7 @@ func (e *Engine) init() error {
 	for i, t := range types {
 		// Every Rust handler is a target, routed or not: a route may be moved to any of them.
 		tg := &Target{Name: t, RustIndex: uint32(i) + 1, rust: true, state: targetOpen}
+		tg.initCounts()
 		e.targets[targetKey(true, t)] = tg
 		e.addTargetLocked(tg)
 	}
@@ -465,6 +469,7 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	close(e.closing)
 	e.gate.close() // every submitter has left intake; later ones find it closed
 	e.draining.Store(true)
+	perp.Fence() // a settlement that missed draining was counted out before it (settled)
 	for e.events.pending() > 0 && ctx.Err() == nil {
 		select {
 		case <-e.drained:

@@ -10,26 +10,27 @@ import (
 func TestGateClosedRefusesAndCountsNothing(t *testing.T) {
 	var g gate
 	g.init()
-	in := g.enter()
-	if in == nil {
+	if !g.enter() {
 		t.Fatal("an open gate refused a submitter")
 	}
-	g.leave(in)
+	g.leave()
 	g.close()
-	if g.enter() != nil {
+	if g.enter() {
 		t.Fatal("a closed gate let a submitter in")
 	}
-	for i := range g.counts {
-		if n := g.counts[i].n.Load(); n != 0 {
-			t.Fatalf("count %d is %d after a refusal: a refused submitter must count nothing", i, n)
-		}
+	var in, out int64
+	g.counts.Each(func(c *gateCount) { in, out = in+c.in.Load(), out+c.out.Load() })
+	if in != 1 || out != 1 {
+		t.Fatalf("counted %d in and %d out after one submitter and a refusal: a refused submitter must count nothing", in, out)
 	}
 }
 
 func TestGateCloseWaitsForTheSubmitterInside(t *testing.T) {
 	var g gate
 	g.init()
-	in := g.enter()
+	if !g.enter() {
+		t.Fatal("an open gate refused a submitter")
+	}
 	closed := make(chan struct{})
 	go func() {
 		g.close()
@@ -39,7 +40,7 @@ func TestGateCloseWaitsForTheSubmitterInside(t *testing.T) {
 	for !g.closed.Load() {
 		time.Sleep(time.Millisecond)
 	}
-	if g.enter() != nil {
+	if g.enter() {
 		t.Fatal("a submitter got in while close waited")
 	}
 	select {
@@ -47,7 +48,7 @@ func TestGateCloseWaitsForTheSubmitterInside(t *testing.T) {
 		t.Fatal("close returned with a submitter inside")
 	case <-time.After(20 * time.Millisecond):
 	}
-	g.leave(in)
+	g.leave()
 	<-closed
 }
 
@@ -71,8 +72,7 @@ func TestGateCloseRacesSubmitters(t *testing.T) {
 						return
 					default:
 					}
-					in := g.enter()
-					if in == nil {
+					if !g.enter() {
 						continue
 					}
 					if afterClose.Load() {
@@ -80,7 +80,7 @@ func TestGateCloseRacesSubmitters(t *testing.T) {
 					}
 					inside.Add(1)
 					inside.Add(-1)
-					g.leave(in)
+					g.leave()
 				}
 			}()
 		}

@@ -59,11 +59,10 @@ func (b *Batch) Flush() {
 // envelope already encoded (by Rust) and decoded by envelope.DecodeEvent, copied into the
 // slot instead of encoded again.
 func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w Waiter, bt *Batch) error {
-	in := e.gate.enter()
-	if in == nil {
+	if !e.gate.enter() {
 		return e.closedTo(ev)
 	}
-	defer e.gate.leave(in)
+	defer e.gate.leave()
 	if e.State() != Running {
 		return e.closedTo(ev)
 	}
@@ -320,11 +319,10 @@ func (e *Engine) deadLetterUnaccepted(ev *envelope.Event, raw []byte, reason dea
 // SubmitRaw publishes already-encoded bytes to the Rust handler of eventType, bypassing the
 // encoder and the router: tests prove with it that Rust refuses malformed envelopes.
 func (e *Engine) SubmitRaw(raw []byte, eventType string, w Waiter) error {
-	in := e.gate.enter()
-	if in == nil {
+	if !e.gate.enter() {
 		return ErrClosed
 	}
-	defer e.gate.leave(in)
+	defer e.gate.leave()
 	if e.State() != Running {
 		return ErrClosed
 	}

@@ -24,8 +24,7 @@ type observer struct {
 	cancels, retries, handBacks, emitted                   atomic.Uint64
 	deadLetters, violations, rustWakeups, goParks, rescues atomic.Uint64
 	// crossings counts submission steps run on a publisher's thread, and completions a
-	// publisher settled itself (crossing.go): the engine's, beside the words every event
-	// writes. The process's count of calls into the library reads it until the runtime is
+	// publisher settled itself (crossing.go): the engine's, counted per P. The process's count of calls into the library reads it until the runtime is
 	// freed (fficalls.go).
 	crossings *pair
 	_         cacheLinePad // every event reads what follows

@@ -107,8 +107,8 @@ func (rt *Route) TargetCounts(e *Engine) []TargetCounts {
 	e.ctl.Unlock()
 	out := make([]TargetCounts, 0, len(bs))
 	for _, b := range bs {
-		out = append(out, TargetCounts{Target: b.target, Shadow: b.shadow, Dispatched: b.dispatched.Load(),
-			Acked: b.acked.Load(), Retried: b.retried.Load(), Failed: b.failed.Load()})
+		out = append(out, TargetCounts{Target: b.target, Shadow: b.shadow, Dispatched: b.dispatched(),
+			Acked: b.acked(), Retried: b.retried.Load(), Failed: b.failed.Load()})
 	}
 	return out
 }

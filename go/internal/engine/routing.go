@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/internal/perp"
 )
 
 // A route's targets live in its table, replaced whole (copy on write) by Swap, SetWeights and
@@ -37,7 +38,42 @@ type binding struct {
 	run    GoHandler
 	met    *routeMetrics
 
-	dispatched, acked, retried, failed atomic.Uint64
+	// counts are the deliveries dispatched and acknowledged, per P (perp): every event makes
+	// both. Retries and failures are rarer.
+	counts          perp.Cells[bindingCount]
+	retried, failed atomic.Uint64
+}
+
+// bindingCount is one P's deliveries dispatched and acknowledged through a binding.
+type bindingCount struct{ dispatched, acked perp.Count }
+
+// dispatched and acked sum the binding's counts.
+func (b *binding) dispatched() (n uint64) {
+	b.counts.Each(func(c *bindingCount) { n += uint64(c.dispatched.Load()) })
+	return n
+}
+
+func (b *binding) acked() (n uint64) {
+	b.counts.Each(func(c *bindingCount) { n += uint64(c.acked.Load()) })
+	return n
+}
+
+// dispatch counts a delivery dispatched through b, in flight at its target: for a shadow's
+// delivery, whose target the shadow holds open (choose counts a route's).
+func (b *binding) dispatch() {
+	p := perp.Pin()
+	b.target.flight.At(p).in.Add(1)
+	b.counts.At(p).dispatched.Add(1)
+	perp.Unpin(p)
+}
+
+// ackedOut counts an acknowledged delivery's attempt out of its target: one pin for both.
+func (b *binding) ackedOut(e *Engine) {
+	p := perp.Pin()
+	b.counts.At(p).acked.Add(1)
+	b.target.flight.At(p).out.Add(1)
+	perp.Unpin(p)
+	b.target.ended(e)
 }
 
 // name is the target's name, nil-safe.
@@ -120,11 +156,15 @@ func (e *Engine) choose(rt *Route, key string) (*binding, *routing) {
 	for {
 		tab := rt.table.Load()
 		b := tab.pick(key)
-		b.target.enter()
+		p := perp.Pin()
+		b.target.flight.At(p).in.Add(1)
+		perp.LightFence() // against the Fence of a table change's release
 		if rt.table.Load() == tab {
-			b.dispatched.Add(1)
+			b.counts.At(p).dispatched.Add(1)
+			perp.Unpin(p)
 			return b, tab
 		}
+		perp.Unpin(p)
 		b.target.leave(e)
 	}
 }
@@ -284,7 +324,7 @@ func (rt *Route) bindingOf(e *Engine, t *Target, shadow bool) *binding {
 			return b
 		}
 	}
-	b := &binding{route: rt, target: t, shadow: shadow}
+	b := &binding{route: rt, target: t, shadow: shadow, counts: perp.Make[bindingCount]()}
 	if !t.rust {
 		b.run = t.Handler
 		if rt.Bind != nil {

@@ -252,8 +252,7 @@ func (s *shadowRoute) dispatch(job shadowJob) bool {
 		return false
 	}
 	t := s.bound.target
-	t.enter() // the shadow holds a reference to t until this goroutine ends: t is open
-	s.bound.dispatched.Add(1)
+	s.bound.dispatch() // the shadow holds a reference to t until this goroutine ends: t is open
 	if !t.rust {
 		d := &Delivery{}
 		d.reset(s.route, ev, nil)
@@ -301,12 +300,15 @@ func (e *Engine) shadowDone(d *Delivery, f *Failure, reply Reply) {
 	// the next submitter takes at once.
 	p, b, id, typ := d.probe, d.bound, d.id, d.typ
 	d.probe = nil
+	if f == nil && d.counted {
+		d.counted = false
+		b.ackedOut(e)
+	}
 	e.leaveTarget(d)
 	got := ShadowResult{Reply: bytes.Clone(reply.data)}
 	reply.Release()
 	switch {
 	case f == nil:
-		b.acked.Add(1)
 	case f.Outcome == OutcomeRetry:
 		b.retried.Add(1)
 	default:

@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/internal/perp"
 )
 
 // Request slot owners; every hand-over is a compare-and-swap, so a double release is caught.
@@ -30,12 +31,10 @@ type requestSlot struct {
 	// done is where a run (runHere) gets the event's completion record back: written by the
 	// library during the run's call, read by the same goroutine after it.
 	done abi.Cell
-	// The slot's holder alone writes these, so they cost no line another core writes:
-	//   - running is 1 while its event runs past the rings (runHere), which stopCrossings
-	//     waits for as for e.crossing;
-	//   - published counts the events it carried to Rust (Stats.ToRust sums them).
-	running   atomic.Uint32
-	published atomic.Uint64
+	// running is 1 while its event runs past the rings (runHere), which stopCrossings waits
+	// for as for e.crossing. The slot's holder alone writes it, so it costs no line another
+	// core writes.
+	running atomic.Uint32
 }
 
 // slots are the request slots: a free list, each slot's owner word, and views of the
@@ -279,7 +278,9 @@ func (e *Engine) publishIn(d *Delivery, bt *Batch, intake bool) {
 		c.rustToken.Store(token) // what its cancel names (calls.go)
 	}
 	sl.d.Store(d)
-	sl.published.Add(1)
+	p := perp.Pin()
+	e.toRust.At(p).Add(1)
+	perp.Unpin(p)
 	// A Call blocks on its event anyway: where it would cross to run it (the Rust poller
 	// parked, or another crossing in progress), it runs it past the ring instead.
 	if waited && bt == nil && (e.sq.Parked() || e.dutyCrossings() > 0) && e.runHere(sl, token, idx, length, flags, intake) {

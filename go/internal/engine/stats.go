@@ -1,6 +1,9 @@
 package engine
 
-import "github.com/tandemrt/tandem/go/internal/abi"
+import (
+	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/internal/perp"
+)
 
 // Stats is a snapshot of both sides' counters; the façade documents each field.
 type Stats struct {
@@ -58,8 +61,8 @@ func (e *Engine) Stats() Stats {
 		if sl.owner.Load() == slotFree {
 			s.FreeRequestSlots++
 		}
-		s.ToRust += sl.published.Load()
 	}
+	e.toRust.Each(func(c *perp.Count) { s.ToRust += uint64(c.Load()) })
 	e.lifeMu.RLock()
 	st := e.final
 	if !e.freed.Load() {

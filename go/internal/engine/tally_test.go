@@ -1,37 +1,54 @@
 package engine
 
 import (
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
 func TestTallyCountsInAndOut(t *testing.T) {
 	var tl tally
-	for i := range 6 {
-		if n := tl.in(); n != uint64(i+1) {
-			t.Fatalf("in number %d returned %d counted in", i+1, n)
-		}
+	tl.init()
+	for range 6 {
+		tl.in()
 	}
-	if left := tl.out(); left != 5 {
-		t.Fatalf("out left %d pending, want 5", left)
-	}
+	tl.out()
 	tl.undo() // one of the six refused after all: never submitted
 	tl.settledAtOnce()
 	sub, done, pending := tl.read()
 	if sub != 6 || done != 2 || pending != 4 || tl.pending() != 4 {
 		t.Fatalf("read = submitted %d, completed %d, pending %d (pending() %d); want 6, 2, 4", sub, done, pending, tl.pending())
 	}
-	if n := tl.in(); n != 7 {
-		t.Fatalf("in after an undo and an event settled at once returned %d counted in, want 7", n)
+}
+
+// in returns the count of the P it ran on: every P's counts reach depositEvery in turn.
+func TestTallyInCountsThePsOwn(t *testing.T) {
+	var tl tally
+	tl.init()
+	var wg sync.WaitGroup
+	var most atomic.Int64
+	for range 4 {
+		wg.Go(func() {
+			for range 1000 {
+				n := tl.in()
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if sub, _, _ := tl.read(); sub != 4000 || most.Load() > 4000 || most.Load() < 4000/int64(runtime.GOMAXPROCS(0)) {
+		t.Fatalf("submitted %d, the largest P's own count %d: want 4000, at most 4000 and at least 4000/GOMAXPROCS", sub, most.Load())
 	}
 }
 
-// A tally about to fold stays exact through the fold, with adds racing it.
-func TestTallyFoldsWithoutLosingACount(t *testing.T) {
+// Goroutines on every P count events in and out while another reads: a reading never has
+// fewer pending than were at some moment, nor below zero, and the end balances.
+func TestTallyReadsNeverUnderCount(t *testing.T) {
 	var tl tally
-	const start = foldAt - 100
-	tl.word.Store(uint64(start) << 32) // start completed, none pending
-	const goroutines, each = 4, 1000
+	tl.init()
+	const goroutines, each = 4, 20000
 	var wg sync.WaitGroup
 	for range goroutines {
 		wg.Go(func() {
@@ -41,21 +58,26 @@ func TestTallyFoldsWithoutLosingACount(t *testing.T) {
 			}
 		})
 	}
-	wg.Wait()
-	sub, done, pending := tl.read()
-	want := uint64(start + goroutines*each)
-	if done != want || sub != want || pending != 0 {
-		t.Fatalf("read = submitted %d, completed %d, pending %d; want %d, %d, 0", sub, done, pending, want, want)
-	}
-	if tl.done != foldAt || tl.word.Load()>>32 >= foldAt {
-		t.Fatalf("folded %d, word's high half %d: want one fold of %d", tl.done, tl.word.Load()>>32, uint64(foldAt))
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for {
+		if p := tl.pending(); p < 0 {
+			t.Fatalf("pending read %d: an event counted out before it was counted in", p)
+		}
+		select {
+		case <-done:
+			if sub, out, p := tl.read(); sub != goroutines*each || out != sub || p != 0 {
+				t.Fatalf("read = %d, %d, %d at the end; want %d, %d, 0", sub, out, p, goroutines*each, goroutines*each)
+			}
+			return
+		default:
+		}
 	}
 }
 
-// Both halves of a pair fold on their own, exactly.
-func TestPairFoldsEachHalf(t *testing.T) {
+func TestPairAddsBoth(t *testing.T) {
 	var p pair
-	p.word.Store(uint64(foldAt-10)<<32 | uint64(foldAt-1000))
+	p.init()
 	const goroutines, each = 4, 500
 	var wg sync.WaitGroup
 	for range goroutines {
@@ -66,12 +88,8 @@ func TestPairFoldsEachHalf(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	a, b := p.read()
-	if wantA, wantB := uint64(foldAt-10+goroutines*each), uint64(foldAt-1000+3*goroutines*each); a != wantA || b != wantB {
-		t.Fatalf("read = %d, %d; want %d, %d", a, b, wantA, wantB)
-	}
-	if p.hi != foldAt || p.lo != foldAt {
-		t.Fatalf("folded %d and %d, want %d each", p.hi, p.lo, uint64(foldAt))
+	if a, b := p.read(); a != goroutines*each || b != 3*goroutines*each {
+		t.Fatalf("read = %d, %d; want %d, %d", a, b, goroutines*each, 3*goroutines*each)
 	}
 }
 
@@ -79,6 +97,7 @@ func TestPairFoldsEachHalf(t *testing.T) {
 // freed; retiring it twice counts them once. (No test of this package runs beside it.)
 func TestFFICallsKeepAFreedRuntimesCrossings(t *testing.T) {
 	p := new(pair)
+	p.init()
 	before := ffiCalls()
 	countKicks(p)
 	p.add(5, 2)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/tandemrt/tandem/go/internal/perp"
 )
 
 // Target is one handler a route can send a delivery to: a Go handler, run by a worker pool
@@ -56,12 +58,23 @@ type Target struct {
 	// the target in a route's table only while it is open.
 	pool atomic.Pointer[pool]
 
-	// inflight counts deliveries dispatched to the target whose attempt has not ended: its
-	// pool's queue and workers, or Rust's request slots.
-	inflight atomic.Int64
+	// flight counts, per P, the deliveries dispatched to the target and those whose attempt
+	// ended: the difference is in flight, in its pool's queue and workers, or in Rust's
+	// request slots.
+	flight perp.Cells[flightCount]
 	// retiring is set while no route names the target and it is open: the end of its last
 	// delivery closes it.
 	retiring atomic.Bool
+}
+
+// flightCount is one P's attempts begun and ended at a target.
+type flightCount struct{ in, out perp.Count }
+
+// initCounts readies a target's counts, once, before it is registered.
+func (t *Target) initCounts() {
+	if !t.flight.Made() {
+		t.flight = perp.Make[flightCount]()
+	}
 }
 
 // targetState is a Go target's lifecycle; a Rust target is always open.
@@ -85,7 +98,14 @@ func (t *Target) runtimeName() string {
 }
 
 // InFlight is the number of deliveries dispatched to the target whose attempt has not ended.
-func (t *Target) InFlight() int64 { return t.inflight.Load() }
+// Every P's ends are read before its beginnings, so it is zero only if it was at some
+// moment of the reading.
+func (t *Target) InFlight() int64 {
+	var in, out int64
+	t.flight.Each(func(c *flightCount) { out += c.out.Load() })
+	t.flight.Each(func(c *flightCount) { in += c.in.Load() })
+	return in - out
+}
 
 // targetKey keys the engine's target table: Go and Rust targets have a namespace each.
 func targetKey(rust bool, name string) string {
@@ -116,6 +136,7 @@ func (e *Engine) RegisterTarget(t *Target) error {
 	// Shutdown owes it a Close once it opens (Start's, or a route change's), not before: a
 	// runtime that never started, or failed to, has closed what it opened itself.
 	t.closeDue = false
+	t.initCounts()
 	e.targets[key] = t
 	e.addTargetLocked(t)
 	return nil
@@ -212,19 +233,30 @@ func (t *Target) release(e *Engine) {
 	last := t.refs == 0 && !t.rust && t.state == targetOpen
 	t.mu.Unlock()
 	if last {
+		// Retiring, then the count; a delivery's end counts, then reads retiring (ended).
+		// The fence between (perp) has one of the two see the other. The table that no
+		// longer names t was stored before, and a dispatcher's count then its look at the
+		// table (choose) are ordered by the same fence.
 		t.retiring.Store(true)
-		if t.inflight.Load() == 0 {
+		perp.Fence()
+		if t.InFlight() == 0 {
 			t.tryClose(e)
 		}
 	}
 }
 
-// enter counts a delivery dispatched to t.
-func (t *Target) enter() { t.inflight.Add(1) }
-
 // leave ends a delivery's attempt at t; the last one of a retiring target closes it.
 func (t *Target) leave(e *Engine) {
-	if t.inflight.Add(-1) == 0 && t.retiring.Load() {
+	p := perp.Pin()
+	t.flight.At(p).out.Add(1)
+	perp.Unpin(p)
+	t.ended(e)
+}
+
+// ended follows the count of an attempt's end: the last one of a retiring target closes it.
+func (t *Target) ended(e *Engine) {
+	perp.LightFence()
+	if t.retiring.Load() && t.InFlight() == 0 {
 		t.tryClose(e)
 	}
 }
@@ -233,7 +265,7 @@ func (t *Target) leave(e *Engine) {
 // one of the pool's workers, which the close waits for.
 func (t *Target) tryClose(e *Engine) {
 	t.mu.Lock()
-	if t.state != targetOpen || t.refs != 0 || !t.retiring.Load() || t.inflight.Load() != 0 {
+	if t.state != targetOpen || t.refs != 0 || !t.retiring.Load() || t.InFlight() != 0 {
 		t.mu.Unlock()
 		return
 	}
