@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/internal/perp"
 )
 
 // The free list hands out the slot freed last first, and under concurrent pushes and pops
@@ -111,5 +112,48 @@ func TestSlotWaitersGetEveryFreedSlot(t *testing.T) {
 	}
 	if w := s.waiters.Load(); w != 0 {
 		t.Fatalf("%d waiters counted after every acquire returned", w)
+	}
+}
+
+// A free slot is found wherever it waits: near another P, or on the stack. With each P's
+// near slot taken by a slot and the rest on the stack, one goroutine takes every slot,
+// each once, then is refused.
+func TestEveryFreeSlotIsFoundNearAnyP(t *testing.T) {
+	var s slots
+	cells := perp.Make[nearSlot]()
+	n := uint32(cells.Len() + 3)
+	s.init(&Engine{}, &abi.Layout{ReqSlots: n})
+	for i := range s.near.Len() {
+		idx, ok := s.stack.pop()
+		if !ok {
+			t.Fatal("the stack ran out before every P had a near slot")
+		}
+		s.near.At(perp.P(i)).idx.Store(idx + 1)
+	}
+	seen := make(map[uint32]bool)
+	for range n {
+		idx, ok := s.tryAcquire()
+		if !ok {
+			t.Fatalf("took %d of %d free slots, then found none", len(seen), n)
+		}
+		if seen[idx] {
+			t.Fatalf("slot %d taken twice", idx)
+		}
+		seen[idx] = true
+	}
+	if idx, ok := s.tryAcquire(); ok {
+		t.Fatalf("took slot %d with every slot taken", idx)
+	}
+	for idx := range seen {
+		s.free(idx)
+	}
+	free := 0
+	for i := range s.table {
+		if s.table[i].owner.Load() == slotFree {
+			free++
+		}
+	}
+	if free != int(n) {
+		t.Fatalf("%d slots free after freeing all %d", free, n)
 	}
 }

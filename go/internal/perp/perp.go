@@ -53,6 +53,15 @@ func pinOverflow() P {
 	return P(size)
 }
 
+// Hint is the index of the cells of the P running the caller, which may have moved on by
+// the time it returns: for cells written with atomic operations, where a P's own is only
+// the one least likely to be on another core's cache line.
+func Hint() P {
+	p := procPin()
+	procUnpin()
+	return P(min(p, size))
+}
+
 // Unpin ends what Pin began.
 func Unpin(p P) {
 	if int(p) < size {
@@ -81,6 +90,9 @@ func (c *Cells[T]) Made() bool { return c.cells != nil }
 
 // At is p's cell.
 func (c *Cells[T]) At(p P) *T { return &c.cells[p].v }
+
+// Len is the number of cells, the overflow's included: P(0) to P(Len()-1) index them.
+func (c *Cells[T]) Len() int { return len(c.cells) }
 
 // Each calls f with every cell, for a reader summing them.
 func (c *Cells[T]) Each(f func(*T)) {

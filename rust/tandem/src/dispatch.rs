@@ -91,7 +91,7 @@ pub(crate) fn dispatch_slot(
     // the caller's `shared` holds the runtime, or spawned as `Kept`. prepare, run and finish
     // borrow it for their own calls; none keeps it.
     let sh: &'static Shared = unsafe { &*Arc::as_ptr(shared) };
-    let task = async move {
+    let task = move || async move {
         let job = prepare(sh, slot.envelope(), Some(slot.delivery()), route);
         let finished = run(sh, &job, slot.token(), by_go.as_ref()).await;
         if by_go.is_some() {
@@ -100,20 +100,36 @@ pub(crate) fn dispatch_slot(
         sh.completions.finish(slot, finished).await;
     };
     #[cfg(all(test, not(loom)))]
-    tests::EVENT_FUTURE_SIZE.fetch_max(std::mem::size_of_val(&task), Relaxed);
+    tests::EVENT_FUTURE_SIZE.fetch_max(output_size(&task), Relaxed);
     if inline {
         // Run the handler on the poller until it first waits: a handler that finishes without
         // waiting costs no task. One that waits moves, boxed, into a task of its own, whose
         // first poll registers its own waker (the poller's may be woken once, spuriously).
         // The box comes from the allocator's per-thread cache while the future fits it
         // (EVENT_FUTURE_BUDGET, in the tests).
-        let mut task = Box::pin(task);
+        let mut task = boxed(task);
         if task.as_mut().poll(cx).is_pending() {
             spawn(shared, Kept::new(task, shared), by);
         }
     } else {
-        spawn(shared, Kept::new(task, shared), by);
+        spawn(shared, Kept::new(task(), shared), by);
     }
+}
+
+/// The future `make` returns, made in its box: an event's future is some 900 bytes, made on
+/// the stack and copied into the box otherwise.
+#[inline(always)]
+fn boxed<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    let mut b = Box::<F>::new_uninit();
+    b.write(make());
+    // SAFETY: written just above.
+    Box::into_pin(unsafe { b.assume_init() })
+}
+
+/// The size of what `make` returns.
+#[cfg(all(test, not(loom)))]
+fn output_size<T>(_: &impl FnOnce() -> T) -> usize {
+    std::mem::size_of::<T>()
 }
 
 /// A spawned event's future, which borrows the runtime (`dispatch_slot`), with a reference
