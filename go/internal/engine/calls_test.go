@@ -16,6 +16,7 @@ import (
 func TestACancelledCallEndsItsCalleeAndIsNotRetried(t *testing.T) {
 	e := &Engine{goCtx: context.Background(), budget: retry.NewBudget(time.Second, 10, 1),
 		retry: retry.Backoff{MaxAttempts: 5}}
+	e.initCounts()
 	e.SetState(Running)
 	call := &rustCall{e: e, id: 7}
 	call.ctx, call.cancel = context.WithCancel(e.goCtx)
@@ -56,6 +57,7 @@ func TestAnAnswersErrorEnvelopeFitsItsSlot(t *testing.T) {
 // that waited longer: its caller holds a slot while it waits.
 func TestACalleeGetsTheNextFreedSlotFirst(t *testing.T) {
 	e := &Engine{}
+	e.initCounts()
 	e.slots.init(e, &abi.Layout{ReqSlots: 1})
 	ctx := context.Background()
 	held, err := e.slots.acquire(ctx, Block, nil)

@@ -140,7 +140,7 @@ func (d *Delivery) bind(b *binding) { d.bound, d.counted = b, true }
 func (e *Engine) leaveTarget(d *Delivery) {
 	if d.counted {
 		d.counted = false
-		d.bound.target.leave(e)
+		d.bound.leave(e, false)
 	}
 }
 
@@ -163,7 +163,7 @@ func (e *Engine) ackedBy(d *Delivery, reply Reply, here bool) {
 	}
 	if d.counted {
 		d.counted = false
-		d.bound.ackedOut(e)
+		d.bound.leave(e, true)
 	}
 	e.finishBy(d, nil, reply, here)
 }

@@ -98,16 +98,16 @@ type Engine struct {
 	drained  chan struct{} // signalled when pending reaches 0 while draining
 	closing  chan struct{} // closed when shutdown begins: blocked intake gives up
 
-	// The counts every event makes, each P's in cells of its own (package perp).
+	// ledger is each P's share of the counts every event makes (ledger.go), which these
+	// read and write:
 	//   - gate counts the submitters inside intake (gate.go);
 	//   - events counts the deliveries accepted and those final (tally.go);
 	//   - crossings counts calls into the library on a publisher's thread, and the
-	//     completions they settled (observer.crossings);
-	//   - toRust counts the events published to Rust (Stats.ToRust).
+	//     completions they settled (observer.crossings).
+	ledger    *perp.Cells[ledger]
 	gate      gate
 	events    tally
 	crossings pair
-	toRust    perp.Cells[perp.Count]
 	// deposited is the count of submitted events last deposited into the retry budget
 	// (depositSubmitted).
 	depositMu sync.Mutex
@@ -195,10 +195,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("tandem: creating the Rust runtime: %w", err)
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, lib: lib, h: h, layout: layout, roomy: runtime.NumCPU() >= spareCoresForAPoller}
-	e.gate.init()
-	e.events.init()
-	e.crossings.init()
-	e.toRust = perp.Make[perp.Count]()
+	e.initCounts()
 	if err := e.init(); err != nil {
 		abi.Free(h)
 		return nil, err
@@ -217,7 +214,6 @@ func (e *Engine) init() error {
 	for i, t := range types {
 		// Every Rust handler is a target, routed or not: a route may be moved to any of them.
 		tg := &Target{Name: t, RustIndex: uint32(i) + 1, rust: true, state: targetOpen}
-		tg.initCounts()
 		e.targets[targetKey(true, t)] = tg
 		e.addTargetLocked(tg)
 	}

@@ -22,13 +22,10 @@ import (
 // either the submitter sees the door closed, or Shutdown sees it inside and waits for it.
 type gate struct {
 	closed atomic.Bool
-	counts perp.Cells[gateCount]
+	counts *perp.Cells[ledger] // gateIn, gateOut
 }
 
-// gateCount is one P's count of the submitters that entered and left on it.
-type gateCount struct{ in, out perp.Count }
-
-func (g *gate) init() { g.counts = perp.Make[gateCount]() }
+func (g *gate) init(l *perp.Cells[ledger]) { g.counts = l }
 
 // enter counts a submitter in and reports whether it may go on; false when the door is
 // closed, counting nothing. A submitter that finds the door closed before it counts itself
@@ -40,11 +37,11 @@ func (g *gate) enter() bool {
 	}
 	p := perp.Pin()
 	c := g.counts.At(p)
-	c.in.Add(1)
+	c.gateIn.Add(1)
 	perp.LightFence()
 	shut := g.closed.Load()
 	if shut {
-		c.in.Add(-1)
+		c.gateIn.Add(-1)
 	}
 	perp.Unpin(p)
 	return !shut
@@ -53,7 +50,7 @@ func (g *gate) enter() bool {
 // leave counts out a submitter enter let in, on whichever P it runs now.
 func (g *gate) leave() {
 	p := perp.Pin()
-	g.counts.At(p).out.Add(1)
+	g.counts.At(p).gateOut.Add(1)
 	perp.Unpin(p)
 }
 
@@ -61,8 +58,8 @@ func (g *gate) leave() {
 // submitter that leaves meanwhile is counted in, never out only.
 func (g *gate) inside() int64 {
 	var in, out int64
-	g.counts.Each(func(c *gateCount) { out += c.out.Load() })
-	g.counts.Each(func(c *gateCount) { in += c.in.Load() })
+	g.counts.Each(func(c *ledger) { out += c.gateOut.Load() })
+	g.counts.Each(func(c *ledger) { in += c.gateIn.Load() })
 	return in - out
 }
 

@@ -9,7 +9,7 @@ import (
 
 func TestGateClosedRefusesAndCountsNothing(t *testing.T) {
 	var g gate
-	g.init()
+	g.init(newLedger())
 	if !g.enter() {
 		t.Fatal("an open gate refused a submitter")
 	}
@@ -19,7 +19,7 @@ func TestGateClosedRefusesAndCountsNothing(t *testing.T) {
 		t.Fatal("a closed gate let a submitter in")
 	}
 	var in, out int64
-	g.counts.Each(func(c *gateCount) { in, out = in+c.in.Load(), out+c.out.Load() })
+	g.counts.Each(func(c *ledger) { in, out = in+c.gateIn.Load(), out+c.gateOut.Load() })
 	if in != 1 || out != 1 {
 		t.Fatalf("counted %d in and %d out after one submitter and a refusal: a refused submitter must count nothing", in, out)
 	}
@@ -27,7 +27,7 @@ func TestGateClosedRefusesAndCountsNothing(t *testing.T) {
 
 func TestGateCloseWaitsForTheSubmitterInside(t *testing.T) {
 	var g gate
-	g.init()
+	g.init(newLedger())
 	if !g.enter() {
 		t.Fatal("an open gate refused a submitter")
 	}
@@ -57,7 +57,7 @@ func TestGateCloseWaitsForTheSubmitterInside(t *testing.T) {
 func TestGateCloseRacesSubmitters(t *testing.T) {
 	for range 20 {
 		var g gate
-		g.init()
+		g.init(newLedger())
 		var inside atomic.Int64
 		var afterClose atomic.Bool
 		var wg sync.WaitGroup

@@ -116,7 +116,7 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 	rt := b.route
 	defer func() {
 		if err != nil {
-			b.target.leave(e)
+			b.leave(e, false)
 		}
 	}()
 	// An event too large for a request slot is refused before it waits for anything. When
@@ -134,7 +134,7 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 		if done, err = rt.Admit(ctx, ev); err != nil {
 			if errors.Is(err, ErrAcked) {
 				e.events.settledAtOnce()
-				b.target.leave(e)
+				b.leave(e, false)
 				if w != nil {
 					w.Settle(nil, Reply{})
 				}

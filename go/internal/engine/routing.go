@@ -38,14 +38,16 @@ type binding struct {
 	run    GoHandler
 	met    *routeMetrics
 
-	// counts are the deliveries dispatched and acknowledged, per P (perp): every event makes
-	// both. Retries and failures are rarer.
+	// counts are every event's counts of the binding, per P (perp), one line each: the
+	// deliveries dispatched and acknowledged, and the attempts begun and ended, whose
+	// difference is the binding's share of its target's in-flight count. Retries and
+	// failures are rarer.
 	counts          perp.Cells[bindingCount]
 	retried, failed atomic.Uint64
 }
 
-// bindingCount is one P's deliveries dispatched and acknowledged through a binding.
-type bindingCount struct{ dispatched, acked perp.Count }
+// bindingCount is one P's counts of a binding.
+type bindingCount struct{ dispatched, acked, in, out perp.Count }
 
 // dispatched and acked sum the binding's counts.
 func (b *binding) dispatched() (n uint64) {
@@ -58,20 +60,34 @@ func (b *binding) acked() (n uint64) {
 	return n
 }
 
+// inFlight is the attempts begun through b and not ended. Every P's ends are read before
+// its beginnings, so it is zero only if it was at some moment of the reading.
+func (b *binding) inFlight() int64 {
+	var in, out int64
+	b.counts.Each(func(c *bindingCount) { out += c.out.Load() })
+	b.counts.Each(func(c *bindingCount) { in += c.in.Load() })
+	return in - out
+}
+
 // dispatch counts a delivery dispatched through b, in flight at its target: for a shadow's
 // delivery, whose target the shadow holds open (choose counts a route's).
 func (b *binding) dispatch() {
 	p := perp.Pin()
-	b.target.flight.At(p).in.Add(1)
-	b.counts.At(p).dispatched.Add(1)
+	c := b.counts.At(p)
+	c.in.Add(1)
+	c.dispatched.Add(1)
 	perp.Unpin(p)
 }
 
-// ackedOut counts an acknowledged delivery's attempt out of its target: one pin for both.
-func (b *binding) ackedOut(e *Engine) {
+// leave ends an attempt through b, acknowledged or not; the last one of a retiring target
+// closes it.
+func (b *binding) leave(e *Engine, acked bool) {
 	p := perp.Pin()
-	b.counts.At(p).acked.Add(1)
-	b.target.flight.At(p).out.Add(1)
+	c := b.counts.At(p)
+	if acked {
+		c.acked.Add(1)
+	}
+	c.out.Add(1)
 	perp.Unpin(p)
 	b.target.ended(e)
 }
@@ -157,15 +173,16 @@ func (e *Engine) choose(rt *Route, key string) (*binding, *routing) {
 		tab := rt.table.Load()
 		b := tab.pick(key)
 		p := perp.Pin()
-		b.target.flight.At(p).in.Add(1)
+		c := b.counts.At(p)
+		c.in.Add(1)
 		perp.LightFence() // against the Fence of a table change's release
 		if rt.table.Load() == tab {
-			b.counts.At(p).dispatched.Add(1)
+			c.dispatched.Add(1)
 			perp.Unpin(p)
 			return b, tab
 		}
 		perp.Unpin(p)
-		b.target.leave(e)
+		b.leave(e, false)
 	}
 }
 
@@ -325,6 +342,7 @@ func (rt *Route) bindingOf(e *Engine, t *Target, shadow bool) *binding {
 		}
 	}
 	b := &binding{route: rt, target: t, shadow: shadow, counts: perp.Make[bindingCount]()}
+	t.addBinding(b)
 	if !t.rust {
 		b.run = t.Handler
 		if rt.Bind != nil {

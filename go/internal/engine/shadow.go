@@ -262,14 +262,14 @@ func (s *shadowRoute) dispatch(job shadowJob) bool {
 		d.nextDeadline()
 		d.event.Attempt, d.event.Deadline = d.attempt, unixTime(d.deadline)
 		if t.pool.Load().enqueue(context.Background(), d, Reject) != nil {
-			t.leave(e)
+			s.bound.leave(e, false)
 			return false
 		}
 		return true
 	}
 	if len(job.env) > e.cfg.MaxEventSize || e.shadowSlots.Add(1) > int64(max(1, e.cfg.MaxInFlight/4)) {
 		e.shadowSlots.Add(-1)
-		t.leave(e)
+		s.bound.leave(e, false)
 		return false
 	}
 	idx, err := e.slots.acquire(context.Background(), Reject, e.closing)
@@ -279,7 +279,7 @@ func (s *shadowRoute) dispatch(job shadowJob) bool {
 	}
 	if err != nil {
 		e.shadowSlots.Add(-1)
-		t.leave(e)
+		s.bound.leave(e, false)
 		return false
 	}
 	d := &e.slots.table[idx].own
@@ -302,7 +302,7 @@ func (e *Engine) shadowDone(d *Delivery, f *Failure, reply Reply) {
 	d.probe = nil
 	if f == nil && d.counted {
 		d.counted = false
-		b.ackedOut(e)
+		b.leave(e, true)
 	}
 	e.leaveTarget(d)
 	got := ShadowResult{Reply: bytes.Clone(reply.data)}

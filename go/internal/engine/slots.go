@@ -61,7 +61,7 @@ type requestSlot struct {
 type slots struct {
 	e       *Engine
 	layout  *abi.Layout
-	near    perp.Cells[nearSlot]
+	ledger  *perp.Cells[ledger] // near: each P's near slot
 	_       cacheLinePad
 	stack   freeStack
 	_       cacheLinePad
@@ -78,12 +78,9 @@ type slots struct {
 	firstWaiting atomic.Int32
 }
 
-// nearSlot is a P's free slot: its index + 1, 0 for none.
-type nearSlot struct{ idx atomic.Uint32 }
-
 func (s *slots) init(e *Engine, l *abi.Layout) {
 	s.e, s.layout = e, l
-	s.near = perp.Make[nearSlot]()
+	s.ledger = e.ledger
 	s.room = make(chan struct{}, l.ReqSlots)
 	s.first = make(chan uint32)
 	s.stack.next = make([]atomic.Uint32, l.ReqSlots)
@@ -138,7 +135,7 @@ func (s *slots) tryAcquire() (uint32, bool) {
 // take takes a free slot off the free lists: the P's near slot, the stack, another P's
 // near slot.
 func (s *slots) take() (uint32, bool) {
-	if n := &s.near.At(perp.Hint()).idx; n.Load() != 0 {
+	if n := &s.ledger.At(perp.Hint()).near; n.Load() != 0 {
 		if v := n.Swap(0); v != 0 {
 			return v - 1, true
 		}
@@ -146,8 +143,8 @@ func (s *slots) take() (uint32, bool) {
 	if idx, ok := s.stack.pop(); ok {
 		return idx, true
 	}
-	for i := range s.near.Len() {
-		n := &s.near.At(perp.P(i)).idx
+	for i := range s.ledger.Len() {
+		n := &s.ledger.At(perp.P(i)).near
 		if v := n.Load(); v != 0 && n.CompareAndSwap(v, 0) {
 			return v - 1, true
 		}
@@ -242,7 +239,7 @@ func (s *slots) free(idx uint32) {
 		default: // no callee at the hand-over point: the free lists, as for anyone
 		}
 	}
-	if n := &s.near.At(perp.Hint()).idx; n.Load() == 0 && n.CompareAndSwap(0, idx+1) {
+	if n := &s.ledger.At(perp.Hint()).near; n.Load() == 0 && n.CompareAndSwap(0, idx+1) {
 		if s.waiters.Load() == 0 || !n.CompareAndSwap(idx+1, 0) {
 			return // near, or taken from there already
 		}
@@ -318,7 +315,7 @@ func (e *Engine) publishIn(d *Delivery, bt *Batch, intake bool) {
 	}
 	sl.d.Store(d)
 	p := perp.Pin()
-	e.toRust.At(p).Add(1)
+	e.ledger.At(p).toRust.Add(1)
 	perp.Unpin(p)
 	// A Call blocks on its event anyway: where it would cross to run it (the Rust poller
 	// parked, or another crossing in progress), it runs it past the ring instead.

@@ -61,7 +61,7 @@ func TestFreeStackIsLastInFirstOutAndLosesNothing(t *testing.T) {
 func TestSlotWaitersGetEveryFreedSlot(t *testing.T) {
 	const n = 3
 	var s slots
-	s.init(&Engine{}, &abi.Layout{ReqSlots: n})
+	s.init(&Engine{ledger: newLedger()}, &abi.Layout{ReqSlots: n})
 
 	var held atomic.Int32
 	var wg sync.WaitGroup
@@ -120,15 +120,15 @@ func TestSlotWaitersGetEveryFreedSlot(t *testing.T) {
 // each once, then is refused.
 func TestEveryFreeSlotIsFoundNearAnyP(t *testing.T) {
 	var s slots
-	cells := perp.Make[nearSlot]()
-	n := uint32(cells.Len() + 3)
-	s.init(&Engine{}, &abi.Layout{ReqSlots: n})
-	for i := range s.near.Len() {
+	l := newLedger()
+	n := uint32(l.Len() + 3)
+	s.init(&Engine{ledger: l}, &abi.Layout{ReqSlots: n})
+	for i := range l.Len() {
 		idx, ok := s.stack.pop()
 		if !ok {
 			t.Fatal("the stack ran out before every P had a near slot")
 		}
-		s.near.At(perp.P(i)).idx.Store(idx + 1)
+		l.At(perp.P(i)).near.Store(idx + 1)
 	}
 	seen := make(map[uint32]bool)
 	for range n {

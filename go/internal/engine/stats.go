@@ -1,9 +1,6 @@
 package engine
 
-import (
-	"github.com/tandemrt/tandem/go/internal/abi"
-	"github.com/tandemrt/tandem/go/internal/perp"
-)
+import "github.com/tandemrt/tandem/go/internal/abi"
 
 // Stats is a snapshot of both sides' counters; the façade documents each field.
 type Stats struct {
@@ -62,7 +59,7 @@ func (e *Engine) Stats() Stats {
 			s.FreeRequestSlots++
 		}
 	}
-	e.toRust.Each(func(c *perp.Count) { s.ToRust += uint64(c.Load()) })
+	e.ledger.Each(func(c *ledger) { s.ToRust += uint64(c.toRust.Load()) })
 	e.lifeMu.RLock()
 	st := e.final
 	if !e.freed.Load() {

@@ -2,20 +2,15 @@ package engine
 
 import "github.com/tandemrt/tandem/go/internal/perp"
 
-// The counts every event makes are per-P counts (package perp): a locked instruction each,
-// some 5 ns on a small VM and a line both cores write in turn, was a tenth of a round trip
-// at a dozen per event.
+// The counts every event makes are in each P's ledger (ledger.go).
 
 // tally counts events in (accepted) and out (final). Pending is the difference; Shutdown's
 // drain waits for it to reach zero (settled, engine.go). Safe for concurrent use.
 type tally struct {
-	counts perp.Cells[tallyCount]
+	counts *perp.Cells[ledger] // in, out
 }
 
-// tallyCount is one P's events in and out.
-type tallyCount struct{ in, out perp.Count }
-
-func (t *tally) init() { t.counts = perp.Make[tallyCount]() }
+func (t *tally) init(l *perp.Cells[ledger]) { t.counts = l }
 
 // in counts an event in: pending. It returns how many this P has counted in, for a task due
 // every so many events.
@@ -56,8 +51,8 @@ func (t *tally) settledAtOnce() {
 // never below what it was at some moment of the reading, and zero only if it was.
 func (t *tally) read() (submitted, completed uint64, pending int64) {
 	var in, out int64
-	t.counts.Each(func(c *tallyCount) { out += c.out.Load() })
-	t.counts.Each(func(c *tallyCount) { in += c.in.Load() })
+	t.counts.Each(func(c *ledger) { out += c.out.Load() })
+	t.counts.Each(func(c *ledger) { in += c.in.Load() })
 	return uint64(in), uint64(out), in - out
 }
 
@@ -67,29 +62,28 @@ func (t *tally) pending() int64 {
 	return n
 }
 
-// pair is two counters bumped together, one pin for both. Safe for concurrent use.
+// pair is two counters bumped together, one pin for both: crossings, and the completions
+// they settled. Safe for concurrent use.
 type pair struct {
-	counts perp.Cells[pairCount]
+	counts *perp.Cells[ledger] // crossings, byCaller
 }
 
-type pairCount struct{ a, b perp.Count }
-
-func (p *pair) init() { p.counts = perp.Make[pairCount]() }
+func (p *pair) init(l *perp.Cells[ledger]) { p.counts = l }
 
 // add adds a to the first counter and b to the second.
 func (p *pair) add(a, b uint32) {
 	pp := perp.Pin()
 	c := p.counts.At(pp)
-	c.a.Add(int64(a))
-	c.b.Add(int64(b))
+	c.crossings.Add(int64(a))
+	c.byCaller.Add(int64(b))
 	perp.Unpin(pp)
 }
 
 // read returns both counters.
 func (p *pair) read() (a, b uint64) {
-	p.counts.Each(func(c *pairCount) {
-		a += uint64(c.a.Load())
-		b += uint64(c.b.Load())
+	p.counts.Each(func(c *ledger) {
+		a += uint64(c.crossings.Load())
+		b += uint64(c.byCaller.Load())
 	})
 	return a, b
 }

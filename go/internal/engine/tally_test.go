@@ -9,7 +9,7 @@ import (
 
 func TestTallyCountsInAndOut(t *testing.T) {
 	var tl tally
-	tl.init()
+	tl.init(newLedger())
 	for range 6 {
 		tl.in()
 	}
@@ -25,7 +25,7 @@ func TestTallyCountsInAndOut(t *testing.T) {
 // in returns the count of the P it ran on: every P's counts reach depositEvery in turn.
 func TestTallyInCountsThePsOwn(t *testing.T) {
 	var tl tally
-	tl.init()
+	tl.init(newLedger())
 	var wg sync.WaitGroup
 	var most atomic.Int64
 	for range 4 {
@@ -47,7 +47,7 @@ func TestTallyInCountsThePsOwn(t *testing.T) {
 // fewer pending than were at some moment, nor below zero, and the end balances.
 func TestTallyReadsNeverUnderCount(t *testing.T) {
 	var tl tally
-	tl.init()
+	tl.init(newLedger())
 	const goroutines, each = 4, 20000
 	var wg sync.WaitGroup
 	for range goroutines {
@@ -77,7 +77,7 @@ func TestTallyReadsNeverUnderCount(t *testing.T) {
 
 func TestPairAddsBoth(t *testing.T) {
 	var p pair
-	p.init()
+	p.init(newLedger())
 	const goroutines, each = 4, 500
 	var wg sync.WaitGroup
 	for range goroutines {
@@ -97,7 +97,7 @@ func TestPairAddsBoth(t *testing.T) {
 // freed; retiring it twice counts them once. (No test of this package runs beside it.)
 func TestFFICallsKeepAFreedRuntimesCrossings(t *testing.T) {
 	p := new(pair)
-	p.init()
+	p.init(newLedger())
 	before := ffiCalls()
 	countKicks(p)
 	p.add(5, 2)

@@ -58,23 +58,23 @@ type Target struct {
 	// the target in a route's table only while it is open.
 	pool atomic.Pointer[pool]
 
-	// flight counts, per P, the deliveries dispatched to the target and those whose attempt
-	// ended: the difference is in flight, in its pool's queue and workers, or in Rust's
-	// request slots.
-	flight perp.Cells[flightCount]
+	// bindings are the routes' bindings of the target (copy on write, under the engine's
+	// ctl): each counts the deliveries it dispatched to the target whose attempt has not
+	// ended, in its pool's queue and workers, or in Rust's request slots.
+	bindings atomic.Pointer[[]*binding]
 	// retiring is set while no route names the target and it is open: the end of its last
 	// delivery closes it.
 	retiring atomic.Bool
 }
 
-// flightCount is one P's attempts begun and ended at a target.
-type flightCount struct{ in, out perp.Count }
-
-// initCounts readies a target's counts, once, before it is registered.
-func (t *Target) initCounts() {
-	if !t.flight.Made() {
-		t.flight = perp.Make[flightCount]()
+// addBinding counts b's deliveries in the target's. Called with e.ctl held.
+func (t *Target) addBinding(b *binding) {
+	var list []*binding
+	if p := t.bindings.Load(); p != nil {
+		list = *p
 	}
+	list = append(list[:len(list):len(list)], b)
+	t.bindings.Store(&list)
 }
 
 // targetState is a Go target's lifecycle; a Rust target is always open.
@@ -98,13 +98,14 @@ func (t *Target) runtimeName() string {
 }
 
 // InFlight is the number of deliveries dispatched to the target whose attempt has not ended.
-// Every P's ends are read before its beginnings, so it is zero only if it was at some
-// moment of the reading.
-func (t *Target) InFlight() int64 {
-	var in, out int64
-	t.flight.Each(func(c *flightCount) { out += c.out.Load() })
-	t.flight.Each(func(c *flightCount) { in += c.in.Load() })
-	return in - out
+// Zero only if it was at some moment of the reading (binding.inFlight).
+func (t *Target) InFlight() (n int64) {
+	if p := t.bindings.Load(); p != nil {
+		for _, b := range *p {
+			n += b.inFlight()
+		}
+	}
+	return n
 }
 
 // targetKey keys the engine's target table: Go and Rust targets have a namespace each.
@@ -136,7 +137,6 @@ func (e *Engine) RegisterTarget(t *Target) error {
 	// Shutdown owes it a Close once it opens (Start's, or a route change's), not before: a
 	// runtime that never started, or failed to, has closed what it opened itself.
 	t.closeDue = false
-	t.initCounts()
 	e.targets[key] = t
 	e.addTargetLocked(t)
 	return nil
@@ -243,14 +243,6 @@ func (t *Target) release(e *Engine) {
 			t.tryClose(e)
 		}
 	}
-}
-
-// leave ends a delivery's attempt at t; the last one of a retiring target closes it.
-func (t *Target) leave(e *Engine) {
-	p := perp.Pin()
-	t.flight.At(p).out.Add(1)
-	perp.Unpin(p)
-	t.ended(e)
 }
 
 // ended follows the count of an attempt's end: the last one of a retiring target closes it.

@@ -85,9 +85,6 @@ type cell[T any] struct {
 // Make returns cells for every P.
 func Make[T any]() Cells[T] { return Cells[T]{cells: make([]cell[T], size+1)} }
 
-// Made reports whether c was made (Make), not the zero Cells.
-func (c *Cells[T]) Made() bool { return c.cells != nil }
-
 // At is p's cell.
 func (c *Cells[T]) At(p P) *T { return &c.cells[p].v }
 
