@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -84,5 +85,37 @@ func TestNoRouteIsNil(t *testing.T) {
 	tbl.add(rt)
 	if got := tbl.match("user.created"); got != nil {
 		t.Fatalf("match = %v, want nil", got.Pattern)
+	}
+}
+
+// A target's in-flight count is what every route's binding of it dispatched and has not
+// ended; each binding counts its own dispatches and acknowledgements.
+func TestATargetsInFlightSumsItsBindings(t *testing.T) {
+	e := &Engine{}
+	e.initCounts()
+	tg := &Target{Name: "shared", rust: true}
+	var routes [2]*Route
+	for i := range routes {
+		rt := &Route{Pattern: fmt.Sprintf("r%d", i)}
+		b := rt.bindingOf(e, tg, false)
+		rt.table.Store(&routing{targets: []*binding{b}, weights: []uint32{1}, cum: []uint64{1}})
+		routes[i] = rt
+	}
+	b0, _ := e.choose(routes[0], "k")
+	b1, _ := e.choose(routes[1], "k")
+	e.choose(routes[1], "k")
+	if n := tg.InFlight(); n != 3 {
+		t.Fatalf("in flight after three dispatches through two routes: %d", n)
+	}
+	b1.leave(e, true)
+	b0.leave(e, false)
+	if n := tg.InFlight(); n != 1 {
+		t.Fatalf("in flight after two of three ended: %d", n)
+	}
+	if d, a := b1.dispatched(), b1.acked(); d != 2 || a != 1 {
+		t.Fatalf("the second route's binding: %d dispatched, %d acked; want 2 and 1", d, a)
+	}
+	if d, a := b0.dispatched(), b0.acked(); d != 1 || a != 0 {
+		t.Fatalf("the first route's binding: %d dispatched, %d acked; want 1 and 0", d, a)
 	}
 }
