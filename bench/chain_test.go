@@ -29,6 +29,8 @@ const (
 //   - rings: tandem's composition. A Go route (rt.Handle) whose handler does the first Go
 //     step, calls demo.upper with tandem.Call over the rings, does the second Go step and
 //     replies with the upper-cased payload; the caller does rt.Call on that route.
+//   - rings-callerruns: the same route WithCallerRuns: the Call runs the route's handler on
+//     its own goroutine, no hop to a worker and back.
 //   - rings-caller: the same steps on the calling goroutine around rt.Call to demo.upper, no
 //     Go route: what the composition costs over calling the Rust handler directly.
 //   - direct, callback, sidecar: the Go steps on the calling goroutine around that
@@ -36,7 +38,8 @@ const (
 //   - go-direct: all three steps in Go on the calling goroutine (demo.upper's Go twin, behind
 //     the same envelope encode and decode as every other contender): the ceiling.
 var chainDefs = []contenderDef{
-	{"rings", startChainRings},
+	{"rings", startChainRings()},
+	{"rings-callerruns", startChainRings(tandem.WithCallerRuns())},
 	{"rings-caller", chainAround(startRings)},
 	{"direct", chainAround(startDirect)},
 	{"callback", chainAround(startCallback)},
@@ -82,10 +85,15 @@ func chainUpperEvent(in *tandem.Event) tandem.Event {
 	return tandem.Event{ID: in.ID, Source: in.Source, Type: demoUpperType, Data: in.Data}
 }
 
-// startChainRings is tandem's composition: the chain is a Go route's handler, which reaches
-// demo.upper with tandem.Call (the handler's context routes it over the rings) and replies
-// with a copy of the upper-cased payload, since the Rust reply is only lent until Release.
-func startChainRings(cfg tandem.Config) (*session, error) {
+// startChainRings is tandem's composition: the chain is a Go route's handler (with opts),
+// which reaches demo.upper with tandem.Call (the handler's context routes it over the rings)
+// and replies with a copy of the upper-cased payload, since the Rust reply is only lent
+// until Release.
+func startChainRings(opts ...tandem.RouteOption) func(tandem.Config) (*session, error) {
+	return func(cfg tandem.Config) (*session, error) { return startChainRoute(cfg, opts) }
+}
+
+func startChainRoute(cfg tandem.Config, opts []tandem.RouteOption) (*session, error) {
 	handler := func(ctx context.Context, ev *tandem.Event) tandem.Result {
 		if err := chainPrepare(ev.Data); err != nil {
 			return tandem.Term(tandem.Errorf("invalid", "%v", err))
@@ -102,7 +110,7 @@ func startChainRings(cfg tandem.Config) (*session, error) {
 		return tandem.AckReply(bytes.Clone(reply.Data()))
 	}
 	rt, err := startedRuntime(cfg, func(rt *tandem.Runtime) error {
-		return rt.Handle(chainRoute, "chain", tandem.HandlerFunc(handler))
+		return rt.Handle(chainRoute, "chain", tandem.HandlerFunc(handler), opts...)
 	})
 	if err != nil {
 		return nil, err

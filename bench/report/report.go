@@ -238,6 +238,7 @@ func (r *report) writeChain(w func(string, ...any)) {
 		w("A Go step (the 64 B payload must be lower-case letters), the Rust handler `demo.upper`, a Go\n")
 		w("step that checks the upper-cased reply. *rings* is tandem's composition: a Go route whose\n")
 		w("handler calls `demo.upper` with `tandem.Call` and replies, reached with `rt.Call`;\n")
+		w("*rings-callerruns* is that route `WithCallerRuns`, whose handler runs on the caller's goroutine;\n")
 		w("*rings-caller* does the Go steps on the caller around `rt.Call` to `demo.upper`; direct,\n")
 		w("callback and sidecar do them around their own call; go-direct does all three in Go.\n")
 		w("*serial* is one goroutine, *wide* %s goroutines (`SetParallelism(32)`).\n\n", "32 × GOMAXPROCS")

@@ -47,6 +47,9 @@ func call(ctx context.Context, e *engine.Engine, ev *Event) (Reply, error) {
 		callWaiters.Put(w)
 		return Reply{}, err
 	}
+	if w.held.Holds() {
+		runHeld(w)
+	}
 	if w.here {
 		// Acknowledged during Submit's own call into the library, on this goroutine.
 		reply, err := w.reply, w.err
@@ -80,6 +83,16 @@ func (w *callWaiter) wait(ctx context.Context) bool {
 		<-w.ch
 		return true
 	}
+}
+
+// runHeld runs the Go route's delivery the Call holds (WithCallerRuns) on this goroutine;
+// it settles through Settle, as on a worker, before Run returns unless it is retried.
+//
+//go:noinline
+func runHeld(w *callWaiter) {
+	h := w.held
+	w.held = engine.Held{}
+	h.Run()
 }
 
 // abandonedBy is the error of a Call whose ctx ended after its event was accepted. Apart
@@ -175,7 +188,14 @@ type callWaiter struct {
 	err   error
 	reply engine.Reply
 	here  bool // settled by SettleHere, inside the Call's own Submit
+	// held is a Go route's delivery the Call runs itself once its Submit returns
+	// (WithCallerRuns).
+	held engine.Held
 }
+
+// Hold takes a Go route's delivery for the Call to run on its own goroutine
+// (engine.CallerRunner), inside its Submit.
+func (w *callWaiter) Hold(h engine.Held) { w.held = h }
 
 // Blocks marks the waiter engine.Blocking: its Call blocks until Settle.
 func (w *callWaiter) Blocks() {}

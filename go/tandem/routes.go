@@ -30,6 +30,7 @@ type routeOptions struct {
 	overloadSet            bool
 	middleware             []Middleware
 	policies               []Policy
+	callerRuns             bool
 }
 
 // RouteOption configures one route.
@@ -64,6 +65,19 @@ func WithRetry(b retry.Backoff) RouteOption { return func(o *routeOptions) { o.r
 func WithOverload(p OverloadPolicy) RouteOption {
 	return func(o *routeOptions) { o.overload, o.overloadSet = p, true }
 }
+
+// WithCallerRuns lets a Call to this Go route run the handler on the calling goroutine,
+// where it would otherwise hand the event to one of the route's workers and wait for it: no
+// goroutine hop either way, which on a small machine is most of what a Call to a Go handler
+// costs. It does so when the route's pool has room for one more worker (WithWorkers' max
+// bounds the workers and the callers running the handler together), and a worker runs the
+// event otherwise. Submit, retries and Rust handlers' calls go through the workers as
+// always.
+//
+// What changes for such a Call: it returns when the handler does, with its outcome, even if
+// its ctx ends first (the handler's context is the runtime's, as on a worker); and a handler
+// that calls runtime.Goexit ends the caller's goroutine rather than a worker's.
+func WithCallerRuns() RouteOption { return func(o *routeOptions) { o.callerRuns = true } }
 
 // WithMiddleware wraps the route's Go handler, after the runtime's global middleware (Use).
 func WithMiddleware(mw ...Middleware) RouteOption {
@@ -181,7 +195,7 @@ func (r *Runtime) newRoute(pattern, name string, opts []RouteOption) (*engine.Ro
 		Pattern: pattern, Name: name,
 		Timeout: o.timeout, Retry: o.retry, Overload: engine.Overload(o.overload),
 		MinWorkers: o.minWorkers, MaxWorkers: o.maxWorkers, Queue: o.queue, Idle: o.idle,
-		Policies: len(o.policies) > 0,
+		Policies: len(o.policies) > 0, CallerRuns: o.callerRuns,
 	}
 	for _, p := range o.policies {
 		if b, ok := p.(interface{ State() string }); ok {

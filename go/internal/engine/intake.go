@@ -271,7 +271,15 @@ func (e *Engine) intakeGo(ctx context.Context, b *binding, shadow *shadowRoute, 
 	e.obs.stamp(d)
 	e.countIn()
 	met := d.metrics()
-	err := b.target.pool.Load().enqueue(ctx, d, rt.Overload)
+	p := b.target.pool.Load()
+	if rt.CallerRuns {
+		if cr, ok := w.(CallerRunner); ok && p.hold() {
+			cr.Hold(Held{p: p, d: d})
+			e.obs.count(met)
+			return nil
+		}
+	}
+	err := p.enqueue(ctx, d, rt.Overload)
 	switch {
 	case err == nil:
 		e.obs.count(met)

@@ -24,9 +24,13 @@ type pool struct {
 	stopOnce sync.Once
 	mu       sync.Mutex
 	workers  int
-	stopped  bool
-	idle     atomic.Int32
-	wg       sync.WaitGroup
+	// held counts the deliveries callers run themselves (hold): with the workers, at most
+	// the target's MaxWorkers handlers run at once.
+	held    int
+	stopped bool
+	idle    atomic.Int32
+	// wg counts the workers and the held runs: stop waits for both.
+	wg sync.WaitGroup
 }
 
 func newPool(e *Engine, t *Target) *pool {
@@ -80,12 +84,39 @@ func (p *pool) enqueue(ctx context.Context, d *Delivery, policy Overload) error 
 	// Grow while more events wait than workers idle, up to the maximum.
 	if int(p.idle.Load()) < len(p.queue) {
 		p.mu.Lock()
-		if !p.stopped && p.workers < p.target.MaxWorkers {
+		if !p.stopped && p.workers+p.held < p.target.MaxWorkers {
 			p.spawnLocked()
 		}
 		p.mu.Unlock()
 	}
 	return nil
+}
+
+// hold counts in a delivery its caller will run (Held.Run) as one more worker, if the pool
+// has room for one and is not stopping. Called inside intake, so the count is in before
+// Shutdown's stop waits for it.
+func (p *pool) hold() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped || p.workers+p.held >= p.target.MaxWorkers {
+		return false
+	}
+	p.held++
+	p.wg.Add(1)
+	return true
+}
+
+// runHeld runs a held delivery on the caller's goroutine and counts it out, also when its
+// handler calls runtime.Goexit (which then ends the caller's goroutine: runGo has settled
+// the delivery by then).
+func (p *pool) runHeld(d *Delivery) {
+	defer func() {
+		p.mu.Lock()
+		p.held--
+		p.mu.Unlock()
+		p.wg.Done()
+	}()
+	p.e.runGo(d)
 }
 
 func (p *pool) work() {

@@ -51,6 +51,9 @@ type Route struct {
 	// Policies is true when the route has policies of Go's own: its events then always pass
 	// through Go, never routed inside Rust.
 	Policies bool
+	// CallerRuns lets a Call (a CallerRunner) run the route's Go delivery on its own
+	// goroutine when the target's pool has room for one more worker (pool.hold).
+	CallerRuns bool
 	// Gauges are observed with the metrics (e.g. a breaker's state); nil: none.
 	Gauges map[string]func() int64
 

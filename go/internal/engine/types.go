@@ -172,6 +172,29 @@ type Blocking interface {
 	Blocks()
 }
 
+// CallerRunner is a Blocking waiter that runs a Go route's delivery itself, on its own
+// goroutine once its Submit returns (a Call to a route with CallerRuns), instead of waiting
+// for a worker to: intake hands it the delivery with Hold when the route's pool has room for
+// one more worker, and the caller then calls Run on what it holds, once, outside intake.
+// The event settles through Settle as on a worker.
+type CallerRunner interface {
+	Blocking
+	Hold(h Held)
+}
+
+// Held is a Go delivery its caller runs (CallerRunner). The zero Held holds nothing.
+type Held struct {
+	p *pool
+	d *Delivery
+}
+
+// Holds reports whether h holds a delivery.
+func (h Held) Holds() bool { return h.d != nil }
+
+// Run runs the held delivery's handler to its outcome on the calling goroutine, as a worker
+// of its route's pool would, and settles it. Once per Held.
+func (h Held) Run() { h.p.runHeld(h.d) }
+
 // Once is a Waiter that is told the outcome of the event's first delivery, whatever it is: a
 // failure, retryable or terminal, settles the event at once as the handler gave it, neither
 // redelivered nor dead-lettered. Conformance runs use it: they judge a handler's verdict on
