@@ -208,3 +208,33 @@ func TestCallerRunsGoexitEndsTheCaller(t *testing.T) {
 		t.Fatalf("dead letters: %d (%v); want the one event, code %q", s.DeadLettered, sink.Records(), envelope.CodeGoexit)
 	}
 }
+
+// A Call to a Go route allocates twice: the delivery (with the copied event and the first
+// attempt's handler context inside it) and the copy of the event's data. On a worker or on
+// the caller's goroutine alike.
+func TestCallToAGoRouteAllocatesTwice(t *testing.T) {
+	rt := newRegistered(t, Config{})
+	ack := HandlerFunc(func(context.Context, *Event) Result { return Ack() })
+	for _, r := range []struct {
+		pattern string
+		opts    []RouteOption
+	}{{"alloc.worker", nil}, {"alloc.caller", []RouteOption{WithCallerRuns()}}} {
+		if err := rt.Handle(r.pattern, r.pattern, ack, r.opts...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start(t, rt)
+	for _, typ := range []string{"alloc.worker", "alloc.caller"} {
+		ev := event(typ, "alloc", make([]byte, 64))
+		call := func() {
+			if _, err := rt.Call(context.Background(), ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		call() // warm the waiter pool and the route's worker
+		if n := testing.AllocsPerRun(200, call); n > 2 {
+			t.Errorf("a Call to %s allocates %.1f times per event, want 2", typ, n)
+		}
+	}
+	shutdownClean(t, rt)
+}

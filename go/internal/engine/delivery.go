@@ -65,6 +65,29 @@ type Delivery struct {
 	trace       trace.SpanContext // the publish span, parent of each delivery's span
 	span        trace.Span        // the current delivery's span while its outcome is handled
 	submittedAt int64             // nanotime at intake, for the latency histogram (0: metrics off)
+
+	// first is the handler's context of a Go delivery's first attempt, allocated with the
+	// delivery (goDelivery); nil once taken, or for a delivery made otherwise.
+	first *HandlerContext
+}
+
+// goDelivery is a Go route's delivery with what its first attempt needs, in one allocation:
+// the copied event and the handler's context. A later attempt gets a context of its own: a
+// handler may keep the one it was given past its return.
+type goDelivery struct {
+	Delivery
+	event envelope.Event
+	hc    HandlerContext
+}
+
+// newGoDelivery returns a delivery of ev (copied) for a Go route, readied as reset does.
+func newGoDelivery(rt *Route, ev *envelope.Event, w Waiter) *Delivery {
+	g := &goDelivery{}
+	d := &g.Delivery
+	d.reset(rt, ev, w)
+	g.event = cloneEvent(ev)
+	d.event, d.first = &g.event, &g.hc
+	return d
 }
 
 // reset readies a delivery for a new event, keeping nothing of the last one.

@@ -256,12 +256,9 @@ func encodeEvent(buf []byte, ev *envelope.Event, raw []byte) []byte {
 // the event in at.
 func (e *Engine) intakeGo(ctx context.Context, b *binding, shadow *shadowRoute, ev *envelope.Event, w Waiter) error {
 	rt := b.route
-	d := &Delivery{}
-	d.reset(rt, ev, w)
+	d := newGoDelivery(rt, ev, w)
 	d.bind(b)
 	d.shadow = shadow
-	owned := cloneEvent(ev)
-	d.event = &owned
 	if e.obs.tracing() {
 		d.trace = e.obs.publish(ctx, rt, ev, d.event)
 	}

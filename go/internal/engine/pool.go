@@ -201,7 +201,13 @@ func (e *Engine) runGo(d *Delivery) {
 		return
 	}
 	base := e.callContext(d)
-	hc := &HandlerContext{Context: base, e: e, d: d}
+	hc := d.first
+	if hc != nil {
+		d.first = nil
+	} else {
+		hc = new(HandlerContext)
+	}
+	hc.Context, hc.e, hc.d = base, e, d
 	if e.obs.tracing() {
 		ctx, span := e.obs.startProcess(base, rt, name, d.probe != nil, d.event)
 		hc.Context, d.span = ctx, span
