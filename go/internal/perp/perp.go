@@ -3,11 +3,12 @@
 //
 // An atomic add is a locked instruction: some 5 ns on a small VM, more when the store buffer
 // it drains is full, and a cache line every core writes in turn. A delivery makes a dozen
-// counts (tandem's benchmarks: leaving ten of them out took 7% off a serial round trip). A
-// P's cell has one writer at a time: the goroutine that pins the P (Pin), which nothing
-// preempts until it unpins. On amd64 the writer adds with a plain load and store, which
-// x86 orders as a release; readers sum every cell with atomic loads. Elsewhere, and under
-// the race detector, which cannot see the pinning, the add is atomic.
+// counts; counted per P (and with a request slot kept near each P), 64 callers on 2 cores
+// ran 23% more events per second (docs/benchmarks.md). A P's cell has one writer at a time:
+// the goroutine that pins the P (Pin), which nothing preempts until it unpins. On Linux on
+// amd64 the writer adds with a plain load and store, which x86 orders as a release; readers
+// sum every cell with atomic loads. Elsewhere, and under the race detector, which cannot see
+// the pinning, the add is atomic.
 //
 // A count whose reader waits for zero (a gate, a drain) is a store on one side and a load
 // on the other, each side reading the word the other writes: the writer adds, then reads a
