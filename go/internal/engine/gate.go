@@ -54,12 +54,10 @@ func (g *gate) leave() {
 	perp.Unpin(p)
 }
 
-// inside is the submitters inside: every P's leaves are read before its entries, so a
-// submitter that leaves meanwhile is counted in, never out only.
+// inside is the submitters inside (perp.Balance: zero only if it was).
 func (g *gate) inside() int64 {
-	var in, out int64
-	g.counts.Each(func(c *ledger) { out += c.gateOut.Load() })
-	g.counts.Each(func(c *ledger) { in += c.gateIn.Load() })
+	in, out := perp.Balance(g.counts,
+		func(c *ledger) *perp.Count { return &c.gateIn }, func(c *ledger) *perp.Count { return &c.gateOut })
 	return in - out
 }
 

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tandemrt/tandem/go/internal/perp"
 )
 
 func TestGateClosedRefusesAndCountsNothing(t *testing.T) {
@@ -18,8 +20,8 @@ func TestGateClosedRefusesAndCountsNothing(t *testing.T) {
 	if g.enter() {
 		t.Fatal("a closed gate let a submitter in")
 	}
-	var in, out int64
-	g.counts.Each(func(c *ledger) { in, out = in+c.gateIn.Load(), out+c.gateOut.Load() })
+	in, out := perp.Balance(g.counts,
+		func(c *ledger) *perp.Count { return &c.gateIn }, func(c *ledger) *perp.Count { return &c.gateOut })
 	if in != 1 || out != 1 {
 		t.Fatalf("counted %d in and %d out after one submitter and a refusal: a refused submitter must count nothing", in, out)
 	}

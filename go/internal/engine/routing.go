@@ -50,22 +50,19 @@ type binding struct {
 type bindingCount struct{ dispatched, acked, in, out perp.Count }
 
 // dispatched and acked sum the binding's counts.
-func (b *binding) dispatched() (n uint64) {
-	b.counts.Each(func(c *bindingCount) { n += uint64(c.dispatched.Load()) })
-	return n
+func (b *binding) dispatched() uint64 {
+	return uint64(perp.Sum(&b.counts, func(c *bindingCount) *perp.Count { return &c.dispatched }))
 }
 
-func (b *binding) acked() (n uint64) {
-	b.counts.Each(func(c *bindingCount) { n += uint64(c.acked.Load()) })
-	return n
+func (b *binding) acked() uint64 {
+	return uint64(perp.Sum(&b.counts, func(c *bindingCount) *perp.Count { return &c.acked }))
 }
 
-// inFlight is the attempts begun through b and not ended. Every P's ends are read before
-// its beginnings, so it is zero only if it was at some moment of the reading.
+// inFlight is the attempts begun through b and not ended (perp.Balance: zero only if it
+// was).
 func (b *binding) inFlight() int64 {
-	var in, out int64
-	b.counts.Each(func(c *bindingCount) { out += c.out.Load() })
-	b.counts.Each(func(c *bindingCount) { in += c.in.Load() })
+	in, out := perp.Balance(&b.counts,
+		func(c *bindingCount) *perp.Count { return &c.in }, func(c *bindingCount) *perp.Count { return &c.out })
 	return in - out
 }
 

@@ -1,6 +1,9 @@
 package engine
 
-import "github.com/tandemrt/tandem/go/internal/abi"
+import (
+	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/internal/perp"
+)
 
 // Stats is a snapshot of both sides' counters; the façade documents each field.
 type Stats struct {
@@ -59,7 +62,7 @@ func (e *Engine) Stats() Stats {
 			s.FreeRequestSlots++
 		}
 	}
-	e.ledger.Each(func(c *ledger) { s.ToRust += uint64(c.toRust.Load()) })
+	s.ToRust = uint64(perp.Sum(e.ledger, func(c *ledger) *perp.Count { return &c.toRust }))
 	e.lifeMu.RLock()
 	st := e.final
 	if !e.freed.Load() {

@@ -46,13 +46,11 @@ func (t *tally) settledAtOnce() {
 	perp.Unpin(p)
 }
 
-// read returns the events submitted and completed so far, and those pending. Every P's
-// outs are read before its ins: an event counted out was counted in before, so pending is
-// never below what it was at some moment of the reading, and zero only if it was.
+// read returns the events submitted and completed so far, and those pending (perp.Balance:
+// zero only if it was).
 func (t *tally) read() (submitted, completed uint64, pending int64) {
-	var in, out int64
-	t.counts.Each(func(c *ledger) { out += c.out.Load() })
-	t.counts.Each(func(c *ledger) { in += c.in.Load() })
+	in, out := perp.Balance(t.counts,
+		func(c *ledger) *perp.Count { return &c.in }, func(c *ledger) *perp.Count { return &c.out })
 	return uint64(in), uint64(out), in - out
 }
 
@@ -81,9 +79,7 @@ func (p *pair) add(a, b uint32) {
 
 // read returns both counters.
 func (p *pair) read() (a, b uint64) {
-	p.counts.Each(func(c *ledger) {
-		a += uint64(c.crossings.Load())
-		b += uint64(c.byCaller.Load())
-	})
+	a = uint64(perp.Sum(p.counts, func(c *ledger) *perp.Count { return &c.crossings }))
+	b = uint64(perp.Sum(p.counts, func(c *ledger) *perp.Count { return &c.byCaller }))
 	return a, b
 }

@@ -92,11 +92,21 @@ func (c *Cells[T]) At(p P) *T { return &c.cells[p].v }
 // Len is the number of cells, the overflow's included: P(0) to P(Len()-1) index them.
 func (c *Cells[T]) Len() int { return len(c.cells) }
 
-// Each calls f with every cell, for a reader summing them.
-func (c *Cells[T]) Each(f func(*T)) {
+// Sum is the total of one count over every cell.
+func Sum[T any](c *Cells[T], count func(*T) *Count) (n int64) {
 	for i := range c.cells {
-		f(&c.cells[i].v)
+		n += count(&c.cells[i].v).Load()
 	}
+	return n
+}
+
+// Balance sums a pair of counts over every cell, things begun and things ended, for a reader
+// that waits for them to balance: every cell's ends are read before any beginning, and a
+// thing ends after it begins, so begun − ended is never below what it was at some moment of
+// the reading, and zero only if it was.
+func Balance[T any](c *Cells[T], begun, ended func(*T) *Count) (b, e int64) {
+	e = Sum(c, ended)
+	return Sum(c, begun), e
 }
 
 // Count is a count written by its cell's pinned P (Add) and read by anyone (Load).

@@ -10,9 +10,7 @@ import (
 type pair struct{ in, out Count }
 
 func sum(c *Cells[pair]) (in, out int64) {
-	c.Each(func(p *pair) { out += p.out.Load() })
-	c.Each(func(p *pair) { in += p.in.Load() })
-	return in, out
+	return Balance(c, func(p *pair) *Count { return &p.in }, func(p *pair) *Count { return &p.out })
 }
 
 // Adds from goroutines on every P, and on Ps past the cells (GOMAXPROCS raised after
@@ -44,85 +42,6 @@ func TestCountsSumExactly(t *testing.T) {
 			t.Fatalf("GOMAXPROCS %d: in %d, out %d; want %d and %d", procs, in, out, goroutines*adds, 2*goroutines*adds)
 		}
 	}
-}
-
-// The gate the engine builds on the counts: a writer counts itself in, fences lightly and
-// reads the flag; the closer sets the flag, fences, and waits for the counts to balance.
-// No writer is inside once the closer has seen them balance.
-func TestFenceClosesTheDoor(t *testing.T) { closeTheDoor(t) }
-
-func closeTheDoor(t *testing.T) {
-	for round := range 200 {
-		c := Make[pair]()
-		var closed, over atomic.Bool
-		var late, entries atomic.Int64
-		var wg sync.WaitGroup
-		for range 4 {
-			wg.Go(func() {
-				for {
-					if closed.Load() {
-						return
-					}
-					p := Pin()
-					cl := c.At(p)
-					cl.in.Add(1)
-					LightFence()
-					shut := closed.Load()
-					if shut {
-						cl.in.Add(-1)
-					}
-					Unpin(p)
-					if shut {
-						return
-					}
-					if over.Load() {
-						late.Add(1) // inside after the closer saw nobody
-					}
-					entries.Add(1)
-					p = Pin()
-					c.At(p).out.Add(1)
-					Unpin(p)
-					runtime.Gosched() // let the closer in between any two
-				}
-			})
-		}
-		for entries.Load() < 100 { // close on writers in full flow
-			runtime.Gosched()
-		}
-		closed.Store(true)
-		Fence()
-		for {
-			if in, out := sum(&c); in == out {
-				break
-			}
-			runtime.Gosched()
-		}
-		over.Store(true)
-		wg.Wait()
-		if n := late.Load(); n != 0 {
-			t.Fatalf("round %d: %d writers were inside after the counts balanced", round, n)
-		}
-	}
-}
-
-func BenchmarkPinnedAdd(b *testing.B) {
-	c := Make[pair]()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			p := Pin()
-			c.At(p).in.Add(1)
-			Unpin(p)
-		}
-	})
-}
-
-func BenchmarkAtomicAdd(b *testing.B) {
-	var n atomic.Int64
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			n.Add(1)
-		}
-	})
 }
 
 // The store-buffer litmus test (Dekker's), with the two sides the engine gives each: a
