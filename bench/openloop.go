@@ -477,10 +477,15 @@ func loadClosedLoop(ctx context.Context, op LoadOp, workers int, warmup, measure
 }
 
 // openLoopRun offers op at rate ops/s for step. LoadOp i is due at t0 + i/rate. Workers take turns
-// as the issuer: the worker holding the turn waits until the next op is due, hands the turn
-// to the next free worker and runs the op itself, so no goroutine hop sits between schedule
-// and op, and only one goroutine ever waits on the clock. When every worker is busy the turn
-// waits in its channel: the due op starts late, and its latency counts from when it was due.
+// as the issuer: the worker holding the turn waits until the next op is due, lets go of the
+// turn and runs the op itself, so no goroutine hop sits between schedule and op, and only one
+// goroutine at a time waits on the clock. A worker whose op is done spins for the turn a
+// while (relaySpin) before it parks, so under load the turn passes between running workers
+// with an atomic store, without waking a goroutine per op: a hand-off through a channel to a
+// parked worker capped every contender (a no-op Go one included) near 1M ops/s on two
+// cores, below half the saturation of the fastest. An issuer that lets go of the turn with
+// nobody spinning wakes a parked worker, so a stalled op never holds up the next. When every
+// worker is busy, the due op starts late, and its latency counts from when it was due.
 func openLoopRun(ctx context.Context, op LoadOp, rate float64, step time.Duration, hs *loadHists) RateRun {
 	workers := len(hs.workers)
 	n := int(rate * step.Seconds())
@@ -493,36 +498,81 @@ func openLoopRun(ctx context.Context, op LoadOp, rate float64, step time.Duratio
 	hs.reset()
 	// Collect the garbage of the step before, so a collection is less likely to land in this one.
 	runtime.GC()
-	turn := make(chan struct{}, 1)
-	next := 0 // the next op to issue; read and written only by the turn's holder
+	var (
+		turn     atomic.Bool  // held by the issuer
+		spinners atomic.Int32 // workers spinning for the turn
+		ended    atomic.Bool  // every op issued
+	)
+	wake := make(chan struct{}, workers) // a parked worker's wake-up
+	stop := make(chan struct{})          // closed when every op is issued
+	next := 0                            // the next op to issue; read and written only by the turn's holder
 	unissued := 0
 	t0 := time.Now()
 	// Each worker sees about one op in workers: that is the interval at which it would
 	// have issued had it been a closed-loop client, which RecordCorrectedValue back-fills.
 	perWorker := int64(interval * float64(workers))
 
+	// take waits for the turn: true when this worker holds it, false once every op is issued.
+	take := func() bool {
+		for {
+			spinners.Add(1)
+			for s := time.Now(); time.Since(s) < relaySpin; {
+				if ended.Load() {
+					spinners.Add(-1)
+					return false
+				}
+				if !turn.Load() && turn.CompareAndSwap(false, true) {
+					spinners.Add(-1)
+					return true
+				}
+				runtime.Gosched()
+			}
+			spinners.Add(-1)
+			// Park, unless the turn went free as this worker stopped counting itself a
+			// spinner: its issuer may have seen the count before the decrement and woken
+			// nobody (both sides store, then load: one sees the other).
+			if !turn.Load() {
+				continue
+			}
+			select {
+			case <-wake:
+			case <-stop:
+				return false
+			}
+		}
+	}
+	// release lets go of the turn; with no worker spinning for it, one parked worker wakes.
+	release := func() {
+		turn.Store(false)
+		if spinners.Load() == 0 {
+			select {
+			case wake <- struct{}{}:
+			default: // a wake-up is pending already
+			}
+		}
+	}
+
 	var wg sync.WaitGroup
 	for _, me := range hs.workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
-				<-turn
+			for take() {
 				i := next
-				if i >= n {
-					turn <- struct{}{} // let the others see the end too
-					return
-				}
-				due := time.Duration(float64(i) * interval)
-				if time.Since(t0) > capAt {
-					unissued = n - i
-					next = n
-					turn <- struct{}{}
+				if i >= n || time.Since(t0) > capAt {
+					if i < n {
+						unissued, next = n-i, n
+					}
+					if !ended.Swap(true) { // a spinner may take the turn once more before it sees ended
+						close(stop)
+					}
+					turn.Store(false)
 					return
 				}
 				next++
+				due := time.Duration(float64(i) * interval)
 				loadWaitUntil(t0, due)
-				turn <- struct{}{}
+				release()
 
 				started := time.Since(t0)
 				err := op(runCtx)
@@ -541,7 +591,6 @@ func openLoopRun(ctx context.Context, op LoadOp, rate float64, step time.Duratio
 			}
 		}()
 	}
-	turn <- struct{}{}
 	wg.Wait()
 
 	r := RateRun{Offered: rate, Unissued: unissued}
@@ -614,6 +663,12 @@ func (hs *loadHists) merged() (lat, corr, late *hdrhistogram.Histogram) {
 	}
 	return hs.lat, hs.corr, hs.late
 }
+
+// relaySpin is how long an open-loop worker whose op is done spins for the turn before it
+// parks: many intervals at the rates where a hand-off's cost matters (under a microsecond
+// apart), and short enough that at low rates an idle worker soon stops taking CPU from the
+// contender.
+const relaySpin = 50 * time.Microsecond
 
 // loadWaitUntil returns once due has passed since t0. Go's timers sleep at least a millisecond
 // when the process is otherwise idle, far coarser than the microseconds between ops, so a

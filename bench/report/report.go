@@ -173,10 +173,9 @@ func (r *report) writeOpenLoop(w func(string, ...any)) {
 		}
 	}
 	w("\nThe last rows are the floor under every figure above: the generator with an op that does\n")
-	w("nothing, at the rates tandem was offered. On two cores the generator's one waiting goroutine\n")
-	w("and its hand-offs between workers compete with the contender for CPU; a contender whose op\n")
-	w("never yields the processor (direct) cannot be driven much past the rate where those hand-offs\n")
-	w("fill a core, so its open-loop figures near saturation measure the generator as much as it.\n\n")
+	w("nothing, at the rates tandem was offered. On two cores the generator's waiting goroutine (the\n")
+	w("issuer, and a worker spinning up to 50 µs for the issuer's turn once its op is done) competes\n")
+	w("with the contender for CPU, so near saturation its figures measure the generator as well.\n\n")
 
 	t, ok := r.tandem()
 	if !ok {
