@@ -5,7 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"maps"
+	"math"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -58,13 +61,37 @@ func BenchmarkOpenLoop(b *testing.B) {
 	}
 }
 
-// openLoopRates are the absolute rates BenchmarkOpenLoopRates offers every contender.
+// openLoopRates are the absolute rates BenchmarkOpenLoopRates offers every contender, unless
+// ratesEnv names others.
 var openLoopRates = []float64{1000, 10000, 100000}
 
+// ratesEnv lists the rates, in ops/s separated by spaces, BenchmarkOpenLoopRates offers
+// instead of openLoopRates: TANDEM_BENCH_RATES="300000 1470000".
+const ratesEnv = "TANDEM_BENCH_RATES"
+
+// benchRates is openLoopRates, or the rates ratesEnv lists.
+func benchRates(tb testing.TB) []float64 {
+	s := strings.Fields(os.Getenv(ratesEnv))
+	if len(s) == 0 {
+		return openLoopRates
+	}
+	rates := make([]float64, len(s))
+	for i, f := range s {
+		r, err := strconv.ParseFloat(f, 64)
+		if err != nil || r <= 0 || math.IsInf(r, 0) {
+			tb.Fatalf("%s=%q: want rates in ops/s above 0, separated by spaces", ratesEnv, os.Getenv(ratesEnv))
+		}
+		rates[i] = r
+	}
+	return rates
+}
+
 // BenchmarkOpenLoopRates is latency at equal load: every contender is offered the same
-// absolute rates (1k, 10k and 100k ops/s), open loop, each op timed from its intended start.
-// The metrics are p50-ns@RATE, p99-ns@RATE and achieved-ops/s@RATE per rate.
+// absolute rates (1k, 10k and 100k ops/s, or those of TANDEM_BENCH_RATES), open loop, each
+// op timed from its intended start. The metrics are p50-ns@RATE, p99-ns@RATE and
+// achieved-ops/s@RATE per rate.
 func BenchmarkOpenLoopRates(b *testing.B) {
+	rates := benchRates(b)
 	step, smoke := openLoopStep()
 	cfg := OpenLoopConfig{Step: step, Logf: b.Logf}
 	if smoke {
@@ -73,7 +100,7 @@ func BenchmarkOpenLoopRates(b *testing.B) {
 	for _, name := range slices.Sorted(maps.Keys(LoadContenders)) {
 		b.Run(name, func(b *testing.B) {
 			s := oneShot(b, func() (Sweep, error) {
-				return RunAtRates(context.Background(), name, LoadContenders[name], openLoopRates, cfg)
+				return RunAtRates(context.Background(), name, LoadContenders[name], rates, cfg)
 			})
 			for _, r := range s.Runs {
 				if r.Errors > 0 {
