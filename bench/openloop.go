@@ -673,7 +673,7 @@ const relaySpin = 50 * time.Microsecond
 // loadWaitUntil returns once due has passed since t0. Go's timers sleep at least a millisecond
 // when the process is otherwise idle, far coarser than the microseconds between ops, so a
 // wait shorter than 2 ms yields the processor in a loop instead of sleeping; longer waits
-// sleep until 1.5 ms before due. The last microseconds it spins on the clock without
+// sleep until 1.5 ms before due. For the last waitSpin it spins on the clock without
 // yielding: a yield puts the issuer behind whatever else runs on its processor (a worker
 // spinning for the turn, one ending its op), which made ops at 300k/s start some 0.9 µs
 // late at the median.

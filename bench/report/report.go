@@ -173,9 +173,9 @@ func (r *report) writeOpenLoop(w func(string, ...any)) {
 		}
 	}
 	w("\nThe last rows are the floor under every figure above: the generator with an op that does\n")
-	w("nothing, at the rates tandem was offered. On two cores the generator's waiting goroutine (the\n")
-	w("issuer, and a worker spinning up to 50 µs for the issuer's turn once its op is done) competes\n")
-	w("with the contender for CPU, so near saturation its figures measure the generator as well.\n\n")
+	w("nothing, at the rates tandem was offered. On two cores the generator's waiting goroutines (the\n")
+	w("issuer, and a worker spinning up to 50 µs for the turn once its op is done) compete with the\n")
+	w("contender for CPU, so near saturation its figures measure the generator as well.\n\n")
 
 	t, ok := r.tandem()
 	if !ok {
