@@ -71,19 +71,43 @@ const ratesEnv = "TANDEM_BENCH_RATES"
 
 // benchRates is openLoopRates, or the rates ratesEnv lists.
 func benchRates(tb testing.TB) []float64 {
-	s := strings.Fields(os.Getenv(ratesEnv))
-	if len(s) == 0 {
+	rates, err := parseRates(os.Getenv(ratesEnv))
+	if err != nil {
+		tb.Fatalf("%s: %v", ratesEnv, err)
+	}
+	if len(rates) == 0 {
 		return openLoopRates
 	}
-	rates := make([]float64, len(s))
-	for i, f := range s {
-		r, err := strconv.ParseFloat(f, 64)
-		if err != nil || r <= 0 || math.IsInf(r, 0) {
-			tb.Fatalf("%s=%q: want rates in ops/s above 0, separated by spaces", ratesEnv, os.Getenv(ratesEnv))
-		}
-		rates[i] = r
-	}
 	return rates
+}
+
+// parseRates reads rates in ops/s separated by spaces; none for an empty list.
+func parseRates(list string) ([]float64, error) {
+	var rates []float64
+	for _, f := range strings.Fields(list) {
+		r, err := strconv.ParseFloat(f, 64)
+		if err != nil || !(r > 0) || math.IsInf(r, 0) {
+			return nil, fmt.Errorf("%q is not a rate: want ops/s above 0, separated by spaces", f)
+		}
+		rates = append(rates, r)
+	}
+	return rates, nil
+}
+
+// The rates list: numbers above 0 separated by spaces; anything else is refused by name, and
+// an empty list means the defaults.
+func TestParseRates(t *testing.T) {
+	if got, err := parseRates(" 1000  1.5e6 "); err != nil || !slices.Equal(got, []float64{1000, 1.5e6}) {
+		t.Fatalf("parseRates: %v, %v; want [1000 1.5e6]", got, err)
+	}
+	if got, err := parseRates(""); err != nil || got != nil {
+		t.Fatalf("parseRates(empty): %v, %v; want none", got, err)
+	}
+	for _, bad := range []string{"x", "1000 0", "-5", "NaN", "+Inf", "1e3,2e3"} {
+		if _, err := parseRates(bad); err == nil {
+			t.Errorf("parseRates(%q) accepted it", bad)
+		}
+	}
 }
 
 // BenchmarkOpenLoopRates is latency at equal load: every contender is offered the same
