@@ -425,7 +425,9 @@ func drain(b *testing.B, rt *tandem.Runtime) {
 // nobody: the caller runs the submission step and settles its own completion, and a task
 // handler's op wakes a tokio worker and Go's poller. eventfd-pingpong-go is the floor for a
 // wake each way in Go alone: two goroutines, each blocked in the netpoller on an eventfd of
-// its own, wake each other once.
+// its own, wake each other once. The awake variants and direct tell what the gap costs a
+// round trip apart from the wakes: the same gap spent with the caller's thread busy, and a
+// direct call after either.
 //
 // Every op costs idleGap of wall time: run it with -benchtime=Nx (README.md).
 func BenchmarkIdleWake(b *testing.B) {
@@ -449,6 +451,55 @@ func BenchmarkIdleWake(b *testing.B) {
 					b.Fatalf("Call: %v", err)
 				}
 				reply.Release()
+				rec.record(time.Since(t0))
+			}
+			w.end(b, rec.hist, rec.err)
+		})
+	}
+
+	// The same inline round trip after the same gap spent awake (the caller's thread spinning
+	// on the clock, the timer stopped; both pollers park as before), and the direct call after
+	// either gap: what a sleep costs apart from the time that passes, a core gone idle and
+	// caches gone cold, against the lines each contender touches per op.
+	inline := newEvent()
+	inline.Type = noopInlineType
+	contender(b, "rings/inline/awake", true, func(b *testing.B, rt *tandem.Runtime) {
+		rec := newRecorder()
+		w := begin(b, rt)
+		for range b.N {
+			b.StopTimer()
+			spinFor(gap)
+			b.StartTimer()
+			t0 := time.Now()
+			reply, err := rt.Call(ctx, inline)
+			if err != nil {
+				b.Fatalf("Call: %v", err)
+			}
+			reply.Release()
+			rec.record(time.Since(t0))
+		}
+		w.end(b, rec.hist, rec.err)
+	})
+	for _, awake := range []bool{false, true} {
+		name := "direct"
+		if awake {
+			name += "/awake"
+		}
+		nativeContender(b, name, func(b *testing.B, n *nativeRuntime) {
+			rec := newRecorder()
+			w := beginNative(b, n)
+			for range b.N {
+				b.StopTimer()
+				if awake {
+					spinFor(gap)
+				} else {
+					time.Sleep(gap)
+				}
+				b.StartTimer()
+				t0 := time.Now()
+				if err := rec.direct(n, inline); err != nil {
+					b.Fatalf("direct: %v", err)
+				}
 				rec.record(time.Since(t0))
 			}
 			w.end(b, rec.hist, rec.err)
@@ -495,6 +546,12 @@ func BenchmarkIdleWake(b *testing.B) {
 		}
 		w.end(b, rec.hist, rec.err)
 	})
+}
+
+// spinFor returns after d, its thread kept busy on the clock all along.
+func spinFor(d time.Duration) {
+	for t0 := time.Now(); time.Since(t0) < d; {
+	}
 }
 
 // pingPong is an echo goroutine between two eventfds: it blocks reading ping and answers
