@@ -77,6 +77,10 @@ func TestACalleeGetsTheNextFreedSlotFirst(t *testing.T) {
 	for e.slots.firstWaiting.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
+	// The callee counts itself before it blocks on the hand-over: a slot freed in between
+	// goes to the free list, where the submitter may take it first (the hand-over is for a
+	// callee that waits, as this one does after the pause).
+	time.Sleep(20 * time.Millisecond)
 	e.slots.free(held)
 	select {
 	case idx := <-callee:

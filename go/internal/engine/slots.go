@@ -177,7 +177,8 @@ func (s *slots) acquireWaiting(ctx context.Context, policy Overload, closing <-c
 
 // acquireFirstWaiting takes a free request slot for the callee of a Rust handler's call,
 // once tryAcquire found none, waiting (until ctx ends) ahead of every submitter: the next
-// slot freed is handed to it.
+// slot freed while it waits is handed to it (one freed as it starts to wait goes to the free
+// list, where anyone may take it, this callee too).
 func (s *slots) acquireFirstWaiting(ctx context.Context, closing <-chan struct{}) (uint32, error) {
 	s.firstWaiting.Add(1)
 	defer s.firstWaiting.Add(-1)
