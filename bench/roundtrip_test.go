@@ -459,8 +459,8 @@ func BenchmarkIdleWake(b *testing.B) {
 
 	// The same inline round trip after the same gap spent awake (the caller's thread spinning
 	// on the clock, the timer stopped; both pollers park as before), and the direct call after
-	// either gap: what a sleep costs apart from the time that passes, a core gone idle and
-	// caches gone cold, against the lines each contender touches per op.
+	// either gap: what the gap costs a round trip when its thread never sleeps, against what
+	// it costs when it does.
 	inline := newEvent()
 	inline.Type = noopInlineType
 	contender(b, "rings/inline/awake", true, func(b *testing.B, rt *tandem.Runtime) {
