@@ -435,7 +435,13 @@ func BenchmarkIdleWake(b *testing.B) {
 	gap := max(idleGap, 4*cfg.SpinWindow)
 	ctx := context.Background()
 
-	for _, handler := range []struct{ name, typ string }{{"task", noopType}, {"inline", noopInlineType}} {
+	// rings/inline/awake and direct/awake spend the same gap awake (the caller's thread
+	// spinning on the clock, the timer stopped; both pollers park as before): what the gap
+	// costs a round trip when its thread never sleeps, against what it costs when it does.
+	for _, handler := range []struct {
+		name, typ string
+		awake     bool
+	}{{"task", noopType, false}, {"inline", noopInlineType, false}, {"inline/awake", noopInlineType, true}} {
 		ev := newEvent()
 		ev.Type = handler.typ
 		contender(b, "rings/"+handler.name, true, func(b *testing.B, rt *tandem.Runtime) {
@@ -443,7 +449,7 @@ func BenchmarkIdleWake(b *testing.B) {
 			w := begin(b, rt)
 			for range b.N {
 				b.StopTimer()
-				time.Sleep(gap)
+				pause(gap, handler.awake)
 				b.StartTimer()
 				t0 := time.Now()
 				reply, err := rt.Call(ctx, ev)
@@ -456,30 +462,8 @@ func BenchmarkIdleWake(b *testing.B) {
 			w.end(b, rec.hist, rec.err)
 		})
 	}
-
-	// The same inline round trip after the same gap spent awake (the caller's thread spinning
-	// on the clock, the timer stopped; both pollers park as before), and the direct call after
-	// either gap: what the gap costs a round trip when its thread never sleeps, against what
-	// it costs when it does.
 	inline := newEvent()
 	inline.Type = noopInlineType
-	contender(b, "rings/inline/awake", true, func(b *testing.B, rt *tandem.Runtime) {
-		rec := newRecorder()
-		w := begin(b, rt)
-		for range b.N {
-			b.StopTimer()
-			spinFor(gap)
-			b.StartTimer()
-			t0 := time.Now()
-			reply, err := rt.Call(ctx, inline)
-			if err != nil {
-				b.Fatalf("Call: %v", err)
-			}
-			reply.Release()
-			rec.record(time.Since(t0))
-		}
-		w.end(b, rec.hist, rec.err)
-	})
 	for _, awake := range []bool{false, true} {
 		name := "direct"
 		if awake {
@@ -490,11 +474,7 @@ func BenchmarkIdleWake(b *testing.B) {
 			w := beginNative(b, n)
 			for range b.N {
 				b.StopTimer()
-				if awake {
-					spinFor(gap)
-				} else {
-					time.Sleep(gap)
-				}
+				pause(gap, awake)
 				b.StartTimer()
 				t0 := time.Now()
 				if err := rec.direct(n, inline); err != nil {
@@ -548,8 +528,12 @@ func BenchmarkIdleWake(b *testing.B) {
 	})
 }
 
-// spinFor returns after d, its thread kept busy on the clock all along.
-func spinFor(d time.Duration) {
+// pause returns after d: asleep, or awake with its thread kept busy on the clock all along.
+func pause(d time.Duration, awake bool) {
+	if !awake {
+		time.Sleep(d)
+		return
+	}
 	for t0 := time.Now(); time.Since(t0) < d; {
 	}
 }
