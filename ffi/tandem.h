@@ -29,7 +29,7 @@
 /*
  The ABI version of this build. A loader refuses a library whose version differs.
  */
-#define TANDEM_ABI_VERSION 5
+#define TANDEM_ABI_VERSION 6
 
 /*
  Size of one cache line on the targets tandem supports; indices sit on lines of their own.
@@ -537,6 +537,54 @@ typedef struct {
 } tandem_ring_header;
 
 /*
+ A byte range of an envelope: `len` bytes from offset `off`.
+ */
+typedef struct {
+  /*
+   Where the range starts, from the envelope's first byte.
+   */
+  uint32_t off;
+  /*
+   How many bytes it holds.
+   */
+  uint32_t len;
+} tandem_span;
+
+/*
+ The fields of the envelope in a request slot as its writer laid them out, so that the
+ reader finds each one without parsing the CBOR: Go's encoder records them as it writes
+ the envelope, at no cost it would not pay anyway. The envelope stays the event's bytes;
+ this only says where its items are. A reader checks every span against the envelope's
+ length and every text span for UTF-8, and decodes the envelope itself when the index is
+ absent (`present` 0) or does not hold.
+ */
+typedef struct {
+  /*
+   Bit k: the envelope holds its key k (`TANDEM_KEY_*` numbering, 0 to 18); 0: no index,
+   the envelope is to be decoded. Bit 0 (the version) is set in every index.
+   */
+  uint32_t present;
+  /*
+   Key 13, the attempt the envelope carries, when present.
+   */
+  uint32_t attempt;
+  /*
+   Key 5, the event's time in Unix nanoseconds, when present.
+   */
+  int64_t time;
+  /*
+   Key 14, the envelope's deadline in Unix nanoseconds, when present.
+   */
+  int64_t deadline;
+  /*
+   By key: the field's bytes in the envelope, for each text key (a string's UTF-8 bytes,
+   after its head), for data (key 18, the payload after its head) and for extensions (key
+   17, the whole map item, head included). Unused for keys 0, 5, 13 and 14.
+   */
+  tandem_span at[19];
+} tandem_fields;
+
+/*
  Per-delivery facts Go writes at the start of a request slot, beside the envelope (which
  follows at offset sizeof(tandem_delivery) and is never rewritten between deliveries).
  */
@@ -553,6 +601,10 @@ typedef struct {
    `TANDEM_DELIVERY_*` bits; the others are reserved, 0.
    */
   uint32_t flags;
+  /*
+   Where the envelope's fields lie, written with the envelope (not per delivery).
+   */
+  tandem_fields fields;
 } tandem_delivery;
 
 /*

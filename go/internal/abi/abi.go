@@ -18,7 +18,7 @@ import (
 )
 
 // Version is the ABI version this package was built against (TANDEM_ABI_VERSION).
-const Version uint32 = 5
+const Version uint32 = 6
 
 // expectedVersion is what Load requires of the library; a variable so tests can pretend to
 // be built against another version.
@@ -397,13 +397,15 @@ const (
 )
 
 // Offsets in tandem_delivery, the header at the start of every request slot: the facts of
-// one delivery (its deadline and number), which Go writes before each publish. The envelope
+// one delivery (its deadline and number), which Go writes before each publish, and the index
+// of the envelope's fields (unchecked.Fields), which Go writes with the envelope. The envelope
 // follows at DeliverySize and is never rewritten between deliveries.
 const (
-	DeliverySize       uintptr = 16
+	DeliverySize       uintptr = 192
 	DeliveryDeadlineNs uintptr = 0 // uint64, Unix ns; 0: none
 	DeliveryAttempt    uintptr = 8 // uint32, from 1
 	DeliveryFlags      uintptr = 12
+	DeliveryFields     uintptr = 16 // tandem_fields: unchecked.Fields
 
 	// DeliveryWaited is TANDEM_DELIVERY_WAITED, in the flags: the submitter blocks until the
 	// outcome (a Call), so a crossing may run the handler on its thread, task handler or not.

@@ -26,6 +26,8 @@ import "C"
 
 import (
 	"unsafe"
+
+	"github.com/tandemrt/tandem/go/internal/unchecked"
 )
 
 // Mode names the link mode of this build.
@@ -151,6 +153,17 @@ func layoutMismatches() []string {
 	check("tandem_delivery.deadline_ns", DeliveryDeadlineNs, unsafe.Offsetof(cv.deadline_ns))
 	check("tandem_delivery.attempt", DeliveryAttempt, unsafe.Offsetof(cv.attempt))
 	check("tandem_delivery.flags", DeliveryFlags, unsafe.Offsetof(cv.flags))
+	check("tandem_delivery.fields", DeliveryFields, unsafe.Offsetof(cv.fields))
+	var gf unchecked.Fields
+	var cf C.tandem_fields
+	check("sizeof(tandem_fields)", unsafe.Sizeof(gf), unsafe.Sizeof(cf))
+	check("tandem_fields.present", unsafe.Offsetof(gf.Present), unsafe.Offsetof(cf.present))
+	check("tandem_fields.attempt", unsafe.Offsetof(gf.Attempt), unsafe.Offsetof(cf.attempt))
+	check("tandem_fields.time", unsafe.Offsetof(gf.Time), unsafe.Offsetof(cf.time))
+	check("tandem_fields.deadline", unsafe.Offsetof(gf.Deadline), unsafe.Offsetof(cf.deadline))
+	check("tandem_fields.at", unsafe.Offsetof(gf.At), unsafe.Offsetof(cf.at))
+	check("sizeof(tandem_span)", unsafe.Sizeof(gf.At[0]), unsafe.Sizeof(cf.at[0]))
+	check("tandem_span.len", unsafe.Offsetof(gf.At[0].Len), unsafe.Offsetof(cf.at[0].len))
 	check("TANDEM_ABI_VERSION", uintptr(Version), uintptr(C.TANDEM_ABI_VERSION))
 	check("TANDEM_DELIVERY_WAITED", uintptr(DeliveryWaited), uintptr(C.TANDEM_DELIVERY_WAITED))
 	check("TANDEM_DELIVERY_TIMED", uintptr(DeliveryTimed), uintptr(C.TANDEM_DELIVERY_TIMED))

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandemrt/tandem/go/internal/abi"
 	"github.com/tandemrt/tandem/go/tandem/envelope"
 	"github.com/tandemrt/tandem/go/tandem/retry"
 )
@@ -58,7 +57,7 @@ func TestAnAnswersErrorEnvelopeFitsItsSlot(t *testing.T) {
 func TestACalleeGetsTheNextFreedSlotFirst(t *testing.T) {
 	e := &Engine{}
 	e.initCounts()
-	e.slots.init(e, &abi.Layout{ReqSlots: 1})
+	e.slots.init(e, slotLayout(1))
 	ctx := context.Background()
 	held, err := e.slots.acquire(ctx, Block, nil)
 	if err != nil {

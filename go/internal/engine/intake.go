@@ -171,13 +171,13 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 	d.reset(rt, ev, w)
 	d.done = done
 	d.shadow = shadow
-	buf := e.slots.buffer(idx)
+	buf, fields := e.slots.buffer(idx), e.slots.fields(idx)
 	out, traced := buf, false
 	if e.obs.tracing() {
-		out, traced = e.encodeTraced(ctx, d, ev, buf)
+		out, traced = e.encodeTraced(ctx, d, ev, buf, fields)
 	}
 	if !traced {
-		out = encodeEvent(buf, ev, raw)
+		out = encodeEvent(buf, ev, raw, fields)
 	}
 	if unsafe.SliceData(out) != unsafe.SliceData(buf) {
 		// Outgrew the slot: an event not sized before (or a caller that changed ev while
@@ -202,13 +202,17 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 // intakeRust for its frame: a copy of the event (see refused).
 //
 //go:noinline
-func (e *Engine) encodeTraced(ctx context.Context, d *Delivery, ev *envelope.Event, buf []byte) (out []byte, traced bool) {
+func (e *Engine) encodeTraced(ctx context.Context, d *Delivery, ev *envelope.Event, buf []byte, f *unchecked.Fields) (out []byte, traced bool) {
 	withTrace := *ev
 	d.trace = e.obs.publish(ctx, d.route, ev, &withTrace)
 	// Checked again: the trace context comes from the propagator, not from ev.
-	out, err := envelope.AppendEvent(buf, &withTrace)
-	if err == nil && unsafe.SliceData(out) == unsafe.SliceData(buf) {
-		return out, true
+	err := envelope.Validate(&withTrace)
+	if err == nil {
+		out = appendValidEvent(buf, &withTrace, f)
+		if unsafe.SliceData(out) == unsafe.SliceData(buf) {
+			return out, true
+		}
+		err = &EventTooLargeError{Size: len(out), Max: e.cfg.MaxEventSize}
 	}
 	// The size limit is the caller's event, which fits: the trace context tandem adds must
 	// not refuse it. Rust's process span still joins the trace, through d.trace; only what
@@ -240,16 +244,17 @@ func (e *Engine) tooLarge(ev *envelope.Event, size int) error {
 	return &EventTooLargeError{Size: size, Max: e.cfg.MaxEventSize}
 }
 
-// appendValidEvent is envelope.AppendEvent without the checks intake has made.
-var appendValidEvent = unchecked.AppendEvent.(func([]byte, *envelope.Event) []byte)
+// appendValidEvent is envelope.AppendEvent without the checks intake has made, which also
+// indexes the envelope's fields in f (unchecked.AppendEvent).
+var appendValidEvent = unchecked.AppendEvent.(func([]byte, *envelope.Event, *unchecked.Fields) []byte)
 
-// encodeEvent writes ev's envelope into buf: raw when the event came encoded, else ev, which
-// intake validated, encoded.
-func encodeEvent(buf []byte, ev *envelope.Event, raw []byte) []byte {
+// encodeEvent writes ev's envelope into buf: raw when the event came encoded (f, the slot's
+// index, left empty), else ev, which intake validated, encoded and indexed in f.
+func encodeEvent(buf []byte, ev *envelope.Event, raw []byte, f *unchecked.Fields) []byte {
 	if raw != nil {
 		return append(buf, raw...)
 	}
-	return appendValidEvent(buf, ev)
+	return appendValidEvent(buf, ev, f)
 }
 
 // intakeGo copies ev and queues it for the workers of b's Go handler, which choose counted

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tandemrt/tandem/go/internal/abi"
 	"github.com/tandemrt/tandem/go/internal/perp"
+	"github.com/tandemrt/tandem/go/internal/unchecked"
 )
 
 // Request slot owners; every hand-over is a compare-and-swap, so a double release is caught.
@@ -189,11 +190,14 @@ func (s *slots) acquireFirstWaiting(ctx context.Context, closing <-chan struct{}
 	return s.own(idx), nil
 }
 
-// own marks slot idx, taken off the free list or handed over, Go's.
+// own marks slot idx, taken off the free list or handed over, Go's. The slot holds no index
+// of its envelope's fields until an encoder writes one (intake): an envelope copied in as
+// bytes is decoded by Rust, never read through the index of the slot's last event.
 func (s *slots) own(idx uint32) uint32 {
 	if !s.table[idx].owner.CompareAndSwap(slotFree, slotGo) {
 		s.e.violation("request slot taken from the free list was not free", idx)
 	}
+	s.fields(idx).Present = 0
 	return idx
 }
 
@@ -259,6 +263,11 @@ func (s *slots) free(idx uint32) {
 func (s *slots) base(idx uint32) unsafe.Pointer {
 	l := s.layout
 	return unsafe.Add(l.Base, l.ReqArena+uint64(idx)*l.ReqStride)
+}
+
+// fields is request slot idx's index of its envelope's fields (tandem_fields).
+func (s *slots) fields(idx uint32) *unchecked.Fields {
+	return (*unchecked.Fields)(unsafe.Add(s.base(idx), abi.DeliveryFields))
 }
 
 // buffer is request slot idx's envelope area as an empty slice, capacity MaxEventSize.

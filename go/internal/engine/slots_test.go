@@ -8,10 +8,18 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
 	"github.com/tandemrt/tandem/go/internal/perp"
 )
+
+// slotLayout is a layout of n request slots over Go memory, each a delivery header with no
+// room for an envelope: the slots' own tests need no shared region.
+func slotLayout(n uint32) *abi.Layout {
+	region := make([]uint64, int(n)*int(abi.DeliverySize)/8)
+	return &abi.Layout{ReqSlots: n, ReqStride: uint64(abi.DeliverySize), Base: unsafe.Pointer(unsafe.SliceData(region))}
+}
 
 // The free list hands out the slot freed last first, and under concurrent pushes and pops
 // never loses or duplicates a slot.
@@ -61,7 +69,7 @@ func TestFreeStackIsLastInFirstOutAndLosesNothing(t *testing.T) {
 func TestSlotWaitersGetEveryFreedSlot(t *testing.T) {
 	const n = 3
 	var s slots
-	s.init(&Engine{ledger: newLedger()}, &abi.Layout{ReqSlots: n})
+	s.init(&Engine{ledger: newLedger()}, slotLayout(n))
 
 	var held atomic.Int32
 	var wg sync.WaitGroup
@@ -122,7 +130,7 @@ func TestEveryFreeSlotIsFoundNearAnyP(t *testing.T) {
 	var s slots
 	l := newLedger()
 	n := uint32(l.Len() + 3)
-	s.init(&Engine{ledger: l}, &abi.Layout{ReqSlots: n})
+	s.init(&Engine{ledger: l}, slotLayout(n))
 	for i := range l.Len() {
 		idx, ok := s.stack.pop()
 		if !ok {
@@ -155,5 +163,24 @@ func TestEveryFreeSlotIsFoundNearAnyP(t *testing.T) {
 	}
 	if free != int(n) {
 		t.Fatalf("%d slots free after freeing all %d", free, n)
+	}
+}
+
+// A slot taken off the free lists holds no index of its envelope's fields, whatever its last
+// event left there: an envelope copied into it as bytes is decoded by Rust, not read through
+// the index of another.
+func TestATakenSlotHoldsNoIndex(t *testing.T) {
+	var s slots
+	s.init(&Engine{ledger: newLedger()}, slotLayout(1))
+	for round := range 3 {
+		idx, ok := s.tryAcquire()
+		if !ok {
+			t.Fatalf("round %d: no slot free", round)
+		}
+		if f := s.fields(idx); f.Present != 0 {
+			t.Fatalf("round %d: slot %d taken with an index (present %b)", round, idx, f.Present)
+		}
+		s.fields(idx).Present = 0b11111 // what the encoder leaves
+		s.free(idx)
 	}
 }

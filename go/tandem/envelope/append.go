@@ -32,40 +32,91 @@ func AppendEvent(dst []byte, ev *Event) ([]byte, error) {
 	return appendValidEvent(dst, ev), nil
 }
 
-func init() { unchecked.AppendEvent = appendValidEvent }
+func init() { unchecked.AppendEvent = appendEventFields }
 
 // appendValidEvent is AppendEvent for an ev that Validate accepted.
-func appendValidEvent(dst []byte, ev *Event) []byte {
+func appendValidEvent(dst []byte, ev *Event) []byte { return appendEventFields(dst, ev, nil) }
+
+// appendEventFields is appendValidEvent that also records in f, unless it is nil, where it
+// put each field (unchecked.Fields): it knows as it writes, and a reader that is told skips
+// parsing the whole envelope.
+func appendEventFields(dst []byte, ev *Event, f *unchecked.Fields) []byte {
+	base := len(dst)
+	// at records, after a field's head, where its content starts (off) and its length.
+	at := func(key int, dst []byte, n int) {
+		f.At[key] = unchecked.Span{Off: uint32(len(dst) - base), Len: uint32(n)}
+	}
+	present := uint32(1)<<keyV | 1<<keyID | 1<<keySource | 1<<keyType | 1<<keySpecVersion
 	dst = appendHead(dst, majorMap, eventFieldCount(ev))
 	dst = append(dst, keyV, envelopeVersion)
-	dst = appendText(append(dst, keyID), ev.ID)
-	dst = appendText(append(dst, keySource), ev.Source)
-	dst = appendText(append(dst, keyType), ev.Type)
-	dst = appendText(append(dst, keySpecVersion), specVersion(ev))
-	if !ev.Time.IsZero() {
-		dst = appendInt(append(dst, keyTime), ev.Time.UnixNano())
+	for _, field := range [...]struct {
+		key int
+		s   string
+	}{{keyID, ev.ID}, {keySource, ev.Source}, {keyType, ev.Type}, {keySpecVersion, specVersion(ev)}} {
+		dst = appendHead(append(dst, byte(field.key)), majorText, uint64(len(field.s)))
+		if f != nil {
+			at(field.key, dst, len(field.s))
+		}
+		dst = append(dst, field.s...)
 	}
-	dst = appendTextField(dst, keySubject, ev.Subject)
-	dst = appendTextField(dst, keyDataContentType, ev.DataContentType)
-	dst = appendTextField(dst, keyDataSchema, ev.DataSchema)
-	dst = appendTextField(dst, keyCorrelationID, ev.CorrelationID)
-	dst = appendTextField(dst, keyCausationID, ev.CausationID)
-	dst = appendTextField(dst, keyTraceParent, ev.TraceParent)
-	dst = appendTextField(dst, keyTraceState, ev.TraceState)
+	if !ev.Time.IsZero() {
+		t := ev.Time.UnixNano()
+		dst = appendInt(append(dst, keyTime), t)
+		if f != nil {
+			f.Time, present = t, present|1<<keyTime
+		}
+	}
+	text := func(dst []byte, key int, s string) []byte {
+		if s == "" {
+			return dst
+		}
+		dst = appendHead(append(dst, byte(key)), majorText, uint64(len(s)))
+		if f != nil {
+			at(key, dst, len(s))
+			present |= 1 << key
+		}
+		return append(dst, s...)
+	}
+	dst = text(dst, keySubject, ev.Subject)
+	dst = text(dst, keyDataContentType, ev.DataContentType)
+	dst = text(dst, keyDataSchema, ev.DataSchema)
+	dst = text(dst, keyCorrelationID, ev.CorrelationID)
+	dst = text(dst, keyCausationID, ev.CausationID)
+	dst = text(dst, keyTraceParent, ev.TraceParent)
+	dst = text(dst, keyTraceState, ev.TraceState)
 	if ev.Attempt != 0 {
 		dst = appendHead(append(dst, keyAttempt), majorUint, uint64(ev.Attempt))
+		if f != nil {
+			f.Attempt, present = ev.Attempt, present|1<<keyAttempt
+		}
 	}
 	if !ev.Deadline.IsZero() {
-		dst = appendInt(append(dst, keyDeadline), ev.Deadline.UnixNano())
+		d := ev.Deadline.UnixNano()
+		dst = appendInt(append(dst, keyDeadline), d)
+		if f != nil {
+			f.Deadline, present = d, present|1<<keyDeadline
+		}
 	}
-	dst = appendTextField(dst, keyIdempotencyKey, ev.IdempotencyKey)
-	dst = appendTextField(dst, keyPartitionKey, ev.PartitionKey)
+	dst = text(dst, keyIdempotencyKey, ev.IdempotencyKey)
+	dst = text(dst, keyPartitionKey, ev.PartitionKey)
 	if len(ev.Extensions) != 0 {
+		start := len(dst) + 1 // after the key
 		dst = appendExtensions(dst, ev.Extensions)
+		if f != nil {
+			f.At[keyExtensions] = unchecked.Span{Off: uint32(start - base), Len: uint32(len(dst) - start)}
+			present |= 1 << keyExtensions
+		}
 	}
 	if len(ev.Data) != 0 {
 		dst = appendHead(append(dst, keyData), majorBytes, uint64(len(ev.Data)))
+		if f != nil {
+			at(keyData, dst, len(ev.Data))
+			present |= 1 << keyData
+		}
 		dst = append(dst, ev.Data...)
+	}
+	if f != nil {
+		f.Present = present
 	}
 	return dst
 }
@@ -97,14 +148,6 @@ func appendInt(dst []byte, n int64) []byte {
 func appendText(dst []byte, s string) []byte {
 	dst = appendHead(dst, majorText, uint64(len(s)))
 	return append(dst, s...)
-}
-
-// appendTextField appends key and value when the value is present (non-empty).
-func appendTextField(dst []byte, key uint64, s string) []byte {
-	if s == "" {
-		return dst
-	}
-	return appendText(append(dst, byte(key)), s)
 }
 
 // extensionLess orders extension keys canonically: bytewise by their encodings, which for

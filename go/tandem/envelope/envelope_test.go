@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
+
+	"github.com/tandemrt/tandem/go/internal/unchecked"
 )
 
 // goldenPath is where both test suites read the shared vectors from.
@@ -499,6 +501,17 @@ func BenchmarkAppendEvent(b *testing.B) {
 				buf, _ = AppendEvent(buf[:0], ev)
 			}
 		})
+		b.Run(name+"/indexed", func(b *testing.B) {
+			// The engine's encoder, which also indexes the fields (unchecked.Fields).
+			appendFields := unchecked.AppendEvent.(func([]byte, *Event, *unchecked.Fields) []byte)
+			buf := make([]byte, 0, EncodedEventSize(ev))
+			var f unchecked.Fields
+			b.ReportAllocs()
+			b.SetBytes(int64(cap(buf)))
+			for b.Loop() {
+				buf = appendFields(buf[:0], ev, &f)
+			}
+		})
 		b.Run(name+"/fxamacker-no-pool", func(b *testing.B) {
 			enc, err := cbor.CoreDetEncOptions().UserBufferEncMode()
 			if err != nil {
@@ -589,4 +602,83 @@ func TestAppendEventConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// checkFields fails t unless f locates every field of ev in enc, its envelope, as Rust reads
+// them (tandem_fields): the keys present, each text field's UTF-8 bytes, the data, the
+// extensions map item, and the time, attempt and deadline.
+func checkFields(t *testing.T, ev *Event, enc []byte, f *unchecked.Fields) {
+	t.Helper()
+	var items map[uint64]cbor.RawMessage
+	if err := cbor.Unmarshal(enc, &items); err != nil {
+		t.Fatalf("the envelope does not decode as a map: %v", err)
+	}
+	var want uint32
+	for k := range items {
+		want |= 1 << k
+	}
+	if f.Present != want {
+		t.Fatalf("present %019b, the envelope holds keys %019b", f.Present, want)
+	}
+	span := func(key int) []byte {
+		at := f.At[key]
+		if int(at.Off)+int(at.Len) > len(enc) {
+			t.Fatalf("key %d: span %+v past the envelope's %d bytes", key, at, len(enc))
+		}
+		return enc[at.Off : at.Off+at.Len]
+	}
+	for key, s := range map[int]string{
+		keyID: ev.ID, keySource: ev.Source, keyType: ev.Type, keySpecVersion: specVersion(ev),
+		keySubject: ev.Subject, keyDataContentType: ev.DataContentType, keyDataSchema: ev.DataSchema,
+		keyCorrelationID: ev.CorrelationID, keyCausationID: ev.CausationID, keyTraceParent: ev.TraceParent,
+		keyTraceState: ev.TraceState, keyIdempotencyKey: ev.IdempotencyKey, keyPartitionKey: ev.PartitionKey,
+	} {
+		if f.Present&(1<<key) != 0 && string(span(key)) != s {
+			t.Fatalf("key %d: span holds %q, the event %q", key, span(key), s)
+		}
+	}
+	if f.Present&(1<<keyData) != 0 && !bytes.Equal(span(keyData), ev.Data) {
+		t.Fatalf("data: span holds %x, the event %x", span(keyData), ev.Data)
+	}
+	if f.Present&(1<<keyExtensions) != 0 && !bytes.Equal(span(keyExtensions), items[keyExtensions]) {
+		t.Fatalf("extensions: span holds %x, the map item is %x", span(keyExtensions), []byte(items[keyExtensions]))
+	}
+	if f.Present&(1<<keyTime) != 0 && f.Time != ev.Time.UnixNano() {
+		t.Fatalf("time %d, the event's %d", f.Time, ev.Time.UnixNano())
+	}
+	if f.Present&(1<<keyAttempt) != 0 && f.Attempt != ev.Attempt {
+		t.Fatalf("attempt %d, the event's %d", f.Attempt, ev.Attempt)
+	}
+	if f.Present&(1<<keyDeadline) != 0 && f.Deadline != ev.Deadline.UnixNano() {
+		t.Fatalf("deadline %d, the event's %d", f.Deadline, ev.Deadline.UnixNano())
+	}
+}
+
+// TestAppendEventFieldsLocatesEveryField: the encoder the engine writes request slots with
+// gives AppendEvent's bytes and an index of them that holds for every field, appended after
+// bytes already in dst or not, whatever index the slot held before.
+func TestAppendEventFieldsLocatesEveryField(t *testing.T) {
+	appendFields := unchecked.AppendEvent.(func([]byte, *Event, *unchecked.Fields) []byte)
+	r := rand.New(rand.NewPCG(5, 6))
+	events := []*Event{fullEvent(0), fullEvent(3), {ID: "1", Source: "/s", Type: "t", Data: bytes.Repeat([]byte{7}, 70000)}}
+	for range 3000 {
+		events = append(events, randomEvent(r))
+	}
+	for i, ev := range events {
+		want, err := AppendEvent(nil, ev)
+		if err != nil {
+			t.Fatalf("case %d: AppendEvent: %v", i, err)
+		}
+		prefix := bytes.Repeat([]byte{0xff}, r.IntN(3)*40)
+		stale := unchecked.Fields{Present: ^uint32(0), Attempt: 9, Time: 9, Deadline: 9}
+		for k := range stale.At {
+			stale.At[k] = unchecked.Span{Off: 1 << 30, Len: 1 << 30}
+		}
+		f := stale
+		got := appendFields(bytes.Clone(prefix), ev, &f)
+		if !bytes.Equal(got[:len(prefix)], prefix) || !bytes.Equal(got[len(prefix):], want) {
+			t.Fatalf("case %d: appended\n %x\nwant %x after %d bytes", i, got, want, len(prefix))
+		}
+		checkFields(t, ev, want, &f)
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"testing"
+
+	"github.com/tandemrt/tandem/go/internal/unchecked"
 )
 
 func addGoldenSeeds(f *testing.F, kind string) {
@@ -51,6 +53,12 @@ func FuzzDecodeEvent(f *testing.F) {
 		if !eventsEqual(back, ev) {
 			t.Fatalf("round trip changed the event:\n %+v\n %+v", ev, back)
 		}
+		var f unchecked.Fields
+		indexed := unchecked.AppendEvent.(func([]byte, *Event, *unchecked.Fields) []byte)(nil, ev, &f)
+		if !bytes.Equal(indexed, appended) {
+			t.Fatalf("the indexing encoder wrote %x, AppendEvent %x", indexed, appended)
+		}
+		checkFields(t, ev, indexed, &f)
 	})
 }
 

@@ -25,6 +25,15 @@ impl Handler for Echo {
     }
 }
 
+/// Replies with the envelope it read, encoded again: every field as the handler saw it, so a
+/// test can hold what crossed against what was submitted.
+pub struct Reflect;
+impl Handler for Reflect {
+    async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
+        Outcome::Reply(tandem::envelope::encode_to_vec(ev.envelope()))
+    }
+}
+
 /// The second version of [`Echo`], registered beside it (`demo.echo.v2`): the same replies,
 /// as a new version that must not change them would give. Hot swap and shadow tests move a
 /// route between the two.
@@ -245,6 +254,7 @@ pub fn register(reg: &mut Registry) {
         .register_inline("demo.noop.inline", "noop-inline", Noop)
         .register_inline("demo.echo", "echo", Echo)
         .register_inline("demo.echo.v2", "echo-v2", EchoV2)
+        .register_inline("demo.reflect", "reflect", Reflect)
         .register_inline("demo.upper", "upper", Upper)
         .register("demo.hash", "hash", Hash)
         .register_inline("demo.sleep", "sleep", Sleep)

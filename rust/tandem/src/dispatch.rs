@@ -19,17 +19,18 @@ use crate::slots::{Delivery, RequestSlot};
 /// event borrowing its bytes), or the reason it cannot run.
 pub(crate) type Job<'s, 'a> = Result<(&'s Route, Event<'a>), HandlerError>;
 
-/// Decodes and routes one envelope: to handler `route - 1` (in event-type order) when Go
-/// chose one, else by the envelope's type. `delivery` is the request slot's header; without
-/// one (no slot) the envelope's attempt and deadline stand in.
+/// Routes one envelope, as decoded (`envelope::decode`, or a request slot's
+/// `RequestSlot::decode`): to handler `route - 1` (in event-type order) when Go chose one,
+/// else by the envelope's type. `delivery` is the request slot's header; without one (no
+/// slot) the envelope's attempt and deadline stand in.
 pub(crate) fn prepare<'s, 'a>(
     shared: &'s Shared,
-    bytes: &'a [u8],
+    env: Result<envelope::Envelope<'a>, envelope::DecodeError>,
     delivery: Option<Delivery>,
     route: u32,
 ) -> Job<'s, 'a> {
-    let env = envelope::decode(bytes)
-        .map_err(|e| HandlerError::with_code(code::DECODE, format!("malformed envelope: {e}")))?;
+    let env =
+        env.map_err(|e| HandlerError::with_code(code::DECODE, format!("malformed envelope: {e}")))?;
     let found = match route {
         0 => shared.registry.route(env.ty),
         n => shared.registry.route_at(n as usize - 1),
@@ -51,7 +52,7 @@ pub(crate) fn prepare<'s, 'a>(
 /// refusals, which complete at once. Decodes only when Go did not name the handler.
 fn runs_inline(shared: &Shared, slot: &RequestSlot, route: u32) -> bool {
     match route {
-        0 => prepare(shared, slot.envelope(), None, 0).is_ok_and(|(r, _)| r.inline),
+        0 => prepare(shared, slot.decode(), None, 0).is_ok_and(|(r, _)| r.inline),
         n => shared
             .registry
             .route_at(n as usize - 1)
@@ -92,7 +93,7 @@ pub(crate) fn dispatch_slot(
     // borrow it for their own calls; none keeps it.
     let sh: &'static Shared = unsafe { &*Arc::as_ptr(shared) };
     let task = move || async move {
-        let job = prepare(sh, slot.envelope(), Some(slot.delivery()), route);
+        let job = prepare(sh, slot.decode(), Some(slot.delivery()), route);
         let finished = run(sh, &job, slot.token(), by_go.as_ref()).await;
         if by_go.is_some() {
             sh.forget_cancellable(slot.token());

@@ -751,6 +751,115 @@ pub fn decode(buf: &[u8]) -> Result<Envelope<'_>, DecodeError> {
     read_event(buf)
 }
 
+/// The envelope in `buf` read through the index its writer made of it (`tandem_fields`),
+/// without walking the CBOR: `None` when there is no index (`present` 0) or it does not hold
+/// (a span past the end, text that is not UTF-8, a required field absent or empty, a key
+/// unknown, extensions that are not one map filling their span), and the caller decodes
+/// `buf` instead, which the index never overrules. Reads nothing outside `buf` whatever the
+/// index says.
+pub(crate) fn read_indexed<'a>(
+    buf: &'a [u8],
+    f: &crate::layout::tandem_fields,
+) -> Option<Envelope<'a>> {
+    let present = f.present;
+    if present & 1 == 0 || present >> EVENT_KEYS != 0 {
+        return None;
+    }
+    let has = |key: u64| present & (1 << key) != 0;
+    let bytes = |key: u64| -> Option<&'a [u8]> {
+        let at = f.at[key as usize];
+        buf.get(at.off as usize..(at.off as usize).checked_add(at.len as usize)?)
+    };
+    let text = |key: u64| -> Option<&'a str> { core::str::from_utf8(bytes(key)?).ok() };
+    let required = |key: u64| text(key).filter(|s| has(key) && !s.is_empty());
+    let optional = |key: u64| -> Option<Option<&'a str>> {
+        if !has(key) {
+            return Some(None);
+        }
+        text(key).map(|s| (!s.is_empty()).then_some(s))
+    };
+    let mut ev = Envelope {
+        id: required(KEY_ID)?,
+        source: required(KEY_SOURCE)?,
+        ty: required(KEY_TYPE)?,
+        specversion: required(KEY_SPECVERSION)?,
+        time: has(KEY_TIME).then_some(f.time),
+        subject: optional(KEY_SUBJECT)?,
+        datacontenttype: optional(KEY_DATACONTENTTYPE)?,
+        dataschema: optional(KEY_DATASCHEMA)?,
+        correlationid: optional(KEY_CORRELATIONID)?,
+        causationid: optional(KEY_CAUSATIONID)?,
+        traceparent: optional(KEY_TRACEPARENT)?,
+        tracestate: optional(KEY_TRACESTATE)?,
+        attempt: if has(KEY_ATTEMPT) { f.attempt } else { 0 },
+        deadline: has(KEY_DEADLINE).then_some(f.deadline),
+        idempotencykey: optional(KEY_IDEMPOTENCYKEY)?,
+        partitionkey: optional(KEY_PARTITIONKEY)?,
+        ..Envelope::default()
+    };
+    if has(KEY_EXTENSIONS) {
+        let map = bytes(KEY_EXTENSIONS)?;
+        let mut d = Decoder::new(map);
+        ev.extensions = decode_extensions(&mut d).ok()?;
+        if d.position() != map.len() {
+            return None;
+        }
+    }
+    if has(KEY_DATA) {
+        ev.data = bytes(KEY_DATA)?;
+    }
+    Some(ev)
+}
+
+/// The index `read_indexed` reads, made from the envelope in `buf` as Go's encoder makes it
+/// (the tests' and the conformance harness's stand-in for Go): `present` 0 if `buf` does not
+/// decode.
+#[cfg(any(test, feature = "conform"))]
+pub(crate) fn index_of(buf: &[u8]) -> crate::layout::tandem_fields {
+    use crate::layout::{tandem_fields, tandem_span};
+    let mut f = tandem_fields {
+        present: 0,
+        attempt: 0,
+        time: 0,
+        deadline: 0,
+        at: [tandem_span::default(); EVENT_KEYS as usize],
+    };
+    if decode(buf).is_err() {
+        return f;
+    }
+    // The envelope decodes: every read below succeeds.
+    let base = buf.as_ptr() as usize;
+    let span = |b: &[u8]| tandem_span {
+        off: (b.as_ptr() as usize - base) as u32,
+        len: b.len() as u32,
+    };
+    let mut d = Decoder::new(buf);
+    let pairs = d.map().ok().flatten().unwrap_or(0);
+    let mut present = 0u32;
+    for _ in 0..pairs {
+        let key = d.u64().unwrap_or(u64::MAX);
+        match key {
+            KEY_V => drop(d.u64()),
+            KEY_TIME => f.time = d.i64().unwrap_or(0),
+            KEY_ATTEMPT => f.attempt = d.u32().unwrap_or(0),
+            KEY_DEADLINE => f.deadline = d.i64().unwrap_or(0),
+            KEY_DATA => f.at[KEY_DATA as usize] = span(d.bytes().unwrap_or_default()),
+            KEY_EXTENSIONS => {
+                let start = d.position();
+                drop(d.skip());
+                f.at[KEY_EXTENSIONS as usize] = span(&buf[start..d.position()]);
+            }
+            k if k < EVENT_KEYS => f.at[k as usize] = span(d.str().unwrap_or_default().as_bytes()),
+            _ => drop(d.skip()),
+        }
+        if key < EVENT_KEYS {
+            present |= 1 << key;
+        }
+    }
+    f.present = present;
+    f
+}
+
 /// The fields of an event envelope, each item checked as it is read (see `decode`).
 fn read_event(buf: &[u8]) -> Result<Envelope<'_>, DecodeError> {
     let mut ev = Envelope::default();
@@ -1288,5 +1397,125 @@ mod tests {
             accepted > 1_000 && compared > 2 * accepted,
             "{accepted} of {compared} accepted: the inputs must mix both"
         );
+    }
+    /// Every event the golden vectors hold and the benchmarks' shapes, as Go's encoder
+    /// writes them (`encode_to_vec` gives the same canonical bytes).
+    fn indexable_events() -> Vec<Vec<u8>> {
+        let pairs = [("region", "eu-west"), ("tenant", "acme")];
+        let data = vec![7u8; 70_000];
+        let full = Envelope {
+            id: "order-1",
+            source: "/orders",
+            ty: "order.created",
+            specversion: "1.0",
+            time: Some(-5),
+            subject: Some("o/1"),
+            datacontenttype: Some("application/cbor"),
+            dataschema: Some("s"),
+            correlationid: Some("c"),
+            causationid: Some("d"),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            tracestate: Some("k=v"),
+            attempt: 3,
+            deadline: Some(1_790_000_000_000_000_000),
+            idempotencykey: Some("i"),
+            partitionkey: Some("p\u{e9}"),
+            extensions: Extensions::from_pairs(&pairs).expect("pairs"),
+            data: &data,
+        };
+        let mut events: Vec<Vec<u8>> = golden_events()
+            .into_iter()
+            .filter(|v| decode(v).is_ok())
+            .collect();
+        events.push(encode_to_vec(&full));
+        events.push(encode_to_vec(&Envelope {
+            extensions: Extensions::EMPTY,
+            data: b"",
+            ..full
+        }));
+        events
+    }
+
+    #[test]
+    fn an_index_reads_as_the_envelope_decodes() {
+        let events = indexable_events();
+        assert!(events.len() > 5, "{} events", events.len());
+        for v in events {
+            let f = index_of(&v);
+            assert_ne!(f.present, 0, "{v:02x?}");
+            assert_eq!(
+                read_indexed(&v, &f),
+                Some(decode(&v).expect("valid")),
+                "{v:02x?}"
+            );
+        }
+    }
+
+    /// A reader never takes an index that does not hold for its envelope: it decodes the
+    /// envelope instead (`RequestSlot::decode`).
+    #[test]
+    fn an_index_that_does_not_hold_is_refused() {
+        use crate::layout::tandem_span;
+        let v = encode_to_vec(&Envelope {
+            id: "1",
+            source: "/s",
+            ty: "t",
+            specversion: "1.0",
+            subject: Some("s\u{e9}"),
+            extensions: Extensions::from_pairs(&[("a", "b")]).expect("pairs"),
+            data: b"payload",
+            ..Envelope::default()
+        });
+        let good = index_of(&v);
+        assert!(read_indexed(&v, &good).is_some());
+        let subject = good.at[KEY_SUBJECT as usize];
+        let len = v.len() as u32;
+        type Spoil = Box<dyn Fn(&mut crate::layout::tandem_fields)>;
+        let cases: Vec<(&str, Spoil)> = vec![
+            ("no index", Box::new(|f| f.present = 0)),
+            ("no version bit", Box::new(|f| f.present &= !1)),
+            ("a key past 18", Box::new(|f| f.present |= 1 << 19)),
+            ("no id", Box::new(|f| f.present &= !(1 << KEY_ID))),
+            (
+                "an empty type",
+                Box::new(|f| f.at[KEY_TYPE as usize].len = 0),
+            ),
+            (
+                "a span past the end",
+                Box::new(move |f| f.at[KEY_DATA as usize].len = len),
+            ),
+            (
+                "a span at u32::MAX",
+                Box::new(|f| {
+                    f.at[KEY_SOURCE as usize] = tandem_span {
+                        off: u32::MAX,
+                        len: u32::MAX,
+                    }
+                }),
+            ),
+            // The subject's last byte alone: half of "é".
+            (
+                "text not UTF-8",
+                Box::new(move |f| {
+                    f.at[KEY_SUBJECT as usize] = tandem_span {
+                        off: subject.off + subject.len - 1,
+                        len: 1,
+                    }
+                }),
+            ),
+            (
+                "extensions not a map",
+                Box::new(|f| f.at[KEY_EXTENSIONS as usize].off += 1),
+            ),
+            (
+                "extensions short of their span",
+                Box::new(|f| f.at[KEY_EXTENSIONS as usize].len += 1),
+            ),
+        ];
+        for (name, spoil) in cases {
+            let mut f = index_of(&v);
+            spoil(&mut f);
+            assert_eq!(read_indexed(&v, &f), None, "{name}");
+        }
     }
 }

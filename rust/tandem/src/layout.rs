@@ -8,7 +8,7 @@
 use crate::sync::{AtomicU32, AtomicU64};
 
 /// The ABI version of this build. A loader refuses a library whose version differs.
-pub const TANDEM_ABI_VERSION: u32 = 5;
+pub const TANDEM_ABI_VERSION: u32 = 6;
 
 /// Size of one cache line on the targets tandem supports; indices sit on lines of their own.
 pub const TANDEM_CACHE_LINE: usize = 64;
@@ -185,6 +185,41 @@ pub struct tandem_delivery {
     pub attempt: u32,
     /// `TANDEM_DELIVERY_*` bits; the others are reserved, 0.
     pub flags: u32,
+    /// Where the envelope's fields lie, written with the envelope (not per delivery).
+    pub fields: tandem_fields,
+}
+
+/// The fields of the envelope in a request slot as its writer laid them out, so that the
+/// reader finds each one without parsing the CBOR: Go's encoder records them as it writes
+/// the envelope, at no cost it would not pay anyway. The envelope stays the event's bytes;
+/// this only says where its items are. A reader checks every span against the envelope's
+/// length and every text span for UTF-8, and decodes the envelope itself when the index is
+/// absent (`present` 0) or does not hold.
+#[repr(C)]
+pub struct tandem_fields {
+    /// Bit k: the envelope holds its key k (`TANDEM_KEY_*` numbering, 0 to 18); 0: no index,
+    /// the envelope is to be decoded. Bit 0 (the version) is set in every index.
+    pub present: u32,
+    /// Key 13, the attempt the envelope carries, when present.
+    pub attempt: u32,
+    /// Key 5, the event's time in Unix nanoseconds, when present.
+    pub time: i64,
+    /// Key 14, the envelope's deadline in Unix nanoseconds, when present.
+    pub deadline: i64,
+    /// By key: the field's bytes in the envelope, for each text key (a string's UTF-8 bytes,
+    /// after its head), for data (key 18, the payload after its head) and for extensions (key
+    /// 17, the whole map item, head included). Unused for keys 0, 5, 13 and 14.
+    pub at: [tandem_span; 19],
+}
+
+/// A byte range of an envelope: `len` bytes from offset `off`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct tandem_span {
+    /// Where the range starts, from the envelope's first byte.
+    pub off: u32,
+    /// How many bytes it holds.
+    pub len: u32,
 }
 
 /// In `tandem_delivery.flags`: the submitter blocks until this delivery's outcome (a Call).
@@ -209,6 +244,7 @@ pub const TANDEM_DELIVERY_CANCELLABLE: u32 = 4;
 
 #[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<tandem_desc>() == TANDEM_CACHE_LINE);
-const _: () = assert!(core::mem::size_of::<tandem_delivery>() == 16);
+const _: () = assert!(core::mem::size_of::<tandem_delivery>() == 192);
+const _: () = assert!(core::mem::size_of::<tandem_fields>() == 176);
 #[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<tandem_ring_header>() == 3 * TANDEM_CACHE_LINE);

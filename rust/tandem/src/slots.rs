@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use crate::waiters::Waiters;
 
 use crate::config::{Config, RegionLayout};
-use crate::envelope::Envelope;
+use crate::envelope::{self, DecodeError, Envelope};
 use crate::layout::{
     TANDEM_DELIVERY_CANCELLABLE, TANDEM_DELIVERY_SHADOW, TANDEM_DELIVERY_TIMED,
     TANDEM_DELIVERY_WAITED, tandem_delivery,
@@ -207,7 +207,8 @@ impl RequestSlots {
         }
     }
 
-    /// Plays Go's part (tests, the conformance harness): writes the delivery header and the envelope `bytes` into
+    /// Plays Go's part (tests, the conformance harness): writes the delivery header, with the
+    /// index of the envelope's fields Go's encoder would write, and the envelope `bytes` into
     /// slot `slot`.
     #[cfg(all(not(loom), any(test, feature = "conform")))]
     pub(crate) fn write_as_go(&self, slot: u32, delivery: Delivery, bytes: &[u8]) {
@@ -228,6 +229,7 @@ impl RequestSlots {
             } else {
                 0
             },
+            fields: envelope::index_of(bytes),
         };
         let p = self.slot_ptr(slot);
         let header = tandem_delivery {
@@ -301,7 +303,7 @@ impl RequestSlot {
         // SAFETY: the header is at the slot's start, which is aligned for it (the arena is page
         // aligned, the stride a multiple of 64); Go wrote it before publishing and leaves it
         // alone while the guard lives.
-        let h = unsafe { p.cast::<tandem_delivery>().read() };
+        let h = unsafe { &*p.cast::<tandem_delivery>() };
         Delivery {
             attempt: h.attempt,
             deadline: (h.deadline_ns != 0).then_some(h.deadline_ns.min(i64::MAX as u64) as i64),
@@ -309,6 +311,20 @@ impl RequestSlot {
             timed: h.flags & TANDEM_DELIVERY_TIMED != 0,
             shadow: h.flags & TANDEM_DELIVERY_SHADOW != 0,
             cancellable: h.flags & TANDEM_DELIVERY_CANCELLABLE != 0,
+        }
+    }
+
+    /// The event's envelope, read through the index Go wrote of its fields (`tandem_fields`)
+    /// when there is one that holds, else decoded.
+    pub(crate) fn decode(&self) -> Result<Envelope<'_>, DecodeError> {
+        let bytes = self.envelope();
+        let p = self.slots().slot_ptr(self.index);
+        // SAFETY: as for `delivery`: Go wrote the header, its index included, before
+        // publishing, and leaves it alone while the guard lives, which the borrow keeps.
+        let fields = unsafe { &(*p.cast::<tandem_delivery>()).fields };
+        match envelope::read_indexed(bytes, fields) {
+            Some(env) => Ok(env),
+            None => envelope::decode(bytes),
         }
     }
 
@@ -679,6 +695,64 @@ mod tests {
         assert!(unsafe { slots.take(1, 0, 8) }.expect("again").give_back() == 1);
         assert_eq!(counters.violations.load(Relaxed), 0);
         assert_eq!((slots.held(), slots.completed()), (0, 2));
+    }
+
+    /// A slot's event reads through the index Go wrote with it, and decodes the same without
+    /// one (an envelope Go copied in as bytes) or with one that does not hold.
+    #[test]
+    fn a_slot_decodes_with_its_index_or_without() {
+        let (slots, _) = request_slots();
+        let bytes = envelope::encode_to_vec(&Envelope {
+            id: "1",
+            source: "/s",
+            ty: "demo.echo",
+            specversion: "1.0",
+            subject: Some("subject"),
+            data: b"payload",
+            ..Envelope::default()
+        });
+        let want = envelope::decode(&bytes).expect("valid");
+        let fields = |slots: &RequestSlots| {
+            // SAFETY: the test plays Go, which owns the slot's header while no guard is out.
+            unsafe { &mut (*slots.slot_ptr(0).cast::<tandem_delivery>()).fields }
+        };
+        let delivery = Delivery {
+            attempt: 1,
+            deadline: None,
+            waited: false,
+            timed: false,
+            shadow: false,
+            cancellable: false,
+        };
+        for (name, spoil) in [
+            ("indexed", None),
+            ("no index", Some(0u32)),
+            ("a span past the end", Some(1)),
+        ] {
+            slots.write_as_go(0, delivery, &bytes);
+            assert_ne!(
+                fields(&slots).present,
+                0,
+                "write_as_go indexes the envelope as Go does"
+            );
+            match spoil {
+                Some(0) => fields(&slots).present = 0,
+                Some(_) => fields(&slots).at[6].len = 1 << 20,
+                None => {}
+            }
+            // SAFETY: the test's slots outlive the guard.
+            let guard = unsafe { slots.take(0, bytes.len() as u32, 1) }.expect("a valid slot");
+            assert_eq!(guard.decode(), Ok(want), "{name}");
+            assert_eq!(guard.give_back(), 0);
+        }
+        // An index that holds is what the event reads, not parsed again: one whose subject
+        // names the payload's bytes gives that subject.
+        slots.write_as_go(0, delivery, &bytes);
+        fields(&slots).at[6] = fields(&slots).at[18];
+        // SAFETY: as above.
+        let guard = unsafe { slots.take(0, bytes.len() as u32, 1) }.expect("a valid slot");
+        assert_eq!(guard.decode().map(|e| e.subject), Ok(Some("payload")));
+        assert_eq!(guard.give_back(), 0);
     }
 
     fn reply_slots(n: u32) -> Arc<ReplySlots> {

@@ -31,7 +31,13 @@ impl Runtime {
         let outcome = rt.block_on(async {
             let Finished {
                 outcome, handler, ..
-            } = run(&shared, &prepare(&shared, bytes, None, 0), 0, None).await;
+            } = run(
+                &shared,
+                &prepare(&shared, crate::envelope::decode(bytes), None, 0),
+                0,
+                None,
+            )
+            .await;
             (outcome, handler)
         });
         let (outcome, handler) = outcome;
@@ -103,7 +109,13 @@ impl Runtime {
             let view = &envelope_bytes[..];
             let Finished {
                 outcome, handler, ..
-            } = run(&shared, &prepare(&shared, view, None, 0), 0, None).await;
+            } = run(
+                &shared,
+                &prepare(&shared, crate::envelope::decode(view), None, 0),
+                0,
+                None,
+            )
+            .await;
             let (code, out) = match outcome {
                 Outcome::Ack => (TANDEM_OUTCOME_ACK, Vec::new()),
                 Outcome::Reply(v) => (TANDEM_OUTCOME_ACK, v),
