@@ -814,7 +814,7 @@ pub(crate) fn read_indexed<'a>(
 /// The index `read_indexed` reads, made from the envelope in `buf` as Go's encoder makes it
 /// (the tests' and the conformance harness's stand-in for Go): `present` 0 if `buf` does not
 /// decode.
-#[cfg(any(test, feature = "conform"))]
+#[cfg(all(not(loom), any(test, feature = "conform")))]
 pub(crate) fn index_of(buf: &[u8]) -> crate::layout::tandem_fields {
     use crate::layout::{tandem_fields, tandem_span};
     let mut f = tandem_fields {

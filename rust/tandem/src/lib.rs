@@ -58,6 +58,7 @@ mod config;
 #[cfg(all(feature = "conform", not(loom)))]
 pub mod conform;
 mod dispatch;
+mod entered;
 pub mod envelope;
 #[cfg(feature = "exports")]
 pub mod ffi;

@@ -131,6 +131,12 @@ pub(crate) fn work_for(queue: Option<Arc<LogQueue>>) {
     CURRENT.with(|c| *c.borrow_mut() = queue);
 }
 
+/// Names the runtime the calling thread works for from now on, and returns the one it worked
+/// for until now: a caller's thread that stays inside a runtime (crate::entered).
+pub(crate) fn swap(queue: Option<Arc<LogQueue>>) -> Option<Arc<LogQueue>> {
+    CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), queue))
+}
+
 /// Names the runtime the calling thread works for until the returned scope drops (a thread
 /// blocking on the runtime, e.g. for warm-up).
 pub(crate) fn enter(queue: &Arc<LogQueue>) -> Scope {

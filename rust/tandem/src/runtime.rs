@@ -50,6 +50,8 @@ pub struct Runtime {
     log_stop: CancellationToken,
     /// This runtime's log records, waiting for the forwarder.
     log_queue: Arc<LogQueue>,
+    /// Who this runtime is to the threads that stay inside it (crate::entered), from start.
+    identity: u64,
     state: State,
 }
 
@@ -94,6 +96,7 @@ impl Runtime {
             logs: None,
             log_stop: CancellationToken::new(),
             log_queue: Arc::default(),
+            identity: 0,
             state: State::Registered,
         })
     }
@@ -208,6 +211,7 @@ impl Runtime {
             return Err(e);
         }
         self.tokio = Some(rt);
+        self.identity = crate::entered::next_identity();
         self.state = State::Running;
         Ok(())
     }
@@ -284,14 +288,18 @@ impl Runtime {
     }
 
     /// Runs a crossing's step on the calling thread, inside this runtime's tokio context (a
-    /// handler that waits becomes a task of it) and log scope; an error when not running.
+    /// handler that waits becomes a task of it) and log scope, where the thread then stays
+    /// (crate::entered); an error when not running.
     fn on_caller<T>(&self, step: impl FnOnce(&Arc<Shared>) -> T) -> Result<T, Error> {
         let Some(rt) = self.tokio.as_ref() else {
             return Err(Error::State("not running"));
         };
-        let _enter = rt.enter();
-        let _logs = crate::logs::enter(&self.log_queue);
-        Ok(step(&self.shared))
+        Ok(crate::entered::within(
+            self.identity,
+            rt.handle(),
+            &self.log_queue,
+            || step(&self.shared),
+        ))
     }
 
     /// Lets in-flight handlers run for up to `grace`, cancels the rest (each completes as a
@@ -344,6 +352,9 @@ impl Runtime {
             shared.tracker.wait().await;
         });
         close_handlers(self.shared.registry.in_order());
+        // Threads that ran events stay inside it until they run another runtime's or exit;
+        // this one need not.
+        crate::entered::leave(self.identity);
         rt.shutdown_timeout(Duration::from_secs(1));
         self.state = State::Stopped;
     }
@@ -1096,6 +1107,78 @@ mod run_tests {
         let done = again.done.expect("done");
         release(&rt, done.reply_slot);
         assert_eq!(assert_whole(&mut rt).runs, 2);
+    }
+
+    /// A thread that ran a runtime's event stays inside it after the run, its tokio context
+    /// and its log scope (`crate::entered`), so the next run enters nothing; it moves to
+    /// another runtime when it runs that one's event, and lets go of the runtime when the
+    /// runtime shuts down on it or when it exits. What it holds shows in the count of the
+    /// runtime's log queue.
+    #[test]
+    fn a_callers_thread_stays_inside_the_runtime_it_ran_until_it_runs_another() {
+        use crate::entered::inside;
+        use std::sync::Arc;
+        let ran = |rt: &Runtime, slot: u32, ty: &str| {
+            let done = run(rt, slot, &envelope(ty, b"x")).done.expect("done");
+            release(rt, done.reply_slot);
+        };
+        let mut a = runtime();
+        let mut b = runtime();
+        // The count of the runtime's log queue once its threads have started (each holds
+        // one from its start hook, in its own time).
+        let settled = |rt: &Runtime| {
+            let count = || Arc::strong_count(&rt.log_queue);
+            let mut last = count();
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                if count() == last {
+                    return last;
+                }
+                last = count();
+            }
+        };
+        let (logs_a, logs_b) = (settled(&a), settled(&b));
+        ran(&a, 0, "echo.inline");
+        assert!(inside(a.identity), "the thread left a after its run");
+        assert!(tokio::runtime::Handle::try_current().is_ok());
+        assert_eq!(Arc::strong_count(&a.log_queue), logs_a + 1);
+        ran(&a, 1, "echo.inline");
+        assert_eq!(
+            Arc::strong_count(&a.log_queue),
+            logs_a + 1,
+            "entered a twice"
+        );
+        ran(&b, 0, "echo.inline");
+        assert!(
+            inside(b.identity) && !inside(a.identity),
+            "b's run left the thread in a"
+        );
+        assert_eq!(Arc::strong_count(&a.log_queue), logs_a, "a still held");
+        ran(&a, 2, "echo.inline");
+        assert_eq!(Arc::strong_count(&b.log_queue), logs_b, "b still held");
+        assert_whole(&mut a);
+        assert!(
+            !inside(a.identity),
+            "a's shutdown on this thread left it inside a"
+        );
+        assert!(tokio::runtime::Handle::try_current().is_err());
+        // Another thread runs b's event and exits inside b: its exit lets go of b.
+        std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                ran(&b, 1, "echo.inline");
+                inside(b.identity)
+            });
+            assert!(
+                t.join().expect("the thread"),
+                "the thread left b after its run"
+            );
+        });
+        assert_eq!(
+            Arc::strong_count(&b.log_queue),
+            logs_b,
+            "an exited thread holds b"
+        );
+        assert_whole(&mut b);
     }
 
     #[test]
