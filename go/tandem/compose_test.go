@@ -649,3 +649,40 @@ func TestASecondSettleIsAViolationNotADoubleCount(t *testing.T) {
 		t.Fatalf("after shutdown: violations go %d rust %d, in flight %d", s.Violations, s.Rust.Violations, s.InFlight)
 	}
 }
+
+// Each event goes to its own type's route whatever the type of the event before it on the
+// same processor (intake keeps each processor's last exact match): exact routes in either
+// runtime, a wildcard, a type no route matches, in runs and alternating.
+func TestEventsOfMixedTypesEachFindTheirRoute(t *testing.T) {
+	rt := newRegistered(t, Config{})
+	for _, name := range []string{"mix.a", "mix.b", "mix.*"} {
+		err := rt.Handle(name, "h-"+name, HandlerFunc(func(ctx context.Context, ev *Event) Result {
+			return AckReply([]byte(name))
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	start(t, rt)
+	defer shutdownClean(t, rt)
+	want := map[string]string{"mix.a": "mix.a", "mix.b": "mix.b", "mix.c": "mix.*", "demo.upper": "X", "nomix": ""}
+	order := []string{"mix.a", "mix.a", "mix.b", "mix.a", "mix.c", "mix.c", "mix.a", "demo.upper", "mix.b", "nomix", "mix.b", "mix.a"}
+	for round := range 50 {
+		for i, typ := range order {
+			reply, err := rt.Call(context.Background(), event(typ, fmt.Sprint(round, i), []byte("x")))
+			if want[typ] == "" {
+				if !errors.Is(err, ErrNoRoute) {
+					t.Fatalf("%s: %v, want ErrNoRoute", typ, err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", typ, err)
+			}
+			if got := string(reply.Data()); got != want[typ] {
+				t.Fatalf("round %d, %s went to the route of %q", round, typ, got)
+			}
+			reply.Release()
+		}
+	}
+}

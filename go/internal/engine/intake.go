@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tandemrt/tandem/go/internal/abi"
+	"github.com/tandemrt/tandem/go/internal/perp"
 	"github.com/tandemrt/tandem/go/internal/unchecked"
 	"github.com/tandemrt/tandem/go/tandem/deadletter"
 	"github.com/tandemrt/tandem/go/tandem/envelope"
@@ -73,7 +74,7 @@ func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w W
 			return e.refused(ev, "invalid", "tandem: invalid event", err)
 		}
 	}
-	rt := e.router.match(ev.Type)
+	rt := e.route(ev.Type)
 	if rt == nil {
 		return e.refused(ev, "no_route", "tandem: no route", fmt.Errorf("%w: %q", ErrNoRoute, ev.Type))
 	}
@@ -87,6 +88,22 @@ func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w W
 	}
 	bt.Flush() // a full Go handler may wait, and its handler may wait on Rust
 	return e.intakeGo(ctx, b, tab.shadow, ev, w)
+}
+
+// route is the route of event type typ: the exact route this P matched last when typ is its
+// type (events tend to come in runs of one type), else the router's match. The routes never
+// change once the runtime starts, and a P's last match is written only when it changes: a
+// map lookup and a string hash per event saved.
+func (e *Engine) route(typ string) *Route {
+	last := &e.ledger.At(perp.Hint()).route
+	if rt := last.Load(); rt != nil && rt.Pattern == typ {
+		return rt
+	}
+	rt := e.router.match(typ)
+	if rt != nil && rt.Pattern == typ {
+		last.Store(rt)
+	}
+	return rt
 }
 
 // refused counts intake's refusal of ev under reason, logs it as msg, and returns err. Apart

@@ -23,6 +23,7 @@ pub(crate) type Job<'s, 'a> = Result<(&'s Route, Event<'a>), HandlerError>;
 /// `RequestSlot::decode`): to handler `route - 1` (in event-type order) when Go chose one,
 /// else by the envelope's type. `delivery` is the request slot's header; without one (no
 /// slot) the envelope's attempt and deadline stand in.
+#[inline]
 pub(crate) fn prepare<'s, 'a>(
     shared: &'s Shared,
     env: Result<envelope::Envelope<'a>, envelope::DecodeError>,

@@ -757,6 +757,7 @@ pub fn decode(buf: &[u8]) -> Result<Envelope<'_>, DecodeError> {
 /// unknown, extensions that are not one map filling their span), and the caller decodes
 /// `buf` instead, which the index never overrules. Reads nothing outside `buf` whatever the
 /// index says.
+#[inline]
 pub(crate) fn read_indexed<'a>(
     buf: &'a [u8],
     f: &crate::layout::tandem_fields,

@@ -316,6 +316,7 @@ impl RequestSlot {
 
     /// The event's envelope, read through the index Go wrote of its fields (`tandem_fields`)
     /// when there is one that holds, else decoded.
+    #[inline]
     pub(crate) fn decode(&self) -> Result<Envelope<'_>, DecodeError> {
         let bytes = self.envelope();
         let p = self.slots().slot_ptr(self.index);
