@@ -139,6 +139,30 @@ func BenchmarkOpenLoopRates(b *testing.B) {
 	}
 }
 
+// BenchmarkSaturation is each contender's closed-loop throughput: 64 goroutines (the goal
+// table's Workers) calling its op back to back for the -benchtime duration (1 s by default,
+// at most 2 s; 50 ms in ./build.sh test's smoke run), after a tenth of that to warm up. One
+// burst per sub-benchmark whatever b.N is; the metric is ops/s. Its sub-benchmarks run apart
+// (`-bench 'Saturation/rings$'`, `'Saturation/direct$'`) and alternate, as the goal table's
+// saturation rounds do.
+func BenchmarkSaturation(b *testing.B) {
+	measure, _ := openLoopStep()
+	for _, name := range slices.Sorted(maps.Keys(LoadContenders)) {
+		b.Run(name, func(b *testing.B) {
+			burst := oneShot(b, func() (loadBurst, error) {
+				var burst loadBurst
+				err := withContender(LoadContenders[name], func(op LoadOp) error {
+					var err error
+					burst, err = loadClosedLoop(context.Background(), op, GoalsConfig{}.withDefaults().Workers, measure/10, measure)
+					return err
+				})
+				return burst, err
+			})
+			b.ReportMetric(burst.rate(), "ops/s")
+		})
+	}
+}
+
 // loadTestContender is a contender in Go alone whose op takes service and, if stallAt is
 // positive, stalls once for stall at its stallAt-th call.
 func loadTestContender(service time.Duration, stallAt int64, stall time.Duration, calls *atomic.Int64) LoadContender {
