@@ -96,12 +96,14 @@ func (e *Engine) intake(ctx context.Context, ev *envelope.Event, raw []byte, w W
 // map lookup and a string hash per event saved.
 func (e *Engine) route(typ string) *Route {
 	last := &e.ledger.At(perp.Hint()).route
-	if rt := last.Load(); rt != nil && rt.Pattern == typ {
-		return rt
+	if i := last.Load(); i != 0 {
+		if rt := e.router.all[i-1]; rt.Pattern == typ {
+			return rt
+		}
 	}
 	rt := e.router.match(typ)
 	if rt != nil && rt.Pattern == typ {
-		last.Store(rt)
+		last.Store(uint32(rt.order) + 1)
 	}
 	return rt
 }

@@ -184,3 +184,11 @@ func TestATakenSlotHoldsNoIndex(t *testing.T) {
 		s.free(idx)
 	}
 }
+
+// A P's ledger fits one cache line, so that an event that finds the caches cold (an idle
+// round trip) misses once on it, and the cells stay line-aligned.
+func TestALedgerFitsOneCacheLine(t *testing.T) {
+	if n := unsafe.Sizeof(ledger{}); n > 64 {
+		t.Fatalf("a ledger takes %d bytes, more than a cache line", n)
+	}
+}
