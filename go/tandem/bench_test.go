@@ -2,10 +2,13 @@ package tandem
 
 import (
 	"context"
+	"io"
 	"testing"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // BenchmarkCall is the Go → Rust → Go round trip over the rings with the no-op handler and
@@ -104,6 +107,9 @@ func BenchmarkCallObservability(b *testing.B) {
 		cfg  Config
 	}{
 		{"off", Config{}},
+		// A logger at Info, its output discarded: Rust's records are forwarded, so every
+		// handler runs inside its event span.
+		{"logs", Config{Logger: zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zap.InfoLevel))}},
 		{"metrics", Config{MeterProvider: mp}},
 		{"tracing", Config{TracerProvider: tp}},
 		{"both", Config{MeterProvider: mp, TracerProvider: tp}},
