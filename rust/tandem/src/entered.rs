@@ -36,9 +36,12 @@ pub(crate) fn next_identity() -> u64 {
 /// A thread's stay inside one runtime.
 struct Stay {
     identity: u64,
-    /// Borrows `handle`, which is boxed, so it does not move, and dropped before it (`leave`).
+    /// Borrows `_handle`, which is boxed, so it does not move, and is declared after it, so
+    /// dropped after it. Dropped by `leave` only: when the thread exits, tokio's context may be
+    /// gone already and the guard's drop would panic in a destructor, so it is left undropped,
+    /// and the clone it entered goes with tokio's context, whichever goes first.
     guard: ManuallyDrop<EnterGuard<'static>>,
-    handle: ManuallyDrop<Box<Handle>>,
+    _handle: Box<Handle>,
     /// The thread's log scope before it entered, put back when it leaves.
     logs_before: Option<Arc<LogQueue>>,
 }
@@ -47,24 +50,8 @@ impl Stay {
     /// Leaves the runtime: its context and log scope, in the reverse order of entering.
     fn leave(mut self) {
         crate::logs::work_for(self.logs_before.take());
-        // SAFETY: each field is dropped once, here, the guard before the handle it borrows;
-        // `self` is forgotten after, so its Drop does not see them.
-        unsafe {
-            ManuallyDrop::drop(&mut self.guard);
-            ManuallyDrop::drop(&mut self.handle);
-        }
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Stay {
-    /// The thread is exiting (`leave` takes every other way out). tokio's context may be gone
-    /// already, and the guard's drop would then panic in a destructor: the guard is left
-    /// undropped, and the clone it entered is dropped with tokio's context, whichever goes
-    /// first. The box holding the handle is dropped.
-    fn drop(&mut self) {
-        // SAFETY: dropped once; the guard that borrows it is never used again.
-        unsafe { ManuallyDrop::drop(&mut self.handle) };
+        // SAFETY: dropped once, here; the handle it borrows drops with `self`, after it.
+        unsafe { ManuallyDrop::drop(&mut self.guard) };
     }
 }
 
@@ -107,7 +94,7 @@ pub(crate) fn within<T>(
         *stay = Some(Stay {
             identity,
             guard: ManuallyDrop::new(guard),
-            handle: ManuallyDrop::new(handle),
+            _handle: handle,
             logs_before,
         });
     });

@@ -1399,6 +1399,7 @@ mod tests {
             "{accepted} of {compared} accepted: the inputs must mix both"
         );
     }
+
     /// Every event the golden vectors hold and the benchmarks' shapes, as Go's encoder
     /// writes them (`encode_to_vec` gives the same canonical bytes).
     fn indexable_events() -> Vec<Vec<u8>> {
