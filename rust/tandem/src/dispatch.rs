@@ -276,23 +276,15 @@ async fn run_handler<'s>(
             None => None,
         };
         started = clock();
-        let env = ev.envelope();
-        let trace_id = env
-            .traceparent
-            .and_then(|tp| tp.get(3..35))
-            .unwrap_or_default();
-        let span = tracing::info_span!(
-            "event",
-            runtime = "rust",
-            handler = &*route.name,
-            event_id = env.id,
-            event_type = env.ty,
-            correlation_id = env.correlationid.unwrap_or(env.id),
-            trace_id,
-            attempt = ev.attempt(),
-        );
-        tracing::Instrument::instrument(crate::panics::contain(route.handler.call(ev, &cx)), span)
-            .await
+        let run = crate::panics::contain(route.handler.call(ev, &cx));
+        // The handler's records carry its event's fields (crate::logs): with tandem's
+        // subscriber, from the event its future carries; with another, from a span.
+        if crate::logs::forwarding() {
+            crate::logs::in_event(ev, &route.name, run).await
+        } else {
+            let span = crate::logs::event_span(ev, &route.name);
+            tracing::Instrument::instrument(run, span).await
+        }
     };
     let outcome = tokio::select! {
         biased;

@@ -1,8 +1,12 @@
 //! Rust's log records, written with the `tracing` crate by the runtime and by handlers, go to
 //! Go's zap logger in batches through the completion ring (`TANDEM_CQE_LOG`), never a callback
-//! per record. Each record carries the fields of the spans it was logged in, so a handler's
-//! records carry the event's id, correlation id, trace id and attempt (the runtime runs every
-//! handler inside an `event` span with those fields).
+//! per record. Each record carries the fields of the spans it was logged in, and a handler's
+//! records carry its event's: the handler, the event's id, type, correlation id, trace id and
+//! attempt. Under the process's own subscriber a handler runs inside an `event` span with
+//! those fields. Under this module's, a span would cost every event some 0.4 µs (registered,
+//! its fields formatted into strings, entered at each poll, closed) whether or not its handler
+//! logs, so the handler's future carries its event instead ([`InEvent`]): each poll names it
+//! for the thread, and a record logged then, or in a span made then, formats its fields.
 //!
 //! Each runtime owns its [`LogQueue`] and forwards only its own records, so two runtimes in one
 //! process never see each other's logs. The `tracing` subscriber, though, is process-global:
@@ -21,11 +25,14 @@
 //! process-wide (`tandem_set_log_level` names no runtime) because it configures the one
 //! subscriber, whose callsite interest cache is process-wide too.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::mem::ManuallyDrop;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use minicbor::encode::Encoder;
@@ -40,6 +47,7 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::completion::{Completion, Completions};
+use crate::handler::Event as HandlerEvent;
 
 /// Levels as Go numbers them for Rust: 0 trace, 1 debug, 2 info, 3 warn, 4 error, 5 off.
 pub(crate) const LEVEL_OFF: u8 = 5;
@@ -170,9 +178,155 @@ pub(crate) fn set_level(level: u8) {
 pub(crate) fn install() -> bool {
     static INSTALLED: OnceLock<bool> = OnceLock::new();
     *INSTALLED.get_or_init(|| {
-        let subscriber = tracing_subscriber::registry().with(GoLayer);
+        let subscriber: Forwarding = tracing_subscriber::registry().with(GoLayer);
         tracing::subscriber::set_global_default(subscriber).is_ok()
     })
+}
+
+/// The subscriber [`install`] makes the process's.
+type Forwarding = tracing_subscriber::layer::Layered<GoLayer, tracing_subscriber::Registry>;
+
+/// Whether the calling thread's records go to this module's subscriber: then a handler's
+/// future carries its event ([`in_event`]) instead of an `event` span.
+pub(crate) fn forwarding() -> bool {
+    tracing::dispatcher::get_default(|d| d.is::<Forwarding>())
+}
+
+/// The `event` span a handler runs inside when another subscriber gets the records.
+pub(crate) fn event_span(ev: &HandlerEvent<'_>, handler: &str) -> tracing::Span {
+    let f = EventFields::of(ev, handler);
+    tracing::info_span!(
+        "event",
+        runtime = "rust",
+        handler = f.handler,
+        event_id = f.event_id,
+        event_type = f.event_type,
+        correlation_id = f.correlation_id,
+        trace_id = f.trace_id,
+        attempt = f.attempt,
+    )
+}
+
+/// What a handler's records say of its event, borrowed from it.
+struct EventFields<'a> {
+    handler: &'a str,
+    event_id: &'a str,
+    event_type: &'a str,
+    correlation_id: &'a str,
+    trace_id: &'a str,
+    attempt: u32,
+}
+
+impl<'a> EventFields<'a> {
+    fn of(ev: &'a HandlerEvent<'_>, handler: &'a str) -> Self {
+        let env = ev.envelope();
+        EventFields {
+            handler,
+            event_id: env.id,
+            event_type: env.ty,
+            correlation_id: env.correlationid.unwrap_or(env.id),
+            trace_id: env
+                .traceparent
+                .and_then(|tp| tp.get(3..35))
+                .unwrap_or_default(),
+            attempt: ev.attempt(),
+        }
+    }
+
+    /// Appends the fields as the `event` span's would be recorded, in its order.
+    fn collect(&self, into: &mut Vec<(&'static str, String)>) {
+        into.extend([
+            ("runtime", "rust".to_owned()),
+            ("handler", self.handler.to_owned()),
+            ("event_id", self.event_id.to_owned()),
+            ("event_type", self.event_type.to_owned()),
+            ("correlation_id", self.correlation_id.to_owned()),
+            ("trace_id", self.trace_id.to_owned()),
+            ("attempt", self.attempt.to_string()),
+        ]);
+    }
+}
+
+/// An event's handler and the event it runs for, which a thread polling its future names.
+#[derive(Clone, Copy)]
+struct Running<'a> {
+    ev: &'a HandlerEvent<'a>,
+    handler: &'a str,
+}
+
+thread_local! {
+    /// The [`Running`] of the handler whose future this thread polls or drops (null: none).
+    /// It points into that future, and only while the future is polled or dropped.
+    static RUNNING: Cell<*const ()> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Calls `f` with the fields of the event whose handler this thread runs, if any.
+fn with_running<R>(f: impl FnOnce(Option<&EventFields<'_>>) -> R) -> R {
+    let p = RUNNING.with(Cell::get).cast::<Running<'_>>();
+    // SAFETY: non-null only while an `InEvent` on this thread is polled or dropped (`Naming`
+    // restores the pointer before either returns or unwinds), and then it points at that
+    // `InEvent`'s `Running`, which borrows its event and handler for longer than the
+    // `InEvent` lives; nothing here outlives this call.
+    let running = unsafe { p.as_ref() };
+    f(running.map(|r| EventFields::of(r.ev, r.handler)).as_ref())
+}
+
+/// Names a [`Running`] for the thread until dropped, then restores what it named before.
+struct Naming(*const ());
+
+impl Naming {
+    fn new(running: &Running<'_>) -> Naming {
+        let p = std::ptr::from_ref(running).cast::<()>();
+        Naming(RUNNING.with(|r| r.replace(p)))
+    }
+}
+
+impl Drop for Naming {
+    fn drop(&mut self) {
+        RUNNING.with(|r| r.set(self.0));
+    }
+}
+
+/// A handler's future that names its event to the thread at each poll and at its drop, so
+/// its records carry the event's fields (see the module's doc). Formatting them is left to a
+/// record actually logged: an event whose handler logs nothing pays two thread-local writes a
+/// poll.
+pub(crate) struct InEvent<'a, F> {
+    running: Running<'a>,
+    inner: ManuallyDrop<F>,
+}
+
+/// `inner`, run for `ev` by handler `handler` (see [`InEvent`]).
+pub(crate) fn in_event<'a, F: Future>(
+    ev: &'a HandlerEvent<'a>,
+    handler: &'a str,
+    inner: F,
+) -> InEvent<'a, F> {
+    InEvent {
+        running: Running { ev, handler },
+        inner: ManuallyDrop::new(inner),
+    }
+}
+
+impl<F: Future> Future for InEvent<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `inner` is pinned structurally: nothing moves it out of a pinned `InEvent`,
+        // whose Drop drops it in place, and `InEvent` is Unpin only when `F` is.
+        let this = unsafe { self.get_unchecked_mut() };
+        let _naming = Naming::new(&this.running);
+        // SAFETY: as above.
+        unsafe { Pin::new_unchecked(&mut *this.inner) }.poll(cx)
+    }
+}
+
+impl<F> Drop for InEvent<'_, F> {
+    fn drop(&mut self) {
+        let _naming = Naming::new(&self.running);
+        // SAFETY: dropped once, here, in place (it may be pinned), and never used again.
+        unsafe { ManuallyDrop::drop(&mut self.inner) }
+    }
 }
 
 /// Forwards one runtime's log records to Go in batches, each in a reply slot on the completion
@@ -288,6 +442,11 @@ fn cut(s: &mut String, limit: usize) {
 /// The fields of a span, kept in its extensions for the records logged inside it.
 struct SpanFields(Vec<(&'static str, String)>);
 
+/// Marks a span made while a handler ran ([`InEvent`]) outside every span that holds its
+/// event's fields: its own fields begin with them, so a record logged inside it carries them
+/// wherever it is logged, once.
+struct HoldsEvent;
+
 #[derive(Default)]
 struct Collect {
     message: String,
@@ -328,10 +487,19 @@ where
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let mut c = Collect::default();
-        attrs.record(&mut c);
         if let Some(span) = ctx.span(id) {
+            let inherits = span
+                .scope()
+                .skip(1)
+                .any(|s| s.extensions().get::<HoldsEvent>().is_some());
+            let holds =
+                !inherits && with_running(|ev| ev.map(|f| f.collect(&mut c.fields)).is_some());
+            attrs.record(&mut c);
             let mut ext = span.extensions_mut();
             ext.insert(SpanFields(c.fields));
+            if holds {
+                ext.insert(HoldsEvent);
+            }
             if let Some(q) = current() {
                 ext.insert(SpanQueue(q));
             }
@@ -352,17 +520,25 @@ where
         let mut c = Collect::default();
         event.record(&mut c);
         let mut queue = None;
+        let (mut spans, mut held) = (Vec::new(), false);
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 let ext = span.extensions();
                 if let Some(f) = ext.get::<SpanFields>() {
-                    c.fields.extend(f.0.iter().cloned());
+                    spans.extend(f.0.iter().cloned());
                 }
                 if let Some(q) = ext.get::<SpanQueue>() {
                     queue = Some(q.0.clone()); // the innermost span's runtime wins
                 }
+                held |= ext.get::<HoldsEvent>().is_some();
             }
         }
+        // A running handler's event, unless a span above holds its fields already: the
+        // outermost fields, as a span's around the handler would be.
+        if !held {
+            with_running(|ev| ev.map(|f| f.collect(&mut c.fields)));
+        }
+        c.fields.append(&mut spans);
         let Some(queue) = queue.or_else(current) else {
             return; // logged outside every runtime: nobody to forward it to
         };
@@ -402,6 +578,117 @@ mod tests {
             tracing::info!("after the long one");
             Outcome::Ack
         }
+    }
+
+    /// Logs directly, in a span of its own, after a wait, in a task inside a span it made,
+    /// and in a task outside every span.
+    struct Nested;
+    impl Handler for Nested {
+        async fn handle(&self, _ev: &Event<'_>, _cx: &Context) -> Outcome {
+            use tracing::Instrument as _;
+            tracing::info!(own = "o", "direct");
+            tracing::info_span!("step", step = "one").in_scope(|| tracing::info!("in a span"));
+            tokio::task::yield_now().await;
+            tracing::info!("after a wait");
+            let spanned = async { tracing::info!("in a task's span") };
+            let _ = tokio::spawn(spanned.instrument(tracing::info_span!("work"))).await;
+            let _ = tokio::spawn(async { tracing::info!("in a task") }).await;
+            Outcome::Ack
+        }
+    }
+
+    #[test]
+    fn a_handlers_records_carry_its_event_once_wherever_they_are_logged() {
+        super::set_level(2); // info
+        let mut reg = Registry::new();
+        reg.register("nested", "nested", Nested);
+        let mut rt = Runtime::new(small(), reg).unwrap();
+        rt.start().unwrap();
+        submit(&rt, 0, &envelope("nested", b""));
+        let (mut acked, mut seen) = (false, Vec::new());
+        while !acked || seen.len() < 5 {
+            let done = next_any(&rt);
+            match done.kind {
+                TANDEM_CQE_LOG => seen.extend(log_records(&done.reply)),
+                TANDEM_OUTCOME_ACK => acked = true,
+                other => panic!("unexpected completion kind {other}"),
+            }
+            if done.reply_slot != TANDEM_NO_SLOT {
+                release(&rt, done.reply_slot);
+            }
+        }
+        let event = [
+            ("runtime", "rust"),
+            ("handler", "nested"),
+            ("event_id", "1"),
+            ("event_type", "nested"),
+            ("correlation_id", "1"),
+            ("trace_id", ""),
+            ("attempt", "1"),
+        ];
+        let record = |m: &str| {
+            let found: Vec<_> = seen.iter().filter(|r| r.message == m).collect();
+            assert_eq!(found.len(), 1, "records {m:?}");
+            found[0]
+        };
+        for (m, first, last) in [
+            ("direct", vec![("own", "o")], vec![]),
+            ("in a span", vec![], vec![("step", "one")]),
+            ("after a wait", vec![], vec![]),
+            ("in a task's span", vec![], vec![]),
+        ] {
+            let want: Vec<(String, String)> = first
+                .into_iter()
+                .chain(event)
+                .chain(last)
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            assert_eq!(record(m).fields, want, "the fields of {m:?}");
+        }
+        assert!(
+            record("in a task").fields.is_empty(),
+            "a task the handler spawned outside every span is not the handler: {:?}",
+            record("in a task").fields
+        );
+        assert_whole(&mut rt);
+    }
+
+    /// The event is named to the thread while its future is polled or dropped, and only then.
+    #[test]
+    fn an_event_is_named_only_while_its_future_runs() {
+        struct Probe(std::rc::Rc<std::cell::Cell<bool>>);
+        impl Drop for Probe {
+            fn drop(&mut self) {
+                self.0.set(super::with_running(|f| {
+                    f.is_some_and(|f| f.event_id == "1")
+                }));
+            }
+        }
+        let bytes = envelope("probe", b"");
+        let env = crate::envelope::decode(&bytes).unwrap();
+        let delivery = crate::slots::Delivery::of_envelope(&env);
+        let ev = Event::new(env, delivery);
+        let dropped_inside = std::rc::Rc::new(std::cell::Cell::new(false));
+        let probe = Probe(dropped_inside.clone());
+        let mut polled = 0;
+        let inner = std::future::poll_fn(move |_| {
+            let _ = &probe; // dropped with the future
+            polled += 1;
+            assert!(super::with_running(|f| f.is_some_and(|f| f.handler == "h")));
+            if polled < 2 {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        });
+        let mut fut = Box::pin(super::in_event(&ev, "h", inner));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        assert!(super::with_running(|f| f.is_none()), "named after a poll");
+        assert!(fut.as_mut().poll(&mut cx).is_ready());
+        drop(fut);
+        assert!(dropped_inside.get(), "not named while its future dropped");
+        assert!(super::with_running(|f| f.is_none()), "named after its drop");
     }
 
     fn chatty(who: &'static str) -> Runtime {
