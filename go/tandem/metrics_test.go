@@ -125,6 +125,42 @@ func TestMetricsCountACallsRun(t *testing.T) {
 	shutdownClean(t, rt)
 }
 
+// A route swapped away from a handler and back counts on in the same series: the events
+// before the swaps and after them, not the last handler's alone.
+func TestMetricsCountOnAcrossSwaps(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+	rt := newRegistered(t, Config{MeterProvider: mp})
+	must(t, rt.Register("go-echo", HandlerFunc(func(ctx context.Context, ev *Event) Result { return AckReply(ev.Data) })))
+	start(t, rt)
+	calls := func(n int) {
+		for i := range n {
+			reply, err := rt.Call(context.Background(), event("demo.echo", strconv.Itoa(i), []byte("ab")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			reply.Release()
+		}
+	}
+	calls(2)
+	must(t, rt.Swap("demo.echo", GoTarget("go-echo")))
+	calls(1)
+	must(t, rt.Swap("demo.echo", RustTarget("demo.echo")))
+	calls(3)
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"tandem.events.submitted", "tandem.events.acknowledged"} {
+		got := sums(t, rm, name)
+		if got["route=demo.echo,runtime=rust,target=demo.echo"] != 5 || got["route=demo.echo,runtime=go,target=go-echo"] != 1 || len(got) != 2 {
+			t.Errorf("%s: %v, want 5 on the Rust handler and 1 on the Go one", name, got)
+		}
+	}
+	assertInvariant(t, rt)
+}
+
 func TestMetricsNameTheTargetAndCountShadowsApart(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))

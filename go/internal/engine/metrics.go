@@ -2,11 +2,13 @@ package engine
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/tandemrt/tandem/go/internal/perp"
 	"github.com/tandemrt/tandem/go/tandem/deadletter"
 )
 
@@ -30,18 +32,39 @@ import (
 // event's own counters (submitted, acknowledged, dead_lettered, latency) name the target of
 // its first or last attempt. A shadow's runs are recorded in handler.duration only, with
 // role "shadow", and in shadow.results: never as the route's events.
+//
+// The two counts every event makes, submitted and acknowledged, are tandem's own, per P
+// (package perp), and observed at each collection: an SDK counter's Add costs some 90 ns (its
+// options, a map lookup by attribute set, a lock), twice per event, where a P's count costs
+// an add. The rarer counters, and the histograms (the API has no observable histogram), are
+// recorded through the SDK as they happen.
 type metrics struct {
-	on                                           bool
-	submitted, acknowledged, retried, dead, rejd metric.Int64Counter
-	shadows                                      metric.Int64Counter
-	duration, latency                            metric.Float64Histogram
-	reg                                          metric.Registration
+	on                   bool
+	retried, dead, rejd  metric.Int64Counter
+	shadows              metric.Int64Counter
+	duration, latency    metric.Float64Histogram
+	submitted, acknowled metric.Int64ObservableCounter
+	reg                  metric.Registration
+
+	mu sync.Mutex
+	// counted are the per-P counts of each attribute set, one per set (as an SDK counter has
+	// one series per set), kept as long as the engine.
+	counted map[attribute.Distinct]*eventCounts
 }
+
+// eventCounts are one attribute set's events submitted and acknowledged, per P.
+type eventCounts struct {
+	set   attribute.Set
+	cells perp.Cells[eventCount]
+}
+
+type eventCount struct{ submitted, acked perp.Count }
 
 // routeMetrics are the attribute sets of a route (with the side of the handler it was added
 // with) or of a target on a route, built once, held as option slices so that a recording
 // passes them on without allocating.
 type routeMetrics struct {
+	counts                    *eventCounts
 	add                       []metric.AddOption
 	shadowResults             map[string][]metric.AddOption
 	rec                       []metric.RecordOption
@@ -61,8 +84,6 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 		ctr, err = m.Int64Counter("tandem."+name, metric.WithDescription(desc), metric.WithUnit("{event}"))
 		return ctr
 	}
-	o.metrics.submitted = c("events.submitted", "Events accepted for a route.")
-	o.metrics.acknowledged = c("events.acknowledged", "Events whose handler acknowledged them (final).")
 	o.metrics.retried = c("events.retried", "Redeliveries scheduled.")
 	o.metrics.dead = c("events.dead_lettered", "Events dead-lettered.")
 	o.metrics.rejd = c("events.rejected", "Events refused at submit.")
@@ -80,6 +101,11 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 		metric.WithDescription("From submit to the final outcome, retries included."), buckets); err != nil {
 		return err
 	}
+	var errs [12]error
+	o.metrics.submitted, errs[10] = m.Int64ObservableCounter("tandem.events.submitted",
+		metric.WithDescription("Events accepted for a route."), metric.WithUnit("{event}"))
+	o.metrics.acknowled, errs[11] = m.Int64ObservableCounter("tandem.events.acknowledged",
+		metric.WithDescription("Events whose handler acknowledged them (final)."), metric.WithUnit("{event}"))
 	inflight, err1 := m.Int64ObservableGauge("tandem.events.in_flight", metric.WithDescription("Events accepted and not yet settled."))
 	occupancy, err2 := m.Int64ObservableGauge("tandem.ring.occupancy", metric.WithDescription("Descriptors waiting in a ring."))
 	wakeups, err3 := m.Int64ObservableCounter("tandem.wakeups",
@@ -95,12 +121,16 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 		metric.WithDescription("Completions a submitter settled itself instead of waking the parked Go poller."))
 	runs, err10 := m.Int64ObservableCounter("tandem.runs",
 		metric.WithDescription("Crossings in which a Call ran its own event on its thread, past both rings."))
-	for _, e := range []error{err1, err2, err3, err4, err5, err6, err7, err8, err9, err10} {
+	errs[0], errs[1], errs[2], errs[3], errs[4], errs[5], errs[6], errs[7], errs[8], errs[9] = err1, err2, err3, err4, err5, err6, err7, err8, err9, err10
+	for _, e := range errs {
 		if e != nil {
 			return e
 		}
 	}
+	met := &o.metrics
+	met.counted = map[attribute.Distinct]*eventCounts{}
 	o.metrics.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		met.observeCounts(o)
 		s := e.Stats()
 		o.ObserveInt64(inflight, s.InFlight)
 		o.ObserveInt64(occupancy, int64(s.Rust.SQDepth), metric.WithAttributes(attribute.String("ring", "submission")))
@@ -126,22 +156,50 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 			}
 		}
 		return nil
-	}, inflight, occupancy, wakeups, outstanding, workers, breakers, crossings, byCaller, runs, targetInFlight)
+	}, met.submitted, met.acknowled, inflight, occupancy, wakeups, outstanding, workers, breakers, crossings, byCaller, runs, targetInFlight)
 	if err != nil {
 		return err
 	}
 	o.metrics.on = true
 	for _, rt := range e.router.all {
-		rt.met = newRouteMetrics(rt, nil)
+		rt.met = o.metrics.forRoute(rt, nil)
 		for _, b := range rt.bindings {
-			b.met = newRouteMetrics(rt, b)
+			b.met = o.metrics.forRoute(rt, b)
 		}
 	}
 	return nil
 }
 
-// newRouteMetrics builds the sets of rt's target b, or of rt itself when b is nil.
-func newRouteMetrics(rt *Route, b *binding) *routeMetrics {
+// observeCounts observes every attribute set's events submitted and acknowledged: a series
+// from its first event on, as an SDK counter's.
+func (m *metrics) observeCounts(o metric.Observer) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.counted {
+		opt := metric.WithAttributeSet(c.set)
+		if n := perp.Sum(&c.cells, func(n *eventCount) *perp.Count { return &n.submitted }); n != 0 {
+			o.ObserveInt64(m.submitted, n, opt)
+		}
+		if n := perp.Sum(&c.cells, func(n *eventCount) *perp.Count { return &n.acked }); n != 0 {
+			o.ObserveInt64(m.acknowled, n, opt)
+		}
+	}
+}
+
+// countsOf returns the counts of set, made at its first use.
+func (m *metrics) countsOf(set attribute.Set) *eventCounts {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.counted[set.Equivalent()]
+	if !ok {
+		c = &eventCounts{set: set, cells: perp.Make[eventCount]()}
+		m.counted[set.Equivalent()] = c
+	}
+	return c
+}
+
+// forRoute builds the sets of rt's target b, or of rt itself when b is nil.
+func (m *metrics) forRoute(rt *Route, b *binding) *routeMetrics {
 	base := []attribute.KeyValue{attribute.String("route", rt.Pattern), attribute.String("runtime", rt.runtimeName())}
 	if b != nil {
 		base = []attribute.KeyValue{attribute.String("route", rt.Pattern), attribute.String("runtime", b.target.runtimeName()),
@@ -153,8 +211,10 @@ func newRouteMetrics(rt *Route, b *binding) *routeMetrics {
 	set := func(kv ...attribute.KeyValue) metric.MeasurementOption {
 		return metric.WithAttributeSet(attribute.NewSet(append(append([]attribute.KeyValue(nil), base...), kv...)...))
 	}
-	plain := set()
-	m := &routeMetrics{
+	plainSet := attribute.NewSet(base...)
+	plain := metric.WithAttributeSet(plainSet)
+	r := &routeMetrics{
+		counts:        m.countsOf(plainSet),
 		add:           []metric.AddOption{plain},
 		rec:           []metric.RecordOption{plain},
 		ackRec:        []metric.RecordOption{set(attribute.String("outcome", "ack"))},
@@ -163,18 +223,20 @@ func newRouteMetrics(rt *Route, b *binding) *routeMetrics {
 		deadReasons:   map[deadletter.Reason][]metric.AddOption{},
 		shadowResults: map[string][]metric.AddOption{},
 	}
-	for _, r := range []string{"match", "mismatch", "dropped"} {
-		m.shadowResults[r] = []metric.AddOption{set(attribute.String("result", r))}
+	for _, res := range []string{"match", "mismatch", "dropped"} {
+		r.shadowResults[res] = []metric.AddOption{set(attribute.String("result", res))}
 	}
 	for _, reason := range []deadletter.Reason{deadletter.ReasonTerm, deadletter.ReasonMaxAttempts, deadletter.ReasonDecode, deadletter.ReasonNoRoute, deadletter.ReasonShed, deadletter.ReasonCancelled, deadletter.ReasonRetryBudget, deadletter.ReasonExpired} {
-		m.deadReasons[reason] = []metric.AddOption{set(attribute.String("reason", string(reason)))}
+		r.deadReasons[reason] = []metric.AddOption{set(attribute.String("reason", string(reason)))}
 	}
-	return m
+	return r
 }
 
 func (m *metrics) submit(met *routeMetrics) {
 	if m.on && met != nil {
-		m.submitted.Add(context.Background(), 1, met.add...)
+		p := perp.Pin()
+		met.counts.cells.At(p).submitted.Add(1)
+		perp.Unpin(p)
 	}
 }
 
@@ -231,7 +293,9 @@ func (m *metrics) settled(met *routeMetrics, acked bool, submittedAt int64) {
 		return
 	}
 	if acked {
-		m.acknowledged.Add(context.Background(), 1, met.add...)
+		p := perp.Pin()
+		met.counts.cells.At(p).acked.Add(1)
+		perp.Unpin(p)
 	}
 	if submittedAt != 0 {
 		m.latency.Record(context.Background(), time.Duration(nanotime()-submittedAt).Seconds(), met.rec...)

@@ -347,7 +347,7 @@ func (rt *Route) bindingOf(e *Engine, t *Target, shadow bool) *binding {
 		}
 	}
 	if e.obs.metrics.on {
-		b.met = newRouteMetrics(rt, b)
+		b.met = e.obs.metrics.forRoute(rt, b)
 	}
 	rt.bindings = append(rt.bindings, b)
 	return b
