@@ -94,24 +94,29 @@ func BenchmarkCallWide(b *testing.B) {
 }
 
 // BenchmarkCallObservability is the cost of observability on the serial round trip: none,
-// metrics only (an OpenTelemetry SDK meter with a manual reader), and tracing sampled at 100%
-// (an SDK tracer, spans recorded and dropped at the end, so only tandem's side is counted).
+// Rust's logs forwarded, metrics only (an OpenTelemetry SDK meter with a manual reader), and
+// tracing sampled at 100% and at 1% (an SDK tracer, spans recorded and dropped at the end,
+// so only tandem's side is counted).
 func BenchmarkCallObservability(b *testing.B) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer mp.Shutdown(context.Background())
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
 	defer tp.Shutdown(context.Background())
+	tp1 := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.01))))
+	defer tp1.Shutdown(context.Background())
 	for _, c := range []struct {
 		name string
 		cfg  Config
 	}{
 		{"off", Config{}},
-		// A logger at Info, its output discarded: Rust's records are forwarded, so every
-		// handler runs inside its event span.
+		// A logger at Info, its output discarded: Rust's records are forwarded (the handler
+		// logs none).
 		{"logs", Config{Logger: zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zap.InfoLevel))}},
 		{"metrics", Config{MeterProvider: mp}},
 		{"tracing", Config{TracerProvider: tp}},
+		// What a service samples in production: one trace in a hundred, parents' decisions kept.
+		{"tracing-1%", Config{TracerProvider: tp1}},
 		{"both", Config{MeterProvider: mp, TracerProvider: tp}},
 	} {
 		b.Run(c.name, func(b *testing.B) {

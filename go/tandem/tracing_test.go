@@ -196,3 +196,34 @@ func TestARustCallContinuesTheCallersTrace(t *testing.T) {
 		t.Fatal("the callee's publish span is not the caller's child, or its process span not the publish span's")
 	}
 }
+
+// An event its sampler does not sample records no span, in either runtime, and still carries
+// its trace context to both: a Rust handler reads a traceparent of its trace (flags 00), and a
+// Go handler's context holds a span of it, so what they emit stays in the trace.
+func TestAnUnsampledEventRecordsNothingAndCarriesItsTrace(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+	defer tp.Shutdown(context.Background())
+	rt := newRegistered(t, Config{TracerProvider: tp})
+	var goSpan trace.SpanContext
+	rt.Handle("unsampled.go", "go-side", HandlerFunc(func(ctx context.Context, ev *Event) Result {
+		goSpan = trace.SpanContextFromContext(ctx)
+		return Ack()
+	}))
+	start(t, rt)
+	got := reflected(t, rt, event("demo.reflect", "u-1", []byte("x")))
+	tp1, err := trace.TraceIDFromHex(got.TraceParent[3:35])
+	if err != nil || len(got.TraceParent) != 55 || got.TraceParent[:3] != "00-" || got.TraceParent[52:] != "-00" || !tp1.IsValid() {
+		t.Fatalf("the Rust handler read traceparent %q (%v), want an unsampled one", got.TraceParent, err)
+	}
+	if _, err := rt.Call(context.Background(), event("unsampled.go", "u-2", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if !goSpan.IsValid() || goSpan.IsSampled() {
+		t.Fatalf("the Go handler's span context %v, want a valid unsampled one", goSpan)
+	}
+	assertInvariant(t, rt)
+	if spans := exp.GetSpans(); len(spans) != 0 {
+		t.Fatalf("%d spans recorded for unsampled events: %v", len(spans), spansByName(spans))
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"sync"
 	"unsafe"
 
 	"go.uber.org/zap"
@@ -222,12 +223,17 @@ func (e *Engine) intakeRust(ctx context.Context, b *binding, shadow *shadowRoute
 //
 //go:noinline
 func (e *Engine) encodeTraced(ctx context.Context, d *Delivery, ev *envelope.Event, buf []byte, f *unchecked.Fields) (out []byte, traced bool) {
-	withTrace := *ev
-	d.trace = e.obs.publish(ctx, d.route, ev, &withTrace)
-	// Checked again: the trace context comes from the propagator, not from ev.
-	err := envelope.Validate(&withTrace)
+	withTrace := tracedCopies.Get().(*envelope.Event)
+	defer func() {
+		*withTrace = envelope.Event{}
+		tracedCopies.Put(withTrace)
+	}()
+	*withTrace = *ev
+	d.trace = e.obs.publish(ctx, d.route, ev, withTrace)
+	// Checked again: the trace context comes from the span, not from ev.
+	err := envelope.Validate(withTrace)
 	if err == nil {
-		out = appendValidEvent(buf, &withTrace, f)
+		out = appendValidEvent(buf, withTrace, f)
 		if unsafe.SliceData(out) == unsafe.SliceData(buf) {
 			return out, true
 		}
@@ -262,6 +268,10 @@ func (e *Engine) tooLarge(ev *envelope.Event, size int) error {
 		zap.Int("size", size), zap.Int("max", e.cfg.MaxEventSize))
 	return &EventTooLargeError{Size: size, Max: e.cfg.MaxEventSize}
 }
+
+// tracedCopies are the copies of events encodeTraced adds a trace context to: a copy made
+// for each event would go to the heap (appendValidEvent is called through a variable).
+var tracedCopies = sync.Pool{New: func() any { return new(envelope.Event) }}
 
 // appendValidEvent is envelope.AppendEvent without the checks intake has made, which also
 // indexes the envelope's fields in f (unchecked.AppendEvent).

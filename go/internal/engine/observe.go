@@ -120,7 +120,7 @@ func (o *observer) rustDelivered(d *Delivery, outcome Outcome, started, finished
 
 // spanOutcome sets a delivery span's status from its outcome (f nil: acknowledged).
 func (o *observer) spanOutcome(span trace.Span, f *Failure) {
-	if span == nil {
+	if span == nil || !span.IsRecording() {
 		return
 	}
 	if f == nil {

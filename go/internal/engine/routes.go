@@ -68,6 +68,8 @@ type Route struct {
 	table    atomic.Pointer[routing]
 	bindings []*binding
 	shadows  shadowStats
+	// spanNames are the span names of the type of the route's last traced event (tracing.go).
+	spanNames atomic.Pointer[spanNames]
 }
 
 // IsRust reports whether the handler the route was added with is a Rust handler.

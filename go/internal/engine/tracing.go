@@ -19,6 +19,13 @@ import (
 // trace context (traceparent, tracestate: the CloudEvents distributed tracing extension).
 //
 // With no TracerProvider configured, the tracer is nil and no method is called.
+//
+// Most events of a service that samples are not sampled, and their spans record nothing:
+// such an event pays for the sampler's decision and for the trace context it carries, not
+// for the attributes. A span is started with its name (which names the event type) and kind,
+// which is what the sampler sees, and gets its attributes only once it records; a Rust
+// delivery's span that does not record is dropped at once. The span's name is made once per
+// route and event type, not per event.
 
 var traceContext propagation.TraceContext
 
@@ -46,6 +53,24 @@ func (c eventCarrier) Set(key, value string) {
 
 func (c eventCarrier) Keys() []string { return []string{"traceparent", "tracestate"} }
 
+// spanNames are the names of an event type's spans.
+type spanNames struct{ ty, publish, process string }
+
+// namesOf returns the span names of event type ty, kept on rt (if any) for its next event of
+// the same type: a route's events are mostly of one type.
+func namesOf(rt *Route, ty string) *spanNames {
+	if rt != nil {
+		if n := rt.spanNames.Load(); n != nil && n.ty == ty {
+			return n
+		}
+	}
+	n := &spanNames{ty: ty, publish: "publish " + ty, process: "process " + ty}
+	if rt != nil {
+		rt.spanNames.Store(n)
+	}
+	return n
+}
+
 func eventAttributes(ev *envelope.Event, rt *Route, op string) []attribute.KeyValue {
 	attrs := []attribute.KeyValue{
 		attribute.String("messaging.system", "tandem"),
@@ -71,30 +96,75 @@ func (o *observer) publish(ctx context.Context, rt *Route, ev, out *envelope.Eve
 	if !trace.SpanContextFromContext(ctx).IsValid() && ev.TraceParent != "" {
 		parent = traceContext.Extract(ctx, eventCarrier{ev})
 	}
-	spanCtx, span := o.tracer.Start(parent, "publish "+ev.Type,
-		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(eventAttributes(ev, rt, "publish")...))
-	traceContext.Inject(spanCtx, eventCarrier{out})
+	_, span := o.tracer.Start(parent, namesOf(rt, ev.Type).publish, producer)
+	if span.IsRecording() {
+		span.SetAttributes(eventAttributes(ev, rt, "publish")...)
+	}
+	sc := span.SpanContext()
+	inject(sc, out)
 	span.End()
-	return span.SpanContext()
+	return sc
 }
+
+// inject writes sc into ev as the W3C trace context propagator does (traceparent, and
+// tracestate when sc has one; nothing when sc is not valid), with one allocation: the
+// propagator's interface would take ev's copy to the heap, some 300 bytes per event.
+func inject(sc trace.SpanContext, ev *envelope.Event) {
+	if !sc.IsValid() {
+		return
+	}
+	if ts := sc.TraceState().String(); ts != "" {
+		ev.TraceState = ts
+	}
+	const hexDigits = "0123456789abcdef"
+	var b [55]byte // "00-" trace id "-" span id "-" flags
+	copy(b[:], "00-")
+	tid, sid := sc.TraceID(), sc.SpanID()
+	for i, c := range tid {
+		b[3+2*i], b[4+2*i] = hexDigits[c>>4], hexDigits[c&15]
+	}
+	b[35] = '-'
+	for i, c := range sid {
+		b[36+2*i], b[37+2*i] = hexDigits[c>>4], hexDigits[c&15]
+	}
+	b[52] = '-'
+	flags := sc.TraceFlags() & trace.FlagsSampled
+	b[53], b[54] = hexDigits[flags>>4], hexDigits[flags&15]
+	ev.TraceParent = string(b[:])
+}
+
+// The span kinds' options, made once.
+var (
+	producer = trace.WithSpanKind(trace.SpanKindProducer)
+	consumer = trace.WithSpanKind(trace.SpanKindConsumer)
+)
 
 // startProcess starts the consumer span of a Go handler's delivery, child of the event's
 // publish span; the returned context carries it to the handler (and to what it emits).
 // A shadow's run (shadow.go) is a span of the primary's trace too, marked tandem.shadow.
 func (o *observer) startProcess(ctx context.Context, rt *Route, handler string, shadow bool, ev *envelope.Event) (context.Context, trace.Span) {
 	parent := traceContext.Extract(ctx, eventCarrier{ev})
-	attrs := append(eventAttributes(ev, rt, "process"),
-		attribute.String("tandem.runtime", "go"), attribute.String("tandem.handler", handler),
-		attribute.Int64("tandem.attempt", int64(ev.Attempt)))
-	if shadow {
-		attrs = append(attrs, attribute.Bool("tandem.shadow", true))
+	ctx, span := o.tracer.Start(parent, namesOf(rt, ev.Type).process, consumer)
+	if span.IsRecording() {
+		attrs := append(eventAttributes(ev, rt, "process"),
+			attribute.String("tandem.runtime", "go"), attribute.String("tandem.handler", handler),
+			attribute.Int64("tandem.attempt", int64(ev.Attempt)))
+		if shadow {
+			attrs = append(attrs, attribute.Bool("tandem.shadow", true))
+		}
+		span.SetAttributes(attrs...)
 	}
-	return o.tracer.Start(parent, "process "+ev.Type, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
+	return ctx, span
 }
 
-// rustProcess records a Rust handler's delivery after the fact, with Rust's own times.
+// rustProcess records a Rust handler's delivery after the fact, with Rust's own times; nil
+// when the span does not record.
 func (o *observer) rustProcess(parent trace.SpanContext, rt *Route, handler string, shadow bool, eventType string, attempt uint32, started time.Time) trace.Span {
 	ctx := trace.ContextWithRemoteSpanContext(context.Background(), parent)
+	_, span := o.tracer.Start(ctx, namesOf(rt, eventType).process, consumer, trace.WithTimestamp(started))
+	if !span.IsRecording() {
+		return nil // its End would do nothing
+	}
 	attrs := []attribute.KeyValue{
 		attribute.String("messaging.system", "tandem"),
 		attribute.String("messaging.operation.type", "process"),
@@ -108,7 +178,6 @@ func (o *observer) rustProcess(parent trace.SpanContext, rt *Route, handler stri
 	if shadow {
 		attrs = append(attrs, attribute.Bool("tandem.shadow", true))
 	}
-	_, span := o.tracer.Start(ctx, "process "+eventType, trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithTimestamp(started), trace.WithAttributes(attrs...))
+	span.SetAttributes(attrs...)
 	return span
 }
