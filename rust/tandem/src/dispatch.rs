@@ -16,44 +16,60 @@ use crate::shared::Shared;
 use crate::slots::{Delivery, RequestSlot};
 
 /// One event, decoded and routed (the route, borrowed from the runtime's registry, and the
-/// event borrowing its bytes), or the reason it cannot run.
-pub(crate) type Job<'s, 'a> = Result<(&'s Route, Event<'a>), HandlerError>;
+/// event borrowing its bytes), or the reason it cannot run: boxed, as it is rare and some 90
+/// bytes, which every event's future would otherwise hold room for.
+pub(crate) type Job<'s, 'a> = Result<(&'s Route, Event<'a>), Box<HandlerError>>;
 
 /// Routes one envelope, as decoded (`envelope::decode`, or a request slot's
-/// `RequestSlot::decode`): to handler `route - 1` (in event-type order) when Go chose one,
-/// else by the envelope's type. `delivery` is the request slot's header; without one (no
-/// slot) the envelope's attempt and deadline stand in.
-#[inline]
+/// `RequestSlot::decode`), which the job borrows: to handler `route - 1` (in event-type
+/// order) when Go chose one, else by the envelope's type. `delivery` is the request slot's
+/// header; without one (no slot) the envelope's attempt and deadline stand in. Its refusals
+/// are made apart, so that what is left inlines into the event's future.
+#[inline(always)]
 pub(crate) fn prepare<'s, 'a>(
     shared: &'s Shared,
-    env: Result<envelope::Envelope<'a>, envelope::DecodeError>,
+    env: &'a Result<envelope::Envelope<'a>, envelope::DecodeError>,
     delivery: Option<Delivery>,
     route: u32,
 ) -> Job<'s, 'a> {
-    let env =
-        env.map_err(|e| HandlerError::with_code(code::DECODE, format!("malformed envelope: {e}")))?;
+    let env = match env {
+        Ok(env) => env,
+        Err(e) => return Err(malformed(*e)),
+    };
     let found = match route {
         0 => shared.registry.route(env.ty),
         n => shared.registry.route_at(n as usize - 1),
     };
-    let Some(route) = found else {
-        return Err(HandlerError::with_code(
-            code::NO_ROUTE,
-            format!(
-                "no Rust handler for event type {:?} (route {route})",
-                env.ty
-            ),
-        ));
+    let Some(found) = found else {
+        return Err(unrouted(env.ty, route));
     };
-    let delivery = delivery.unwrap_or_else(|| Delivery::of_envelope(&env));
-    Ok((route, Event::new(env, delivery)))
+    let delivery = delivery.unwrap_or_else(|| Delivery::of_envelope(env));
+    Ok((found, Event::new(env, delivery)))
+}
+
+#[cold]
+#[inline(never)]
+fn malformed(e: envelope::DecodeError) -> Box<HandlerError> {
+    Box::new(HandlerError::with_code(
+        code::DECODE,
+        format!("malformed envelope: {e}"),
+    ))
+}
+
+#[cold]
+#[inline(never)]
+fn unrouted(ty: &str, route: u32) -> Box<HandlerError> {
+    Box::new(HandlerError::with_code(
+        code::NO_ROUTE,
+        format!("no Rust handler for event type {ty:?} (route {route})"),
+    ))
 }
 
 /// Whether the event runs on the poller first: handlers registered inline do, and so do
 /// refusals, which complete at once. Decodes only when Go did not name the handler.
 fn runs_inline(shared: &Shared, slot: &RequestSlot, route: u32) -> bool {
     match route {
-        0 => prepare(shared, slot.decode(), None, 0).is_ok_and(|(r, _)| r.inline),
+        0 => prepare(shared, &slot.decode(), None, 0).is_ok_and(|(r, _)| r.inline),
         n => shared
             .registry
             .route_at(n as usize - 1)
@@ -94,7 +110,9 @@ pub(crate) fn dispatch_slot(
     // borrow it for their own calls; none keeps it.
     let sh: &'static Shared = unsafe { &*Arc::as_ptr(shared) };
     let task = move || async move {
-        let job = prepare(sh, slot.decode(), Some(slot.delivery()), route);
+        // Decoded into the future's own place for it, and borrowed by the job from there.
+        let env = slot.decode();
+        let job = prepare(sh, &env, Some(slot.delivery()), route);
         let finished = run(sh, &job, slot.token(), by_go.as_ref()).await;
         if by_go.is_some() {
             sh.forget_cancellable(slot.token());
@@ -189,7 +207,7 @@ pub(crate) async fn run<'s>(
         Ok((route, ev)) => run_handler(shared, route, ev, token, by_go).await,
         // A refusal (malformed, unrouted): rare, so its error is copied.
         Err(err) => Finished {
-            outcome: Outcome::Term(err.clone()),
+            outcome: Outcome::Term((**err).clone()),
             handler: "",
             started_ns: 0,
             finished_ns: 0,

@@ -752,30 +752,44 @@ pub fn decode(buf: &[u8]) -> Result<Envelope<'_>, DecodeError> {
 }
 
 /// The envelope in `buf` read through the index its writer made of it (`tandem_fields`),
-/// without walking the CBOR: `None` when there is no index (`present` 0) or it does not hold
-/// (a span past the end, text that is not UTF-8, a required field absent or empty, a key
-/// unknown, extensions that are not one map filling their span), and the caller decodes
+/// without walking the CBOR: [`UNINDEXED`] when there is no index (`present` 0) or it does
+/// not hold (a span past the end, text that is not UTF-8, a required field absent or empty, a
+/// key unknown, extensions that are not one map filling their span), and the caller decodes
 /// `buf` instead, which the index never overrules. Reads nothing outside `buf` whatever the
-/// index says.
+/// index says. A `Result` of `decode`'s type, so that either writes the caller's one place
+/// for the envelope, and nothing copies it from one result into another.
 #[inline]
 pub(crate) fn read_indexed<'a>(
     buf: &'a [u8],
     f: &crate::layout::tandem_fields,
-) -> Option<Envelope<'a>> {
+) -> Result<Envelope<'a>, DecodeError> {
     let present = f.present;
     if present & 1 == 0 || present >> EVENT_KEYS != 0 {
-        return None;
+        return Err(UNINDEXED);
     }
     let has = |key: u64| present & (1 << key) != 0;
-    let bytes = |key: u64| -> Option<&'a [u8]> {
+    let bytes = |key: u64| -> Result<&'a [u8], DecodeError> {
         let at = f.at[key as usize];
-        buf.get(at.off as usize..(at.off as usize).checked_add(at.len as usize)?)
+        let end = (at.off as usize)
+            .checked_add(at.len as usize)
+            .ok_or(UNINDEXED)?;
+        buf.get(at.off as usize..end).ok_or(UNINDEXED)
     };
-    let text = |key: u64| -> Option<&'a str> { core::str::from_utf8(bytes(key)?).ok() };
-    let required = |key: u64| text(key).filter(|s| has(key) && !s.is_empty());
-    let optional = |key: u64| -> Option<Option<&'a str>> {
+    let text = |key: u64| -> Result<&'a str, DecodeError> {
+        core::str::from_utf8(bytes(key)?).map_err(|_| UNINDEXED)
+    };
+    let required = |key: u64| -> Result<&'a str, DecodeError> {
+        text(key).and_then(|s| {
+            if has(key) && !s.is_empty() {
+                Ok(s)
+            } else {
+                Err(UNINDEXED)
+            }
+        })
+    };
+    let optional = |key: u64| -> Result<Option<&'a str>, DecodeError> {
         if !has(key) {
-            return Some(None);
+            return Ok(None);
         }
         text(key).map(|s| (!s.is_empty()).then_some(s))
     };
@@ -801,16 +815,20 @@ pub(crate) fn read_indexed<'a>(
     if has(KEY_EXTENSIONS) {
         let map = bytes(KEY_EXTENSIONS)?;
         let mut d = Decoder::new(map);
-        ev.extensions = decode_extensions(&mut d).ok()?;
+        ev.extensions = decode_extensions(&mut d).map_err(|_| UNINDEXED)?;
         if d.position() != map.len() {
-            return None;
+            return Err(UNINDEXED);
         }
     }
     if has(KEY_DATA) {
         ev.data = bytes(KEY_DATA)?;
     }
-    Some(ev)
+    Ok(ev)
 }
+
+/// What `read_indexed` returns when the index does not hold: never an error of the envelope,
+/// which its caller decodes instead.
+pub(crate) const UNINDEXED: DecodeError = DecodeError::new(DecodeErrorKind::Malformed, 0);
 
 /// The index `read_indexed` reads, made from the envelope in `buf` as Go's encoder makes it
 /// (the tests' and the conformance harness's stand-in for Go): `present` 0 if `buf` does not
@@ -1447,7 +1465,7 @@ mod tests {
             assert_ne!(f.present, 0, "{v:02x?}");
             assert_eq!(
                 read_indexed(&v, &f),
-                Some(decode(&v).expect("valid")),
+                Ok(decode(&v).expect("valid")),
                 "{v:02x?}"
             );
         }
@@ -1469,7 +1487,7 @@ mod tests {
             ..Envelope::default()
         });
         let good = index_of(&v);
-        assert!(read_indexed(&v, &good).is_some());
+        assert!(read_indexed(&v, &good).is_ok());
         let subject = good.at[KEY_SUBJECT as usize];
         let len = v.len() as u32;
         type Spoil = Box<dyn Fn(&mut crate::layout::tandem_fields)>;
@@ -1517,7 +1535,7 @@ mod tests {
         for (name, spoil) in cases {
             let mut f = index_of(&v);
             spoil(&mut f);
-            assert_eq!(read_indexed(&v, &f), None, "{name}");
+            assert_eq!(read_indexed(&v, &f), Err(UNINDEXED), "{name}");
         }
     }
 }

@@ -215,13 +215,17 @@ impl Registry {
 /// Go with the completion, which the runtime publishes only after the handler's future, and
 /// every borrow of this value, has ended: the lifetime `'a` is the slot's. Read-only and
 /// `Sync`: the futures of one handler may read it concurrently.
+///
+/// It borrows its decoded envelope too, which the event's future keeps beside it: decoded
+/// into its place there, the envelope (some 300 bytes) is never copied on its way to the
+/// handler.
 pub struct Event<'a> {
-    env: Envelope<'a>,
+    env: &'a Envelope<'a>,
     delivery: Delivery,
 }
 
 impl<'a> Event<'a> {
-    pub(crate) fn new(env: Envelope<'a>, delivery: Delivery) -> Event<'a> {
+    pub(crate) fn new(env: &'a Envelope<'a>, delivery: Delivery) -> Event<'a> {
         Event { env, delivery }
     }
 
@@ -238,7 +242,7 @@ impl<'a> Event<'a> {
     /// The whole decoded envelope, borrowing the event. Its `attempt` and `deadline` are the
     /// submitter's; [`Event::attempt`] and [`Event::deadline`] are this delivery's.
     pub fn envelope(&self) -> &Envelope<'a> {
-        &self.env
+        self.env
     }
     /// CloudEvents `id`.
     pub fn id(&self) -> &str {

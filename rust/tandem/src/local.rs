@@ -25,7 +25,8 @@ impl LocalDispatch for Shared {
         let sh = self.clone();
         self.tracker.spawn(async move {
             // The task owns the bytes; the event borrows them inside it.
-            let job = prepare(&sh, envelope::decode(&bytes), None, index);
+            let env = envelope::decode(&bytes);
+            let job = prepare(&sh, &env, None, index);
             let finished = run(&sh, &job, 0, None).await;
             match finished.outcome {
                 Outcome::Ack | Outcome::Reply(_) => {
@@ -48,7 +49,8 @@ impl LocalDispatch for Shared {
         index: u32,
     ) -> std::pin::Pin<Box<dyn Future<Output = Finished<'a>> + Send + 'a>> {
         Box::pin(async move {
-            let job = prepare(self, envelope::decode(bytes), None, index);
+            let env = envelope::decode(bytes);
+            let job = prepare(self, &env, None, index);
             run(self, &job, 0, None).await
         })
     }

@@ -667,7 +667,7 @@ mod tests {
         let bytes = envelope("probe", b"");
         let env = crate::envelope::decode(&bytes).unwrap();
         let delivery = crate::slots::Delivery::of_envelope(&env);
-        let ev = Event::new(env, delivery);
+        let ev = Event::new(&env, delivery);
         let dropped_inside = std::rc::Rc::new(std::cell::Cell::new(false));
         let probe = Probe(dropped_inside.clone());
         let mut polled = 0;

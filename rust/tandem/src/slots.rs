@@ -316,17 +316,18 @@ impl RequestSlot {
 
     /// The event's envelope, read through the index Go wrote of its fields (`tandem_fields`)
     /// when there is one that holds, else decoded.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn decode(&self) -> Result<Envelope<'_>, DecodeError> {
         let bytes = self.envelope();
         let p = self.slots().slot_ptr(self.index);
         // SAFETY: as for `delivery`: Go wrote the header, its index included, before
         // publishing, and leaves it alone while the guard lives, which the borrow keeps.
         let fields = unsafe { &(*p.cast::<tandem_delivery>()).fields };
-        match envelope::read_indexed(bytes, fields) {
-            Some(env) => Ok(env),
-            None => envelope::decode(bytes),
+        let indexed = envelope::read_indexed(bytes, fields);
+        if indexed.is_ok() {
+            return indexed;
         }
+        envelope::decode(bytes)
     }
 
     /// Counts a run of the event in this slot (`Stats::runs`).

@@ -33,7 +33,7 @@ impl Runtime {
                 outcome, handler, ..
             } = run(
                 &shared,
-                &prepare(&shared, crate::envelope::decode(bytes), None, 0),
+                &prepare(&shared, &crate::envelope::decode(bytes), None, 0),
                 0,
                 None,
             )
@@ -111,7 +111,7 @@ impl Runtime {
                 outcome, handler, ..
             } = run(
                 &shared,
-                &prepare(&shared, crate::envelope::decode(view), None, 0),
+                &prepare(&shared, &crate::envelope::decode(view), None, 0),
                 0,
                 None,
             )
