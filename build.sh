@@ -35,7 +35,8 @@
 #   ./build.sh header    regenerate ffi/tandem.h from the Rust exports
 #   ./build.sh env       print the environment that links the Go packages against this
 #                        clone's target/release/libtandem_native.a, for go build and go test
-#                        by hand: eval "$(./build.sh env)"
+#                        by hand: eval "$(./build.sh env)" (again after a Rust change, before
+#                        a go build -o over a binary built before it)
 #   ./build.sh user      the user's path, as a user meets it (also part of `test`): a project
 #                        scaffolded by `tandem new` outside this clone, against a copy of it
 #                        without build outputs, built by `tandem build` in both link modes
@@ -43,10 +44,19 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # The Go package links the library its build names, never a path inside the module (a module
-# in the module cache holds no target/): here that is this clone's staticlib.
+# in the module cache holds no target/): here that is this clone's staticlib. The flags name
+# its content as well, as a search directory that does not exist (tandem build does the same,
+# go/internal/scaffold/build.go): Go's build cache does not read the library, and would keep a
+# binary it built before over a library that changed since (go.dev/issue/24355).
+outer_cflags=${CGO_CFLAGS:-}
+outer_ldflags=${CGO_LDFLAGS:-}
 link_env() {
-  printf 'export CGO_CFLAGS=%q\n' "${CGO_CFLAGS:+$CGO_CFLAGS }-DTANDEM_LINKED"
-  printf 'export CGO_LDFLAGS=%q\n' "-L$PWD/target/release -l:libtandem_native.a${CGO_LDFLAGS:+ $CGO_LDFLAGS}"
+  local lib=$PWD/target/release/libtandem_native.a content=""
+  if [ -f "$lib" ]; then
+    content=" -L$PWD/target/release/tandem-library-$(sha256sum "$lib" | cut -c1-32)"
+  fi
+  printf 'export CGO_CFLAGS=%q\n' "${outer_cflags:+$outer_cflags }-DTANDEM_LINKED"
+  printf 'export CGO_LDFLAGS=%q\n' "-L$PWD/target/release -l:libtandem_native.a$content${outer_ldflags:+ $outer_ldflags}"
 }
 if [ "${1:-}" != env ]; then
   eval "$(link_env)"
@@ -72,6 +82,7 @@ need() {
 build_rust() {
   say "cargo build --release (the staticlib + cdylib)"
   cargo build --release --locked --workspace
+  eval "$(link_env)" # the library as built now
 }
 
 # The sidecar contender is a Cargo package of bench/'s, outside the root workspace (so its
@@ -168,6 +179,14 @@ user_path() {
     echo "$out"
     [ "$out" = "Go handler hello.greet: Rust handler hello.shout: HELLO, CGO!" ] || die "the user's handlers did not both answer"
     (cd "$app" && eval "$(CGO_ENABLED=0 go tool tandem build -env)" && go vet .) || die "go vet with the exports of tandem build -env failed"
+    # A change to the Rust crate alone reaches the binary rebuilt over the old one: Go's
+    # build cache, which does not read the library, must not keep the old handlers.
+    sed -i 's/HELLO, {loud}!/HELLO AGAIN, {loud}!/' "$app/handlers/src/lib.rs"
+    (cd "$app" && ./build.sh >/dev/null) || die "the project's ./build.sh failed after a change to its crate"
+    out=$("$app/hello" cgo) || die "the rebuilt binary does not run"
+    [ "$out" = "Go handler hello.greet: Rust handler hello.shout: HELLO AGAIN, CGO!" ] ||
+      die "the binary rebuilt after a change to the Rust crate alone still runs the old handler: $out"
+    echo "rebuilt after a change to the Rust crate alone, it runs the new handler"
     if grep -q 'demo\.echo' "$app/hello"; then die "the user's binary carries the bundled demo handlers"; fi
     echo "hello is static, runs, and carries only the user's handlers"
 
@@ -175,7 +194,7 @@ user_path() {
     [ -f "$app/libhello_handlers.so" ] || die "no libhello_handlers.so beside the purego binary"
     out=$(cd / && "$app/hello" purego) || die "the user's purego binary does not run"
     echo "$out"
-    [ "$out" = "Go handler hello.greet: Rust handler hello.shout: HELLO, PUREGO!" ] || die "the user's handlers did not both answer (purego)"
+    [ "$out" = "Go handler hello.greet: Rust handler hello.shout: HELLO AGAIN, PUREGO!" ] || die "the user's handlers did not both answer (purego)"
   )
 }
 

@@ -3,6 +3,8 @@ package scaffold
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -71,7 +73,10 @@ func Build(opt BuildOptions) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("tandem build: %w", err)
 	}
-	cflags, ldflags := LinkFlags(lib)
+	cflags, ldflags, err := LinkFlags(lib)
+	if err != nil {
+		return "", fmt.Errorf("tandem build: %w", err)
+	}
 	if opt.EnvOnly {
 		if opt.Purego {
 			fmt.Fprintf(stdout, "export CGO_ENABLED=0\nexport %s=%s\n", "TANDEM_LIB", shellQuote(lib))
@@ -122,10 +127,37 @@ func Build(opt BuildOptions) (string, error) {
 
 // LinkFlags returns CGO_CFLAGS and CGO_LDFLAGS that link the staticlib lib into a cgo build
 // of the tandem Go package, added to the environment's own.
-func LinkFlags(lib string) (cflags, ldflags string) {
+//
+// The flags name the library's content too: Go's build cache does not read a library the
+// flags link (go.dev/issue/24355), so a `go build -o` over a binary it built before, or a
+// `go run`, would otherwise keep the handlers the crate had then. The content travels as a
+// search directory that does not exist, which the linker skips: it changes the flags, and so
+// what Go's cache keys the package and the link on, whenever the library changes, and nothing
+// else.
+func LinkFlags(lib string) (cflags, ldflags string, err error) {
+	sum, err := fileSum(lib)
+	if err != nil {
+		return "", "", err
+	}
+	dir := filepath.Dir(lib)
 	cflags = strings.TrimSpace(os.Getenv("CGO_CFLAGS") + " -DTANDEM_LINKED")
-	ldflags = strings.TrimSpace("-L" + filepath.Dir(lib) + " -l:" + filepath.Base(lib) + " " + os.Getenv("CGO_LDFLAGS"))
-	return cflags, ldflags
+	ldflags = strings.TrimSpace("-L" + dir + " -l:" + filepath.Base(lib) + " -L" +
+		filepath.Join(dir, "tandem-library-"+sum) + " " + os.Getenv("CGO_LDFLAGS"))
+	return cflags, ldflags, nil
+}
+
+// fileSum is the first 16 bytes of the file's SHA-256, in hex.
+func fileSum(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("reading %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16]), nil
 }
 
 // shellQuote quotes s for a POSIX shell.

@@ -2,6 +2,8 @@ package scaffold
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -119,5 +121,48 @@ func TestStaticWarningsKeepsRealErrors(t *testing.T) {
 	sw.flush()
 	if want := "# hello\nundefined reference to `g'\ncollect2: error\n"; out.String() != want {
 		t.Errorf("got %q, want %q", out.String(), want)
+	}
+}
+
+// The link flags name the library's content: they change when its bytes do (so that Go's
+// build cache, which does not read the library, links a binary afresh), and only then; a
+// library that is not there is an error, not flags that would link nothing.
+func TestLinkFlagsNameTheLibrarysContent(t *testing.T) {
+	t.Setenv("CGO_CFLAGS", "")
+	t.Setenv("CGO_LDFLAGS", "-lextra")
+	lib := filepath.Join(t.TempDir(), "libhello_handlers.a")
+	write := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(lib, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flags := func() string {
+		t.Helper()
+		cflags, ldflags, err := LinkFlags(lib)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cflags != "-DTANDEM_LINKED" {
+			t.Fatalf("CGO_CFLAGS %q", cflags)
+		}
+		dir := filepath.Dir(lib)
+		if !strings.HasPrefix(ldflags, "-L"+dir+" -l:libhello_handlers.a -L"+filepath.Join(dir, "tandem-library-")) ||
+			!strings.HasSuffix(ldflags, " -lextra") {
+			t.Fatalf("CGO_LDFLAGS %q", ldflags)
+		}
+		return ldflags
+	}
+	write("one build")
+	first := flags()
+	if again := flags(); again != first {
+		t.Fatalf("the same library named twice: %q, then %q", first, again)
+	}
+	write("another build")
+	if changed := flags(); changed == first {
+		t.Fatalf("a changed library keeps its flags: %q", changed)
+	}
+	if _, _, err := LinkFlags(lib + ".missing"); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a missing library: %v", err)
 	}
 }
