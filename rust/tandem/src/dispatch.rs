@@ -304,36 +304,41 @@ async fn run_handler<'s>(
             tracing::Instrument::instrument(run, span).await
         }
     };
-    let outcome = tokio::select! {
-        biased;
-        r = handler => match r {
-            Ok(o) => o,
-            Err(panic) => {
-                shared.counters.panics.fetch_add(1, Relaxed);
-                let message = format!("handler panicked: {}", panic.message);
-                tracing::error!(
-                    handler = &*route.name,
-                    event_id = ev.id(),
-                    location = panic.location.as_deref(),
-                    backtrace = panic.backtrace.as_deref(),
-                    "{message}"
-                );
-                Outcome::Term(HandlerError::with_code(code::PANIC, message))
+    // Pinned where it is made: select! would move it (with what it holds) into its own state,
+    // through two copies on the stack. Dropped with the block, which ends its borrows.
+    let outcome = {
+        let handler = std::pin::pin!(handler);
+        tokio::select! {
+            biased;
+            r = handler => match r {
+                Ok(o) => o,
+                Err(panic) => {
+                    shared.counters.panics.fetch_add(1, Relaxed);
+                    let message = format!("handler panicked: {}", panic.message);
+                    tracing::error!(
+                        handler = &*route.name,
+                        event_id = ev.id(),
+                        location = panic.location.as_deref(),
+                        backtrace = panic.backtrace.as_deref(),
+                        "{message}"
+                    );
+                    Outcome::Term(HandlerError::with_code(code::PANIC, message))
+                }
+            },
+            _ = shared.cancel.cancelled() => Outcome::Retry {
+                after: Duration::ZERO,
+                error: HandlerError::with_code(code::CANCELLED, "the runtime shut down before the handler finished"),
+            },
+            _ = given_up, if by_go.is_some() => Outcome::Retry {
+                after: Duration::ZERO,
+                error: HandlerError::with_code(code::CANCELLED, "the caller gave up"),
+            },
+            _ = expired => {
+                if let Some(cancel) = &cancel {
+                    cancel.cancel();
+                }
+                timeout()
             }
-        },
-        _ = shared.cancel.cancelled() => Outcome::Retry {
-            after: Duration::ZERO,
-            error: HandlerError::with_code(code::CANCELLED, "the runtime shut down before the handler finished"),
-        },
-        _ = given_up, if by_go.is_some() => Outcome::Retry {
-            after: Duration::ZERO,
-            error: HandlerError::with_code(code::CANCELLED, "the caller gave up"),
-        },
-        _ = expired => {
-            if let Some(cancel) = &cancel {
-                cancel.cancel();
-            }
-            timeout()
         }
     };
     Finished {
