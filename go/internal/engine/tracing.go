@@ -96,41 +96,13 @@ func (o *observer) publish(ctx context.Context, rt *Route, ev, out *envelope.Eve
 	if !trace.SpanContextFromContext(ctx).IsValid() && ev.TraceParent != "" {
 		parent = traceContext.Extract(ctx, eventCarrier{ev})
 	}
-	_, span := o.tracer.Start(parent, namesOf(rt, ev.Type).publish, producer)
+	spanCtx, span := o.tracer.Start(parent, namesOf(rt, ev.Type).publish, producer)
 	if span.IsRecording() {
 		span.SetAttributes(eventAttributes(ev, rt, "publish")...)
 	}
-	sc := span.SpanContext()
-	inject(sc, out)
+	traceContext.Inject(spanCtx, eventCarrier{out})
 	span.End()
-	return sc
-}
-
-// inject writes sc into ev as the W3C trace context propagator does (traceparent, and
-// tracestate when sc has one; nothing when sc is not valid), with one allocation: the
-// propagator's interface would take ev's copy to the heap, some 300 bytes per event.
-func inject(sc trace.SpanContext, ev *envelope.Event) {
-	if !sc.IsValid() {
-		return
-	}
-	if ts := sc.TraceState().String(); ts != "" {
-		ev.TraceState = ts
-	}
-	const hexDigits = "0123456789abcdef"
-	var b [55]byte // "00-" trace id "-" span id "-" flags
-	copy(b[:], "00-")
-	tid, sid := sc.TraceID(), sc.SpanID()
-	for i, c := range tid {
-		b[3+2*i], b[4+2*i] = hexDigits[c>>4], hexDigits[c&15]
-	}
-	b[35] = '-'
-	for i, c := range sid {
-		b[36+2*i], b[37+2*i] = hexDigits[c>>4], hexDigits[c&15]
-	}
-	b[52] = '-'
-	flags := sc.TraceFlags() & trace.FlagsSampled
-	b[53], b[54] = hexDigits[flags>>4], hexDigits[flags&15]
-	ev.TraceParent = string(b[:])
+	return span.SpanContext()
 }
 
 // The span kinds' options, made once.
