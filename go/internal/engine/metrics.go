@@ -34,17 +34,17 @@ import (
 // role "shadow", and in shadow.results: never as the route's events.
 //
 // The two counts every event makes, submitted and acknowledged, are tandem's own, per P
-// (package perp), and observed at each collection: an SDK counter's Add costs some 90 ns (its
-// options, a map lookup by attribute set, a lock), twice per event, where a P's count costs
-// an add. The rarer counters, and the histograms (the API has no observable histogram), are
-// recorded through the SDK as they happen.
+// (package perp), and observed at each collection: an SDK counter's Add looks its attribute
+// set up in a map and offers the value to an exemplar reservoir, twice per event, where a P's
+// count costs an add (docs/observability.md, "Cost"). The rarer counters, and the histograms
+// (the API has no observable histogram), are recorded through the SDK as they happen.
 type metrics struct {
-	on                   bool
-	retried, dead, rejd  metric.Int64Counter
-	shadows              metric.Int64Counter
-	duration, latency    metric.Float64Histogram
-	submitted, acknowled metric.Int64ObservableCounter
-	reg                  metric.Registration
+	on                  bool
+	retried, dead, rejd metric.Int64Counter
+	shadows             metric.Int64Counter
+	duration, latency   metric.Float64Histogram
+	submitted, acked    metric.Int64ObservableCounter
+	reg                 metric.Registration
 
 	mu sync.Mutex
 	// counted are the per-P counts of each attribute set, one per set (as an SDK counter has
@@ -101,10 +101,10 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 		metric.WithDescription("From submit to the final outcome, retries included."), buckets); err != nil {
 		return err
 	}
-	var errs [12]error
-	o.metrics.submitted, errs[10] = m.Int64ObservableCounter("tandem.events.submitted",
+	var err11, err12 error
+	o.metrics.submitted, err11 = m.Int64ObservableCounter("tandem.events.submitted",
 		metric.WithDescription("Events accepted for a route."), metric.WithUnit("{event}"))
-	o.metrics.acknowled, errs[11] = m.Int64ObservableCounter("tandem.events.acknowledged",
+	o.metrics.acked, err12 = m.Int64ObservableCounter("tandem.events.acknowledged",
 		metric.WithDescription("Events whose handler acknowledged them (final)."), metric.WithUnit("{event}"))
 	inflight, err1 := m.Int64ObservableGauge("tandem.events.in_flight", metric.WithDescription("Events accepted and not yet settled."))
 	occupancy, err2 := m.Int64ObservableGauge("tandem.ring.occupancy", metric.WithDescription("Descriptors waiting in a ring."))
@@ -121,8 +121,7 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 		metric.WithDescription("Completions a submitter settled itself instead of waking the parked Go poller."))
 	runs, err10 := m.Int64ObservableCounter("tandem.runs",
 		metric.WithDescription("Crossings in which a Call ran its own event on its thread, past both rings."))
-	errs[0], errs[1], errs[2], errs[3], errs[4], errs[5], errs[6], errs[7], errs[8], errs[9] = err1, err2, err3, err4, err5, err6, err7, err8, err9, err10
-	for _, e := range errs {
+	for _, e := range []error{err1, err2, err3, err4, err5, err6, err7, err8, err9, err10, err11, err12} {
 		if e != nil {
 			return e
 		}
@@ -156,7 +155,7 @@ func (o *observer) initMetrics(mp metric.MeterProvider) error {
 			}
 		}
 		return nil
-	}, met.submitted, met.acknowled, inflight, occupancy, wakeups, outstanding, workers, breakers, crossings, byCaller, runs, targetInFlight)
+	}, met.submitted, met.acked, inflight, occupancy, wakeups, outstanding, workers, breakers, crossings, byCaller, runs, targetInFlight)
 	if err != nil {
 		return err
 	}
@@ -181,7 +180,7 @@ func (m *metrics) observeCounts(o metric.Observer) {
 			o.ObserveInt64(m.submitted, n, opt)
 		}
 		if n := perp.Sum(&c.cells, func(n *eventCount) *perp.Count { return &n.acked }); n != 0 {
-			o.ObserveInt64(m.acknowled, n, opt)
+			o.ObserveInt64(m.acked, n, opt)
 		}
 	}
 }
