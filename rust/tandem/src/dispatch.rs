@@ -195,8 +195,8 @@ fn spawn(shared: &Shared, task: impl Future<Output = ()> + Send + 'static, by: D
 ///
 /// The job stays with the caller and the handler's future borrows its event: an async
 /// function keeps an argument it is given by value twice (as given, and as the local it
-/// moves into). The event's envelope (some 300 bytes) stays where it was decoded, in the
-/// caller's future, which is made in its box (`boxed`) or in its task.
+/// moves into). The event's envelope (some 300 bytes) is decoded into the caller's future at
+/// its first poll, once the future is in its box or its task, and stays there.
 pub(crate) async fn run<'s>(
     shared: &'s Shared,
     job: &Job<'s, '_>,
