@@ -125,15 +125,23 @@ func TestMetricsCountACallsRun(t *testing.T) {
 	shutdownClean(t, rt)
 }
 
-// A route swapped away from a handler and back counts on in the same series: the events
-// before the swaps and after them, not the last handler's alone.
-func TestMetricsCountOnAcrossSwaps(t *testing.T) {
+// meteredWithGoEcho is a started runtime whose metrics reader collects, with the Go handler
+// go-echo (it replies with the event's data) registered beside the bundled Rust ones.
+func meteredWithGoEcho(t *testing.T) (*Runtime, *sdkmetric.ManualReader) {
+	t.Helper()
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	defer mp.Shutdown(context.Background())
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
 	rt := newRegistered(t, Config{MeterProvider: mp})
 	must(t, rt.Register("go-echo", HandlerFunc(func(ctx context.Context, ev *Event) Result { return AckReply(ev.Data) })))
 	start(t, rt)
+	return rt, reader
+}
+
+// A route swapped away from a handler and back counts on in the same series: the events
+// before the swaps and after them, not the last handler's alone.
+func TestMetricsCountOnAcrossSwaps(t *testing.T) {
+	rt, reader := meteredWithGoEcho(t)
 	calls := func(n int) {
 		for i := range n {
 			reply, err := rt.Call(context.Background(), event("demo.echo", strconv.Itoa(i), []byte("ab")))
@@ -162,12 +170,7 @@ func TestMetricsCountOnAcrossSwaps(t *testing.T) {
 }
 
 func TestMetricsNameTheTargetAndCountShadowsApart(t *testing.T) {
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	defer mp.Shutdown(context.Background())
-	rt := newRegistered(t, Config{MeterProvider: mp})
-	must(t, rt.Register("go-echo", HandlerFunc(func(ctx context.Context, ev *Event) Result { return AckReply(ev.Data) })))
-	start(t, rt)
+	rt, reader := meteredWithGoEcho(t)
 	must(t, rt.SetWeights("demo.echo", []Weighted{{RustTarget("demo.echo"), 1}, {GoTarget("go-echo"), 1}}))
 	must(t, rt.Shadow("demo.echo", RustTarget("demo.upper")))
 	const n = 200
