@@ -91,18 +91,19 @@ func (o *observer) settled(d *Delivery, acked bool) {
 	o.metrics.settled(d.metrics(), acked, d.submittedAt)
 }
 
-// clock is the start of a Go handler's run, for delivered (zero when metrics are off).
-func (o *observer) clock() time.Time {
+// clock is the start of a Go handler's run, for delivered (nanotime; zero when metrics are
+// off).
+func (o *observer) clock() int64 {
 	if o.metrics.on {
-		return time.Now()
+		return nanotime()
 	}
-	return time.Time{}
+	return 0
 }
 
-// delivered: a Go handler ran once.
-func (o *observer) delivered(d *Delivery, outcome Outcome, start time.Time) {
+// delivered: a Go handler ran once, from start (clock).
+func (o *observer) delivered(d *Delivery, outcome Outcome, start int64) {
 	if o.metrics.on {
-		o.metrics.delivered(d.metrics(), outcome, time.Since(start))
+		o.metrics.delivered(d.metrics(), outcome, time.Duration(nanotime()-start))
 	}
 }
 

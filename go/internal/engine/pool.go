@@ -241,7 +241,7 @@ func (e *Engine) runGo(d *Delivery) {
 // goOutcome settles a Go delivery with its handler's result. A result that comes after the
 // delivery's deadline is a retryable timeout whatever it says, as for a Rust handler, whose
 // task is no longer polled past its deadline.
-func (e *Engine) goOutcome(d *Delivery, hc *HandlerContext, res Result, start time.Time) {
+func (e *Engine) goOutcome(d *Delivery, hc *HandlerContext, res Result, start int64) {
 	name := d.bound.target.Name
 	if hc.expired.Load() {
 		env := res.Error
