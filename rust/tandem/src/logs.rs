@@ -248,7 +248,6 @@ impl<'a> EventFields<'a> {
 }
 
 /// An event's handler and the event it runs for, which a thread polling its future names.
-#[derive(Clone, Copy)]
 struct Running<'a> {
     ev: &'a HandlerEvent<'a>,
     handler: &'a str,
@@ -488,12 +487,18 @@ where
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let mut c = Collect::default();
         if let Some(span) = ctx.span(id) {
-            let inherits = span
-                .scope()
-                .skip(1)
-                .any(|s| s.extensions().get::<HoldsEvent>().is_some());
-            let holds =
-                !inherits && with_running(|ev| ev.map(|f| f.collect(&mut c.fields)).is_some());
+            // Its ancestors are read only when a handler runs: most spans are made outside one.
+            let holds = with_running(|ev| {
+                let Some(f) = ev else { return false };
+                let inherits = span
+                    .scope()
+                    .skip(1)
+                    .any(|s| s.extensions().get::<HoldsEvent>().is_some());
+                if !inherits {
+                    f.collect(&mut c.fields);
+                }
+                !inherits
+            });
             attrs.record(&mut c);
             let mut ext = span.extensions_mut();
             ext.insert(SpanFields(c.fields));
