@@ -14,6 +14,7 @@ use crate::outcome::{HandlerError, Outcome};
 use crate::poller::Drainer;
 use crate::shared::Shared;
 use crate::slots::{Delivery, RequestSlot};
+use crate::spare::InBlock;
 
 /// One event, decoded and routed (the route, borrowed from the runtime's registry, and the
 /// event borrowing its bytes), or the reason it cannot run: boxed, as it is rare and some 90
@@ -122,28 +123,17 @@ pub(crate) fn dispatch_slot(
     #[cfg(all(test, not(loom)))]
     tests::EVENT_FUTURE_SIZE.fetch_max(output_size(&task), Relaxed);
     if inline {
-        // Run the handler on the poller until it first waits: a handler that finishes without
-        // waiting costs no task. One that waits moves, boxed, into a task of its own, whose
-        // first poll registers its own waker (the poller's may be woken once, spuriously).
-        // The box comes from the allocator's per-thread cache while the future fits it
-        // (EVENT_FUTURE_BUDGET, in the tests).
-        let mut task = boxed(task);
-        if task.as_mut().poll(cx).is_pending() {
+        // Run the handler on this thread until it first waits: a handler that finishes
+        // without waiting costs no task. One that waits moves, in its block, into a task of
+        // its own, whose first poll registers its own waker (this one is a no-op, or the
+        // poller's, which may then be woken once, spuriously).
+        let mut task = InBlock::event(task);
+        if Pin::new(&mut task).poll(cx).is_pending() {
             spawn(shared, Kept::new(task, shared), by);
         }
     } else {
         spawn(shared, Kept::new(task(), shared), by);
     }
-}
-
-/// The future `make` returns, made in its box: an event's future is some 900 bytes, made on
-/// the stack and copied into the box otherwise.
-#[inline(always)]
-fn boxed<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
-    let mut b = Box::<F>::new_uninit();
-    b.write(make());
-    // SAFETY: written just above.
-    Box::into_pin(unsafe { b.assume_init() })
 }
 
 /// The size of what `make` returns.
@@ -187,6 +177,13 @@ fn spawn(shared: &Shared, task: impl Future<Output = ()> + Send + 'static, by: D
         shared.counters.task_wakes.fetch_add(1, Relaxed);
     }
     shared.tracker.spawn(task);
+}
+
+/// Why a handler's run ended before the handler did.
+enum Stopped {
+    Shutdown,
+    GivenUp,
+    Expired,
 }
 
 /// Runs a job's handler, containing panics and honouring cancellation: the runtime's, the
@@ -244,30 +241,6 @@ async fn run_handler<'s>(
         Some(t) => Some(t.clone()),
         None => deadline.as_ref().map(|_| shared.cancel.child_token()),
     };
-    let given_up = async {
-        match by_go {
-            Some(t) => t.cancelled().await,
-            None => std::future::pending().await,
-        }
-    };
-    let expired = async {
-        let Some(deadline) = &deadline else {
-            return std::future::pending().await;
-        };
-        // The timer lives on the heap: only events with a deadline pay for it, and the
-        // future of every event stays smaller (it is moved into its task).
-        let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
-        loop {
-            let left = deadline.load(Relaxed).saturating_sub(now_ns() as i64);
-            if left <= 0 {
-                return;
-            }
-            timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + Duration::from_nanos(left as u64));
-            timer.as_mut().await;
-        }
-    };
     // SAFETY: `ev` is borrowed for longer than this future, so it outlives `cx`, a local of it,
     // and cannot move meanwhile; the handler gets `&cx` only for the length of the call below,
     // and a Context is neither Clone nor built elsewhere.
@@ -304,36 +277,80 @@ async fn run_handler<'s>(
             tracing::Instrument::instrument(run, span).await
         }
     };
-    // Pinned where it is made: select! would move it (with what it holds) into its own state,
-    // through two copies on the stack. Dropped with the block, which ends its borrows.
-    let outcome = {
-        let handler = std::pin::pin!(handler);
+    // What ends a handler early: the runtime's shutdown, Go giving up, the deadline. An async
+    // block builds nothing until its first poll, so a handler that finishes without waiting
+    // (an inline one, at every load) never registers with the runtime's cancellation token,
+    // whose waiter list is a lock every core shares.
+    let watch = async {
+        let shutdown = shared.cancel.cancelled();
+        let given_up = async {
+            match by_go {
+                Some(t) => t.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let expired = async {
+            let Some(deadline) = &deadline else {
+                return std::future::pending().await;
+            };
+            // The timer lives on the heap: only events with a deadline pay for it, and the
+            // future of every event stays smaller (it is moved into its task).
+            let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
+            loop {
+                let left = deadline.load(Relaxed).saturating_sub(now_ns() as i64);
+                if left <= 0 {
+                    return;
+                }
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + Duration::from_nanos(left as u64));
+                timer.as_mut().await;
+            }
+        };
         tokio::select! {
             biased;
-            r = handler => match r {
-                Ok(o) => o,
-                Err(panic) => {
-                    shared.counters.panics.fetch_add(1, Relaxed);
-                    let message = format!("handler panicked: {}", panic.message);
-                    tracing::error!(
-                        handler = &*route.name,
-                        event_id = ev.id(),
-                        location = panic.location.as_deref(),
-                        backtrace = panic.backtrace.as_deref(),
-                        "{message}"
-                    );
-                    Outcome::Term(HandlerError::with_code(code::PANIC, message))
-                }
-            },
-            _ = shared.cancel.cancelled() => Outcome::Retry {
+            _ = shutdown => Stopped::Shutdown,
+            _ = given_up, if by_go.is_some() => Stopped::GivenUp,
+            _ = expired => Stopped::Expired,
+        }
+    };
+    // Both pinned where they are made (moved, they would be copied with what they hold), and
+    // polled handler first, as a biased select: a handler that finishes as a watcher fires
+    // finishes.
+    let outcome = {
+        let mut handler = std::pin::pin!(handler);
+        let mut watch = std::pin::pin!(watch);
+        let ended = std::future::poll_fn(|cx| match handler.as_mut().poll(cx) {
+            Poll::Ready(r) => Poll::Ready(Ok(r)),
+            Poll::Pending => watch.as_mut().poll(cx).map(Err),
+        })
+        .await;
+        match ended {
+            Ok(Ok(o)) => o,
+            Ok(Err(panic)) => {
+                shared.counters.panics.fetch_add(1, Relaxed);
+                let message = format!("handler panicked: {}", panic.message);
+                tracing::error!(
+                    handler = &*route.name,
+                    event_id = ev.id(),
+                    location = panic.location.as_deref(),
+                    backtrace = panic.backtrace.as_deref(),
+                    "{message}"
+                );
+                Outcome::Term(HandlerError::with_code(code::PANIC, message))
+            }
+            Err(Stopped::Shutdown) => Outcome::Retry {
                 after: Duration::ZERO,
-                error: HandlerError::with_code(code::CANCELLED, "the runtime shut down before the handler finished"),
+                error: HandlerError::with_code(
+                    code::CANCELLED,
+                    "the runtime shut down before the handler finished",
+                ),
             },
-            _ = given_up, if by_go.is_some() => Outcome::Retry {
+            Err(Stopped::GivenUp) => Outcome::Retry {
                 after: Duration::ZERO,
                 error: HandlerError::with_code(code::CANCELLED, "the caller gave up"),
             },
-            _ = expired => {
+            Err(Stopped::Expired) => {
                 if let Some(cancel) = &cancel {
                     cancel.cancel();
                 }
@@ -358,14 +375,15 @@ mod tests {
     pub(super) static EVENT_FUTURE_SIZE: std::sync::atomic::AtomicUsize =
         std::sync::atomic::AtomicUsize::new(0);
 
-    /// What an event's future may weigh: glibc's per-thread cache serves blocks up to 1032
-    /// bytes. Past it, each event's allocation and free took the allocator's slow path, as
-    /// dear as the rest of a trivial handler's run (measured when the future was 1.7 KiB).
-    /// Every byte is also copied as the future moves into its box.
-    const EVENT_FUTURE_BUDGET: usize = 1024;
+    /// What an event's future may weigh: a thread's spare block (crate::spare), or the event
+    /// would take the allocator's path on every thread. A task's future, beside tokio's
+    /// header, comes from glibc's per-thread cache up to 1032 bytes: past it, each event's
+    /// allocation and free took the allocator's slow path, as dear as the rest of a trivial
+    /// handler's run (measured when the future was 1.7 KiB).
+    const EVENT_FUTURE_BUDGET: usize = crate::spare::ROOM;
 
     #[test]
-    fn an_events_future_fits_the_allocators_per_thread_cache() {
+    fn an_events_future_fits_a_spare_block() {
         let mut rt = runtime();
         submit(&rt, 0, &envelope("echo.inline", b"x"));
         let done = next_completion(&rt);

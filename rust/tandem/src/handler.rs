@@ -17,6 +17,7 @@ use crate::envelope::{Envelope, Extensions};
 use crate::outcome::{EmitError, HandlerError, Outcome};
 use crate::reply::{CallError, Reply};
 use crate::slots::Delivery;
+use crate::spare::{DynInBlock, InBlock};
 
 /// An async event handler run by the tokio runtime, one task per event.
 ///
@@ -63,15 +64,15 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Object-safe form of [`Handler`], used by the registry.
 pub(crate) trait DynHandler: Send + Sync + 'static {
-    fn call<'a>(&'a self, ev: &'a Event<'_>, cx: &'a Context) -> BoxFuture<'a, Outcome>;
+    fn call<'a>(&'a self, ev: &'a Event<'_>, cx: &'a Context) -> DynInBlock<'a, Outcome>;
     fn init(&self) -> Result<(), HandlerError>;
     fn warm_up(&self) -> BoxFuture<'_, Result<(), HandlerError>>;
     fn close(&self);
 }
 
 impl<H: Handler> DynHandler for H {
-    fn call<'a>(&'a self, ev: &'a Event<'_>, cx: &'a Context) -> BoxFuture<'a, Outcome> {
-        Box::pin(self.handle(ev, cx))
+    fn call<'a>(&'a self, ev: &'a Event<'_>, cx: &'a Context) -> DynInBlock<'a, Outcome> {
+        InBlock::handler(|| self.handle(ev, cx)).erased()
     }
     fn init(&self) -> Result<(), HandlerError> {
         Handler::init(self)

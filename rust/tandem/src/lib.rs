@@ -76,6 +76,7 @@ mod runtime;
 mod shared;
 mod shm;
 mod slots;
+mod spare;
 #[cfg(all(not(loom), any(test, feature = "conform")))]
 mod standin;
 mod stats;
