@@ -180,6 +180,11 @@ type GoalTarget struct {
 	Status GoalStatus
 	// Reason says why a target is NotMeasured, or qualifies a measured one.
 	Reason string
+	// Reference, for a target that holds rings' figure to a bound over another kind of
+	// figure of the contender's (an idle round trip over a back-to-back one), is the
+	// contender's own figure of rings' kind over the same denominator, round by round: what
+	// the contender itself makes of the bound. Empty otherwise.
+	Reference Spread
 }
 
 // BoundString is the bound as it reads: "≤ 1.5×".
@@ -343,6 +348,10 @@ type goalTargetDef struct {
 	needs             string
 	unit              string // when not a ratio
 	reason            string
+	// reference, when set, is the contender's own figure of tandem's kind: the target's
+	// Reference divides it by contender, and its Reason says so as referenceWhat.
+	reference     figureKey
+	referenceWhat string
 }
 
 func (g *goalRun) targetDefs() []goalTargetDef {
@@ -350,9 +359,11 @@ func (g *goalRun) targetDefs() []goalTargetDef {
 	wakeNote := "Go→Rust and Rust→Go poller wakes, and tokio workers woken for a task"
 	defs := []goalTargetDef{
 		{id: "idle-inline-p50", goal: 1, what: "idle round trip, inline handler: rings p50 / direct serial p50",
-			atMost: true, bound: 1.5, tandem: fig("idle-inline", goalRings, "p50-ns"), contender: fig("serial", goalDirect, "p50-ns"), needs: goalDirect},
+			atMost: true, bound: 1.5, tandem: fig("idle-inline", goalRings, "p50-ns"), contender: fig("serial", goalDirect, "p50-ns"), needs: goalDirect,
+			reference: fig("idle-inline", goalDirect, "p50-ns"), referenceWhat: "direct's own idle p50 / its serial p50"},
 		{id: "idle-inline-p99", goal: 1, what: "idle round trip, inline handler: rings p99 / direct serial p99",
-			atMost: true, bound: 3, tandem: fig("idle-inline", goalRings, "p99-ns"), contender: fig("serial", goalDirect, "p99-ns"), needs: goalDirect},
+			atMost: true, bound: 3, tandem: fig("idle-inline", goalRings, "p99-ns"), contender: fig("serial", goalDirect, "p99-ns"), needs: goalDirect,
+			reference: fig("idle-inline", goalDirect, "p99-ns"), referenceWhat: "direct's own idle p99 / its serial p99"},
 		{id: "idle-task-wakes", goal: 2, what: "idle round trip, task handler: thread wakes per op",
 			atMost: true, bound: 1, tandem: fig("idle-task", goalRings, "wakes/op"), unit: "wakes/op", reason: wakeNote},
 		{id: "idle-task-p50", goal: 2, what: "idle round trip, task handler: rings p50 / eventfd ping-pong Go↔Rust p50",
@@ -389,8 +400,11 @@ func (g *goalRun) targets() []GoalTarget {
 		if t.Unit == "" {
 			t.Unit = "×"
 		}
-		var vs []float64
+		var vs, refs []float64
 		for _, r := range g.rounds {
+			if rv, cv := r[d.reference], r[d.contender]; d.reference != (figureKey{}) && rv > 0 && cv > 0 {
+				refs = append(refs, rv/cv)
+			}
 			tv, ok := r[d.tandem]
 			if !ok {
 				continue
@@ -404,6 +418,11 @@ func (g *goalRun) targets() []GoalTarget {
 				continue
 			}
 			vs = append(vs, tv/cv)
+		}
+		if len(refs) > 0 {
+			t.Reference = newSpread(refs)
+			t.Reason = fmt.Sprintf("%s: %s (%s)", d.referenceWhat, formatGoalValue(t.Reference.Median, "×"),
+				spreadString(t.Reference))
 		}
 		switch {
 		case len(vs) > 0:

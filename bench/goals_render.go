@@ -122,9 +122,12 @@ func (g Goals) verdictSummary() string {
 }
 
 // spreadString is the min–max of a target's values, the unit left to the median beside it.
-func (t GoalTarget) spreadString() string {
-	return strconv.FormatFloat(t.Value.Min, 'f', goalDigits(t.Value.Min), 64) + "–" +
-		strconv.FormatFloat(t.Value.Max, 'f', goalDigits(t.Value.Max), 64)
+func (t GoalTarget) spreadString() string { return spreadString(t.Value) }
+
+// spreadString is the min–max of s, without a unit.
+func spreadString(s Spread) string {
+	return strconv.FormatFloat(s.Min, 'f', goalDigits(s.Min), 64) + "–" +
+		strconv.FormatFloat(s.Max, 'f', goalDigits(s.Max), 64)
 }
 
 // WriteBenchFormat writes every round's figures and target values as Go benchmark lines,

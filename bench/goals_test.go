@@ -139,6 +139,8 @@ func TestGoalTargetsFromRounds(t *testing.T) {
 		g.rounds = append(g.rounds, map[figureKey]float64{})
 		g.record("serial/rings", "p50-ns", ringsP50[i])
 		g.record("serial/direct", "p50-ns", directP50[i])
+		g.record("idle-inline/rings", "p50-ns", 2*ringsP50[i])
+		g.record("idle-inline/direct", "p50-ns", []float64{150, 600, 100}[i])
 		g.record("inflight/rings", "events/s", 1000)
 		g.record("idle-cpu/rings", "cpu-pct", []float64{0.05, 0.2, 0.08}[i])
 	}
@@ -149,6 +151,19 @@ func TestGoalTargetsFromRounds(t *testing.T) {
 	serial := got["serial-p50"]
 	if serial.Status != Met || serial.Value.Median != 1 || serial.Value.Min != 1 || serial.Value.Max != 4 {
 		t.Errorf("serial-p50: %s, median %v (%v–%v), want met at 1 (1–4)", serial.Status, serial.Value.Median, serial.Value.Min, serial.Value.Max)
+	}
+	// The idle target holds rings' idle round trip to direct's back-to-back one; its reference
+	// is direct's own idle round trip over the same: ratios 1.5, 2, 2.
+	idle := got["idle-inline-p50"]
+	if idle.Value.Median != 2 || idle.Reference.Median != 2 || idle.Reference.Min != 1.5 || idle.Reference.Max != 2 {
+		t.Errorf("idle-inline-p50: %v, reference %v (%v–%v), want 2 and 2 (1.5–2)", idle.Value.Median,
+			idle.Reference.Median, idle.Reference.Min, idle.Reference.Max)
+	}
+	if want := "direct's own idle p50 / its serial p50: 2.00× (1.50–2.00)"; idle.Reason != want {
+		t.Errorf("idle-inline-p50 says %q, want %q", idle.Reason, want)
+	}
+	if s := got["serial-p50"]; len(s.Reference.Rounds) != 0 || s.Reason != "" {
+		t.Errorf("serial-p50 has a reference (%v, %q): only a target over another kind of figure has", s.Reference, s.Reason)
 	}
 	if cpu := got["idle-cpu"]; cpu.Status != Met || cpu.Value.Median != 0.08 {
 		t.Errorf("idle-cpu: %s at %v, want met at 0.08", cpu.Status, cpu.Value.Median)
