@@ -375,11 +375,11 @@ mod tests {
     pub(super) static EVENT_FUTURE_SIZE: std::sync::atomic::AtomicUsize =
         std::sync::atomic::AtomicUsize::new(0);
 
-    /// What an event's future may weigh: a thread's spare block (crate::spare), or the event
-    /// would take the allocator's path on every thread. A task's future, beside tokio's
-    /// header, comes from glibc's per-thread cache up to 1032 bytes: past it, each event's
-    /// allocation and free took the allocator's slow path, as dear as the rest of a trivial
-    /// handler's run (measured when the future was 1.7 KiB).
+    /// What an event's future may weigh: a block a thread keeps (crate::spare). Past it, an
+    /// event that starts on its taker's thread would take memory from the allocator, which
+    /// for a future past 1032 bytes is glibc's slow path, as dear as the rest of a trivial
+    /// handler's run (measured when the future was 1.7 KiB). Every byte is also copied when a
+    /// task handler's event moves into its task.
     const EVENT_FUTURE_BUDGET: usize = crate::spare::ROOM;
 
     #[test]
