@@ -607,6 +607,29 @@ mod tests {
         assert_whole(&mut rt);
     }
 
+    /// The handler is polled before what would end it early, as a biased select would: one
+    /// that finishes without waiting finishes even once the runtime's shutdown has fired,
+    /// and one that waits is then cancelled, retryable.
+    #[test]
+    fn a_handler_that_finishes_at_once_wins_over_a_fired_shutdown() {
+        let mut rt = runtime();
+        rt.shared.cancel.cancel();
+        submit(&rt, 0, &envelope("echo.inline", b"x"));
+        let done = next_completion(&rt);
+        assert_eq!(done.kind, TANDEM_OUTCOME_ACK);
+        assert_eq!(done.reply, b"x");
+        release(&rt, done.reply_slot);
+        submit(&rt, 1, &envelope("forever", b""));
+        let done = next_completion(&rt);
+        assert_eq!(done.kind, TANDEM_OUTCOME_RETRY);
+        assert_eq!(
+            envelope::decode_error(&done.reply).unwrap().code,
+            code::CANCELLED
+        );
+        release(&rt, done.reply_slot);
+        assert_whole(&mut rt);
+    }
+
     struct Facts;
     impl Handler for Facts {
         async fn handle(&self, ev: &Event<'_>, _cx: &Context) -> Outcome {
