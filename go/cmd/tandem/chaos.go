@@ -33,7 +33,7 @@ func chaosMain(args []string, stdout, stderr io.Writer) int {
 	sinkFail := fs.Float64("sink-fail", 0.05, "share of dead-letter writes that fail (with sink-fail on)")
 	sinkSlow := fs.Float64("sink-slow", 0.05, "share of dead-letter writes delayed by -sink-delay (with sink-slow on)")
 	sinkDelay := fs.Duration("sink-delay", 5*time.Millisecond, "the delay of a slow dead-letter write")
-	restartEvery := fs.Duration("restart-every", 20*time.Second, "shut the runtime down mid-flight this often and start a new one (with restart on; 0: never); a third of the run when that is shorter, so every run restarts twice")
+	restartEvery := fs.Duration("restart-every", 20*time.Second, "shut the runtime down mid-flight this often and start a new one (with restart on; 0: never); two fifths of the run when that is shorter, so every run restarts at least twice, the second well before it ends")
 	restartGrace := fs.Duration("restart-grace", 10*time.Millisecond, "how long a restart's Shutdown lets in-flight events finish before cancelling them")
 	maxInFlight := fs.Int("max-in-flight", 64, "request slots (Config.MaxInFlight): small, so bursts fill them and the Rust overload policies act")
 	seed := fs.Uint64("seed", 1, "seed of every random choice")
@@ -103,7 +103,7 @@ func chaosMain(args []string, stdout, stderr io.Writer) int {
 		o.Sink.SlowRate, o.Sink.Delay = *sinkSlow, *sinkDelay
 	}
 	if on["restart"] && *restartEvery > 0 {
-		o.RestartEvery, o.RestartGrace = min(*restartEvery, offering/3), *restartGrace
+		o.RestartEvery, o.RestartGrace = min(*restartEvery, offering*2/5), *restartGrace
 	}
 	if !*quiet {
 		o.Log = stdout

@@ -258,6 +258,9 @@ func (r *runner) restartLoop(ctx context.Context, rep *Report) error {
 			return nil
 		case <-t.C:
 		}
+		if ctx.Err() != nil {
+			return nil // a tick due as the offering ends: the run is over
+		}
 		old := r.cur.Load()
 		at := time.Since(r.started)
 		// Events offered meanwhile meet the old runtime, draining: ErrClosed.
