@@ -402,8 +402,10 @@ func (g *goalRun) targets() []GoalTarget {
 		}
 		var vs, refs []float64
 		for _, r := range g.rounds {
-			if rv, cv := r[d.reference], r[d.contender]; d.reference != (figureKey{}) && rv > 0 && cv > 0 {
-				refs = append(refs, rv/cv)
+			if d.reference != (figureKey{}) {
+				if rv, cv := r[d.reference], r[d.contender]; rv > 0 && cv > 0 {
+					refs = append(refs, rv/cv)
+				}
 			}
 			tv, ok := r[d.tandem]
 			if !ok {

@@ -620,13 +620,7 @@ mod tests {
         assert_eq!(done.reply, b"x");
         release(&rt, done.reply_slot);
         submit(&rt, 1, &envelope("forever", b""));
-        let done = next_completion(&rt);
-        assert_eq!(done.kind, TANDEM_OUTCOME_RETRY);
-        assert_eq!(
-            envelope::decode_error(&done.reply).unwrap().code,
-            code::CANCELLED
-        );
-        release(&rt, done.reply_slot);
+        expect_cancelled(&rt);
         assert_whole(&mut rt);
     }
 

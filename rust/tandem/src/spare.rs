@@ -141,19 +141,8 @@ impl<F> InBlock<F> {
                     .cast()
             }
         };
-        /// Frees the memory if `make` panics before anything lives there.
-        struct Unwritten(NonNull<u8>, Option<Layout>);
-        impl Drop for Unwritten {
-            fn drop(&mut self) {
-                // SAFETY: the memory holds nothing yet, and was allocated as `free` reads it.
-                unsafe { free(self.0, self.1) };
-            }
-        }
-        let memory = || match block {
-            Some(_) => None,
-            None => Some(Layout::new::<F>()),
-        };
-        let guard = Unwritten(at.cast(), memory());
+        // Frees the memory if `make` panics before anything lives there.
+        let guard = Release(at.cast(), block.is_none().then(Layout::new::<F>));
         // SAFETY: `at` is valid for writes of an F and aligned for it.
         unsafe { at.as_ptr().write(make()) };
         std::mem::forget(guard);
@@ -194,19 +183,23 @@ unsafe fn free(at: NonNull<u8>, memory: Option<Layout>) {
     }
 }
 
+/// Gives back or frees memory as [`free`] does when dropped: after an F's drop (even one that
+/// panics), or in place of one never written.
+struct Release(NonNull<u8>, Option<Layout>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        // SAFETY: the memory holds nothing live, came from `write` as `self.1` says, and its
+        // owner is done with it.
+        unsafe { free(self.0, self.1) };
+    }
+}
+
 impl<F: ?Sized> Drop for InBlock<F> {
     fn drop(&mut self) {
-        /// Frees the memory after F's drop, even when that panics.
-        struct Free(NonNull<u8>, Option<Layout>);
-        impl Drop for Free {
-            fn drop(&mut self) {
-                // SAFETY: the F is dropped (or its drop unwound) and nothing uses it again.
-                unsafe { free(self.0, self.1) };
-            }
-        }
         // SAFETY: `at` holds a live F (its layout is read before it is dropped).
         let layout = Layout::for_value(unsafe { self.at.as_ref() });
-        let _free = Free(self.at.cast(), (!self.block).then_some(layout));
+        let _release = Release(self.at.cast(), (!self.block).then_some(layout));
         // SAFETY: `at` holds a live F, owned by this InBlock, dropped once here.
         unsafe { std::ptr::drop_in_place(self.at.as_ptr()) };
     }
